@@ -1,0 +1,23 @@
+//! pipecr: checkpoint and restore Linux processes and their pipes, from user space.
+//!
+//! The crate is organised by task:
+//!
+//! - [`pipe`]: checkpoint one pipe (its pending bytes, capacity, packet boundaries and the
+//!   flags of its ends) into a [`pipe::PipeImage`] without consuming anything, and restore
+//!   it into a new pipe, optionally at given descriptor numbers. This is the interface of
+//!   the 2007 RFC, done with the kernel's existing system calls.
+//! - [`freeze`]: stop every thread of a live process tree and resume it untouched.
+//! - [`proc`]: readers of `/proc/PID/...`.
+//! - [`check`]: probe the kernel features and capabilities the rest of pipecr relies on.
+//! - [`sys`]: the thin system-call layer; the only place where `unsafe` is allowed.
+//!
+//! The on-disk format lives in the `pipecr-image` crate, which knows nothing of live
+//! processes.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod check;
+pub mod freeze;
+pub mod pipe;
+pub mod proc;
+pub mod sys;

@@ -1,0 +1,648 @@
+//! In-process pipe checkpoint and restore: the 2007 RFC's `ckpoint_pipe(file, img)` and
+//! `restore_pipe(fd[2], img)`, done in user space with the kernel's existing calls.
+//!
+//! [`checkpoint`] reads what a pipe holds without consuming it: `tee(2)` links the pipe's
+//! buffers into a scratch pipe of the same capacity, and only the scratch pipe is read. The
+//! original pipe keeps exactly the bytes it had, so a failed or abandoned checkpoint changes
+//! nothing. Given only a write end, a read end of the same pipe is opened through
+//! `/proc/self/fd`.
+//!
+//! [`restore`] creates a new pipe with the saved capacity, refills it (packet by packet in
+//! packet mode, see pipe(2) `O_DIRECT`) and gives each end the saved status flags.
+//! [`restore_at`] installs the two ends at chosen descriptor numbers, like the RFC's
+//! `restore_pipe(fd, img)`.
+//!
+//! [`save`] and [`load`] move a [`PipeImage`] to and from an image directory in the
+//! format of `pipecr-image` (`pipes.img`, `files.img`, `pipes-data.img`); the conversion to
+//! and from the schema's messages is [`PipeImage::to_entry`] / [`PipeImage::from_entry`],
+//! which whole-tree dumps reuse.
+//!
+//! What this module leaves to others: descriptor numbers and close-on-exec bits of a live
+//! process (the descriptor table belongs to the dump), and FIFO paths (the FIFO kind).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use pipecr_image::proto::{self, PipeEndKind, open_file};
+use pipecr_image::{Image, ImageError, ImageMeta, ImageWriter};
+use rustix::fs::{FileType, OFlags};
+use rustix::io::Errno;
+use rustix::pipe::{PipeFlags, SpliceFlags};
+
+use crate::sys;
+
+/// Largest write the kernel keeps in one piece: a packet-mode write longer than this is
+/// split into several packets (pipe(2)), so no saved packet can be longer.
+pub const PIPE_BUF: usize = 4096;
+
+/// The kernel's page size on the architectures pipecr supports; one pipe buffer slot.
+const PAGE_SIZE: u32 = 4096;
+
+/// `pipes.img`: one [`proto::Pipe`] record per pipe.
+pub const PIPES_FILE: &str = "pipes.img";
+/// `files.img`: one [`proto::OpenFile`] record per open file.
+pub const FILES_FILE: &str = "files.img";
+/// `pipes-data.img`: the pending bytes of every pipe, page-aligned.
+pub const PIPES_DATA_FILE: &str = "pipes-data.img";
+/// The inventory's `content` for an image that holds one in-process pipe.
+pub const PIPE_CONTENT: &str = "pipe";
+
+/// Status flags that `fcntl(F_SETFL)` can change on a pipe end; the rest of a saved
+/// `flags` word (access mode, `O_LARGEFILE`) is fixed when the end is opened.
+const SETTABLE_FLAGS: OFlags = OFlags::APPEND
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::DIRECT)
+    .union(OFlags::NOATIME);
+
+/// Which end of a pipe an open file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum End {
+    /// An open file that reads from the pipe (`O_RDONLY`, or `O_RDWR` through `/proc`).
+    Read,
+    /// An open file that only writes to the pipe (`O_WRONLY`).
+    Write,
+}
+
+impl End {
+    fn of_flags(flags: OFlags) -> End {
+        if flags & OFlags::RWMODE == OFlags::WRONLY {
+            End::Write
+        } else {
+            End::Read
+        }
+    }
+}
+
+/// One end of a pipe as it was open: which end, and its file status flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeEndState {
+    /// Read or write end.
+    pub end: End,
+    /// Status flags of the open file as `F_GETFL` reports them (access mode, `O_NONBLOCK`,
+    /// `O_DIRECT`, ...). Never `O_CLOEXEC`: that belongs to a descriptor, not an open file.
+    pub flags: OFlags,
+}
+
+/// Everything needed to recreate one pipe: saved state, no live objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeImage {
+    /// The pipe's inode number where it was checkpointed (`pipe:[N]`); informational.
+    pub inode: u64,
+    /// Capacity in bytes (`F_GETPIPE_SZ`).
+    pub capacity: u32,
+    /// The bytes waiting to be read, in order.
+    pub data: Vec<u8>,
+    /// In packet mode, the length of each pending packet in order (they add up to
+    /// `data.len()`); `None` for a byte-stream pipe.
+    pub packets: Option<Vec<u32>>,
+    /// The ends that were checkpointed, with their flags.
+    pub ends: Vec<PipeEndState>,
+}
+
+/// Why a pipe could not be checkpointed, restored, saved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    /// The descriptor is open but is not a pipe or FIFO.
+    #[error("fd {fd} is a {kind}, not a pipe or FIFO")]
+    NotAPipe {
+        /// The descriptor given.
+        fd: RawFd,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// Descriptors given together are ends of different pipes.
+    #[error("fd {fd} is not an end of the same pipe as fd {first}")]
+    DifferentPipes {
+        /// The first descriptor given.
+        first: RawFd,
+        /// The descriptor that belongs to another pipe.
+        fd: RawFd,
+    },
+    /// A system call on a descriptor failed.
+    #[error("fd {fd}: {op} failed")]
+    Sys {
+        /// The descriptor involved.
+        fd: RawFd,
+        /// The operation, named after its system call.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused to give a pipe the saved capacity.
+    #[error(
+        "pipe capacity of {requested} bytes refused by the kernel: the limit is \
+         /proc/sys/fs/pipe-max-size = {max} bytes without CAP_SYS_RESOURCE (or the user's \
+         pipe buffer quota is used up)"
+    )]
+    CapacityRefused {
+        /// The capacity asked for.
+        requested: u32,
+        /// `/proc/sys/fs/pipe-max-size` at the time (0 when it could not be read).
+        max: u64,
+        /// The OS error (`EPERM`).
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel set a capacity other than the saved one (it rounds up to a power of two
+    /// of pages), so the restored pipe would not behave as the saved one.
+    #[error("pipe capacity of {requested} bytes cannot be restored exactly: the kernel gave {got}")]
+    CapacityMismatch {
+        /// The capacity asked for.
+        requested: u32,
+        /// The capacity obtained.
+        got: usize,
+    },
+    /// The pipe's pending bytes could not be copied in full.
+    #[error("pipe:[{inode}]: only {copied} of {pending} pending bytes could be copied")]
+    Incomplete {
+        /// Inode of the pipe.
+        inode: u64,
+        /// Bytes the pipe reported as pending (`FIONREAD`).
+        pending: u64,
+        /// Bytes actually copied.
+        copied: u64,
+    },
+    /// A pipe image contradicts itself or the kernel's rules.
+    #[error("pipe image is invalid: {0}")]
+    Invalid(String),
+    /// The image directory could not be written or read.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+fn sys_err(fd: impl AsFd, op: &'static str) -> impl FnOnce(Errno) -> PipeError {
+    let fd = fd.as_fd().as_raw_fd();
+    move |e| PipeError::Sys {
+        fd,
+        op,
+        source: e.into(),
+    }
+}
+
+/// Checkpoints the pipe behind `fd`, which may be either end (or a FIFO), without
+/// consuming its data: afterwards the pipe holds exactly the bytes it held before.
+///
+/// Records the capacity, the pending bytes, packet boundaries in packet mode, and the
+/// status flags of `fd` as the one end in [`PipeImage::ends`].
+pub fn checkpoint(fd: BorrowedFd<'_>) -> Result<PipeImage, PipeError> {
+    checkpoint_ends(&[fd])
+}
+
+/// Checkpoints one pipe through several of its ends (say fd[0] and fd[1]), recording the
+/// flags of each; all must be ends of the same pipe.
+pub fn checkpoint_ends(fds: &[BorrowedFd<'_>]) -> Result<PipeImage, PipeError> {
+    let Some(first) = fds.first() else {
+        return Err(PipeError::Invalid("no pipe end given".into()));
+    };
+    let mut ends = Vec::with_capacity(fds.len());
+    let mut identity = None;
+    for fd in fds {
+        let stat = rustix::fs::fstat(fd).map_err(sys_err(fd, "fstat"))?;
+        let file_type = FileType::from_raw_mode(stat.st_mode);
+        if file_type != FileType::Fifo {
+            return Err(PipeError::NotAPipe {
+                fd: fd.as_raw_fd(),
+                kind: file_type_name(file_type),
+            });
+        }
+        let id = (stat.st_dev, stat.st_ino);
+        if *identity.get_or_insert(id) != id {
+            return Err(PipeError::DifferentPipes {
+                first: first.as_raw_fd(),
+                fd: fd.as_raw_fd(),
+            });
+        }
+        let flags = rustix::fs::fcntl_getfl(fd).map_err(sys_err(fd, "fcntl(F_GETFL)"))?;
+        ends.push(PipeEndState {
+            end: End::of_flags(flags),
+            flags,
+        });
+    }
+    let inode = identity.map_or(0, |(_, ino)| ino);
+
+    // tee needs a descriptor that reads. A write end alone gets a read end of the same
+    // pipe through /proc, non-blocking so that opening a FIFO never waits for a writer.
+    let reopened;
+    let reader = match fds.iter().zip(&ends).find(|(_, e)| e.end == End::Read) {
+        Some((fd, _)) => *fd,
+        None => {
+            reopened =
+                sys::fd::reopen(*first, OFlags::RDONLY | OFlags::NONBLOCK).map_err(|source| {
+                    PipeError::Sys {
+                        fd: first.as_raw_fd(),
+                        op: "open(/proc/self/fd) for reading",
+                        source,
+                    }
+                })?;
+            reopened.as_fd()
+        }
+    };
+
+    let capacity =
+        rustix::pipe::fcntl_getpipe_size(reader).map_err(sys_err(reader, "fcntl(F_GETPIPE_SZ)"))?;
+    let capacity = u32::try_from(capacity)
+        .map_err(|_| PipeError::Invalid(format!("capacity {capacity} does not fit 32 bits")))?;
+    let (data, chunks) = copy_pending(reader, capacity, inode)?;
+
+    // O_DIRECT shows only on a write end. From a read end alone, packet mode shows as a
+    // read that returns less than was pending: each read of a packet-mode buffer returns
+    // one packet, while byte-stream buffers merge into one read.
+    let writer_packets = ends
+        .iter()
+        .any(|e| e.end == End::Write && e.flags.contains(OFlags::DIRECT));
+    let packets = (writer_packets || chunks.len() > 1).then_some(chunks);
+    Ok(PipeImage {
+        inode,
+        capacity,
+        data,
+        packets,
+        ends,
+    })
+}
+
+/// Copies the pending bytes of the pipe read through `reader` without consuming them;
+/// returns them with the length of each read, which in packet mode is one packet each.
+fn copy_pending(
+    reader: BorrowedFd<'_>,
+    capacity: u32,
+    inode: u64,
+) -> Result<(Vec<u8>, Vec<u32>), PipeError> {
+    let pending = rustix::io::ioctl_fionread(reader).map_err(sys_err(reader, "ioctl(FIONREAD)"))?;
+    if pending == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    if pending > u64::from(capacity) {
+        return Err(PipeError::Incomplete {
+            inode,
+            pending,
+            copied: 0,
+        });
+    }
+    // tee copies buffers, not bytes, and always from the head of the pipe, so the scratch
+    // pipe must take every buffer in one call: give it as many slots as the source has.
+    let (scratch_r, scratch_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+        .map_err(sys_err(reader, "pipe2 (scratch pipe)"))?;
+    set_capacity(scratch_w.as_fd(), capacity)?;
+    let copied = rustix::pipe::tee(reader, &scratch_w, pending as usize, SpliceFlags::NONBLOCK)
+        .map_err(sys_err(reader, "tee"))?;
+    if copied as u64 != pending {
+        return Err(PipeError::Incomplete {
+            inode,
+            pending,
+            copied: copied as u64,
+        });
+    }
+    drop(scratch_w);
+
+    let mut data = vec![0u8; copied];
+    let mut chunks = Vec::new();
+    let mut filled = 0;
+    while filled < copied {
+        let n = rustix::io::read(&scratch_r, &mut data[filled..])
+            .map_err(sys_err(&scratch_r, "read (scratch pipe)"))?;
+        if n == 0 {
+            break;
+        }
+        chunks.push(n as u32);
+        filled += n;
+    }
+    if filled != copied {
+        return Err(PipeError::Incomplete {
+            inode,
+            pending,
+            copied: filled as u64,
+        });
+    }
+    Ok((data, chunks))
+}
+
+/// Sets the capacity of the pipe behind `fd` to exactly `capacity` bytes.
+fn set_capacity(fd: BorrowedFd<'_>, capacity: u32) -> Result<(), PipeError> {
+    let current =
+        rustix::pipe::fcntl_getpipe_size(fd).map_err(sys_err(fd, "fcntl(F_GETPIPE_SZ)"))?;
+    if current == capacity as usize {
+        return Ok(());
+    }
+    let got = rustix::pipe::fcntl_setpipe_size(fd, capacity as usize).map_err(|e| {
+        if e == Errno::PERM {
+            PipeError::CapacityRefused {
+                requested: capacity,
+                max: pipe_max_size().unwrap_or(0),
+                source: e.into(),
+            }
+        } else {
+            sys_err(fd, "fcntl(F_SETPIPE_SZ)")(e)
+        }
+    })?;
+    if got != capacity as usize {
+        return Err(PipeError::CapacityMismatch {
+            requested: capacity,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// `/proc/sys/fs/pipe-max-size`: the largest capacity an unprivileged process may set.
+pub fn pipe_max_size() -> io::Result<u64> {
+    std::fs::read_to_string("/proc/sys/fs/pipe-max-size")?
+        .trim()
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+impl PipeImage {
+    /// Checks the image against itself and the kernel's rules before anything is created.
+    pub fn validate(&self) -> Result<(), PipeError> {
+        let invalid = |msg: String| Err(PipeError::Invalid(msg));
+        if self.capacity < PAGE_SIZE || !self.capacity.is_power_of_two() {
+            return invalid(format!(
+                "capacity {} is not a power-of-two number of pages",
+                self.capacity
+            ));
+        }
+        if self.data.len() as u64 > u64::from(self.capacity) {
+            return invalid(format!(
+                "{} pending bytes do not fit the capacity of {} bytes",
+                self.data.len(),
+                self.capacity
+            ));
+        }
+        if let Some(packets) = &self.packets {
+            let total: u64 = packets.iter().map(|&p| u64::from(p)).sum();
+            if total != self.data.len() as u64 {
+                return invalid(format!(
+                    "packet lengths add up to {total} bytes but {} bytes are pending",
+                    self.data.len()
+                ));
+            }
+            if let Some(bad) = packets.iter().find(|&&p| p == 0 || p as usize > PIPE_BUF) {
+                return invalid(format!(
+                    "a packet of {bad} bytes (packets hold 1 to {PIPE_BUF} bytes)"
+                ));
+            }
+            let slots = (self.capacity / PAGE_SIZE) as usize;
+            if packets.len() > slots {
+                return invalid(format!(
+                    "{} packets do not fit the {slots} buffers of a {}-byte pipe",
+                    packets.len(),
+                    self.capacity
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Flags the restored end `end` gets: those of the first saved end of that kind, else
+    /// a plain end (a write end of a packet-mode pipe stays in packet mode).
+    fn flags_of(&self, end: End) -> OFlags {
+        match self.ends.iter().find(|e| e.end == end) {
+            Some(state) => state.flags,
+            None if end == End::Write && self.packets.is_some() => OFlags::WRONLY | OFlags::DIRECT,
+            None if end == End::Write => OFlags::WRONLY,
+            None => OFlags::RDONLY,
+        }
+    }
+
+    /// The schema message for this pipe, with `id` and the place its bytes were stored.
+    pub fn to_entry(&self, id: u64, data: Option<proto::DataRef>) -> proto::Pipe {
+        proto::Pipe {
+            id,
+            inode: self.inode,
+            capacity: self.capacity,
+            data,
+            packet_mode: self.packets.is_some(),
+            packet_lengths: self.packets.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The schema messages for the saved ends, numbered from `first_id`.
+    pub fn end_entries(&self, pipe_id: u64, first_id: u64) -> Vec<proto::OpenFile> {
+        (first_id..)
+            .zip(&self.ends)
+            .map(|(id, state)| proto::OpenFile {
+                id,
+                flags: state.flags.bits(),
+                pos: 0,
+                kind: Some(open_file::Kind::Pipe(proto::PipeEnd {
+                    pipe_id,
+                    end: match state.end {
+                        End::Read => PipeEndKind::Read,
+                        End::Write => PipeEndKind::Write,
+                    } as i32,
+                })),
+            })
+            .collect()
+    }
+
+    /// Rebuilds a pipe image from its schema message, the bytes its `data` points to, and
+    /// the open files that are its ends. Checks the result with [`PipeImage::validate`].
+    pub fn from_entry(
+        entry: &proto::Pipe,
+        data: Vec<u8>,
+        ends: &[proto::OpenFile],
+    ) -> Result<PipeImage, PipeError> {
+        let mut states = Vec::new();
+        for file in ends {
+            let Some(open_file::Kind::Pipe(end)) = &file.kind else {
+                continue;
+            };
+            if end.pipe_id != entry.id {
+                continue;
+            }
+            let flags = OFlags::from_bits_retain(file.flags);
+            let kind = match PipeEndKind::try_from(end.end) {
+                Ok(PipeEndKind::Read) => End::Read,
+                Ok(PipeEndKind::Write) => End::Write,
+                // An end kind this version does not know: its access mode still says
+                // whether it reads.
+                _ => End::of_flags(flags),
+            };
+            states.push(PipeEndState { end: kind, flags });
+        }
+        let image = PipeImage {
+            inode: entry.inode,
+            capacity: entry.capacity,
+            data,
+            packets: entry.packet_mode.then(|| entry.packet_lengths.clone()),
+            ends: states,
+        };
+        image.validate()?;
+        Ok(image)
+    }
+}
+
+/// Creates a new pipe that holds what `image` holds: same capacity, same pending bytes
+/// (packet by packet in packet mode), each end with its saved status flags. Returns the
+/// read end and the write end, both close-on-exec.
+///
+/// An end saved with `O_RDWR` (a pipe end opened again through `/proc`) is opened that
+/// way. A capacity above `/proc/sys/fs/pipe-max-size` without `CAP_SYS_RESOURCE` is
+/// [`PipeError::CapacityRefused`], never a silently smaller pipe.
+pub fn restore(image: &PipeImage) -> Result<(OwnedFd, OwnedFd), PipeError> {
+    image.validate()?;
+    // Non-blocking while refilling, so a pipe that cannot take the bytes is an error
+    // rather than a hang; the saved flags are applied afterwards.
+    let (read, write) =
+        rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).map_err(|e| {
+            PipeError::Sys {
+                fd: -1,
+                op: "pipe2",
+                source: e.into(),
+            }
+        })?;
+    set_capacity(write.as_fd(), image.capacity)?;
+    refill(write.as_fd(), image)?;
+    let read = apply_flags(read, image.flags_of(End::Read))?;
+    let write = apply_flags(write, image.flags_of(End::Write))?;
+    Ok((read, write))
+}
+
+/// Writes the saved bytes into the new pipe through `write`, which is non-blocking.
+fn refill(write: BorrowedFd<'_>, image: &PipeImage) -> Result<(), PipeError> {
+    match &image.packets {
+        Some(packets) => {
+            // A pipe buffer is a packet when the write that filled it came through an
+            // O_DIRECT file; one write per packet keeps every boundary.
+            rustix::fs::fcntl_setfl(write, OFlags::NONBLOCK | OFlags::DIRECT)
+                .map_err(sys_err(write, "fcntl(F_SETFL, O_DIRECT)"))?;
+            let mut offset = 0;
+            for &len in packets {
+                let packet = &image.data[offset..offset + len as usize];
+                let n = rustix::io::write(write, packet).map_err(sys_err(write, "write"))?;
+                if n != packet.len() {
+                    return Err(PipeError::Incomplete {
+                        inode: image.inode,
+                        pending: image.data.len() as u64,
+                        copied: (offset + n) as u64,
+                    });
+                }
+                offset += n;
+            }
+        }
+        None => {
+            let mut offset = 0;
+            while offset < image.data.len() {
+                let n = rustix::io::write(write, &image.data[offset..])
+                    .map_err(sys_err(write, "write"))?;
+                offset += n;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives a restored end its saved status flags; an `O_RDWR` end is a new open file of the
+/// same pipe, since the access mode cannot be changed afterwards.
+fn apply_flags(fd: OwnedFd, flags: OFlags) -> Result<OwnedFd, PipeError> {
+    let fd = if flags & OFlags::RWMODE == OFlags::RDWR {
+        sys::fd::reopen(fd.as_fd(), OFlags::RDWR | OFlags::NONBLOCK).map_err(|source| {
+            PipeError::Sys {
+                fd: fd.as_raw_fd(),
+                op: "open(/proc/self/fd) read-write",
+                source,
+            }
+        })?
+    } else {
+        fd
+    };
+    rustix::fs::fcntl_setfl(&fd, flags & SETTABLE_FLAGS).map_err(sys_err(&fd, "fcntl(F_SETFL)"))?;
+    Ok(fd)
+}
+
+/// Restores `image` into a new pipe whose read end is descriptor `read_fd` and write end
+/// `write_fd` of the calling process, like the RFC's `restore_pipe(fd, img)`.
+///
+/// Whatever those numbers referred to is closed, as `dup2(2)` would. The two descriptors
+/// are not close-on-exec (as `pipe(2)` makes them) and now belong to the caller.
+pub fn restore_at(image: &PipeImage, read_fd: RawFd, write_fd: RawFd) -> Result<(), PipeError> {
+    if read_fd == write_fd || read_fd < 0 || write_fd < 0 {
+        return Err(PipeError::Invalid(format!(
+            "cannot install a pipe at fds {read_fd} and {write_fd}: two distinct, \
+             non-negative descriptor numbers are needed"
+        )));
+    }
+    let (read, write) = restore(image)?;
+    // The new ends may sit on one of the target numbers; move them above both first so
+    // installing one end can never close the other.
+    let above = read_fd.max(write_fd) + 1;
+    let park = |fd: OwnedFd| {
+        rustix::io::fcntl_dupfd_cloexec(&fd, above).map_err(sys_err(&fd, "fcntl(F_DUPFD_CLOEXEC)"))
+    };
+    let (read, write) = (park(read)?, park(write)?);
+    let install = |fd: OwnedFd, target: RawFd| {
+        let from = fd.as_raw_fd();
+        sys::fd::install_at(fd, target, false).map_err(|source| PipeError::Sys {
+            fd: from,
+            op: "dup3",
+            source,
+        })
+    };
+    let read = install(read, read_fd)?;
+    let write = install(write, write_fd)?;
+    // The caller owns the numbers it asked for.
+    let _ = (read.into_raw_fd(), write.into_raw_fd());
+    Ok(())
+}
+
+/// Saves `image` as a new image directory `dir` (written atomically; an existing `dir` is
+/// refused). Returns the directory written.
+pub fn save(image: &PipeImage, dir: &Path) -> Result<PathBuf, PipeError> {
+    image.validate()?;
+    let mut writer = ImageWriter::create(dir, image_meta(PIPE_CONTENT))?;
+    let data = writer.raw(PIPES_DATA_FILE)?.append(&image.data)?;
+    writer.write_records(PIPES_FILE, &[image.to_entry(1, Some(data))])?;
+    writer.write_records(FILES_FILE, &image.end_entries(1, 1))?;
+    Ok(writer.commit()?)
+}
+
+/// Loads the one pipe of an image directory written by [`save`], after the image's
+/// checksums have been verified.
+pub fn load(dir: &Path) -> Result<PipeImage, PipeError> {
+    let image = Image::open(dir)?;
+    let pipes: Vec<proto::Pipe> = image.read_records(PIPES_FILE)?;
+    let [entry] = pipes.as_slice() else {
+        return Err(PipeError::Invalid(format!(
+            "{}: {PIPES_FILE} holds {} pipes, expected exactly one",
+            dir.display(),
+            pipes.len()
+        )));
+    };
+    let files: Vec<proto::OpenFile> = if image.has_file(FILES_FILE) {
+        image.read_records(FILES_FILE)?
+    } else {
+        Vec::new()
+    };
+    let data = match &entry.data {
+        Some(data) => image.read_data(data)?,
+        None => Vec::new(),
+    };
+    PipeImage::from_entry(entry, data, &files)
+}
+
+/// What the inventory records about this machine and tool.
+pub fn image_meta(content: &str) -> ImageMeta {
+    let uname = rustix::system::uname();
+    ImageMeta {
+        content: content.to_owned(),
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        kernel_release: uname.release().to_string_lossy().into_owned(),
+        arch: uname.machine().to_string_lossy().into_owned(),
+    }
+}
+
+/// A name for a file type, for messages.
+pub fn file_type_name(file_type: FileType) -> &'static str {
+    match file_type {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symbolic link",
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        FileType::Unknown => "file of unknown type",
+    }
+}

@@ -1,0 +1,60 @@
+//! Descriptor-table operations that rustix leaves to `unsafe` callers: installing an open
+//! file at a chosen descriptor number, and opening an open file again through
+//! `/proc/self/fd`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use rustix::fs::{Mode, OFlags};
+
+/// `dup3(fd, target, cloexec ? O_CLOEXEC : 0)`—Moves an open file to descriptor number
+/// `target` of the calling process.
+///
+/// Whatever `target` referred to before is closed by the kernel, atomically; `fd`'s old
+/// number is closed afterwards. When `fd` already is `target`, only the close-on-exec bit
+/// is set.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/dup3.2.html)
+#[doc(alias = "dup3")]
+pub fn install_at(fd: OwnedFd, target: RawFd, cloexec: bool) -> io::Result<OwnedFd> {
+    if target < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    if fd.as_raw_fd() == target {
+        let flags = if cloexec {
+            rustix::io::FdFlags::CLOEXEC
+        } else {
+            rustix::io::FdFlags::empty()
+        };
+        rustix::io::fcntl_setfd(&fd, flags)?;
+        return Ok(fd);
+    }
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: dup3 takes two integers and a flag and touches no memory; `fd` is open for
+    // the duration of the call because we own it.
+    let ret = unsafe { libc::dup3(fd.as_raw_fd(), target, flags) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: dup3 succeeded, so `ret == target` is an open descriptor, and the caller
+    // gave that number to us: nothing else in this process owns it any more.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+/// `open("/proc/self/fd/N", flags)`—Opens the file behind `fd` again, as a new open file
+/// with its own status flags and position.
+///
+/// For a pipe this yields another end of the same pipe (a read end from a write-only
+/// descriptor, say); for a FIFO, another open of the same FIFO.
+///
+/// # References
+///  - [proc_pid_fd(5)](https://man7.org/linux/man-pages/man5/proc_pid_fd.5.html)
+pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(rustix::fs::open(
+        path,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
