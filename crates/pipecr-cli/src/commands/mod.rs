@@ -1,0 +1,7 @@
+//! One module per subcommand: each has its clap `Args` and a `run` that returns the exit
+//! code, or an error for `main` to print.
+
+pub mod check;
+pub mod demo;
+pub mod peek;
+pub mod show;

@@ -1,0 +1,44 @@
+//! `pipecr`: checkpoint and restore Linux processes and their pipes, from user space.
+//!
+//! This file only parses the command line and dispatches; each subcommand lives in its own
+//! module under `commands/`. Every error ends up here and is printed as one line.
+
+mod commands;
+mod format;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Checkpoint and restore Linux processes and their pipes, from user space.
+#[derive(Debug, Parser)]
+#[command(name = "pipecr", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Check(commands::check::Args),
+    Peek(commands::peek::Args),
+    Show(commands::show::Args),
+    Demo(commands::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => commands::check::run(args),
+        Command::Peek(args) => commands::peek::run(args),
+        Command::Show(args) => commands::show::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

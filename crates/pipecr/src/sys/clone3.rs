@@ -1,0 +1,307 @@
+//! `clone3(2)`: what `pipecr check` needs today.
+//!
+//! - [`probe_set_tid`] asks the kernel whether `clone3` accepts `set_tid` from this
+//!   process (the call restore will use to give processes back their PIDs) without
+//!   creating a process.
+//! - [`fork_parked`] creates a throw-away child that waits, blocked in `read(2)`, until it
+//!   is dropped: a harmless target for probing ptrace.
+//!
+//! The general wrapper (namespaces, `CLONE_THREAD`, a set_tid per PID-namespace level,
+//! the new process building its state before its address space is replaced) comes with
+//! the whole-tree restore; it belongs here too.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use rustix::pipe::{PipeFlags, pipe_with};
+use rustix::process::Pid;
+
+/// `struct clone_args` from `<linux/sched.h>`, `CLONE_ARGS_SIZE_VER2` (88 bytes, Linux
+/// 5.7+). Older kernels accept it too as long as the fields they do not know are zero.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// What one raw `clone3` call returned in this process.
+enum Cloned {
+    /// We are the parent; the child has this PID.
+    Parent(libc::pid_t),
+    /// We are the new child: a copy of the calling thread only.
+    Child,
+}
+
+/// `clone3(args, sizeof(*args))` with no `CLONE_VM`, so the child gets a copy of the
+/// address space and continues from the same point, like `fork()`.
+fn raw_clone3(args: &CloneArgs) -> io::Result<Cloned> {
+    // SAFETY: `args` is a valid, fully initialised `struct clone_args` that outlives the
+    // call, and its size is passed along. Without CLONE_VM the child runs on its own copy
+    // of our stack; every caller makes the child call only raw async-signal-safe system
+    // calls and `_exit`, never returning into code that could take a lock another thread
+    // of ours held at the moment of the clone.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::from_ref(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Cloned::Child),
+        pid => libc::pid_t::try_from(pid)
+            .map(Cloned::Parent)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "clone3: pid out of range")),
+    }
+}
+
+/// Ends the calling (child) process at once, running no destructors or atexit handlers.
+fn child_exit(code: libc::c_int) -> ! {
+    // SAFETY: _exit is async-signal-safe and takes no pointers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Reaps our own child `pid`, waiting for exactly that PID (never `-1`: other threads of
+/// this process may have children of their own).
+fn reap(pid: libc::pid_t) {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    loop {
+        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            // Reaped, or already gone: either way nothing is left behind.
+            Ok(
+                nix::sys::wait::WaitStatus::Exited(..) | nix::sys::wait::WaitStatus::Signaled(..),
+            )
+            | Err(_) => return,
+            // A stop or continue report: the child is still there.
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// `clone3({.set_tid = {getpid()}, .set_tid_size = 1})`—Probes whether this process may
+/// choose the PID of a new child, without creating one.
+///
+/// The call asks for our own PID, which is taken as long as we live, so a kernel that
+/// supports `set_tid` and finds the caller holding `CAP_CHECKPOINT_RESTORE` (or
+/// `CAP_SYS_ADMIN`) in the PID namespace's user namespace gets as far as allocating the
+/// PID and refuses with `EEXIST`. That answer is reported as `Ok(())`.
+///
+/// Errors:
+///  - `EPERM`: `set_tid` is supported but the capability is missing;
+///  - `ENOSYS`: no `clone3` (Linux < 5.3);
+///  - `E2BIG` or `EINVAL`: `clone3` without `set_tid` (Linux < 5.5);
+///  - anything else the kernel returned.
+///
+/// Should the kernel ever create the child anyway, it exits at once and is reaped before
+/// this returns.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/clone3.2.html)
+#[doc(alias = "clone3")]
+#[doc(alias = "set_tid")]
+pub fn probe_set_tid() -> io::Result<()> {
+    let set_tid: [libc::pid_t; 1] = [rustix::process::getpid().as_raw_nonzero().get()];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: set_tid.as_ptr() as u64,
+        set_tid_size: set_tid.len() as u64,
+        ..CloneArgs::default()
+    };
+    match raw_clone3(&args) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(e),
+        Ok(Cloned::Child) => child_exit(0),
+        Ok(Cloned::Parent(pid)) => {
+            reap(pid);
+            Ok(())
+        }
+    }
+}
+
+/// A child created by [`fork_parked`]: it waits, blocked in `read(2)`, and holds no
+/// descriptor but the one it waits on.
+///
+/// Dropping it sends `SIGKILL` and reaps it (waiting for its PID only), so it never
+/// outlives its owner, whatever state it was left in (ptrace-stopped included).
+#[derive(Debug)]
+pub struct ParkedChild {
+    pid: Pid,
+    /// Write end of the pipe the child reads; kept open so the child stays blocked.
+    _release: OwnedFd,
+}
+
+impl ParkedChild {
+    /// The child's PID.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+}
+
+impl Drop for ParkedChild {
+    fn drop(&mut self) {
+        let raw = self.pid.as_raw_nonzero().get();
+        // The child is ours and not yet reaped, so its PID cannot have been reused.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(raw),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        reap(raw);
+    }
+}
+
+/// `clone3({.exit_signal = SIGCHLD})`, i.e. `fork()`—Creates a child that closes every
+/// descriptor but one, reports that it is ready, and blocks reading a pipe until the
+/// returned [`ParkedChild`] is dropped.
+///
+/// Returns only once the child has written its ready byte and closed every descriptor but
+/// the one it reads, so it exists and is blocked (or about to block) in `read(2)`. Because
+/// the child closes all inherited descriptors first, it keeps no other thread's pipe ends
+/// open.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/clone3.2.html)
+#[doc(alias = "fork")]
+pub fn fork_parked() -> io::Result<ParkedChild> {
+    let (ready_r, ready_w) = pipe_with(PipeFlags::CLOEXEC)?;
+    let (release_r, release_w) = pipe_with(PipeFlags::CLOEXEC)?;
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    let pid = match raw_clone3(&args)? {
+        Cloned::Child => park(ready_w.as_raw_fd(), release_r.as_raw_fd()),
+        Cloned::Parent(pid) => pid,
+    };
+    drop(ready_w);
+    drop(release_r);
+    let Some(pid) = Pid::from_raw(pid) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "clone3: pid 0"));
+    };
+    // Own the child before anything can fail, so an error below still kills and reaps it.
+    let child = ParkedChild {
+        pid,
+        _release: release_w,
+    };
+    // The ready byte, then end-of-file once the child has closed its end: from then on it
+    // holds only the descriptor it blocks on.
+    let mut got = 0;
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(&ready_r, &mut byte) {
+            Ok(0) if got == 1 => return Ok(child),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "parked child exited before it was ready",
+                ));
+            }
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The child side of [`fork_parked`]. Raw system calls only: this is a copy of one thread
+/// of a possibly multi-threaded process.
+fn park(ready_w: RawFd, release_r: RawFd) -> ! {
+    let (lo, hi) = if ready_w < release_r {
+        (ready_w, release_r)
+    } else {
+        (release_r, ready_w)
+    };
+    // Both are valid descriptors, so 0 <= lo < hi; the ranges are computed as unsigned,
+    // the type close_range takes, with `!0` meaning "up to the highest possible".
+    let (lo, hi) = (lo as libc::c_uint, hi as libc::c_uint);
+    let ranges = [
+        (0, lo.checked_sub(1)),
+        (lo + 1, hi.checked_sub(1)),
+        (hi + 1, Some(!0)),
+    ];
+    for range in ranges {
+        let (first, last) = match range {
+            (first, Some(last)) if first <= last => (first, last),
+            _ => continue,
+        };
+        // SAFETY: close_range takes integers only; the descriptors it closes belong to
+        // this child's own copy of the table, which nothing else in the child uses.
+        unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+    }
+    // SAFETY: writes one byte from a valid static buffer to a descriptor we hold.
+    let wrote = unsafe { libc::write(ready_w, b"r".as_ptr().cast(), 1) };
+    if wrote != 1 {
+        child_exit(1);
+    }
+    // SAFETY: closes a descriptor of this child's own table; nothing else uses it.
+    unsafe { libc::close(ready_w) };
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reads at most one byte into a valid local buffer.
+        let n = unsafe { libc::read(release_r, std::ptr::from_mut(&mut byte).cast(), 1) };
+        // Block until the parent closes its end (EOF) or kills us; retry on EINTR.
+        if n == 0 || (n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+        {
+            child_exit(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has_cap(bit: u32) -> bool {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .unwrap()
+            .trim();
+        u64::from_str_radix(hex, 16).unwrap() & (1 << bit) != 0
+    }
+
+    #[test]
+    fn set_tid_probe_matches_capability() {
+        // CAP_CHECKPOINT_RESTORE = 40, CAP_SYS_ADMIN = 21.
+        match probe_set_tid() {
+            Ok(()) => assert!(has_cap(40) || has_cap(21)),
+            Err(e) => {
+                assert!(
+                    !has_cap(40) && !has_cap(21),
+                    "probe failed with the capability: {e}"
+                );
+                assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+            }
+        }
+    }
+
+    #[test]
+    fn parked_child_lives_until_dropped() {
+        let child = fork_parked().unwrap();
+        let pid = child.pid().as_raw_nonzero().get();
+        // Holding only the descriptor it blocks on.
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        assert_eq!(fds, 1);
+        drop(child);
+        // Reaped: waiting for it again finds no such child.
+        let r = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        assert_eq!(r, Err(nix::errno::Errno::ECHILD));
+    }
+}
