@@ -1,0 +1,316 @@
+//! Stop and resume a process tree: every thread of every process under a root is seized
+//! with `PTRACE_SEIZE` and stopped with `PTRACE_INTERRUPT`, rescanning until no new thread
+//! or child appears.
+//!
+//! Why ptrace and not SIGSTOP or the freezer cgroup:
+//! 1. A seized thread stopped by `PTRACE_INTERRUPT` is invisible to the tree: no SIGCHLD
+//!    to its parent, no job-control state change, no signal to eat or forge.
+//! 2. A thread blocked in `read(2)`/`write(2)` on a pipe is taken out of the syscall with a
+//!    restart code and put back into it on detach: the program sees no `EINTR`.
+//! 3. If pipecr dies at any moment, even by SIGKILL, the kernel detaches its tracees and
+//!    they run on: the tree can never be left stopped by a crashed dump.
+//!
+//! ptrace belongs to the *thread* that attached: the [`FrozenTree`] must be used and
+//! dropped on the thread that froze it. Waits name specific thread ids (`__WALL`), never
+//! `-1`, so that other threads of the caller keep their own children.
+
+use std::collections::BTreeMap;
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::proc::{self, ProcError};
+
+/// Why a tree could not be frozen. The tree is resumed untouched in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    /// The root pid does not exist.
+    #[error("no process with pid {pid}")]
+    NoSuchProcess {
+        /// The pid asked for.
+        pid: i32,
+    },
+    /// The pid is a kernel thread, which has no user space to save.
+    #[error("pid {pid} ({comm}) is a kernel thread; there is nothing to checkpoint")]
+    KernelThread {
+        /// The pid asked for.
+        pid: i32,
+        /// Its name.
+        comm: String,
+    },
+    /// A process of the tree is already traced (by a debugger, strace, another dump).
+    #[error("pid {pid} is already traced by pid {tracer}; detach that tracer first")]
+    AlreadyTraced {
+        /// The traced process.
+        pid: i32,
+        /// Its tracer.
+        tracer: i32,
+    },
+    /// The tree contains pipecr itself (or one of its ancestors is the root).
+    #[error(
+        "the tree of pid {root} contains this pipecr process (pid {me}); run pipecr from outside the tree"
+    )]
+    ContainsSelf {
+        /// The root asked for.
+        root: i32,
+        /// pipecr's own pid.
+        me: i32,
+    },
+    /// A process of the tree is a zombie: it has exited and its parent has not reaped it.
+    #[error("pid {pid} in the tree is a zombie (exited, not yet reaped by its parent)")]
+    Zombie {
+        /// The zombie.
+        pid: i32,
+    },
+    /// A ptrace request failed.
+    #[error("thread {tid} of pid {pid}: {op} failed")]
+    Ptrace {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+        /// The request.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `/proc` could not be read.
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+}
+
+/// One process of a frozen tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrozenProcess {
+    /// Its pid.
+    pub pid: i32,
+    /// Its parent's pid (the root's parent is outside the tree).
+    pub ppid: i32,
+    /// Process group and session.
+    pub pgid: i32,
+    /// Session id.
+    pub sid: i32,
+    /// Command name.
+    pub comm: String,
+    /// Thread ids, sorted; the first equals `pid`.
+    pub threads: Vec<i32>,
+}
+
+/// A stopped process tree. Dropping it resumes every thread exactly as it was.
+#[derive(Debug)]
+pub struct FrozenTree {
+    root: i32,
+    /// Processes by pid; a parent always has a smaller discovery index than its child.
+    processes: Vec<FrozenProcess>,
+    /// Every seized thread, with a signal to hand back on detach when the stop we saw
+    /// was the delivery of that signal.
+    seized: BTreeMap<i32, Option<Signal>>,
+}
+
+impl FrozenTree {
+    /// The root pid.
+    pub fn root(&self) -> i32 {
+        self.root
+    }
+
+    /// The processes of the tree, parents before children.
+    pub fn processes(&self) -> &[FrozenProcess] {
+        &self.processes
+    }
+
+    /// The number of threads stopped.
+    pub fn thread_count(&self) -> usize {
+        self.seized.len()
+    }
+
+    /// Resumes the tree now (dropping it does the same).
+    pub fn resume(mut self) {
+        self.detach_all();
+    }
+
+    fn detach_all(&mut self) {
+        for (tid, signal) in std::mem::take(&mut self.seized) {
+            // A thread that exited meanwhile answers ESRCH: nothing to resume.
+            let _ = ptrace::detach(Pid::from_raw(tid), signal);
+        }
+    }
+}
+
+impl Drop for FrozenTree {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// Stops every thread of every process in the tree rooted at `root`.
+///
+/// Refuses, leaving everything untouched: a pid that does not exist, a kernel thread, a
+/// process already traced, a zombie, a tree that contains the caller.
+pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
+    let me = std::process::id() as i32;
+    let stat = proc::stat(root).map_err(|e| match e {
+        ProcError::NoSuchProcess { pid } => FreezeError::NoSuchProcess { pid },
+        e => e.into(),
+    })?;
+    if stat.is_kernel_thread() {
+        return Err(FreezeError::KernelThread {
+            pid: root,
+            comm: stat.comm,
+        });
+    }
+    if is_ancestor_or_self(root, me)? {
+        return Err(FreezeError::ContainsSelf { root, me });
+    }
+    let mut tree = FrozenTree {
+        root,
+        processes: Vec::new(),
+        seized: BTreeMap::new(),
+    };
+    // On any error below, `tree` is dropped and every thread seized so far resumes.
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        let Some(process) = freeze_process(&mut tree, pid, me)? else {
+            continue;
+        };
+        for &tid in &process.threads {
+            match proc::children(pid, tid) {
+                Ok(children) => queue.extend(children),
+                // The thread exited between the scan and now: it forks nothing more.
+                Err(ProcError::NoSuchProcess { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tree.processes.push(process);
+    }
+    // Children were pushed after their parents; keep that order, sorted within a level
+    // only by discovery, which the dump relies on for "parents before children".
+    Ok(tree)
+}
+
+/// True when `pid` is `me` or one of `me`'s ancestors.
+fn is_ancestor_or_self(pid: i32, me: i32) -> Result<bool, FreezeError> {
+    let mut cur = me;
+    while cur > 0 {
+        if cur == pid {
+            return Ok(true);
+        }
+        cur = proc::stat(cur)?.ppid;
+    }
+    Ok(false)
+}
+
+/// Seizes and stops every thread of `pid` until its thread list is stable. Returns `None`
+/// when the process exited before it could be stopped.
+fn freeze_process(
+    tree: &mut FrozenTree,
+    pid: i32,
+    me: i32,
+) -> Result<Option<FrozenProcess>, FreezeError> {
+    if pid == me {
+        return Err(FreezeError::ContainsSelf {
+            root: tree.root,
+            me,
+        });
+    }
+    let stat = match proc::stat(pid) {
+        Ok(stat) => stat,
+        Err(ProcError::NoSuchProcess { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if stat.state == 'Z' {
+        return Err(FreezeError::Zombie { pid });
+    }
+    let tracer = proc::tracer(pid).unwrap_or(0);
+    if tracer != 0 && tracer != me {
+        return Err(FreezeError::AlreadyTraced { pid, tracer });
+    }
+    loop {
+        let threads = match proc::threads(pid) {
+            Ok(t) => t,
+            Err(ProcError::NoSuchProcess { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut new = false;
+        for &tid in &threads {
+            if tree.seized.contains_key(&tid) {
+                continue;
+            }
+            new = true;
+            if let Some(signal) = seize_thread(pid, tid)? {
+                tree.seized.insert(tid, signal);
+            }
+        }
+        if !new {
+            let threads: Vec<i32> = threads
+                .into_iter()
+                .filter(|t| tree.seized.contains_key(t))
+                .collect();
+            if threads.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some(FrozenProcess {
+                pid,
+                ppid: stat.ppid,
+                pgid: stat.pgid,
+                sid: stat.sid,
+                comm: stat.comm,
+                threads,
+            }));
+        }
+    }
+}
+
+/// Seizes one thread and waits until it is stopped. `Ok(None)` when it exited first;
+/// `Ok(Some(signal))` otherwise, where `signal` is one whose delivery we intercepted and
+/// must hand back on detach.
+fn seize_thread(pid: i32, tid: i32) -> Result<Option<Option<Signal>>, FreezeError> {
+    let t = Pid::from_raw(tid);
+    let fail = |op: &'static str| {
+        move |e: Errno| FreezeError::Ptrace {
+            pid,
+            tid,
+            op,
+            source: std::io::Error::from_raw_os_error(e as i32),
+        }
+    };
+    match ptrace::seize(t, ptrace::Options::empty()) {
+        Ok(()) => {}
+        Err(Errno::ESRCH) => return Ok(None),
+        Err(Errno::EPERM) => {
+            if let Ok(tracer) = proc::tracer(tid)
+                && tracer != 0
+            {
+                return Err(FreezeError::AlreadyTraced { pid, tracer });
+            }
+            return Err(fail("PTRACE_SEIZE")(Errno::EPERM));
+        }
+        Err(e) => return Err(fail("PTRACE_SEIZE")(e)),
+    }
+    let detach_on_error = |e: FreezeError| {
+        let _ = ptrace::detach(t, None);
+        e
+    };
+    match ptrace::interrupt(t) {
+        Ok(()) => {}
+        Err(Errno::ESRCH) => return Ok(None),
+        Err(e) => return Err(detach_on_error(fail("PTRACE_INTERRUPT")(e))),
+    }
+    loop {
+        match waitpid(t, Some(WaitPidFlag::__WALL)) {
+            // The stop PTRACE_INTERRUPT asked for.
+            Ok(WaitStatus::PtraceEvent(_, _, _)) => return Ok(Some(None)),
+            // A signal arrived first: the thread is stopped in its delivery. Keep it
+            // stopped there and hand the signal back when the tree resumes.
+            Ok(WaitStatus::Stopped(_, signal)) => return Ok(Some(Some(signal))),
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return Ok(None),
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => return Ok(None),
+            Err(e) => return Err(detach_on_error(fail("waitpid")(e))),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Readers of `/proc/PID/...`: the facts about a live process that the kernel publishes
+//! as text. Parsing only; no process is touched.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why a `/proc` file could not be read or understood.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// The process (or thread) does not exist, or no longer does.
+    #[error("no process with pid {pid}")]
+    NoSuchProcess {
+        /// The pid asked for.
+        pid: i32,
+    },
+    /// The file exists but could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file's text is not in the format this version understands.
+    #[error("cannot parse {}: {what}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was expected.
+        what: &'static str,
+    },
+}
+
+/// Process flag of a kernel thread (`PF_KTHREAD` in `include/linux/sched.h`).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The fields of `/proc/PID/stat` that pipecr uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// The process id.
+    pub pid: i32,
+    /// The command name (`comm`), without the parentheses.
+    pub comm: String,
+    /// Scheduler state letter: R, S, D, T, t, Z, X, ...
+    pub state: char,
+    /// Parent pid.
+    pub ppid: i32,
+    /// Process group id.
+    pub pgid: i32,
+    /// Session id.
+    pub sid: i32,
+    /// The kernel's per-task flags (`PF_*`).
+    pub flags: u64,
+}
+
+impl Stat {
+    /// True for a kernel thread, which has no user space to checkpoint.
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
+}
+
+fn read(pid: i32, path: String) -> Result<String, ProcError> {
+    std::fs::read_to_string(&path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound || source.raw_os_error() == Some(libc::ESRCH) {
+            ProcError::NoSuchProcess { pid }
+        } else {
+            ProcError::Read {
+                path: path.into(),
+                source,
+            }
+        }
+    })
+}
+
+/// Reads `/proc/PID/stat`.
+pub fn stat(pid: i32) -> Result<Stat, ProcError> {
+    let path = format!("/proc/{pid}/stat");
+    let text = read(pid, path.clone())?;
+    parse_stat(&text).ok_or(ProcError::Parse {
+        path: path.into(),
+        what: "pid (comm) state ppid pgrp session ... flags",
+    })
+}
+
+/// Parses the text of `/proc/PID/stat`. The command name may itself contain spaces and
+/// parentheses, so it runs from the first `(` to the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgid = rest.next()?.parse().ok()?;
+    let sid = rest.next()?.parse().ok()?;
+    // tty_nr, tpgid, then flags.
+    let flags = rest.nth(2)?.parse().ok()?;
+    Some(Stat {
+        pid,
+        comm,
+        state,
+        ppid,
+        pgid,
+        sid,
+        flags,
+    })
+}
+
+/// The `TracerPid:` of `/proc/PID/status`: the pid tracing this process, 0 for none.
+pub fn tracer(pid: i32) -> Result<i32, ProcError> {
+    let path = format!("/proc/{pid}/status");
+    let text = read(pid, path.clone())?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(ProcError::Parse {
+            path: path.into(),
+            what: "a TracerPid: line",
+        })
+}
+
+fn numbers_in_dir(pid: i32, path: String) -> Result<Vec<i32>, ProcError> {
+    let entries = std::fs::read_dir(&path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            ProcError::NoSuchProcess { pid }
+        } else {
+            ProcError::Read {
+                path: path.clone().into(),
+                source,
+            }
+        }
+    })?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ProcError::Read {
+            path: path.clone().into(),
+            source,
+        })?;
+        if let Some(n) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The thread ids of process `pid` (`/proc/PID/task`), sorted.
+pub fn threads(pid: i32) -> Result<Vec<i32>, ProcError> {
+    numbers_in_dir(pid, format!("/proc/{pid}/task"))
+}
+
+/// The descriptor numbers open in process `pid` (`/proc/PID/fd`), sorted.
+pub fn fds(pid: i32) -> Result<Vec<i32>, ProcError> {
+    numbers_in_dir(pid, format!("/proc/{pid}/fd"))
+}
+
+/// The children that thread `tid` of process `pid` forked
+/// (`/proc/PID/task/TID/children`).
+pub fn children(pid: i32, tid: i32) -> Result<Vec<i32>, ProcError> {
+    let path = format!("/proc/{pid}/task/{tid}/children");
+    let text = read(tid, path.clone())?;
+    text.split_ascii_whitespace()
+        .map(|s| {
+            s.parse().map_err(|_| ProcError::Parse {
+                path: path.clone().into(),
+                what: "space-separated pids",
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_comm() {
+        let text = "4242 (my (odd) prog) S 1 4242 4242 34816 4242 4194560 100 0 0 0";
+        let stat = parse_stat(text).unwrap();
+        assert_eq!(stat.pid, 4242);
+        assert_eq!(stat.comm, "my (odd) prog");
+        assert_eq!(stat.state, 'S');
+        assert_eq!((stat.ppid, stat.pgid, stat.sid), (1, 4242, 4242));
+        assert_eq!(stat.flags, 4194560);
+        assert!(!stat.is_kernel_thread());
+    }
+
+    #[test]
+    fn kernel_thread_flag() {
+        let stat = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0").unwrap();
+        assert!(stat.is_kernel_thread());
+    }
+
+    #[test]
+    fn truncated_stat_is_none() {
+        assert_eq!(parse_stat("12 (x) S 1"), None);
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let me = std::process::id() as i32;
+        let stat = stat(me).unwrap();
+        assert_eq!(stat.pid, me);
+        assert!(threads(me).unwrap().contains(&me));
+        assert!(fds(me).unwrap().contains(&0) || fds(me).unwrap().contains(&1));
+        assert_eq!(tracer(me).unwrap(), 0);
+    }
+
+    #[test]
+    fn missing_pid_is_named() {
+        // pid_max is at most 4194304, so this pid cannot exist.
+        let err = stat(99_999_999).unwrap_err();
+        assert!(
+            matches!(err, ProcError::NoSuchProcess { pid: 99_999_999 }),
+            "{err:?}"
+        );
+    }
+}
