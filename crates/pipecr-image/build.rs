@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "pipecr/image/v1/data.proto",
     "pipecr/image/v1/pipe.proto",
     "pipecr/image/v1/files.proto",
+    "pipecr/image/v1/tree.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pipecr_image::proto::{DataRef, FileDigest, Inventory, OpenFile, Pipe, PipeEnd};
+use pipecr_image::proto::{DataRef, FdTable, FileDigest, Inventory, OpenFile, Pipe, PipeEnd, Process};
 use pipecr_image::{decode_record_file, encode_record_file};
 use prost::Message;
 
@@ -39,4 +39,6 @@ fuzz_target!(|data: &[u8]| {
     decode_as::<Pipe>(payloads);
     decode_as::<PipeEnd>(payloads);
     decode_as::<OpenFile>(payloads);
+    decode_as::<Process>(payloads);
+    decode_as::<FdTable>(payloads);
 });

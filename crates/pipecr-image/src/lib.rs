@@ -50,6 +50,18 @@ pub use envelope::{
 pub use error::ImageError;
 pub use reader::Image;
 pub use writer::{ImageMeta, ImageWriter, RawWriter};
+/// `tree.img`: one `Process` record per process of a tree dump, parents first.
+pub const TREE: &str = "tree.img";
+/// `fds.img`: one `FdTable` record per descriptor table of a tree dump.
+pub const FDS: &str = "fds.img";
+/// `files-data.img`: contents of unlinked regular files and memfds.
+pub const FILES_DATA: &str = "files-data.img";
+/// `sockets-data.img`: bytes queued in sockets.
+pub const SOCKETS_DATA: &str = "sockets-data.img";
+/// The inventory's `content` for an image of a process tree.
+pub const CONTENT_TREE: &str = "tree";
+/// The inventory's `content` for an image of one in-process pipe.
+pub const CONTENT_PIPE: &str = "pipe";
 
 /// The format major version this crate writes and the only one it reads.
 pub const FORMAT_MAJOR: u32 = 1;

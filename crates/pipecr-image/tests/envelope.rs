@@ -21,6 +21,7 @@ fn sample_pipe() -> Pipe {
         }),
         packet_mode: true,
         packet_lengths: vec![2, 3],
+        ..Default::default()
     }
 }
 
@@ -321,6 +322,7 @@ fn pipe() -> impl Strategy<Value = Pipe> {
                 data,
                 packet_mode,
                 packet_lengths,
+                ..Default::default()
             },
         )
 }

@@ -36,6 +36,7 @@ fn write_sample(parent: &Path) -> PathBuf {
             data: Some(a),
             packet_mode: false,
             packet_lengths: vec![],
+            ..Default::default()
         },
         Pipe {
             id: 2,
@@ -44,6 +45,7 @@ fn write_sample(parent: &Path) -> PathBuf {
             data: Some(b),
             packet_mode: true,
             packet_lengths: vec![1000, 4000],
+            ..Default::default()
         },
     ];
     w.write_records(PIPES, &pipes).unwrap();
@@ -146,9 +148,9 @@ fn round_trip() {
 
     let files: Vec<OpenFile> = img.read_records(FILES).unwrap();
     assert_eq!(files[0].id, 10);
-    match files[0].kind {
+    match &files[0].kind {
         Some(proto::open_file::Kind::Pipe(e)) => assert_eq!(e.end(), proto::PipeEndKind::Write),
-        None => panic!("no kind"),
+        other => panic!("expected a pipe end, got {other:?}"),
     }
 }
 
