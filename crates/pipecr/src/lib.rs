@@ -17,7 +17,10 @@
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod dump;
+pub mod files;
 pub mod freeze;
 pub mod pipe;
 pub mod proc;
+pub mod restore;
 pub mod sys;

@@ -50,7 +50,7 @@ pub const PIPE_CONTENT: &str = "pipe";
 
 /// Status flags that `fcntl(F_SETFL)` can change on a pipe end; the rest of a saved
 /// `flags` word (access mode, `O_LARGEFILE`) is fixed when the end is opened.
-const SETTABLE_FLAGS: OFlags = OFlags::APPEND
+pub(crate) const SETTABLE_FLAGS: OFlags = OFlags::APPEND
     .union(OFlags::NONBLOCK)
     .union(OFlags::DIRECT)
     .union(OFlags::NOATIME);
@@ -415,6 +415,7 @@ impl PipeImage {
             data,
             packet_mode: self.packets.is_some(),
             packet_lengths: self.packets.clone().unwrap_or_default(),
+            ..Default::default()
         }
     }
 
@@ -498,6 +499,23 @@ pub fn restore(image: &PipeImage) -> Result<(OwnedFd, OwnedFd), PipeError> {
     let read = apply_flags(read, image.flags_of(End::Read))?;
     let write = apply_flags(write, image.flags_of(End::Write))?;
     Ok((read, write))
+}
+
+/// Gives an existing, empty pipe (a FIFO opened read-write, say) the capacity and the
+/// pending bytes of `image`, through `write`, which must be non-blocking.
+pub fn fill(write: BorrowedFd<'_>, image: &PipeImage) -> Result<(), PipeError> {
+    image.validate()?;
+    let pending = rustix::io::ioctl_fionread(write).map_err(sys_err(write, "ioctl(FIONREAD)"))?;
+    if pending != 0 {
+        return Err(PipeError::Invalid(format!(
+            "the pipe to refill already holds {pending} bytes"
+        )));
+    }
+    set_capacity(write, image.capacity)?;
+    refill(write, image)?;
+    // Refilling may have switched the end to packet mode; hand it back as it was.
+    rustix::fs::fcntl_setfl(write, OFlags::NONBLOCK).map_err(sys_err(write, "fcntl(F_SETFL)"))?;
+    Ok(())
 }
 
 /// Writes the saved bytes into the new pipe through `write`, which is non-blocking.

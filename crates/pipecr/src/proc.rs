@@ -172,6 +172,71 @@ pub fn children(pid: i32, tid: i32) -> Result<Vec<i32>, ProcError> {
         .collect()
 }
 
+/// One descriptor as `/proc/PID/fdinfo/N` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FdInfo {
+    /// File position (`pos:`).
+    pub pos: u64,
+    /// Status flags of the open file (`flags:`), with the synthetic `O_CLOEXEC` removed.
+    pub flags: u32,
+    /// The descriptor's close-on-exec bit, which the kernel reports as `O_CLOEXEC` in
+    /// `flags:`.
+    pub cloexec: bool,
+    /// Mount id (`mnt_id:`).
+    pub mnt_id: u64,
+    /// Inode number (`ino:`), where the kernel prints it.
+    pub ino: Option<u64>,
+    /// Every other `key: value` line, in order (kind-specific: `eventfd-count`, ...).
+    pub extra: Vec<(String, String)>,
+}
+
+impl FdInfo {
+    /// The value of a kind-specific line, e.g. `eventfd-count`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `O_CLOEXEC` as the kernel prints it in fdinfo's `flags:` (octal 02000000).
+const FDINFO_CLOEXEC: u32 = 0o2000000;
+
+/// Reads `/proc/PID/fdinfo/FD`.
+pub fn fdinfo(pid: i32, fd: i32) -> Result<FdInfo, ProcError> {
+    let path = format!("/proc/{pid}/fdinfo/{fd}");
+    let text = read(pid, path.clone())?;
+    parse_fdinfo(&text).ok_or(ProcError::Parse {
+        path: path.into(),
+        what: "pos:, flags: and mnt_id: lines",
+    })
+}
+
+/// Parses the text of `/proc/PID/fdinfo/FD`.
+pub fn parse_fdinfo(text: &str) -> Option<FdInfo> {
+    let mut info = FdInfo::default();
+    let (mut pos, mut flags) = (None, None);
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "pos" => pos = Some(value.parse().ok()?),
+            "flags" => flags = Some(u32::from_str_radix(value, 8).ok()?),
+            "mnt_id" => info.mnt_id = value.parse().ok()?,
+            "ino" => info.ino = Some(value.parse().ok()?),
+            _ => info.extra.push((key.to_owned(), value.to_owned())),
+        }
+    }
+    let flags = flags?;
+    info.pos = pos?;
+    info.cloexec = flags & FDINFO_CLOEXEC != 0;
+    info.flags = flags & !FDINFO_CLOEXEC;
+    Some(info)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +273,19 @@ mod tests {
         assert!(threads(me).unwrap().contains(&me));
         assert!(fds(me).unwrap().contains(&0) || fds(me).unwrap().contains(&1));
         assert_eq!(tracer(me).unwrap(), 0);
+    }
+
+    #[test]
+    fn fdinfo_splits_cloexec_from_the_file_flags() {
+        let text = "pos:\t42\nflags:\t02104002\nmnt_id:\t15\nino:\t778274\neventfd-count: 5\n";
+        let info = parse_fdinfo(text).unwrap();
+        assert_eq!(info.pos, 42);
+        assert!(info.cloexec);
+        assert_eq!(info.flags, 0o104002);
+        assert_eq!(info.mnt_id, 15);
+        assert_eq!(info.ino, Some(778274));
+        assert_eq!(info.get("eventfd-count"), Some("5"));
+        assert_eq!(parse_fdinfo("flags: 0\n"), None);
     }
 
     #[test]

@@ -79,6 +79,41 @@ pub fn kcmp_files(pid1: Pid, fd1: TargetFd, pid2: Pid, fd2: TargetFd) -> io::Res
     }
 }
 
+/// `KCMP_FILES` from `<linux/kcmp.h>`: compare the descriptor tables of two processes.
+const KCMP_FILES: libc::c_long = 2;
+
+/// `kcmp(pid1, pid2, KCMP_FILES, 0, 0)`—Compares the descriptor tables of two processes.
+///
+/// [`Ordering::Equal`] when they share one table (`clone(CLONE_FILES)`); otherwise a
+/// stable order for sorting. Errors as for [`kcmp_files`].
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/kcmp.2.html)
+#[doc(alias = "KCMP_FILES")]
+pub fn kcmp_fd_tables(pid1: Pid, pid2: Pid) -> io::Result<Ordering> {
+    // SAFETY: kcmp with KCMP_FILES takes integers and dereferences no user memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            libc::c_long::from(pid1.as_raw_nonzero().get()),
+            libc::c_long::from(pid2.as_raw_nonzero().get()),
+            KCMP_FILES,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Ordering::Equal),
+        1 => Ok(Ordering::Less),
+        2 => Ok(Ordering::Greater),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("kcmp: no order between the descriptor tables ({other})"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

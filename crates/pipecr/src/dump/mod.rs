@@ -1,0 +1,360 @@
+//! Dump orchestration: live tree -> image. Knows the order of the steps and nothing about
+//! any one kind of open file (those are [`crate::files::KINDS`]).
+//!
+//! 1. Freeze the tree ([`crate::freeze`]); from here on, any error resumes it untouched.
+//! 2. List every descriptor of every process from `/proc` (number, close-on-exec,
+//!    position, flags) and group the descriptors into open files: bucket by a cheap key
+//!    (device, inode, position, flags), then order each bucket with `kcmp(KCMP_FILE)`, so
+//!    sharing is decided in O(n log n) kcmp calls, never O(n²).
+//! 3. Group processes into descriptor tables the same way (`KCMP_FILES`), so a table
+//!    shared through `CLONE_FILES` is saved once.
+//! 4. Save each open file once: fetch it with `pidfd_getfd`, let its kind save it, close
+//!    it. pipecr holds one borrowed descriptor at a time, whatever the tree's size.
+//! 5. Let the kinds finish (shared records, external ends), write the tree and the
+//!    descriptor tables, resume the tree, then commit the image (fsync + rename) while the
+//!    tree already runs again.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pipecr_image::proto;
+use pipecr_image::{ImageError, ImageWriter};
+use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
+
+use crate::files::{self, DumpOptions, DumpSink, FileError, LiveFile};
+use crate::freeze::{self, FreezeError, FrozenTree};
+use crate::proc::{self, FdInfo, ProcError};
+use crate::sys::kcmp::{self, TargetFd};
+
+/// Why a dump failed. The tree has been resumed untouched whenever one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The tree could not be frozen.
+    #[error(transparent)]
+    Freeze(#[from] FreezeError),
+    /// `/proc` could not be read.
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    /// An open file could not be saved.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The image could not be written.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A system call on a process failed.
+    #[error("pid {pid}: {op} failed")]
+    Sys {
+        /// The process.
+        pid: i32,
+        /// The operation.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a dump did, for people and benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct DumpStats {
+    /// The image directory written.
+    pub dir: PathBuf,
+    /// Processes saved.
+    pub processes: usize,
+    /// Threads stopped.
+    pub threads: usize,
+    /// Descriptors saved (over all descriptor tables).
+    pub descriptors: usize,
+    /// Distinct open files saved.
+    pub open_files: usize,
+    /// Pipe objects saved (anonymous pipes and FIFOs).
+    pub pipes: usize,
+    /// Bytes that were pending in those pipes.
+    pub pipe_bytes: u64,
+    /// How long the tree was stopped.
+    pub frozen: Duration,
+    /// The whole dump, commit included.
+    pub total: Duration,
+}
+
+/// One descriptor of one process, as listed before grouping.
+#[derive(Debug, Clone)]
+struct Slot {
+    pid: i32,
+    fd: RawFd,
+    info: FdInfo,
+    /// (device, inode) of the file behind the descriptor.
+    object: (u64, u64),
+}
+
+impl Slot {
+    /// Descriptors that share an open file agree on this key; others rarely do.
+    fn key(&self) -> (u64, u64, u64, u32) {
+        (self.object.0, self.object.1, self.info.pos, self.info.flags)
+    }
+}
+
+/// Dumps the tree rooted at `root` into a new image directory `dir` and lets the tree
+/// run on (`--leave-running`). On error, the tree is resumed untouched and no image
+/// directory is left behind.
+pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpStats, DumpError> {
+    let start = Instant::now();
+    let mut writer = ImageWriter::create(dir, crate::pipe::image_meta(pipecr_image::CONTENT_TREE))?;
+    let tree = freeze::freeze(root)?;
+    let frozen_at = Instant::now();
+    let mut stats = save_tree(&tree, &mut writer, options)?;
+    // The image is complete in the page cache: let the tree run while it is made durable.
+    tree.resume();
+    stats.frozen = frozen_at.elapsed();
+    stats.dir = writer.commit()?;
+    stats.total = start.elapsed();
+    Ok(stats)
+}
+
+fn save_tree(
+    tree: &FrozenTree,
+    writer: &mut ImageWriter,
+    options: &DumpOptions,
+) -> Result<DumpStats, DumpError> {
+    let processes = tree.processes();
+    let tables = group_fd_tables(processes.iter().map(|p| p.pid).collect())?;
+
+    // Every descriptor of every distinct table.
+    let mut slots = Vec::new();
+    for &leader in tables.values() {
+        for fd in proc::fds(leader)? {
+            let info = proc::fdinfo(leader, fd)?;
+            let meta = std::fs::metadata(format!("/proc/{leader}/fd/{fd}")).map_err(|source| {
+                DumpError::Sys {
+                    pid: leader,
+                    op: "stat /proc/PID/fd/N",
+                    source,
+                }
+            })?;
+            use std::os::unix::fs::MetadataExt;
+            slots.push(Slot {
+                pid: leader,
+                fd,
+                info,
+                object: (meta.dev(), meta.ino()),
+            });
+        }
+    }
+    let groups = group_open_files(&mut slots)?;
+
+    // Save each open file once, holding one borrowed descriptor at a time.
+    let mut sink = DumpSink::new(writer, options.clone());
+    let mut pidfds: BTreeMap<i32, OwnedFd> = BTreeMap::new();
+    let mut open_files = Vec::with_capacity(groups.len());
+    let mut file_of_slot = vec![0u64; slots.len()];
+    for (index, group) in groups.iter().enumerate() {
+        let id = index as u64 + 1;
+        let first = &slots[group[0]];
+        let live = fetch(&mut pidfds, first.pid, first.fd)?;
+        open_files.push(files::dump_file(id, &live, &mut sink)?);
+        for &s in group {
+            file_of_slot[s] = id;
+        }
+    }
+    drop(pidfds);
+    files::finish_dump(&mut open_files, &mut sink)?;
+    let pipes = sink.pipes.len();
+    let pipe_bytes = sink
+        .pipes
+        .values()
+        .map(|p| p.entry.data.as_ref().map_or(0, |d| d.length))
+        .sum();
+
+    // Descriptor tables and processes.
+    let mut fd_tables: BTreeMap<i32, proto::FdTable> = BTreeMap::new();
+    let table_ids: BTreeMap<i32, u64> = tables
+        .values()
+        .enumerate()
+        .map(|(i, &leader)| (leader, i as u64 + 1))
+        .collect();
+    for (s, slot) in slots.iter().enumerate() {
+        let table = fd_tables.entry(slot.pid).or_insert_with(|| proto::FdTable {
+            id: table_ids[&slot.pid],
+            ..Default::default()
+        });
+        table.descriptors.push(proto::Descriptor {
+            fd: slot.fd,
+            file_id: file_of_slot[s],
+            cloexec: slot.info.cloexec,
+        });
+    }
+    let mut records = Vec::with_capacity(processes.len());
+    for p in processes {
+        let leader = tables[&p.pid];
+        let table = fd_tables.entry(leader).or_insert_with(|| proto::FdTable {
+            id: table_ids[&leader],
+            ..Default::default()
+        });
+        if leader != p.pid {
+            table.shared = true;
+        }
+        records.push(proto::Process {
+            pid: p.pid,
+            ppid: p.ppid,
+            pgid: p.pgid,
+            sid: p.sid,
+            comm: p.comm.clone(),
+            threads: p.threads.clone(),
+            fd_table: table.id,
+        });
+    }
+    let mut fd_tables: Vec<proto::FdTable> = fd_tables.into_values().collect();
+    fd_tables.sort_by_key(|t| t.id);
+    for t in &mut fd_tables {
+        t.descriptors.sort_by_key(|d| d.fd);
+    }
+    let descriptors = fd_tables.iter().map(|t| t.descriptors.len()).sum();
+    sink.writer
+        .write_records(pipecr_image::FILES, &open_files)?;
+    sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
+    sink.writer.write_records(pipecr_image::TREE, &records)?;
+    Ok(DumpStats {
+        processes: processes.len(),
+        threads: tree.thread_count(),
+        descriptors,
+        open_files: open_files.len(),
+        pipes,
+        pipe_bytes,
+        ..Default::default()
+    })
+}
+
+/// Fetches descriptor `fd` of `pid` through a pidfd opened once per process.
+fn fetch(pidfds: &mut BTreeMap<i32, OwnedFd>, pid: i32, fd: RawFd) -> Result<LiveFile, DumpError> {
+    let sys = |op, source: rustix::io::Errno| DumpError::Sys {
+        pid,
+        op,
+        source: source.into(),
+    };
+    let pidfd = match pidfds.entry(pid) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            let target =
+                Pid::from_raw(pid).ok_or(DumpError::Proc(ProcError::NoSuchProcess { pid }))?;
+            let pidfd = rustix::process::pidfd_open(target, PidfdFlags::empty())
+                .map_err(|e| sys("pidfd_open", e))?;
+            e.insert(pidfd)
+        }
+    };
+    let file = rustix::process::pidfd_getfd(&*pidfd, fd, PidfdGetfdFlags::empty())
+        .map_err(|e| sys("pidfd_getfd", e))?;
+    Ok(LiveFile::from_fetched(pid, fd, file)?)
+}
+
+/// Maps every pid to the pid of the first process (in tree order) that shares its
+/// descriptor table, with `kcmp(KCMP_FILES)` as the order.
+fn group_fd_tables(pids: Vec<i32>) -> Result<BTreeMap<i32, i32>, DumpError> {
+    let mut order: Vec<(usize, i32)> = pids.iter().copied().enumerate().collect();
+    let mut failure = None;
+    order.sort_by(|a, b| {
+        if a.1 == b.1 {
+            return Ordering::Equal;
+        }
+        let (Some(pa), Some(pb)) = (Pid::from_raw(a.1), Pid::from_raw(b.1)) else {
+            return Ordering::Equal;
+        };
+        kcmp::kcmp_fd_tables(pa, pb)
+            .map(|o| o.then(a.0.cmp(&b.0)))
+            .unwrap_or_else(|e| {
+                failure.get_or_insert((a.1, e));
+                a.0.cmp(&b.0)
+            })
+    });
+    if let Some((pid, source)) = failure {
+        return Err(DumpError::Sys {
+            pid,
+            op: "kcmp(KCMP_FILES)",
+            source,
+        });
+    }
+    // Within a run of equal tables the order is tree order: the first is the leader.
+    let mut leaders = BTreeMap::new();
+    let mut i = 0;
+    while i < order.len() {
+        let leader = order[i].1;
+        let mut j = i;
+        while j < order.len() {
+            let same = j == i || {
+                let (pa, pb) = (Pid::from_raw(leader), Pid::from_raw(order[j].1));
+                match (pa, pb) {
+                    (Some(pa), Some(pb)) => {
+                        kcmp::kcmp_fd_tables(pa, pb).map_err(|source| DumpError::Sys {
+                            pid: order[j].1,
+                            op: "kcmp(KCMP_FILES)",
+                            source,
+                        })? == Ordering::Equal
+                    }
+                    _ => false,
+                }
+            };
+            if !same {
+                break;
+            }
+            leaders.insert(order[j].1, leader);
+            j += 1;
+        }
+        i = j;
+    }
+    Ok(leaders)
+}
+
+/// Sorts `slots` so that descriptors of one open file are adjacent and returns the
+/// groups (indexes into the sorted `slots`), in order of first appearance.
+fn group_open_files(slots: &mut [Slot]) -> Result<Vec<Vec<usize>>, DumpError> {
+    let mut failure = None;
+    slots.sort_by(|a, b| {
+        a.key().cmp(&b.key()).then_with(|| {
+            if (a.pid, a.fd) == (b.pid, b.fd) {
+                return Ordering::Equal;
+            }
+            match compare_files(a, b) {
+                Ok(o) => o,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    (a.pid, a.fd).cmp(&(b.pid, b.fd))
+                }
+            }
+        })
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for i in 0..slots.len() {
+        let joins = match groups.last() {
+            Some(group) => {
+                let head = &slots[group[0]];
+                head.key() == slots[i].key() && compare_files(head, &slots[i])? == Ordering::Equal
+            }
+            None => false,
+        };
+        match groups.last_mut() {
+            Some(group) if joins => group.push(i),
+            _ => groups.push(vec![i]),
+        }
+    }
+    // Stable, readable ids: open files numbered in the order of (pid, fd) of their first
+    // descriptor.
+    groups.sort_by_key(|g| g.iter().map(|&s| (slots[s].pid, slots[s].fd)).min());
+    Ok(groups)
+}
+
+fn compare_files(a: &Slot, b: &Slot) -> Result<Ordering, DumpError> {
+    let (Some(pa), Some(pb)) = (Pid::from_raw(a.pid), Pid::from_raw(b.pid)) else {
+        return Err(DumpError::Proc(ProcError::NoSuchProcess { pid: 0 }));
+    };
+    kcmp::kcmp_files(pa, TargetFd(a.fd), pb, TargetFd(b.fd)).map_err(|source| DumpError::Sys {
+        pid: a.pid,
+        op: "kcmp(KCMP_FILE)",
+        source,
+    })
+}
