@@ -21,6 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Check(commands::check::Args),
+    Dump(commands::dump::Args),
     Peek(commands::peek::Args),
     Show(commands::show::Args),
     Demo(commands::demo::Args),
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => commands::check::run(args),
+        Command::Dump(args) => commands::dump::run(args),
         Command::Peek(args) => commands::peek::run(args),
         Command::Show(args) => commands::show::run(args),
         Command::Demo(args) => commands::demo::run(args),

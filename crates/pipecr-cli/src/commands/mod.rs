@@ -3,5 +3,6 @@
 
 pub mod check;
 pub mod demo;
+pub mod dump;
 pub mod peek;
 pub mod show;

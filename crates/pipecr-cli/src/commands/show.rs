@@ -8,13 +8,14 @@
 //! the inventory and otherwise left alone. New kinds of content (process trees) add a
 //! section here and a key in the JSON document.
 
+use std::collections::BTreeMap;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use pipecr_image::proto::{self, FileLayout, PipeEndKind, open_file};
-use pipecr_image::{FILES, Image, PIPES};
+use pipecr_image::{FDS, FILES, Image, PIPES, TREE};
 use serde::Serialize;
 
 use crate::format;
@@ -28,7 +29,7 @@ pub struct Args {
     /// The image directory.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
-    /// Print one JSON document: {"inventory": ..., "pipes": [...], "files": [...]}.
+    /// Print one JSON document: {"inventory", "processes", "fd_tables", "pipes", "files"}.
     #[arg(long)]
     json: bool,
 }
@@ -37,6 +38,8 @@ pub struct Args {
 #[derive(Debug, Serialize)]
 struct Shown {
     inventory: proto::Inventory,
+    processes: Vec<proto::Process>,
+    fd_tables: Vec<proto::FdTable>,
     pipes: Vec<proto::Pipe>,
     files: Vec<proto::OpenFile>,
 }
@@ -47,6 +50,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let image = Image::open(&args.dir)?;
     let shown = Shown {
         inventory: image.inventory().clone(),
+        processes: records(&image, TREE)?,
+        fd_tables: records(&image, FDS)?,
         pipes: records(&image, PIPES)?,
         files: records(&image, FILES)?,
     };
@@ -88,6 +93,9 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
             f.name, f.length, f.crc32c
         );
     }
+
+    let holders = holders(shown);
+    print_tree(shown, &holders);
 
     for pipe in &shown.pipes {
         println!();
@@ -136,6 +144,12 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
         if ends.is_empty() {
             println!("  ends:         none recorded");
         }
+        if pipe.external_writer {
+            println!("  writers:      outside the tree (no process of the tree holds a write end)");
+        }
+        if pipe.external_reader {
+            println!("  readers:      outside the tree (no process of the tree holds a read end)");
+        }
         for f in ends {
             if let Some(open_file::Kind::Pipe(end)) = &f.kind {
                 let which = match PipeEndKind::try_from(end.end) {
@@ -144,9 +158,10 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
                     _ => "end of unknown kind",
                 };
                 println!(
-                    "  file {}:       {which}, {}",
+                    "  file {}:       {which}, {}{}",
                     f.id,
-                    format::open_flags(f.flags)
+                    format::open_flags(f.flags),
+                    held_by(&holders, f.id)
                 );
             }
         }
@@ -158,22 +173,20 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
         .iter()
         .filter(|f| match &f.kind {
             Some(open_file::Kind::Pipe(e)) => !shown.pipes.iter().any(|p| p.id == e.pipe_id),
-            None => true,
+            _ => true,
         })
         .collect();
     if !others.is_empty() {
         println!();
         println!("other open files");
         for f in others {
-            let kind = match &f.kind {
-                Some(open_file::Kind::Pipe(e)) => format!("end of missing pipe {}", e.pipe_id),
-                None => "kind unknown to this version".to_owned(),
-            };
             println!(
-                "  file {}: {kind}, {}, pos {}",
+                "  file {}: {}, {}, pos {}{}",
                 f.id,
+                describe(f, &shown.pipes),
                 format::open_flags(f.flags),
-                f.pos
+                f.pos,
+                held_by(&holders, f.id)
             );
         }
     }
@@ -190,4 +203,180 @@ fn read_head(image: &Image, d: &proto::DataRef, limit: usize) -> anyhow::Result<
         .and_then(|_| file.take(want).read_to_end(&mut buf))
         .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(buf)
+}
+
+/// Open file id -> every (pid, fd, cloexec) that points at it, over all processes.
+type Holders = BTreeMap<u64, Vec<(i32, i32, bool)>>;
+
+fn holders(shown: &Shown) -> Holders {
+    let mut out: Holders = BTreeMap::new();
+    for p in &shown.processes {
+        let Some(table) = shown.fd_tables.iter().find(|t| t.id == p.fd_table) else {
+            continue;
+        };
+        for d in &table.descriptors {
+            out.entry(d.file_id)
+                .or_default()
+                .push((p.pid, d.fd, d.cloexec));
+        }
+    }
+    out
+}
+
+/// `, held by pid 12 fd 3, pid 13 fd 3` (nothing for an image without a tree).
+fn held_by(holders: &Holders, file: u64) -> String {
+    match holders.get(&file) {
+        Some(list) if !list.is_empty() => {
+            let names: Vec<String> = list
+                .iter()
+                .map(|(pid, fd, _)| format!("pid {pid} fd {fd}"))
+                .collect();
+            format!(", held by {}", names.join(", "))
+        }
+        _ => String::new(),
+    }
+}
+
+/// The process tree with each process's descriptors, and the open files shared across
+/// processes.
+fn print_tree(shown: &Shown, holders: &Holders) {
+    if shown.processes.is_empty() {
+        return;
+    }
+    println!();
+    println!("process tree");
+    let pids: Vec<i32> = shown.processes.iter().map(|p| p.pid).collect();
+    let mut depth: BTreeMap<i32, usize> = BTreeMap::new();
+    for p in &shown.processes {
+        let d = if pids.contains(&p.ppid) {
+            depth.get(&p.ppid).copied().unwrap_or(0) + 1
+        } else {
+            0
+        };
+        depth.insert(p.pid, d);
+        let indent = "  ".repeat(d + 1);
+        let threads = if p.threads.len() > 1 {
+            format!(", {} threads", p.threads.len())
+        } else {
+            String::new()
+        };
+        println!(
+            "{indent}pid {} ({}), pgid {}, sid {}{threads}",
+            p.pid, p.comm, p.pgid, p.sid
+        );
+        let Some(table) = shown.fd_tables.iter().find(|t| t.id == p.fd_table) else {
+            println!(
+                "{indent}  descriptor table {} missing from the image",
+                p.fd_table
+            );
+            continue;
+        };
+        if table.shared {
+            println!(
+                "{indent}  descriptor table {} shared with other processes (CLONE_FILES)",
+                table.id
+            );
+        }
+        for d in &table.descriptors {
+            let file = shown.files.iter().find(|f| f.id == d.file_id);
+            let what = file.map_or_else(
+                || "missing open file".to_owned(),
+                |f| describe(f, &shown.pipes),
+            );
+            let cloexec = if d.cloexec { " [cloexec]" } else { "" };
+            println!(
+                "{indent}  fd {:<3} -> file {}: {what}{cloexec}",
+                d.fd, d.file_id
+            );
+        }
+    }
+    let shared: Vec<_> = holders
+        .iter()
+        .filter(|(_, list)| {
+            let mut pids: Vec<i32> = list.iter().map(|h| h.0).collect();
+            pids.dedup();
+            pids.len() > 1
+        })
+        .collect();
+    if !shared.is_empty() {
+        println!();
+        println!("open files shared across processes");
+        for (id, list) in shared {
+            let names: Vec<String> = list
+                .iter()
+                .map(|(pid, fd, _)| format!("pid {pid} fd {fd}"))
+                .collect();
+            println!("  file {id}: {}", names.join(", "));
+        }
+    }
+}
+
+/// One line about an open file of any kind.
+fn describe(f: &proto::OpenFile, pipes: &[proto::Pipe]) -> String {
+    let pipe_note = |id: u64| {
+        pipes.iter().find(|p| p.id == id).map_or_else(
+            || format!("pipe {id} (missing)"),
+            |p| {
+                let pending = p.data.as_ref().map_or(0, |d| d.length);
+                let mut s = format!("pipe {id}, {pending} B pending");
+                if p.packet_mode {
+                    s.push_str(", packet mode");
+                }
+                s
+            },
+        )
+    };
+    match &f.kind {
+        Some(open_file::Kind::Pipe(e)) => {
+            let which = match PipeEndKind::try_from(e.end) {
+                Ok(PipeEndKind::Read) => "read end",
+                Ok(PipeEndKind::Write) => "write end",
+                _ => "end",
+            };
+            format!("{which} of {}", pipe_note(e.pipe_id))
+        }
+        Some(open_file::Kind::Fifo(x)) => {
+            let gone = if x.unlinked { " (unlinked)" } else { "" };
+            format!("FIFO {}{gone}, {}", x.path, pipe_note(x.pipe_id))
+        }
+        Some(open_file::Kind::Regular(x)) => {
+            let gone = if x.unlinked {
+                " (unlinked, contents in image)"
+            } else {
+                ""
+            };
+            format!("file {}{gone}", x.path)
+        }
+        Some(open_file::Kind::Directory(x)) => format!("directory {}", x.path),
+        Some(open_file::Kind::CharDevice(x)) => {
+            let tty = if x.terminal { "terminal " } else { "" };
+            format!("{tty}{} ({}:{})", x.path, x.major, x.minor)
+        }
+        Some(open_file::Kind::UnixSocket(x)) => {
+            let ty = match proto::SocketType::try_from(x.r#type) {
+                Ok(proto::SocketType::Stream) => "stream",
+                Ok(proto::SocketType::Dgram) => "datagram",
+                Ok(proto::SocketType::Seqpacket) => "seqpacket",
+                _ => "unknown type",
+            };
+            let queued = x.queue.as_ref().map_or(0, |d| d.length);
+            let ext = if x.external {
+                ", peer outside the tree"
+            } else {
+                ""
+            };
+            format!(
+                "unix {ty} socket:[{}] -> socket:[{}], {queued} B queued{ext}",
+                x.inode, x.peer_inode
+            )
+        }
+        Some(open_file::Kind::Eventfd(x)) => {
+            let sem = if x.semaphore { ", semaphore" } else { "" };
+            format!("eventfd, count {}{sem}", x.count)
+        }
+        Some(open_file::Kind::Memfd(x)) => {
+            format!("memfd:{} ({} B, seals {:#x})", x.name, x.size, x.seals)
+        }
+        None => "a kind unknown to this version".to_owned(),
+    }
 }

@@ -1,0 +1,70 @@
+//! `pipecr dump -t PID -D DIR --leave-running`: save a live process tree's descriptors,
+//! open files and pipe contents into a new image directory, and let the tree run on.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use pipecr::files::DumpOptions;
+
+use crate::format;
+
+/// Save a running process tree into an image directory.
+///
+/// The tree under PID (all descendants, all threads) is stopped with ptrace, its
+/// descriptors, open files and the bytes in its pipes are saved, and it is resumed
+/// exactly as it was. Until whole processes (memory, registers) can be restored,
+/// --leave-running is the only mode: the tree always runs on after the dump.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The root of the tree to dump.
+    #[arg(short = 't', long = "tree", value_name = "PID")]
+    pid: i32,
+    /// The image directory to create (it must not exist).
+    #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
+    dir: PathBuf,
+    /// Resume the tree after the dump (required for now: the only mode until whole
+    /// processes can be restored).
+    #[arg(long)]
+    leave_running: bool,
+    /// Largest unlinked file or memfd whose contents are copied into the image.
+    #[arg(long, value_name = "BYTES", default_value_t = DumpOptions::default().max_inline_file)]
+    max_inline_file: u64,
+}
+
+/// Dumps the tree and prints what was saved.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !args.leave_running {
+        bail!(
+            "pipecr dump needs --leave-running for now: whole processes cannot be restored yet, \
+             so the tree is always resumed after the dump"
+        );
+    }
+    let options = DumpOptions {
+        max_inline_file: args.max_inline_file,
+    };
+    let stats = pipecr::dump::dump_tree(args.pid, &args.dir, &options).with_context(|| {
+        format!(
+            "dump of pid {} failed; the tree was resumed untouched",
+            args.pid
+        )
+    })?;
+    println!(
+        "dumped pid {} into {}: {} process(es), {} thread(s), {} descriptor(s), {} open file(s), \
+         {} pipe(s) holding {}",
+        args.pid,
+        stats.dir.display(),
+        stats.processes,
+        stats.threads,
+        stats.descriptors,
+        stats.open_files,
+        stats.pipes,
+        format::bytes(stats.pipe_bytes),
+    );
+    println!(
+        "tree stopped for {:.1} ms; dump took {:.1} ms; the tree runs on",
+        stats.frozen.as_secs_f64() * 1e3,
+        stats.total.as_secs_f64() * 1e3
+    );
+    Ok(ExitCode::SUCCESS)
+}
