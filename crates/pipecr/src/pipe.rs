@@ -39,15 +39,6 @@ pub const PIPE_BUF: usize = 4096;
 /// The kernel's page size on the architectures pipecr supports; one pipe buffer slot.
 const PAGE_SIZE: u32 = 4096;
 
-/// `pipes.img`: one [`proto::Pipe`] record per pipe.
-pub const PIPES_FILE: &str = "pipes.img";
-/// `files.img`: one [`proto::OpenFile`] record per open file.
-pub const FILES_FILE: &str = "files.img";
-/// `pipes-data.img`: the pending bytes of every pipe, page-aligned.
-pub const PIPES_DATA_FILE: &str = "pipes-data.img";
-/// The inventory's `content` for an image that holds one in-process pipe.
-pub const PIPE_CONTENT: &str = "pipe";
-
 /// Status flags that `fcntl(F_SETFL)` can change on a pipe end; the rest of a saved
 /// `flags` word (access mode, `O_LARGEFILE`) is fixed when the end is opened.
 pub(crate) const SETTABLE_FLAGS: OFlags = OFlags::APPEND
@@ -260,6 +251,69 @@ pub fn checkpoint_ends(fds: &[BorrowedFd<'_>]) -> Result<PipeImage, PipeError> {
         packets,
         ends,
     })
+}
+
+/// The zero-copy path: checkpoint and restore in one step while the pipe is alive.
+/// Returns a new pipe (read end, write end; close-on-exec) with the capacity, pending
+/// bytes, packet boundaries and end flags of the pipe behind `fd`, which keeps its bytes.
+///
+/// `tee(2)` links the source's buffers straight into the new pipe: no byte passes through
+/// user memory, and packet buffers stay packets. Used to run a copy beside a live
+/// original; [`checkpoint`] + [`restore`] is the same result through a [`PipeImage`].
+pub fn clone_live(fd: BorrowedFd<'_>) -> Result<(OwnedFd, OwnedFd), PipeError> {
+    let stat = rustix::fs::fstat(fd).map_err(sys_err(fd, "fstat"))?;
+    let file_type = FileType::from_raw_mode(stat.st_mode);
+    if file_type != FileType::Fifo {
+        return Err(PipeError::NotAPipe {
+            fd: fd.as_raw_fd(),
+            kind: file_type_name(file_type),
+        });
+    }
+    let flags = rustix::fs::fcntl_getfl(fd).map_err(sys_err(fd, "fcntl(F_GETFL)"))?;
+    let end = End::of_flags(flags);
+    let reopened;
+    let reader = if end == End::Read {
+        fd
+    } else {
+        reopened = sys::fd::reopen(fd, OFlags::RDONLY | OFlags::NONBLOCK).map_err(|source| {
+            PipeError::Sys {
+                fd: fd.as_raw_fd(),
+                op: "open(/proc/self/fd) for reading",
+                source,
+            }
+        })?;
+        reopened.as_fd()
+    };
+    let capacity =
+        rustix::pipe::fcntl_getpipe_size(reader).map_err(sys_err(reader, "fcntl(F_GETPIPE_SZ)"))?;
+    let capacity = u32::try_from(capacity)
+        .map_err(|_| PipeError::Invalid(format!("capacity {capacity} does not fit 32 bits")))?;
+    let pending = rustix::io::ioctl_fionread(reader).map_err(sys_err(reader, "ioctl(FIONREAD)"))?;
+    let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+        .map_err(sys_err(fd, "pipe2"))?;
+    set_capacity(write.as_fd(), capacity)?;
+    if pending > 0 {
+        let copied = rustix::pipe::tee(reader, &write, pending as usize, SpliceFlags::NONBLOCK)
+            .map_err(sys_err(reader, "tee"))?;
+        if copied as u64 != pending {
+            return Err(PipeError::Incomplete {
+                inode: stat.st_ino,
+                pending,
+                copied: copied as u64,
+            });
+        }
+    }
+    let state = PipeEndState { end, flags };
+    let image = PipeImage {
+        inode: stat.st_ino,
+        capacity,
+        data: Vec::new(),
+        packets: flags.contains(OFlags::DIRECT).then(Vec::new),
+        ends: vec![state],
+    };
+    let read = apply_flags(read, image.flags_of(End::Read))?;
+    let write = apply_flags(write, image.flags_of(End::Write))?;
+    Ok((read, write))
 }
 
 /// Copies the pending bytes of the pipe read through `reader` without consuming them;
@@ -609,10 +663,10 @@ pub fn restore_at(image: &PipeImage, read_fd: RawFd, write_fd: RawFd) -> Result<
 /// refused). Returns the directory written.
 pub fn save(image: &PipeImage, dir: &Path) -> Result<PathBuf, PipeError> {
     image.validate()?;
-    let mut writer = ImageWriter::create(dir, image_meta(PIPE_CONTENT))?;
-    let data = writer.raw(PIPES_DATA_FILE)?.append(&image.data)?;
-    writer.write_records(PIPES_FILE, &[image.to_entry(1, Some(data))])?;
-    writer.write_records(FILES_FILE, &image.end_entries(1, 1))?;
+    let mut writer = ImageWriter::create(dir, image_meta(pipecr_image::CONTENT_PIPE))?;
+    let data = writer.raw(pipecr_image::PIPES_DATA)?.append(&image.data)?;
+    writer.write_records(pipecr_image::PIPES, &[image.to_entry(1, Some(data))])?;
+    writer.write_records(pipecr_image::FILES, &image.end_entries(1, 1))?;
     Ok(writer.commit()?)
 }
 
@@ -620,16 +674,17 @@ pub fn save(image: &PipeImage, dir: &Path) -> Result<PathBuf, PipeError> {
 /// checksums have been verified.
 pub fn load(dir: &Path) -> Result<PipeImage, PipeError> {
     let image = Image::open(dir)?;
-    let pipes: Vec<proto::Pipe> = image.read_records(PIPES_FILE)?;
+    let pipes: Vec<proto::Pipe> = image.read_records(pipecr_image::PIPES)?;
     let [entry] = pipes.as_slice() else {
         return Err(PipeError::Invalid(format!(
-            "{}: {PIPES_FILE} holds {} pipes, expected exactly one",
+            "{}: {} holds {} pipes, expected exactly one",
             dir.display(),
+            pipecr_image::PIPES,
             pipes.len()
         )));
     };
-    let files: Vec<proto::OpenFile> = if image.has_file(FILES_FILE) {
-        image.read_records(FILES_FILE)?
+    let files: Vec<proto::OpenFile> = if image.has_file(pipecr_image::FILES) {
+        image.read_records(pipecr_image::FILES)?
     } else {
         Vec::new()
     };

@@ -426,3 +426,25 @@ fn save_and_load_round_trip_through_an_image_directory() {
         Err(PipeError::Image(_))
     ));
 }
+
+#[test]
+fn clone_live_copies_bytes_packets_and_flags_without_consuming() {
+    let (r, w, all) = packet_pipe();
+    rustix::fs::fcntl_setfl(&w, OFlags::NONBLOCK | OFlags::DIRECT).unwrap();
+    let (nr, nw) = pipe::clone_live(w.as_fd()).unwrap();
+    assert_eq!(capacity(nw.as_fd()), capacity(w.as_fd()));
+    assert!(flags(nw.as_fd()).contains(OFlags::NONBLOCK | OFlags::DIRECT));
+    let (bytes, reads) = drain(nr.as_fd());
+    assert_eq!(bytes, all);
+    assert_eq!(reads, PACKETS, "tee keeps packet boundaries");
+    assert_eq!(drain(r.as_fd()).0, all, "the source keeps its bytes");
+
+    let (r, w) = new_pipe(PipeFlags::empty());
+    rustix::pipe::fcntl_setpipe_size(&r, 1 << 20).unwrap();
+    let data = pattern(1 << 20, 9);
+    write_all(w.as_fd(), &data);
+    let (nr, _nw) = pipe::clone_live(r.as_fd()).unwrap();
+    assert_eq!(capacity(nr.as_fd()), 1 << 20);
+    assert_eq!(drain(nr.as_fd()).0, data);
+    assert_eq!(drain(r.as_fd()).0, data);
+}
