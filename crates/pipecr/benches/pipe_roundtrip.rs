@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pipecr::pipe;
-use rustix::pipe::{PipeFlags, SpliceFlags};
+use rustix::pipe::PipeFlags;
 
 const MIB: usize = 1 << 20;
 const COUNTS: [usize; 3] = [1, 16, 256];

@@ -21,11 +21,27 @@ use pipecr_image::{Image, ImageError, ImageWriter};
 use crate::pipe::PipeError;
 use crate::proc::FdInfo;
 
+pub mod chardev;
+pub mod directory;
+pub mod eventfd;
 pub mod fifo;
+pub mod memfd;
 pub mod pipe;
+pub mod regular;
+pub mod unix;
 
 /// Every kind of open file pipecr can save, in the order they are asked to claim a file.
-pub static KINDS: &[&dyn FileKind] = &[&pipe::PipeKind, &fifo::FifoKind];
+pub static KINDS: &[&dyn FileKind] = &[
+    &pipe::PipeKind,
+    &fifo::FifoKind,
+    // Before regular: a memfd is a regular file too.
+    &memfd::MemfdKind,
+    &regular::RegularKind,
+    &directory::DirectoryKind,
+    &chardev::CharDeviceKind,
+    &eventfd::EventFdKind,
+    &unix::UnixSocketKind,
+];
 
 /// One open file of a frozen process, fetched into pipecr with `pidfd_getfd`.
 #[derive(Debug)]
@@ -157,6 +173,9 @@ pub struct RestoreCtx<'i> {
     /// Objects created for one open file and waiting for another (the second end of a
     /// socketpair), by a key the kind chooses (the saved inode).
     pub pending: BTreeMap<u64, OwnedFd>,
+    /// Every open-file record of the image (`files.img`), read on first use by
+    /// [`RestoreCtx::open_files`].
+    open_files: Option<Vec<proto::OpenFile>>,
 }
 
 impl<'i> RestoreCtx<'i> {
@@ -176,7 +195,18 @@ impl<'i> RestoreCtx<'i> {
             pipe_entries,
             pipes: BTreeMap::new(),
             pending: BTreeMap::new(),
+            open_files: None,
         })
+    }
+
+    /// Every open-file record of the image, for a kind that creates two open files at
+    /// once and needs the record of the second (the peer of a socketpair end). Read
+    /// from `files.img` on first use, then kept.
+    pub fn open_files(&mut self) -> Result<&[proto::OpenFile], FileError> {
+        if self.open_files.is_none() {
+            self.open_files = Some(self.image.read_records(pipecr_image::FILES)?);
+        }
+        Ok(self.open_files.as_deref().unwrap_or_default())
     }
 }
 
@@ -307,7 +337,7 @@ pub fn kind_of(file: &LiveFile) -> Result<&'static dyn FileKind, FileError> {
         .ok_or_else(|| FileError::Unsupported {
             pid: file.pid,
             fd: file.fd,
-            kind: describe(&file.link, &file.stat),
+            kind: describe_live(file),
         })
 }
 
@@ -361,6 +391,15 @@ pub fn restore_file(
     ctx: &mut RestoreCtx<'_>,
 ) -> Result<OwnedFd, FileError> {
     restorer_of(file)?.restore(file, ctx)
+}
+
+/// Words for a live file no kind claims, for the error that stops the dump: for a
+/// socket, what [`unix::describe_socket`] finds out about it; otherwise [`describe`].
+pub fn describe_live(file: &LiveFile) -> String {
+    if file.link.starts_with("socket:") {
+        return unix::describe_socket(file.file.as_fd());
+    }
+    describe(&file.link, &file.stat)
 }
 
 /// Words for a file no kind claims, for the error that stops the dump.

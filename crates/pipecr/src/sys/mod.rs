@@ -9,3 +9,5 @@ pub mod clone3;
 pub mod fd;
 pub mod kcmp;
 pub mod pipe;
+pub mod sockdiag;
+pub mod socket;

@@ -1,0 +1,146 @@
+//! Character devices that can be opened again by path with the same meaning: the memory
+//! devices (`/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom`) and
+//! terminals (pseudo-terminal slaves `/dev/pts/N`, `/dev/tty`, virtual consoles, serial
+//! lines).
+//!
+//! A terminal is saved by path only: restore opens the same device again, which is right
+//! when the restored tree runs on the terminal it was dumped from (the user's shell) and
+//! fails, naming the path, when that terminal is gone. Terminal settings, the controlling
+//! terminal and foreground process group belong to the session, not to this module. The
+//! master side of a pseudo-terminal is not claimed: opening `/dev/ptmx` again would make a
+//! new, unrelated terminal. Any other character device is left unclaimed, so the dump stops
+//! naming it.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use pipecr_image::proto::{self, open_file};
+use rustix::fs::{FileType, Mode, OFlags};
+
+use super::fifo::DELETED;
+use super::regular::{open_flags, set_position_and_flags};
+use super::{DumpSink, FileError, FileKind, LiveFile, RestoreCtx};
+
+/// `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom` and terminals.
+pub struct CharDeviceKind;
+
+/// `MEM_MAJOR` (`include/uapi/linux/major.h`).
+const MEM_MAJOR: u32 = 1;
+/// Minors of `MEM_MAJOR` that hold no state: null, zero, full, random, urandom
+/// (`drivers/char/mem.c`).
+const STATELESS_MEM_MINORS: [u32; 5] = [3, 5, 7, 8, 9];
+/// `TTYAUX_MAJOR`, whose minor 2 is `/dev/ptmx`.
+const TTYAUX_MAJOR: u32 = 5;
+/// Minor of `/dev/ptmx` under [`TTYAUX_MAJOR`].
+const PTMX_MINOR: u32 = 2;
+/// `PTY_MASTER_MAJOR`: masters of the legacy BSD pseudo-terminals.
+const PTY_MASTER_MAJOR: u32 = 2;
+/// `UNIX98_PTY_MASTER_MAJOR` and the seven majors after it.
+const UNIX98_PTY_MASTER_MAJORS: std::ops::RangeInclusive<u32> = 128..=135;
+
+fn is_stateless_mem(major: u32, minor: u32) -> bool {
+    major == MEM_MAJOR && STATELESS_MEM_MINORS.contains(&minor)
+}
+
+fn is_pty_master(major: u32, minor: u32) -> bool {
+    (major == TTYAUX_MAJOR && minor == PTMX_MINOR)
+        || major == PTY_MASTER_MAJOR
+        || UNIX98_PTY_MASTER_MAJORS.contains(&major)
+}
+
+impl FileKind for CharDeviceKind {
+    fn name(&self) -> &'static str {
+        "character device"
+    }
+
+    fn claims(&self, file: &LiveFile) -> bool {
+        if FileType::from_raw_mode(file.stat.st_mode) != FileType::CharacterDevice {
+            return false;
+        }
+        let (major, minor) = (
+            rustix::fs::major(file.stat.st_rdev),
+            rustix::fs::minor(file.stat.st_rdev),
+        );
+        // isatty is TCGETS: it reads the settings and changes nothing.
+        is_stateless_mem(major, minor)
+            || (!is_pty_master(major, minor) && rustix::termios::isatty(&file.file))
+    }
+
+    fn dump(
+        &self,
+        file: &LiveFile,
+        _sink: &mut DumpSink<'_>,
+    ) -> Result<open_file::Kind, FileError> {
+        if file.stat.st_nlink == 0 || !file.link.starts_with('/') {
+            let path = file.link.strip_suffix(DELETED).unwrap_or(&file.link);
+            return Err(FileError::Unsupported {
+                pid: file.pid,
+                fd: file.fd,
+                kind: format!("character device {path} without a name to open it by"),
+            });
+        }
+        let (major, minor) = (
+            rustix::fs::major(file.stat.st_rdev),
+            rustix::fs::minor(file.stat.st_rdev),
+        );
+        Ok(open_file::Kind::CharDevice(proto::CharDevice {
+            path: file.link.clone(),
+            major,
+            minor,
+            terminal: !is_stateless_mem(major, minor),
+        }))
+    }
+
+    fn restores(&self, kind: &open_file::Kind) -> bool {
+        matches!(kind, open_file::Kind::CharDevice(_))
+    }
+
+    fn restore(
+        &self,
+        file: &proto::OpenFile,
+        _ctx: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, FileError> {
+        let Some(open_file::Kind::CharDevice(dev)) = &file.kind else {
+            return Err(FileError::Invalid {
+                id: file.id,
+                reason: "not a character device".into(),
+            });
+        };
+        let fail = |op, e: rustix::io::Errno| FileError::Restore {
+            id: file.id,
+            what: dev.path.clone(),
+            op,
+            source: e.into(),
+        };
+        // O_NOCTTY: which terminal is a session's controlling one is the session's
+        // business, not a side effect of reopening a descriptor. O_NONBLOCK: a serial line
+        // without carrier must not hang the open; the saved flag is set afterwards.
+        let flags = open_flags(file.flags) | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let fd = rustix::fs::open(&dev.path, flags, Mode::empty()).map_err(|e| fail("open", e))?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| fail("fstat", e))?;
+        let (major, minor) = (
+            rustix::fs::major(stat.st_rdev),
+            rustix::fs::minor(stat.st_rdev),
+        );
+        let is_chr = FileType::from_raw_mode(stat.st_mode) == FileType::CharacterDevice;
+        if !is_chr || (major, minor) != (dev.major, dev.minor) {
+            let now = if is_chr {
+                format!("device {major}:{minor}")
+            } else {
+                format!(
+                    "a {}",
+                    crate::pipe::file_type_name(FileType::from_raw_mode(stat.st_mode))
+                )
+            };
+            return Err(FileError::Changed {
+                id: file.id,
+                path: dev.path.clone(),
+                what: format!(
+                    "it was character device {}:{}, it is now {now}",
+                    dev.major, dev.minor
+                ),
+            });
+        }
+        set_position_and_flags(fd.as_fd(), file, &dev.path)?;
+        Ok(fd)
+    }
+}

@@ -1,0 +1,93 @@
+//! Directories opened with `open(2)` (a working directory kept open, a base for `*at`
+//! calls, a directory being listed): the path, and the position of a listing in progress.
+//!
+//! Restore opens the path again and checks only that it still is a directory: a
+//! directory's size and mtime change whenever an entry is added or removed, which is no
+//! sign that it is another directory. The position is the opaque cookie of `getdents64`,
+//! which `lseek` accepts back on the common file systems (ext4, xfs, btrfs, tmpfs); a
+//! listing resumed after entries changed may skip or repeat some, as it would have in the
+//! original process. A directory removed while open is not supported.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use pipecr_image::proto::{self, open_file};
+use rustix::fs::{FileType, Mode, OFlags};
+
+use super::fifo::{DELETED, identity};
+use super::regular::{check_identity, open_flags, set_position_and_flags};
+use super::{DumpSink, FileError, FileKind, LiveFile, RestoreCtx};
+
+/// Directories.
+pub struct DirectoryKind;
+
+impl FileKind for DirectoryKind {
+    fn name(&self) -> &'static str {
+        "directory"
+    }
+
+    fn claims(&self, file: &LiveFile) -> bool {
+        FileType::from_raw_mode(file.stat.st_mode) == FileType::Directory
+    }
+
+    fn dump(
+        &self,
+        file: &LiveFile,
+        _sink: &mut DumpSink<'_>,
+    ) -> Result<open_file::Kind, FileError> {
+        if file.stat.st_nlink == 0 {
+            let path = file.link.strip_suffix(DELETED).unwrap_or(&file.link);
+            return Err(FileError::Unsupported {
+                pid: file.pid,
+                fd: file.fd,
+                kind: format!("directory {path}, removed while open"),
+            });
+        }
+        if !file.link.starts_with('/') {
+            return Err(FileError::Unsupported {
+                pid: file.pid,
+                fd: file.fd,
+                kind: format!("directory {} outside the process's root", file.link),
+            });
+        }
+        Ok(open_file::Kind::Directory(proto::Directory {
+            path: file.link.clone(),
+            identity: Some(identity(&file.stat)),
+        }))
+    }
+
+    fn restores(&self, kind: &open_file::Kind) -> bool {
+        matches!(kind, open_file::Kind::Directory(_))
+    }
+
+    fn restore(
+        &self,
+        file: &proto::OpenFile,
+        _ctx: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, FileError> {
+        let Some(open_file::Kind::Directory(dir)) = &file.kind else {
+            return Err(FileError::Invalid {
+                id: file.id,
+                reason: "not a directory".into(),
+            });
+        };
+        // A directory is only ever open for reading (or as O_PATH); O_DIRECTORY makes a
+        // path that is no longer a directory fail here rather than open something else.
+        let flags = (open_flags(file.flags) & !OFlags::RWMODE) | OFlags::RDONLY | OFlags::DIRECTORY;
+        let fd = rustix::fs::open(&dir.path, flags, Mode::empty()).map_err(|e| match e {
+            rustix::io::Errno::NOTDIR => FileError::Changed {
+                id: file.id,
+                path: dir.path.clone(),
+                what: "it is no longer a directory".into(),
+            },
+            e => FileError::Restore {
+                id: file.id,
+                what: dir.path.clone(),
+                op: "open",
+                source: e.into(),
+            },
+        })?;
+        check_identity(file.id, &dir.path, fd.as_fd(), dir.identity.as_ref(), false)?;
+        set_position_and_flags(fd.as_fd(), file, &dir.path)?;
+        Ok(fd)
+    }
+}

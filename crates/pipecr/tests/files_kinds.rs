@@ -1,0 +1,620 @@
+//! Every simple kind of open file saved and opened again through the `FileKind` table,
+//! in this process: each of our own descriptors is fetched with `pidfd_getfd`, dumped into
+//! a real image, read back and restored, and the new open file is checked against the
+//! old one (position, status flags, bytes, identity, counters, seals, device numbers).
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use pipecr::files::{self, DumpOptions, DumpSink, FileError, LiveFile, RestoreCtx};
+use pipecr_image::proto::{self, open_file};
+use pipecr_image::{Image, ImageMeta, ImageWriter};
+use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags, SeekFrom};
+use rustix::io::Errno;
+
+const ID: u64 = 7;
+
+fn me() -> i32 {
+    std::process::id() as i32
+}
+
+/// Dumps our descriptor `fd` into a new image under `dir`, returning the image path.
+fn dump(dir: &Path, fd: BorrowedFd<'_>, options: DumpOptions) -> Result<PathBuf, FileError> {
+    let path = dir.join("img");
+    let mut writer = ImageWriter::create(&path, ImageMeta::default())?;
+    let live = LiveFile::fetch(me(), fd.as_raw_fd())?;
+    let mut sink = DumpSink::new(&mut writer, options);
+    let mut saved = vec![files::dump_file(ID, &live, &mut sink)?];
+    files::finish_dump(&mut saved, &mut sink)?;
+    writer.write_records(pipecr_image::FILES, &saved)?;
+    writer.commit()?;
+    Ok(path)
+}
+
+/// The saved open file of an image made by [`dump`].
+fn saved(image: &Path) -> proto::OpenFile {
+    let image = Image::open(image).unwrap();
+    let mut files = image
+        .read_records::<proto::OpenFile>(pipecr_image::FILES)
+        .unwrap();
+    assert_eq!(files.len(), 1);
+    files.remove(0)
+}
+
+/// Opens the saved open file of an image made by [`dump`] again.
+fn restore(image: &Path) -> Result<OwnedFd, FileError> {
+    let open_file = saved(image);
+    let image = Image::open(image)?;
+    let mut ctx = RestoreCtx::new(&image)?;
+    files::restore_file(&open_file, &mut ctx)
+}
+
+/// Dump then restore, both expected to work.
+fn roundtrip(fd: BorrowedFd<'_>) -> (proto::OpenFile, OwnedFd) {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dump(dir.path(), fd, DumpOptions::default()).unwrap();
+    let restored = restore(&image).unwrap();
+    (saved(&image), restored)
+}
+
+fn pos(fd: BorrowedFd<'_>) -> u64 {
+    rustix::fs::seek(fd, SeekFrom::Current(0)).unwrap()
+}
+
+fn flags(fd: BorrowedFd<'_>) -> OFlags {
+    rustix::fs::fcntl_getfl(fd).unwrap()
+}
+
+fn access(fd: BorrowedFd<'_>) -> OFlags {
+    flags(fd) & OFlags::RWMODE
+}
+
+fn link(fd: BorrowedFd<'_>) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn read_at(fd: BorrowedFd<'_>, len: usize, off: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let n = rustix::io::pread(fd, &mut buf, off).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn read_rest(fd: BorrowedFd<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = rustix::io::read(fd, &mut buf).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn open(path: impl AsRef<Path>, flags: OFlags) -> OwnedFd {
+    rustix::fs::open(
+        path.as_ref(),
+        flags | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o640),
+    )
+    .unwrap()
+}
+
+fn file_with(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+    path
+}
+
+fn rdev(fd: BorrowedFd<'_>) -> u64 {
+    rustix::fs::fstat(fd).unwrap().st_rdev
+}
+
+// ---- regular files ----
+
+#[test]
+fn regular_file_keeps_position_append_nonblock_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "log", b"hello, restored world");
+    let fd = open(&path, OFlags::RDWR | OFlags::APPEND | OFlags::NONBLOCK);
+    rustix::fs::seek(&fd, SeekFrom::Start(7)).unwrap();
+
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let Some(open_file::Kind::Regular(regular)) = &saved.kind else {
+        panic!("not saved as a regular file: {saved:?}");
+    };
+    assert_eq!(regular.path, path.to_str().unwrap());
+    assert!(!regular.unlinked);
+    assert!(regular.contents.is_none());
+    let identity = regular.identity.as_ref().unwrap();
+    assert_eq!(identity.size, 21);
+    assert_eq!(
+        FileType::from_raw_mode(identity.mode),
+        FileType::RegularFile
+    );
+
+    assert_eq!(pos(restored.as_fd()), 7);
+    assert_eq!(access(restored.as_fd()), OFlags::RDWR);
+    assert!(flags(restored.as_fd()).contains(OFlags::APPEND | OFlags::NONBLOCK));
+    assert!(
+        rustix::io::fcntl_getfd(&restored)
+            .unwrap()
+            .contains(rustix::io::FdFlags::CLOEXEC)
+    );
+    assert_eq!(read_rest(restored.as_fd()), b"restored world");
+    // A new open file, not the old one: the original did not move.
+    assert_eq!(pos(fd.as_fd()), 7);
+    // O_APPEND survived: a write goes to the end whatever the position.
+    rustix::fs::seek(&restored, SeekFrom::Start(0)).unwrap();
+    rustix::io::write(&restored, b"!").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"hello, restored world!");
+}
+
+#[test]
+fn regular_file_read_only_and_write_only_access_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "data", b"0123456789");
+    for mode in [OFlags::RDONLY, OFlags::WRONLY] {
+        let fd = open(&path, mode);
+        rustix::fs::seek(&fd, SeekFrom::Start(3)).unwrap();
+        let (_, restored) = roundtrip(fd.as_fd());
+        assert_eq!(access(restored.as_fd()), mode);
+        assert!(!flags(restored.as_fd()).intersects(OFlags::APPEND | OFlags::NONBLOCK));
+        assert_eq!(pos(restored.as_fd()), 3);
+    }
+}
+
+#[test]
+fn regular_file_changed_since_the_dump_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "config", b"version 1");
+    let fd = open(&path, OFlags::RDONLY);
+    let images = tempfile::tempdir().unwrap();
+    let image = dump(images.path(), fd.as_fd(), DumpOptions::default()).unwrap();
+
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b" and more")
+        .unwrap();
+    let err = restore(&image).unwrap_err();
+    let FileError::Changed {
+        id,
+        path: named,
+        what,
+    } = &err
+    else {
+        panic!("not refused as changed: {err:?}");
+    };
+    assert_eq!(*id, ID);
+    assert_eq!(named, path.to_str().unwrap());
+    assert!(what.contains("size was 9 bytes, is 18"), "{what}");
+    assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn regular_file_replaced_by_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "f", b"x");
+    let fd = open(&path, OFlags::RDONLY);
+    let images = tempfile::tempdir().unwrap();
+    let image = dump(images.path(), fd.as_fd(), DumpOptions::default()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let err = restore(&image).unwrap_err();
+    assert!(
+        matches!(&err, FileError::Changed { what, .. } if what.contains("directory")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn unlinked_regular_file_is_recreated_from_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    let path = file_with(dir.path(), "scratch", &bytes);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let fd = open(&path, OFlags::RDWR | OFlags::APPEND);
+    rustix::fs::seek(&fd, SeekFrom::Start(1234)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let Some(open_file::Kind::Regular(regular)) = &saved.kind else {
+        panic!("not saved as a regular file: {saved:?}");
+    };
+    assert!(regular.unlinked);
+    assert_eq!(regular.path, path.to_str().unwrap());
+    assert_eq!(regular.contents.as_ref().unwrap().length, 10_000);
+
+    let stat = rustix::fs::fstat(&restored).unwrap();
+    assert_eq!(stat.st_nlink, 0);
+    assert_eq!(stat.st_size, 10_000);
+    assert_eq!(stat.st_mode & 0o7777, 0o640);
+    assert!(link(restored.as_fd()).ends_with(" (deleted)"));
+    assert_eq!(read_at(restored.as_fd(), 20_000, 0), bytes);
+    assert_eq!(pos(restored.as_fd()), 1234);
+    assert_eq!(access(restored.as_fd()), OFlags::RDWR);
+    assert!(flags(restored.as_fd()).contains(OFlags::APPEND));
+}
+
+#[test]
+fn unlinked_write_only_file_keeps_its_access_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "w", b"abc");
+    let fd = open(&path, OFlags::WRONLY);
+    std::fs::remove_file(&path).unwrap();
+    let (_, restored) = roundtrip(fd.as_fd());
+    assert_eq!(access(restored.as_fd()), OFlags::WRONLY);
+    let reader = pipecr::sys::fd::reopen(restored.as_fd(), OFlags::RDONLY).unwrap();
+    assert_eq!(read_at(reader.as_fd(), 10, 0), b"abc");
+}
+
+#[test]
+fn unlinked_file_above_the_limit_is_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "big", &[1u8; 5000]);
+    let fd = open(&path, OFlags::RDONLY);
+    std::fs::remove_file(&path).unwrap();
+    let images = tempfile::tempdir().unwrap();
+    let err = dump(
+        images.path(),
+        fd.as_fd(),
+        DumpOptions {
+            max_inline_file: 4096,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, FileError::TooLarge { pid, fd: n, size: 5000, limit: 4096, .. }
+            if pid == me() && n == fd.as_raw_fd()),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn regular_file_whose_name_ends_in_deleted_is_still_linked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "odd (deleted)", b"still here");
+    let fd = open(&path, OFlags::RDONLY);
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let Some(open_file::Kind::Regular(regular)) = &saved.kind else {
+        panic!("not saved as a regular file: {saved:?}");
+    };
+    assert!(!regular.unlinked);
+    assert_eq!(regular.path, path.to_str().unwrap());
+    assert_eq!(read_rest(restored.as_fd()), b"still here");
+}
+
+#[test]
+fn regular_file_reachable_only_through_another_hard_link_is_not_supported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "first", b"x");
+    std::fs::hard_link(&path, dir.path().join("second")).unwrap();
+    let fd = open(&path, OFlags::RDONLY);
+    std::fs::remove_file(&path).unwrap();
+    assert_unsupported(fd.as_fd(), "another hard link");
+}
+
+#[test]
+fn proc_files_are_not_supported() {
+    let fd = open("/proc/self/status", OFlags::RDONLY);
+    assert_unsupported(fd.as_fd(), "/proc/");
+}
+
+// ---- directories ----
+
+#[test]
+fn directory_keeps_path_and_listing_position() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        file_with(dir.path(), &format!("entry-{i:02}"), b"");
+    }
+    let fd = open(
+        dir.path(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK,
+    );
+    // List a few entries through a duplicate, which shares the position.
+    let mut listing = rustix::fs::Dir::new(fd.try_clone().unwrap()).unwrap();
+    for _ in 0..5 {
+        listing.read().unwrap().unwrap();
+    }
+    let cookie = pos(fd.as_fd());
+
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let Some(open_file::Kind::Directory(d)) = &saved.kind else {
+        panic!("not saved as a directory: {saved:?}");
+    };
+    assert_eq!(d.path, dir.path().to_str().unwrap());
+    assert_eq!(link(restored.as_fd()), d.path);
+    assert_eq!(pos(restored.as_fd()), cookie);
+    assert_eq!(access(restored.as_fd()), OFlags::RDONLY);
+    assert!(flags(restored.as_fd()).contains(OFlags::DIRECTORY | OFlags::NONBLOCK));
+}
+
+#[test]
+fn directory_gaining_entries_is_still_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let fd = open(dir.path(), OFlags::RDONLY | OFlags::DIRECTORY);
+    let images = tempfile::tempdir().unwrap();
+    let image = dump(images.path(), fd.as_fd(), DumpOptions::default()).unwrap();
+    file_with(dir.path(), "new", b"");
+    let restored = restore(&image).unwrap();
+    assert_eq!(link(restored.as_fd()), dir.path().to_str().unwrap());
+}
+
+// ---- character devices ----
+
+#[test]
+fn memory_devices_are_reopened_with_their_flags() {
+    for (path, mode, minor) in [
+        ("/dev/null", OFlags::WRONLY | OFlags::APPEND, 3),
+        ("/dev/zero", OFlags::RDONLY | OFlags::NONBLOCK, 5),
+        ("/dev/full", OFlags::RDWR, 7),
+        ("/dev/urandom", OFlags::RDONLY, 9),
+    ] {
+        let fd = open(path, mode);
+        let (saved, restored) = roundtrip(fd.as_fd());
+        let Some(open_file::Kind::CharDevice(dev)) = &saved.kind else {
+            panic!("{path} not saved as a character device: {saved:?}");
+        };
+        assert_eq!(
+            (dev.path.as_str(), dev.major, dev.minor, dev.terminal),
+            (path, 1, minor, false)
+        );
+        assert_eq!(rdev(restored.as_fd()), rdev(fd.as_fd()), "{path}");
+        assert_eq!(
+            flags(restored.as_fd()) & (OFlags::RWMODE | OFlags::APPEND | OFlags::NONBLOCK),
+            mode,
+            "{path}"
+        );
+    }
+    let zero = open("/dev/zero", OFlags::RDONLY);
+    let (_, restored) = roundtrip(zero.as_fd());
+    let mut buf = [1u8; 64];
+    assert_eq!(rustix::io::read(&restored, &mut buf).unwrap(), 64);
+    assert_eq!(buf, [0u8; 64]);
+}
+
+#[test]
+fn pty_slave_is_a_terminal_and_its_master_is_not_supported() {
+    let master =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let name = name.to_str().unwrap().to_owned();
+    let slave = open(&name, OFlags::RDWR | OFlags::NOCTTY);
+
+    let (saved, restored) = roundtrip(slave.as_fd());
+    let Some(open_file::Kind::CharDevice(dev)) = &saved.kind else {
+        panic!("pty slave not saved as a character device: {saved:?}");
+    };
+    assert!(dev.terminal);
+    assert_eq!(dev.path, name);
+    assert_eq!(rdev(restored.as_fd()), rdev(slave.as_fd()));
+    assert!(rustix::termios::isatty(&restored));
+    assert_eq!(access(restored.as_fd()), OFlags::RDWR);
+    assert!(!flags(restored.as_fd()).contains(OFlags::NONBLOCK));
+
+    let images = tempfile::tempdir().unwrap();
+    let err = dump(images.path(), master.as_fd(), DumpOptions::default()).unwrap_err();
+    assert!(matches!(err, FileError::Unsupported { .. }), "{err:?}");
+}
+
+#[test]
+fn other_character_devices_are_not_supported() {
+    // /dev/mem-like devices with state (here /dev/kmsg, major 1 minor 11) are refused.
+    let Ok(fd) = rustix::fs::open(
+        "/dev/kmsg",
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let images = tempfile::tempdir().unwrap();
+    let err = dump(images.path(), fd.as_fd(), DumpOptions::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, FileError::Unsupported { .. }), "{err:?}");
+    assert!(message.contains("/dev/kmsg"), "{message}");
+}
+
+// ---- eventfd ----
+
+fn eventfd_read(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    let mut buf = [0u8; 8];
+    rustix::io::read(fd, &mut buf)?;
+    Ok(u64::from_ne_bytes(buf))
+}
+
+fn eventfd_add(fd: BorrowedFd<'_>, n: u64) {
+    assert_eq!(rustix::io::write(fd, &n.to_ne_bytes()).unwrap(), 8);
+}
+
+#[test]
+fn eventfd_count_is_restored_and_left_in_the_original() {
+    use rustix::event::EventfdFlags;
+    let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap();
+    // More than the 32 bits eventfd's initial value can hold.
+    eventfd_add(fd.as_fd(), (1 << 40) + 26);
+
+    let (saved, restored) = roundtrip(fd.as_fd());
+    assert_eq!(
+        saved.kind,
+        Some(open_file::Kind::Eventfd(proto::EventFd {
+            count: (1 << 40) + 26,
+            semaphore: false
+        }))
+    );
+    assert!(flags(restored.as_fd()).contains(OFlags::NONBLOCK));
+    assert_eq!(link(restored.as_fd()), "anon_inode:[eventfd]");
+    assert_eq!(eventfd_read(restored.as_fd()), Ok((1 << 40) + 26));
+    assert_eq!(eventfd_read(restored.as_fd()), Err(Errno::AGAIN));
+    assert_eq!(eventfd_read(fd.as_fd()), Ok((1 << 40) + 26));
+}
+
+#[test]
+fn eventfd_semaphore_mode_reads_one_at_a_time() {
+    use rustix::event::EventfdFlags;
+    let fd = rustix::event::eventfd(
+        3,
+        EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK | EventfdFlags::SEMAPHORE,
+    )
+    .unwrap();
+    let (saved, restored) = roundtrip(fd.as_fd());
+    assert_eq!(
+        saved.kind,
+        Some(open_file::Kind::Eventfd(proto::EventFd {
+            count: 3,
+            semaphore: true
+        }))
+    );
+    for _ in 0..3 {
+        assert_eq!(eventfd_read(restored.as_fd()), Ok(1));
+    }
+    assert_eq!(eventfd_read(restored.as_fd()), Err(Errno::AGAIN));
+}
+
+#[test]
+fn blocking_empty_eventfd_stays_blocking() {
+    let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    let (saved, restored) = roundtrip(fd.as_fd());
+    assert_eq!(
+        saved.kind,
+        Some(open_file::Kind::Eventfd(proto::EventFd {
+            count: 0,
+            semaphore: false
+        }))
+    );
+    assert!(!flags(restored.as_fd()).contains(OFlags::NONBLOCK));
+    eventfd_add(restored.as_fd(), 2);
+    assert_eq!(eventfd_read(restored.as_fd()), Ok(2));
+}
+
+// ---- memfd ----
+
+#[test]
+fn memfd_name_size_contents_seals_and_position() {
+    let fd = rustix::fs::memfd_create(
+        "pipecr test memfd",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
+    rustix::io::write(&fd, b"memory only").unwrap();
+    // A hole at the end: the size is more than what was written.
+    rustix::fs::ftruncate(&fd, 8192).unwrap();
+    rustix::fs::seek(&fd, SeekFrom::Start(7)).unwrap();
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW).unwrap();
+
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let Some(open_file::Kind::Memfd(memfd)) = &saved.kind else {
+        panic!("not saved as a memfd: {saved:?}");
+    };
+    assert_eq!(memfd.name, "pipecr test memfd");
+    assert_eq!(memfd.size, 8192);
+
+    assert_eq!(link(restored.as_fd()), "/memfd:pipecr test memfd (deleted)");
+    assert_eq!(rustix::fs::fstat(&restored).unwrap().st_size, 8192);
+    let mut expected = b"memory only".to_vec();
+    expected.resize(8192, 0);
+    assert_eq!(read_at(restored.as_fd(), 10_000, 0), expected);
+    assert_eq!(pos(restored.as_fd()), 7);
+    assert_eq!(access(restored.as_fd()), OFlags::RDWR);
+    assert_eq!(
+        rustix::fs::fcntl_get_seals(&restored).unwrap(),
+        rustix::fs::fcntl_get_seals(&fd).unwrap()
+    );
+    assert_eq!(rustix::fs::ftruncate(&restored, 1), Err(Errno::PERM));
+}
+
+#[test]
+fn memfd_without_sealing_allowed_stays_unsealable() {
+    let fd = rustix::fs::memfd_create("plain", MemfdFlags::CLOEXEC).unwrap();
+    rustix::io::write(&fd, b"abc").unwrap();
+    assert_eq!(rustix::fs::fcntl_get_seals(&fd).unwrap(), SealFlags::SEAL);
+    let (_, restored) = roundtrip(fd.as_fd());
+    assert_eq!(
+        rustix::fs::fcntl_get_seals(&restored).unwrap(),
+        SealFlags::SEAL
+    );
+    assert_eq!(
+        rustix::fs::fcntl_add_seals(&restored, SealFlags::WRITE),
+        Err(Errno::PERM)
+    );
+    assert_eq!(read_at(restored.as_fd(), 10, 0), b"abc");
+}
+
+#[test]
+fn memfd_opened_read_only_is_restored_read_only() {
+    let fd =
+        rustix::fs::memfd_create("ro", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    rustix::io::write(&fd, b"read me").unwrap();
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::WRITE | SealFlags::SEAL).unwrap();
+    let ro = pipecr::sys::fd::reopen(fd.as_fd(), OFlags::RDONLY | OFlags::NONBLOCK).unwrap();
+    rustix::fs::seek(&ro, SeekFrom::Start(5)).unwrap();
+
+    let (_, restored) = roundtrip(ro.as_fd());
+    assert_eq!(access(restored.as_fd()), OFlags::RDONLY);
+    assert!(flags(restored.as_fd()).contains(OFlags::NONBLOCK));
+    assert_eq!(pos(restored.as_fd()), 5);
+    assert_eq!(read_rest(restored.as_fd()), b"me");
+    assert_eq!(
+        rustix::fs::fcntl_get_seals(&restored).unwrap(),
+        SealFlags::WRITE | SealFlags::SEAL
+    );
+}
+
+#[test]
+fn memfd_above_the_limit_is_too_large() {
+    let fd = rustix::fs::memfd_create("big", MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, 1 << 16).unwrap();
+    let images = tempfile::tempdir().unwrap();
+    let err = dump(
+        images.path(),
+        fd.as_fd(),
+        DumpOptions {
+            max_inline_file: 1 << 12,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, FileError::TooLarge { size: 65536, limit: 4096, what, .. } if what.contains("/memfd:big")),
+        "{err:?}"
+    );
+}
+
+// ---- unsupported kinds ----
+
+fn assert_unsupported(fd: BorrowedFd<'_>, kind: &str) {
+    let images = tempfile::tempdir().unwrap();
+    let err = dump(images.path(), fd, DumpOptions::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, FileError::Unsupported { .. }), "{err:?}");
+    assert!(message.contains(&format!("pid {}", me())), "{message}");
+    assert!(
+        message.contains(&format!("fd {}", fd.as_raw_fd())),
+        "{message}"
+    );
+    assert!(message.contains(kind), "{message}");
+}
+
+#[test]
+fn epoll_and_signalfd_are_not_supported_and_named() {
+    let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).unwrap();
+    assert_unsupported(epoll.as_fd(), "epoll");
+
+    let mask = nix::sys::signal::SigSet::empty();
+    let signalfd =
+        nix::sys::signalfd::SignalFd::with_flags(&mask, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
+            .unwrap();
+    assert_unsupported(signalfd.as_fd(), "signalfd");
+}
