@@ -14,7 +14,8 @@ pub fn open_flags(bits: u32) -> String {
         (libc::O_SYNC, "O_SYNC"),
         (libc::O_DSYNC, "O_DSYNC"),
         (libc::O_NOATIME, "O_NOATIME"),
-        (libc::O_LARGEFILE, "O_LARGEFILE"),
+        // The kernel sets O_LARGEFILE on every 64-bit open; libc defines it as 0 there.
+        (0o100000, "O_LARGEFILE"),
         (libc::O_CLOEXEC, "O_CLOEXEC"),
         (libc::O_PATH, "O_PATH"),
     ];

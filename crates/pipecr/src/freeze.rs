@@ -176,18 +176,21 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
         let Some(process) = freeze_process(&mut tree, pid, me)? else {
             continue;
         };
+        let mut children = Vec::new();
         for &tid in &process.threads {
             match proc::children(pid, tid) {
-                Ok(children) => queue.extend(children),
+                Ok(found) => children.extend(found),
                 // The thread exited between the scan and now: it forks nothing more.
                 Err(ProcError::NoSuchProcess { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         tree.processes.push(process);
+        // Depth first, smallest pid first: parents come before their children and each
+        // subtree is contiguous, so the list reads as a tree.
+        children.sort_unstable();
+        queue.extend(children.into_iter().rev());
     }
-    // Children were pushed after their parents; keep that order, sorted within a level
-    // only by discovery, which the dump relies on for "parents before children".
     Ok(tree)
 }
 

@@ -96,10 +96,18 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
 
     let holders = holders(shown);
     print_tree(shown, &holders);
+    print_external(shown, &holders);
 
     for pipe in &shown.pipes {
         println!();
-        println!("pipe {} (pipe:[{}])", pipe.id, pipe.inode);
+        let fifo_path = shown.files.iter().find_map(|f| match &f.kind {
+            Some(open_file::Kind::Fifo(x)) if x.pipe_id == pipe.id => Some(x.path.as_str()),
+            _ => None,
+        });
+        match fifo_path {
+            Some(path) => println!("pipe {} (FIFO {path}, inode {})", pipe.id, pipe.inode),
+            None => println!("pipe {} (pipe:[{}])", pipe.id, pipe.inode),
+        }
         println!(
             "  capacity:     {}",
             format::bytes(u64::from(pipe.capacity))
@@ -139,7 +147,11 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
         let ends: Vec<_> = shown
             .files
             .iter()
-            .filter(|f| matches!(&f.kind, Some(open_file::Kind::Pipe(e)) if e.pipe_id == pipe.id))
+            .filter(|f| match &f.kind {
+                Some(open_file::Kind::Pipe(e)) => e.pipe_id == pipe.id,
+                Some(open_file::Kind::Fifo(x)) => x.pipe_id == pipe.id,
+                _ => false,
+            })
             .collect();
         if ends.is_empty() {
             println!("  ends:         none recorded");
@@ -151,19 +163,20 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
             println!("  readers:      outside the tree (no process of the tree holds a read end)");
         }
         for f in ends {
-            if let Some(open_file::Kind::Pipe(end)) = &f.kind {
-                let which = match PipeEndKind::try_from(end.end) {
+            let which = match &f.kind {
+                Some(open_file::Kind::Pipe(end)) => match PipeEndKind::try_from(end.end) {
                     Ok(PipeEndKind::Read) => "read end",
                     Ok(PipeEndKind::Write) => "write end",
                     _ => "end of unknown kind",
-                };
-                println!(
-                    "  file {}:       {which}, {}{}",
-                    f.id,
-                    format::open_flags(f.flags),
-                    held_by(&holders, f.id)
-                );
-            }
+                },
+                _ => "FIFO open",
+            };
+            println!(
+                "  file {}:       {which}, {}{}",
+                f.id,
+                format::open_flags(f.flags),
+                held_by(&holders, f.id)
+            );
         }
     }
 
@@ -173,6 +186,7 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
         .iter()
         .filter(|f| match &f.kind {
             Some(open_file::Kind::Pipe(e)) => !shown.pipes.iter().any(|p| p.id == e.pipe_id),
+            Some(open_file::Kind::Fifo(x)) => !shown.pipes.iter().any(|p| p.id == x.pipe_id),
             _ => true,
         })
         .collect();
@@ -378,5 +392,39 @@ fn describe(f: &proto::OpenFile, pipes: &[proto::Pipe]) -> String {
             format!("memfd:{} ({} B, seals {:#x})", x.name, x.size, x.seals)
         }
         None => "a kind unknown to this version".to_owned(),
+    }
+}
+
+/// Descriptors whose other side leads outside the tree: restore must be told what to
+/// connect them to.
+fn print_external(shown: &Shown, holders: &Holders) {
+    let mut lines = Vec::new();
+    for f in &shown.files {
+        let why = match &f.kind {
+            Some(open_file::Kind::Pipe(e)) => shown.pipes.iter().find(|p| p.id == e.pipe_id).and_then(|p| {
+                let reads = PipeEndKind::try_from(e.end) == Ok(PipeEndKind::Read);
+                match (reads, p.external_writer, p.external_reader) {
+                    (true, true, _) => Some(format!("reads pipe {} whose writers are outside the tree", p.id)),
+                    (false, _, true) => Some(format!("writes pipe {} whose readers are outside the tree", p.id)),
+                    _ => None,
+                }
+            }),
+            Some(open_file::Kind::UnixSocket(x)) if x.external => {
+                Some(format!("unix socket:[{}] whose peer socket:[{}] is outside the tree", x.inode, x.peer_inode))
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            for (pid, fd, _) in holders.get(&f.id).into_iter().flatten() {
+                lines.push(format!("  pid {pid} fd {fd}: {why}"));
+            }
+        }
+    }
+    if !lines.is_empty() {
+        println!();
+        println!("external descriptors (their other side is outside the tree)");
+        for line in lines {
+            println!("{line}");
+        }
     }
 }
