@@ -401,17 +401,28 @@ fn print_external(shown: &Shown, holders: &Holders) {
     let mut lines = Vec::new();
     for f in &shown.files {
         let why = match &f.kind {
-            Some(open_file::Kind::Pipe(e)) => shown.pipes.iter().find(|p| p.id == e.pipe_id).and_then(|p| {
-                let reads = PipeEndKind::try_from(e.end) == Ok(PipeEndKind::Read);
-                match (reads, p.external_writer, p.external_reader) {
-                    (true, true, _) => Some(format!("reads pipe {} whose writers are outside the tree", p.id)),
-                    (false, _, true) => Some(format!("writes pipe {} whose readers are outside the tree", p.id)),
-                    _ => None,
-                }
-            }),
-            Some(open_file::Kind::UnixSocket(x)) if x.external => {
-                Some(format!("unix socket:[{}] whose peer socket:[{}] is outside the tree", x.inode, x.peer_inode))
-            }
+            Some(open_file::Kind::Pipe(e)) => shown
+                .pipes
+                .iter()
+                .find(|p| p.id == e.pipe_id)
+                .and_then(|p| {
+                    let reads = PipeEndKind::try_from(e.end) == Ok(PipeEndKind::Read);
+                    match (reads, p.external_writer, p.external_reader) {
+                        (true, true, _) => Some(format!(
+                            "reads pipe {} whose writers are outside the tree",
+                            p.id
+                        )),
+                        (false, _, true) => Some(format!(
+                            "writes pipe {} whose readers are outside the tree",
+                            p.id
+                        )),
+                        _ => None,
+                    }
+                }),
+            Some(open_file::Kind::UnixSocket(x)) if x.external => Some(format!(
+                "unix socket:[{}] whose peer socket:[{}] is outside the tree",
+                x.inode, x.peer_inode
+            )),
             _ => None,
         };
         if let Some(why) = why {
