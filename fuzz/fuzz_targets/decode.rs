@@ -7,7 +7,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pipecr_image::proto::{DataRef, FdTable, FileDigest, Inventory, OpenFile, Pipe, PipeEnd, Process};
+use pipecr_image::proto::{
+    DataRef, FdTable, FileDigest, Inventory, OpenFile, Pipe, PipeEnd, Process,
+};
 use pipecr_image::{decode_record_file, encode_record_file};
 use prost::Message;
 
