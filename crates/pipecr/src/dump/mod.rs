@@ -123,9 +123,11 @@ fn save_tree(
     let processes = tree.processes();
     let tables = group_fd_tables(processes.iter().map(|p| p.pid).collect())?;
 
-    // Every descriptor of every distinct table.
+    // Every descriptor of every distinct table: processes that share a table
+    // (CLONE_FILES) map to one leader, listed once.
+    let leaders: std::collections::BTreeSet<i32> = tables.values().copied().collect();
     let mut slots = Vec::new();
-    for &leader in tables.values() {
+    for &leader in &leaders {
         for fd in proc::fds(leader)? {
             let info = proc::fdinfo(leader, fd)?;
             let meta = std::fs::metadata(format!("/proc/{leader}/fd/{fd}")).map_err(|source| {
