@@ -322,9 +322,20 @@ impl RawWriter {
     }
 
     /// Pads with zeros to the next multiple of [`PAGE_SIZE`]; returns the new end.
+    ///
+    /// The gap is left as a hole: the file is extended and nothing is written for it. It
+    /// reads as zeros, and the checksum covers it as such; a whole page of padding takes
+    /// no disk space.
     fn pad(&mut self) -> Result<u64, ImageError> {
         let pad = self.len.next_multiple_of(PAGE_SIZE) - self.len;
-        self.write(&ZEROS[..pad as usize])?;
+        if pad > 0 {
+            let end = self.len + pad;
+            self.file
+                .set_len(end)
+                .map_err(|e| ImageError::io(&self.path, "extend", e))?;
+            self.crc = crc32c::crc32c_append(self.crc, &ZEROS[..pad as usize]);
+            self.len = end;
+        }
         Ok(self.len)
     }
 
