@@ -9,6 +9,8 @@ const PROTOS: &[&str] = &[
     "pipecr/image/v1/pipe.proto",
     "pipecr/image/v1/files.proto",
     "pipecr/image/v1/tree.proto",
+    "pipecr/image/v1/mm.proto",
+    "pipecr/image/v1/core.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -58,6 +58,16 @@ pub const FDS: &str = "fds.img";
 pub const FILES_DATA: &str = "files-data.img";
 /// `sockets-data.img`: bytes queued in sockets.
 pub const SOCKETS_DATA: &str = "sockets-data.img";
+/// `mm.img`: one `Mm` record per process of a tree dump (its areas and page runs).
+pub const MM: &str = "mm.img";
+/// `core.img`: one `Core` record per process of a tree dump (registers and signals of
+/// each thread, cwd, root, umask, rlimits, personality).
+pub const CORE: &str = "core.img";
+/// `mem-objects.img`: one `MemObject` record per memory object saved once (shared
+/// anonymous memory, SysV shm, memfds, deleted files).
+pub const MEM_OBJECTS: &str = "mem-objects.img";
+/// `pages.img`: the raw page store; page `i` is at byte offset `i * PAGE_SIZE`.
+pub const PAGES: &str = "pages.img";
 /// The inventory's `content` for an image of a process tree.
 pub const CONTENT_TREE: &str = "tree";
 /// The inventory's `content` for an image of one in-process pipe.

@@ -7,7 +7,10 @@
 //!   it into a new pipe, optionally at given descriptor numbers. This is the interface of
 //!   the 2007 RFC, done with the kernel's existing system calls.
 //! - [`freeze`]: stop every thread of a live process tree and resume it untouched.
+//! - [`inject`]: run system calls inside a stopped thread (signal handlers, remote mmap).
 //! - [`proc`]: readers of `/proc/PID/...`.
+//! - [`mem`]: save a stopped process's address space (areas, pages, shared objects).
+//! - [`task`]: save a stopped process's registers, signals, limits, cwd and root.
 //! - [`check`]: probe the kernel features and capabilities the rest of pipecr relies on.
 //! - [`sys`]: the thin system-call layer; the only place where `unsafe` is allowed.
 //!
@@ -20,7 +23,10 @@ pub mod check;
 pub mod dump;
 pub mod files;
 pub mod freeze;
+pub mod inject;
+pub mod mem;
 pub mod pipe;
 pub mod proc;
 pub mod restore;
 pub mod sys;
+pub mod task;

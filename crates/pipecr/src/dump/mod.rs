@@ -11,8 +11,12 @@
 //! 4. Save each open file once: fetch it with `pidfd_getfd`, let its kind save it, close
 //!    it. pipecr holds one borrowed descriptor at a time, whatever the tree's size.
 //! 5. Let the kinds finish (shared records, external ends), write the tree and the
-//!    descriptor tables, resume the tree, then commit the image (fsync + rename) while the
-//!    tree already runs again.
+//!    descriptor tables.
+//! 6. Save each process's registers, signals and limits ([`crate::task`]) and its
+//!    address space ([`crate::mem`]), parents first so pages a child still shares
+//!    copy-on-write are stored once.
+//! 7. Resume the tree, then commit the image (fsync + rename) while the tree already
+//!    runs again.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -27,8 +31,10 @@ use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
 use crate::files::{self, DumpOptions, DumpSink, FileError, LiveFile};
 use crate::freeze::{self, FreezeError, FrozenTree};
+use crate::mem::{MemDumper, MemError, MemStats};
 use crate::proc::{self, FdInfo, ProcError};
 use crate::sys::kcmp::{self, TargetFd};
+use crate::task::{self, TaskError};
 
 /// Why a dump failed. The tree has been resumed untouched whenever one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +45,13 @@ pub enum DumpError {
     /// `/proc` could not be read.
     #[error(transparent)]
     Proc(#[from] ProcError),
+    /// An address space could not be saved.
+    #[error(transparent)]
+    Mem(#[from] MemError),
+    /// The registers, signals or limits of a process could not be saved, or it holds
+    /// something pipecr cannot save yet.
+    #[error(transparent)]
+    Task(#[from] TaskError),
     /// An open file could not be saved.
     #[error(transparent)]
     File(#[from] FileError),
@@ -75,6 +88,8 @@ pub struct DumpStats {
     pub pipes: usize,
     /// Bytes that were pending in those pipes.
     pub pipe_bytes: u64,
+    /// Pages saved, shared and skipped (see [`MemStats`]).
+    pub memory: MemStats,
     /// How long the tree was stopped.
     pub frozen: Duration,
     /// The whole dump, commit included.
@@ -87,7 +102,8 @@ struct Slot {
     pid: i32,
     fd: RawFd,
     info: FdInfo,
-    /// (device, inode) of the file behind the descriptor.
+    /// (mount id, inode) of the file behind the descriptor, or (device, inode) where
+    /// fdinfo lacks the inode; either way equal for descriptors of one open file.
     object: (u64, u64),
 }
 
@@ -130,19 +146,29 @@ fn save_tree(
     for &leader in &leaders {
         for fd in proc::fds(leader)? {
             let info = proc::fdinfo(leader, fd)?;
-            let meta = std::fs::metadata(format!("/proc/{leader}/fd/{fd}")).map_err(|source| {
-                DumpError::Sys {
-                    pid: leader,
-                    op: "stat /proc/PID/fd/N",
-                    source,
+            // fdinfo's mount id and inode are shared by every descriptor of one open
+            // file, and are already read; stat the /proc link only on kernels without
+            // an `ino:` line.
+            let object = match info.ino {
+                Some(ino) => (info.mnt_id, ino),
+                None => {
+                    use std::os::unix::fs::MetadataExt;
+                    let meta =
+                        std::fs::metadata(format!("/proc/{leader}/fd/{fd}")).map_err(|source| {
+                            DumpError::Sys {
+                                pid: leader,
+                                op: "stat /proc/PID/fd/N",
+                                source,
+                            }
+                        })?;
+                    (meta.dev(), meta.ino())
                 }
-            })?;
-            use std::os::unix::fs::MetadataExt;
+            };
             slots.push(Slot {
                 pid: leader,
                 fd,
                 info,
-                object: (meta.dev(), meta.ino()),
+                object,
             });
         }
     }
@@ -156,7 +182,7 @@ fn save_tree(
     for (index, group) in groups.iter().enumerate() {
         let id = index as u64 + 1;
         let first = &slots[group[0]];
-        let live = fetch(&mut pidfds, first.pid, first.fd)?;
+        let live = fetch(&mut pidfds, first)?;
         open_files.push(files::dump_file(id, &live, &mut sink)?);
         for &s in group {
             file_of_slot[s] = id;
@@ -219,6 +245,7 @@ fn save_tree(
         .write_records(pipecr_image::FILES, &open_files)?;
     sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
     sink.writer.write_records(pipecr_image::TREE, &records)?;
+    let memory = save_processes(processes, sink.writer)?;
     Ok(DumpStats {
         processes: processes.len(),
         threads: tree.thread_count(),
@@ -226,12 +253,36 @@ fn save_tree(
         open_files: open_files.len(),
         pipes,
         pipe_bytes,
+        memory,
         ..Default::default()
     })
 }
 
+/// Saves what each process is beyond its descriptors: its CPU and signal state
+/// ([`crate::task`], `core.img`) and its address space ([`crate::mem`], `mm.img`,
+/// `mem-objects.img`, `pages.img`). Must run on the thread that froze the tree.
+fn save_processes(
+    processes: &[freeze::FrozenProcess],
+    writer: &mut ImageWriter,
+) -> Result<MemStats, DumpError> {
+    let mut mem = MemDumper::new();
+    let mut cores = Vec::with_capacity(processes.len());
+    let mut mms = Vec::with_capacity(processes.len());
+    for p in processes {
+        // The state first: it refuses what cannot be saved before any page is read.
+        cores.push(task::dump_core(p)?);
+        mms.push(mem.dump_process(p.pid, writer)?);
+    }
+    let (objects, stats) = mem.finish();
+    writer.write_records(pipecr_image::CORE, &cores)?;
+    writer.write_records(pipecr_image::MM, &mms)?;
+    writer.write_records(pipecr_image::MEM_OBJECTS, &objects)?;
+    Ok(stats)
+}
+
 /// Fetches descriptor `fd` of `pid` through a pidfd opened once per process.
-fn fetch(pidfds: &mut BTreeMap<i32, OwnedFd>, pid: i32, fd: RawFd) -> Result<LiveFile, DumpError> {
+fn fetch(pidfds: &mut BTreeMap<i32, OwnedFd>, slot: &Slot) -> Result<LiveFile, DumpError> {
+    let (pid, fd) = (slot.pid, slot.fd);
     let sys = |op, source: rustix::io::Errno| DumpError::Sys {
         pid,
         op,
@@ -249,7 +300,7 @@ fn fetch(pidfds: &mut BTreeMap<i32, OwnedFd>, pid: i32, fd: RawFd) -> Result<Liv
     };
     let file = rustix::process::pidfd_getfd(&*pidfd, fd, PidfdGetfdFlags::empty())
         .map_err(|e| sys("pidfd_getfd", e))?;
-    Ok(LiveFile::from_fetched(pid, fd, file)?)
+    Ok(LiveFile::with_info(pid, fd, file, slot.info.clone())?)
 }
 
 /// Maps every pid to the pid of the first process (in tree order) that shares its

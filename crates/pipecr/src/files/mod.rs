@@ -86,6 +86,24 @@ impl LiveFile {
 
     /// Completes a [`LiveFile`] for `file`, already fetched from descriptor `fd` of `pid`.
     pub fn from_fetched(pid: i32, fd: RawFd, file: OwnedFd) -> Result<LiveFile, FileError> {
+        let info = crate::proc::fdinfo(pid, fd).map_err(|e| FileError::Dump {
+            pid,
+            fd,
+            what: format!("/proc/{pid}/fd/{fd}"),
+            op: "read fdinfo",
+            source: io::Error::other(e.to_string()),
+        })?;
+        Self::with_info(pid, fd, file, info)
+    }
+
+    /// Completes a [`LiveFile`] for `file`, fetched from descriptor `fd` of `pid`, whose
+    /// fdinfo the caller already read.
+    pub fn with_info(
+        pid: i32,
+        fd: RawFd,
+        file: OwnedFd,
+        info: FdInfo,
+    ) -> Result<LiveFile, FileError> {
         let fail = |op, source: io::Error| FileError::Dump {
             pid,
             fd,
@@ -98,8 +116,6 @@ impl LiveFile {
             .map_err(|e| fail("readlink", e))?
             .to_string_lossy()
             .into_owned();
-        let info = crate::proc::fdinfo(pid, fd)
-            .map_err(|e| fail("read fdinfo", io::Error::other(e.to_string())))?;
         Ok(LiveFile {
             pid,
             fd,

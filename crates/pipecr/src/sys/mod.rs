@@ -9,5 +9,7 @@ pub mod clone3;
 pub mod fd;
 pub mod kcmp;
 pub mod pipe;
+pub mod ptrace;
+pub mod rlimit;
 pub mod sockdiag;
 pub mod socket;

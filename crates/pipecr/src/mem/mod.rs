@@ -1,0 +1,618 @@
+//! The address space of a stopped process, turned into image records: its areas
+//! ([`proto::Vma`]), its mm fields, auxv and executable ([`proto::Mm`]), the contents
+//! of the pages worth keeping (the page store `pages.img`), and memory objects shared
+//! between areas and processes ([`proto::MemObject`], saved once).
+//!
+//! What is stored, per page of a private area (decided from `/proc/PID/pagemap`, so
+//! absent pages are never touched and a sparse 1 GiB area costs its page-table walk):
+//!
+//! 1. present or swapped pages only;
+//! 2. not a page that is still the file's (a present page with the file bit set: never
+//!    written since it was mapped) nor the shared zero page (same bit);
+//! 3. not all zeros in anonymous memory (restore gets zeros anyway); in private file
+//!    mappings an all-zero modified page is a `zero` run, since restore would otherwise
+//!    see the file's bytes;
+//! 4. once per physical frame: a page a parent and its forked child still share
+//!    copy-on-write (same PFN) is stored by whichever is dumped first and referenced by
+//!    the other. Only when the kernel shows us PFNs (CAP_SYS_ADMIN in the
+//!    initial user namespace, see [`pagemap`]); otherwise each process stores its own
+//!    copy.
+//!
+//! Shared memory that lives on no disk (shared anonymous, SysV, memfd, deleted files) is
+//! read through `/proc/PID/map_files` once per object (dev, inode), skipping holes with
+//! `SEEK_DATA`. `[vvar]`, `[vvar_vclock]`, `[vsyscall]` and `[vdso]` are recorded, never
+//! read. I/O and PFN mappings and hugetlb areas are refused with
+//! [`MemError::Unsupported`].
+//!
+//! Every function expects the process to be stopped (see [`crate::freeze`]); none of
+//! them uses ptrace, so any thread may call them.
+
+pub mod maps;
+pub mod pagemap;
+pub mod pages;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use pipecr_image::{ImageError, ImageWriter, RawWriter, proto};
+use proto::{MemObjectKind, VmaFlag, VmaKind};
+
+use crate::proc::ProcError;
+use maps::MapEntry;
+use pagemap::{Pagemap, PagemapEntry};
+use pages::{MemReader, PageStore, Stored};
+
+/// The page size pipecr saves memory in.
+pub const PAGE_SIZE: u64 = pipecr_image::PAGE_SIZE;
+
+/// Pages of address space covered by one pagemap read (8 MiB): bounds the read buffer.
+const CHUNK_PAGES: usize = 2048;
+
+/// Bytes of a memory object read at a time.
+const OBJECT_BATCH: u64 = 4 << 20;
+
+/// Why an address space could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum MemError {
+    /// `/proc` could not be read.
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    /// The image could not be written.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A file about the process could not be read.
+    #[error("pid {pid}: cannot read {what}")]
+    Read {
+        /// The process.
+        pid: i32,
+        /// The file.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Memory of the process could not be read.
+    #[error("pid {pid}: cannot read memory at {addr:#x} ({path})")]
+    Pages {
+        /// The process.
+        pid: i32,
+        /// The first address that failed.
+        addr: u64,
+        /// The area's path, or `anonymous`.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// An area of a kind pipecr cannot save yet.
+    #[error(
+        "pid {pid}: cannot save the area {start:#x}-{end:#x} ({path}): {what} is not supported yet"
+    )]
+    Unsupported {
+        /// The process.
+        pid: i32,
+        /// The area's start.
+        start: u64,
+        /// The area's end.
+        end: u64,
+        /// The area's path, or `anonymous`.
+        path: String,
+        /// What kind of area it is.
+        what: &'static str,
+    },
+}
+
+/// What a memory dump did, for people and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemStats {
+    /// Pages written to the page store.
+    pub pages_stored: u64,
+    /// Pages referenced again through their PFN (shared copy-on-write) instead of stored.
+    pub pages_reused: u64,
+    /// Present all-zero pages not stored.
+    pub pages_zero: u64,
+    /// Whether pagemap showed physical frames (`None`: no present page was met).
+    pub pfns_visible: Option<bool>,
+}
+
+/// Saves the address spaces of the processes of one image: holds the page store and the
+/// memory objects met so far, so that what processes share is stored once.
+///
+/// Call [`dump_process`](Self::dump_process) for each process, parents first, then
+/// [`finish`](Self::finish).
+#[derive(Debug, Default)]
+pub struct MemDumper {
+    store: PageStore,
+    objects: Vec<proto::MemObject>,
+    object_ids: HashMap<(u64, u64), u64>,
+    pfns_visible: Option<bool>,
+    buf: Vec<u8>,
+}
+
+/// How an area is saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Save {
+    /// Nothing of its contents.
+    Nothing,
+    /// Its pages, from pagemap.
+    Private,
+    /// The object behind it, once.
+    Object(MemObjectKind),
+    /// Its pages from pagemap, and the object behind it (private mapping of a file that
+    /// exists nowhere else).
+    PrivateAndObject(MemObjectKind),
+}
+
+impl MemDumper {
+    /// A dumper with an empty page store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Saves the address space of the stopped process `pid`: its pages into the page
+    /// store [`pipecr_image::PAGES`] of `writer`, memory objects it is the first to map
+    /// into this dumper; returns its [`proto::Mm`].
+    pub fn dump_process(
+        &mut self,
+        pid: i32,
+        writer: &mut ImageWriter,
+    ) -> Result<proto::Mm, MemError> {
+        let entries = maps::smaps(pid)?;
+        let mut mm = mm_fields(pid)?;
+        mm.auxv = std::fs::read(format!("/proc/{pid}/auxv")).map_err(|source| MemError::Read {
+            pid,
+            what: "/proc/PID/auxv".into(),
+            source,
+        })?;
+        let (exe, exe_deleted) = read_link(pid, "exe")?;
+        mm.exe = exe;
+        mm.exe_deleted = exe_deleted;
+        mm.exe_identity = std::fs::metadata(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|m| identity(&m));
+
+        let raw = writer.raw(pipecr_image::PAGES)?;
+        let mut pagemap = Pagemap::open(pid).map_err(|source| MemError::Read {
+            pid,
+            what: "/proc/PID/pagemap".into(),
+            source,
+        })?;
+        let mut reader = MemReader::new(pid);
+        for e in &entries {
+            let (kind, mut flags, save) = classify(pid, e)?;
+            let mut vma = proto::Vma {
+                start: e.start,
+                end: e.end,
+                prot: u32::from(e.read) | u32::from(e.write) << 1 | u32::from(e.exec) << 2,
+                kind: kind as i32,
+                pgoff: e.offset,
+                path: e.path.clone(),
+                vm_flags: e.vm_flags.clone(),
+                ..Default::default()
+            };
+            if e.inode != 0 {
+                vma.identity = Some(
+                    std::fs::metadata(format!("/proc/{pid}/map_files/{}", e.map_files_name()))
+                        .map(|m| identity(&m))
+                        .unwrap_or_else(|_| proto::FileIdentity {
+                            dev: rustix::fs::makedev(e.dev.0, e.dev.1),
+                            inode: e.inode,
+                            ..Default::default()
+                        }),
+                );
+            }
+            match save {
+                Save::Nothing => flags |= VmaFlag::NotSaved as u32,
+                Save::Private => {
+                    self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?
+                }
+                Save::Object(k) => vma.object_id = self.dump_object(pid, e, k, raw)?,
+                Save::PrivateAndObject(k) => {
+                    vma.object_id = self.dump_object(pid, e, k, raw)?;
+                    self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?;
+                }
+            }
+            vma.flags = flags;
+            mm.vmas.push(vma);
+        }
+        if self.pfns_visible.is_none() {
+            self.pfns_visible = pagemap.shows_pfns();
+        }
+        // /proc has no field for the current break; the kernel keeps [heap] ending at
+        // PAGE_ALIGN(brk).
+        mm.brk = entries
+            .iter()
+            .find(|e| e.path == "[heap]" && e.inode == 0)
+            .map_or(mm.start_brk, |e| e.end);
+        mm.set_brk_source(proto::BrkSource::HeapEnd);
+        Ok(mm)
+    }
+
+    /// The memory objects saved, for `mem-objects.img`, and what was done.
+    pub fn finish(self) -> (Vec<proto::MemObject>, MemStats) {
+        let stats = MemStats {
+            pages_stored: self.store.stored,
+            pages_reused: self.store.reused,
+            pages_zero: self.store.zero,
+            pfns_visible: self.pfns_visible,
+        };
+        (self.objects, stats)
+    }
+
+    /// Saves the pages of a private area worth saving (see the module documentation).
+    fn dump_private(
+        &mut self,
+        pid: i32,
+        e: &MapEntry,
+        pagemap: &mut Pagemap,
+        reader: &mut MemReader,
+        raw: &mut RawWriter,
+        mm: &mut proto::Mm,
+    ) -> Result<(), MemError> {
+        let anonymous = e.inode == 0;
+        let page = PAGE_SIZE as usize;
+        let mut entries: Vec<PagemapEntry> = Vec::with_capacity(CHUNK_PAGES);
+        let mut plan: Vec<(u64, Option<Stored>, Option<u64>)> = Vec::new();
+        let mut ranges: Vec<(u64, usize)> = Vec::new();
+        let mut outcome: Vec<Stored> = Vec::new();
+        let mut chunk = e.start;
+        while chunk < e.end {
+            let n = CHUNK_PAGES.min(((e.end - chunk) / PAGE_SIZE) as usize);
+            pagemap
+                .read(chunk, &mut entries, n)
+                .map_err(|source| MemError::Read {
+                    pid,
+                    what: format!("/proc/PID/pagemap at {chunk:#x}"),
+                    source,
+                })?;
+            let shows_pfns = pagemap.shows_pfns() == Some(true);
+            plan.clear();
+            ranges.clear();
+            for (i, pm) in entries.iter().enumerate() {
+                let addr = chunk + i as u64 * PAGE_SIZE;
+                // Present with the file bit: the file's own page, or the zero page.
+                if !(pm.swapped() || pm.present() && !pm.file_or_shared()) {
+                    continue;
+                }
+                // Every frame is looked up and remembered, whatever bit 56 says: on
+                // Linux 6.18 a page a child shares copy-on-write with its parent reads
+                // "exclusive" in the child and "shared" in the parent. One frame holds
+                // one content while the tree is frozen, so a match is always right.
+                let shared_pfn = pm.pfn().filter(|_| shows_pfns);
+                if let Some(known) = shared_pfn.and_then(|pfn| self.store.lookup(pfn)) {
+                    self.store.reused += u64::from(matches!(known, Stored::At(_)));
+                    plan.push((addr, Some(known), None));
+                    continue;
+                }
+                plan.push((addr, None, shared_pfn));
+                match ranges.last_mut() {
+                    Some((start, len)) if *start + *len as u64 == addr => *len += page,
+                    _ => ranges.push((addr, page)),
+                }
+            }
+            if !ranges.is_empty() {
+                let total = ranges.iter().map(|r| r.1).sum();
+                self.buf.resize(total, 0);
+                reader
+                    .read(&ranges, &mut self.buf, e.read)
+                    .map_err(|(addr, source)| MemError::Pages {
+                        pid,
+                        addr,
+                        path: display_path(e),
+                        source,
+                    })?;
+                self.store.store(raw, &mut self.buf, &mut outcome)?;
+            }
+            let mut read = outcome.iter();
+            for &(addr, known, pfn) in &plan {
+                let stored = match known {
+                    Some(s) => s,
+                    None => {
+                        let s = read.next().copied().unwrap_or(Stored::Zero);
+                        if let Some(pfn) = pfn {
+                            self.store.remember(pfn, s);
+                        }
+                        s
+                    }
+                };
+                if stored == Stored::Zero && anonymous {
+                    continue;
+                }
+                push_run(&mut mm.pages, addr, stored);
+            }
+            chunk += n as u64 * PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// Saves the object an area maps, the first time it is met; returns its id.
+    fn dump_object(
+        &mut self,
+        pid: i32,
+        e: &MapEntry,
+        kind: MemObjectKind,
+        raw: &mut RawWriter,
+    ) -> Result<u64, MemError> {
+        let path = format!("/proc/{pid}/map_files/{}", e.map_files_name());
+        let fail = |source| MemError::Read {
+            pid,
+            what: format!("{path} ({})", display_path(e)),
+            source,
+        };
+        let file = File::open(&path).map_err(fail)?;
+        let meta = file.metadata().map_err(fail)?;
+        if let Some(&id) = self.object_ids.get(&(meta.dev(), meta.ino())) {
+            return Ok(id);
+        }
+        let id = self.objects.len() as u64 + 1;
+        self.object_ids.insert((meta.dev(), meta.ino()), id);
+        let mut object = proto::MemObject {
+            id,
+            kind: kind as i32,
+            identity: Some(identity(&meta)),
+            name: e.path.clone(),
+            pages: Vec::new(),
+        };
+        let size = meta.len().next_multiple_of(PAGE_SIZE);
+        let mut outcome = Vec::new();
+        let mut off = 0;
+        while off < size {
+            // Holes read as zeros: skip them without reading.
+            let data = match rustix::fs::seek(&file, rustix::fs::SeekFrom::Data(off)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(err) => return Err(fail(err.into())),
+            };
+            let hole = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(data))
+                .unwrap_or(size)
+                .next_multiple_of(PAGE_SIZE)
+                .min(size);
+            let mut at = data - data % PAGE_SIZE;
+            while at < hole {
+                let len = OBJECT_BATCH.min(hole - at) as usize;
+                self.buf.resize(len, 0);
+                let mut got = 0;
+                while got < len {
+                    match file.read_at(&mut self.buf[got..], at + got as u64) {
+                        Ok(0) => break,
+                        Ok(k) => got += k,
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                        Err(err) => return Err(fail(err)),
+                    }
+                }
+                // Past end of file (the last partial page) reads as zeros.
+                self.buf[got..].fill(0);
+                self.store.store(raw, &mut self.buf, &mut outcome)?;
+                for (i, &s) in outcome.iter().enumerate() {
+                    if s != Stored::Zero {
+                        push_run(&mut object.pages, at + i as u64 * PAGE_SIZE, s);
+                    }
+                }
+                at += len as u64;
+            }
+            off = hole.max(data + 1);
+        }
+        self.objects.push(object);
+        Ok(id)
+    }
+}
+
+/// Appends one page to a list of runs, extending the last run when both its address and
+/// its store index follow on.
+fn push_run(runs: &mut Vec<proto::PageRun>, start: u64, stored: Stored) {
+    let (zero, index) = match stored {
+        Stored::Zero => (true, 0),
+        Stored::At(i) => (false, i),
+    };
+    if let Some(last) = runs.last_mut()
+        && last.zero == zero
+        && last.start + last.nr_pages * PAGE_SIZE == start
+        && (zero || last.store_index + last.nr_pages == index)
+    {
+        last.nr_pages += 1;
+        return;
+    }
+    runs.push(proto::PageRun {
+        start,
+        nr_pages: 1,
+        store_index: index,
+        zero,
+    });
+}
+
+/// Decides what an area is and how it is saved.
+fn classify(pid: i32, e: &MapEntry) -> Result<(VmaKind, u32, Save), MemError> {
+    let unsupported = |what| MemError::Unsupported {
+        pid,
+        start: e.start,
+        end: e.end,
+        path: display_path(e),
+        what,
+    };
+    let mut flags = 0;
+    if e.shared {
+        flags |= VmaFlag::Shared as u32;
+    }
+    if e.deleted {
+        flags |= VmaFlag::Deleted as u32;
+    }
+    if e.has_vm_flag("gd") {
+        flags |= VmaFlag::Growsdown as u32;
+    }
+    if e.path.starts_with("[anon_shmem:") {
+        return Ok((
+            VmaKind::Object,
+            flags,
+            Save::Object(MemObjectKind::SharedAnonymous),
+        ));
+    }
+    if let Some(special) = e.special() {
+        let (kind, save) = match special {
+            "[heap]" => (VmaKind::Heap, Save::Private),
+            "[stack]" => (VmaKind::Stack, Save::Private),
+            "[vdso]" => (VmaKind::Vdso, Save::Nothing),
+            "[vvar]" => (VmaKind::Vvar, Save::Nothing),
+            "[vvar_vclock]" => (VmaKind::VvarVclock, Save::Nothing),
+            "[vsyscall]" => (VmaKind::Vsyscall, Save::Nothing),
+            s if s.starts_with("[anon:") => (VmaKind::Anonymous, Save::Private),
+            _ => (VmaKind::OtherSpecial, Save::Nothing),
+        };
+        if save == Save::Private {
+            flags |= VmaFlag::Anonymous as u32;
+        }
+        return Ok((kind, flags, save));
+    }
+    if e.has_vm_flag("io") || e.has_vm_flag("pf") {
+        return Err(unsupported("an I/O or PFN mapping (VM_IO/VM_PFNMAP)"));
+    }
+    if e.has_vm_flag("ht") {
+        return Err(unsupported("a hugetlb mapping"));
+    }
+    if e.inode == 0 && e.path.is_empty() {
+        if e.shared {
+            return Err(unsupported("a shared mapping without a file"));
+        }
+        flags |= VmaFlag::Anonymous as u32;
+        return Ok((VmaKind::Anonymous, flags, Save::Private));
+    }
+    let object = if e.path == "/dev/zero" && e.shared {
+        MemObjectKind::SharedAnonymous
+    } else if e.path.starts_with("/SYSV") {
+        MemObjectKind::Sysv
+    } else if e.path.starts_with("/memfd:") {
+        MemObjectKind::Memfd
+    } else {
+        MemObjectKind::DeletedFile
+    };
+    Ok(match (e.shared, e.deleted) {
+        (true, true) => (VmaKind::Object, flags, Save::Object(object)),
+        (true, false) => (VmaKind::FileShared, flags, Save::Nothing),
+        (false, true) => (VmaKind::FilePrivate, flags, Save::PrivateAndObject(object)),
+        (false, false) => (VmaKind::FilePrivate, flags, Save::Private),
+    })
+}
+
+fn display_path(e: &MapEntry) -> String {
+    if e.path.is_empty() {
+        "anonymous".into()
+    } else {
+        e.path.clone()
+    }
+}
+
+/// The identity of a file from its metadata.
+fn identity(m: &std::fs::Metadata) -> proto::FileIdentity {
+    proto::FileIdentity {
+        dev: m.dev(),
+        inode: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        mode: m.mode(),
+    }
+}
+
+/// readlink `/proc/PID/NAME`, " (deleted)" removed and reported.
+pub(crate) fn read_link(pid: i32, name: &str) -> Result<(String, bool), MemError> {
+    let link =
+        std::fs::read_link(format!("/proc/{pid}/{name}")).map_err(|source| MemError::Read {
+            pid,
+            what: format!("/proc/PID/{name}"),
+            source,
+        })?;
+    let link = link.to_string_lossy();
+    Ok(match link.strip_suffix(" (deleted)") {
+        Some(p) => (p.to_owned(), true),
+        None => (link.into_owned(), false),
+    })
+}
+
+/// The mm fields of `/proc/PID/stat` (proc(5) fields 26-28 and 45-51).
+fn mm_fields(pid: i32) -> Result<proto::Mm, MemError> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|source| MemError::Read {
+        pid,
+        what: path.clone(),
+        source,
+    })?;
+    parse_mm_fields(pid, &text).ok_or(MemError::Proc(ProcError::Parse {
+        path: path.into(),
+        what: "52 fields, the mm fields at 26-28 and 45-51",
+    }))
+}
+
+/// Parses the mm fields out of the text of `/proc/PID/stat`.
+fn parse_mm_fields(pid: i32, text: &str) -> Option<proto::Mm> {
+    let rest = text.get(text.rfind(')')? + 1..)?;
+    let fields: Vec<u64> = rest
+        .split_ascii_whitespace()
+        .skip(1) // state
+        .map(|f| {
+            f.parse::<u64>()
+                .or_else(|_| f.parse::<i64>().map(|v| v as u64))
+        })
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // fields[0] is proc(5) field 4 (ppid).
+    let f = |n: usize| fields.get(n - 4).copied();
+    Some(proto::Mm {
+        pid,
+        start_code: f(26)?,
+        end_code: f(27)?,
+        start_stack: f(28)?,
+        start_data: f(45)?,
+        end_data: f(46)?,
+        start_brk: f(47)?,
+        arg_start: f(48)?,
+        arg_end: f(49)?,
+        env_start: f(50)?,
+        env_end: f(51)?,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mm_fields_from_stat() {
+        let text = "29737 (c a t) R 29734 29734 28351 0 -1 4194304 97 0 0 0 0 0 0 0 20 0 1 0 \
+            609319 3133440 381 18446744073709551615 94455842689024 94455842708905 \
+            140735501129920 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 94455842724912 \
+            94455842726528 94456147046400 140735501134552 140735501134572 \
+            140735501134572 140735501135851 0\n";
+        let mm = parse_mm_fields(1, text).unwrap();
+        assert_eq!(mm.start_code, 94455842689024);
+        assert_eq!(mm.end_code, 94455842708905);
+        assert_eq!(mm.start_stack, 140735501129920);
+        assert_eq!(mm.start_data, 94455842724912);
+        assert_eq!(mm.start_brk, 94456147046400);
+        assert_eq!(mm.env_end, 140735501135851);
+    }
+
+    #[test]
+    fn runs_merge_only_when_address_and_index_follow() {
+        let mut runs = Vec::new();
+        push_run(&mut runs, 0x1000, Stored::At(5));
+        push_run(&mut runs, 0x2000, Stored::At(6));
+        push_run(&mut runs, 0x3000, Stored::At(2));
+        push_run(&mut runs, 0x4000, Stored::Zero);
+        push_run(&mut runs, 0x5000, Stored::Zero);
+        push_run(&mut runs, 0x7000, Stored::At(3));
+        let got: Vec<_> = runs
+            .iter()
+            .map(|r| (r.start, r.nr_pages, r.store_index, r.zero))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0x1000, 2, 5, false),
+                (0x3000, 1, 2, false),
+                (0x4000, 2, 0, true),
+                (0x7000, 1, 3, false)
+            ]
+        );
+    }
+}
