@@ -4,18 +4,26 @@
 //! The image is opened with `pipecr_image::Image::open`, which verifies every listed file
 //! (length, CRC32C) first, so a damaged image is an error naming the file before anything
 //! is printed. Sections are built from the files the image lists: the inventory always,
-//! pipes and open files when present; files this version does not interpret are listed in
-//! the inventory and otherwise left alone. New kinds of content (process trees) add a
-//! section here and a key in the JSON document.
+//! pipes and open files when present, and for tree images the process tree and, per
+//! process, its state (`core.img`: cwd, limits, registers and signals of each thread) and
+//! its address space (`mm.img`, `mem-objects.img`: areas like /proc/PID/maps and how many
+//! pages of each are saved in `pages.img`). Files this version does not interpret are
+//! listed in the inventory and otherwise left alone. New kinds of content add a section
+//! here and a key in the JSON document.
+//!
+//! The JSON document is the records as the schema defines them (enums as numbers), with
+//! three exceptions so that it stays small and readable: `Mm.auxv` becomes a list of
+//! `{"type", "value"}` pairs, `Thread.xsave` becomes its length and XCR0, and each
+//! `Siginfo.raw` becomes `si_errno`/`si_code`. Page contents are never included.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use pipecr_image::proto::{self, FileLayout, PipeEndKind, open_file};
-use pipecr_image::{FDS, FILES, Image, PIPES, TREE};
+use pipecr_image::{CORE, FDS, FILES, Image, MEM_OBJECTS, MM, PAGE_SIZE, PAGES, PIPES, TREE};
 use serde::Serialize;
 
 use crate::format;
@@ -29,7 +37,9 @@ pub struct Args {
     /// The image directory.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
-    /// Print one JSON document: {"inventory", "processes", "fd_tables", "pipes", "files"}.
+    /// Print one JSON document: {"inventory", "processes", "fd_tables", "pipes", "files",
+    /// "core", "mm", "mem_objects"} (auxv decoded, XSAVE areas and raw siginfo summarised,
+    /// page contents left out).
     #[arg(long)]
     json: bool,
 }
@@ -42,6 +52,9 @@ struct Shown {
     fd_tables: Vec<proto::FdTable>,
     pipes: Vec<proto::Pipe>,
     files: Vec<proto::OpenFile>,
+    core: Vec<proto::Core>,
+    mm: Vec<proto::Mm>,
+    mem_objects: Vec<proto::MemObject>,
 }
 
 /// Opens and verifies the image, then prints it.
@@ -54,9 +67,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         fd_tables: records(&image, FDS)?,
         pipes: records(&image, PIPES)?,
         files: records(&image, FILES)?,
+        core: records(&image, CORE)?,
+        mm: records(&image, MM)?,
+        mem_objects: records(&image, MEM_OBJECTS)?,
     };
     if args.json {
-        let text = serde_json::to_string_pretty(&shown).context("cannot encode JSON")?;
+        let text =
+            serde_json::to_string_pretty(&json_view(&shown)).context("cannot encode JSON")?;
         println!("{text}");
     } else {
         print_human(&image, &shown)?;
@@ -204,6 +221,7 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
             );
         }
     }
+    print_processes(image, shown);
     Ok(())
 }
 
@@ -436,6 +454,717 @@ fn print_external(shown: &Shown, holders: &Holders) {
         println!("external descriptors (their other side is outside the tree)");
         for line in lines {
             println!("{line}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Process state and address space (core.img, mm.img, mem-objects.img).
+
+/// Areas listed in full; above this, areas with nothing saved that are not kernel areas
+/// are elided (counted, not listed).
+const MAX_AREAS_LISTED: usize = 64;
+
+/// The resource limits always shown: RLIMIT_NOFILE, RLIMIT_STACK, RLIMIT_CORE (numbers
+/// of Linux, as the image records them).
+const MAIN_LIMITS: [u32; 3] = [7, 3, 4];
+
+/// `RLIM_INFINITY`.
+const RLIM_INFINITY: u64 = u64::MAX;
+
+/// Per process: its state and its address space, for people.
+fn print_processes(image: &Image, shown: &Shown) {
+    let mut pids: Vec<i32> = shown.processes.iter().map(|p| p.pid).collect();
+    for pid in shown
+        .core
+        .iter()
+        .map(|c| c.pid)
+        .chain(shown.mm.iter().map(|m| m.pid))
+    {
+        if !pids.contains(&pid) {
+            pids.push(pid);
+        }
+    }
+    // Pages in pages.img: run indices beyond it mean a damaged image.
+    let store_pages = image
+        .inventory()
+        .files
+        .iter()
+        .find(|f| f.name == PAGES)
+        .map_or(0, |f| f.length / PAGE_SIZE);
+    // Store indices referenced by processes already printed (tree order, parents first):
+    // a page a child still shares copy-on-write with its parent is stored once.
+    let mut seen: HashSet<u64> = HashSet::new();
+    for pid in pids {
+        let core = shown.core.iter().find(|c| c.pid == pid);
+        let mm = shown.mm.iter().find(|m| m.pid == pid);
+        if core.is_none() && mm.is_none() {
+            continue;
+        }
+        let comm = shown
+            .processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map_or("?", |p| p.comm.as_str());
+        println!();
+        println!("pid {pid} ({comm})");
+        if let Some(core) = core {
+            print_core(core);
+        }
+        if let Some(mm) = mm {
+            print_mm(mm, &shown.mem_objects, store_pages, &mut seen);
+        }
+    }
+}
+
+fn print_core(core: &proto::Core) {
+    println!("  cwd:          {}", core.cwd);
+    if core.root != "/" {
+        println!("  root:         {}", core.root);
+    }
+    println!("  umask:        {:04o}", core.umask);
+    if core.personality != 0 {
+        println!("  personality:  {:#x}", core.personality);
+    }
+    let get = |r: u32| core.rlimits.iter().find(|l| l.resource == r);
+    let main: Vec<String> = MAIN_LIMITS
+        .iter()
+        .filter_map(|&r| get(r))
+        .map(rlimit_text)
+        .collect();
+    println!("  limits:       {} (soft/hard)", main.join(", "));
+    let other: Vec<String> = core
+        .rlimits
+        .iter()
+        .filter(|l| !MAIN_LIMITS.contains(&l.resource))
+        .filter(|l| rlimit_initial(l.resource).is_some_and(|i| i != (l.soft, l.hard)))
+        .map(rlimit_text)
+        .collect();
+    if !other.is_empty() {
+        println!(
+            "                other limits not at Linux's initial values: {}",
+            other.join(", ")
+        );
+    }
+    println!(
+        "  signals pending for the whole process: {}",
+        siginfo_list(&core.shared_pending)
+    );
+    for t in &core.threads {
+        let leader = if t.tid == core.pid { " (leader)" } else { "" };
+        println!("  thread {}{leader}", t.tid);
+        match &t.regs {
+            Some(proto::thread::Regs::X8664(r)) => {
+                println!("    rip {:#018x}  rsp {:#018x}", r.rip, r.rsp);
+                println!("    {}", syscall_state(r));
+            }
+            None => println!("    registers of an architecture unknown to this version"),
+        }
+        println!("    blocked signals: {}", sigmask_text(t.blocked));
+        println!("    pending signals: {}", siginfo_list(&t.pending));
+        let mut extra = vec![format!("XSAVE area {} B", t.xsave.len())];
+        if let Some(xcr0) = xcr0(&t.xsave) {
+            extra.push(format!("XCR0 {xcr0:#x}"));
+        }
+        match &t.rseq {
+            Some(rs) => extra.push(format!(
+                "rseq at {:#x} ({} B, signature {:#x})",
+                rs.address, rs.length, rs.signature
+            )),
+            None => extra.push("no rseq".to_owned()),
+        }
+        println!("    {}", extra.join(", "));
+    }
+}
+
+/// What the thread was doing, from `orig_rax` and `rax`.
+fn syscall_state(r: &proto::X86Regs) -> String {
+    let nr = r.orig_rax as i64;
+    if nr < 0 {
+        return "running user code (not in a system call)".to_owned();
+    }
+    let name = syscall_name(nr).map_or_else(String::new, |n| format!(" ({n})"));
+    let ret = r.rax as i64;
+    match restart_name(ret) {
+        Some(code) => format!(
+            "in system call {nr}{name}, interrupted: rax {ret} = {code} (restarted on resume)"
+        ),
+        None => format!("after system call {nr}{name}, which returned {ret}"),
+    }
+}
+
+/// The kernel's internal restart codes, which a thread stopped in a system call shows in
+/// `rax`.
+fn restart_name(ret: i64) -> Option<&'static str> {
+    Some(match ret {
+        -512 => "-ERESTARTSYS",
+        -513 => "-ERESTARTNOINTR",
+        -514 => "-ERESTARTNOHAND",
+        -516 => "-ERESTART_RESTARTBLOCK",
+        _ => return None,
+    })
+}
+
+/// Names of the x86-64 system calls a stopped thread is commonly found in.
+fn syscall_name(nr: i64) -> Option<&'static str> {
+    Some(match nr {
+        0 => "read",
+        1 => "write",
+        7 => "poll",
+        17 => "pread64",
+        18 => "pwrite64",
+        19 => "readv",
+        20 => "writev",
+        23 => "select",
+        34 => "pause",
+        35 => "nanosleep",
+        43 => "accept",
+        44 => "sendto",
+        45 => "recvfrom",
+        46 => "sendmsg",
+        47 => "recvmsg",
+        61 => "wait4",
+        72 => "fcntl",
+        128 => "rt_sigtimedwait",
+        130 => "rt_sigsuspend",
+        202 => "futex",
+        230 => "clock_nanosleep",
+        232 => "epoll_wait",
+        247 => "waitid",
+        270 => "pselect6",
+        271 => "ppoll",
+        275 => "splice",
+        276 => "tee",
+        281 => "epoll_pwait",
+        288 => "accept4",
+        426 => "io_uring_enter",
+        441 => "epoll_pwait2",
+        _ => return None,
+    })
+}
+
+/// x86-64 Linux signal names; real-time signals by number.
+fn signal_name(signo: i32) -> String {
+    const NAMES: [&str; 31] = [
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    match usize::try_from(signo) {
+        Ok(n @ 1..=31) => NAMES[n - 1].to_owned(),
+        _ => format!("signal {signo}"),
+    }
+}
+
+/// `none`, or `0x0000000000010002 (SIGINT, SIGCHLD)` (bit N-1 is signal N).
+fn sigmask_text(mask: u64) -> String {
+    if mask == 0 {
+        return "none".to_owned();
+    }
+    let names: Vec<String> = (1..=64)
+        .filter(|n| mask & (1u64 << (n - 1)) != 0)
+        .map(signal_name)
+        .collect();
+    format!("{mask:#018x} ({})", names.join(", "))
+}
+
+/// `none`, or `2 (SIGUSR1, SIGTERM)`, oldest first.
+fn siginfo_list(list: &[proto::Siginfo]) -> String {
+    if list.is_empty() {
+        return "none".to_owned();
+    }
+    let names: Vec<String> = list.iter().map(|s| signal_name(s.signo)).collect();
+    format!("{} ({})", list.len(), names.join(", "))
+}
+
+/// XCR0 (the state components the OS enabled) from a raw XSAVE area: the kernel's ptrace
+/// regset writes it at bytes 464..471, in the software-reserved part of the legacy area.
+fn xcr0(xsave: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = xsave.get(464..472)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+fn rlimit_name(resource: u32) -> String {
+    const NAMES: [&str; 16] = [
+        "cpu",
+        "fsize",
+        "data",
+        "stack",
+        "core",
+        "rss",
+        "nproc",
+        "nofile",
+        "memlock",
+        "as",
+        "locks",
+        "sigpending",
+        "msgqueue",
+        "nice",
+        "rtprio",
+        "rttime",
+    ];
+    NAMES
+        .get(resource as usize)
+        .map_or_else(|| format!("rlimit {resource}"), |n| (*n).to_owned())
+}
+
+/// The limits every process starts from (the kernel's INIT_RLIMITS), for the limits whose
+/// initial value does not depend on the machine; `None` for nproc and sigpending (sized
+/// from the memory at boot) and unknown resources.
+fn rlimit_initial(resource: u32) -> Option<(u64, u64)> {
+    const INF: u64 = RLIM_INFINITY;
+    Some(match resource {
+        3 => (8 << 20, INF),      // stack
+        4 => (0, INF),            // core
+        7 => (1024, 4096),        // nofile
+        8 => (8 << 20, 8 << 20),  // memlock (since Linux 5.16)
+        12 => (819_200, 819_200), // msgqueue
+        13 | 14 => (0, 0),        // nice, rtprio
+        0..=2 | 5 | 9 | 10 | 15 => (INF, INF),
+        _ => return None,
+    })
+}
+
+/// `stack 8 MiB/unlimited`.
+fn rlimit_text(l: &proto::Rlimit) -> String {
+    // Limits counted in bytes read better in binary units.
+    let in_bytes = matches!(l.resource, 1..=5 | 8 | 9 | 12);
+    let value = |v: u64| {
+        if v == RLIM_INFINITY {
+            return "unlimited".to_owned();
+        }
+        if !in_bytes || v == 0 {
+            return v.to_string();
+        }
+        let mut v = v;
+        for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+            if v % 1024 != 0 || unit == "TiB" {
+                return format!("{v} {unit}");
+            }
+            v /= 1024;
+        }
+        unreachable!()
+    };
+    format!(
+        "{} {}/{}",
+        rlimit_name(l.resource),
+        value(l.soft),
+        value(l.hard)
+    )
+}
+
+/// Short lowercase name of an area kind, as the area list shows it.
+fn vma_kind_name(kind: i32) -> &'static str {
+    match proto::VmaKind::try_from(kind) {
+        Ok(proto::VmaKind::Anonymous) => "anonymous",
+        Ok(proto::VmaKind::FilePrivate) => "file-private",
+        Ok(proto::VmaKind::FileShared) => "file-shared",
+        Ok(proto::VmaKind::Object) => "shared-object",
+        Ok(proto::VmaKind::Heap) => "heap",
+        Ok(proto::VmaKind::Stack) => "stack",
+        Ok(proto::VmaKind::Vdso) => "vdso",
+        Ok(proto::VmaKind::Vvar) => "vvar",
+        Ok(proto::VmaKind::VvarVclock) => "vvar-vclock",
+        Ok(proto::VmaKind::Vsyscall) => "vsyscall",
+        Ok(proto::VmaKind::OtherSpecial) => "kernel-area",
+        _ => "unknown",
+    }
+}
+
+/// `rw-p`, as /proc/PID/maps shows it.
+fn prot_text(vma: &proto::Vma) -> String {
+    let bit = |b: u32, c: char| if vma.prot & b != 0 { c } else { '-' };
+    let shared = if vma.flags & proto::VmaFlag::Shared as u32 != 0 {
+        's'
+    } else {
+        'p'
+    };
+    [bit(1, 'r'), bit(2, 'w'), bit(4, 'x'), shared]
+        .iter()
+        .collect()
+}
+
+/// Pages of `runs` (sorted by start, as the image keeps them) inside `[start, end)`:
+/// (stored in the page store, recorded as zero).
+fn pages_in(runs: &[proto::PageRun], start: u64, end: u64) -> (u64, u64) {
+    let first = runs
+        .partition_point(|r| r.start.saturating_add(r.nr_pages.saturating_mul(PAGE_SIZE)) <= start);
+    let (mut stored, mut zero) = (0, 0);
+    for r in runs[first..].iter().take_while(|r| r.start < end) {
+        let r_end = r.start.saturating_add(r.nr_pages.saturating_mul(PAGE_SIZE));
+        let n = (r_end.min(end).saturating_sub(r.start.max(start))) / PAGE_SIZE;
+        if r.zero {
+            zero += n;
+        } else {
+            stored += n;
+        }
+    }
+    (stored, zero)
+}
+
+fn print_mm(
+    mm: &proto::Mm,
+    objects: &[proto::MemObject],
+    store_pages: u64,
+    seen: &mut HashSet<u64>,
+) {
+    let deleted = if mm.exe_deleted { " (deleted)" } else { "" };
+    println!("  executable:   {}{deleted}", mm.exe);
+
+    // Kinds, in the order of VmaKind.
+    let mut kinds: BTreeMap<i32, usize> = BTreeMap::new();
+    for v in &mm.vmas {
+        *kinds.entry(v.kind).or_default() += 1;
+    }
+    let kinds: Vec<String> = kinds
+        .iter()
+        .map(|(k, n)| format!("{} {n}", vma_kind_name(*k)))
+        .collect();
+    println!("  areas:        {} ({})", mm.vmas.len(), kinds.join(", "));
+
+    let (mut stored, mut zero, mut shared, mut beyond) = (0u64, 0u64, 0u64, 0u64);
+    for r in &mm.pages {
+        if r.zero {
+            zero = zero.saturating_add(r.nr_pages);
+            continue;
+        }
+        stored = stored.saturating_add(r.nr_pages);
+        let end = r.store_index.saturating_add(r.nr_pages);
+        beyond += end.saturating_sub(store_pages.max(r.store_index));
+        // Only indices inside the store are looked at: a damaged count cannot make this
+        // loop long.
+        for i in r.store_index..end.min(store_pages) {
+            if !seen.insert(i) {
+                shared += 1;
+            }
+        }
+    }
+    let mut line = format!(
+        "  saved pages:  {stored} in {PAGES}, {}",
+        format::bytes(stored.saturating_mul(PAGE_SIZE))
+    );
+    if shared > 0 {
+        line.push_str(&format!(
+            ", {shared} of them shared copy-on-write with a process above (stored once)"
+        ));
+    }
+    if zero > 0 {
+        line.push_str(&format!(
+            ", plus {zero} modified file page(s) that are all zeros"
+        ));
+    }
+    println!("{line}");
+    if beyond > 0 {
+        println!(
+            "  WARNING:      {beyond} page(s) point beyond the end of {PAGES} (damaged image)"
+        );
+    }
+    let brk_how = match proto::BrkSource::try_from(mm.brk_source) {
+        Ok(proto::BrkSource::HeapEnd) => "end of [heap]: an upper bound, exact when page-aligned",
+        Ok(proto::BrkSource::Syscall) => "brk(0) in the process: exact",
+        _ => "source unknown",
+    };
+    println!(
+        "  heap:         start_brk {:#x}, brk {:#x} ({brk_how})",
+        mm.start_brk, mm.brk
+    );
+    println!(
+        "  code {:#x}-{:#x}, data {:#x}-{:#x}, stack start {:#x}",
+        mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_stack
+    );
+
+    // The area list, like /proc/PID/maps, with the pages saved for each.
+    let rows: Vec<(String, &proto::Vma, String)> = mm
+        .vmas
+        .iter()
+        .map(|v| {
+            let saved = if v.flags & proto::VmaFlag::NotSaved as u32 != 0 {
+                "-".to_owned()
+            } else {
+                let (mut s, z) = pages_in(&mm.pages, v.start, v.end);
+                if v.object_id != 0
+                    && let Some(o) = objects.iter().find(|o| o.id == v.object_id)
+                {
+                    // The object's pages that this area's window covers.
+                    let from = v.pgoff;
+                    let to = v.pgoff.saturating_add(v.end.saturating_sub(v.start));
+                    s += pages_in(&o.pages, from, to).0;
+                }
+                if z > 0 {
+                    format!("{s}+{z}z")
+                } else {
+                    s.to_string()
+                }
+            };
+            (format!("{:x}-{:x}", v.start, v.end), v, saved)
+        })
+        .collect();
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let long = rows.len() > MAX_AREAS_LISTED;
+    println!("  address space (pages: saved in {PAGES}, \"-\" never saved, \"Nz\" zero pages):");
+    println!(
+        "    {:<width$}  prot  {:<13}  {:>6}  path",
+        "range", "kind", "pages"
+    );
+    let mut elided = 0usize;
+    for (range, v, saved) in &rows {
+        let kernel = v.flags & proto::VmaFlag::NotSaved as u32 != 0;
+        let special = matches!(
+            proto::VmaKind::try_from(v.kind),
+            Ok(proto::VmaKind::Heap | proto::VmaKind::Stack)
+        );
+        if long && !kernel && !special && saved == "0" {
+            elided += 1;
+            continue;
+        }
+        if elided > 0 {
+            println!("    ... {elided} area(s) with no saved page");
+            elided = 0;
+        }
+        let mut path = v.path.clone();
+        if v.flags & proto::VmaFlag::Deleted as u32 != 0 {
+            path.push_str(" (deleted)");
+        }
+        if v.object_id != 0 {
+            path.push_str(&format!(" [object {}]", v.object_id));
+        }
+        let line = format!(
+            "    {range:<width$}  {}  {:<13}  {saved:>6}  {path}",
+            prot_text(v),
+            vma_kind_name(v.kind)
+        );
+        println!("{}", line.trim_end());
+    }
+    if elided > 0 {
+        println!("    ... {elided} area(s) with no saved page");
+    }
+    if long {
+        println!(
+            "    (areas with no saved page elided above {MAX_AREAS_LISTED} areas; --json lists all)"
+        );
+    }
+    let used: Vec<&proto::MemObject> = {
+        let ids: Vec<u64> = mm.vmas.iter().map(|v| v.object_id).collect();
+        objects.iter().filter(|o| ids.contains(&o.id)).collect()
+    };
+    for o in used {
+        let kind = match proto::MemObjectKind::try_from(o.kind) {
+            Ok(proto::MemObjectKind::SharedAnonymous) => "shared anonymous memory",
+            Ok(proto::MemObjectKind::Sysv) => "System V shared memory",
+            Ok(proto::MemObjectKind::Memfd) => "memfd",
+            Ok(proto::MemObjectKind::DeletedFile) => "deleted file",
+            _ => "object of unknown kind",
+        };
+        let pages: u64 = o.pages.iter().filter(|r| !r.zero).map(|r| r.nr_pages).sum();
+        let size = o.identity.as_ref().map_or(0, |i| i.size);
+        println!(
+            "  object {}:     {kind} {}, {} B, {pages} page(s) saved once for every area that maps it",
+            o.id, o.name, size
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The `--json` document.
+
+/// The `--json` document: the records as the schema has them, except the few byte fields
+/// that would print as long arrays of numbers.
+#[derive(Debug, Serialize)]
+struct JsonView<'a> {
+    inventory: &'a proto::Inventory,
+    processes: &'a [proto::Process],
+    fd_tables: &'a [proto::FdTable],
+    pipes: &'a [proto::Pipe],
+    files: &'a [proto::OpenFile],
+    core: Vec<CoreView<'a>>,
+    mm: Vec<MmView<'a>>,
+    mem_objects: &'a [proto::MemObject],
+}
+
+fn json_view(shown: &Shown) -> JsonView<'_> {
+    JsonView {
+        inventory: &shown.inventory,
+        processes: &shown.processes,
+        fd_tables: &shown.fd_tables,
+        pipes: &shown.pipes,
+        files: &shown.files,
+        core: shown.core.iter().map(CoreView::from).collect(),
+        mm: shown.mm.iter().map(MmView::from).collect(),
+        mem_objects: &shown.mem_objects,
+    }
+}
+
+/// `Core` with its threads' byte fields summarised.
+#[derive(Debug, Serialize)]
+struct CoreView<'a> {
+    pid: i32,
+    cwd: &'a str,
+    root: &'a str,
+    umask: u32,
+    rlimits: &'a [proto::Rlimit],
+    personality: u32,
+    shared_pending: Vec<SiginfoView>,
+    threads: Vec<ThreadView<'a>>,
+}
+
+/// `Thread`: `regs` as `"x86_64": {...}`; the XSAVE area as its length and XCR0.
+#[derive(Debug, Serialize)]
+struct ThreadView<'a> {
+    tid: i32,
+    x86_64: Option<&'a proto::X86Regs>,
+    xsave_len: usize,
+    xcr0: Option<u64>,
+    blocked: u64,
+    pending: Vec<SiginfoView>,
+    rseq: Option<&'a proto::Rseq>,
+}
+
+/// `Siginfo`: the signal and the two fields every siginfo_t starts with after it, instead
+/// of the 128 raw bytes.
+#[derive(Debug, Serialize)]
+struct SiginfoView {
+    signo: i32,
+    errno: Option<i32>,
+    code: Option<i32>,
+    raw_len: usize,
+}
+
+impl From<&proto::Siginfo> for SiginfoView {
+    fn from(s: &proto::Siginfo) -> Self {
+        let int_at = |at: usize| {
+            let b: [u8; 4] = s.raw.get(at..at + 4)?.try_into().ok()?;
+            Some(i32::from_le_bytes(b))
+        };
+        SiginfoView {
+            signo: s.signo,
+            errno: int_at(4),
+            code: int_at(8),
+            raw_len: s.raw.len(),
+        }
+    }
+}
+
+impl<'a> From<&'a proto::Core> for CoreView<'a> {
+    fn from(c: &'a proto::Core) -> Self {
+        CoreView {
+            pid: c.pid,
+            cwd: &c.cwd,
+            root: &c.root,
+            umask: c.umask,
+            rlimits: &c.rlimits,
+            personality: c.personality,
+            shared_pending: c.shared_pending.iter().map(SiginfoView::from).collect(),
+            threads: c
+                .threads
+                .iter()
+                .map(|t| ThreadView {
+                    tid: t.tid,
+                    x86_64: match &t.regs {
+                        Some(proto::thread::Regs::X8664(r)) => Some(r),
+                        None => None,
+                    },
+                    xsave_len: t.xsave.len(),
+                    xcr0: xcr0(&t.xsave),
+                    blocked: t.blocked,
+                    pending: t.pending.iter().map(SiginfoView::from).collect(),
+                    rseq: t.rseq.as_ref(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One auxiliary vector entry (`AT_*` type and value).
+#[derive(Debug, Serialize)]
+struct AuxvEntry {
+    r#type: u64,
+    value: u64,
+}
+
+/// `Mm` with `auxv` decoded into entries (native-endian u64 pairs; the image's arch is
+/// x86-64, little-endian).
+#[derive(Debug, Serialize)]
+struct MmView<'a> {
+    pid: i32,
+    start_code: u64,
+    end_code: u64,
+    start_data: u64,
+    end_data: u64,
+    start_brk: u64,
+    brk: u64,
+    brk_source: i32,
+    start_stack: u64,
+    arg_start: u64,
+    arg_end: u64,
+    env_start: u64,
+    env_end: u64,
+    auxv: Vec<AuxvEntry>,
+    exe: &'a str,
+    exe_identity: Option<&'a proto::FileIdentity>,
+    exe_deleted: bool,
+    vmas: &'a [proto::Vma],
+    pages: &'a [proto::PageRun],
+}
+
+impl<'a> From<&'a proto::Mm> for MmView<'a> {
+    fn from(m: &'a proto::Mm) -> Self {
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+        let auxv = m
+            .auxv
+            .chunks_exact(16)
+            .map(|p| AuxvEntry {
+                r#type: word(&p[..8]),
+                value: word(&p[8..]),
+            })
+            .collect();
+        MmView {
+            pid: m.pid,
+            start_code: m.start_code,
+            end_code: m.end_code,
+            start_data: m.start_data,
+            end_data: m.end_data,
+            start_brk: m.start_brk,
+            brk: m.brk,
+            brk_source: m.brk_source,
+            start_stack: m.start_stack,
+            arg_start: m.arg_start,
+            arg_end: m.arg_end,
+            env_start: m.env_start,
+            env_end: m.env_end,
+            auxv,
+            exe: &m.exe,
+            exe_identity: m.exe_identity.as_ref(),
+            exe_deleted: m.exe_deleted,
+            vmas: &m.vmas,
+            pages: &m.pages,
         }
     }
 }
