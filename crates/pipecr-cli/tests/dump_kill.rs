@@ -584,21 +584,22 @@ fn sigkill_at_random_moments_never_harms_the_tree() {
                 "trial {trial}: pipecr succeeded but wrote no image"
             );
         }
+        // A killed dump may leave DIR.tmp-PID-N behind; the next dump into DIR removes
+        // every such leftover whose PID is gone, so after a successful dump none remain.
         let left = leftovers(&dir);
         assert!(
             was_killed || left.is_empty(),
-            "trial {trial}: a successful dump left {left:?}"
+            "trial {trial}: leftovers after a successful dump: {left:?}"
         );
-        tmp_left += left.len();
-        for l in left {
-            fs::remove_dir_all(l).unwrap();
+        if was_killed && !left.is_empty() {
+            tmp_left += 1;
         }
     }
     eprintln!(
         "{TRIALS} dumps of a {processes}-process tree: {killed} killed by SIGKILL \
          ({images_after_kill} of them after the image was committed), {completed} completed; \
-         whole dump {:?} (median of the unkilled); {tmp_left} DIR.tmp-* leftover(s) \
-         removed",
+         whole dump {:?} (median of the unkilled); {tmp_left} killed dump(s) left a DIR.tmp-*, \
+         removed by a later dump",
         {
             let mut d = whole_dump.clone();
             d.sort();

@@ -119,6 +119,7 @@ impl Slot {
 /// directory is left behind.
 pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpStats, DumpError> {
     let start = Instant::now();
+    remove_abandoned_temp_dirs(dir);
     let mut writer = ImageWriter::create(dir, crate::pipe::image_meta(pipecr_image::CONTENT_TREE))?;
     let tree = freeze::freeze(root)?;
     let frozen_at = Instant::now();
@@ -129,6 +130,43 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
     stats.dir = writer.commit()?;
     stats.total = start.elapsed();
     Ok(stats)
+}
+
+/// Removes `DIR.tmp-PID-N` directories left by dumps into `dir` that were killed before
+/// they could commit (a SIGKILL leaves no chance to clean up). Only those whose PID no
+/// longer exists go: a live PID may be another dump writing right now. Best effort: a
+/// leftover that cannot be removed is no reason to fail this dump.
+fn remove_abandoned_temp_dirs(dir: &Path) {
+    let (Some(parent), Some(base)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let mut prefix = base.to_os_string();
+    prefix.push(".tmp-");
+    let Some(prefix) = prefix.to_str() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if matches!(proc::stat(owner), Err(ProcError::NoSuchProcess { .. })) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn save_tree(
