@@ -23,6 +23,7 @@ enum Command {
     Check(commands::check::Args),
     Dump(commands::dump::Args),
     Peek(commands::peek::Args),
+    Restore(commands::restore::Args),
     Show(commands::show::Args),
     Demo(commands::demo::Args),
 }
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args),
         Command::Dump(args) => commands::dump::run(args),
         Command::Peek(args) => commands::peek::run(args),
+        Command::Restore(args) => commands::restore::run(args),
         Command::Show(args) => commands::show::run(args),
         Command::Demo(args) => commands::demo::run(args),
     };

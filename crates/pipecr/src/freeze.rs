@@ -127,6 +127,12 @@ impl FrozenTree {
         self.seized.len()
     }
 
+    /// The signal whose delivery thread `tid` was stopped in, if the freeze caught it
+    /// there: it is pending for the thread, and is handed back when the tree resumes.
+    pub fn intercepted_signal(&self, tid: i32) -> Option<Signal> {
+        self.seized.get(&tid).copied().flatten()
+    }
+
     /// Resumes the tree now (dropping it does the same).
     pub fn resume(mut self) {
         self.detach_all();

@@ -624,6 +624,22 @@ impl Injector {
         self.put_back()
     }
 
+    /// Consumes the injector *without* putting the thread back: for restore, which gives
+    /// the thread new registers rather than the ones it was found with.
+    ///
+    /// The thread stays in its current stop (the syscall-exit stop of the last injected
+    /// call, if any) with the registers that call left; the caller sets the registers,
+    /// XSAVE area and signal mask it wants, then detaches. From a syscall-exit stop the
+    /// kernel does not restart a syscall: registers for a thread that should be back
+    /// inside one must already point at its `syscall` instruction (see
+    /// [`crate::restore::process`]). Returns the signals that arrived while injecting and
+    /// were suppressed, for the caller to deliver or drop.
+    pub fn release(mut self) -> Vec<libc::siginfo_t> {
+        self.finished = true;
+        self.touched = false;
+        std::mem::take(&mut self.intercepted)
+    }
+
     // ---- internals ----
 
     fn ptrace_err(&self, op: &'static str) -> impl Fn(io::Error) -> InjectError + use<> {
@@ -1110,6 +1126,47 @@ pub fn sigactions(inj: &mut Injector) -> Result<Vec<SigAction>, InjectError> {
             let mut raw = [0u8; KSIGACTION_SIZE];
             inj.read_memory(at, &mut raw)?;
             out.push(SigAction::from_bytes(signo, &raw));
+        }
+        Ok(out)
+    })
+}
+
+/// One interval timer as `getitimer(2)` reports it, in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ITimer {
+    /// `ITIMER_REAL` (0), `ITIMER_VIRTUAL` (1) or `ITIMER_PROF` (2).
+    pub which: i32,
+    /// `it_interval`: the period after each expiry, 0 for a one-shot timer.
+    pub interval_us: u64,
+    /// `it_value`: time left until the next expiry, 0 when disarmed.
+    pub value_us: u64,
+}
+
+/// `getitimer(which, &value)` in the tracee for the three interval timers—Reads them
+/// (`/proc` does not show them).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/getitimer.2.html)
+#[doc(alias = "getitimer")]
+pub fn itimers(inj: &mut Injector) -> Result<[ITimer; 3], InjectError> {
+    // struct itimerval: two struct timeval of (tv_sec, tv_usec), 8 bytes each.
+    const ITIMERVAL_SIZE: usize = 32;
+    inj.with_scratch(ITIMERVAL_SIZE, |inj, at| {
+        let mut out = [ITimer {
+            which: 0,
+            interval_us: 0,
+            value_us: 0,
+        }; 3];
+        for (which, slot) in out.iter_mut().enumerate() {
+            inj.syscall_checked(libc::SYS_getitimer, [which as u64, at, 0, 0, 0, 0])?;
+            let mut raw = [0u8; ITIMERVAL_SIZE];
+            inj.read_memory(at, &mut raw)?;
+            let word = |i: usize| u64::from_ne_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
+            *slot = ITimer {
+                which: which as i32,
+                interval_us: word(0) * 1_000_000 + word(8),
+                value_us: word(16) * 1_000_000 + word(24),
+            };
         }
         Ok(out)
     })

@@ -3,9 +3,13 @@
 //! pending signals and the rseq registration; per process cwd, root, umask, resource
 //! limits, personality and the process-wide pending signals.
 //!
+//! Signal handlers and interval timers have no `/proc` interface: when asked, they are
+//! read by injecting `getitimer` into every process, and `rt_sigaction` into those whose
+//! `/proc/PID/status` says they catch a signal (`SigCgt`); ignored signals come from
+//! `SigIgn` without injection ([`crate::inject`]).
+//!
 //! Also what cannot be saved yet is refused here, naming the process:
-//! [`TaskError::PosixTimers`]. (Interval timers and signal handlers cannot be read from
-//! outside the process; they need a syscall injected into it.)
+//! [`TaskError::PosixTimers`].
 //!
 //! The ptrace requests must come from the thread that froze the tree (ptrace belongs to
 //! the attaching *thread*, see [`crate::freeze`]): call [`dump_core`] on that thread,
@@ -17,6 +21,7 @@ use pipecr_image::proto;
 use rustix::process::Pid;
 
 use crate::freeze::FrozenProcess;
+use crate::inject::{self, InjectError, Injector, SigHandler};
 use crate::sys::ptrace::{self as sys_ptrace, SigQueue};
 use crate::sys::rlimit;
 
@@ -60,12 +65,17 @@ pub enum TaskError {
         /// How many.
         count: usize,
     },
+    /// A syscall injected to read signal handlers or interval timers failed.
+    #[error(transparent)]
+    Inject(#[from] InjectError),
 }
 
 /// Saves the state of the stopped process `process` (see the module documentation).
+/// Signal handlers and interval timers only with `read_handlers`, which injects syscalls
+/// (see [`crate::files::DumpOptions::read_handlers`] for the risk that carries).
 ///
 /// Refuses with [`TaskError::PosixTimers`] a process that has POSIX timers.
-pub fn dump_core(process: &FrozenProcess) -> Result<proto::Core, TaskError> {
+pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::Core, TaskError> {
     let pid = process.pid;
     let timers = posix_timers(pid)?;
     if timers > 0 {
@@ -99,6 +109,11 @@ pub fn dump_core(process: &FrozenProcess) -> Result<proto::Core, TaskError> {
     for &tid in &process.threads {
         threads.push(dump_thread(pid, tid)?);
     }
+    let (sigactions, itimers) = if read_handlers {
+        handlers_and_timers(process, &status)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     Ok(proto::Core {
         pid,
         cwd: link(pid, "cwd")?,
@@ -108,7 +123,94 @@ pub fn dump_core(process: &FrozenProcess) -> Result<proto::Core, TaskError> {
         personality,
         shared_pending: shared_pending(pid)?,
         threads,
+        sigactions,
+        itimers,
+        handlers_read: read_handlers,
     })
+}
+
+/// The siginfo of the signal thread `tid` is stopped delivering (`PTRACE_GETSIGINFO`),
+/// as a pending signal to save.
+pub fn intercepted_siginfo(
+    pid: i32,
+    tid: i32,
+    signal: nix::sys::signal::Signal,
+) -> Result<proto::Siginfo, TaskError> {
+    let info = nix::sys::ptrace::getsiginfo(nix::unistd::Pid::from_raw(tid)).map_err(|e| {
+        TaskError::Ptrace {
+            pid,
+            tid,
+            op: "PTRACE_GETSIGINFO",
+            source: io::Error::from_raw_os_error(e as i32),
+        }
+    })?;
+    let mut saved = siginfo(&info);
+    saved.signo = signal as i32;
+    Ok(saved)
+}
+
+/// A signal mask line of `/proc/PID/status` (`SigCgt:`, `SigIgn:`, ...), in hex.
+fn status_mask(pid: i32, status: &str, key: &'static str) -> Result<u64, TaskError> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| parse_error(pid, "status"))
+}
+
+/// The signal dispositions other than `SIG_DFL`, and the armed interval timers.
+///
+/// Each injected syscall costs a few ptrace stops, so the 62 `rt_sigaction` calls are made
+/// only when the status shows a caught signal: otherwise the ignored signals are all
+/// `SigIgn` says. The three interval timers are read in every process: an armed
+/// `ITIMER_REAL` matters even to a process that catches nothing (its `SIGALRM` kills it).
+fn handlers_and_timers(
+    process: &FrozenProcess,
+    status: &str,
+) -> Result<(Vec<proto::SigAction>, Vec<proto::ITimer>), TaskError> {
+    let pid = process.pid;
+    let caught = status_mask(pid, status, "SigCgt:")?;
+    let ignored = status_mask(pid, status, "SigIgn:")?;
+    let tid = process.threads.first().copied().unwrap_or(pid);
+    let mut inj = Injector::new(pid, tid)?;
+    let read = (|| {
+        let actions = if caught != 0 {
+            inject::sigactions(&mut inj)?
+                .into_iter()
+                .filter(|a| a.handler != SigHandler::Default)
+                .map(|a| proto::SigAction {
+                    signo: a.signo,
+                    handler: a.handler.raw(),
+                    flags: a.flags.bits(),
+                    restorer: a.restorer,
+                    mask: a.mask.0,
+                })
+                .collect()
+        } else {
+            (1..=64)
+                .filter(|&s| ignored & (1u64 << (s - 1)) != 0)
+                .map(|signo| proto::SigAction {
+                    signo,
+                    handler: 1,
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let timers = inject::itimers(&mut inj)?
+            .into_iter()
+            .filter(|t| t.value_us != 0)
+            .map(|t| proto::ITimer {
+                which: t.which,
+                interval_us: t.interval_us,
+                value_us: t.value_us,
+            })
+            .collect();
+        Ok::<_, InjectError>((actions, timers))
+    })();
+    let finished = inj.finish();
+    let out = read?;
+    finished?;
+    Ok(out)
 }
 
 /// Saves one stopped thread: registers, XSAVE area, blocked mask, pending signals, rseq.

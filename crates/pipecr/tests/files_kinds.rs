@@ -270,6 +270,7 @@ fn unlinked_file_above_the_limit_is_too_large() {
         fd.as_fd(),
         DumpOptions {
             max_inline_file: 4096,
+            ..DumpOptions::default()
         },
     )
     .unwrap_err();
@@ -583,6 +584,7 @@ fn memfd_above_the_limit_is_too_large() {
         fd.as_fd(),
         DumpOptions {
             max_inline_file: 1 << 12,
+            ..DumpOptions::default()
         },
     )
     .unwrap_err();

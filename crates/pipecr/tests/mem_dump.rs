@@ -257,7 +257,7 @@ fn dump(root: i32) -> (Dumped, std::time::Duration) {
     let mut mms = Vec::new();
     let mut cores = Vec::new();
     for p in tree.processes() {
-        cores.push(pipecr::task::dump_core(p).unwrap());
+        cores.push(pipecr::task::dump_core(p, false).unwrap());
         mms.push(mem.dump_process(p.pid, &mut writer).unwrap());
     }
     let took = start.elapsed();
@@ -659,7 +659,7 @@ int main(void) {
     assert_eq!(line, "ready\n");
     let pid = child.id() as i32;
     let tree = freeze::freeze(pid).unwrap();
-    let err = pipecr::task::dump_core(&tree.processes()[0]).unwrap_err();
+    let err = pipecr::task::dump_core(&tree.processes()[0], false).unwrap_err();
     drop(tree);
     let msg = err.to_string();
     assert!(

@@ -30,6 +30,11 @@ pub struct Args {
     /// Largest unlinked file or memfd whose contents are copied into the image.
     #[arg(long, value_name = "BYTES", default_value_t = DumpOptions::default().max_inline_file)]
     max_inline_file: u64,
+    /// Also save signal handlers and interval timers, by injecting syscalls into each
+    /// process. If pipecr is killed while a syscall is injected, that process is left
+    /// damaged; without this option a killed dump never harms the tree.
+    #[arg(long)]
+    read_handlers: bool,
 }
 
 /// Dumps the tree and prints what was saved.
@@ -42,6 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let options = DumpOptions {
         max_inline_file: args.max_inline_file,
+        read_handlers: args.read_handlers,
     };
     let stats = pipecr::dump::dump_tree(args.pid, &args.dir, &options).with_context(|| {
         format!(

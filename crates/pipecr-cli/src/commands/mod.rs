@@ -5,4 +5,5 @@ pub mod check;
 pub mod demo;
 pub mod dump;
 pub mod peek;
+pub mod restore;
 pub mod show;

@@ -283,7 +283,7 @@ fn save_tree(
         .write_records(pipecr_image::FILES, &open_files)?;
     sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
     sink.writer.write_records(pipecr_image::TREE, &records)?;
-    let memory = save_processes(processes, sink.writer)?;
+    let memory = save_processes(tree, sink.writer, options.read_handlers)?;
     Ok(DumpStats {
         processes: processes.len(),
         threads: tree.thread_count(),
@@ -300,15 +300,27 @@ fn save_tree(
 /// ([`crate::task`], `core.img`) and its address space ([`crate::mem`], `mm.img`,
 /// `mem-objects.img`, `pages.img`). Must run on the thread that froze the tree.
 fn save_processes(
-    processes: &[freeze::FrozenProcess],
+    tree: &FrozenTree,
     writer: &mut ImageWriter,
+    read_handlers: bool,
 ) -> Result<MemStats, DumpError> {
+    let processes = tree.processes();
     let mut mem = MemDumper::new();
     let mut cores = Vec::with_capacity(processes.len());
     let mut mms = Vec::with_capacity(processes.len());
     for p in processes {
         // The state first: it refuses what cannot be saved before any page is read.
-        cores.push(task::dump_core(p)?);
+        let mut core = task::dump_core(p, read_handlers)?;
+        for thread in &mut core.threads {
+            // A signal the freeze caught in delivery is in no kernel queue any more:
+            // without this it would be lost in the image (the live tree gets it back).
+            if let Some(signal) = tree.intercepted_signal(thread.tid) {
+                thread
+                    .pending
+                    .push(task::intercepted_siginfo(p.pid, thread.tid, signal)?);
+            }
+        }
+        cores.push(core);
         mms.push(mem.dump_process(p.pid, writer)?);
     }
     let (objects, stats) = mem.finish();

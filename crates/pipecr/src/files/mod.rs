@@ -133,12 +133,20 @@ pub struct DumpOptions {
     /// Largest unlinked regular file (or memfd) whose contents are copied into the image;
     /// a larger one stops the dump.
     pub max_inline_file: u64,
+    /// Read signal handlers and interval timers by injecting syscalls into each process.
+    ///
+    /// Off by default: while a syscall is injected, the thread's registers are pipecr's,
+    /// and if pipecr is killed (SIGKILL) in that window the kernel resumes the thread
+    /// with them, damaging it. Every other step of a dump leaves a tree that survives
+    /// pipecr's death untouched. Whole-process restore needs this state.
+    pub read_handlers: bool,
 }
 
 impl Default for DumpOptions {
     fn default() -> Self {
         DumpOptions {
             max_inline_file: 1 << 20,
+            read_handlers: false,
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Restore orchestration: image -> processes. For now, the descriptor table of one saved
-//! process rebuilt inside the calling process ([`fdtable`]); whole trees build on it.
+//! Restore orchestration: image -> processes. The descriptor table of one saved process
+//! rebuilt inside the calling process ([`fdtable`]), and one whole single-threaded
+//! process brought back with its PID ([`process`]); whole trees build on them.
 
 pub mod fdtable;
+pub mod process;

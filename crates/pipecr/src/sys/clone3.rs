@@ -1,14 +1,15 @@
-//! `clone3(2)`: what `pipecr check` needs today.
+//! `clone3(2)`: creating processes with chosen PIDs, plus what `pipecr check` needs.
 //!
+//! - [`clone3_with_tid`] creates a child (fork-like, no `CLONE_VM`) with the PID restore
+//!   chooses for it.
 //! - [`probe_set_tid`] asks the kernel whether `clone3` accepts `set_tid` from this
 //!   process (the call restore will use to give processes back their PIDs) without
 //!   creating a process.
 //! - [`fork_parked`] creates a throw-away child that waits, blocked in `read(2)`, until it
 //!   is dropped: a harmless target for probing ptrace.
 //!
-//! The general wrapper (namespaces, `CLONE_THREAD`, a set_tid per PID-namespace level,
-//! the new process building its state before its address space is replaced) comes with
-//! the whole-tree restore; it belongs here too.
+//! Still to come here: namespaces, `CLONE_THREAD` (threads are created by injecting
+//! `clone3` into the restored process instead), a set_tid per PID-namespace level.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -46,10 +47,11 @@ enum Cloned {
 /// address space and continues from the same point, like `fork()`.
 fn raw_clone3(args: &CloneArgs) -> io::Result<Cloned> {
     // SAFETY: `args` is a valid, fully initialised `struct clone_args` that outlives the
-    // call, and its size is passed along. Without CLONE_VM the child runs on its own copy
-    // of our stack; every caller makes the child call only raw async-signal-safe system
-    // calls and `_exit`, never returning into code that could take a lock another thread
-    // of ours held at the moment of the clone.
+    // call, and its size is passed along. Without CLONE_VM (every caller refuses it) the
+    // child runs on its own copy of our stack and memory, so returning in it is sound. A
+    // child of a multi-threaded caller may find locks held by threads it does not have:
+    // the internal callers make it call only raw async-signal-safe system calls and
+    // `_exit`; `clone3_with_tid` passes that duty on to its caller (see its docs).
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -127,6 +129,57 @@ pub fn probe_set_tid() -> io::Result<()> {
             reap(pid);
             Ok(())
         }
+    }
+}
+
+/// `clone3({.flags, .exit_signal, .set_tid, .set_tid_size})`—Creates a child process
+/// whose PID (one entry per PID-namespace level, innermost first) is chosen by the caller.
+///
+/// Returns `Ok(Some(pid))` in the parent and `Ok(None)` in the child, which continues from
+/// this call on its own copy of the caller's address space, like after `fork()`. `flags`
+/// must not contain `CLONE_VM`, `CLONE_THREAD`, `CLONE_VFORK` or `CLONE_SETTLS` (a child
+/// sharing our memory or stack needs its own entry point): they are refused with
+/// `EINVAL` before any call.
+///
+/// Needs `CAP_CHECKPOINT_RESTORE` (or `CAP_SYS_ADMIN`) in the user namespace owning each
+/// PID namespace named. Errors: `EEXIST` when a PID is taken, `EPERM` without the
+/// capability, `EINVAL` for an empty or too long `set_tid`.
+///
+/// # Safety of the child
+///
+/// The child is a copy of the *calling thread only*. If the caller is multi-threaded,
+/// another thread may have held a lock (the allocator's, stdio's) at the moment of the
+/// clone; that lock stays held forever in the child. Until it execs, stops itself for
+/// good, or `_exit`s, such a child may only do async-signal-safe work (raw system calls,
+/// no allocation, no `println!`). The `pipecr` command line restorer calls this from its
+/// only thread, where the child may do anything.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/clone3.2.html)
+#[doc(alias = "clone3")]
+#[doc(alias = "set_tid")]
+pub fn clone3_with_tid(
+    flags: u64,
+    exit_signal: libc::c_int,
+    set_tid: &[libc::pid_t],
+) -> io::Result<Option<Pid>> {
+    let forbidden =
+        (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_VFORK | libc::CLONE_SETTLS) as u64;
+    if flags & forbidden != 0 || set_tid.is_empty() || exit_signal < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let args = CloneArgs {
+        flags,
+        exit_signal: exit_signal as u64,
+        set_tid: set_tid.as_ptr() as u64,
+        set_tid_size: set_tid.len() as u64,
+        ..CloneArgs::default()
+    };
+    match raw_clone3(&args)? {
+        Cloned::Child => Ok(None),
+        Cloned::Parent(pid) => Pid::from_raw(pid)
+            .map(Some)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "clone3: pid 0")),
     }
 }
 
@@ -285,6 +338,62 @@ mod tests {
                 assert_eq!(e.raw_os_error(), Some(libc::EPERM));
             }
         }
+    }
+
+    /// A PID nobody uses right now (pid_max is read; the scan starts high to keep clear
+    /// of the PIDs the kernel is handing out).
+    fn free_pids() -> impl Iterator<Item = i32> {
+        let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let start = max / 2 + (std::process::id() as i32 % (max / 4));
+        (start..max).filter(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    }
+
+    #[test]
+    fn clone3_gives_the_chosen_pid() {
+        if !(has_cap(40) || has_cap(21)) {
+            eprintln!("skipped: needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN");
+            return;
+        }
+        for want in free_pids().take(10) {
+            match clone3_with_tid(0, libc::SIGCHLD, &[want]) {
+                // Child of a multi-threaded test process: only _exit.
+                Ok(None) => child_exit(7),
+                Ok(Some(pid)) => {
+                    assert_eq!(pid.as_raw_nonzero().get(), want);
+                    let status =
+                        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(want), None).unwrap();
+                    assert_eq!(
+                        status,
+                        nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(want), 7)
+                    );
+                    return;
+                }
+                // Taken between the scan and the call: try the next one.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                Err(e) => panic!("clone3 with set_tid {want}: {e}"),
+            }
+        }
+        panic!("no free pid found in 10 tries");
+    }
+
+    #[test]
+    fn clone3_refuses_a_pid_in_use() {
+        if !(has_cap(40) || has_cap(21)) {
+            eprintln!("skipped: needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN");
+            return;
+        }
+        let me = std::process::id() as i32;
+        match clone3_with_tid(0, libc::SIGCHLD, &[me]) {
+            Ok(None) => child_exit(0),
+            Ok(Some(pid)) => panic!("got pid {pid:?} although {me} is ours"),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EEXIST)),
+        }
+        let e = clone3_with_tid(libc::CLONE_VM as u64, libc::SIGCHLD, &[me]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]

@@ -58,3 +58,36 @@ pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> io::Result<OwnedFd> {
         Mode::empty(),
     )?)
 }
+
+/// `close_range(first, last, 0)` over every gap of `keep`—Closes every descriptor of the
+/// calling process except those in `keep`.
+///
+/// For a process about to become someone else (a restored process in its child), where
+/// no other code may still use the descriptors closed.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/close_range.2.html)
+#[doc(alias = "close_range")]
+pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<libc::c_uint> = keep
+        .iter()
+        .filter_map(|&fd| libc::c_uint::try_from(fd).ok())
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first: libc::c_uint = 0;
+    for &fd in keep.iter().chain(std::iter::once(&libc::c_uint::MAX)) {
+        if fd > first {
+            let last = if fd == libc::c_uint::MAX { fd } else { fd - 1 };
+            // SAFETY: close_range takes integers only; the caller owns the whole table
+            // (see the function docs), so no live OwnedFd is closed under someone's feet.
+            let ret =
+                unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+            if ret == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        first = fd.saturating_add(1);
+    }
+    Ok(())
+}

@@ -37,3 +37,34 @@ pub fn get_rlimit(pid: Pid, resource: u32) -> io::Result<(u64, u64)> {
     }
     Ok((old.rlim_cur, old.rlim_max))
 }
+
+/// `prlimit(0, resource, &new, NULL)`—Sets resource limit `resource` (`RLIMIT_*`) of the
+/// calling process to `(soft, hard)`, `RLIM_INFINITY` as `u64::MAX`.
+///
+/// Raising a hard limit needs CAP_SYS_RESOURCE.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/prlimit.2.html)
+#[doc(alias = "setrlimit")]
+#[doc(alias = "prlimit64")]
+pub fn set_own_rlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let new = libc::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: prlimit64 on ourselves (pid 0) only reads `new`, a struct we own, and
+    // writes nothing (NULL old limit).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0 as libc::c_long,
+            libc::c_long::from(resource),
+            std::ptr::from_ref(&new),
+            std::ptr::null_mut::<libc::rlimit64>(),
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
