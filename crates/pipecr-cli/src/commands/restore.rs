@@ -1,9 +1,11 @@
 //! `pipecr restore -D DIR [-d]`: bring a dumped process back, with its PID, and (by
 //! default) wait for it like a shell waits for a job.
 //!
-//! Only what [`pipecr::restore::process`] can restore is accepted: one single-threaded
-//! process whose descriptors are all files it can reopen by itself (no pipe or socket to
-//! the outside). Anything else is refused before a process is created.
+//! Only what [`pipecr::restore::process`] can restore is accepted: a tree of
+//! single-threaded processes whose descriptors are all files they can reopen by
+//! themselves (no pipe or socket to the outside). Anything else is refused before a
+//! process is created. An image dumped without `--read-handlers` is restored with
+//! default signal handlers and no interval timers, after a warning on stderr.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,9 +16,10 @@ use pipecr_image::{Image, proto};
 
 /// Restore a dumped process (with the same PID) and wait for it.
 ///
-/// Today: one single-threaded process whose descriptors are files, FIFOs and devices it
-/// can reopen by itself. Prints `restored pid N` once it runs. The process comes back as a child of this command, which stays
-/// in the foreground until it exits and exits with its status (128 + signal if killed).
+/// Today: a tree of single-threaded processes whose descriptors are files, FIFOs and
+/// devices they can reopen by themselves. Prints `restored pid N` (the root) once they
+/// run. The root comes back as a child of this command, which stays in the foreground
+/// until it exits and exits with its status (128 + signal if killed).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The image directory written by `pipecr dump`.
@@ -34,25 +37,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let processes: Vec<proto::Process> = image
         .read_records(pipecr_image::TREE)
         .context("cannot read the process tree")?;
-    let [process] = processes.as_slice() else {
-        bail!(
-            "the image holds {} processes; restoring more than one process is not supported yet",
-            processes.len()
-        );
+    let Some(root) = processes.first() else {
+        bail!("the image holds no process");
     };
-    let pid = process.pid;
-    let saved = restore_process::load(&image, pid)?;
+    let pid = root.pid;
+    let tree = processes
+        .iter()
+        .map(|p| restore_process::load(&image, p.pid))
+        .collect::<Result<Vec<_>, _>>()?;
     let sid = rustix::process::getsid(None).context("getsid")?;
     let pgid = rustix::process::getpgrp();
-    restore_process::check_supported(
-        &saved,
+    restore_process::check_tree(
+        &tree,
         sid.as_raw_nonzero().get(),
         pgid.as_raw_nonzero().get(),
     )?;
-    if restore_process::pid_in_use(pid) {
-        bail!("pid {pid} is in use by another process; nothing was restored");
+    if let Some(p) = tree.iter().find(|p| restore_process::pid_in_use(p.pid())) {
+        bail!(
+            "pid {} is in use by another process; nothing was restored",
+            p.pid()
+        );
     }
-    let child = restore_process::restore(&args.dir, &image, &saved)
+    if tree.iter().any(|p| !p.core.handlers_read) {
+        eprintln!(
+            "pipecr: warning: signal handlers and interval timers were not saved (dump without \
+             --read-handlers): restored with defaults"
+        );
+    }
+    let child = restore_process::restore_tree(&args.dir, &image, &tree)
         .with_context(|| format!("restore of pid {pid} failed; nothing was left running"))?;
     // One line once the process runs: what a caller waits for (the process does not
     // share our stdout, so this line is the only thing on it until we exit).

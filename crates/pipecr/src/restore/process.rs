@@ -1,24 +1,33 @@
-//! Restore one saved single-threaded process, with its PID, into a new child of the caller.
+//! Restore a tree of saved single-threaded processes, with their PIDs, the root a new
+//! child of the caller and every other process a child of its restored parent.
 //!
 //! This module owns the order of operations; the descriptor table comes from
 //! [`super::fdtable`], the injection mechanics from [`crate::inject`], the raw calls from
 //! [`crate::sys`].
 //!
-//! 1. [`spawn_stopped`]: `clone3` with `set_tid` = the saved PID. The child rebuilds its
-//!    descriptor table, closes everything else, sets its name, session/group, cwd, umask, rlimits
-//!    and personality, then stops itself with `SIGSTOP` (errors go back through a
-//!    close-on-exec pipe, as text). Only a single-threaded caller may do this: the child
-//!    allocates (see [`crate::sys::clone3::clone3_with_tid`]).
-//! 2. [`replace_image`]: the caller (its parent) continues it, seizes and interrupts it,
-//!    and through an [`Injector`]: maps a trampoline page at an address free in both
-//!    layouts; unregisters the inherited rseq area (before its memory goes); unmaps every
-//!    other area but `[vdso]`/`[vvar]`/`[vvar_vclock]`; moves those to their saved
-//!    addresses (`mremap`, through a parking place so that they never land on each
-//!    other); maps every saved area (`MAP_FIXED`; files by path, opened in the child),
+//! 1. [`spawn_tree_stopped`]: `clone3` with `set_tid` = the saved PID of the root. Each new
+//!    process sets its name and session/group, creates its own saved children the same way
+//!    (they inherit session and group) and waits until each has stopped, then rebuilds its
+//!    descriptor table, closes everything else, sets cwd, umask and rlimits, and stops
+//!    itself with `SIGSTOP` (errors go back through a close-on-exec pipe shared by all, as
+//!    text, one line per process). Only a single-threaded caller may do this: the children
+//!    allocate (see [`crate::sys::clone3::clone3_with_tid`]).
+//! 2. [`restore_tree`] continues them all, then for each (`load_image`), parents first:
+//!    seizes and interrupts it, and through an [`Injector`]: maps a trampoline page at an
+//!    address free in both layouts; unregisters the inherited rseq area (before its memory
+//!    goes); unmaps every other area but `[vdso]`/`[vvar]`/`[vvar_vclock]`; moves those to
+//!    their saved addresses (`mremap`, through a parking place so that they never land on
+//!    each other); maps every saved area (`MAP_FIXED`; files by path, opened in the child),
 //!    writable while its pages are written; sets the saved protections; sets the mm
 //!    fields and the exe link with `PR_SET_MM_MAP`; registers the saved rseq area again;
-//!    unmaps the trampoline from inside its own `munmap` (the syscall-exit stop comes
-//!    first); then sets the saved registers, XSAVE area and blocked mask and detaches.
+//!    with every signal blocked, installs the saved handlers (`rt_sigaction`) and interval
+//!    timers (`setitimer`) and queues the saved pending signals from inside the process
+//!    (`rt_tgsigqueueinfo` per thread, `rt_sigqueueinfo` process-wide: any `si_code` is
+//!    allowed to oneself); unmaps the trampoline from inside its own `munmap` (the
+//!    syscall-exit stop comes first); then sets the saved registers, XSAVE area and
+//!    blocked mask. Once every process is ready, all are detached, children first; the
+//!    pending signals the saved mask lets through are delivered then, to the saved
+//!    handlers.
 //!
 //! A thread saved inside a syscall the kernel would restart (`rax` = `-ERESTART*`) is set
 //! back onto its `syscall` instruction (`rip -= 2`, `rax = orig_rax`), so it enters the
@@ -29,13 +38,16 @@
 //! Known gaps (each refused with [`ProcessRestoreError::Unsupported`] unless said):
 //! multi-threaded processes; shared anonymous memory, memfds, SysV shm and deleted files
 //! mapped (memory objects); other kernel special areas; a root other than `/`; a
-//! session or process group other than the caller's unless the process leads it. Signal
-//! handlers and pending signals are not in the image yet: the process comes back with
-//! default dispositions and nothing pending (not refused).
+//! session or process group other than its parent's (the caller's, for the root) unless the
+//! process leads it. Not refused: an open file that processes of the tree share comes back
+//! as one open file per process (offsets no longer shared); an exit signal other than
+//! `SIGCHLD` becomes `SIGCHLD`. An image dumped without the handlers (`handlers_read` false) comes back with default
+//! dispositions and no interval timer (not refused: the caller warns). A signal handler
+//! that interrupts a restarted syscall sees it restarted even without `SA_RESTART`.
 
 use std::fs::File;
 use std::io::{self, Read as _};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -264,11 +276,95 @@ pub fn pid_in_use(pid: i32) -> bool {
 /// On any error every process created is killed and reaped. The caller must be
 /// single-threaded ([`ProcessRestoreError::MultiThreadedCaller`] otherwise).
 pub fn restore(dir: &Path, image: &Image, saved: &SavedProcess) -> Result<NixPid> {
-    let pid = spawn_stopped(dir, saved)?;
-    match replace_image(image, saved) {
-        Ok(()) => Ok(pid),
+    restore_tree(dir, image, std::slice::from_ref(saved))
+}
+
+/// Checks, before anything is created, that `tree` (tree.img order: the root first, every
+/// parent before its children) can be restored by [`restore_tree`] from a process in
+/// session `sid` and process group `pgid` (the restorer's).
+///
+/// Each process must be the root or a child of an earlier one (the dump refuses zombies,
+/// so a parent missing from the image is an error), and each must pass
+/// [`check_supported`] against its parent's saved session and group: a process inherits
+/// them from the parent that creates it, or leads its own.
+pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
+    let Some(root) = tree.first() else {
+        return Err(ProcessRestoreError::Invalid {
+            pid: 0,
+            what: "tree.img holds no process".to_owned(),
+        });
+    };
+    check_supported(root, sid, pgid)?;
+    for (i, p) in tree.iter().enumerate().skip(1) {
+        let ppid = p.process.ppid;
+        let parent = tree[..i].iter().find(|q| q.pid() == ppid).ok_or_else(|| {
+            ProcessRestoreError::Invalid {
+                pid: p.pid(),
+                what: format!(
+                    "its parent {ppid} is not an earlier process of tree.img (an exited or \
+                     foreign parent cannot be restored)"
+                ),
+            }
+        })?;
+        check_supported(p, parent.process.sid, parent.process.pgid)?;
+    }
+    Ok(())
+}
+
+/// Restores the processes of `tree` (as [`check_tree`] accepts it) with their PIDs, each
+/// a child of its restored parent, the root a child of the caller, and lets them run.
+/// Returns the root's PID; the caller reaps it.
+///
+/// 1. The root is created ([`spawn_tree_stopped`]); every process creates its own
+///    children before it sets up its descriptors, waits until each has stopped itself,
+///    then stops itself: once the root has stopped, all have.
+/// 2. All are continued (into `pause()`) before any is seized: the `SIGCHLD` each
+///    continue sends to a parent is then discarded (default disposition, not traced)
+///    rather than queued to a process being restored.
+/// 3. Each image is replaced, parents first, and left in a ptrace-stop; only when all are
+///    ready are they detached, so no restored process runs while another is half done
+///    (a child that exits at once has its parent's handlers to signal).
+///
+/// On any error every process created is killed and reaped: the caller is made a child
+/// subreaper while restoring so orphans come back to it. The caller must be
+/// single-threaded ([`ProcessRestoreError::MultiThreadedCaller`] otherwise).
+pub fn restore_tree(dir: &Path, image: &Image, tree: &[SavedProcess]) -> Result<NixPid> {
+    let pids: Vec<i32> = tree.iter().map(SavedProcess::pid).collect();
+    let root_pid = *pids.first().ok_or_else(|| ProcessRestoreError::Invalid {
+        pid: 0,
+        what: "tree.img holds no process".to_owned(),
+    })?;
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(std::process::id() as i32))
+        .map_err(|e| os(root_pid, "prctl(PR_SET_CHILD_SUBREAPER)")(e.into()))?;
+    let result = restore_tree_inner(dir, image, tree, &pids);
+    let _ = rustix::process::set_child_subreaper(None);
+    result
+}
+
+fn restore_tree_inner(
+    dir: &Path,
+    image: &Image,
+    tree: &[SavedProcess],
+    pids: &[i32],
+) -> Result<NixPid> {
+    let root = spawn_tree_stopped(dir, tree)?;
+    let steps = || -> Result<()> {
+        for &pid in pids {
+            kill(NixPid::from_raw(pid), Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
+        }
+        for saved in tree {
+            load_image(image, saved)?;
+        }
+        // Children first: a parent then runs with every child already restored.
+        for &pid in pids.iter().rev() {
+            ptrace::detach(NixPid::from_raw(pid), None).map_err(errno(pid, "PTRACE_DETACH"))?;
+        }
+        Ok(())
+    };
+    match steps() {
+        Ok(()) => Ok(root),
         Err(e) => {
-            kill_and_reap(pid);
+            kill_tree(pids);
             Err(e)
         }
     }
@@ -286,6 +382,30 @@ pub fn kill_and_reap(pid: NixPid) {
     }
 }
 
+/// Kills every process of a tree being restored (all of them first, so that the orphans
+/// come to us, the subreaper) and reaps those that are ours: the root, and the orphans.
+/// The PIDs were free when the restore began, and ours since.
+fn kill_tree(pids: &[i32]) {
+    for &pid in pids {
+        let _ = kill(NixPid::from_raw(pid), Signal::SIGKILL);
+    }
+    for &pid in pids {
+        loop {
+            match waitpid(NixPid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
+                Err(Errno::EINTR) => continue,
+                // Gone, or not (or no longer) ours to reap.
+                Err(_) => break,
+                // Reported to us as its tracer: it may still be its parent's zombie, and
+                // come to us to reap once that parent is gone.
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) if !pid_in_use(pid) => {
+                    break;
+                }
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
 fn os(pid: i32, op: &'static str) -> impl Fn(io::Error) -> ProcessRestoreError {
     move |source| ProcessRestoreError::Os { pid, op, source }
 }
@@ -298,20 +418,32 @@ fn errno(pid: i32, op: &'static str) -> impl Fn(Errno) -> ProcessRestoreError {
     }
 }
 
-/// Creates the child with the saved PID, lets it set up its descriptors, cwd, umask,
-/// rlimits, session and group, and returns once it has stopped itself (`SIGSTOP`).
+/// Creates the root of `tree` with its saved PID; it and every process below it create
+/// their children, set up descriptors, cwd, umask, rlimits, session and group, and stop
+/// themselves (`SIGSTOP`). Returns once the root, and so every process, has stopped.
 ///
-/// Refuses to run in a multi-threaded process.
-pub fn spawn_stopped(dir: &Path, saved: &SavedProcess) -> Result<NixPid> {
-    let pid = saved.pid();
+/// Refuses to run in a multi-threaded process. On error, every process created is killed
+/// and reaped.
+pub fn spawn_tree_stopped(dir: &Path, tree: &[SavedProcess]) -> Result<NixPid> {
+    let Some(root) = tree.first() else {
+        return Err(ProcessRestoreError::Invalid {
+            pid: 0,
+            what: "tree.img holds no process".to_owned(),
+        });
+    };
+    let pid = root.pid();
     let threads = crate::proc::threads(std::process::id() as i32)
         .map(|t| t.len())
         .unwrap_or(0);
     if threads != 1 {
         return Err(ProcessRestoreError::MultiThreadedCaller { threads });
     }
-    if pid_in_use(pid) {
-        return Err(ProcessRestoreError::PidInUse { pid });
+    if let Some(&p) = tree
+        .iter()
+        .map(|p| &p.process.pid)
+        .find(|&&p| pid_in_use(p))
+    {
+        return Err(ProcessRestoreError::PidInUse { pid: p });
     }
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| os(pid, "pipe2")(e.into()))?;
@@ -319,7 +451,7 @@ pub fn spawn_stopped(dir: &Path, saved: &SavedProcess) -> Result<NixPid> {
         Ok(Some(child)) => child,
         Ok(None) => {
             drop(err_r);
-            child_setup(dir, saved, err_w)
+            child_setup(dir, tree, 0, err_w)
         }
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             return Err(ProcessRestoreError::PidInUse { pid });
@@ -328,14 +460,18 @@ pub fn spawn_stopped(dir: &Path, saved: &SavedProcess) -> Result<NixPid> {
     };
     drop(err_w);
     let child = NixPid::from_raw(child.as_raw_nonzero().get());
+    let pids: Vec<i32> = tree.iter().map(SavedProcess::pid).collect();
     loop {
         match waitpid(child, Some(WaitPidFlag::WUNTRACED)) {
             Err(Errno::EINTR) => continue,
             Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => return Ok(child),
             Ok(WaitStatus::Stopped(..)) => continue,
             Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                // Every process that failed said why; the ones below it are stopped.
+                kill_tree(&pids);
                 let mut message = String::new();
                 let _ = File::from(err_r).read_to_string(&mut message);
+                let mut message = message.trim().replace('\n', "; ");
                 if message.is_empty() {
                     message = "it died without saying why".to_owned();
                 }
@@ -343,15 +479,16 @@ pub fn spawn_stopped(dir: &Path, saved: &SavedProcess) -> Result<NixPid> {
             }
             Ok(_) => continue,
             Err(e) => {
-                kill_and_reap(child);
+                kill_tree(&pids);
                 return Err(errno(pid, "waitpid")(e));
             }
         }
     }
 }
 
-/// The child side of [`spawn_stopped`]: never returns.
-fn child_setup(dir: &Path, saved: &SavedProcess, err_w: std::os::fd::OwnedFd) -> ! {
+/// The child side of [`spawn_tree_stopped`] for `tree[idx]`: never returns.
+fn child_setup(dir: &Path, tree: &[SavedProcess], idx: usize, err_w: OwnedFd) -> ! {
+    let saved = &tree[idx];
     // Keep the error pipe above every descriptor the table will use.
     let top = Image::open(dir)
         .ok()
@@ -359,7 +496,7 @@ fn child_setup(dir: &Path, saved: &SavedProcess, err_w: std::os::fd::OwnedFd) ->
         .and_then(|table| table.descriptors.iter().map(|d| d.fd).max())
         .unwrap_or(0);
     let err_w = rustix::io::fcntl_dupfd_cloexec(&err_w, top + 1).unwrap_or(err_w);
-    let result = child_setup_inner(dir, saved, err_w.as_raw_fd());
+    let result = child_setup_inner(dir, tree, idx, &err_w);
     match result {
         Ok(()) => {
             drop(err_w);
@@ -370,17 +507,57 @@ fn child_setup(dir: &Path, saved: &SavedProcess, err_w: std::os::fd::OwnedFd) ->
             }
         }
         Err(message) => {
-            let _ = rustix::io::write(&err_w, message.as_bytes());
+            let line = format!("pid {}: {message}\n", saved.pid());
+            let _ = rustix::io::write(&err_w, line.as_bytes());
             std::process::exit(1)
         }
     }
 }
 
+/// Creates the saved children of `tree[idx]` (we are that process), each with its PID,
+/// and waits until each has stopped itself.
+fn spawn_children(
+    dir: &Path,
+    tree: &[SavedProcess],
+    idx: usize,
+    err_w: &OwnedFd,
+) -> std::result::Result<(), String> {
+    let pid = tree[idx].pid();
+    for (c, child) in tree.iter().enumerate().skip(idx + 1) {
+        if child.process.ppid != pid {
+            continue;
+        }
+        let cpid = child.pid();
+        let err = err_w.try_clone().map_err(|e| format!("dup: {e}"))?;
+        let created = match crate::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[cpid]) {
+            Ok(Some(created)) => created,
+            Ok(None) => child_setup(dir, tree, c, err),
+            Err(e) => return Err(format!("clone3 with set_tid {cpid}: {e}")),
+        };
+        drop(err);
+        let created = NixPid::from_raw(created.as_raw_nonzero().get());
+        loop {
+            match waitpid(created, Some(WaitPidFlag::WUNTRACED)) {
+                Err(Errno::EINTR) => continue,
+                Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => break,
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                    return Err(format!("child {cpid} failed to set up"));
+                }
+                Ok(_) => continue,
+                Err(e) => return Err(format!("waitpid {cpid}: {e}")),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn child_setup_inner(
     dir: &Path,
-    saved: &SavedProcess,
-    err_fd: RawFd,
+    tree: &[SavedProcess],
+    idx: usize,
+    err_w: &OwnedFd,
 ) -> std::result::Result<(), String> {
+    let saved = &tree[idx];
     let pid = saved.pid();
     if saved.process.sid == pid {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
@@ -392,9 +569,12 @@ fn child_setup_inner(
     if let Ok(name) = std::ffi::CString::new(saved.process.comm.as_str()) {
         rustix::thread::set_name(&name).map_err(|e| format!("prctl(PR_SET_NAME): {e}"))?;
     }
+    // Children after our session and group (they inherit them), before our descriptors
+    // (they build their own).
+    spawn_children(dir, tree, idx, err_w)?;
     let rebuilt = super::fdtable::rebuild(dir, pid).map_err(|e| format!("{e}"))?;
     let mut keep = rebuilt.fds.clone();
-    keep.push(err_fd);
+    keep.push(err_w.as_raw_fd());
     crate::sys::fd::close_all_except(&keep).map_err(|e| format!("close_range: {e}"))?;
     nix::unistd::chdir(saved.core.cwd.as_str())
         .map_err(|e| format!("chdir {}: {e}", saved.core.cwd))?;
@@ -417,9 +597,22 @@ fn child_setup_inner(
 }
 
 /// Replaces the address space and registers of our stopped child `saved.pid()` (stopped
-/// by [`spawn_stopped`]) with the saved ones and lets it run (see the module
+/// by [`spawn_tree_stopped`]) with the saved ones and lets it run (see the module
 /// documentation for the order and why).
 pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
+    let pid = saved.pid();
+    let t = NixPid::from_raw(pid);
+    // Let it run on from its self-stop (into pause()), then take it under ptrace.
+    kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
+    load_image(image, saved)?;
+    ptrace::detach(t, None).map_err(errno(pid, "PTRACE_DETACH"))?;
+    Ok(())
+}
+
+/// Seizes `saved.pid()` (continued from its self-stop, waiting in `pause()`), replaces
+/// its address space, handlers, pending signals, registers and mask with the saved ones,
+/// and leaves it in a ptrace-stop of the calling thread, ready to be detached.
+fn load_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     let pid = saved.pid();
     let t = NixPid::from_raw(pid);
     let thread = saved
@@ -430,8 +623,6 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
             pid,
             what: "no thread in core.img".to_owned(),
         })?;
-    // Let it run on from its self-stop (into pause()), then take it under ptrace.
-    kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
     ptrace::seize(t, ptrace::Options::empty()).map_err(errno(pid, "PTRACE_SEIZE"))?;
     ptrace::interrupt(t).map_err(errno(pid, "PTRACE_INTERRUPT"))?;
     loop {
@@ -516,6 +707,10 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
             ],
         )?;
     }
+    // Handlers and timers first, then the pending signals, all blocked until the saved
+    // mask is set at the end: they are delivered after detach, to the saved handlers.
+    sys_ptrace::set_sigmask(t, SigMask(!0)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
+    restore_signals(&mut inj, pid, tramp, &saved.core)?;
     inj.unmap_trampoline(tramp)?;
     // Signals that arrived meanwhile (the SIGCONT we sent, say) are dropped: they were
     // meant for the process that no longer exists.
@@ -529,7 +724,74 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
             .map_err(os(pid, "PTRACE_SETREGSET NT_X86_XSTATE"))?;
     }
     sys_ptrace::set_sigmask(t, SigMask(thread.blocked)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
-    ptrace::detach(t, None).map_err(errno(pid, "PTRACE_DETACH"))?;
+    Ok(())
+}
+
+/// Where, in the trampoline page, a `struct sigaction`, `struct itimerval` or siginfo is
+/// written (the path area: no file is opened any more at this point).
+const SCRATCH_AT: u64 = PATH_AT;
+
+/// Installs the saved signal handlers and interval timers and queues the saved pending
+/// signals again, from inside the process (so any `si_code` is accepted). Without
+/// `handlers_read` the handlers and timers are unknown and stay at their defaults.
+fn restore_signals(inj: &mut Injector, pid: i32, tramp: u64, core: &proto::Core) -> Result<()> {
+    let at = tramp + SCRATCH_AT;
+    if core.handlers_read {
+        for a in &core.sigactions {
+            if a.signo <= 0 || a.signo > 64 || a.signo == libc::SIGKILL || a.signo == libc::SIGSTOP
+            {
+                return Err(ProcessRestoreError::Invalid {
+                    pid,
+                    what: format!("a handler for signal {}", a.signo),
+                });
+            }
+            // The kernel's struct sigaction on x86_64: handler, flags, restorer, mask.
+            let mut raw = Vec::with_capacity(32);
+            for v in [a.handler, a.flags, a.restorer, a.mask] {
+                raw.extend_from_slice(&v.to_ne_bytes());
+            }
+            inj.write_memory(at, &raw)?;
+            inj.syscall_checked(libc::SYS_rt_sigaction, [a.signo as u64, at, 0, 8, 0, 0])?;
+        }
+        for timer in &core.itimers {
+            // struct itimerval: it_interval then it_value, each (tv_sec, tv_usec).
+            let mut raw = Vec::with_capacity(32);
+            for us in [timer.interval_us, timer.value_us] {
+                raw.extend_from_slice(&(us / 1_000_000).to_ne_bytes());
+                raw.extend_from_slice(&(us % 1_000_000).to_ne_bytes());
+            }
+            inj.write_memory(at, &raw)?;
+            inj.syscall_checked(libc::SYS_setitimer, [timer.which as u64, at, 0, 0, 0, 0])?;
+        }
+    }
+    // Our ids as the process itself sees them.
+    let tgid = inj.syscall_checked(libc::SYS_getpid, [0; 6])?;
+    let tid = inj.syscall_checked(libc::SYS_gettid, [0; 6])?;
+    let queue = |inj: &mut Injector, info: &proto::Siginfo, nr: i64, args: [u64; 6]| {
+        if info.raw.len() != 128 || info.signo <= 0 || info.signo > 64 {
+            return Err(ProcessRestoreError::Invalid {
+                pid,
+                what: format!(
+                    "pending signal {} with a siginfo of {} bytes",
+                    info.signo,
+                    info.raw.len()
+                ),
+            });
+        }
+        inj.write_memory(at, &info.raw)?;
+        inj.syscall_checked(nr, args)?;
+        Ok(())
+    };
+    for thread in &core.threads {
+        for info in &thread.pending {
+            let args = [tgid, tid, info.signo as u64, at, 0, 0];
+            queue(inj, info, libc::SYS_rt_tgsigqueueinfo, args)?;
+        }
+    }
+    for info in &core.shared_pending {
+        let args = [tgid, info.signo as u64, at, 0, 0, 0];
+        queue(inj, info, libc::SYS_rt_sigqueueinfo, args)?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,224 @@
+//! `pipecr restore` brings back signal state: handlers (with `SA_SIGINFO`), a blocked
+//! signal pending for the thread, one pending for the process (with its `si_value`), and
+//! an armed `ITIMER_REAL`; and without `--read-handlers` it warns and uses defaults.
+//!
+//! The program (tests/progs/signals.c) reports its handler counts and the timer on each
+//! byte read from a control FIFO and acknowledges on a second FIFO: the test waits for
+//! acknowledgements only. The restore runs in the `pipecr` binary (single-threaded).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
+
+fn has_caps() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    let caps = u64::from_str_radix(hex, 16).unwrap();
+    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
+    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
+}
+
+/// Kills a PID on drop (the restored process is not our child).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    prog: Child,
+    ctl: File,
+    ack: File,
+}
+
+/// Builds the program, starts it and takes one report.
+fn start() -> Option<Setup> {
+    if !has_caps() {
+        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/signals.c");
+    let exe = root.join("signals");
+    match Command::new("cc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => {
+            eprintln!("skipped: cannot build the test program with cc: {other:?}");
+            return None;
+        }
+    }
+    for fifo in ["ctl", "ack"] {
+        assert!(
+            Command::new("mkfifo")
+                .arg(root.join(fifo))
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let mut ctl = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(root.join("ctl"))
+        .unwrap();
+    let prog = Command::new(&exe)
+        .args([root.join("out"), root.join("ctl"), root.join("ack")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(prog.id() as i32);
+    let mut ack = File::open(root.join("ack")).unwrap();
+    let line = step(&root, &mut ctl, &mut ack, b'r');
+    assert!(
+        line.starts_with("usr1=0 usr2=0 rt=0 rtval=0 alrm=0 left="),
+        "{line}"
+    );
+    std::mem::forget(guard);
+    Some(Setup {
+        _dir: dir,
+        root,
+        prog,
+        ctl,
+        ack,
+    })
+}
+
+/// Sends one command byte, waits for the acknowledgement, returns the last line printed.
+fn step(root: &Path, ctl: &mut File, ack: &mut File, cmd: u8) -> String {
+    ctl.write_all(&[cmd]).unwrap();
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b)
+        .expect("the program acknowledges the command");
+    let out = std::fs::read_to_string(root.join("out")).unwrap();
+    out.lines().last().unwrap().to_owned()
+}
+
+fn dump(pid: u32, img: &Path, read_handlers: bool) {
+    let mut cmd = Command::new(PIPECR);
+    cmd.args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
+        .arg(img);
+    if read_handlers {
+        cmd.arg("--read-handlers");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `pipecr restore` and waits for its `restored pid` line.
+fn restore(img: &Path, pid: u32) -> Child {
+    let mut restore = Command::new(PIPECR)
+        .args(["restore", "-D"])
+        .arg(img)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(restore.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.is_empty() {
+        let out = restore.wait_with_output().unwrap();
+        panic!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(line.trim(), format!("restored pid {pid}"));
+    restore
+}
+
+#[test]
+fn handlers_pending_signals_and_timer_come_back() {
+    let Some(mut s) = start() else { return };
+    let pid = s.prog.id();
+    let img = s.root.join("img");
+    dump(pid, &img, true);
+    s.prog.kill().unwrap();
+    s.prog.wait().unwrap();
+
+    let restore = restore(&img, pid);
+    let _guard = KillOnDrop(pid as i32);
+    // The handler is back: SIGUSR1 is counted, not fatal. It is queued before the
+    // command byte, so it is handled before the program reads it.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::USR1,
+    )
+    .unwrap();
+    let line = step(&s.root, &mut s.ctl, &mut s.ack, b'r');
+    assert!(
+        line.starts_with("usr1=1 usr2=0 rt=0 rtval=0 alrm=0 left="),
+        "{line}"
+    );
+    // Unblocking delivers the two signals pending at dump time, once each, with the
+    // process-wide one's value.
+    let line = step(&s.root, &mut s.ctl, &mut s.ack, b'u');
+    let (counts, left) = line.split_once(" left=").unwrap();
+    assert_eq!(counts, "usr1=1 usr2=1 rt=1 rtval=42 alrm=0");
+    let left: i64 = left.parse().unwrap();
+    assert!((900..1000).contains(&left), "timer: {left} s left");
+    s.ctl.write_all(b"q").unwrap();
+    let out = restore.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "restored program: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("warning"), "{err}");
+}
+
+#[test]
+fn without_handlers_restore_warns_and_uses_defaults() {
+    let Some(mut s) = start() else { return };
+    let pid = s.prog.id();
+    let img = s.root.join("img");
+    dump(pid, &img, false);
+    s.prog.kill().unwrap();
+    s.prog.wait().unwrap();
+
+    let restore = restore(&img, pid);
+    let _guard = KillOnDrop(pid as i32);
+    // SIG_DFL for SIGUSR1 terminates the process.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::USR1,
+    )
+    .unwrap();
+    let out = restore.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(128 + libc::SIGUSR1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "signal handlers and interval timers were not saved (dump without \
+             --read-handlers): restored with defaults"
+        ),
+        "{err}"
+    );
+}
