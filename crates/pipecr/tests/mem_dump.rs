@@ -669,3 +669,37 @@ int main(void) {
     child.stdin.take().unwrap().write_all(b"").unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// Physical frames of `pages` pages from `start` in `pid`, as pagemap shows them.
+fn frames(pid: i32, start: u64, pages: usize) -> Vec<Option<u64>> {
+    let mut map = pipecr::mem::pagemap::Pagemap::open(pid).unwrap();
+    let mut out = Vec::new();
+    map.read(start, &mut out, pages).unwrap();
+    out.iter().map(|e| e.pfn()).collect()
+}
+
+#[test]
+fn a_dump_leaves_copy_on_write_pages_shared() {
+    let prog = Running::start();
+    let (pid, child) = (prog.pid(), prog.child_pid);
+    let anon = prog.addr("anon");
+    let shared = |a: &[Option<u64>], b: &[Option<u64>]| {
+        a.iter()
+            .zip(b)
+            .filter(|(x, y)| x.is_some() && x == y)
+            .count()
+    };
+    let before = shared(&frames(pid, anon, 16), &frames(child, anon, 16));
+    if before == 0 {
+        eprintln!("skipped: no page frame numbers visible, or no page shared after fork");
+        return;
+    }
+    let _ = dump(pid);
+    // Reading a page with process_vm_readv would pin it and un-share it (Linux >= 5.19):
+    // the dump must leave parent and child on the same frames as before.
+    let after = shared(&frames(pid, anon, 16), &frames(child, anon, 16));
+    assert_eq!(
+        after, before,
+        "pages still shared copy-on-write after the dump"
+    );
+}

@@ -296,7 +296,7 @@ impl MemDumper {
                 let total = ranges.iter().map(|r| r.1).sum();
                 self.buf.resize(total, 0);
                 reader
-                    .read(&ranges, &mut self.buf, e.read)
+                    .read(&ranges, &mut self.buf)
                     .map_err(|(addr, source)| MemError::Pages {
                         pid,
                         addr,

@@ -4,17 +4,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::os::unix::fs::FileExt;
 
-use nix::sys::uio::{RemoteIoVec, process_vm_readv};
-use nix::unistd::Pid;
 use pipecr_image::{ImageError, RawWriter};
 
 use super::PAGE_SIZE;
-
-/// Most iovecs one `process_vm_readv` takes (`IOV_MAX`).
-const IOV_MAX: usize = 1024;
 
 /// One page of zeros, to compare with.
 static ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
@@ -24,9 +19,13 @@ pub fn is_zero(page: &[u8]) -> bool {
     page == &ZERO_PAGE[..page.len()]
 }
 
-/// Reads memory of one process: `process_vm_readv` in batches of up to `IOV_MAX` (1024)
-/// ranges, and `/proc/PID/mem` (which reads through the kernel's FOLL_FORCE, so also
-/// areas without PROT_READ) for what `process_vm_readv` refuses.
+/// Reads memory of one process through `/proc/PID/mem`.
+///
+/// Not `process_vm_readv`: it pins the pages it reads (FOLL_PIN), and since Linux 5.19
+/// pinning a page that a parent and its child still share copy-on-write un-shares it: a
+/// dump would double the memory of a forked tree and store the page twice in every later
+/// dump. `/proc/PID/mem` reads through `access_remote_vm` without pinning, leaves shared
+/// pages shared, and also reads areas without PROT_READ (FOLL_FORCE).
 #[derive(Debug)]
 pub struct MemReader {
     pid: i32,
@@ -40,82 +39,26 @@ impl MemReader {
     }
 
     /// Fills `buf` with the bytes of `ranges` (address, length), one after the other;
-    /// `buf.len()` is the sum of the lengths. `readable`: the area has PROT_READ, so
-    /// `process_vm_readv` is worth trying.
+    /// `buf.len()` is the sum of the lengths.
     ///
     /// On error, returns the address of the range that could not be read.
     pub fn read(
         &mut self,
         ranges: &[(u64, usize)],
         buf: &mut [u8],
-        readable: bool,
     ) -> Result<(), (u64, io::Error)> {
-        let mut off = 0;
-        for group in ranges.chunks(IOV_MAX) {
-            let total: usize = group.iter().map(|r| r.1).sum();
-            let chunk = &mut buf[off..off + total];
-            let done = if readable {
-                match self.readv(group, chunk) {
-                    Ok(n) => n,
-                    // A fault on the first range (PROT_NONE, VM_IO): try the slow way.
-                    Err(nix::errno::Errno::EFAULT) => 0,
-                    Err(e) => return Err((group[0].0, e.into())),
-                }
-            } else {
-                0
-            };
-            if done < total {
-                self.pread_rest(group, chunk, done)?;
+        let mem = match &self.mem {
+            Some(mem) => mem,
+            None => {
+                let first = ranges.first().map_or(0, |r| r.0);
+                let mem = File::open(format!("/proc/{}/mem", self.pid)).map_err(|e| (first, e))?;
+                self.mem.insert(mem)
             }
-            off += total;
-        }
-        Ok(())
-    }
-
-    fn readv(&self, group: &[(u64, usize)], chunk: &mut [u8]) -> nix::Result<usize> {
-        let mut locals = Vec::with_capacity(group.len());
-        let mut rest = chunk;
-        for &(_, len) in group {
-            let (a, b) = rest.split_at_mut(len);
-            locals.push(IoSliceMut::new(a));
-            rest = b;
-        }
-        let remotes: Vec<RemoteIoVec> = group
-            .iter()
-            .map(|&(base, len)| RemoteIoVec {
-                base: base as usize,
-                len,
-            })
-            .collect();
-        process_vm_readv(Pid::from_raw(self.pid), &mut locals, &remotes)
-    }
-
-    /// Reads what `process_vm_readv` left: everything of `group` after its first `done`
-    /// bytes, through `/proc/PID/mem`.
-    fn pread_rest(
-        &mut self,
-        group: &[(u64, usize)],
-        chunk: &mut [u8],
-        mut done: usize,
-    ) -> Result<(), (u64, io::Error)> {
-        if self.mem.is_none() {
-            let mem = File::open(format!("/proc/{}/mem", self.pid)).map_err(|e| (group[0].0, e))?;
-            self.mem = Some(mem);
-        }
-        let Some(mem) = &self.mem else {
-            return Ok(());
         };
         let mut off = 0;
-        for &(addr, len) in group {
-            if done >= len {
-                done -= len;
-                off += len;
-                continue;
-            }
-            let from = addr + done as u64;
-            mem.read_exact_at(&mut chunk[off + done..off + len], from)
-                .map_err(|e| (from, e))?;
-            done = 0;
+        for &(addr, len) in ranges {
+            mem.read_exact_at(&mut buf[off..off + len], addr)
+                .map_err(|e| (addr, e))?;
             off += len;
         }
         Ok(())
