@@ -240,6 +240,7 @@ fn syscall_name(nr: i64) -> &'static str {
         libc::SYS_dup2 => "dup2",
         libc::SYS_sigaltstack => "sigaltstack",
         libc::SYS_set_robust_list => "set_robust_list",
+        libc::SYS_set_tid_address => "set_tid_address",
         _ => "syscall",
     }
 }
@@ -1173,6 +1174,23 @@ pub fn itimers(inj: &mut Injector) -> Result<[ITimer; 3], InjectError> {
             };
         }
         Ok(out)
+    })
+}
+
+/// `prctl(PR_GET_TID_ADDRESS, &addr)` in the tracee—Reads the thread's
+/// `clear_child_tid` address (`set_tid_address`, `CLONE_CHILD_CLEARTID`), which `/proc`
+/// does not show; 0 when it has none.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_GET_TID_ADDRESS.2const.html)
+#[doc(alias = "PR_GET_TID_ADDRESS")]
+pub fn tid_address(inj: &mut Injector) -> Result<u64, InjectError> {
+    const PR_GET_TID_ADDRESS: u64 = 40;
+    inj.with_scratch(8, |inj, at| {
+        inj.syscall_checked(libc::SYS_prctl, [PR_GET_TID_ADDRESS, at, 0, 0, 0, 0])?;
+        let mut raw = [0u8; 8];
+        inj.read_memory(at, &mut raw)?;
+        Ok(u64::from_ne_bytes(raw))
     })
 }
 

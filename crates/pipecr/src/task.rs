@@ -110,6 +110,9 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
         threads.push(dump_thread(pid, tid)?);
     }
     let (sigactions, itimers) = if read_handlers {
+        for thread in &mut threads {
+            thread.clear_child_tid = clear_child_tid(pid, thread.tid)?;
+        }
         handlers_and_timers(process, &status)?
     } else {
         (Vec::new(), Vec::new())
@@ -241,6 +244,8 @@ pub fn dump_thread(pid: i32, tid: i32) -> Result<proto::Thread, TaskError> {
         Err(e) if e.raw_os_error() == Some(libc::EIO) => None,
         Err(e) => return Err(fail("PTRACE_GET_RSEQ_CONFIGURATION")(e)),
     };
+    let (robust_list, robust_list_len) =
+        sys_ptrace::robust_list(t).map_err(fail("get_robust_list"))?;
     Ok(proto::Thread {
         tid,
         regs: Some(proto::thread::Regs::X8664(regs)),
@@ -248,7 +253,21 @@ pub fn dump_thread(pid: i32, tid: i32) -> Result<proto::Thread, TaskError> {
         blocked: blocked.0,
         pending: pending.iter().map(siginfo).collect(),
         rseq,
+        robust_list,
+        robust_list_len,
+        clear_child_tid: 0,
     })
+}
+
+/// `prctl(PR_GET_TID_ADDRESS, &addr)` injected into thread `tid` (in a ptrace-stop of
+/// the calling thread): its `clear_child_tid` address, which no `/proc` file shows.
+fn clear_child_tid(pid: i32, tid: i32) -> Result<u64, TaskError> {
+    let mut inj = Injector::new(pid, tid)?;
+    let read = inject::tid_address(&mut inj);
+    let finished = inj.finish();
+    let out = read?;
+    finished?;
+    Ok(out)
 }
 
 /// The general registers (`struct user_regs_struct`, NT_PRSTATUS), field for field.

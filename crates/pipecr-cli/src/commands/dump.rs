@@ -30,8 +30,8 @@ pub struct Args {
     /// Largest unlinked file or memfd whose contents are copied into the image.
     #[arg(long, value_name = "BYTES", default_value_t = DumpOptions::default().max_inline_file)]
     max_inline_file: u64,
-    /// Also save signal handlers and interval timers, by injecting syscalls into each
-    /// process. If pipecr is killed while a syscall is injected, that process is left
+    /// Also save signal handlers, interval timers and each thread's clear_child_tid (what
+    /// pthread_join waits on), by injecting syscalls into each process. If pipecr is killed while a syscall is injected, that process is left
     /// damaged; without this option a killed dump never harms the tree.
     #[arg(long)]
     read_handlers: bool,

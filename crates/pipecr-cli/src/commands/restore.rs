@@ -2,7 +2,7 @@
 //! default) wait for it like a shell waits for a job.
 //!
 //! Only what [`pipecr::restore::process`] can restore is accepted: a tree of
-//! single-threaded processes whose descriptors are all files they can reopen by
+//! processes (threads included) whose descriptors are all files they can reopen by
 //! themselves (no pipe or socket to the outside). Anything else is refused before a
 //! process is created. An image dumped without `--read-handlers` is restored with
 //! default signal handlers and no interval timers, after a warning on stderr.
@@ -16,7 +16,7 @@ use pipecr_image::{Image, proto};
 
 /// Restore a dumped process (with the same PID) and wait for it.
 ///
-/// Today: a tree of single-threaded processes whose descriptors are files, FIFOs and
+/// Today: a tree of processes (threads included) whose descriptors are files, FIFOs and
 /// devices they can reopen by themselves. Prints `restored pid N` (the root) once they
 /// run. The root comes back as a child of this command, which stays in the foreground
 /// until it exits and exits with its status (128 + signal if killed).
@@ -63,6 +63,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "pipecr: warning: signal handlers and interval timers were not saved (dump without \
              --read-handlers): restored with defaults"
         );
+        if tree
+            .iter()
+            .any(|p| !p.core.handlers_read && p.core.threads.len() > 1)
+        {
+            eprintln!(
+                "pipecr: warning: nor were the threads' clear_child_tid addresses: joining a \
+                 restored thread that exits (pthread_join) will wait forever"
+            );
+        }
     }
     let child = restore_process::restore_tree(&args.dir, &image, &tree)
         .with_context(|| format!("restore of pid {pid} failed; nothing was left running"))?;

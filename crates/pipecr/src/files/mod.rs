@@ -133,7 +133,8 @@ pub struct DumpOptions {
     /// Largest unlinked regular file (or memfd) whose contents are copied into the image;
     /// a larger one stops the dump.
     pub max_inline_file: u64,
-    /// Read signal handlers and interval timers by injecting syscalls into each process.
+    /// Read signal handlers and interval timers by injecting syscalls into each process
+    /// (and each thread's `clear_child_tid`, into each thread).
     ///
     /// Off by default: while a syscall is injected, the thread's registers are pipecr's,
     /// and if pipecr is killed (SIGKILL) in that window the kernel resumes the thread

@@ -1,4 +1,4 @@
-//! Restore a tree of saved single-threaded processes, with their PIDs, the root a new
+//! Restore a tree of saved processes, with their PIDs and TIDs, the root a new
 //! child of the caller and every other process a child of its restored parent.
 //!
 //! This module owns the order of operations; the descriptor table comes from
@@ -7,10 +7,14 @@
 //!
 //! 1. [`spawn_tree_stopped`]: `clone3` with `set_tid` = the saved PID of the root. Each new
 //!    process sets its name and session/group, creates its own saved children the same way
-//!    (they inherit session and group) and waits until each has stopped, then rebuilds its
+//!    (they inherit session and group) and waits until each has stopped, then installs its
 //!    descriptor table, closes everything else, sets cwd, umask and rlimits, and stops
 //!    itself with `SIGSTOP` (errors go back through a close-on-exec pipe shared by all, as
-//!    text, one line per process). Only a single-threaded caller may do this: the children
+//!    text, one line per process). The root first creates every open file of the tree
+//!    once ([`super::fdtable::create_all`]), parked above every saved number; the children
+//!    inherit the parked set and each installs its table from it
+//!    ([`super::fdtable::install`]), so what processes shared is shared again.
+//!    Only a single-threaded caller may do this: the children
 //!    allocate (see [`crate::sys::clone3::clone3_with_tid`]).
 //! 2. [`restore_tree`] continues them all, then for each (`load_image`), parents first:
 //!    seizes and interrupts it, and through an [`Injector`]: maps a trampoline page at an
@@ -23,7 +27,8 @@
 //!    with every signal blocked, installs the saved handlers (`rt_sigaction`) and interval
 //!    timers (`setitimer`) and queues the saved pending signals from inside the process
 //!    (`rt_tgsigqueueinfo` per thread, `rt_sigqueueinfo` process-wide: any `si_code` is
-//!    allowed to oneself); unmaps the trampoline from inside its own `munmap` (the
+//!    allowed to oneself); creates the other threads with their TIDs and state
+//!    (`restore/threads.rs`); unmaps the trampoline from inside its own `munmap` (the
 //!    syscall-exit stop comes first); then sets the saved registers, XSAVE area and
 //!    blocked mask. Once every process is ready, all are detached, children first; the
 //!    pending signals the saved mask lets through are delivered then, to the saved
@@ -36,7 +41,7 @@
 //! returns `EINTR` (a `nanosleep` sees an interruption; see the module's known gaps).
 //!
 //! Known gaps (each refused with [`ProcessRestoreError::Unsupported`] unless said):
-//! multi-threaded processes; shared anonymous memory, memfds, SysV shm and deleted files
+//! shared anonymous memory, memfds, SysV shm and deleted files
 //! mapped (memory objects); other kernel special areas; a root other than `/`; a
 //! session or process group other than its parent's (the caller's, for the root) unless the
 //! process leads it. Not refused: an open file that processes of the tree share comes back
@@ -210,12 +215,7 @@ pub fn load(image: &Image, pid: i32) -> Result<SavedProcess> {
 pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> {
     let pid = saved.pid();
     let unsupported = |what: String| Err(ProcessRestoreError::Unsupported { pid, what });
-    if saved.process.threads.len() > 1 || saved.core.threads.len() != 1 {
-        return unsupported(format!(
-            "a process with {} threads (single-threaded only)",
-            saved.process.threads.len().max(saved.core.threads.len())
-        ));
-    }
+    super::threads::check(saved)?;
     let personality = std::fs::read_to_string("/proc/self/personality")
         .ok()
         .and_then(|p| u32::from_str_radix(p.trim(), 16).ok());
@@ -356,8 +356,8 @@ fn restore_tree_inner(
             load_image(image, saved)?;
         }
         // Children first: a parent then runs with every child already restored.
-        for &pid in pids.iter().rev() {
-            ptrace::detach(NixPid::from_raw(pid), None).map_err(errno(pid, "PTRACE_DETACH"))?;
+        for saved in tree.iter().rev() {
+            super::threads::detach(saved)?;
         }
         Ok(())
     };
@@ -386,8 +386,24 @@ pub fn kill_and_reap(pid: NixPid) {
 /// come to us, the subreaper) and reaps those that are ours: the root, and the orphans.
 /// The PIDs were free when the restore began, and ours since.
 fn kill_tree(pids: &[i32]) {
+    // Threads we created and trace: each is a zombie until we reap it, and its group
+    // leader is not reported before that.
+    let threads: Vec<i32> = pids
+        .iter()
+        .flat_map(|&pid| crate::proc::threads(pid).unwrap_or_default())
+        .filter(|tid| !pids.contains(tid))
+        .collect();
     for &pid in pids {
         let _ = kill(NixPid::from_raw(pid), Signal::SIGKILL);
+    }
+    for &tid in &threads {
+        loop {
+            match waitpid(NixPid::from_raw(tid), Some(WaitPidFlag::__WALL)) {
+                Err(Errno::EINTR) => continue,
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
     }
     for &pid in pids {
         loop {
@@ -451,7 +467,7 @@ pub fn spawn_tree_stopped(dir: &Path, tree: &[SavedProcess]) -> Result<NixPid> {
         Ok(Some(child)) => child,
         Ok(None) => {
             drop(err_r);
-            child_setup(dir, tree, 0, err_w)
+            child_setup(dir, tree, 0, err_w, None)
         }
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             return Err(ProcessRestoreError::PidInUse { pid });
@@ -486,8 +502,16 @@ pub fn spawn_tree_stopped(dir: &Path, tree: &[SavedProcess]) -> Result<NixPid> {
     }
 }
 
-/// The child side of [`spawn_tree_stopped`] for `tree[idx]`: never returns.
-fn child_setup(dir: &Path, tree: &[SavedProcess], idx: usize, err_w: OwnedFd) -> ! {
+/// The child side of [`spawn_tree_stopped`] for `tree[idx]`: never returns. `parked`:
+/// the tree's open files, inherited from the parent (`None` for the root, which creates
+/// them).
+fn child_setup(
+    dir: &Path,
+    tree: &[SavedProcess],
+    idx: usize,
+    err_w: OwnedFd,
+    parked: Option<&super::fdtable::ParkedFiles>,
+) -> ! {
     let saved = &tree[idx];
     // Keep the error pipe above every descriptor the table will use.
     let top = Image::open(dir)
@@ -496,7 +520,7 @@ fn child_setup(dir: &Path, tree: &[SavedProcess], idx: usize, err_w: OwnedFd) ->
         .and_then(|table| table.descriptors.iter().map(|d| d.fd).max())
         .unwrap_or(0);
     let err_w = rustix::io::fcntl_dupfd_cloexec(&err_w, top + 1).unwrap_or(err_w);
-    let result = child_setup_inner(dir, tree, idx, &err_w);
+    let result = child_setup_inner(dir, tree, idx, &err_w, parked);
     match result {
         Ok(()) => {
             drop(err_w);
@@ -515,12 +539,13 @@ fn child_setup(dir: &Path, tree: &[SavedProcess], idx: usize, err_w: OwnedFd) ->
 }
 
 /// Creates the saved children of `tree[idx]` (we are that process), each with its PID,
-/// and waits until each has stopped itself.
+/// and waits until each has stopped itself. Each inherits `parked`.
 fn spawn_children(
     dir: &Path,
     tree: &[SavedProcess],
     idx: usize,
     err_w: &OwnedFd,
+    parked: &super::fdtable::ParkedFiles,
 ) -> std::result::Result<(), String> {
     let pid = tree[idx].pid();
     for (c, child) in tree.iter().enumerate().skip(idx + 1) {
@@ -531,7 +556,7 @@ fn spawn_children(
         let err = err_w.try_clone().map_err(|e| format!("dup: {e}"))?;
         let created = match crate::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[cpid]) {
             Ok(Some(created)) => created,
-            Ok(None) => child_setup(dir, tree, c, err),
+            Ok(None) => child_setup(dir, tree, c, err, Some(parked)),
             Err(e) => return Err(format!("clone3 with set_tid {cpid}: {e}")),
         };
         drop(err);
@@ -556,6 +581,7 @@ fn child_setup_inner(
     tree: &[SavedProcess],
     idx: usize,
     err_w: &OwnedFd,
+    inherited: Option<&super::fdtable::ParkedFiles>,
 ) -> std::result::Result<(), String> {
     let saved = &tree[idx];
     let pid = saved.pid();
@@ -569,10 +595,26 @@ fn child_setup_inner(
     if let Ok(name) = std::ffi::CString::new(saved.process.comm.as_str()) {
         rustix::thread::set_name(&name).map_err(|e| format!("prctl(PR_SET_NAME): {e}"))?;
     }
+    // Every open file of the tree is created once, by the root (after its session and
+    // group: a terminal may become its controlling one), parked above every saved
+    // number; the children inherit the set, and each process installs its own table
+    // from it and closes the rest.
+    let image = Image::open(dir).map_err(|e| format!("{e}"))?;
+    let owned = match inherited {
+        Some(_) => None,
+        None => Some(super::fdtable::create_all(&image).map_err(|e| format!("{e}"))?),
+    };
+    let Some(parked) = inherited.or(owned.as_ref()) else {
+        return Err("no open files to install".to_owned());
+    };
     // Children after our session and group (they inherit them), before our descriptors
-    // (they build their own).
-    spawn_children(dir, tree, idx, err_w)?;
-    let rebuilt = super::fdtable::rebuild(dir, pid).map_err(|e| format!("{e}"))?;
+    // (they install their own from the parked set).
+    spawn_children(dir, tree, idx, err_w, parked)?;
+    let table = super::fdtable::saved_table(&image, pid).map_err(|e| format!("{e}"))?;
+    let rebuilt = super::fdtable::install(&table, parked).map_err(|e| format!("{e}"))?;
+    // The parked set and everything else (the restorer's descriptors, the image's) go.
+    drop(owned);
+    drop(image);
     let mut keep = rebuilt.fds.clone();
     keep.push(err_w.as_raw_fd());
     crate::sys::fd::close_all_except(&keep).map_err(|e| format!("close_range: {e}"))?;
@@ -605,7 +647,7 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     // Let it run on from its self-stop (into pause()), then take it under ptrace.
     kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
     load_image(image, saved)?;
-    ptrace::detach(t, None).map_err(errno(pid, "PTRACE_DETACH"))?;
+    super::threads::detach(saved)?;
     Ok(())
 }
 
@@ -615,14 +657,12 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
 fn load_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     let pid = saved.pid();
     let t = NixPid::from_raw(pid);
-    let thread = saved
-        .core
-        .threads
-        .first()
-        .ok_or_else(|| ProcessRestoreError::Invalid {
+    let thread = super::threads::main_thread(pid, &saved.core).ok_or_else(|| {
+        ProcessRestoreError::Invalid {
             pid,
             what: "no thread in core.img".to_owned(),
-        })?;
+        }
+    })?;
     ptrace::seize(t, ptrace::Options::empty()).map_err(errno(pid, "PTRACE_SEIZE"))?;
     ptrace::interrupt(t).map_err(errno(pid, "PTRACE_INTERRUPT"))?;
     loop {
@@ -711,6 +751,8 @@ fn load_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     // mask is set at the end: they are delivered after detach, to the saved handlers.
     sys_ptrace::set_sigmask(t, SigMask(!0)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
     restore_signals(&mut inj, pid, tramp, &saved.core)?;
+    // The other threads, created with every signal blocked (the mask just set).
+    super::threads::create(&mut inj, saved, tramp)?;
     inj.unmap_trampoline(tramp)?;
     // Signals that arrived meanwhile (the SIGCONT we sent, say) are dropped: they were
     // meant for the process that no longer exists.
@@ -782,7 +824,8 @@ fn restore_signals(inj: &mut Injector, pid: i32, tramp: u64, core: &proto::Core)
         inj.syscall_checked(nr, args)?;
         Ok(())
     };
-    for thread in &core.threads {
+    // The other threads queue their own (restore/threads.rs).
+    if let Some(thread) = super::threads::main_thread(pid, core) {
         for info in &thread.pending {
             let args = [tgid, tid, info.signo as u64, at, 0, 0];
             queue(inj, info, libc::SYS_rt_tgsigqueueinfo, args)?;
@@ -1094,7 +1137,7 @@ fn set_mm(inj: &mut Injector, pid: i32, tramp: u64, mm: &proto::Mm) -> Result<()
 
 /// The saved registers, put back onto the `syscall` instruction when the thread was
 /// stopped in a call the kernel would have restarted.
-fn final_regs(pid: i32, thread: &proto::Thread) -> Result<libc::user_regs_struct> {
+pub(super) fn final_regs(pid: i32, thread: &proto::Thread) -> Result<libc::user_regs_struct> {
     let Some(proto::thread::Regs::X8664(r)) = &thread.regs else {
         return Err(ProcessRestoreError::Unsupported {
             pid,

@@ -309,6 +309,29 @@ pub fn tgkill(tgid: Pid, tid: Pid, sig: i32) -> io::Result<()> {
     check(ret).map(drop)
 }
 
+/// `get_robust_list(tid, &head, &len)`—The head of a thread's robust futex list and the
+/// head's size, `(0, 0)` when it registered none. Needs ptrace read access to the thread.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/get_robust_list.2.html)
+#[doc(alias = "get_robust_list")]
+pub fn robust_list(tid: Pid) -> io::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: u64 = 0;
+    // SAFETY: both out pointers are valid, writable and 8 bytes (a pointer and a size_t
+    // on x86_64).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            libc::c_long::from(tid.as_raw()),
+            &raw mut head,
+            &raw mut len,
+        )
+    };
+    check(ret)?;
+    Ok((head, len))
+}
+
 // The kernel's siginfo is 128 bytes on every Linux architecture; injection relies on it.
 const _: () = assert!(std::mem::size_of::<libc::siginfo_t>() == 128);
 

@@ -1,0 +1,215 @@
+//! `pipecr restore` of a multi-threaded C program (tests/progs/threads.c): four worker
+//! threads, each with its own counter in memory and `__thread` variables, blocked in a
+//! futex wait (a pthread barrier) at dump time, and the main thread blocked in `read` on a
+//! control FIFO. After restore the same TIDs exist, every counter continues where it was,
+//! the thread-local values are each thread's own, and the threads compute for a while on
+//! both cores, yielding and reading their CPU from their rseq areas, without a fault; at
+//! the end the main thread joins the workers (their `clear_child_tid` came back: the dump
+//! runs with `--read-handlers`, which reads it) and exits 0.
+//!
+//! The test drives the program with ready bytes only (one command byte, one ack byte per
+//! step; see the program). The restore runs in the `pipecr` binary.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
+
+fn has_caps() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    let caps = u64::from_str_radix(hex, 16).unwrap();
+    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
+    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
+}
+
+/// Kills a PID on drop (the restored process is not our child).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// One step: a command byte, then wait for the ack.
+fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
+    ctl.write_all(&[cmd]).unwrap();
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b)
+        .expect("the program acknowledges the step");
+}
+
+/// The last report line: (tids, counters, errors).
+fn last_report(out: &Path) -> (Vec<i32>, Vec<u64>, u32) {
+    let text = std::fs::read_to_string(out).unwrap();
+    let line = text.lines().last().expect("a report line");
+    let parts: Vec<&str> = line.split('|').collect();
+    assert_eq!(parts.len(), 3, "report line {line:?}");
+    let tids = parts[0]
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let counters = parts[1]
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    (tids, counters, parts[2].trim().parse().unwrap())
+}
+
+fn tasks(pid: u32) -> Vec<i32> {
+    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
+#[test]
+fn restored_threads_keep_tids_counters_tls_and_rseq() {
+    if !has_caps() {
+        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/threads.c");
+    let exe = root.join("threads");
+    match Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => {
+            eprintln!("skipped: cannot build the test program with cc: {other:?}");
+            return;
+        }
+    }
+    for fifo in ["ctl", "ack"] {
+        assert!(
+            Command::new("mkfifo")
+                .arg(root.join(fifo))
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    // Read-write: our end keeps the FIFO open while the program is gone.
+    let mut ctl = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(root.join("ctl"))
+        .unwrap();
+    let out = root.join("out");
+    let mut prog = Command::new(&exe)
+        .args([&out, &root.join("ctl"), &root.join("ack")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = prog.id();
+    let guard = KillOnDrop(pid as i32);
+    let mut ack = File::open(root.join("ack")).unwrap();
+    // The ack of the start: every worker has its TID published.
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b).unwrap();
+    // Counters 3 each, some work done before the dump.
+    for cmd in [b'n', b'n', b'w', b'n'] {
+        step(&mut ctl, &mut ack, cmd);
+    }
+    let (tids, counters, errors) = last_report(&out);
+    assert_eq!(counters, vec![3; 4]);
+    assert_eq!(errors, 0);
+    let mut all = tids.clone();
+    all.push(pid as i32);
+    all.sort_unstable();
+    assert_eq!(tasks(pid), all);
+
+    let img = root.join("img");
+    let dumped = Command::new(PIPECR)
+        .args([
+            "dump",
+            "--leave-running",
+            "--read-handlers",
+            "-t",
+            &pid.to_string(),
+            "-D",
+        ])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        dumped.status.success(),
+        "dump: {}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+    prog.kill().unwrap();
+    prog.wait().unwrap();
+    std::mem::forget(guard);
+
+    let mut restore = Command::new(PIPECR)
+        .args(["restore", "-D"])
+        .arg(&img)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(pid as i32);
+    let mut line = String::new();
+    BufReader::new(restore.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.is_empty() {
+        let out = restore.wait_with_output().unwrap();
+        panic!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(line.trim(), format!("restored pid {pid}"));
+    assert_eq!(tasks(pid), all, "the same TIDs after restore");
+
+    // From the dumped state: 3 each.
+    step(&mut ctl, &mut ack, b'n');
+    let (after_tids, counters, errors) = last_report(&out);
+    assert_eq!(after_tids, tids);
+    assert_eq!(counters, vec![4; 4]);
+    assert_eq!(errors, 0);
+    // A while on both cores: each step is every worker computing and yielding.
+    for _ in 0..8 {
+        step(&mut ctl, &mut ack, b'w');
+    }
+    step(&mut ctl, &mut ack, b'n');
+    let (_, counters, errors) = last_report(&out);
+    assert_eq!(counters, vec![5; 4]);
+    assert_eq!(errors, 0, "a thread lost its TLS, TID or rseq area");
+    assert_eq!(tasks(pid), all);
+    ctl.write_all(b"q").unwrap();
+    // A join that never returns (no clear_child_tid) would hang: bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while restore.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the restored program did not exit: its pthread_join hangs?"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = restore.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "restored program: {:?} {}",
+        done.status,
+        String::from_utf8_lossy(&done.stderr)
+    );
+}

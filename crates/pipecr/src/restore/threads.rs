@@ -1,0 +1,266 @@
+//! Bring back the threads of a multi-threaded process, with their TIDs, once its address
+//! space, handlers and main thread's signals are in place (called by
+//! [`super::process`] while the trampoline page still exists).
+//!
+//! For each saved thread but the main one (`tid == pid`):
+//! 1. The main thread, held in a ptrace-stop under `PTRACE_O_TRACECLONE`, runs an injected
+//!    `clone3` (`CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
+//!    CLONE_SYSVSEM`, `set_tid` = the saved TID, no stack of its own: the new thread never
+//!    runs our code). The `struct clone_args` and the `set_tid` array are written into
+//!    the trampoline page. The new thread inherits the main thread's mask at that moment
+//!    (every signal blocked) and is auto-attached: it starts in a `PTRACE_EVENT_STOP`,
+//!    which we wait for.
+//! 2. Through an [`Injector`] on the new thread (injecting through the trampoline): its
+//!    rseq area is registered (rseq is per thread and not inherited by a `CLONE_VM` child)
+//!    and its own pending signals are queued from inside it (`rt_tgsigqueueinfo` to
+//!    itself: any `si_code` is allowed to oneself).
+//! 3. Its saved registers (with `fs_base`/`gs_base`, the TLS), XSAVE area and blocked
+//!    mask are set; a thread saved inside a syscall the kernel would restart is put back
+//!    onto its `syscall` instruction exactly as the main thread is
+//!    ([`super::process::final_regs`]).
+//!
+//! The threads stay in their ptrace-stops until [`detach`] lets the whole process go.
+//!
+//! Every thread, the main one included, also gets its robust futex list back
+//! (`set_robust_list`) and its `clear_child_tid` address (`set_tid_address`: what
+//! `pthread_join` waits on) when the dump read it (`Core.handlers_read`, as it needs an
+//! injection).
+//!
+//! Known gaps: without `handlers_read` the threads have no `clear_child_tid`, so a
+//! `pthread_join` on a restored thread that exits never returns. Per-thread alternate
+//! signal stacks are not restored.
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid as NixPid;
+use pipecr_image::proto;
+
+use super::process::{ProcessRestoreError, SavedProcess, final_regs};
+use crate::inject::Injector;
+use crate::sys::ptrace::{self as sys_ptrace, SigMask};
+
+type Result<T> = std::result::Result<T, ProcessRestoreError>;
+
+/// Where, in the trampoline page, the `struct clone_args` is written (the `prctl_mm_map`
+/// area: no longer needed once the mm fields are set).
+const CLONE_ARGS_AT: u64 = 1024;
+/// Where the one-entry `set_tid` array is written.
+const SET_TID_AT: u64 = CLONE_ARGS_AT + 128;
+/// Where a siginfo to queue is written (the path area, as for the main thread).
+const SIGINFO_AT: u64 = 64;
+/// `CLONE_ARGS_SIZE_VER1`: up to `set_tid_size`.
+const CLONE_ARGS_SIZE: u64 = 80;
+
+/// The flags of a thread `clone3`, as glibc's `pthread_create` uses them (minus the TLS,
+/// tid and futex bits: registers are set afterwards).
+const THREAD_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM) as u64;
+
+/// The saved main thread of `core` (`tid == pid`; the first one for an image that has none
+/// such).
+pub(super) fn main_thread(pid: i32, core: &proto::Core) -> Option<&proto::Thread> {
+    core.threads
+        .iter()
+        .find(|t| t.tid == pid)
+        .or_else(|| core.threads.first())
+}
+
+/// Checks that the saved threads are consistent: a main thread, distinct TIDs, the same
+/// set in tree.img and core.img.
+pub(super) fn check(saved: &SavedProcess) -> Result<()> {
+    let pid = saved.pid();
+    let invalid = |what: String| Err(ProcessRestoreError::Invalid { pid, what });
+    let mut tids: Vec<i32> = saved.core.threads.iter().map(|t| t.tid).collect();
+    tids.sort_unstable();
+    if !tids.contains(&pid) {
+        return invalid(format!("no main thread (tid {pid}) in core.img"));
+    }
+    if tids.windows(2).any(|w| w[0] == w[1]) || tids.iter().any(|&t| t <= 0) {
+        return invalid(format!("thread ids {tids:?} in core.img"));
+    }
+    let mut listed = saved.process.threads.clone();
+    listed.sort_unstable();
+    if !listed.is_empty() && listed != tids {
+        return invalid(format!(
+            "threads {listed:?} in tree.img but {tids:?} in core.img"
+        ));
+    }
+    Ok(())
+}
+
+/// Creates every saved thread of `saved` but the main one (see the module documentation)
+/// through `inj`, the main thread's injector, whose `syscall` instruction is the
+/// trampoline page at `tramp`. The main thread must have every signal blocked. Leaves
+/// each new thread in a ptrace-stop with its saved state.
+pub(super) fn create(inj: &mut Injector, saved: &SavedProcess, tramp: u64) -> Result<()> {
+    let pid = saved.pid();
+    if let Some(main) = main_thread(pid, &saved.core) {
+        futex_links(inj, main)?;
+    }
+    let others: Vec<&proto::Thread> = saved.core.threads.iter().filter(|t| t.tid != pid).collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let main = NixPid::from_raw(pid);
+    ptrace::setoptions(main, ptrace::Options::PTRACE_O_TRACECLONE)
+        .map_err(errno(pid, "PTRACE_SETOPTIONS PTRACE_O_TRACECLONE"))?;
+    for thread in others {
+        let tid = clone_thread(inj, pid, tramp, thread.tid)?;
+        set_up(pid, tid, tramp, thread)?;
+    }
+    ptrace::setoptions(main, ptrace::Options::empty()).map_err(errno(pid, "PTRACE_SETOPTIONS"))?;
+    Ok(())
+}
+
+/// Detaches every thread of the restored `saved` (held in ptrace-stops), the main thread
+/// last.
+pub(super) fn detach(saved: &SavedProcess) -> Result<()> {
+    let pid = saved.pid();
+    for t in saved.core.threads.iter().filter(|t| t.tid != pid) {
+        ptrace::detach(NixPid::from_raw(t.tid), None)
+            .map_err(errno(t.tid, "PTRACE_DETACH (thread)"))?;
+    }
+    ptrace::detach(NixPid::from_raw(pid), None).map_err(errno(pid, "PTRACE_DETACH"))
+}
+
+/// The injected `clone3` creating thread `tid`; waits for its first stop.
+fn clone_thread(inj: &mut Injector, pid: i32, tramp: u64, tid: i32) -> Result<i32> {
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+    // stack_size, tls, set_tid, set_tid_size (u64 each).
+    let fields = [THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, tramp + SET_TID_AT, 1];
+    let mut raw = Vec::with_capacity(CLONE_ARGS_SIZE as usize);
+    for v in fields {
+        raw.extend_from_slice(&v.to_ne_bytes());
+    }
+    inj.write_memory(tramp + CLONE_ARGS_AT, &raw)?;
+    inj.write_memory(tramp + SET_TID_AT, &tid.to_ne_bytes())?;
+    let created = inj
+        .syscall_checked(
+            libc::SYS_clone3,
+            [tramp + CLONE_ARGS_AT, CLONE_ARGS_SIZE, 0, 0, 0, 0],
+        )
+        .map_err(|e| ProcessRestoreError::Os {
+            pid,
+            op: "clone3 of a thread with set_tid",
+            source: std::io::Error::other(e),
+        })? as i32;
+    if created != tid {
+        return Err(ProcessRestoreError::Invalid {
+            pid,
+            what: format!("thread {tid} was created as {created}"),
+        });
+    }
+    let t = NixPid::from_raw(tid);
+    loop {
+        match waitpid(t, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => return Ok(tid),
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                return Err(ProcessRestoreError::Child {
+                    pid,
+                    message: format!("thread {tid} died as it was created"),
+                });
+            }
+            Err(Errno::EINTR) | Ok(_) => continue,
+            Err(e) => return Err(errno(pid, "waitpid (new thread)")(e)),
+        }
+    }
+}
+
+/// Gives the new thread `tid` (in its first stop) its rseq area, pending signals,
+/// registers, XSAVE area and mask.
+fn set_up(pid: i32, tid: i32, tramp: u64, thread: &proto::Thread) -> Result<()> {
+    let t = NixPid::from_raw(tid);
+    let mut inj = Injector::new(pid, tid)?;
+    inj.set_syscall_address(tramp)?;
+    if let Some(r) = &thread.rseq {
+        inj.syscall_checked(
+            libc::SYS_rseq,
+            [
+                r.address,
+                u64::from(r.length),
+                0,
+                u64::from(r.signature),
+                0,
+                0,
+            ],
+        )?;
+    }
+    futex_links(&mut inj, thread)?;
+    for info in &thread.pending {
+        if info.raw.len() != 128 || info.signo <= 0 || info.signo > 64 {
+            return Err(ProcessRestoreError::Invalid {
+                pid,
+                what: format!(
+                    "pending signal {} of thread {tid} with a siginfo of {} bytes",
+                    info.signo,
+                    info.raw.len()
+                ),
+            });
+        }
+        inj.write_memory(tramp + SIGINFO_AT, &info.raw)?;
+        inj.syscall_checked(
+            libc::SYS_rt_tgsigqueueinfo,
+            [
+                pid as u64,
+                tid as u64,
+                info.signo as u64,
+                tramp + SIGINFO_AT,
+                0,
+                0,
+            ],
+        )?;
+    }
+    // Anything that arrived meanwhile was meant for nobody restored.
+    let _ = inj.release();
+    let regs = final_regs(pid, thread)?;
+    ptrace::setregset::<ptrace::regset::NT_PRSTATUS>(t, regs)
+        .map_err(errno(tid, "PTRACE_SETREGSET NT_PRSTATUS"))?;
+    if !thread.xsave.is_empty() {
+        sys_ptrace::set_xstate(t, &thread.xsave).map_err(|source| ProcessRestoreError::Os {
+            pid: tid,
+            op: "PTRACE_SETREGSET NT_X86_XSTATE",
+            source,
+        })?;
+    }
+    sys_ptrace::set_sigmask(t, SigMask(thread.blocked)).map_err(|source| {
+        ProcessRestoreError::Os {
+            pid: tid,
+            op: "PTRACE_SETSIGMASK",
+            source,
+        }
+    })?;
+    Ok(())
+}
+
+/// Injects `set_robust_list` (clearing it when the thread had none) and, when the dump read
+/// it, `set_tid_address` into the thread `inj` drives.
+fn futex_links(inj: &mut Injector, thread: &proto::Thread) -> Result<()> {
+    // sizeof(struct robust_list_head) on x86_64: what the kernel accepts.
+    const HEAD_LEN: u64 = 24;
+    let (head, len) = if thread.robust_list != 0 {
+        (thread.robust_list, thread.robust_list_len)
+    } else {
+        (0, HEAD_LEN)
+    };
+    inj.syscall_checked(libc::SYS_set_robust_list, [head, len, 0, 0, 0, 0])?;
+    if thread.clear_child_tid != 0 {
+        inj.syscall_checked(
+            libc::SYS_set_tid_address,
+            [thread.clear_child_tid, 0, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+fn errno(pid: i32, op: &'static str) -> impl Fn(Errno) -> ProcessRestoreError {
+    move |e| ProcessRestoreError::Os {
+        pid,
+        op,
+        source: std::io::Error::from_raw_os_error(e as i32),
+    }
+}
