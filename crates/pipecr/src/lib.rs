@@ -11,6 +11,7 @@
 //! - [`proc`]: readers of `/proc/PID/...`.
 //! - [`mem`]: save a stopped process's address space (areas, pages, shared objects).
 //! - [`task`]: save a stopped process's registers, signals, limits, cwd and root.
+//! - [`arch`]: the saved registers and the kernel's register sets, per processor.
 //! - [`check`]: probe the kernel features and capabilities the rest of pipecr relies on.
 //! - [`sys`]: the thin system-call layer; the only place where `unsafe` is allowed.
 //!
@@ -19,6 +20,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod arch;
 pub mod check;
 pub mod dump;
 pub mod files;

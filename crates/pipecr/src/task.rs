@@ -270,38 +270,10 @@ fn clear_child_tid(pid: i32, tid: i32) -> Result<u64, TaskError> {
     Ok(out)
 }
 
-/// The general registers (`struct user_regs_struct`, NT_PRSTATUS), field for field.
+/// The general registers (`struct user_regs_struct`, NT_PRSTATUS).
 fn x86_64_regs(t: nix::unistd::Pid) -> io::Result<proto::X86Regs> {
     let r = nix::sys::ptrace::getregset::<nix::sys::ptrace::regset::NT_PRSTATUS>(t)?;
-    Ok(proto::X86Regs {
-        r15: r.r15,
-        r14: r.r14,
-        r13: r.r13,
-        r12: r.r12,
-        rbp: r.rbp,
-        rbx: r.rbx,
-        r11: r.r11,
-        r10: r.r10,
-        r9: r.r9,
-        r8: r.r8,
-        rax: r.rax,
-        rcx: r.rcx,
-        rdx: r.rdx,
-        rsi: r.rsi,
-        rdi: r.rdi,
-        orig_rax: r.orig_rax,
-        rip: r.rip,
-        cs: r.cs,
-        eflags: r.eflags,
-        rsp: r.rsp,
-        ss: r.ss,
-        fs_base: r.fs_base,
-        gs_base: r.gs_base,
-        ds: r.ds,
-        es: r.es,
-        fs: r.fs,
-        gs: r.gs,
-    })
+    Ok(crate::arch::x86_64::to_saved(&r))
 }
 
 fn siginfo(info: &libc::siginfo_t) -> proto::Siginfo {

@@ -1144,35 +1144,7 @@ pub(super) fn final_regs(pid: i32, thread: &proto::Thread) -> Result<libc::user_
             what: "a thread without x86_64 registers".to_owned(),
         });
     };
-    let mut regs = libc::user_regs_struct {
-        r15: r.r15,
-        r14: r.r14,
-        r13: r.r13,
-        r12: r.r12,
-        rbp: r.rbp,
-        rbx: r.rbx,
-        r11: r.r11,
-        r10: r.r10,
-        r9: r.r9,
-        r8: r.r8,
-        rax: r.rax,
-        rcx: r.rcx,
-        rdx: r.rdx,
-        rsi: r.rsi,
-        rdi: r.rdi,
-        orig_rax: r.orig_rax,
-        rip: r.rip,
-        cs: r.cs,
-        eflags: r.eflags,
-        rsp: r.rsp,
-        ss: r.ss,
-        fs_base: r.fs_base,
-        gs_base: r.gs_base,
-        ds: r.ds,
-        es: r.es,
-        fs: r.fs,
-        gs: r.gs,
-    };
+    let mut regs = crate::arch::x86_64::to_live(r);
     restart_syscall(&mut regs);
     Ok(regs)
 }
