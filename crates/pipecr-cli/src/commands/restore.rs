@@ -34,6 +34,14 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let image = Image::open(&args.dir)
         .with_context(|| format!("cannot read the image in {}", args.dir.display()))?;
+    // Registers, XSAVE areas and syscall numbers are the machine's own: refuse an image
+    // of another architecture before anything is created.
+    let here = rustix::system::uname();
+    let here = here.machine().to_string_lossy();
+    let arch = &image.inventory().arch;
+    if *arch != here {
+        bail!("image was taken on {arch}; this machine is {here}; nothing was restored");
+    }
     let processes: Vec<proto::Process> = image
         .read_records(pipecr_image::TREE)
         .context("cannot read the process tree")?;
