@@ -53,13 +53,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|p| restore_process::load(&image, p.pid))
         .collect::<Result<Vec<_>, _>>()?;
-    let sid = rustix::process::getsid(None).context("getsid")?;
-    let pgid = rustix::process::getpgrp();
-    restore_process::check_tree(
-        &tree,
-        sid.as_raw_nonzero().get(),
-        pgid.as_raw_nonzero().get(),
-    )?;
+    // nix, not rustix: both are 0 when the leader lives in an ancestor PID namespace
+    // (a container's init), and rustix's Pid cannot hold 0.
+    let sid = nix::unistd::getsid(None).context("getsid")?;
+    let pgid = nix::unistd::getpgrp();
+    restore_process::check_tree(&tree, sid.as_raw(), pgid.as_raw())?;
     if let Some(p) = tree.iter().find(|p| restore_process::pid_in_use(p.pid())) {
         bail!(
             "pid {} is in use by another process; nothing was restored",
