@@ -117,8 +117,14 @@ fn step(ctl: &mut File, ack: &mut File) {
 }
 
 fn dump(pid: u32, img: &Path) {
+    dump_with(pid, img, &["--leave-running"]);
+}
+
+fn dump_with(pid: u32, img: &Path, options: &[&str]) {
     let out = Command::new(PIPECR)
-        .args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
+        .arg("dump")
+        .args(options)
+        .args(["-t", &pid.to_string(), "-D"])
         .arg(img)
         .output()
         .unwrap();
@@ -134,9 +140,14 @@ fn restored_counter_continues_with_its_pid() {
     let Some(mut s) = start() else { return };
     let pid = s.prog.id();
     let img = s.root.join("img");
-    dump(pid, &img);
-    s.prog.kill().unwrap();
-    s.prog.wait().unwrap();
+    // The default: the tree is killed once the image is safe.
+    dump_with(pid, &img, &[]);
+    let status = s.prog.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "the dump kills the tree: {status:?}"
+    );
 
     let mut restore = Command::new(PIPECR)
         .args(["restore", "-D"])

@@ -138,6 +138,36 @@ impl FrozenTree {
         self.detach_all();
     }
 
+    /// Kills every process of the tree while it is still stopped, so nothing it does after
+    /// the dump (consume a pipe, write output) can be lost or done twice by a restored
+    /// copy, and returns once each has exited (a zombie until its parent reaps it: its
+    /// PID is free again only then).
+    pub fn kill(mut self) {
+        // Exit is observed through pidfds, opened before the kill so that a PID cannot
+        // be reused by another process in between.
+        let pidfds: Vec<_> = self
+            .processes
+            .iter()
+            .filter_map(|p| rustix::process::Pid::from_raw(p.pid))
+            .filter_map(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            })
+            .collect();
+        for p in &self.processes {
+            // SIGKILL ends a ptrace-stopped thread group too; one already gone is fine.
+            let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+        self.detach_all();
+        for pidfd in pidfds {
+            // A pidfd polls readable once its process has exited.
+            let mut fds = [rustix::event::PollFd::new(
+                &pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            while let Err(rustix::io::Errno::INTR) = rustix::event::poll(&mut fds, None) {}
+        }
+    }
+
     fn detach_all(&mut self) {
         for (tid, signal) in std::mem::take(&mut self.seized) {
             // A thread that exited meanwhile answers ESRCH: nothing to resume.

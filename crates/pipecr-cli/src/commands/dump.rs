@@ -1,20 +1,22 @@
-//! `pipecr dump -t PID -D DIR --leave-running`: save a live process tree's descriptors,
-//! open files and pipe contents into a new image directory, and let the tree run on.
+//! `pipecr dump -t PID -D DIR [--leave-running]`: save a live process tree (memory,
+//! registers, descriptors, open files, pipe contents) into a new image directory, then
+//! kill the tree or let it run on.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use pipecr::files::DumpOptions;
 
 use crate::format;
 
 /// Save a running process tree into an image directory.
 ///
-/// The tree under PID (all descendants, all threads) is stopped with ptrace, its
-/// descriptors, open files and the bytes in its pipes are saved, and it is resumed
-/// exactly as it was. Until whole processes (memory, registers) can be restored,
-/// --leave-running is the only mode: the tree always runs on after the dump.
+/// The tree under PID (all descendants, all threads) is stopped with ptrace and saved:
+/// memory, registers, signals, descriptors, open files and the bytes in its pipes. After
+/// a successful dump the tree is killed while still stopped (so `pipecr restore` carries
+/// on exactly where it stopped); with --leave-running it is resumed exactly as it was.
+/// On any failure the tree is resumed untouched and no image is left.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The root of the tree to dump.
@@ -23,8 +25,7 @@ pub struct Args {
     /// The image directory to create (it must not exist).
     #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
     dir: PathBuf,
-    /// Resume the tree after the dump (required for now: the only mode until whole
-    /// processes can be restored).
+    /// Resume the tree after the dump instead of killing it.
     #[arg(long)]
     leave_running: bool,
     /// Largest unlinked file or memfd whose contents are copied into the image.
@@ -39,15 +40,10 @@ pub struct Args {
 
 /// Dumps the tree and prints what was saved.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !args.leave_running {
-        bail!(
-            "pipecr dump needs --leave-running for now: whole processes cannot be restored yet, \
-             so the tree is always resumed after the dump"
-        );
-    }
     let options = DumpOptions {
         max_inline_file: args.max_inline_file,
         read_handlers: args.read_handlers,
+        leave_running: args.leave_running,
     };
     let stats = pipecr::dump::dump_tree(args.pid, &args.dir, &options).with_context(|| {
         format!(
@@ -68,9 +64,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         format::bytes(stats.pipe_bytes),
     );
     println!(
-        "tree stopped for {:.1} ms; dump took {:.1} ms; the tree runs on",
+        "tree stopped for {:.1} ms; dump took {:.1} ms; {}",
         stats.frozen.as_secs_f64() * 1e3,
-        stats.total.as_secs_f64() * 1e3
+        stats.total.as_secs_f64() * 1e3,
+        if args.leave_running {
+            "the tree runs on"
+        } else {
+            "the tree was killed"
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

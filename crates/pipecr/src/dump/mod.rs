@@ -16,7 +16,8 @@
 //!    address space ([`crate::mem`]), parents first so pages a child still shares
 //!    copy-on-write are stored once.
 //! 7. Resume the tree, then commit the image (fsync + rename) while the tree already
-//!    runs again.
+//!    runs again; or, when the tree is not to run on, commit first and kill it while it
+//!    is still stopped.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -114,9 +115,9 @@ impl Slot {
     }
 }
 
-/// Dumps the tree rooted at `root` into a new image directory `dir` and lets the tree
-/// run on (`--leave-running`). On error, the tree is resumed untouched and no image
-/// directory is left behind.
+/// Dumps the tree rooted at `root` into a new image directory `dir`, then lets the tree
+/// run on or kills it ([`DumpOptions::leave_running`]). On error, the tree is resumed
+/// untouched and no image directory is left behind.
 pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpStats, DumpError> {
     let start = Instant::now();
     remove_abandoned_temp_dirs(dir);
@@ -124,10 +125,19 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
     let tree = freeze::freeze(root)?;
     let frozen_at = Instant::now();
     let mut stats = save_tree(&tree, &mut writer, options)?;
-    // The image is complete in the page cache: let the tree run while it is made durable.
-    tree.resume();
-    stats.frozen = frozen_at.elapsed();
-    stats.dir = writer.commit()?;
+    if options.leave_running {
+        // The image is complete in the page cache: let the tree run while it is made
+        // durable.
+        tree.resume();
+        stats.frozen = frozen_at.elapsed();
+        stats.dir = writer.commit()?;
+    } else {
+        // Only a durable image may replace the tree; if the commit fails, dropping
+        // `tree` resumes it.
+        stats.dir = writer.commit()?;
+        tree.kill();
+        stats.frozen = frozen_at.elapsed();
+    }
     stats.total = start.elapsed();
     Ok(stats)
 }

@@ -141,6 +141,11 @@ pub struct DumpOptions {
     /// with them, damaging it. Every other step of a dump leaves a tree that survives
     /// pipecr's death untouched. Whole-process restore needs this state.
     pub read_handlers: bool,
+    /// Let the tree run on after a successful dump (`--leave-running`). When false the
+    /// tree is killed while still stopped, after the image is committed: a restored copy
+    /// then carries on exactly where the original stopped. On error the tree is always
+    /// resumed.
+    pub leave_running: bool,
 }
 
 impl Default for DumpOptions {
@@ -148,6 +153,7 @@ impl Default for DumpOptions {
         DumpOptions {
             max_inline_file: 1 << 20,
             read_handlers: false,
+            leave_running: true,
         }
     }
 }
