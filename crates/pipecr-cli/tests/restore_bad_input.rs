@@ -15,6 +15,9 @@ use pipecr_image::proto;
 const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
 
 fn has_caps() -> bool {
+    // Every test here starts programs to dump: only their stdio may lead out of the
+    // tree, not descriptors this process inherited (a job server's pipe, say).
+    pipecr::sys::fd::cloexec_from(3).unwrap();
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let hex = status
         .lines()
@@ -221,7 +224,56 @@ fn a_missing_file_is_refused_naming_it() {
     let Some(d) = dumped() else { return };
     let exe = d.root.join("counter");
     std::fs::remove_file(&exe).unwrap();
-    refused(&d, &[&exe.to_string_lossy()]);
+    let err = refused(&d, &[&format!("executable {}: ENOENT", exe.display())]);
+    // Found before anything was created, not by the new process failing to map it.
+    assert!(!err.contains("in the new process"), "{err}");
+}
+
+#[test]
+fn a_missing_mapped_file_is_refused_naming_it() {
+    let Some(d) = dumped() else { return };
+    let mut mms: Vec<proto::Mm> = records(&d.img, pipecr_image::MM);
+    let exe = d.root.join("counter").to_string_lossy().into_owned();
+    let lib = mms[0]
+        .vmas
+        .iter_mut()
+        .find(|v| v.kind == proto::VmaKind::FilePrivate as i32 && v.path != exe)
+        .expect("a mapped library");
+    lib.path = "/nonexistent/libgone.so.6".into();
+    replace_listed(
+        &d.img,
+        pipecr_image::MM,
+        &pipecr_image::encode_record_file(&mms),
+    );
+    refused(
+        &d,
+        &["mapped file /nonexistent/libgone.so.6: ENOENT: No such file or directory"],
+    );
+}
+
+#[test]
+fn cpu_state_this_machine_lacks_is_refused() {
+    let Some(d) = dumped() else { return };
+    let mut cores: Vec<proto::Core> = records(&d.img, pipecr_image::CORE);
+    // XSTATE_BV, the XSAVE header's first word (offset 512): claim component 40, which
+    // no CPU defines yet.
+    let xsave = &mut cores[0].threads[0].xsave;
+    assert!(xsave.len() >= 576, "an XSAVE area of {} bytes", xsave.len());
+    let mut bv = u64::from_le_bytes(xsave[512..520].try_into().unwrap());
+    bv |= 1 << 40;
+    xsave[512..520].copy_from_slice(&bv.to_le_bytes());
+    replace_listed(
+        &d.img,
+        pipecr_image::CORE,
+        &pipecr_image::encode_record_file(&cores),
+    );
+    refused(
+        &d,
+        &[
+            &format!("pid {}: thread {}", d.pid, d.pid),
+            "uses CPU state this machine does not enable: feature bit 40",
+        ],
+    );
 }
 
 #[test]

@@ -10,47 +10,16 @@
 //! back, the blocked writer went on), and that the child's write to the shared file moved
 //! the parent's offset.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
-
-fn has_caps() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    let caps = u64::from_str_radix(hex, 16).unwrap();
-    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
-    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
-}
-
-/// Kills PIDs on drop (restored processes are not our children).
-struct KillOnDrop(Vec<i32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &p in &self.0 {
-            if let Some(pid) = rustix::process::Pid::from_raw(p) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
-    }
-}
-
-fn fifo(root: &Path, name: &str) {
-    assert!(
-        Command::new("mkfifo")
-            .arg(root.join(name))
-            .status()
-            .unwrap()
-            .success()
-    );
-}
+use common::{
+    KillOnDrop, build, capable, children, dump, finish_restore, mkfifo, open_ctl, reap, restore,
+    set_subreaper,
+};
 
 /// The descriptor numbers of `pid`, sorted, with what each points at.
 fn fds(pid: i32) -> Vec<(i32, String)> {
@@ -74,38 +43,20 @@ fn target(fds: &[(i32, String)], fd: i32) -> &str {
 
 #[test]
 fn pipe_and_shared_offset_come_back_shared() {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !capable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/pipeline.c");
-    let exe = root.join("pipeline");
-    match Command::new("cc")
-        .arg("-O1")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        other => {
-            eprintln!("skipped: cannot build the test program with cc: {other:?}");
-            return;
-        }
-    }
+    let Some(exe) = build("pipeline", root) else {
+        return;
+    };
     for name in ["ctl", "ack"] {
-        fifo(root, name);
+        mkfifo(&root.join(name));
     }
     // Read-write: never "no reader", and kept open while the program is gone.
-    let mut ctl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(root.join("ctl"))
-        .unwrap();
-    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(std::process::id() as i32))
-        .unwrap();
+    let mut ctl = open_ctl(&root.join("ctl"));
+    set_subreaper();
     let mut prog = Command::new(&exe)
         .args(["shared", "ctl", "ack"].iter().map(|n| root.join(n)))
         .stdin(Stdio::null())
@@ -116,8 +67,9 @@ fn pipe_and_shared_offset_come_back_shared() {
     let ppid = prog.id() as i32;
     let mut guard = KillOnDrop(vec![ppid]);
     let mut ack = File::open(root.join("ack")).unwrap();
-    let children = std::fs::read_to_string(format!("/proc/{ppid}/task/{ppid}/children")).unwrap();
-    let cpid: i32 = children.trim().parse().unwrap();
+    let [cpid] = children(ppid)[..] else {
+        panic!("one child: {:?}", children(ppid))
+    };
     guard.0.push(cpid);
     // Some lines read; the pipe full; the child blocked in write().
     ctl.write_all(b"f").unwrap();
@@ -127,49 +79,14 @@ fn pipe_and_shared_offset_come_back_shared() {
     let (parent_fds, child_fds) = (fds(ppid), fds(cpid));
 
     let img = root.join("img");
-    let out = Command::new(PIPECR)
-        .args([
-            "dump",
-            "--leave-running",
-            "--read-handlers",
-            "-t",
-            &ppid.to_string(),
-            "-D",
-        ])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    dump(ppid, &img, &["--leave-running", "--read-handlers"]);
     drop(guard);
     prog.wait().unwrap();
     // Orphaned when its parent died: ours to reap (we are a subreaper).
-    let _ = rustix::process::waitpid(
-        rustix::process::Pid::from_raw(cpid),
-        rustix::process::WaitOptions::empty(),
-    );
+    reap(&[cpid]);
 
-    let mut restore = Command::new(PIPECR)
-        .args(["restore", "-D"])
-        .arg(&img)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let restore = restore(&img, ppid);
     let _guard = KillOnDrop(vec![ppid, cpid]);
-    let mut line = String::new();
-    BufReader::new(restore.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let out = restore.wait_with_output().unwrap();
-        panic!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    assert_eq!(line.trim(), format!("restored pid {ppid}"));
 
     // Exactly the saved descriptor numbers, nothing parked or leaked.
     let (parent_after, child_after) = (fds(ppid), fds(cpid));
@@ -201,11 +118,5 @@ fn pipe_and_shared_offset_come_back_shared() {
         std::fs::read_to_string(root.join("shared")).unwrap(),
         "P\nC\n"
     );
-    let out = restore.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "restored parent: {:?} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    finish_restore(restore, 0);
 }

@@ -7,125 +7,32 @@
 //! next restore (a detached process would be reparented, and a reaper that never comes
 //! would leave a zombie holding the PID).
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
+use common::{KillOnDrop, build, capable, finish_restore, kill, mkfifo, open_ctl, wait_until};
 
-/// How long a condition the test waits for may take before the test gives up.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn has_caps() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    let caps = u64::from_str_radix(hex, 16).unwrap();
-    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
-    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
-}
-
-/// Kills a PID on drop (the restored process is not our child).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        kill(self.0);
-    }
-}
-
-fn kill(pid: i32) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    }
-}
-
-/// Builds `tests/progs/NAME.c` into `dir`; `None` (test skipped) without a C compiler.
-fn build(name: &str, dir: &Path) -> Option<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
-    let exe = dir.join(name);
-    match Command::new("cc")
-        .arg("-O1")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) if s.success() => Some(exe),
-        other => {
-            eprintln!("skipped: cannot build {name}.c with cc: {other:?}");
-            None
-        }
-    }
-}
-
-/// Waits until `cond` holds, or panics with `what` after [`DEADLINE`]. For conditions
-/// the test cannot be told about (a file growing, a process entering a syscall).
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
+/// `pipecr dump --leave-running`.
 fn dump(pid: u32, img: &Path) {
-    let out = Command::new(PIPECR)
-        .args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dump of {pid} into {}: {}",
-        img.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::dump(pid as i32, img, &["--leave-running"]);
 }
 
 /// Starts `pipecr restore -D img` in the foreground and returns once it printed
 /// `restored pid PID`.
 fn restore(img: &Path, pid: u32) -> Child {
-    let mut restore = Command::new(PIPECR)
-        .args(["restore", "-D"])
-        .arg(img)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(restore.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let out = restore.wait_with_output().unwrap();
-        panic!(
-            "restore of {} failed: {}",
-            img.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert_eq!(line.trim(), format!("restored pid {pid}"));
-    restore
+    common::restore(img, pid as i32)
 }
 
 /// Kills the restored `pid` and waits for its `pipecr restore`, which reaps it and
 /// reports the kill as 128 + SIGKILL.
 fn kill_restored(pid: u32, restore: Child) {
     kill(pid as i32);
-    let out = restore.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(128 + 9),
-        "pipecr restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    finish_restore(restore, 128 + libc::SIGKILL);
 }
 
 fn step(ctl: &mut File, ack: &mut File) {
@@ -137,8 +44,7 @@ fn step(ctl: &mut File, ack: &mut File) {
 
 #[test]
 fn dumped_and_restored_ten_times_in_a_row() {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !capable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -147,20 +53,10 @@ fn dumped_and_restored_ten_times_in_a_row() {
         return;
     };
     for fifo in ["ctl", "ack"] {
-        assert!(
-            Command::new("mkfifo")
-                .arg(root.join(fifo))
-                .status()
-                .unwrap()
-                .success()
-        );
+        mkfifo(&root.join(fifo));
     }
     // Read-write: our end keeps the FIFO open while the program is gone.
-    let mut ctl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(root.join("ctl"))
-        .unwrap();
+    let mut ctl = open_ctl(&root.join("ctl"));
     let mut prog = Command::new(&exe)
         .args([root.join("out"), root.join("ctl"), root.join("ack")])
         .stdin(Stdio::null())
@@ -169,7 +65,7 @@ fn dumped_and_restored_ten_times_in_a_row() {
         .spawn()
         .unwrap();
     let pid = prog.id();
-    let _guard = KillOnDrop(pid as i32);
+    let _guard = KillOnDrop(vec![pid as i32]);
     let mut ack = File::open(root.join("ack")).unwrap();
     step(&mut ctl, &mut ack);
 
@@ -199,13 +95,7 @@ fn dumped_and_restored_ten_times_in_a_row() {
     }
     // The tenth copy exits normally when told to.
     ctl.write_all(b"q").unwrap();
-    let out = running.unwrap().wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "last restored program: {:?} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    finish_restore(running.unwrap(), 0);
     assert_eq!(
         std::fs::read_to_string(root.join("out")).unwrap(),
         (1..=11).map(|n| format!("{n}\n")).collect::<String>()
@@ -223,8 +113,7 @@ fn counter(pid: u32, addr: u64) -> u64 {
 
 #[test]
 fn dumps_every_100_ms_of_a_running_program_each_restore() {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !capable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -241,7 +130,7 @@ fn dumps_every_100_ms_of_a_running_program_each_restore() {
         .spawn()
         .unwrap();
     let pid = prog.id();
-    let _guard = KillOnDrop(pid as i32);
+    let _guard = KillOnDrop(vec![pid as i32]);
     wait_until("the ticker to tell its counter's address", || {
         std::fs::read_to_string(&addr_file).is_ok_and(|s| s.ends_with('\n'))
     });
@@ -299,8 +188,7 @@ const SYS_CLOCK_NANOSLEEP: u64 = 230;
 
 #[test]
 fn sleep_1000_is_back_in_clock_nanosleep() {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !capable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -312,7 +200,7 @@ fn sleep_1000_is_back_in_clock_nanosleep() {
         .spawn()
         .unwrap();
     let pid = prog.id();
-    let _guard = KillOnDrop(pid as i32);
+    let _guard = KillOnDrop(vec![pid as i32]);
     wait_until("sleep to sleep", || {
         blocked_in(pid) == Some(SYS_CLOCK_NANOSLEEP)
     });
@@ -334,8 +222,7 @@ fn sleep_1000_is_back_in_clock_nanosleep() {
 
 #[test]
 fn sleep_keeps_its_remaining_time() {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !capable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -348,7 +235,7 @@ fn sleep_keeps_its_remaining_time() {
         .spawn()
         .unwrap();
     let pid = prog.id();
-    let _guard = KillOnDrop(pid as i32);
+    let _guard = KillOnDrop(vec![pid as i32]);
     wait_until("sleep to sleep", || {
         blocked_in(pid) == Some(SYS_CLOCK_NANOSLEEP)
     });

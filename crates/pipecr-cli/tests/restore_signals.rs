@@ -1,6 +1,7 @@
 //! `pipecr restore` brings back signal state: handlers (with `SA_SIGINFO`), a blocked
 //! signal pending for the thread, one pending for the process (with its `si_value`), and
-//! an armed `ITIMER_REAL`; and without `--read-handlers` it warns and uses defaults.
+//! an armed `ITIMER_REAL`, per-thread alternate signal stacks (tests/progs/altstack.c);
+//! and without `--read-handlers` it warns and uses defaults.
 //!
 //! The program (tests/progs/signals.c) reports its handler counts and the timer on each
 //! byte read from a control FIFO and acknowledges on a second FIFO: the test waits for
@@ -14,6 +15,9 @@ use std::process::{Child, Command, Stdio};
 const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
 
 fn has_caps() -> bool {
+    // Every test here starts programs to dump: only their stdio may lead out of the
+    // tree, not descriptors this process inherited (a job server's pipe, say).
+    pipecr::sys::fd::cloexec_from(3).unwrap();
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let hex = status
         .lines()
@@ -46,16 +50,28 @@ struct Setup {
 
 /// Builds the program, starts it and takes one report.
 fn start() -> Option<Setup> {
+    let mut s = launch("signals")?;
+    let line = step(&s.root, &mut s.ctl, &mut s.ack, b'r');
+    assert!(
+        line.starts_with("usr1=0 usr2=0 rt=0 rtval=0 alrm=0 left="),
+        "{line}"
+    );
+    Some(s)
+}
+
+/// Builds tests/progs/`name`.c and starts it with its output file and FIFOs.
+fn launch(name: &str) -> Option<Setup> {
     if !has_caps() {
         eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/signals.c");
-    let exe = root.join("signals");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
+    let exe = root.join(name);
     match Command::new("cc")
         .arg("-O1")
+        .arg("-pthread")
         .arg("-o")
         .arg(&exe)
         .arg(&src)
@@ -76,7 +92,7 @@ fn start() -> Option<Setup> {
                 .success()
         );
     }
-    let mut ctl = OpenOptions::new()
+    let ctl = OpenOptions::new()
         .read(true)
         .write(true)
         .open(root.join("ctl"))
@@ -89,12 +105,7 @@ fn start() -> Option<Setup> {
         .spawn()
         .unwrap();
     let guard = KillOnDrop(prog.id() as i32);
-    let mut ack = File::open(root.join("ack")).unwrap();
-    let line = step(&root, &mut ctl, &mut ack, b'r');
-    assert!(
-        line.starts_with("usr1=0 usr2=0 rt=0 rtval=0 alrm=0 left="),
-        "{line}"
-    );
+    let ack = File::open(root.join("ack")).unwrap();
     std::mem::forget(guard);
     Some(Setup {
         _dir: dir,
@@ -220,5 +231,34 @@ fn without_handlers_restore_warns_and_uses_defaults() {
              --read-handlers): restored with defaults"
         ),
         "{err}"
+    );
+}
+
+#[test]
+fn alternate_signal_stacks_come_back_per_thread() {
+    let Some(mut s) = launch("altstack") else {
+        return;
+    };
+    let pid = s.prog.id();
+    let line = step(&s.root, &mut s.ctl, &mut s.ack, b's');
+    assert_eq!(line, "main=alt,same other=alt,same", "before the dump");
+    let img = s.root.join("img");
+    dump(pid, &img, true);
+    s.prog.kill().unwrap();
+    s.prog.wait().unwrap();
+
+    let restore = restore(&img, pid);
+    let _guard = KillOnDrop(pid as i32);
+    // Each thread's handler runs on that thread's own alternate stack, and each thread
+    // still reports the stack it installed.
+    let line = step(&s.root, &mut s.ctl, &mut s.ack, b's');
+    assert_eq!(line, "main=alt,same other=alt,same");
+    s.ctl.write_all(b"q").unwrap();
+    let out = restore.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "restored program: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
 }

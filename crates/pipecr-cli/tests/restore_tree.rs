@@ -7,37 +7,18 @@
 //! makes itself a child subreaper so that the original child, orphaned when both are
 //! killed after the dump, is reaped here and its PID is free again.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
-
-fn has_caps() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    let caps = u64::from_str_radix(hex, 16).unwrap();
-    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
-    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
-}
-
-/// Kills PIDs on drop (restored processes are not our children).
-struct KillOnDrop(Vec<i32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &p in &self.0 {
-            if let Some(pid) = rustix::process::Pid::from_raw(p) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
-    }
-}
+use common::ppid as ppid_of;
+use common::{
+    KillOnDrop, build, capable, children, dump, finish_restore, mkfifo, open_ctl, reap, restore,
+    restore_command, set_subreaper,
+};
 
 /// One process's control and ack FIFOs and output file.
 struct Ends {
@@ -58,53 +39,22 @@ impl Ends {
     }
 }
 
-fn fifo(root: &Path, name: &str) {
-    assert!(
-        Command::new("mkfifo")
-            .arg(root.join(name))
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
 #[test]
 fn parent_and_child_come_back_related() {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !capable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/family.c");
-    let exe = root.join("family");
-    match Command::new("cc")
-        .arg("-O1")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        other => {
-            eprintln!("skipped: cannot build the test program with cc: {other:?}");
-            return;
-        }
-    }
-    for name in ["ctl", "ack", "cctl", "cack"] {
-        fifo(root, name);
-    }
-    let open_ctl = |name: &str| {
-        // Read-write: never "no reader", and kept open while the program is gone.
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(root.join(name))
-            .unwrap()
+    let Some(exe) = build("family", root) else {
+        return;
     };
-    let (ctl, cctl) = (open_ctl("ctl"), open_ctl("cctl"));
-    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(std::process::id() as i32))
-        .unwrap();
+    for name in ["ctl", "ack", "cctl", "cack"] {
+        mkfifo(&root.join(name));
+    }
+    // Read-write: never "no reader", and kept open while the program is gone.
+    let (ctl, cctl) = (open_ctl(&root.join("ctl")), open_ctl(&root.join("cctl")));
+    set_subreaper();
     let mut prog = Command::new(&exe)
         .args(
             ["out", "ctl", "ack", "cout", "cctl", "cack"]
@@ -128,84 +78,31 @@ fn parent_and_child_come_back_related() {
         ack: File::open(root.join("cack")).unwrap(),
         out: root.join("cout"),
     };
-    let children = std::fs::read_to_string(format!("/proc/{ppid}/task/{ppid}/children")).unwrap();
-    let cpid: i32 = children.trim().parse().unwrap();
+    let [cpid] = children(ppid)[..] else {
+        panic!("one child: {:?}", children(ppid))
+    };
     guard.0.push(cpid);
     parent.step(b'n');
     parent.step(b'n');
     assert_eq!(child.step(b'n'), "child 1\n");
 
     let img = root.join("img");
-    let out = Command::new(PIPECR)
-        .args([
-            "dump",
-            "--leave-running",
-            "--read-handlers",
-            "-t",
-            &ppid.to_string(),
-            "-D",
-        ])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    dump(ppid, &img, &["--leave-running", "--read-handlers"]);
     drop(guard);
     prog.wait().unwrap();
     // Orphaned when its parent died: ours to reap (we are a subreaper).
-    let _ = rustix::process::waitpid(
-        rustix::process::Pid::from_raw(cpid),
-        rustix::process::WaitOptions::empty(),
-    );
+    reap(&[cpid]);
 
-    let mut restore = Command::new(PIPECR)
-        .args(["restore", "-D"])
-        .arg(&img)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let restore = restore(&img, ppid);
     let _guard = KillOnDrop(vec![ppid, cpid]);
-    let mut line = String::new();
-    BufReader::new(restore.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let out = restore.wait_with_output().unwrap();
-        panic!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    assert_eq!(line.trim(), format!("restored pid {ppid}"));
-    let stat = std::fs::read_to_string(format!("/proc/{cpid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let child_ppid: i32 = after_comm.split(' ').nth(1).unwrap().parse().unwrap();
-    assert_eq!(child_ppid, ppid, "the restored child's parent");
+    assert_eq!(ppid_of(cpid), Some(ppid), "the restored child's parent");
 
     assert_eq!(parent.step(b'n'), "parent 1\nparent 2\nparent 3\n");
     assert_eq!(child.step(b'n'), "child 1\nchild 2\n");
     // The restored tree can be dumped again; its output files are put back as they were
     // at this dump before that image is restored below.
     let img2 = root.join("img2");
-    let out = Command::new(PIPECR)
-        .args([
-            "dump",
-            "--leave-running",
-            "--read-handlers",
-            "-t",
-            &ppid.to_string(),
-            "-D",
-        ])
-        .arg(&img2)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "second dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    dump(ppid, &img2, &["--leave-running", "--read-handlers"]);
     let saved_out = std::fs::metadata(&parent.out).unwrap();
     child.ctl.write_all(b"q").unwrap();
     // The parent's waitpid returns the child's exit status: its count.
@@ -214,13 +111,7 @@ fn parent_and_child_come_back_related() {
         "parent 1\nparent 2\nparent 3\nchild exited 2\n"
     );
     parent.ctl.write_all(b"q").unwrap();
-    let out = restore.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "restored parent: {:?} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    finish_restore(restore, 0);
 
     // A failed restore leaves nothing behind. With the files as at the second dump but
     // without the executable, both processes are created and seized, and the areas mapped
@@ -229,17 +120,15 @@ fn parent_and_child_come_back_related() {
     f.set_len(saved_out.len()).unwrap();
     f.set_modified(saved_out.modified().unwrap()).unwrap();
     drop(f);
+    // A directory where the executable was: it passes the check that the files exist,
+    // made before anything is created, and fails only when mapped, half-way.
     std::fs::remove_file(&exe).unwrap();
+    std::fs::create_dir(&exe).unwrap();
     for (image, what) in [
         (&img2, "could not be restored"),
         (&img, "changed since the dump"),
     ] {
-        let out = Command::new(PIPECR)
-            .args(["restore", "-D"])
-            .arg(image)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = restore_command(image).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{err}");
         assert!(err.contains("nothing was left running"), "{err}");

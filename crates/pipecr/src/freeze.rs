@@ -157,7 +157,23 @@ impl FrozenTree {
             // SIGKILL ends a ptrace-stopped thread group too; one already gone is fine.
             let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
         }
-        self.detach_all();
+        // A traced thread that dies stays a zombie until its tracer has waited for it,
+        // and its process is not seen to exit before: wait for every thread but the
+        // leaders. A leader's zombie is its parent's to reap (waiting here could reap a
+        // process the caller means to wait for); the kernel hands it over once this
+        // process waits for it or exits.
+        let seized = std::mem::take(&mut self.seized);
+        let leaders: Vec<i32> = self.processes.iter().map(|p| p.pid).collect();
+        for tid in seized.into_keys().filter(|tid| !leaders.contains(tid)) {
+            loop {
+                match waitpid(Pid::from_raw(tid), Some(WaitPidFlag::__WALL)) {
+                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => break,
+                    Err(Errno::EINTR) | Ok(_) => continue,
+                    // Not ours to wait for any more (already reaped): it is gone.
+                    Err(_) => break,
+                }
+            }
+        }
         for pidfd in pidfds {
             // A pidfd polls readable once its process has exited.
             let mut fds = [rustix::event::PollFd::new(

@@ -690,6 +690,43 @@ impl Injector {
         Ok(self.mem.insert(file))
     }
 
+    /// Lets the thread run (`PTRACE_SYSCALL` or `PTRACE_CONT`, no signal) until its next
+    /// stop, and returns that stop. Its death, however it shows (`ESRCH`, `ECHILD`, an
+    /// exit status), is [`InjectError::Exited`] for syscall `nr` (`name`).
+    fn resume_to_stop(
+        &self,
+        how: Resume,
+        nr: i64,
+        name: &'static str,
+    ) -> Result<WaitStatus, InjectError> {
+        let t = Pid::from_raw(self.tid);
+        let exited = || InjectError::Exited {
+            pid: self.pid,
+            tid: self.tid,
+            nr,
+            name,
+        };
+        let (resumed, op) = match how {
+            Resume::Syscall => (ptrace::syscall(t, None), "PTRACE_SYSCALL"),
+            Resume::Cont => (ptrace::cont(t, None), "PTRACE_CONT"),
+        };
+        match resumed {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return Err(exited()),
+            Err(e) => return Err(self.ptrace_err(op)(errno_io(e))),
+        }
+        loop {
+            match waitpid(t, Some(WaitPidFlag::__WALL)) {
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) | Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                    return Err(exited());
+                }
+                Err(e) => return Err(self.ptrace_err("waitpid")(errno_io(e))),
+                Ok(status) => return Ok(status),
+            }
+        }
+    }
+
     /// Resumes with `PTRACE_SYSCALL` until the exit stop of the syscall at `addr`,
     /// recording (and suppressing) every signal that arrives on the way.
     fn run_to_syscall_exit(
@@ -698,30 +735,9 @@ impl Injector {
         addr: u64,
     ) -> Result<libc::user_regs_struct, InjectError> {
         let t = Pid::from_raw(self.tid);
-        let (pid, tid) = (self.pid, self.tid);
-        let exited = move || InjectError::Exited {
-            pid,
-            tid,
-            nr,
-            name: syscall_name(nr),
-        };
         let mut entered = false;
         loop {
-            match ptrace::syscall(t, None) {
-                Ok(()) => {}
-                Err(Errno::ESRCH) => return Err(exited()),
-                Err(e) => return Err(self.ptrace_err("PTRACE_SYSCALL")(errno_io(e))),
-            }
-            let status = loop {
-                match waitpid(t, Some(WaitPidFlag::__WALL)) {
-                    Err(Errno::EINTR) => continue,
-                    Err(Errno::ECHILD) => return Err(exited()),
-                    Err(e) => return Err(self.ptrace_err("waitpid")(errno_io(e))),
-                    Ok(s) => break s,
-                }
-            };
-            match status {
-                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(exited()),
+            match self.resume_to_stop(Resume::Syscall, nr, syscall_name(nr))? {
                 WaitStatus::PtraceSyscall(_) | WaitStatus::Stopped(..) => {
                     let info = ptrace::getsiginfo(t)
                         .map_err(errno_io)
@@ -913,29 +929,8 @@ impl Injector {
         sysptrace::set_sigmask(t, SigMask(!0).without(marker))
             .map_err(self.ptrace_err("PTRACE_SETSIGMASK"))?;
         sysptrace::tgkill(Pid::from_raw(self.pid), t, marker).map_err(self.ptrace_err("tgkill"))?;
-        let (pid, tid) = (self.pid, self.tid);
-        let exited = move || InjectError::Exited {
-            pid,
-            tid,
-            nr: -1,
-            name: "(none: putting the thread back)",
-        };
         loop {
-            match ptrace::cont(t, None) {
-                Ok(()) => {}
-                Err(Errno::ESRCH) => return Err(exited()),
-                Err(e) => return Err(self.ptrace_err("PTRACE_CONT")(errno_io(e))),
-            }
-            let status = loop {
-                match waitpid(t, Some(WaitPidFlag::__WALL)) {
-                    Err(Errno::EINTR) => continue,
-                    Err(Errno::ECHILD) => return Err(exited()),
-                    Err(e) => return Err(self.ptrace_err("waitpid")(errno_io(e))),
-                    Ok(s) => break s,
-                }
-            };
-            match status {
-                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Err(exited()),
+            match self.resume_to_stop(Resume::Cont, -1, "(none: putting the thread back)")? {
                 WaitStatus::Stopped(_, sig) if sig as i32 == marker => {
                     let info = ptrace::getsiginfo(t)
                         .map_err(errno_io)
@@ -983,6 +978,15 @@ impl Drop for Injector {
             let _ = self.put_back();
         }
     }
+}
+
+/// How [`Injector::resume_to_stop`] lets a thread run.
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    /// `PTRACE_SYSCALL`: up to the next syscall entry or exit stop.
+    Syscall,
+    /// `PTRACE_CONT`: up to the next signal-delivery-stop or event.
+    Cont,
 }
 
 /// A syscall stop reports `SIGTRAP` with `si_code` `SIGTRAP` (`| 0x80` under
@@ -1194,6 +1198,55 @@ pub fn tid_address(inj: &mut Injector) -> Result<u64, InjectError> {
     })
 }
 
+/// A thread's alternate signal stack (`stack_t`, see sigaltstack(2)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AltStack {
+    /// `ss_sp`: the lowest address of the stack.
+    pub sp: u64,
+    /// `ss_flags`: `SS_ONSTACK`, `SS_DISABLE`, `SS_AUTODISARM`.
+    pub flags: i32,
+    /// `ss_size` in bytes.
+    pub size: u64,
+}
+
+/// Size of the kernel's `stack_t` on x86_64: pointer, int (padded to 8), size_t.
+pub const STACK_T_SIZE: usize = 24;
+
+impl AltStack {
+    /// The `stack_t` bytes the kernel reads and writes.
+    pub fn to_bytes(self) -> [u8; STACK_T_SIZE] {
+        let mut b = [0u8; STACK_T_SIZE];
+        b[0..8].copy_from_slice(&self.sp.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.flags.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.size.to_ne_bytes());
+        b
+    }
+
+    /// Decodes a `stack_t`.
+    pub fn from_bytes(b: &[u8; STACK_T_SIZE]) -> AltStack {
+        let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        AltStack {
+            sp: word(0),
+            flags: i32::from_ne_bytes(b[8..12].try_into().expect("4 bytes")),
+            size: word(16),
+        }
+    }
+}
+
+/// `sigaltstack(NULL, &old)` in the tracee—Reads the thread's alternate signal stack,
+/// which `/proc` does not show.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/sigaltstack.2.html)
+pub fn sigaltstack(inj: &mut Injector) -> Result<AltStack, InjectError> {
+    inj.with_scratch(STACK_T_SIZE, |inj, at| {
+        inj.syscall_checked(libc::SYS_sigaltstack, [0, at, 0, 0, 0, 0])?;
+        let mut raw = [0u8; STACK_T_SIZE];
+        inj.read_memory(at, &mut raw)?;
+        Ok(AltStack::from_bytes(&raw))
+    })
+}
+
 /// `rt_sigaction(action.signo, &action, NULL, 8)` in the tracee—Installs a handler as
 /// [`sigactions`] reported it.
 ///
@@ -1214,6 +1267,17 @@ pub fn set_sigaction(inj: &mut Injector, action: &SigAction) -> Result<(), Injec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn altstack_bytes_round_trip() {
+        let a = AltStack {
+            sp: 0x7f00_0000_1000,
+            flags: libc::SS_DISABLE,
+            size: 65536,
+        };
+        assert_eq!(AltStack::from_bytes(&a.to_bytes()), a);
+        assert_eq!(&a.to_bytes()[16..24], &65536u64.to_ne_bytes());
+    }
 
     #[test]
     fn sigaction_bytes_round_trip() {

@@ -181,6 +181,22 @@ pub fn checkpoint(fd: BorrowedFd<'_>) -> Result<PipeImage, PipeError> {
     checkpoint_ends(&[fd])
 }
 
+/// [`checkpoint`] of a pipe that a running process may read or write meanwhile (`pipecr
+/// peek`): a copy is exact only if no one moved between counting the pending bytes and
+/// copying them, so it is taken again, a bounded number of times, until one is.
+pub fn peek(fd: BorrowedFd<'_>) -> Result<PipeImage, PipeError> {
+    const ATTEMPTS: usize = 64;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match checkpoint(fd) {
+            Err(e @ PipeError::Incomplete { .. }) => last = Some(e),
+            other => return other,
+        }
+        std::thread::yield_now();
+    }
+    Err(last.unwrap_or_else(|| PipeError::Invalid("no attempt made".into())))
+}
+
 /// Checkpoints one pipe through several of its ends (say fd[0] and fd[1]), recording the
 /// flags of each; all must be ends of the same pipe.
 pub fn checkpoint_ends(fds: &[BorrowedFd<'_>]) -> Result<PipeImage, PipeError> {

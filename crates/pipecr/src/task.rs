@@ -1,12 +1,14 @@
 //! The state of a stopped process other than its memory and descriptors, turned into a
 //! [`proto::Core`]: per thread the registers (general and XSAVE), the blocked mask, the
 //! pending signals and the rseq registration; per process cwd, root, umask, resource
-//! limits, personality and the process-wide pending signals.
+//! limits, personality, credentials (ids, groups, capabilities: all from
+//! `/proc/PID/status`) and the process-wide pending signals.
 //!
 //! Signal handlers and interval timers have no `/proc` interface: when asked, they are
 //! read by injecting `getitimer` into every process, and `rt_sigaction` into those whose
 //! `/proc/PID/status` says they catch a signal (`SigCgt`); ignored signals come from
-//! `SigIgn` without injection ([`crate::inject`]).
+//! `SigIgn` without injection ([`crate::inject`]). Likewise, per thread, the
+//! `clear_child_tid` address and the alternate signal stack.
 //!
 //! Also what cannot be saved yet is refused here, naming the process:
 //! [`TaskError::PosixTimers`].
@@ -89,29 +91,16 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
         .ok_or_else(|| parse_error(pid, "status"))?;
     let personality = u32::from_str_radix(read(pid, "personality")?.trim(), 16)
         .map_err(|_| parse_error(pid, "personality"))?;
-    let target = to_pid(pid, pid)?;
-    let mut rlimits = Vec::with_capacity(RLIMIT_NLIMITS as usize);
-    for resource in 0..RLIMIT_NLIMITS {
-        let (soft, hard) =
-            rlimit::get_rlimit(target, resource).map_err(|source| TaskError::Ptrace {
-                pid,
-                tid: pid,
-                op: "prlimit",
-                source,
-            })?;
-        rlimits.push(proto::Rlimit {
-            resource,
-            soft,
-            hard,
-        });
-    }
+    let rlimits = rlimits(pid)?;
     let mut threads = Vec::with_capacity(process.threads.len());
     for &tid in &process.threads {
         threads.push(dump_thread(pid, tid)?);
     }
     let (sigactions, itimers) = if read_handlers {
         for thread in &mut threads {
-            thread.clear_child_tid = clear_child_tid(pid, thread.tid)?;
+            let (clear_child_tid, altstack) = thread_links(pid, thread.tid)?;
+            thread.clear_child_tid = clear_child_tid;
+            thread.altstack = Some(altstack);
         }
         handlers_and_timers(process, &status)?
     } else {
@@ -129,6 +118,118 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
         sigactions,
         itimers,
         handlers_read: read_handlers,
+        creds: Some(creds(pid, &status)?),
+    })
+}
+
+/// All resource limits of `pid`, from prlimit(2); from `/proc/PID/limits` when prlimit is
+/// refused (reading another user's limits needs `CAP_SYS_RESOURCE`, the file does not).
+fn rlimits(pid: i32) -> Result<Vec<proto::Rlimit>, TaskError> {
+    let target = to_pid(pid, pid)?;
+    let mut rlimits = Vec::with_capacity(RLIMIT_NLIMITS as usize);
+    for resource in 0..RLIMIT_NLIMITS {
+        let (soft, hard) = match rlimit::get_rlimit(target, resource) {
+            Ok(limit) => limit,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                return limits_file(&read(pid, "limits")?)
+                    .ok_or_else(|| parse_error(pid, "limits"));
+            }
+            Err(source) => {
+                return Err(TaskError::Ptrace {
+                    pid,
+                    tid: pid,
+                    op: "prlimit",
+                    source,
+                });
+            }
+        };
+        rlimits.push(proto::Rlimit {
+            resource,
+            soft,
+            hard,
+        });
+    }
+    Ok(rlimits)
+}
+
+/// Parses a `/proc/PID/limits` text: a header, then one line per resource in `RLIMIT_*`
+/// order, the name in the first 26 columns, then the soft and hard limits (`unlimited`
+/// for `RLIM_INFINITY`).
+fn limits_file(text: &str) -> Option<Vec<proto::Rlimit>> {
+    let value = |v: &str| match v {
+        "unlimited" => Some(u64::MAX),
+        n => n.parse().ok(),
+    };
+    let rlimits: Vec<proto::Rlimit> = text
+        .lines()
+        .skip(1)
+        .zip(0..RLIMIT_NLIMITS)
+        .map(|(line, resource)| {
+            let mut words = line.get(26..)?.split_whitespace();
+            Some(proto::Rlimit {
+                resource,
+                soft: value(words.next()?)?,
+                hard: value(words.next()?)?,
+            })
+        })
+        .collect::<Option<_>>()?;
+    (rlimits.len() == RLIMIT_NLIMITS as usize).then_some(rlimits)
+}
+
+/// The credentials in `/proc/PID/status`, and whether the process is dumpable (see
+/// `Creds.not_dumpable` in core.proto).
+fn creds(pid: i32, status: &str) -> Result<proto::Creds, TaskError> {
+    let mut creds = creds_from_status(status).ok_or_else(|| parse_error(pid, "status"))?;
+    // The kernel gives the files of a process that is not dumpable to root; those of a
+    // dumpable one to its effective ids. For euid 0 both are root: taken as dumpable.
+    let owner = std::fs::metadata(format!("/proc/{pid}/status"))
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .map_err(|source| TaskError::Read {
+            pid,
+            what: "/proc/PID/status",
+            source,
+        })?;
+    creds.not_dumpable = creds.euid != 0 && owner == 0;
+    Ok(creds)
+}
+
+/// Parses the `Uid:`, `Gid:`, `Groups:` and `Cap*:` lines of a `/proc/PID/status` text
+/// (`not_dumpable` false); `None` when one is missing or malformed.
+pub(crate) fn creds_from_status(status: &str) -> Option<proto::Creds> {
+    let line = |key: &str| status.lines().find_map(|l| l.strip_prefix(key));
+    let ids = |key: &str| -> Option<[u32; 4]> {
+        let v: Vec<u32> = line(key)?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        v.try_into().ok()
+    };
+    let cap = |key: &str| u64::from_str_radix(line(key)?.trim(), 16).ok();
+    let [ruid, euid, suid, fsuid] = ids("Uid:")?;
+    let [rgid, egid, sgid, fsgid] = ids("Gid:")?;
+    let groups = line("Groups:")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    Some(proto::Creds {
+        ruid,
+        euid,
+        suid,
+        fsuid,
+        rgid,
+        egid,
+        sgid,
+        fsgid,
+        groups,
+        cap_inheritable: cap("CapInh:")?,
+        cap_permitted: cap("CapPrm:")?,
+        cap_effective: cap("CapEff:")?,
+        cap_bounding: cap("CapBnd:")?,
+        // Kernels before 4.3 have no ambient set.
+        cap_ambient: cap("CapAmb:").unwrap_or(0),
+        not_dumpable: false,
     })
 }
 
@@ -256,14 +357,27 @@ pub fn dump_thread(pid: i32, tid: i32) -> Result<proto::Thread, TaskError> {
         robust_list,
         robust_list_len,
         clear_child_tid: 0,
+        altstack: None,
     })
 }
 
-/// `prctl(PR_GET_TID_ADDRESS, &addr)` injected into thread `tid` (in a ptrace-stop of
-/// the calling thread): its `clear_child_tid` address, which no `/proc` file shows.
-fn clear_child_tid(pid: i32, tid: i32) -> Result<u64, TaskError> {
+/// `prctl(PR_GET_TID_ADDRESS, &addr)` and `sigaltstack(NULL, &old)` injected into thread
+/// `tid` (in a ptrace-stop of the calling thread): its `clear_child_tid` address and its
+/// alternate signal stack, which no `/proc` file shows.
+fn thread_links(pid: i32, tid: i32) -> Result<(u64, proto::SigAltStack), TaskError> {
     let mut inj = Injector::new(pid, tid)?;
-    let read = inject::tid_address(&mut inj);
+    let read = (|| {
+        let tid_address = inject::tid_address(&mut inj)?;
+        let alt = inject::sigaltstack(&mut inj)?;
+        Ok::<_, InjectError>((
+            tid_address,
+            proto::SigAltStack {
+                sp: alt.sp,
+                flags: alt.flags as u32,
+                size: alt.size,
+            },
+        ))
+    })();
     let finished = inj.finish();
     let out = read?;
     finished?;
@@ -347,4 +461,38 @@ fn to_pid(pid: i32, tid: i32) -> Result<Pid, TaskError> {
         op: "a thread id",
         source: io::Error::from(io::ErrorKind::InvalidInput),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_file_matches_prlimit() {
+        let text = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let parsed = limits_file(&text).unwrap();
+        let me = Pid::from_raw(std::process::id() as i32).unwrap();
+        for r in parsed {
+            assert_eq!(
+                rlimit::get_rlimit(me, r.resource).unwrap(),
+                (r.soft, r.hard),
+                "resource {}",
+                r.resource
+            );
+        }
+    }
+
+    #[test]
+    fn creds_are_parsed_from_status() {
+        let status = "Name:\tx\nUid:\t1000\t1003\t1004\t1003\nGid:\t1000\t1001\t1002\t1001\n\
+                      Groups:\t1001 1002 \nCapInh:\t0000000000000400\n\
+                      CapPrm:\t0000000000000400\nCapEff:\t0000000000000400\n\
+                      CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\n";
+        let c = creds_from_status(status).unwrap();
+        assert_eq!((c.ruid, c.euid, c.suid, c.fsuid), (1000, 1003, 1004, 1003));
+        assert_eq!((c.rgid, c.egid, c.sgid, c.fsgid), (1000, 1001, 1002, 1001));
+        assert_eq!(c.groups, [1001, 1002]);
+        assert_eq!((c.cap_effective, c.cap_bounding), (0x400, 0x1ff_ffff_ffff));
+        assert!(creds_from_status("Uid:\t1 2 3\n").is_none());
+    }
 }

@@ -39,7 +39,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (pid, fd) = (args.pid, args.fd);
     let file = fetch(pid, fd)?;
-    let image = pipecr::pipe::checkpoint(file.as_fd()).map_err(|e| match e {
+    let image = pipecr::pipe::peek(file.as_fd()).map_err(|e| match e {
         PipeError::NotAPipe { kind, .. } => {
             let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
                 .map(|p| format!(" ({})", p.display()))

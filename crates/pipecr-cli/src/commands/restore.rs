@@ -2,22 +2,27 @@
 //! default) wait for it like a shell waits for a job.
 //!
 //! Only what [`pipecr::restore::process`] can restore is accepted: a tree of
-//! processes (threads included) whose descriptors are all files they can reopen by
-//! themselves (no pipe or socket to the outside). Anything else is refused before a
-//! process is created. An image dumped without `--read-handlers` is restored with
+//! processes (threads included) whose descriptors it can create again; a descriptor
+//! that led outside the tree gets one supplied with `--inherit-fd` (by default, those at
+//! fds 0-2 get restore's own stdio). Anything else is refused before a process is
+//! created. An image dumped without `--read-handlers` is restored with
 //! default signal handlers and no interval timers, after a warning on stderr.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use pipecr::restore::RestoreOptions;
+use pipecr::restore::external::{Inherit, Source};
 use pipecr::restore::process as restore_process;
 use pipecr_image::{Image, proto};
 
 /// Restore a dumped process (with the same PID) and wait for it.
 ///
-/// Today: a tree of processes (threads included) whose descriptors are files, FIFOs and
-/// devices they can reopen by themselves. Prints `restored pid N` (the root) once they
+/// The processes get their descriptors back: files, FIFOs, devices, and the pipes and
+/// sockets between them with the bytes in flight. A pipe, socket or terminal that led
+/// outside the tree is connected to restore's own stdin/stdout/stderr when it was at fd
+/// 0, 1 or 2; any other needs --inherit-fd. Prints `restored pid N` (the root) once they
 /// run. The root comes back as a child of this command, which stays in the foreground
 /// until it exits and exits with its status (128 + signal if killed).
 #[derive(Debug, clap::Args)]
@@ -28,6 +33,25 @@ pub struct Args {
     /// Return as soon as the process runs instead of waiting for it.
     #[arg(short = 'd', long)]
     detach: bool,
+    /// Restore into a new PID namespace (with a minimal init as its PID 1), so that the
+    /// saved PIDs need only be free there: a copy can run beside the still-running
+    /// original. `restored pid N` gives the PID inside the namespace; this command waits
+    /// for the init, which exits with the root's status. Signals are not forwarded;
+    /// SIGKILL to the init ends the copy. Needs CAP_SYS_ADMIN.
+    #[arg(long)]
+    pidns: bool,
+    /// Give the descriptor that led outside the tree at original fd number FD (in process
+    /// PID only, when given) a source: `fd:N` (one of restore's own descriptors), a path,
+    /// or `null`. Repeatable. Bytes that were waiting in an external pipe for the tree are
+    /// written into the source when it is a pipe.
+    #[arg(long = "inherit-fd", value_name = "[PID:]FD=SOURCE")]
+    inherit_fd: Vec<Inherit>,
+    /// The tree is a job of an interactive shell (dumped from its own process group in
+    /// the shell's session, on the shell's terminal): restore it into this command's
+    /// session and onto its terminal, and, in the foreground, make it the terminal's
+    /// foreground job until it ends.
+    #[arg(long, conflicts_with = "pidns")]
+    shell_job: bool,
 }
 
 /// Restores the image and waits for (or detaches from) the restored process.
@@ -57,8 +81,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // (a container's init), and rustix's Pid cannot hold 0.
     let sid = nix::unistd::getsid(None).context("getsid")?;
     let pgid = nix::unistd::getpgrp();
-    restore_process::check_tree(&tree, sid.as_raw(), pgid.as_raw())?;
-    if let Some(p) = tree.iter().find(|p| restore_process::pid_in_use(p.pid())) {
+    // A shell job's session was its shell's, which is not restored: the job joins ours.
+    let sid = match (args.shell_job, tree.first()) {
+        (true, Some(root)) if root.process.sid != root.pid() => root.process.sid,
+        _ => sid.as_raw(),
+    };
+    restore_process::check_tree(&tree, sid, pgid.as_raw())
+        .with_context(|| format!("cannot restore pid {pid}; nothing was restored"))?;
+    // In a new PID namespace, the saved PIDs are free.
+    if !args.pidns
+        && let Some(p) = tree.iter().find(|p| restore_process::pid_in_use(p.pid()))
+    {
         bail!(
             "pid {} is in use by another process; nothing was restored",
             p.pid()
@@ -79,20 +112,97 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let child = restore_process::restore_tree(&args.dir, &image, &tree)
-        .with_context(|| format!("restore of pid {pid} failed; nothing was left running"))?;
-    // One line once the process runs: what a caller waits for (the process does not
-    // share our stdout, so this line is the only thing on it until we exit).
-    println!("restored pid {pid}");
+    let options = RestoreOptions {
+        inherit: args.inherit_fd.clone(),
+        shell_job: args.shell_job,
+    };
+    let shares_stdout = pipecr::restore::external::plan(&image, &options)
+        .map(|plan| plan.iter().any(|(_, r)| r.source == Source::Fd(1)))
+        .unwrap_or(false);
+    let child = if args.pidns {
+        // The init is the child we wait for: it exits with the root's status.
+        let ns =
+            pipecr::restore::pidns::restore_tree_in_new_pidns(&args.dir, &image, &tree, &options)
+                .with_context(|| format!("restore of pid {pid} failed; nothing was left running"))?;
+        eprintln!(
+            "pipecr: restored into a new pid namespace; its init is pid {} here",
+            ns.init()
+        );
+        ns.init()
+    } else {
+        restore_process::restore_tree(&args.dir, &image, &tree, &options)
+            .with_context(|| format!("restore of pid {pid} failed; nothing was left running"))?
+    };
+    // One line once the process runs: what a caller waits for. On stdout, unless the
+    // tree writes there too (an external end given our fd 1): then on stderr, so the
+    // tree's output stays exactly its own.
+    if shares_stdout {
+        eprintln!("restored pid {pid}");
+    } else {
+        println!("restored pid {pid}");
+    }
     if args.detach {
         return Ok(ExitCode::SUCCESS);
     }
-    loop {
+    // A shell job in the foreground owns the terminal while it runs, as the shell would
+    // have given it; ours again afterwards.
+    let foreground = match tree.first() {
+        Some(root) if args.shell_job => Foreground::take(root.process.pgid),
+        _ => None,
+    };
+    let status = loop {
         match nix_wait(child.as_raw()) {
-            Ok(Some(code)) => return Ok(ExitCode::from(code)),
+            Ok(Some(code)) => break Ok(ExitCode::from(code)),
             Ok(None) => continue,
-            Err(e) => return Err(e).with_context(|| format!("waiting for pid {pid}")),
+            Err(e) => break Err(e).with_context(|| format!("waiting for pid {pid}")),
         }
+    };
+    drop(foreground);
+    status
+}
+
+/// The controlling terminal handed to a restored job's process group, given back to ours
+/// on drop.
+struct Foreground {
+    tty: std::os::fd::OwnedFd,
+    ours: rustix::process::Pid,
+}
+
+impl Foreground {
+    /// Makes `job` the foreground process group of our controlling terminal, when one of
+    /// our stdio descriptors is that terminal and we are its foreground group now.
+    fn take(job: i32) -> Option<Foreground> {
+        let job = rustix::process::Pid::from_raw(job)?;
+        let ours = rustix::process::getpgrp();
+        let tty = (0..=2)
+            .filter_map(|n| pipecr::sys::fd::dup_own(n, 3).ok())
+            .find(|fd| rustix::termios::tcgetpgrp(fd).is_ok_and(|g| g == ours))?;
+        if job == ours {
+            return None;
+        }
+        set_foreground(&tty, job);
+        Some(Foreground { tty, ours })
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        set_foreground(&self.tty, self.ours);
+    }
+}
+
+/// `tcsetpgrp` with SIGTTOU blocked: from a background group (ours, once the job has the
+/// terminal) the call would otherwise stop us. Best effort: a terminal that went away
+/// leaves nothing to hand over.
+fn set_foreground(tty: &std::os::fd::OwnedFd, group: rustix::process::Pid) {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut old = SigSet::empty();
+    let blocked = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old)).is_ok();
+    let _ = rustix::termios::tcsetpgrp(tty, group);
+    if blocked {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     }
 }
 

@@ -20,12 +20,13 @@
 //! 5. Close the parked copies: only the saved descriptors remain.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use pipecr_image::proto;
 use pipecr_image::{Image, ImageError};
 
+use super::external::Inherited;
 use crate::files::{self, FileError, RestoreCtx};
 
 /// Why a descriptor table could not be rebuilt.
@@ -111,19 +112,22 @@ pub fn saved_table(image: &Image, pid: i32) -> Result<proto::FdTable, RebuildErr
 #[derive(Debug)]
 pub struct ParkedFiles {
     files: BTreeMap<u64, OwnedFd>,
+    /// Descriptors given for external ends, by open-file id and descriptor number.
+    slots: BTreeMap<(u64, RawFd), OwnedFd>,
     /// The highest descriptor number of any table the set was made for.
     top: RawFd,
 }
 
 impl ParkedFiles {
-    /// How many distinct open files are parked.
+    /// How many descriptors are parked (open files created, and descriptors given for
+    /// external ends).
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.files.len() + self.slots.len()
     }
 
-    /// Whether no open file is parked.
+    /// Whether nothing is parked.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.files.is_empty() && self.slots.is_empty()
     }
 
     /// The highest descriptor number of any table the set was made for.
@@ -133,7 +137,12 @@ impl ParkedFiles {
 
     /// The parked descriptor numbers, sorted.
     pub fn parked_fds(&self) -> Vec<RawFd> {
-        let mut fds: Vec<RawFd> = self.files.values().map(|f| f.as_raw_fd()).collect();
+        let mut fds: Vec<RawFd> = self
+            .files
+            .values()
+            .chain(self.slots.values())
+            .map(|f| f.as_raw_fd())
+            .collect();
         fds.sort_unstable();
         fds
     }
@@ -141,17 +150,22 @@ impl ParkedFiles {
 
 /// Creates, in the calling process, every open file of every descriptor table of the
 /// tree image (`fds.img`, files from `files.img`), each once, parked above the highest
-/// saved descriptor number. Pipes are refilled once here.
+/// saved descriptor number. Pipes are refilled once here. An external open file in
+/// `inherited` is not created: the descriptor given for it is parked instead.
 ///
 /// Fails clearly when `RLIMIT_NOFILE` cannot hold the parked set above the highest saved
 /// number (the soft limit is raised up to the hard one when that is enough).
-pub fn create_all(image: &Image) -> Result<ParkedFiles, RebuildError> {
+pub fn create_all(image: &Image, inherited: &Inherited) -> Result<ParkedFiles, RebuildError> {
     let tables: Vec<proto::FdTable> = image.read_records(pipecr_image::FDS)?;
-    create(image, &tables)
+    create(image, &tables, inherited)
 }
 
 /// [`create_all`] for the open files of `tables` only.
-pub fn create(image: &Image, tables: &[proto::FdTable]) -> Result<ParkedFiles, RebuildError> {
+pub fn create(
+    image: &Image,
+    tables: &[proto::FdTable],
+    inherited: &Inherited,
+) -> Result<ParkedFiles, RebuildError> {
     let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES)?;
     let files: BTreeMap<u64, proto::OpenFile> = files.into_iter().map(|f| (f.id, f)).collect();
     let descriptors = || tables.iter().flat_map(|t| t.descriptors.iter());
@@ -159,11 +173,27 @@ pub fn create(image: &Image, tables: &[proto::FdTable]) -> Result<ParkedFiles, R
     let mut ids: Vec<u64> = descriptors().map(|d| d.file_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    ensure_nofile(top, ids.len())?;
+    ensure_nofile(top, ids.len() + inherited.len())?;
 
     let mut ctx = RestoreCtx::new(image)?;
     let mut created: BTreeMap<u64, OwnedFd> = BTreeMap::new();
+    let mut slots: BTreeMap<(u64, RawFd), OwnedFd> = BTreeMap::new();
     for d in descriptors() {
+        let park = |fd: BorrowedFd<'_>| {
+            rustix::io::fcntl_dupfd_cloexec(fd, top + 1).map_err(|e| RebuildError::Install {
+                fd: d.fd,
+                op: "fcntl(F_DUPFD_CLOEXEC)",
+                source: e.into(),
+            })
+        };
+        // An external end given a descriptor for this number is not created.
+        if let Some(given) = inherited.get(d.file_id, d.fd) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = slots.entry((d.file_id, d.fd))
+            {
+                slot.insert(park(given)?);
+            }
+            continue;
+        }
         if created.contains_key(&d.file_id) {
             continue;
         }
@@ -173,19 +203,14 @@ pub fn create(image: &Image, tables: &[proto::FdTable]) -> Result<ParkedFiles, R
                 d.fd, d.file_id
             ))
         })?;
-        let fd = files::restore_file(file, &mut ctx)?;
-        let parked =
-            rustix::io::fcntl_dupfd_cloexec(&fd, top + 1).map_err(|e| RebuildError::Install {
-                fd: d.fd,
-                op: "fcntl(F_DUPFD_CLOEXEC)",
-                source: e.into(),
-            })?;
+        let parked = park(files::restore_file(file, &mut ctx)?.as_fd())?;
         created.insert(d.file_id, parked);
     }
     // The anchors of pipes and FIFOs lived until every end was opened; they go now.
     drop(ctx);
     Ok(ParkedFiles {
         files: created,
+        slots,
         top,
     })
 }
@@ -244,12 +269,16 @@ pub fn install(table: &proto::FdTable, parked: &ParkedFiles) -> Result<Rebuilt, 
                 d.fd, parked.top
             )));
         }
-        let file = parked.files.get(&d.file_id).ok_or_else(|| {
-            RebuildError::Invalid(format!(
-                "fd {} points at open file {}, which was not created",
-                d.fd, d.file_id
-            ))
-        })?;
+        let file = parked
+            .slots
+            .get(&(d.file_id, d.fd))
+            .or_else(|| parked.files.get(&d.file_id))
+            .ok_or_else(|| {
+                RebuildError::Invalid(format!(
+                    "fd {} points at open file {}, which was not created",
+                    d.fd, d.file_id
+                ))
+            })?;
         let copy = file.try_clone().map_err(|e| install("dup", e))?;
         let installed =
             crate::sys::fd::install_at(copy, d.fd, d.cloexec).map_err(|e| install("dup3", e))?;
@@ -272,9 +301,11 @@ pub fn install(table: &proto::FdTable, parked: &ParkedFiles) -> Result<Rebuilt, 
 /// numbers are left alone; those at saved numbers are replaced.
 ///
 /// [`create`] for this one table, then [`install`], then the parked copies are closed.
+/// External ends are created from the image like the rest (a pipe whose other end is
+/// not there); whole-tree restore substitutes them ([`super::external`]).
 pub fn rebuild(dir: &Path, pid: i32) -> Result<Rebuilt, RebuildError> {
     let image = Image::open(dir)?;
     let table = saved_table(&image, pid)?;
-    let parked = create(&image, std::slice::from_ref(&table))?;
+    let parked = create(&image, std::slice::from_ref(&table), &Inherited::none())?;
     install(&table, &parked)
 }

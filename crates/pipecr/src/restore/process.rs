@@ -16,29 +16,12 @@
 //!    ([`super::fdtable::install`]), so what processes shared is shared again.
 //!    Only a single-threaded caller may do this: the children
 //!    allocate (see [`crate::sys::clone3::clone3_with_tid`]).
-//! 2. [`restore_tree`] continues them all, then for each (`load_image`), parents first:
-//!    seizes and interrupts it, and through an [`Injector`]: maps a trampoline page at an
-//!    address free in both layouts; unregisters the inherited rseq area (before its memory
-//!    goes); unmaps every other area but `[vdso]`/`[vvar]`/`[vvar_vclock]`; moves those to
-//!    their saved addresses (`mremap`, through a parking place so that they never land on
-//!    each other); maps every saved area (`MAP_FIXED`; files by path, opened in the child),
-//!    writable while its pages are written; sets the saved protections; sets the mm
-//!    fields and the exe link with `PR_SET_MM_MAP`; registers the saved rseq area again;
-//!    with every signal blocked, installs the saved handlers (`rt_sigaction`) and interval
-//!    timers (`setitimer`) and queues the saved pending signals from inside the process
-//!    (`rt_tgsigqueueinfo` per thread, `rt_sigqueueinfo` process-wide: any `si_code` is
-//!    allowed to oneself); creates the other threads with their TIDs and state
-//!    (`restore/threads.rs`); unmaps the trampoline from inside its own `munmap` (the
-//!    syscall-exit stop comes first); then sets the saved registers, XSAVE area and
-//!    blocked mask. Once every process is ready, all are detached, children first; the
+//! 2. [`restore_tree`] continues them all, then replaces each one's address space,
+//!    signal state, threads and registers, parents first ([`super::image`], with
+//!    [`super::mm`], [`super::signals`] and [`super::threads`]), leaving each in a
+//!    ptrace-stop. Once every process is ready, all are detached, children first; the
 //!    pending signals the saved mask lets through are delivered then, to the saved
 //!    handlers.
-//!
-//! A thread saved inside a syscall the kernel would restart (`rax` = `-ERESTART*`) is set
-//! back onto its `syscall` instruction (`rip -= 2`, `rax = orig_rax`), so it enters the
-//! call again; `-ERESTART_RESTARTBLOCK` becomes `restart_syscall`, whose saved state
-//! (the restart block) lives in the kernel and does not come back: in a new process it
-//! returns `EINTR` (a `nanosleep` sees an interruption; see the module's known gaps).
 //!
 //! Known gaps (each refused with [`ProcessRestoreError::Unsupported`] unless said):
 //! shared anonymous memory, memfds, SysV shm and deleted files
@@ -53,45 +36,19 @@
 use std::fs::File;
 use std::io::{self, Read as _};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::sys::mman::{MapFlags, ProtFlags};
-use nix::sys::ptrace;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use pipecr_image::proto::{self, VmaFlag, VmaKind};
-use pipecr_image::{Image, ImageError, PAGE_SIZE};
+use pipecr_image::{Image, ImageError};
 
-use crate::inject::{InjectError, Injector};
-use crate::mem::maps::{MapEntry, parse_maps};
-use crate::sys::ptrace::{self as sys_ptrace, SigMask};
-
-const PAGE: u64 = PAGE_SIZE;
-/// Where, in the trampoline page, the path of a file to open is written.
-const PATH_AT: u64 = 64;
-/// Longest path we open through the trampoline (the rest of the page holds other data).
-const PATH_MAX_IN_PAGE: usize = 1024 - 64 - 1;
-/// Where the `struct prctl_mm_map` is written.
-const MM_MAP_AT: u64 = 1024;
-/// Where the auxiliary vector is written.
-const AUXV_AT: u64 = 2048;
-/// Lowest address we place a trampoline or a parking area at (above `mmap_min_addr`).
-const LOW: u64 = 0x10_0000;
-/// `PR_SET_MM` and `PR_SET_MM_MAP` from `<linux/prctl.h>`.
-const PR_SET_MM: u64 = 35;
-const PR_SET_MM_MAP: u64 = 14;
-/// `RSEQ_FLAG_UNREGISTER`.
-const RSEQ_FLAG_UNREGISTER: u64 = 1;
-/// The kernel's "restart me" codes (`include/linux/errno.h`).
-const ERESTARTSYS: i64 = 512;
-const ERESTARTNOINTR: i64 = 513;
-const ERESTARTNOHAND: i64 = 514;
-const ERESTART_RESTARTBLOCK: i64 = 516;
-/// Bytes copied into the child per write.
-const CHUNK: u64 = 1 << 20;
+use super::RestoreOptions;
+use super::external::{ExternalError, Inherited};
+use super::image::load_image;
+use crate::inject::InjectError;
 
 /// Why a process could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +56,9 @@ pub enum ProcessRestoreError {
     /// The image could not be read.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A descriptor that led outside the tree has no usable source.
+    #[error(transparent)]
+    External(#[from] ExternalError),
     /// The image does not hold what this process needs.
     #[error("pid {pid}: image: {what}")]
     Invalid {
@@ -114,6 +74,48 @@ pub enum ProcessRestoreError {
         pid: i32,
         /// What.
         what: String,
+    },
+    /// The saved credentials are ones the restorer cannot give (nothing was created).
+    #[error("pid {pid}: cannot restore {what} (the restorer has {me})")]
+    Credentials {
+        /// The saved process.
+        pid: i32,
+        /// Which credentials, and what giving them needs.
+        what: String,
+        /// The restorer's own ids and effective capabilities.
+        me: String,
+    },
+    /// A thread's saved CPU state uses XSAVE components this machine does not enable.
+    #[error(
+        "pid {pid}: thread {tid} uses CPU state this machine does not enable: {missing} \
+         (saved XSTATE_BV {saved:#x}, this machine's XCR0 {here:#x})"
+    )]
+    CpuFeatures {
+        /// The saved process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+        /// The missing components, by name.
+        missing: String,
+        /// The saved area's `XSTATE_BV`.
+        saved: u64,
+        /// This machine's `XCR0`.
+        here: u64,
+    },
+    /// A file the process needs (its executable, a mapped file) is not there.
+    #[error("pid {pid}: {what} {path}: {errno}")]
+    File {
+        /// The saved process.
+        pid: i32,
+        /// What the file is to the process.
+        what: &'static str,
+        /// Its path.
+        path: String,
+        /// The error's symbolic name (`ENOENT`, ...).
+        errno: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
     },
     /// The saved PID belongs to a live process.
     #[error("pid {pid} is in use by another process; nothing was restored")]
@@ -216,15 +218,8 @@ pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> 
     let pid = saved.pid();
     let unsupported = |what: String| Err(ProcessRestoreError::Unsupported { pid, what });
     super::threads::check(saved)?;
-    let personality = std::fs::read_to_string("/proc/self/personality")
-        .ok()
-        .and_then(|p| u32::from_str_radix(p.trim(), 16).ok());
-    if personality != Some(saved.core.personality) {
-        return unsupported(format!(
-            "personality {:#x} (the restorer's is {personality:x?}; it is inherited, not set)",
-            saved.core.personality
-        ));
-    }
+    super::creds::check(pid, saved.core.creds.as_ref())?;
+    super::preflight::check_xstate(saved, crate::sys::cpu::xcr0())?;
     if saved.core.root != "/" {
         return unsupported(format!(
             "a root directory other than / ({})",
@@ -234,7 +229,7 @@ pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> 
     if saved.process.sid != pid && saved.process.sid != sid {
         return unsupported(format!(
             "session {} (the restorer is in session {sid}; only the restorer's session or a \
-             new one led by the process)",
+             new one led by the process; a job of an interactive shell: --shell-job)",
             saved.process.sid
         ));
     }
@@ -262,6 +257,7 @@ pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> 
             ));
         }
     }
+    super::preflight::check_files(saved)?;
     Ok(())
 }
 
@@ -276,7 +272,12 @@ pub fn pid_in_use(pid: i32) -> bool {
 /// On any error every process created is killed and reaped. The caller must be
 /// single-threaded ([`ProcessRestoreError::MultiThreadedCaller`] otherwise).
 pub fn restore(dir: &Path, image: &Image, saved: &SavedProcess) -> Result<NixPid> {
-    restore_tree(dir, image, std::slice::from_ref(saved))
+    restore_tree(
+        dir,
+        image,
+        std::slice::from_ref(saved),
+        &RestoreOptions::default(),
+    )
 }
 
 /// Checks, before anything is created, that `tree` (tree.img order: the root first, every
@@ -325,18 +326,27 @@ pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
 ///    ready are they detached, so no restored process runs while another is half done
 ///    (a child that exits at once has its parent's handlers to signal).
 ///
+/// Before anything is created, every descriptor that led outside the tree is given a
+/// source from `options` ([`super::external::resolve`]), or the restore is refused.
+///
 /// On any error every process created is killed and reaped: the caller is made a child
 /// subreaper while restoring so orphans come back to it. The caller must be
 /// single-threaded ([`ProcessRestoreError::MultiThreadedCaller`] otherwise).
-pub fn restore_tree(dir: &Path, image: &Image, tree: &[SavedProcess]) -> Result<NixPid> {
+pub fn restore_tree(
+    dir: &Path,
+    image: &Image,
+    tree: &[SavedProcess],
+    options: &RestoreOptions,
+) -> Result<NixPid> {
     let pids: Vec<i32> = tree.iter().map(SavedProcess::pid).collect();
     let root_pid = *pids.first().ok_or_else(|| ProcessRestoreError::Invalid {
         pid: 0,
         what: "tree.img holds no process".to_owned(),
     })?;
+    let inherited = super::external::resolve(image, options)?;
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(std::process::id() as i32))
         .map_err(|e| os(root_pid, "prctl(PR_SET_CHILD_SUBREAPER)")(e.into()))?;
-    let result = restore_tree_inner(dir, image, tree, &pids);
+    let result = restore_tree_inner(dir, image, tree, &pids, &inherited);
     let _ = rustix::process::set_child_subreaper(None);
     result
 }
@@ -346,8 +356,9 @@ fn restore_tree_inner(
     image: &Image,
     tree: &[SavedProcess],
     pids: &[i32],
+    inherited: &Inherited,
 ) -> Result<NixPid> {
-    let root = spawn_tree_stopped(dir, tree)?;
+    let root = spawn_tree_stopped(dir, tree, inherited)?;
     let steps = || -> Result<()> {
         for &pid in pids {
             kill(NixPid::from_raw(pid), Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
@@ -385,7 +396,7 @@ pub fn kill_and_reap(pid: NixPid) {
 /// Kills every process of a tree being restored (all of them first, so that the orphans
 /// come to us, the subreaper) and reaps those that are ours: the root, and the orphans.
 /// The PIDs were free when the restore began, and ours since.
-fn kill_tree(pids: &[i32]) {
+pub(super) fn kill_tree(pids: &[i32]) {
     // Threads we created and trace: each is a zombie until we reap it, and its group
     // leader is not reported before that.
     let threads: Vec<i32> = pids
@@ -422,11 +433,11 @@ fn kill_tree(pids: &[i32]) {
     }
 }
 
-fn os(pid: i32, op: &'static str) -> impl Fn(io::Error) -> ProcessRestoreError {
+pub(super) fn os(pid: i32, op: &'static str) -> impl Fn(io::Error) -> ProcessRestoreError {
     move |source| ProcessRestoreError::Os { pid, op, source }
 }
 
-fn errno(pid: i32, op: &'static str) -> impl Fn(Errno) -> ProcessRestoreError {
+pub(super) fn errno(pid: i32, op: &'static str) -> impl Fn(Errno) -> ProcessRestoreError {
     move |e| ProcessRestoreError::Os {
         pid,
         op,
@@ -438,9 +449,16 @@ fn errno(pid: i32, op: &'static str) -> impl Fn(Errno) -> ProcessRestoreError {
 /// their children, set up descriptors, cwd, umask, rlimits, session and group, and stop
 /// themselves (`SIGSTOP`). Returns once the root, and so every process, has stopped.
 ///
+/// The root creates the tree's open files, taking the descriptors in `inherited` (held
+/// by the caller, inherited through `clone3`) for the external ones.
+///
 /// Refuses to run in a multi-threaded process. On error, every process created is killed
 /// and reaped.
-pub fn spawn_tree_stopped(dir: &Path, tree: &[SavedProcess]) -> Result<NixPid> {
+pub fn spawn_tree_stopped(
+    dir: &Path,
+    tree: &[SavedProcess],
+    inherited: &Inherited,
+) -> Result<NixPid> {
     let Some(root) = tree.first() else {
         return Err(ProcessRestoreError::Invalid {
             pid: 0,
@@ -463,11 +481,12 @@ pub fn spawn_tree_stopped(dir: &Path, tree: &[SavedProcess]) -> Result<NixPid> {
     }
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| os(pid, "pipe2")(e.into()))?;
+    let me = rustix::process::getpid();
     let child = match crate::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[pid]) {
         Ok(Some(child)) => child,
         Ok(None) => {
             drop(err_r);
-            child_setup(dir, tree, 0, err_w, None)
+            child_setup(dir, tree, 0, me, err_w, OpenFiles::Create(inherited))
         }
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             return Err(ProcessRestoreError::PidInUse { pid });
@@ -502,17 +521,36 @@ pub fn spawn_tree_stopped(dir: &Path, tree: &[SavedProcess]) -> Result<NixPid> {
     }
 }
 
-/// The child side of [`spawn_tree_stopped`] for `tree[idx]`: never returns. `parked`:
-/// the tree's open files, inherited from the parent (`None` for the root, which creates
-/// them).
+/// Where a process being set up gets the tree's open files.
+#[derive(Clone, Copy)]
+enum OpenFiles<'a> {
+    /// The root creates them, with these descriptors for the external ones.
+    Create(&'a Inherited),
+    /// Its parent created them; they are inherited, parked.
+    Parked(&'a super::fdtable::ParkedFiles),
+}
+
+/// The child side of [`spawn_tree_stopped`] for `tree[idx]`: never returns.
+///
+/// Until its image is replaced it dies with its parent (`PR_SET_PDEATHSIG`), so a
+/// restorer killed part-way leaves no half-made process behind: the root dies with the
+/// restorer, every other process with its parent. [`load_image`] clears it.
 fn child_setup(
     dir: &Path,
     tree: &[SavedProcess],
     idx: usize,
+    parent: rustix::process::Pid,
     err_w: OwnedFd,
-    parked: Option<&super::fdtable::ParkedFiles>,
+    files: OpenFiles<'_>,
 ) -> ! {
     let saved = &tree[idx];
+    // If the parent died before this took effect, it never will: leave at once.
+    if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .is_err()
+        || rustix::process::getppid() != Some(parent)
+    {
+        std::process::exit(1);
+    }
     // Keep the error pipe above every descriptor the table will use.
     let top = Image::open(dir)
         .ok()
@@ -520,7 +558,7 @@ fn child_setup(
         .and_then(|table| table.descriptors.iter().map(|d| d.fd).max())
         .unwrap_or(0);
     let err_w = rustix::io::fcntl_dupfd_cloexec(&err_w, top + 1).unwrap_or(err_w);
-    let result = child_setup_inner(dir, tree, idx, &err_w, parked);
+    let result = child_setup_inner(dir, tree, idx, &err_w, files);
     match result {
         Ok(()) => {
             drop(err_w);
@@ -554,9 +592,10 @@ fn spawn_children(
         }
         let cpid = child.pid();
         let err = err_w.try_clone().map_err(|e| format!("dup: {e}"))?;
+        let me = rustix::process::getpid();
         let created = match crate::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[cpid]) {
             Ok(Some(created)) => created,
-            Ok(None) => child_setup(dir, tree, c, err, Some(parked)),
+            Ok(None) => child_setup(dir, tree, c, me, err, OpenFiles::Parked(parked)),
             Err(e) => return Err(format!("clone3 with set_tid {cpid}: {e}")),
         };
         drop(err);
@@ -581,7 +620,7 @@ fn child_setup_inner(
     tree: &[SavedProcess],
     idx: usize,
     err_w: &OwnedFd,
-    inherited: Option<&super::fdtable::ParkedFiles>,
+    files: OpenFiles<'_>,
 ) -> std::result::Result<(), String> {
     let saved = &tree[idx];
     let pid = saved.pid();
@@ -600,9 +639,12 @@ fn child_setup_inner(
     // number; the children inherit the set, and each process installs its own table
     // from it and closes the rest.
     let image = Image::open(dir).map_err(|e| format!("{e}"))?;
-    let owned = match inherited {
-        Some(_) => None,
-        None => Some(super::fdtable::create_all(&image).map_err(|e| format!("{e}"))?),
+    let (owned, inherited) = match files {
+        OpenFiles::Parked(parked) => (None, Some(parked)),
+        OpenFiles::Create(external) => (
+            Some(super::fdtable::create_all(&image, external).map_err(|e| format!("{e}"))?),
+            None,
+        ),
     };
     let Some(parked) = inherited.or(owned.as_ref()) else {
         return Err("no open files to install".to_owned());
@@ -635,6 +677,9 @@ fn child_setup_inner(
             })?;
         }
     }
+    // What the restorer set up for itself (Rust ignores SIGPIPE and catches SIGSEGV) is
+    // not the restored program's: its own handlers are installed later, on defaults.
+    crate::sys::signal::reset_all_dispositions().map_err(|e| format!("sigaction(SIG_DFL): {e}"))?;
     Ok(())
 }
 
@@ -649,589 +694,4 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     load_image(image, saved)?;
     super::threads::detach(saved)?;
     Ok(())
-}
-
-/// Seizes `saved.pid()` (continued from its self-stop, waiting in `pause()`), replaces
-/// its address space, handlers, pending signals, registers and mask with the saved ones,
-/// and leaves it in a ptrace-stop of the calling thread, ready to be detached.
-fn load_image(image: &Image, saved: &SavedProcess) -> Result<()> {
-    let pid = saved.pid();
-    let t = NixPid::from_raw(pid);
-    let thread = super::threads::main_thread(pid, &saved.core).ok_or_else(|| {
-        ProcessRestoreError::Invalid {
-            pid,
-            what: "no thread in core.img".to_owned(),
-        }
-    })?;
-    ptrace::seize(t, ptrace::Options::empty()).map_err(errno(pid, "PTRACE_SEIZE"))?;
-    ptrace::interrupt(t).map_err(errno(pid, "PTRACE_INTERRUPT"))?;
-    loop {
-        match waitpid(t, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => break,
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
-                return Err(ProcessRestoreError::Child {
-                    pid,
-                    message: "it died before it could be seized".to_owned(),
-                });
-            }
-            Err(Errno::EINTR) | Ok(_) => continue,
-            Err(e) => return Err(errno(pid, "waitpid")(e)),
-        }
-    }
-    let mut inj = Injector::new(pid, pid)?;
-    let current = current_maps(pid)?;
-    let saved_areas: Vec<(u64, u64)> = saved.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
-    let cur_areas: Vec<(u64, u64)> = current.iter().map(|m| (m.start, m.end)).collect();
-    let mut avoid: Vec<(u64, u64)> = saved_areas.iter().chain(&cur_areas).copied().collect();
-    let tramp = find_free(&avoid, PAGE).ok_or_else(|| ProcessRestoreError::Unsupported {
-        pid,
-        what: "a layout with no free page for the trampoline".to_owned(),
-    })?;
-    inj.map_trampoline(tramp)?;
-    avoid.push((tramp, tramp + PAGE));
-
-    // The inherited rseq area is in memory about to go: unregister it first, or the
-    // kernel would write into whatever is mapped there next.
-    let rseq =
-        sys_ptrace::rseq_configuration(t).map_err(os(pid, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
-    if rseq.abi_pointer != 0 {
-        inj.syscall_checked(
-            libc::SYS_rseq,
-            [
-                rseq.abi_pointer,
-                u64::from(rseq.abi_size),
-                RSEQ_FLAG_UNREGISTER,
-                u64::from(rseq.signature),
-                0,
-                0,
-            ],
-        )?;
-    }
-
-    // Everything but the trampoline and the kernel's own areas goes.
-    let movable = ["[vdso]", "[vvar]", "[vvar_vclock]"];
-    for m in &current {
-        if m.start == tramp || movable.contains(&m.path.as_str()) || m.path == "[vsyscall]" {
-            continue;
-        }
-        inj.remote_munmap(m.start, m.len())?;
-    }
-    move_specials(&mut inj, pid, &current, &saved.mm.vmas, &avoid)?;
-
-    let pages =
-        File::open(image.dir().join(pipecr_image::PAGES)).map_err(os(pid, "open pages.img"))?;
-    for vma in &saved.mm.vmas {
-        map_area(&mut inj, pid, tramp, vma).map_err(|e| area_error(pid, vma, "map", e))?;
-    }
-    for run in &saved.mm.pages {
-        write_run(&mut inj, pid, &pages, run)?;
-    }
-    for vma in &saved.mm.vmas {
-        if is_private_restored(vma) && vma.prot & libc::PROT_WRITE as u32 == 0 {
-            let prot = ProtFlags::from_bits_truncate(vma.prot as i32);
-            inj.remote_mprotect(vma.start, vma.end - vma.start, prot)
-                .map_err(|e| area_error(pid, vma, "mprotect", e.into()))?;
-        }
-    }
-    set_mm(&mut inj, pid, tramp, &saved.mm)?;
-    if let Some(r) = &thread.rseq {
-        inj.syscall_checked(
-            libc::SYS_rseq,
-            [
-                r.address,
-                u64::from(r.length),
-                0,
-                u64::from(r.signature),
-                0,
-                0,
-            ],
-        )?;
-    }
-    // Handlers and timers first, then the pending signals, all blocked until the saved
-    // mask is set at the end: they are delivered after detach, to the saved handlers.
-    sys_ptrace::set_sigmask(t, SigMask(!0)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
-    restore_signals(&mut inj, pid, tramp, &saved.core)?;
-    // The other threads, created with every signal blocked (the mask just set).
-    super::threads::create(&mut inj, saved, tramp)?;
-    inj.unmap_trampoline(tramp)?;
-    // Signals that arrived meanwhile (the SIGCONT we sent, say) are dropped: they were
-    // meant for the process that no longer exists.
-    let _ = inj.release();
-
-    let regs = final_regs(pid, thread)?;
-    ptrace::setregset::<ptrace::regset::NT_PRSTATUS>(t, regs)
-        .map_err(errno(pid, "PTRACE_SETREGSET NT_PRSTATUS"))?;
-    if !thread.xsave.is_empty() {
-        sys_ptrace::set_xstate(t, &thread.xsave)
-            .map_err(os(pid, "PTRACE_SETREGSET NT_X86_XSTATE"))?;
-    }
-    sys_ptrace::set_sigmask(t, SigMask(thread.blocked)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
-    Ok(())
-}
-
-/// Where, in the trampoline page, a `struct sigaction`, `struct itimerval` or siginfo is
-/// written (the path area: no file is opened any more at this point).
-const SCRATCH_AT: u64 = PATH_AT;
-
-/// Installs the saved signal handlers and interval timers and queues the saved pending
-/// signals again, from inside the process (so any `si_code` is accepted). Without
-/// `handlers_read` the handlers and timers are unknown and stay at their defaults.
-fn restore_signals(inj: &mut Injector, pid: i32, tramp: u64, core: &proto::Core) -> Result<()> {
-    let at = tramp + SCRATCH_AT;
-    if core.handlers_read {
-        for a in &core.sigactions {
-            if a.signo <= 0 || a.signo > 64 || a.signo == libc::SIGKILL || a.signo == libc::SIGSTOP
-            {
-                return Err(ProcessRestoreError::Invalid {
-                    pid,
-                    what: format!("a handler for signal {}", a.signo),
-                });
-            }
-            // The kernel's struct sigaction on x86_64: handler, flags, restorer, mask.
-            let mut raw = Vec::with_capacity(32);
-            for v in [a.handler, a.flags, a.restorer, a.mask] {
-                raw.extend_from_slice(&v.to_ne_bytes());
-            }
-            inj.write_memory(at, &raw)?;
-            inj.syscall_checked(libc::SYS_rt_sigaction, [a.signo as u64, at, 0, 8, 0, 0])?;
-        }
-        for timer in &core.itimers {
-            // struct itimerval: it_interval then it_value, each (tv_sec, tv_usec).
-            let mut raw = Vec::with_capacity(32);
-            for us in [timer.interval_us, timer.value_us] {
-                raw.extend_from_slice(&(us / 1_000_000).to_ne_bytes());
-                raw.extend_from_slice(&(us % 1_000_000).to_ne_bytes());
-            }
-            inj.write_memory(at, &raw)?;
-            inj.syscall_checked(libc::SYS_setitimer, [timer.which as u64, at, 0, 0, 0, 0])?;
-        }
-    }
-    // Our ids as the process itself sees them.
-    let tgid = inj.syscall_checked(libc::SYS_getpid, [0; 6])?;
-    let tid = inj.syscall_checked(libc::SYS_gettid, [0; 6])?;
-    let queue = |inj: &mut Injector, info: &proto::Siginfo, nr: i64, args: [u64; 6]| {
-        if info.raw.len() != 128 || info.signo <= 0 || info.signo > 64 {
-            return Err(ProcessRestoreError::Invalid {
-                pid,
-                what: format!(
-                    "pending signal {} with a siginfo of {} bytes",
-                    info.signo,
-                    info.raw.len()
-                ),
-            });
-        }
-        inj.write_memory(at, &info.raw)?;
-        inj.syscall_checked(nr, args)?;
-        Ok(())
-    };
-    // The other threads queue their own (restore/threads.rs).
-    if let Some(thread) = super::threads::main_thread(pid, core) {
-        for info in &thread.pending {
-            let args = [tgid, tid, info.signo as u64, at, 0, 0];
-            queue(inj, info, libc::SYS_rt_tgsigqueueinfo, args)?;
-        }
-    }
-    for info in &core.shared_pending {
-        let args = [tgid, info.signo as u64, at, 0, 0, 0];
-        queue(inj, info, libc::SYS_rt_sigqueueinfo, args)?;
-    }
-    Ok(())
-}
-
-fn area_error(
-    pid: i32,
-    vma: &proto::Vma,
-    what: &str,
-    e: ProcessRestoreError,
-) -> ProcessRestoreError {
-    ProcessRestoreError::Area {
-        pid,
-        start: vma.start,
-        end: vma.end,
-        what: format!(
-            "{what} {}",
-            if vma.path.is_empty() {
-                "[anon]"
-            } else {
-                &vma.path
-            }
-        ),
-        source: Box::new(e),
-    }
-}
-
-fn current_maps(pid: i32) -> Result<Vec<MapEntry>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map_err(os(pid, "read /proc/PID/maps"))?;
-    parse_maps(&text).ok_or_else(|| ProcessRestoreError::Os {
-        pid,
-        op: "parse /proc/PID/maps",
-        source: io::Error::from(io::ErrorKind::InvalidData),
-    })
-}
-
-/// The lowest address at or above [`LOW`] where `len` bytes overlap none of `avoid`.
-fn find_free(avoid: &[(u64, u64)], len: u64) -> Option<u64> {
-    let mut sorted = avoid.to_vec();
-    sorted.sort_unstable();
-    let mut at = LOW;
-    for &(start, end) in &sorted {
-        if end <= at {
-            continue;
-        }
-        if start >= at.checked_add(len)? {
-            return Some(at);
-        }
-        at = end;
-    }
-    // Stay in the lower half of the 47-bit user address space.
-    (at.checked_add(len)? <= 1 << 46).then_some(at)
-}
-
-/// Moves `[vdso]`, `[vvar]` and `[vvar_vclock]` to their saved addresses: each first to a
-/// parking place free in both layouts, then to its target, so no move lands on an area
-/// still to be moved (`MREMAP_FIXED` would unmap it).
-fn move_specials(
-    inj: &mut Injector,
-    pid: i32,
-    current: &[MapEntry],
-    saved: &[proto::Vma],
-    avoid: &[(u64, u64)],
-) -> Result<()> {
-    let mut moves = Vec::new();
-    for m in current {
-        let Some(kind) = special_kind(&m.path) else {
-            continue;
-        };
-        let target = saved.iter().find(|v| v.kind == kind as i32);
-        match target {
-            Some(v) if v.end - v.start != m.len() => {
-                return Err(ProcessRestoreError::Unsupported {
-                    pid,
-                    what: format!(
-                        "{} of {} bytes (this kernel's is {} bytes: another kernel?)",
-                        m.path,
-                        v.end - v.start,
-                        m.len()
-                    ),
-                });
-            }
-            Some(v) if v.start != m.start => {
-                moves.push((m.path.clone(), m.start, v.start, m.len()))
-            }
-            Some(_) => {}
-            // The saved process had none: drop ours.
-            None => inj.remote_munmap(m.start, m.len())?,
-        }
-    }
-    let mut avoid = avoid.to_vec();
-    let mut parked = Vec::new();
-    for (name, from, to, len) in moves {
-        let park = find_free(&avoid, len).ok_or_else(|| ProcessRestoreError::Unsupported {
-            pid,
-            what: format!("moving {name}: no free parking place"),
-        })?;
-        avoid.push((park, park + len));
-        mremap(inj, pid, &name, from, park, len)?;
-        parked.push((name, park, to, len));
-    }
-    for (name, park, to, len) in parked {
-        mremap(inj, pid, &name, park, to, len)?;
-    }
-    Ok(())
-}
-
-fn mremap(inj: &mut Injector, pid: i32, name: &str, from: u64, to: u64, len: u64) -> Result<()> {
-    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-    inj.syscall_checked(libc::SYS_mremap, [from, len, len, flags, to, 0])
-        .map_err(|e| ProcessRestoreError::Unsupported {
-            pid,
-            what: format!("moving {name} from {from:#x} to {to:#x}: the kernel refused ({e})"),
-        })?;
-    Ok(())
-}
-
-fn special_kind(path: &str) -> Option<VmaKind> {
-    match path {
-        "[vdso]" => Some(VmaKind::Vdso),
-        "[vvar]" => Some(VmaKind::Vvar),
-        "[vvar_vclock]" => Some(VmaKind::VvarVclock),
-        _ => None,
-    }
-}
-
-/// Private areas we map ourselves (and make writable while filling).
-fn is_private_restored(vma: &proto::Vma) -> bool {
-    matches!(
-        VmaKind::try_from(vma.kind),
-        Ok(VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate)
-    )
-}
-
-/// Maps one saved area at its address (see the module documentation).
-fn map_area(inj: &mut Injector, pid: i32, tramp: u64, vma: &proto::Vma) -> Result<()> {
-    let len = vma.end - vma.start;
-    let prot = ProtFlags::from_bits_truncate(vma.prot as i32);
-    let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
-    match kind {
-        VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack => {
-            let mut flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_FIXED;
-            if vma.flags & VmaFlag::Growsdown as u32 != 0 {
-                flags |= MapFlags::MAP_GROWSDOWN;
-            }
-            inj.remote_mmap(vma.start, len, prot | ProtFlags::PROT_WRITE, flags, None, 0)?;
-        }
-        VmaKind::FilePrivate | VmaKind::FileShared => {
-            let shared = kind == VmaKind::FileShared;
-            let (open_flags, flags, prot) = if shared {
-                let rw = if vma.prot & libc::PROT_WRITE as u32 != 0 {
-                    libc::O_RDWR
-                } else {
-                    libc::O_RDONLY
-                };
-                (rw, MapFlags::MAP_SHARED | MapFlags::MAP_FIXED, prot)
-            } else {
-                (
-                    libc::O_RDONLY,
-                    MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
-                    prot | ProtFlags::PROT_WRITE,
-                )
-            };
-            let fd = open_in(inj, pid, tramp, &vma.path, open_flags)?;
-            let mapped = inj.remote_mmap(
-                vma.start,
-                len,
-                prot,
-                flags,
-                Some(crate::sys::kcmp::TargetFd(fd)),
-                vma.pgoff,
-            );
-            inj.syscall_checked(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
-            mapped?;
-        }
-        // Moved into place already, or never movable (the fixed [vsyscall]).
-        VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => {}
-        _ => {
-            return Err(ProcessRestoreError::Unsupported {
-                pid,
-                what: format!("area {:#x}-{:#x} {}", vma.start, vma.end, vma.path),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Opens `path` in the child (`openat(AT_FDCWD, path, flags | O_CLOEXEC)`), the path
-/// written into the trampoline page; returns the child's descriptor.
-fn open_in(inj: &mut Injector, pid: i32, tramp: u64, path: &str, flags: i32) -> Result<i32> {
-    if path.len() > PATH_MAX_IN_PAGE || path.as_bytes().contains(&0) {
-        return Err(ProcessRestoreError::Unsupported {
-            pid,
-            what: format!("opening a path of {} bytes", path.len()),
-        });
-    }
-    let mut bytes = path.as_bytes().to_vec();
-    bytes.push(0);
-    inj.write_memory(tramp + PATH_AT, &bytes)?;
-    let fd = inj
-        .syscall_checked(
-            libc::SYS_openat,
-            [
-                libc::AT_FDCWD as i64 as u64,
-                tramp + PATH_AT,
-                (flags | libc::O_CLOEXEC) as u64,
-                0,
-                0,
-                0,
-            ],
-        )
-        .map_err(|e| ProcessRestoreError::Invalid {
-            pid,
-            what: format!("cannot open {path} in the new process: {e}"),
-        })?;
-    Ok(fd as i32)
-}
-
-/// Writes one run of saved pages into the child.
-fn write_run(inj: &mut Injector, pid: i32, pages: &File, run: &proto::PageRun) -> Result<()> {
-    let total = run
-        .nr_pages
-        .checked_mul(PAGE)
-        .ok_or_else(|| ProcessRestoreError::Invalid {
-            pid,
-            what: format!("page run at {:#x}: {} pages", run.start, run.nr_pages),
-        })?;
-    let mut done = 0;
-    while done < total {
-        let len = (total - done).min(CHUNK);
-        let mut buf = vec![0u8; len as usize];
-        if !run.zero {
-            pages
-                .read_exact_at(&mut buf, run.store_index * PAGE + done)
-                .map_err(os(pid, "read pages.img"))?;
-        }
-        inj.write_memory(run.start + done, &buf)?;
-        done += len;
-    }
-    Ok(())
-}
-
-/// `prctl(PR_SET_MM, PR_SET_MM_MAP, &map, sizeof map)` with the saved mm fields, auxv and
-/// exe (opened in the child). The struct and the auxv go into the trampoline page.
-fn set_mm(inj: &mut Injector, pid: i32, tramp: u64, mm: &proto::Mm) -> Result<()> {
-    if mm.auxv.len() > (PAGE - AUXV_AT) as usize || mm.auxv.len() % 8 != 0 {
-        return Err(ProcessRestoreError::Invalid {
-            pid,
-            what: format!("auxv of {} bytes", mm.auxv.len()),
-        });
-    }
-    inj.write_memory(tramp + AUXV_AT, &mm.auxv)?;
-    let exe_fd = if mm.exe.is_empty() {
-        u32::MAX
-    } else {
-        open_in(inj, pid, tramp, &mm.exe, libc::O_RDONLY)? as u32
-    };
-    // struct prctl_mm_map (<linux/prctl.h>): eleven u64, the auxv pointer, its size as
-    // u32, the exe descriptor as u32.
-    let mut map = Vec::with_capacity(104);
-    for v in [
-        mm.start_code,
-        mm.end_code,
-        mm.start_data,
-        mm.end_data,
-        mm.start_brk,
-        mm.brk,
-        mm.start_stack,
-        mm.arg_start,
-        mm.arg_end,
-        mm.env_start,
-        mm.env_end,
-        tramp + AUXV_AT,
-    ] {
-        map.extend_from_slice(&v.to_ne_bytes());
-    }
-    map.extend_from_slice(&(mm.auxv.len() as u32).to_ne_bytes());
-    map.extend_from_slice(&exe_fd.to_ne_bytes());
-    inj.write_memory(tramp + MM_MAP_AT, &map)?;
-    let result = inj.syscall_checked(
-        libc::SYS_prctl,
-        [
-            PR_SET_MM,
-            PR_SET_MM_MAP,
-            tramp + MM_MAP_AT,
-            map.len() as u64,
-            0,
-            0,
-        ],
-    );
-    if exe_fd != u32::MAX {
-        inj.syscall_checked(libc::SYS_close, [u64::from(exe_fd), 0, 0, 0, 0, 0])?;
-    }
-    result.map_err(|e| ProcessRestoreError::Os {
-        pid,
-        op: "prctl(PR_SET_MM, PR_SET_MM_MAP)",
-        source: io::Error::other(e),
-    })?;
-    Ok(())
-}
-
-/// The saved registers, put back onto the `syscall` instruction when the thread was
-/// stopped in a call the kernel would have restarted.
-pub(super) fn final_regs(pid: i32, thread: &proto::Thread) -> Result<libc::user_regs_struct> {
-    let Some(proto::thread::Regs::X8664(r)) = &thread.regs else {
-        return Err(ProcessRestoreError::Unsupported {
-            pid,
-            what: "a thread without x86_64 registers".to_owned(),
-        });
-    };
-    let mut regs = crate::arch::x86_64::to_live(r);
-    restart_syscall(&mut regs);
-    Ok(regs)
-}
-
-/// What the kernel's signal code does to a thread leaving a syscall interrupted with a
-/// restart code and no handler: we detach from a syscall-exit stop, where it would not.
-fn restart_syscall(regs: &mut libc::user_regs_struct) {
-    if (regs.orig_rax as i64) < 0 {
-        return;
-    }
-    match -(regs.rax as i64) {
-        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
-            regs.rax = regs.orig_rax;
-            regs.rip -= 2;
-        }
-        ERESTART_RESTARTBLOCK => {
-            regs.rax = libc::SYS_restart_syscall as u64;
-            regs.rip -= 2;
-        }
-        _ => {}
-    }
-    // Nothing left to restart for the kernel.
-    regs.orig_rax = u64::MAX;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_space_is_found_between_areas() {
-        let avoid = [(LOW, LOW + 2 * PAGE), (LOW + 3 * PAGE, LOW + 4 * PAGE)];
-        assert_eq!(find_free(&avoid, PAGE), Some(LOW + 2 * PAGE));
-        assert_eq!(find_free(&avoid, 2 * PAGE), Some(LOW + 4 * PAGE));
-        assert_eq!(find_free(&[], PAGE), Some(LOW));
-    }
-
-    #[test]
-    fn interrupted_syscalls_are_rearmed() {
-        let mut r: libc::user_regs_struct = zeroed_regs();
-        r.orig_rax = 0;
-        r.rax = (-ERESTARTSYS) as u64;
-        r.rip = 0x1002;
-        restart_syscall(&mut r);
-        assert_eq!((r.rax, r.rip, r.orig_rax), (0, 0x1000, u64::MAX));
-        r.orig_rax = libc::SYS_nanosleep as u64;
-        r.rax = (-ERESTART_RESTARTBLOCK) as u64;
-        r.rip = 0x1002;
-        restart_syscall(&mut r);
-        assert_eq!(r.rax, libc::SYS_restart_syscall as u64);
-        assert_eq!(r.rip, 0x1000);
-        // Not in a syscall: untouched.
-        r.rax = 5;
-        r.rip = 0x1002;
-        restart_syscall(&mut r);
-        assert_eq!((r.rax, r.rip), (5, 0x1002));
-    }
-
-    fn zeroed_regs() -> libc::user_regs_struct {
-        libc::user_regs_struct {
-            r15: 0,
-            r14: 0,
-            r13: 0,
-            r12: 0,
-            rbp: 0,
-            rbx: 0,
-            r11: 0,
-            r10: 0,
-            r9: 0,
-            r8: 0,
-            rax: 0,
-            rcx: 0,
-            rdx: 0,
-            rsi: 0,
-            rdi: 0,
-            orig_rax: u64::MAX,
-            rip: 0,
-            cs: 0,
-            eflags: 0,
-            rsp: 0,
-            ss: 0,
-            fs_base: 0,
-            gs_base: 0,
-            ds: 0,
-            es: 0,
-            fs: 0,
-            gs: 0,
-        }
-    }
 }

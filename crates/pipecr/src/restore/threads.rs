@@ -17,7 +17,7 @@
 //! 3. Its saved registers (with `fs_base`/`gs_base`, the TLS), XSAVE area and blocked
 //!    mask are set; a thread saved inside a syscall the kernel would restart is put back
 //!    onto its `syscall` instruction exactly as the main thread is
-//!    ([`super::process::final_regs`]).
+//!    ([`super::signals::final_regs`]).
 //!
 //! The threads stay in their ptrace-stops until [`detach`] lets the whole process go.
 //!
@@ -26,9 +26,12 @@
 //! `pthread_join` waits on) when the dump read it (`Core.handlers_read`, as it needs an
 //! injection).
 //!
+//! Each new thread also gets its alternate signal stack (when the dump read it) and, last,
+//! the process's credentials ([`super::creds`]: they are per thread in the kernel).
+//!
 //! Known gaps: without `handlers_read` the threads have no `clear_child_tid`, so a
-//! `pthread_join` on a restored thread that exits never returns. Per-thread alternate
-//! signal stacks are not restored.
+//! `pthread_join` on a restored thread that exits never returns, and no alternate
+//! signal stack.
 
 use nix::errno::Errno;
 use nix::sys::ptrace;
@@ -36,7 +39,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use pipecr_image::proto;
 
-use super::process::{ProcessRestoreError, SavedProcess, final_regs};
+use super::process::{ProcessRestoreError, SavedProcess};
+use super::signals::final_regs;
 use crate::inject::Injector;
 use crate::sys::ptrace::{self as sys_ptrace, SigMask};
 
@@ -107,13 +111,18 @@ pub(super) fn create(inj: &mut Injector, saved: &SavedProcess, tramp: u64) -> Re
         return Ok(());
     }
     let main = NixPid::from_raw(pid);
-    ptrace::setoptions(main, ptrace::Options::PTRACE_O_TRACECLONE)
-        .map_err(errno(pid, "PTRACE_SETOPTIONS PTRACE_O_TRACECLONE"))?;
+    // EXITKILL stays on (see `load_image`); new threads inherit the options.
+    ptrace::setoptions(
+        main,
+        ptrace::Options::PTRACE_O_TRACECLONE | ptrace::Options::PTRACE_O_EXITKILL,
+    )
+    .map_err(errno(pid, "PTRACE_SETOPTIONS PTRACE_O_TRACECLONE"))?;
     for thread in others {
         let tid = clone_thread(inj, pid, tramp, thread.tid)?;
-        set_up(pid, tid, tramp, thread)?;
+        set_up(pid, tid, tramp, thread, saved.core.creds.as_ref())?;
     }
-    ptrace::setoptions(main, ptrace::Options::empty()).map_err(errno(pid, "PTRACE_SETOPTIONS"))?;
+    ptrace::setoptions(main, ptrace::Options::PTRACE_O_EXITKILL)
+        .map_err(errno(pid, "PTRACE_SETOPTIONS"))?;
     Ok(())
 }
 
@@ -172,8 +181,14 @@ fn clone_thread(inj: &mut Injector, pid: i32, tramp: u64, tid: i32) -> Result<i3
 }
 
 /// Gives the new thread `tid` (in its first stop) its rseq area, pending signals,
-/// registers, XSAVE area and mask.
-fn set_up(pid: i32, tid: i32, tramp: u64, thread: &proto::Thread) -> Result<()> {
+/// alternate signal stack, credentials, registers, XSAVE area and mask.
+fn set_up(
+    pid: i32,
+    tid: i32,
+    tramp: u64,
+    thread: &proto::Thread,
+    creds: Option<&proto::Creds>,
+) -> Result<()> {
     let t = NixPid::from_raw(tid);
     let mut inj = Injector::new(pid, tid)?;
     inj.set_syscall_address(tramp)?;
@@ -214,6 +229,11 @@ fn set_up(pid: i32, tid: i32, tramp: u64, thread: &proto::Thread) -> Result<()> 
                 0,
             ],
         )?;
+    }
+    super::signals::restore_altstack(&mut inj, pid, tramp, thread)?;
+    // Credentials are per thread: each gets the process's, last.
+    if let Some(creds) = creds {
+        super::creds::restore(&mut inj, pid, tramp, creds, false)?;
     }
     // Anything that arrived meanwhile was meant for nobody restored.
     let _ = inj.release();

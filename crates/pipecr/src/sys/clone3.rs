@@ -7,9 +7,11 @@
 //!   creating a process.
 //! - [`fork_parked`] creates a throw-away child that waits, blocked in `read(2)`, until it
 //!   is dropped: a harmless target for probing ptrace.
+//! - [`clone3_into_namespaces`] creates a child (fork-like) in new namespaces: the init
+//!   of `pipecr restore --pidns`.
 //!
-//! Still to come here: namespaces, `CLONE_THREAD` (threads are created by injecting
-//! `clone3` into the restored process instead), a set_tid per PID-namespace level.
+//! Still to come here: `CLONE_THREAD` (threads are created by injecting `clone3` into the
+//! restored process instead), a set_tid per PID-namespace level.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -68,8 +70,13 @@ fn raw_clone3(args: &CloneArgs) -> io::Result<Cloned> {
     }
 }
 
-/// Ends the calling (child) process at once, running no destructors or atexit handlers.
-fn child_exit(code: libc::c_int) -> ! {
+/// `_exit(code)`—Ends the calling (child) process at once, running no destructors or
+/// atexit handlers: how a child created by this module's calls ends, so that nothing of
+/// the caller it is a copy of (buffers, temporary files) is flushed or removed twice.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/_exit.2.html)
+pub fn child_exit(code: libc::c_int) -> ! {
     // SAFETY: _exit is async-signal-safe and takes no pointers.
     unsafe { libc::_exit(code) }
 }
@@ -173,6 +180,51 @@ pub fn clone3_with_tid(
         exit_signal: exit_signal as u64,
         set_tid: set_tid.as_ptr() as u64,
         set_tid_size: set_tid.len() as u64,
+        ..CloneArgs::default()
+    };
+    match raw_clone3(&args)? {
+        Cloned::Child => Ok(None),
+        Cloned::Parent(pid) => Pid::from_raw(pid)
+            .map(Some)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "clone3: pid 0")),
+    }
+}
+
+/// The namespace flags [`clone3_into_namespaces`] accepts.
+const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWCGROUP) as u64;
+
+/// `clone3({.flags, .exit_signal})`—Creates a child process (fork-like) in the new
+/// namespaces named by `flags`, e.g. `CLONE_NEWPID | CLONE_NEWNS` for a child that is PID 1
+/// of a new PID namespace and has its own copy of the mount table.
+///
+/// Returns `Ok(Some(pid))` in the parent (`pid` as the parent sees it) and `Ok(None)` in
+/// the child, which continues from this call on its own copy of the caller's address
+/// space. `flags` may only hold namespace flags (`CLONE_NEWPID`, `CLONE_NEWNS`,
+/// `CLONE_NEWUTS`, `CLONE_NEWIPC`, `CLONE_NEWNET`, `CLONE_NEWCGROUP`); anything else is
+/// refused with `EINVAL` before any call (flags that share memory or write through
+/// pointers need arguments this call does not pass).
+///
+/// Needs `CAP_SYS_ADMIN` (`EPERM` otherwise). The child has the same duty as the one of
+/// [`clone3_with_tid`] (see "Safety of the child" there) when the caller is
+/// multi-threaded.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/clone3.2.html)
+///  - [Linux](https://man7.org/linux/man-pages/man7/pid_namespaces.7.html)
+#[doc(alias = "clone3")]
+#[doc(alias = "CLONE_NEWPID")]
+pub fn clone3_into_namespaces(flags: u64, exit_signal: libc::c_int) -> io::Result<Option<Pid>> {
+    if flags & !NAMESPACE_FLAGS != 0 || exit_signal < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let args = CloneArgs {
+        flags,
+        exit_signal: exit_signal as u64,
         ..CloneArgs::default()
     };
     match raw_clone3(&args)? {
@@ -394,6 +446,38 @@ mod tests {
         }
         let e = clone3_with_tid(libc::CLONE_VM as u64, libc::SIGCHLD, &[me]).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn clone3_into_namespaces_refuses_other_flags() {
+        let e = clone3_into_namespaces(libc::CLONE_VM as u64, libc::SIGCHLD).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        let e = clone3_into_namespaces(
+            (libc::CLONE_NEWPID | libc::CLONE_PIDFD) as u64,
+            libc::SIGCHLD,
+        )
+        .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn clone3_into_a_new_pid_namespace_is_its_pid_1() {
+        if !has_cap(21) {
+            eprintln!("skipped: needs CAP_SYS_ADMIN");
+            return;
+        }
+        match clone3_into_namespaces(libc::CLONE_NEWPID as u64, libc::SIGCHLD) {
+            // Child of a multi-threaded test process: a raw getpid and _exit only.
+            Ok(None) => child_exit(i32::from(
+                rustix::process::getpid().as_raw_nonzero().get() != 1,
+            )),
+            Ok(Some(pid)) => {
+                let pid = nix::unistd::Pid::from_raw(pid.as_raw_nonzero().get());
+                let status = nix::sys::wait::waitpid(pid, None).unwrap();
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+            }
+            Err(e) => panic!("clone3(CLONE_NEWPID): {e}"),
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Descriptor-table operations that rustix leaves to `unsafe` callers: installing an open
-//! file at a chosen descriptor number, and opening an open file again through
-//! `/proc/self/fd`.
+//! file at a chosen descriptor number, duplicating a descriptor number the caller does
+//! not own, and opening an open file again through `/proc/self/fd`.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -39,6 +39,56 @@ pub fn install_at(fd: OwnedFd, target: RawFd, cloexec: bool) -> io::Result<Owned
     }
     // SAFETY: dup3 succeeded, so `ret == target` is an open descriptor, and the caller
     // gave that number to us: nothing else in this process owns it any more.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+/// `close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`—Marks every descriptor of the calling
+/// process numbered `first` or above close-on-exec, so that a program started next
+/// inherits only the ones below (its stdio).
+///
+/// For a process that starts programs to be dumped (a test, the demo): descriptors it
+/// inherited without knowing (a build tool's jobserver pipe, say) would otherwise lead
+/// out of the dumped tree.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/close_range.2.html)
+#[doc(alias = "close_range")]
+pub fn cloexec_from(first: RawFd) -> io::Result<()> {
+    let first =
+        libc::c_uint::try_from(first).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC takes integers, touches no memory and
+    // closes nothing: it only sets the close-on-exec flag.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)` on a descriptor number of the calling process—A new
+/// descriptor (close-on-exec, numbered `min` or above) for the open file at number `fd`,
+/// which the caller does not own (one of its stdio descriptors, say, or a number given on
+/// the command line). `EBADF` when nothing is open at `fd`.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html)
+#[doc(alias = "F_DUPFD_CLOEXEC")]
+pub fn dup_own(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes integers and touches no memory; a number that
+    // is not open fails with EBADF, and the original descriptor is left as it was.
+    let ret = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the call succeeded, so `ret` is a new open descriptor that nothing else in
+    // this process knows of.
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }
 

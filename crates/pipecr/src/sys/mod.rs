@@ -6,10 +6,13 @@
 #![allow(unsafe_code)]
 
 pub mod clone3;
+pub mod cpu;
 pub mod fd;
 pub mod kcmp;
+pub mod ns;
 pub mod pipe;
 pub mod ptrace;
 pub mod rlimit;
+pub mod signal;
 pub mod sockdiag;
 pub mod socket;

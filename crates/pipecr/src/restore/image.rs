@@ -1,0 +1,187 @@
+//! Replace one new process's address space, signal state, threads and registers with
+//! the saved ones, by injecting system calls into it. [`super::process`] decides when
+//! (parents first, all detached together); this module is the order of the steps
+//! inside one process, [`super::mm`] and [`super::signals`] the steps themselves.
+//!
+//! [`load_image`] seizes and interrupts the process, and through an [`Injector`]: maps a
+//! trampoline page at an address free in both layouts; sets the saved personality
+//! (`personality(2)`, before any mapping); unregisters the inherited rseq
+//! area (before its memory goes); unmaps every other area but
+//! `[vdso]`/`[vvar]`/`[vvar_vclock]`; moves those to their saved addresses (`mremap`,
+//! through a parking place so that they never land on each other); maps every saved area
+//! (`MAP_FIXED`; files by path, opened in the child), writable while its pages are
+//! written; sets the saved protections; sets the mm fields and the exe link with
+//! `PR_SET_MM_MAP`; registers the saved rseq area again; with every signal blocked,
+//! installs the saved handlers (`rt_sigaction`) and interval timers (`setitimer`) and
+//! queues the saved pending signals from inside the process (`rt_tgsigqueueinfo` per
+//! thread, `rt_sigqueueinfo` process-wide: any `si_code` is allowed to oneself); creates
+//! the other threads with their TIDs and state ([`super::threads`]); sets the
+//! alternate signal stack and, last, the credentials ([`super::creds`]); unmaps the
+//! trampoline from inside its own `munmap` (the syscall-exit stop comes first); then sets
+//! the saved registers, XSAVE area and blocked mask, and leaves the process in a
+//! ptrace-stop, ready to be detached.
+
+use std::fs::File;
+
+use nix::errno::Errno;
+use nix::sys::mman::ProtFlags;
+use nix::sys::ptrace;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid as NixPid;
+use pipecr_image::Image;
+
+use super::mm::{
+    PAGE, area_error, current_maps, find_free, is_private_restored, map_area, move_specials,
+    set_mm, write_run,
+};
+use super::process::{ProcessRestoreError, SavedProcess, errno, os};
+use super::signals::{final_regs, restore_altstack, restore_signals};
+use crate::inject::Injector;
+use crate::sys::ptrace::{self as sys_ptrace, SigMask};
+
+type Result<T> = std::result::Result<T, ProcessRestoreError>;
+
+/// `RSEQ_FLAG_UNREGISTER`.
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+
+/// Seizes `saved.pid()` (continued from its self-stop, waiting in `pause()`), replaces
+/// its address space, handlers, pending signals, registers and mask with the saved ones,
+/// and leaves it in a ptrace-stop of the calling thread, ready to be detached.
+pub(super) fn load_image(image: &Image, saved: &SavedProcess) -> Result<()> {
+    let pid = saved.pid();
+    let t = NixPid::from_raw(pid);
+    let thread = super::threads::main_thread(pid, &saved.core).ok_or_else(|| {
+        ProcessRestoreError::Invalid {
+            pid,
+            what: "no thread in core.img".to_owned(),
+        }
+    })?;
+    // EXITKILL: if the restorer dies while it holds the process half-made, the kernel
+    // kills it rather than letting it run.
+    ptrace::seize(t, ptrace::Options::PTRACE_O_EXITKILL).map_err(errno(pid, "PTRACE_SEIZE"))?;
+    ptrace::interrupt(t).map_err(errno(pid, "PTRACE_INTERRUPT"))?;
+    loop {
+        match waitpid(t, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => break,
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                return Err(ProcessRestoreError::Child {
+                    pid,
+                    message: "it died before it could be seized".to_owned(),
+                });
+            }
+            Err(Errno::EINTR) | Ok(_) => continue,
+            Err(e) => return Err(errno(pid, "waitpid")(e)),
+        }
+    }
+    let mut inj = Injector::new(pid, pid)?;
+    let current = current_maps(pid)?;
+    let saved_areas: Vec<(u64, u64)> = saved.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    let cur_areas: Vec<(u64, u64)> = current.iter().map(|m| (m.start, m.end)).collect();
+    let mut avoid: Vec<(u64, u64)> = saved_areas.iter().chain(&cur_areas).copied().collect();
+    let tramp = find_free(&avoid, PAGE).ok_or_else(|| ProcessRestoreError::Unsupported {
+        pid,
+        what: "a layout with no free page for the trampoline".to_owned(),
+    })?;
+    inj.map_trampoline(tramp)?;
+    avoid.push((tramp, tramp + PAGE));
+    // The saved personality, before any area is mapped (READ_IMPLIES_EXEC changes what
+    // mmap does); it was the restorer's until now.
+    inj.syscall_checked(
+        libc::SYS_personality,
+        [u64::from(saved.core.personality), 0, 0, 0, 0, 0],
+    )
+    .map_err(|e| ProcessRestoreError::Unsupported {
+        pid,
+        what: format!("personality {:#x}: {e}", saved.core.personality),
+    })?;
+    // From here on, PTRACE_O_EXITKILL kills it if the restorer dies; the death signal
+    // set while it was being made (see `spawn_tree_stopped`) would outlive the restore
+    // and kill the program when its parent exits. The program's own is not saved.
+    inj.syscall_checked(
+        libc::SYS_prctl,
+        [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
+    )?;
+
+    // The inherited rseq area is in memory about to go: unregister it first, or the
+    // kernel would write into whatever is mapped there next.
+    let rseq =
+        sys_ptrace::rseq_configuration(t).map_err(os(pid, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
+    if rseq.abi_pointer != 0 {
+        inj.syscall_checked(
+            libc::SYS_rseq,
+            [
+                rseq.abi_pointer,
+                u64::from(rseq.abi_size),
+                RSEQ_FLAG_UNREGISTER,
+                u64::from(rseq.signature),
+                0,
+                0,
+            ],
+        )?;
+    }
+
+    // Everything but the trampoline and the kernel's own areas goes.
+    let movable = ["[vdso]", "[vvar]", "[vvar_vclock]"];
+    for m in &current {
+        if m.start == tramp || movable.contains(&m.path.as_str()) || m.path == "[vsyscall]" {
+            continue;
+        }
+        inj.remote_munmap(m.start, m.len())?;
+    }
+    move_specials(&mut inj, pid, &current, &saved.mm.vmas, &avoid)?;
+
+    let pages =
+        File::open(image.dir().join(pipecr_image::PAGES)).map_err(os(pid, "open pages.img"))?;
+    for vma in &saved.mm.vmas {
+        map_area(&mut inj, pid, tramp, vma).map_err(|e| area_error(pid, vma, "map", e))?;
+    }
+    for run in &saved.mm.pages {
+        write_run(&mut inj, pid, &pages, run)?;
+    }
+    for vma in &saved.mm.vmas {
+        if is_private_restored(vma) && vma.prot & libc::PROT_WRITE as u32 == 0 {
+            let prot = ProtFlags::from_bits_truncate(vma.prot as i32);
+            inj.remote_mprotect(vma.start, vma.end - vma.start, prot)
+                .map_err(|e| area_error(pid, vma, "mprotect", e.into()))?;
+        }
+    }
+    set_mm(&mut inj, pid, tramp, &saved.mm)?;
+    if let Some(r) = &thread.rseq {
+        inj.syscall_checked(
+            libc::SYS_rseq,
+            [
+                r.address,
+                u64::from(r.length),
+                0,
+                u64::from(r.signature),
+                0,
+                0,
+            ],
+        )?;
+    }
+    // Handlers and timers first, then the pending signals, all blocked until the saved
+    // mask is set at the end: they are delivered after detach, to the saved handlers.
+    sys_ptrace::set_sigmask(t, SigMask(!0)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
+    restore_signals(&mut inj, pid, tramp, &saved.core)?;
+    // The other threads, created with every signal blocked (the mask just set).
+    super::threads::create(&mut inj, saved, tramp)?;
+    restore_altstack(&mut inj, pid, tramp, thread)?;
+    // Last: the credentials (creating the threads above needed the restorer's).
+    if let Some(creds) = &saved.core.creds {
+        super::creds::restore(&mut inj, pid, tramp, creds, true)?;
+    }
+    inj.unmap_trampoline(tramp)?;
+    // Signals that arrived meanwhile (the SIGCONT we sent, say) are dropped: they were
+    // meant for the process that no longer exists.
+    let _ = inj.release();
+
+    let regs = final_regs(pid, thread)?;
+    ptrace::setregset::<ptrace::regset::NT_PRSTATUS>(t, regs)
+        .map_err(errno(pid, "PTRACE_SETREGSET NT_PRSTATUS"))?;
+    if !thread.xsave.is_empty() {
+        sys_ptrace::set_xstate(t, &thread.xsave)
+            .map_err(os(pid, "PTRACE_SETREGSET NT_X86_XSTATE"))?;
+    }
+    sys_ptrace::set_sigmask(t, SigMask(thread.blocked)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
+    Ok(())
+}

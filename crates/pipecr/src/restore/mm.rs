@@ -1,0 +1,366 @@
+//! The address-space steps of a restore, each run inside the new process through an
+//! [`Injector`]: find room for the trampoline and parking places, move the kernel's
+//! `[vdso]`/`[vvar]` areas to their saved addresses, map every saved area (files opened
+//! in the child by path), write the saved pages, and set the mm fields with
+//! `PR_SET_MM_MAP`. Kept apart from [`super::image`], which only orders these steps.
+//!
+//! The trampoline page doubles as scratch memory: paths at [`PATH_AT`], the
+//! `struct prctl_mm_map` at `MM_MAP_AT`, the auxv at `AUXV_AT`.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use nix::sys::mman::{MapFlags, ProtFlags};
+use pipecr_image::PAGE_SIZE;
+use pipecr_image::proto::{self, VmaFlag, VmaKind};
+
+use super::process::{ProcessRestoreError, os};
+use crate::inject::Injector;
+use crate::mem::maps::{MapEntry, parse_maps};
+
+type Result<T> = std::result::Result<T, ProcessRestoreError>;
+
+pub(super) const PAGE: u64 = PAGE_SIZE;
+/// Where, in the trampoline page, the path of a file to open is written.
+pub(super) const PATH_AT: u64 = 64;
+/// Longest path we open through the trampoline (the rest of the page holds other data).
+const PATH_MAX_IN_PAGE: usize = 1024 - 64 - 1;
+/// Where the `struct prctl_mm_map` is written.
+const MM_MAP_AT: u64 = 1024;
+/// Where the auxiliary vector is written.
+const AUXV_AT: u64 = 2048;
+/// Lowest address we place a trampoline or a parking area at (above `mmap_min_addr`).
+const LOW: u64 = 0x10_0000;
+/// `PR_SET_MM` and `PR_SET_MM_MAP` from `<linux/prctl.h>`.
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+/// Bytes copied into the child per write.
+const CHUNK: u64 = 1 << 20;
+
+pub(super) fn area_error(
+    pid: i32,
+    vma: &proto::Vma,
+    what: &str,
+    e: ProcessRestoreError,
+) -> ProcessRestoreError {
+    ProcessRestoreError::Area {
+        pid,
+        start: vma.start,
+        end: vma.end,
+        what: format!(
+            "{what} {}",
+            if vma.path.is_empty() {
+                "[anon]"
+            } else {
+                &vma.path
+            }
+        ),
+        source: Box::new(e),
+    }
+}
+
+pub(super) fn current_maps(pid: i32) -> Result<Vec<MapEntry>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(os(pid, "read /proc/PID/maps"))?;
+    parse_maps(&text).ok_or_else(|| ProcessRestoreError::Os {
+        pid,
+        op: "parse /proc/PID/maps",
+        source: io::Error::from(io::ErrorKind::InvalidData),
+    })
+}
+
+/// The lowest address at or above [`LOW`] where `len` bytes overlap none of `avoid`.
+pub(super) fn find_free(avoid: &[(u64, u64)], len: u64) -> Option<u64> {
+    let mut sorted = avoid.to_vec();
+    sorted.sort_unstable();
+    let mut at = LOW;
+    for &(start, end) in &sorted {
+        if end <= at {
+            continue;
+        }
+        if start >= at.checked_add(len)? {
+            return Some(at);
+        }
+        at = end;
+    }
+    // Stay in the lower half of the 47-bit user address space.
+    (at.checked_add(len)? <= 1 << 46).then_some(at)
+}
+
+/// Moves `[vdso]`, `[vvar]` and `[vvar_vclock]` to their saved addresses: each first to a
+/// parking place free in both layouts, then to its target, so no move lands on an area
+/// still to be moved (`MREMAP_FIXED` would unmap it).
+pub(super) fn move_specials(
+    inj: &mut Injector,
+    pid: i32,
+    current: &[MapEntry],
+    saved: &[proto::Vma],
+    avoid: &[(u64, u64)],
+) -> Result<()> {
+    let mut moves = Vec::new();
+    for m in current {
+        let Some(kind) = special_kind(&m.path) else {
+            continue;
+        };
+        let target = saved.iter().find(|v| v.kind == kind as i32);
+        match target {
+            Some(v) if v.end - v.start != m.len() => {
+                return Err(ProcessRestoreError::Unsupported {
+                    pid,
+                    what: format!(
+                        "{} of {} bytes (this kernel's is {} bytes: another kernel?)",
+                        m.path,
+                        v.end - v.start,
+                        m.len()
+                    ),
+                });
+            }
+            Some(v) if v.start != m.start => {
+                moves.push((m.path.clone(), m.start, v.start, m.len()))
+            }
+            Some(_) => {}
+            // The saved process had none: drop ours.
+            None => inj.remote_munmap(m.start, m.len())?,
+        }
+    }
+    let mut avoid = avoid.to_vec();
+    let mut parked = Vec::new();
+    for (name, from, to, len) in moves {
+        let park = find_free(&avoid, len).ok_or_else(|| ProcessRestoreError::Unsupported {
+            pid,
+            what: format!("moving {name}: no free parking place"),
+        })?;
+        avoid.push((park, park + len));
+        mremap(inj, pid, &name, from, park, len)?;
+        parked.push((name, park, to, len));
+    }
+    for (name, park, to, len) in parked {
+        mremap(inj, pid, &name, park, to, len)?;
+    }
+    Ok(())
+}
+
+fn mremap(inj: &mut Injector, pid: i32, name: &str, from: u64, to: u64, len: u64) -> Result<()> {
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    inj.syscall_checked(libc::SYS_mremap, [from, len, len, flags, to, 0])
+        .map_err(|e| ProcessRestoreError::Unsupported {
+            pid,
+            what: format!("moving {name} from {from:#x} to {to:#x}: the kernel refused ({e})"),
+        })?;
+    Ok(())
+}
+
+fn special_kind(path: &str) -> Option<VmaKind> {
+    match path {
+        "[vdso]" => Some(VmaKind::Vdso),
+        "[vvar]" => Some(VmaKind::Vvar),
+        "[vvar_vclock]" => Some(VmaKind::VvarVclock),
+        _ => None,
+    }
+}
+
+/// Private areas we map ourselves (and make writable while filling).
+pub(super) fn is_private_restored(vma: &proto::Vma) -> bool {
+    matches!(
+        VmaKind::try_from(vma.kind),
+        Ok(VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate)
+    )
+}
+
+/// Maps one saved area at its address (see the module documentation).
+pub(super) fn map_area(inj: &mut Injector, pid: i32, tramp: u64, vma: &proto::Vma) -> Result<()> {
+    let len = vma.end - vma.start;
+    let prot = ProtFlags::from_bits_truncate(vma.prot as i32);
+    let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
+    match kind {
+        VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack => {
+            let mut flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_FIXED;
+            if vma.flags & VmaFlag::Growsdown as u32 != 0 {
+                flags |= MapFlags::MAP_GROWSDOWN;
+            }
+            inj.remote_mmap(vma.start, len, prot | ProtFlags::PROT_WRITE, flags, None, 0)?;
+        }
+        VmaKind::FilePrivate | VmaKind::FileShared => {
+            let shared = kind == VmaKind::FileShared;
+            let (open_flags, flags, prot) = if shared {
+                let rw = if vma.prot & libc::PROT_WRITE as u32 != 0 {
+                    libc::O_RDWR
+                } else {
+                    libc::O_RDONLY
+                };
+                (rw, MapFlags::MAP_SHARED | MapFlags::MAP_FIXED, prot)
+            } else {
+                (
+                    libc::O_RDONLY,
+                    MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
+                    prot | ProtFlags::PROT_WRITE,
+                )
+            };
+            let fd = open_in(inj, pid, tramp, &vma.path, open_flags)?;
+            let mapped = inj.remote_mmap(
+                vma.start,
+                len,
+                prot,
+                flags,
+                Some(crate::sys::kcmp::TargetFd(fd)),
+                vma.pgoff,
+            );
+            inj.syscall_checked(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
+            mapped?;
+        }
+        // Moved into place already, or never movable (the fixed [vsyscall]).
+        VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => {}
+        _ => {
+            return Err(ProcessRestoreError::Unsupported {
+                pid,
+                what: format!("area {:#x}-{:#x} {}", vma.start, vma.end, vma.path),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Opens `path` in the child (`openat(AT_FDCWD, path, flags | O_CLOEXEC)`), the path
+/// written into the trampoline page; returns the child's descriptor.
+fn open_in(inj: &mut Injector, pid: i32, tramp: u64, path: &str, flags: i32) -> Result<i32> {
+    if path.len() > PATH_MAX_IN_PAGE || path.as_bytes().contains(&0) {
+        return Err(ProcessRestoreError::Unsupported {
+            pid,
+            what: format!("opening a path of {} bytes", path.len()),
+        });
+    }
+    let mut bytes = path.as_bytes().to_vec();
+    bytes.push(0);
+    inj.write_memory(tramp + PATH_AT, &bytes)?;
+    let fd = inj
+        .syscall_checked(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as i64 as u64,
+                tramp + PATH_AT,
+                (flags | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| ProcessRestoreError::Invalid {
+            pid,
+            what: format!("cannot open {path} in the new process: {e}"),
+        })?;
+    Ok(fd as i32)
+}
+
+/// Writes one run of saved pages into the child.
+pub(super) fn write_run(
+    inj: &mut Injector,
+    pid: i32,
+    pages: &File,
+    run: &proto::PageRun,
+) -> Result<()> {
+    let total = run
+        .nr_pages
+        .checked_mul(PAGE)
+        .ok_or_else(|| ProcessRestoreError::Invalid {
+            pid,
+            what: format!("page run at {:#x}: {} pages", run.start, run.nr_pages),
+        })?;
+    let mut done = 0;
+    while done < total {
+        let len = (total - done).min(CHUNK);
+        let mut buf = vec![0u8; len as usize];
+        if !run.zero {
+            pages
+                .read_exact_at(&mut buf, run.store_index * PAGE + done)
+                .map_err(os(pid, "read pages.img"))?;
+        }
+        inj.write_memory(run.start + done, &buf)?;
+        done += len;
+    }
+    Ok(())
+}
+
+/// `prctl(PR_SET_MM, PR_SET_MM_MAP, &map, sizeof map)` with the saved mm fields, auxv and
+/// exe (opened in the child). The struct and the auxv go into the trampoline page.
+pub(super) fn set_mm(inj: &mut Injector, pid: i32, tramp: u64, mm: &proto::Mm) -> Result<()> {
+    if mm.auxv.len() > (PAGE - AUXV_AT) as usize || mm.auxv.len() % 8 != 0 {
+        return Err(ProcessRestoreError::Invalid {
+            pid,
+            what: format!("auxv of {} bytes", mm.auxv.len()),
+        });
+    }
+    inj.write_memory(tramp + AUXV_AT, &mm.auxv)?;
+    // The exe link already names the saved executable when the restorer runs that very
+    // file (restoring a pipecr process, say); the kernel would refuse to replace it with
+    // itself while it is mapped (EBUSY), so it is left as it is.
+    let same_exe = || -> Option<bool> {
+        let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        if link.as_os_str() != mm.exe.as_str() {
+            return Some(false);
+        }
+        let now = rustix::fs::stat(format!("/proc/{pid}/exe")).ok()?;
+        let saved = rustix::fs::stat(mm.exe.as_str()).ok()?;
+        Some((now.st_dev, now.st_ino) == (saved.st_dev, saved.st_ino))
+    };
+    let exe_fd = if mm.exe.is_empty() || same_exe() == Some(true) {
+        u32::MAX
+    } else {
+        open_in(inj, pid, tramp, &mm.exe, libc::O_RDONLY)? as u32
+    };
+    // struct prctl_mm_map (<linux/prctl.h>): eleven u64, the auxv pointer, its size as
+    // u32, the exe descriptor as u32.
+    let mut map = Vec::with_capacity(104);
+    for v in [
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+        tramp + AUXV_AT,
+    ] {
+        map.extend_from_slice(&v.to_ne_bytes());
+    }
+    map.extend_from_slice(&(mm.auxv.len() as u32).to_ne_bytes());
+    map.extend_from_slice(&exe_fd.to_ne_bytes());
+    inj.write_memory(tramp + MM_MAP_AT, &map)?;
+    let result = inj.syscall_checked(
+        libc::SYS_prctl,
+        [
+            PR_SET_MM,
+            PR_SET_MM_MAP,
+            tramp + MM_MAP_AT,
+            map.len() as u64,
+            0,
+            0,
+        ],
+    );
+    if exe_fd != u32::MAX {
+        inj.syscall_checked(libc::SYS_close, [u64::from(exe_fd), 0, 0, 0, 0, 0])?;
+    }
+    result.map_err(|e| ProcessRestoreError::Os {
+        pid,
+        op: "prctl(PR_SET_MM, PR_SET_MM_MAP)",
+        source: io::Error::other(e),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_is_found_between_areas() {
+        let avoid = [(LOW, LOW + 2 * PAGE), (LOW + 3 * PAGE, LOW + 4 * PAGE)];
+        assert_eq!(find_free(&avoid, PAGE), Some(LOW + 2 * PAGE));
+        assert_eq!(find_free(&avoid, 2 * PAGE), Some(LOW + 4 * PAGE));
+        assert_eq!(find_free(&[], PAGE), Some(LOW));
+    }
+}
