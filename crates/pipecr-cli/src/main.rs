@@ -26,6 +26,8 @@ enum Command {
     Restore(commands::restore::Args),
     Show(commands::show::Args),
     Demo(commands::demo::Args),
+    #[command(hide = true)]
+    DemoStage(commands::demo_stage::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => commands::restore::run(args),
         Command::Show(args) => commands::show::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::DemoStage(args) => commands::demo_stage::run(args),
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,8 @@
 
 pub mod check;
 pub mod demo;
+pub mod demo_pipes;
+pub mod demo_stage;
 pub mod dump;
 pub mod peek;
 pub mod restore;
