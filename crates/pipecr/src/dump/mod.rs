@@ -59,6 +59,19 @@ pub enum DumpError {
     /// The image could not be written.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// Two processes share something a restore cannot give back shared.
+    #[error(
+        "pid {pid} shares {what} with pid {with}; a restore would give each its own, so \
+         the tree cannot be dumped this way"
+    )]
+    Shared {
+        /// The later process.
+        pid: i32,
+        /// The process it shares with.
+        with: i32,
+        /// What they share.
+        what: &'static str,
+    },
     /// A system call on a process failed.
     #[error("pid {pid}: {op} failed")]
     Sys {
@@ -186,6 +199,7 @@ fn save_tree(
 ) -> Result<DumpStats, DumpError> {
     let processes = tree.processes();
     let tables = group_fd_tables(processes.iter().map(|p| p.pid).collect())?;
+    refuse_shared(processes, &tables, options)?;
 
     // Every descriptor of every distinct table: processes that share a table
     // (CLONE_FILES) map to one leader, listed once.
@@ -361,6 +375,49 @@ fn fetch(pidfds: &mut BTreeMap<i32, OwnedFd>, slot: &Slot) -> Result<LiveFile, D
     let file = rustix::process::pidfd_getfd(&*pidfd, fd, PidfdGetfdFlags::empty())
         .map_err(|e| sys("pidfd_getfd", e))?;
     Ok(LiveFile::with_info(pid, fd, file, slot.info.clone())?)
+}
+
+/// Refuses what restore cannot bring back: processes sharing one address space
+/// (`CLONE_VM` without `CLONE_THREAD`; checked against the parent, which is where a
+/// `vfork` or `clone(CLONE_VM)` child gets it), and, when the tree is to be killed after
+/// the dump, processes sharing one descriptor table (`CLONE_FILES`). A `--leave-running`
+/// image records the shared table, and restore refuses it.
+fn refuse_shared(
+    processes: &[crate::freeze::FrozenProcess],
+    tables: &BTreeMap<i32, i32>,
+    options: &DumpOptions,
+) -> Result<(), DumpError> {
+    for p in processes {
+        if !options.leave_running
+            && let Some(&leader) = tables.get(&p.pid)
+            && leader != p.pid
+        {
+            return Err(DumpError::Shared {
+                pid: p.pid,
+                with: leader,
+                what: "its descriptor table (CLONE_FILES)",
+            });
+        }
+        if !processes.iter().any(|q| q.pid == p.ppid) {
+            continue;
+        }
+        let (Some(a), Some(b)) = (Pid::from_raw(p.pid), Pid::from_raw(p.ppid)) else {
+            continue;
+        };
+        let same = kcmp::kcmp_same_vm(a, b).map_err(|source| DumpError::Sys {
+            pid: p.pid,
+            op: "kcmp(KCMP_VM)",
+            source,
+        })?;
+        if same {
+            return Err(DumpError::Shared {
+                pid: p.pid,
+                with: p.ppid,
+                what: "its address space (CLONE_VM)",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Maps every pid to the pid of the first process (in tree order) that shares its

@@ -296,6 +296,22 @@ pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
         });
     };
     check_supported(root, sid, pgid)?;
+    // Each process gets its own table from the parked set: two that shared one
+    // (CLONE_FILES) would come back apart.
+    for (i, p) in tree.iter().enumerate() {
+        if let Some(q) = tree[..i]
+            .iter()
+            .find(|q| q.process.fd_table == p.process.fd_table)
+        {
+            return Err(ProcessRestoreError::Unsupported {
+                pid: p.pid(),
+                what: format!(
+                    "a descriptor table shared with pid {} (CLONE_FILES)",
+                    q.pid()
+                ),
+            });
+        }
+    }
     for (i, p) in tree.iter().enumerate().skip(1) {
         let ppid = p.process.ppid;
         let parent = tree[..i].iter().find(|q| q.pid() == ppid).ok_or_else(|| {

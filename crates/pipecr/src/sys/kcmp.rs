@@ -114,6 +114,35 @@ pub fn kcmp_fd_tables(pid1: Pid, pid2: Pid) -> io::Result<Ordering> {
     }
 }
 
+/// `KCMP_VM` (`include/uapi/linux/kcmp.h`).
+const KCMP_VM: libc::c_long = 1;
+
+/// `kcmp(pid1, pid2, KCMP_VM)`—Whether two processes share one address space
+/// (`clone(CLONE_VM)` without `CLONE_THREAD`, a `vfork` child before it execs). Errors as
+/// for [`kcmp_files`].
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/kcmp.2.html)
+#[doc(alias = "KCMP_VM")]
+pub fn kcmp_same_vm(pid1: Pid, pid2: Pid) -> io::Result<bool> {
+    // SAFETY: kcmp with KCMP_VM takes integers and dereferences no user memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            libc::c_long::from(pid1.as_raw_nonzero().get()),
+            libc::c_long::from(pid2.as_raw_nonzero().get()),
+            KCMP_VM,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(true),
+        _ => Ok(false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

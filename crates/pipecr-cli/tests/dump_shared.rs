@@ -1,0 +1,132 @@
+//! Processes that share a descriptor table (CLONE_FILES) or an address space (CLONE_VM)
+//! cannot come back sharing it: a dump that would kill such a tree refuses and leaves it
+//! running, and an image that records a shared table is refused by restore before
+//! anything is created.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::{KillOnDrop, PIPECR};
+
+/// Starts `sharer MODE` and waits for its "ready" line (the child runs).
+fn start(mode: &str, dir: &std::path::Path) -> Option<Child> {
+    let exe = common::build("sharer", dir)?;
+    let mut prog = Command::new(exe)
+        .arg(mode)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(prog.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    Some(prog)
+}
+
+fn children(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+fn dump(pid: u32, img: &std::path::Path, options: &[&str]) -> std::process::Output {
+    Command::new(PIPECR)
+        .arg("dump")
+        .args(options)
+        .args(["-t", &pid.to_string(), "-D"])
+        .arg(img)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_shared_address_space_is_refused_and_the_tree_runs_on() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut prog) = start("vm", dir.path()) else {
+        return;
+    };
+    let [child] = children(prog.id())[..] else {
+        panic!("one child: {:?}", children(prog.id()));
+    };
+    let _guard = KillOnDrop(vec![prog.id() as i32, child]);
+    for options in [&[][..], &["--leave-running"][..]] {
+        let out = dump(prog.id(), &dir.path().join("img"), options);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{options:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "pid {child} shares its address space (CLONE_VM) with pid {}",
+                prog.id()
+            )),
+            "{err}"
+        );
+        assert!(!dir.path().join("img").exists(), "no image is left");
+    }
+    // Both still run.
+    assert!(prog.try_wait().unwrap().is_none());
+    assert!(std::path::Path::new(&format!("/proc/{child}")).exists());
+}
+
+#[test]
+fn a_shared_descriptor_table_is_refused_by_a_killing_dump_and_by_restore() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut prog) = start("files", dir.path()) else {
+        return;
+    };
+    let [child] = children(prog.id())[..] else {
+        panic!("one child: {:?}", children(prog.id()));
+    };
+    let _guard = KillOnDrop(vec![prog.id() as i32, child]);
+    let img = dir.path().join("img");
+    let out = dump(prog.id(), &img, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "pid {child} shares its descriptor table (CLONE_FILES) with pid {}",
+            prog.id()
+        )),
+        "{err}"
+    );
+    assert!(prog.try_wait().unwrap().is_none(), "the tree runs on");
+
+    // Left running, the image records the shared table; restore refuses it.
+    let out = dump(prog.id(), &img, &["--leave-running"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    prog.kill().unwrap();
+    prog.wait().unwrap();
+    common::kill(child);
+    let out = Command::new(PIPECR)
+        .args(["restore", "-D"])
+        .arg(&img)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("nothing was restored")
+            && err.contains(&format!(
+                "a descriptor table shared with pid {} (CLONE_FILES)",
+                prog.id()
+            )),
+        "{err}"
+    );
+}
