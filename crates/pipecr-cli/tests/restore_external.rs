@@ -8,33 +8,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 
-const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
+mod common;
 
-fn has_caps() -> bool {
-    // Every test here starts programs to dump: only their stdio may lead out of the
-    // tree, not descriptors this process inherited (a job server's pipe, say).
-    pipecr::sys::fd::cloexec_from(3).unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    let caps = u64::from_str_radix(hex, 16).unwrap();
-    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
-    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
-}
-
-/// Kills a PID on drop (a restored process is not our child).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
+use common::{KillOnDrop, PIPECR};
 
 /// A bash loop that echoes each line of its stdin as `got LINE` to `out_fd`, with
 /// `out_fd` being our stdout pipe (moved there when it is not 1), dumped (and so
@@ -53,8 +29,7 @@ impl Dumped {
 /// `read -u 3` blocks on a FIFO (the "go" line) so that bytes written behind `first`
 /// stay in the stdin pipe, unread, when the dump comes.
 fn dump_loop(out_fd: i32, waiting: &[u8]) -> Option<Dumped> {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !common::capable() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -77,7 +52,7 @@ fn dump_loop(out_fd: i32, waiting: &[u8]) -> Option<Dumped> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = KillOnDrop(prog.id() as i32);
+    let _guard = KillOnDrop(vec![prog.id() as i32]);
     let mut stdin = prog.stdin.take().unwrap();
     stdin.write_all(b"first\n").unwrap();
     stdin.write_all(waiting).unwrap();
@@ -208,7 +183,7 @@ fn stdio_ends_go_to_restores_own_stdio_with_the_waiting_bytes() {
         return;
     };
     let (mut child, mut stdin, mut stdout) = spawn_restore(&d.img(), &[], d.pid, true);
-    let _guard = KillOnDrop(d.pid);
+    let _guard = KillOnDrop(vec![d.pid]);
     go(&d);
     stdin.write_all(b"fourth\n").unwrap();
     drop(stdin);
@@ -239,7 +214,7 @@ fn waiting_bytes_with_no_pipe_to_take_them_are_refused() {
     // Discarding them is the caller's explicit choice.
     let (mut child, stdin, mut stdout) =
         spawn_restore(&d.img(), &["--inherit-fd", "0=null"], d.pid, true);
-    let _guard = KillOnDrop(d.pid);
+    let _guard = KillOnDrop(vec![d.pid]);
     drop(stdin);
     go(&d);
     let mut out = String::new();
@@ -278,7 +253,7 @@ fn an_end_beyond_stdio_needs_inherit_fd() {
     // fd:1: restore's own stdout.
     let (mut child, mut stdin, mut stdout) =
         spawn_restore(&d.img(), &["--inherit-fd", "5=fd:1"], d.pid, true);
-    let _guard = KillOnDrop(d.pid);
+    let _guard = KillOnDrop(vec![d.pid]);
     go(&d);
     stdin.write_all(b"to stdout\n").unwrap();
     drop(stdin);
@@ -297,7 +272,7 @@ fn an_end_can_be_given_a_path() {
     let request = format!("5={}", log.display());
     let (mut child, mut stdin, mut stdout) =
         spawn_restore(&d.img(), &["--inherit-fd", &request], d.pid, false);
-    let _guard = KillOnDrop(d.pid);
+    let _guard = KillOnDrop(vec![d.pid]);
     go(&d);
     stdin.write_all(b"one\ntwo\n").unwrap();
     drop(stdin);
