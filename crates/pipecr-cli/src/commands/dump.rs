@@ -64,11 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         format::bytes(stats.pipe_bytes),
     );
     // Each descriptor that led outside the tree: restore needs a source for it.
-    let image = pipecr_image::Image::open(&stats.dir)
-        .with_context(|| format!("cannot read back the image in {}", stats.dir.display()))?;
-    let external = pipecr::restore::external::external_ends(&image)
-        .with_context(|| format!("cannot read back the image in {}", stats.dir.display()))?;
-    for end in &external {
+    for end in &stats.external {
         for (pid, fd) in &end.holders {
             println!("external: pid {pid} fd {fd}: {}", end.what);
         }

@@ -34,6 +34,7 @@ use crate::files::{self, DumpOptions, DumpSink, FileError, LiveFile};
 use crate::freeze::{self, FreezeError, FrozenTree};
 use crate::mem::{MemDumper, MemError, MemStats};
 use crate::proc::{self, FdInfo, ProcError};
+use crate::restore::external::{ExternalEnd, ends_of};
 use crate::sys::kcmp::{self, TargetFd};
 use crate::task::{self, TaskError};
 
@@ -104,6 +105,9 @@ pub struct DumpStats {
     pub pipe_bytes: u64,
     /// Pages saved, shared and skipped (see [`MemStats`]).
     pub memory: MemStats,
+    /// The open files whose other side is outside the tree, with the descriptors that
+    /// held them: restore needs a source for each (`--inherit-fd`).
+    pub external: Vec<ExternalEnd>,
     /// How long the tree was stopped.
     pub frozen: Duration,
     /// The whole dump, commit included.
@@ -303,6 +307,12 @@ fn save_tree(
         t.descriptors.sort_by_key(|d| d.fd);
     }
     let descriptors = fd_tables.iter().map(|t| t.descriptors.len()).sum();
+    let external = ends_of(
+        &records,
+        &fd_tables,
+        &open_files,
+        &files::pipe::pipe_records(&sink),
+    );
     sink.writer
         .write_records(pipecr_image::FILES, &open_files)?;
     sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
@@ -316,6 +326,7 @@ fn save_tree(
         pipes,
         pipe_bytes,
         memory,
+        external,
         ..Default::default()
     })
 }

@@ -50,17 +50,8 @@ impl FileKind for PipeKind {
         if sink.pipes.is_empty() {
             return Ok(());
         }
-        let mut records: Vec<proto::Pipe> = sink
-            .pipes
-            .values()
-            .map(|p| proto::Pipe {
-                external_reader: !p.has_reader,
-                external_writer: !p.has_writer,
-                ..p.entry.clone()
-            })
-            .collect();
-        records.sort_by_key(|p| p.id);
-        sink.writer.write_records(pipecr_image::PIPES, &records)?;
+        sink.writer
+            .write_records(pipecr_image::PIPES, &pipe_records(sink))?;
         Ok(())
     }
 
@@ -93,6 +84,22 @@ impl FileKind for PipeKind {
         };
         open_end(file.id, anchor.as_fd(), flags)
     }
+}
+
+/// The records of `pipes.img` for the pipe objects met so far, by id, each marked with
+/// the ends no open file of the tree holds.
+pub(crate) fn pipe_records(sink: &DumpSink<'_>) -> Vec<proto::Pipe> {
+    let mut records: Vec<proto::Pipe> = sink
+        .pipes
+        .values()
+        .map(|p| proto::Pipe {
+            external_reader: !p.has_reader,
+            external_writer: !p.has_writer,
+            ..p.entry.clone()
+        })
+        .collect();
+    records.sort_by_key(|p| p.id);
+    records
 }
 
 /// Saves the pipe object behind `file` once (its bytes are read through `file` without

@@ -131,6 +131,8 @@ pub struct ExternalEnd {
     pub terminal: bool,
     /// The saved file status flags (for the access mode a path is opened with).
     pub flags: u32,
+    /// The saved pipe, for a pipe end (its bytes are handed over at restore).
+    pub pipe: Option<proto::Pipe>,
 }
 
 /// Why the external ends could not be given descriptors.
@@ -210,29 +212,34 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 /// Every external end of the tree image, by open file, in open-file order.
 pub fn external_ends(image: &Image) -> Result<Vec<ExternalEnd>, ImageError> {
     let processes: Vec<proto::Process> = image.read_records(pipecr_image::TREE)?;
-    let tables: BTreeMap<u64, proto::FdTable> = image
-        .read_records::<proto::FdTable>(pipecr_image::FDS)?
-        .into_iter()
-        .map(|t| (t.id, t))
-        .collect();
+    let tables: Vec<proto::FdTable> = image.read_records(pipecr_image::FDS)?;
     let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES)?;
-    let pipes: BTreeMap<u64, proto::Pipe> = if image.has_file(pipecr_image::PIPES) {
-        image
-            .read_records::<proto::Pipe>(pipecr_image::PIPES)?
-            .into_iter()
-            .map(|p| (p.id, p))
-            .collect()
+    let pipes: Vec<proto::Pipe> = if image.has_file(pipecr_image::PIPES) {
+        image.read_records(pipecr_image::PIPES)?
     } else {
-        BTreeMap::new()
+        Vec::new()
     };
+    Ok(ends_of(&processes, &tables, &files, &pipes))
+}
+
+/// [`external_ends`] from the records of `tree.img`, `fds.img`, `files.img` and
+/// `pipes.img` (a dump has them at hand, without reading the image back).
+pub fn ends_of(
+    processes: &[proto::Process],
+    tables: &[proto::FdTable],
+    files: &[proto::OpenFile],
+    pipes: &[proto::Pipe],
+) -> Vec<ExternalEnd> {
+    let tables: BTreeMap<u64, &proto::FdTable> = tables.iter().map(|t| (t.id, t)).collect();
+    let pipes: BTreeMap<u64, &proto::Pipe> = pipes.iter().map(|p| (p.id, p)).collect();
     let mut holders: BTreeMap<u64, Vec<(i32, RawFd)>> = BTreeMap::new();
-    for p in &processes {
+    for p in processes {
         for d in tables.get(&p.fd_table).iter().flat_map(|t| &t.descriptors) {
             holders.entry(d.file_id).or_default().push((p.pid, d.fd));
         }
     }
     let mut ends = Vec::new();
-    for file in &files {
+    for file in files {
         let Some(mut held) = holders.remove(&file.id) else {
             continue;
         };
@@ -277,6 +284,10 @@ pub fn external_ends(image: &Image) -> Result<Vec<ExternalEnd>, ImageError> {
             _ => None,
         };
         if let Some((what, pending, terminal)) = described {
+            let pipe = match &file.kind {
+                Some(open_file::Kind::Pipe(end)) => pipes.get(&end.pipe_id).map(|&p| p.clone()),
+                _ => None,
+            };
             ends.push(ExternalEnd {
                 file_id: file.id,
                 holders: held,
@@ -284,10 +295,11 @@ pub fn external_ends(image: &Image) -> Result<Vec<ExternalEnd>, ImageError> {
                 pending,
                 terminal,
                 flags: file.flags,
+                pipe,
             });
         }
     }
-    Ok(ends)
+    ends
 }
 
 /// Descriptors of the calling process standing in for external open files, by open-file
@@ -497,7 +509,7 @@ fn hand_over_pending(
     let is_pipe = rustix::fs::fstat(fd)
         .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Fifo)
         .unwrap_or(false);
-    let Some(entry) = saved_pipe(image, end)? else {
+    let Some(entry) = &end.pipe else {
         // A socket's receive queue cannot be refilled from this side.
         return Err(pending_error());
     };
@@ -514,7 +526,7 @@ fn hand_over_pending(
         Some(data) => image.read_data(data)?,
         None => Vec::new(),
     };
-    let saved = PipeImage::from_entry(&entry, data, &[]).map_err(refill)?;
+    let saved = PipeImage::from_entry(entry, data, &[]).map_err(refill)?;
     let already = rustix::io::ioctl_fionread(fd).unwrap_or(0);
     if already != 0 {
         return Err(refill(PipeError::Invalid(format!(
@@ -528,20 +540,6 @@ fn hand_over_pending(
     let write = crate::sys::fd::reopen(fd, OFlags::WRONLY | OFlags::NONBLOCK)
         .map_err(|e| refill(PipeError::Invalid(format!("reopen for writing: {e}"))))?;
     crate::pipe::fill(write.as_fd(), &saved).map_err(refill)
-}
-
-/// The saved pipe record behind `end`, when it is a pipe end.
-fn saved_pipe(image: &Image, end: &ExternalEnd) -> Result<Option<proto::Pipe>, ImageError> {
-    let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES)?;
-    let Some(open_file::Kind::Pipe(p)) = files
-        .into_iter()
-        .find(|f| f.id == end.file_id)
-        .and_then(|f| f.kind)
-    else {
-        return Ok(None);
-    };
-    let pipes: Vec<proto::Pipe> = image.read_records(pipecr_image::PIPES)?;
-    Ok(pipes.into_iter().find(|q| q.id == p.pipe_id))
 }
 
 #[cfg(test)]
