@@ -5,6 +5,8 @@
 //! Every test dumps tests/progs/counter.c (driven through FIFOs, as in
 //! restore_process.rs), kills the original, damages the image and restores.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -12,33 +14,7 @@ use std::process::{Child, Command, Stdio};
 
 use pipecr_image::proto;
 
-const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
-
-fn has_caps() -> bool {
-    // Every test here starts programs to dump: only their stdio may lead out of the
-    // tree, not descriptors this process inherited (a job server's pipe, say).
-    pipecr::sys::fd::cloexec_from(3).unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    let caps = u64::from_str_radix(hex, 16).unwrap();
-    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
-    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
-}
-
-/// Kills a PID on drop (a restored process is not our child).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
+use common::{KillOnDrop, PIPECR};
 
 /// A dumped counter whose original is gone.
 struct Dumped {
@@ -50,8 +26,7 @@ struct Dumped {
 
 /// Builds the counter, takes it three steps, dumps it and kills it.
 fn dumped() -> Option<Dumped> {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !common::capable() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -93,7 +68,7 @@ fn dumped() -> Option<Dumped> {
         .spawn()
         .unwrap();
     let pid = prog.id();
-    let guard = KillOnDrop(pid as i32);
+    let guard = KillOnDrop(vec![pid as i32]);
     let mut ack = File::open(root.join("ack")).unwrap();
     for _ in 0..3 {
         ctl.write_all(b"n").unwrap();
@@ -151,7 +126,7 @@ fn refused(d: &Dumped, wanted: &[&str]) -> String {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let _guard = KillOnDrop(d.pid as i32);
+    let _guard = KillOnDrop(vec![d.pid as i32]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "restore succeeded: {err}");
     assert!(

@@ -8,41 +8,14 @@
 //! CAP_NET_BIND_SERVICE; it records that and, per byte read from a control FIFO, compares
 //! what it is now with the record and acknowledges on a second FIFO.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
-
-fn caps() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    u64::from_str_radix(hex, 16).unwrap()
-}
-
-fn has_caps() -> bool {
-    // Only the programs' stdio may lead out of the dumped tree.
-    pipecr::sys::fd::cloexec_from(3).unwrap();
-    let caps = caps();
-    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
-    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
-}
-
-/// Kills a PID on drop (the restored process is not our child).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
+use common::{KillOnDrop, PIPECR};
 
 struct Dumped {
     _dir: tempfile::TempDir,
@@ -56,11 +29,11 @@ struct Dumped {
 /// Builds and starts the program (as root: it changes its ids), checks its first report,
 /// dumps it and kills it.
 fn dumped() -> Option<Dumped> {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !common::capable() {
         return None;
     }
-    if !rustix::process::geteuid().is_root() || caps() & (0b11 << 6) != 0b11 << 6 {
+    if !rustix::process::geteuid().is_root() || common::effective_caps() & (0b11 << 6) != 0b11 << 6
+    {
         eprintln!("skipped: the program changes its ids: needs root with CAP_SETUID/SETGID");
         return None;
     }
@@ -103,7 +76,7 @@ fn dumped() -> Option<Dumped> {
         .spawn()
         .unwrap();
     let pid = prog.id();
-    let guard = KillOnDrop(pid as i32);
+    let guard = KillOnDrop(vec![pid as i32]);
     let mut ack = File::open(root.join("ack")).unwrap();
     let line = step(&root, &mut ctl, &mut ack);
     assert_eq!(line, EXPECTED, "before the dump");
@@ -165,7 +138,7 @@ fn ids_groups_capabilities_and_personality_come_back() {
         panic!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(line.trim(), format!("restored pid {}", d.pid));
-    let _guard = KillOnDrop(d.pid as i32);
+    let _guard = KillOnDrop(vec![d.pid as i32]);
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid)).unwrap();
     let field = |k: &str| {
         status

@@ -9,39 +9,22 @@
 //! control and acknowledgement FIFOs. Both append to the same output file, which the
 //! test checks after each step.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
+use common::{KillOnDrop, PIPECR};
 
 fn has_caps() -> bool {
     // Every test here starts programs to dump: only their stdio may lead out of the
     // tree, not descriptors this process inherited (a job server's pipe, say).
     pipecr::sys::fd::cloexec_from(3).unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    let caps = u64::from_str_radix(hex, 16).unwrap();
-    // CAP_SYS_PTRACE (19), CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21), and
-    // CAP_SYS_ADMIN for the new namespaces and the /proc mount.
-    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0 && caps & (1 << 21) != 0
-}
-
-/// Kills a PID on drop (the original is killed by its test; this covers a failed assert).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
+    // CAP_SYS_ADMIN too, for the new namespaces and the /proc mount.
+    common::has_caps() && common::effective_caps() & (1 << 21) != 0
 }
 
 struct Setup {
@@ -89,7 +72,7 @@ fn start() -> Option<Setup> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let guard = KillOnDrop(prog.id() as i32);
+    let guard = KillOnDrop(vec![prog.id() as i32]);
     let mut ack = File::open(root.join("ack")).unwrap();
     for _ in 0..3 {
         step(&mut ctl, &mut ack);
@@ -181,7 +164,7 @@ fn restore_pidns(img: &Path, pid: u32) -> Restored {
     // The PID inside the namespace: the saved one.
     assert_eq!(line.trim(), format!("restored pid {pid}"));
     let init = only_child(restore.id() as i32);
-    let init_guard = KillOnDrop(init);
+    let init_guard = KillOnDrop(vec![init]);
     let outer_pid = only_child(init);
     Restored {
         restore,
@@ -228,7 +211,7 @@ fn separate_fifos(root: &Path) -> File {
 fn copy_runs_beside_the_original_with_the_same_pid() {
     let Some(mut s) = start() else { return };
     let pid = s.prog.id();
-    let _orig = KillOnDrop(pid as i32);
+    let _orig = KillOnDrop(vec![pid as i32]);
     let img = s.root.join("img");
     dump(pid, &img, &["--leave-running"]);
     let mut ctl = separate_fifos(&s.root);

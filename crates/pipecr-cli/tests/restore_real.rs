@@ -8,37 +8,14 @@
 //! Each waits for reports only (no sleeps). Skipped, saying why, without the
 //! capabilities or the interpreter.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
-
-fn has_caps() -> bool {
-    // Only the programs' stdio may lead out of the dumped tree.
-    pipecr::sys::fd::cloexec_from(3).unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    let caps = u64::from_str_radix(hex, 16).unwrap();
-    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
-    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
-}
-
-/// Kills a PID on drop (a restored process is not our child).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
+use common::{KillOnDrop, PIPECR};
 
 /// A temporary directory with the FIFOs `ctl` (opened read-write here, so the program's
 /// open does not block) and `ack`.
@@ -165,8 +142,7 @@ fn progress(root: &Path, ctl: &mut File, ack: &mut File, above: u64) -> Option<[
 
 #[test]
 fn python_threads_continue_counting() {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !common::capable() {
         return;
     }
     // The interpreter itself, not a wrapper script (pyenv's shims are).
@@ -190,7 +166,7 @@ fn python_threads_continue_counting() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let guard = KillOnDrop(prog.id() as i32);
+    let guard = KillOnDrop(vec![prog.id() as i32]);
     let mut ack = File::open(root.join("ack")).unwrap();
     let before = progress(&root, &mut ctl, &mut ack, 0).expect("the threads count");
     let img = root.join("img");
@@ -212,8 +188,7 @@ fn python_threads_continue_counting() {
 
 #[test]
 fn shell_loop_continues_its_count() {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !common::capable() {
         return;
     }
     let (_dir, root, mut ctl) = fifos();
@@ -228,7 +203,7 @@ fn shell_loop_continues_its_count() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let guard = KillOnDrop(prog.id() as i32);
+    let guard = KillOnDrop(vec![prog.id() as i32]);
     let mut ack = BufReader::new(File::open(root.join("ack")).unwrap());
     let mut count = |ctl: &mut File| {
         ctl.write_all(b"n\n").unwrap();

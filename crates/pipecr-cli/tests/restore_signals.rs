@@ -7,38 +7,14 @@
 //! byte read from a control FIFO and acknowledges on a second FIFO: the test waits for
 //! acknowledgements only. The restore runs in the `pipecr` binary (single-threaded).
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
-
-fn has_caps() -> bool {
-    // Every test here starts programs to dump: only their stdio may lead out of the
-    // tree, not descriptors this process inherited (a job server's pipe, say).
-    pipecr::sys::fd::cloexec_from(3).unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    let caps = u64::from_str_radix(hex, 16).unwrap();
-    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
-    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
-}
-
-/// Kills a PID on drop (the restored process is not our child).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
+use common::{KillOnDrop, PIPECR};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -61,8 +37,7 @@ fn start() -> Option<Setup> {
 
 /// Builds tests/progs/`name`.c and starts it with its output file and FIFOs.
 fn launch(name: &str) -> Option<Setup> {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !common::capable() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -104,7 +79,7 @@ fn launch(name: &str) -> Option<Setup> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let guard = KillOnDrop(prog.id() as i32);
+    let guard = KillOnDrop(vec![prog.id() as i32]);
     let ack = File::open(root.join("ack")).unwrap();
     std::mem::forget(guard);
     Some(Setup {
@@ -173,7 +148,7 @@ fn handlers_pending_signals_and_timer_come_back() {
     s.prog.wait().unwrap();
 
     let restore = restore(&img, pid);
-    let _guard = KillOnDrop(pid as i32);
+    let _guard = KillOnDrop(vec![pid as i32]);
     // The handler is back: SIGUSR1 is counted, not fatal. It is queued before the
     // command byte, so it is handled before the program reads it.
     rustix::process::kill_process(
@@ -215,7 +190,7 @@ fn without_handlers_restore_warns_and_uses_defaults() {
     s.prog.wait().unwrap();
 
     let restore = restore(&img, pid);
-    let _guard = KillOnDrop(pid as i32);
+    let _guard = KillOnDrop(vec![pid as i32]);
     // SIG_DFL for SIGUSR1 terminates the process.
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).unwrap(),
@@ -248,7 +223,7 @@ fn alternate_signal_stacks_come_back_per_thread() {
     s.prog.wait().unwrap();
 
     let restore = restore(&img, pid);
-    let _guard = KillOnDrop(pid as i32);
+    let _guard = KillOnDrop(vec![pid as i32]);
     // Each thread's handler runs on that thread's own alternate stack, and each thread
     // still reports the stack it installed.
     let line = step(&s.root, &mut s.ctl, &mut s.ack, b's');

@@ -10,39 +10,15 @@
 //! The test drives the program with ready bytes only (one command byte, one ack byte per
 //! step; see the program). The restore runs in the `pipecr` binary.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
-
-fn has_caps() -> bool {
-    // Every test here starts programs to dump: only their stdio may lead out of the
-    // tree, not descriptors this process inherited (a job server's pipe, say).
-    pipecr::sys::fd::cloexec_from(3).unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    let caps = u64::from_str_radix(hex, 16).unwrap();
-    // CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
-    caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
-}
-
-/// Kills a PID on drop (the restored process is not our child).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
+use common::{KillOnDrop, PIPECR};
 
 /// One step: a command byte, then wait for the ack.
 fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
@@ -80,8 +56,7 @@ fn tasks(pid: u32) -> Vec<i32> {
 
 #[test]
 fn restored_threads_keep_tids_counters_tls_and_rseq() {
-    if !has_caps() {
-        eprintln!("skipped: needs CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE");
+    if !common::capable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -124,7 +99,7 @@ fn restored_threads_keep_tids_counters_tls_and_rseq() {
         .spawn()
         .unwrap();
     let pid = prog.id();
-    let guard = KillOnDrop(pid as i32);
+    let guard = KillOnDrop(vec![pid as i32]);
     let mut ack = File::open(root.join("ack")).unwrap();
     // The ack of the start: every worker has its TID published.
     let mut b = [0u8; 1];
@@ -171,7 +146,7 @@ fn restored_threads_keep_tids_counters_tls_and_rseq() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let _guard = KillOnDrop(pid as i32);
+    let _guard = KillOnDrop(vec![pid as i32]);
     let mut line = String::new();
     BufReader::new(restore.stdout.take().unwrap())
         .read_line(&mut line)

@@ -16,15 +16,20 @@ pub const PIPECR: &str = env!("CARGO_BIN_EXE_pipecr");
 /// How long a condition the test waits for may take before the test gives up.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
-pub fn has_caps() -> bool {
+/// This process's effective capability set (`CapEff` of /proc/self/status).
+pub fn effective_caps() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let hex = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .unwrap()
         .trim();
-    let caps = u64::from_str_radix(hex, 16).unwrap();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+/// CAP_SYS_PTRACE (19) and CAP_CHECKPOINT_RESTORE (40) or CAP_SYS_ADMIN (21).
+pub fn has_caps() -> bool {
+    let caps = effective_caps();
     caps & (1 << 19) != 0 && caps & ((1 << 40) | (1 << 21)) != 0
 }
 
