@@ -27,11 +27,13 @@
 //! shared anonymous memory, memfds, SysV shm and deleted files
 //! mapped (memory objects); other kernel special areas; a root other than `/`; a
 //! session or process group other than its parent's (the caller's, for the root) unless the
-//! process leads it. Not refused: an open file that processes of the tree share comes back
-//! as one open file per process (offsets no longer shared); an exit signal other than
-//! `SIGCHLD` becomes `SIGCHLD`. An image dumped without the handlers (`handlers_read` false) comes back with default
-//! dispositions and no interval timer (not refused: the caller warns). A signal handler
-//! that interrupts a restarted syscall sees it restarted even without `SA_RESTART`.
+//! process leads it (unless the caller restores a shell job); processes sharing a
+//! descriptor table. Not refused: an exit signal other than `SIGCHLD` becomes `SIGCHLD`.
+//! An image dumped without the handlers (`handlers_read` false) comes back with default
+//! dispositions and no interval timer (the caller warns). A thread saved inside a
+//! restartable syscall enters it again before it is released; only a signal restored as
+//! pending, delivered first, sees the call restarted after its handler even without
+//! `SA_RESTART`.
 
 use std::fs::File;
 use std::io::{self, Read as _};

@@ -155,6 +155,24 @@ pub(super) fn final_regs(pid: i32, thread: &proto::Thread) -> Result<libc::user_
     Ok(regs)
 }
 
+/// Whether the saved thread was stopped inside a syscall the kernel restarts (`rax` a
+/// `-ERESTART*` code): it is set back onto its `syscall` instruction, and must enter it
+/// again before it is released (see `threads::detach`).
+pub(super) fn in_restarted_syscall(pid: i32, thread: &proto::Thread) -> Result<bool> {
+    let Some(proto::thread::Regs::X8664(r)) = &thread.regs else {
+        return Err(ProcessRestoreError::Unsupported {
+            pid,
+            what: "a thread without x86_64 registers".to_owned(),
+        });
+    };
+    let regs = crate::arch::x86_64::to_live(r);
+    Ok((regs.orig_rax as i64) >= 0
+        && matches!(
+            -(regs.rax as i64),
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK
+        ))
+}
+
 /// What the kernel's signal code does to a thread leaving a syscall interrupted with a
 /// restart code and no handler: we detach from a syscall-exit stop, where it would not.
 fn restart_syscall(regs: &mut libc::user_regs_struct) {

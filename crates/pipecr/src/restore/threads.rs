@@ -130,11 +130,52 @@ pub(super) fn create(inj: &mut Injector, saved: &SavedProcess, tramp: u64) -> Re
 /// last.
 pub(super) fn detach(saved: &SavedProcess) -> Result<()> {
     let pid = saved.pid();
-    for t in saved.core.threads.iter().filter(|t| t.tid != pid) {
-        ptrace::detach(NixPid::from_raw(t.tid), None)
-            .map_err(errno(t.tid, "PTRACE_DETACH (thread)"))?;
+    let (main, others): (Vec<&proto::Thread>, Vec<&proto::Thread>) =
+        saved.core.threads.iter().partition(|t| t.tid == pid);
+    for t in others.into_iter().chain(main) {
+        release(pid, t)?;
     }
-    ptrace::detach(NixPid::from_raw(pid), None).map_err(errno(pid, "PTRACE_DETACH"))
+    Ok(())
+}
+
+/// Detaches thread `t` of process `pid`. A thread set back onto the `syscall`
+/// instruction of a syscall it was stopped in is first let into that syscall under
+/// ptrace and released at its entry: released before it, a signal arriving first would
+/// run its handler and then enter the call again (a `pause()` would sleep through its
+/// own wake-up) instead of interrupting it with EINTR as the kernel does. A signal it
+/// must take before that (one restored as pending) is handed back on detach.
+fn release(pid: i32, t: &proto::Thread) -> Result<()> {
+    let tid = NixPid::from_raw(t.tid);
+    let mut signal = None;
+    if super::signals::in_restarted_syscall(pid, t)? {
+        ptrace::setoptions(
+            tid,
+            ptrace::Options::PTRACE_O_EXITKILL | ptrace::Options::PTRACE_O_TRACESYSGOOD,
+        )
+        .map_err(errno(t.tid, "PTRACE_SETOPTIONS"))?;
+        ptrace::syscall(tid, None).map_err(errno(t.tid, "PTRACE_SYSCALL"))?;
+        loop {
+            match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::PtraceSyscall(_)) => break,
+                Ok(WaitStatus::Stopped(_, sig)) => {
+                    signal = Some(sig);
+                    break;
+                }
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                    return Err(ProcessRestoreError::Child {
+                        pid,
+                        message: format!("thread {} died as it was released", t.tid),
+                    });
+                }
+                Err(Errno::EINTR) => continue,
+                Ok(_) => {
+                    ptrace::syscall(tid, None).map_err(errno(t.tid, "PTRACE_SYSCALL"))?;
+                }
+                Err(e) => return Err(errno(t.tid, "waitpid")(e)),
+            }
+        }
+    }
+    ptrace::detach(tid, signal).map_err(errno(t.tid, "PTRACE_DETACH"))
 }
 
 /// The injected `clone3` creating thread `tid`; waits for its first stop.
