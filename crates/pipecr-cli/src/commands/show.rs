@@ -113,7 +113,7 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
 
     let holders = holders(shown);
     print_tree(shown, &holders);
-    print_external(shown, &holders);
+    print_external(shown);
 
     for pipe in &shown.pipes {
         println!();
@@ -414,46 +414,25 @@ fn describe(f: &proto::OpenFile, pipes: &[proto::Pipe]) -> String {
 }
 
 /// Descriptors whose other side leads outside the tree: restore must be told what to
-/// connect them to.
-fn print_external(shown: &Shown, holders: &Holders) {
-    let mut lines = Vec::new();
-    for f in &shown.files {
-        let why = match &f.kind {
-            Some(open_file::Kind::Pipe(e)) => shown
-                .pipes
-                .iter()
-                .find(|p| p.id == e.pipe_id)
-                .and_then(|p| {
-                    let reads = PipeEndKind::try_from(e.end) == Ok(PipeEndKind::Read);
-                    match (reads, p.external_writer, p.external_reader) {
-                        (true, true, _) => Some(format!(
-                            "reads pipe {} whose writers are outside the tree",
-                            p.id
-                        )),
-                        (false, _, true) => Some(format!(
-                            "writes pipe {} whose readers are outside the tree",
-                            p.id
-                        )),
-                        _ => None,
-                    }
-                }),
-            Some(open_file::Kind::UnixSocket(x)) if x.external => Some(format!(
-                "unix socket:[{}] whose peer socket:[{}] is outside the tree",
-                x.inode, x.peer_inode
-            )),
-            _ => None,
-        };
-        if let Some(why) = why {
-            for (pid, fd, _) in holders.get(&f.id).into_iter().flatten() {
-                lines.push(format!("  pid {pid} fd {fd}: {why}"));
-            }
-        }
+/// connect them to (the same list `pipecr dump` prints and restore works from).
+fn print_external(shown: &Shown) {
+    let ends = pipecr::restore::external::ends_of(
+        &shown.processes,
+        &shown.fd_tables,
+        &shown.files,
+        &shown.pipes,
+    );
+    if ends.is_empty() {
+        return;
     }
-    if !lines.is_empty() {
-        println!();
-        println!("external descriptors (their other side is outside the tree)");
-        for line in lines {
-            println!("{line}");
+    println!();
+    println!(
+        "external descriptors (their other side is outside the tree; restore connects fds \
+         0-2 to its own; others need --inherit-fd, but a terminal is reopened by path)"
+    );
+    for end in &ends {
+        for (pid, fd) in &end.holders {
+            println!("  pid {pid} fd {fd}: {}", end.what);
         }
     }
 }
