@@ -250,6 +250,25 @@ fn an_end_beyond_stdio_needs_inherit_fd() {
         "{err}"
     );
 
+    // Sources that cannot be used are refused before anything is created.
+    for (request, why) in [
+        (
+            "5=fd:99",
+            "pipecr restore has no descriptor 99 to hand over",
+        ),
+        ("5=/nonexistent/dir/log", "cannot open /nonexistent/dir/log"),
+    ] {
+        let out = restore(&d.img(), &["--inherit-fd", request])
+            .stdin(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = refused(&out, d.pid);
+        assert!(
+            err.contains(&format!("--inherit-fd {request}: {why}")),
+            "{err}"
+        );
+    }
+
     // fd:1: restore's own stdout.
     let (mut child, mut stdin, mut stdout) =
         spawn_restore(&d.img(), &["--inherit-fd", "5=fd:1"], d.pid, true);
