@@ -1128,9 +1128,18 @@ impl SigAction {
 ///  - [Linux](https://man7.org/linux/man-pages/man2/rt_sigaction.2.html)
 #[doc(alias = "rt_sigaction")]
 pub fn sigactions(inj: &mut Injector) -> Result<Vec<SigAction>, InjectError> {
+    sigactions_of(inj, !0)
+}
+
+/// Like [`sigactions`], but only for the signals in `set` (bit `n - 1` for signal `n`;
+/// `SIGKILL` and `SIGSTOP` are never read): one injected call per signal, so a dump
+/// reads only the signals `/proc/PID/status` says are caught.
+#[doc(alias = "rt_sigaction")]
+pub fn sigactions_of(inj: &mut Injector, set: u64) -> Result<Vec<SigAction>, InjectError> {
     inj.with_scratch(KSIGACTION_SIZE, |inj, at| {
-        let mut out = Vec::with_capacity(62);
-        for signo in (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+        let mut out = Vec::with_capacity(set.count_ones() as usize);
+        let wanted = |s: i32| set & (1u64 << (s - 1)) != 0;
+        for signo in (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP && wanted(s)) {
             inj.syscall_checked(libc::SYS_rt_sigaction, [signo as u64, 0, at, 8, 0, 0])?;
             let mut raw = [0u8; KSIGACTION_SIZE];
             inj.read_memory(at, &mut raw)?;

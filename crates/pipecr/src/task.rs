@@ -264,9 +264,9 @@ fn status_mask(pid: i32, status: &str, key: &'static str) -> Result<u64, TaskErr
 
 /// The signal dispositions other than `SIG_DFL`, and the armed interval timers.
 ///
-/// Each injected syscall costs a few ptrace stops, so the 62 `rt_sigaction` calls are made
-/// only when the status shows a caught signal: otherwise the ignored signals are all
-/// `SigIgn` says. The three interval timers are read in every process: an armed
+/// Each injected syscall costs a few ptrace stops, so `rt_sigaction` is injected only for
+/// the signals the status shows caught (and `SIGCHLD`): the ignored ones are all `SigIgn`
+/// says, and the rest are default. The three interval timers are read in every process: an armed
 /// `ITIMER_REAL` matters even to a process that catches nothing (its `SIGALRM` kills it).
 fn handlers_and_timers(
     process: &FrozenProcess,
@@ -278,28 +278,31 @@ fn handlers_and_timers(
     let tid = process.threads.first().copied().unwrap_or(pid);
     let mut inj = Injector::new(pid, tid)?;
     let read = (|| {
-        let actions = if caught != 0 {
-            inject::sigactions(&mut inj)?
-                .into_iter()
-                .filter(|a| a.handler != SigHandler::Default)
-                .map(|a| proto::SigAction {
-                    signo: a.signo,
-                    handler: a.handler.raw(),
-                    flags: a.flags.bits(),
-                    restorer: a.restorer,
-                    mask: a.mask.0,
-                })
-                .collect()
-        } else {
+        // Caught signals need their handler, flags and mask; SIGCHLD also its flags
+        // (SA_NOCLDWAIT changes reaping even under SIG_DFL). Every other signal is
+        // ignored or default, which SigIgn tells.
+        let read = caught | 1u64 << (libc::SIGCHLD - 1);
+        let mut actions: Vec<proto::SigAction> = inject::sigactions_of(&mut inj, read)?
+            .into_iter()
+            .filter(|a| a.handler != SigHandler::Default || !a.flags.is_empty())
+            .map(|a| proto::SigAction {
+                signo: a.signo,
+                handler: a.handler.raw(),
+                flags: a.flags.bits(),
+                restorer: a.restorer,
+                mask: a.mask.0,
+            })
+            .collect();
+        actions.extend(
             (1..=64)
-                .filter(|&s| ignored & (1u64 << (s - 1)) != 0)
+                .filter(|&s| ignored & !read & (1u64 << (s - 1)) != 0)
                 .map(|signo| proto::SigAction {
                     signo,
                     handler: 1,
                     ..Default::default()
-                })
-                .collect()
-        };
+                }),
+        );
+        actions.sort_by_key(|a| a.signo);
         let timers = inject::itimers(&mut inj)?
             .into_iter()
             .filter(|t| t.value_us != 0)
