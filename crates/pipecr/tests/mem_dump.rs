@@ -248,12 +248,17 @@ struct Dumped {
 
 /// Freezes the tree of `root`, saves every process's core and memory, resumes it.
 fn dump(root: i32) -> (Dumped, std::time::Duration) {
+    dump_holding(root, 0)
+}
+
+/// [`dump`], holding up to `write_behind` bytes of pages in memory until the tree runs.
+fn dump_holding(root: i32, write_behind: usize) -> (Dumped, std::time::Duration) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("img");
     let mut writer = ImageWriter::create(&path, ImageMeta::default()).unwrap();
     let tree = freeze::freeze(root).unwrap();
     let start = Instant::now();
-    let mut mem = MemDumper::new();
+    let mut mem = MemDumper::with_write_behind(write_behind);
     let mut mms = Vec::new();
     let mut cores = Vec::new();
     for p in tree.processes() {
@@ -262,7 +267,8 @@ fn dump(root: i32) -> (Dumped, std::time::Duration) {
     }
     let took = start.elapsed();
     tree.resume();
-    let (objects, stats) = mem.finish();
+    let (objects, stats, held) = mem.finish();
+    held.write(&mut writer).unwrap();
     writer.write_records(pipecr_image::MM, &mms).unwrap();
     writer.write_records(pipecr_image::CORE, &cores).unwrap();
     writer
@@ -372,9 +378,15 @@ fn filled(byte: u8) -> Vec<u8> {
 #[test]
 fn every_kind_of_mapping_is_saved_with_only_the_pages_that_matter() {
     let prog = Running::start();
-    let (pid, child) = (prog.pid(), prog.child_pid);
-    let (d, took) = dump(pid);
+    let (d, took) = dump(prog.pid());
     eprintln!("dump of parent + child: {took:?}, {:?}", d.stats);
+    check_every_kind(&prog, &d);
+}
+
+/// What [`every_kind_of_mapping_is_saved_with_only_the_pages_that_matter`] checks in a
+/// dump of the program.
+fn check_every_kind(prog: &Running, d: &Dumped) {
+    let (pid, child) = (prog.pid(), prog.child_pid);
     assert_eq!(d.mms.len(), 2, "the parent and its child");
 
     // Private anonymous memory: every page, with its pattern, in both processes.
@@ -579,6 +591,27 @@ fn registers_and_signals_of_the_stopped_thread() {
     let umask = rustix::process::umask(rustix::fs::Mode::empty());
     rustix::process::umask(umask);
     assert_eq!(core.umask, umask.bits());
+}
+
+#[test]
+fn pages_held_back_while_stopped_are_all_in_the_image() {
+    let prog = Running::start();
+    let (plain, _) = dump(prog.pid());
+    let stored = plain.stats.pages_stored as usize * PAGE_SIZE as usize;
+    // All of it held; a buffer too small for it, so part is written while stopped and
+    // the rest after; a buffer smaller than one read, so nothing is held.
+    for bytes in [stored * 2, stored / 3, 2 * PAGE_SIZE as usize] {
+        let (held, _) = dump_holding(prog.pid(), bytes);
+        check_every_kind(&prog, &held);
+        let len = std::fs::metadata(held.image.dir().join(pipecr_image::PAGES))
+            .unwrap()
+            .len();
+        assert_eq!(
+            len,
+            held.stats.pages_stored * PAGE_SIZE,
+            "write-behind of {bytes} bytes: pages.img holds every stored page once"
+        );
+    }
 }
 
 #[test]

@@ -44,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_inline_file: args.max_inline_file,
         read_handlers: args.read_handlers,
         leave_running: args.leave_running,
+        ..DumpOptions::default()
     };
     let stats = pipecr::dump::dump_tree(args.pid, &args.dir, &options).with_context(|| {
         format!(

@@ -32,7 +32,7 @@ use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
 use crate::files::{self, DumpOptions, DumpSink, FileError, LiveFile};
 use crate::freeze::{self, FreezeError, FrozenTree};
-use crate::mem::{MemDumper, MemError, MemStats};
+use crate::mem::{self, HeldPages, MemDumper, MemError, MemStats};
 use crate::proc::{self, FdInfo, ProcError};
 use crate::restore::external::{ExternalEnd, ends_of};
 use crate::sys::kcmp::{self, TargetFd};
@@ -139,18 +139,27 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
     let start = Instant::now();
     remove_abandoned_temp_dirs(dir);
     let mut writer = ImageWriter::create(dir, crate::pipe::image_meta(pipecr_image::CONTENT_TREE))?;
+    // The write-behind buffer is allocated and touched before the freeze: page faults
+    // are slow, and the tree should not wait for them.
+    let mem = if options.leave_running && options.write_behind {
+        MemDumper::with_write_behind(mem::write_behind_size(&unfrozen_tree(root)))
+    } else {
+        MemDumper::new()
+    };
     let tree = freeze::freeze(root)?;
     let frozen_at = Instant::now();
-    let mut stats = save_tree(&tree, &mut writer, options)?;
+    let (mut stats, held) = save_tree(&tree, &mut writer, options, mem)?;
     if options.leave_running {
-        // The image is complete in the page cache: let the tree run while it is made
-        // durable.
+        // The image is complete in memory and the page cache: let the tree run while
+        // the held pages are written and the image is made durable.
         tree.resume();
         stats.frozen = frozen_at.elapsed();
+        held.write(&mut writer)?;
         stats.dir = writer.commit()?;
     } else {
         // Only a durable image may replace the tree; if the commit fails, dropping
         // `tree` resumes it.
+        held.write(&mut writer)?;
         stats.dir = writer.commit()?;
         tree.kill();
         stats.frozen = frozen_at.elapsed();
@@ -196,11 +205,30 @@ fn remove_abandoned_temp_dirs(dir: &Path) {
     }
 }
 
+/// The processes of the tree under `root` as they are now, without stopping anything:
+/// what the write-behind buffer is sized from. Processes that come or go meanwhile only
+/// make the estimate less exact.
+fn unfrozen_tree(root: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        if pids.contains(&pid) {
+            continue;
+        }
+        pids.push(pid);
+        for tid in proc::threads(pid).unwrap_or_default() {
+            queue.extend(proc::children(pid, tid).unwrap_or_default());
+        }
+    }
+    pids
+}
+
 fn save_tree(
     tree: &FrozenTree,
     writer: &mut ImageWriter,
     options: &DumpOptions,
-) -> Result<DumpStats, DumpError> {
+    mem: MemDumper,
+) -> Result<(DumpStats, HeldPages), DumpError> {
     let processes = tree.processes();
     let tables = group_fd_tables(processes.iter().map(|p| p.pid).collect())?;
     refuse_shared(processes, &tables, options)?;
@@ -317,8 +345,8 @@ fn save_tree(
         .write_records(pipecr_image::FILES, &open_files)?;
     sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
     sink.writer.write_records(pipecr_image::TREE, &records)?;
-    let memory = save_processes(tree, sink.writer, options.read_handlers)?;
-    Ok(DumpStats {
+    let (memory, held) = save_processes(tree, sink.writer, options.read_handlers, mem)?;
+    let stats = DumpStats {
         processes: processes.len(),
         threads: tree.thread_count(),
         descriptors,
@@ -328,7 +356,8 @@ fn save_tree(
         memory,
         external,
         ..Default::default()
-    })
+    };
+    Ok((stats, held))
 }
 
 /// Saves what each process is beyond its descriptors: its CPU and signal state
@@ -338,9 +367,9 @@ fn save_processes(
     tree: &FrozenTree,
     writer: &mut ImageWriter,
     read_handlers: bool,
-) -> Result<MemStats, DumpError> {
+    mut mem: MemDumper,
+) -> Result<(MemStats, HeldPages), DumpError> {
     let processes = tree.processes();
-    let mut mem = MemDumper::new();
     let mut cores = Vec::with_capacity(processes.len());
     let mut mms = Vec::with_capacity(processes.len());
     for p in processes {
@@ -358,11 +387,11 @@ fn save_processes(
         cores.push(core);
         mms.push(mem.dump_process(p.pid, writer)?);
     }
-    let (objects, stats) = mem.finish();
+    let (objects, stats, held) = mem.finish();
     writer.write_records(pipecr_image::CORE, &cores)?;
     writer.write_records(pipecr_image::MM, &mms)?;
     writer.write_records(pipecr_image::MEM_OBJECTS, &objects)?;
-    Ok(stats)
+    Ok((stats, held))
 }
 
 /// Fetches descriptor `fd` of `pid` through a pidfd opened once per process.

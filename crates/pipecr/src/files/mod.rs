@@ -146,6 +146,13 @@ pub struct DumpOptions {
     /// then carries on exactly where the original stopped. On error the tree is always
     /// resumed.
     pub leave_running: bool,
+    /// With `leave_running`: read the tree's memory into a buffer while it is stopped and
+    /// write it into the image after the tree runs again, so it is stopped for one copy
+    /// of its memory instead of the page cache's pace. The buffer is sized from the
+    /// tree's memory before the freeze, at most half the memory available; pages beyond
+    /// it are written while stopped, as without this option. Costs that memory for the
+    /// length of the dump.
+    pub write_behind: bool,
 }
 
 impl Default for DumpOptions {
@@ -154,6 +161,7 @@ impl Default for DumpOptions {
             max_inline_file: 1 << 20,
             read_handlers: false,
             leave_running: true,
+            write_behind: true,
         }
     }
 }

@@ -128,7 +128,27 @@ pub struct MemDumper {
     objects: Vec<proto::MemObject>,
     object_ids: HashMap<(u64, u64), u64>,
     pfns_visible: Option<bool>,
-    buf: Vec<u8>,
+}
+
+/// Pages a dump has read but not written yet (see [`MemDumper::with_write_behind`]):
+/// they must be written before the image is committed.
+#[must_use = "held pages are missing from the image until written"]
+#[derive(Debug)]
+pub struct HeldPages(PageStore);
+
+impl HeldPages {
+    /// Bytes waiting to be written.
+    pub fn bytes(&self) -> usize {
+        self.0.held()
+    }
+
+    /// Writes them into the page store of `writer`, where their indices already point.
+    pub fn write(mut self, writer: &mut ImageWriter) -> Result<(), ImageError> {
+        if self.0.held() == 0 {
+            return Ok(());
+        }
+        self.0.flush(writer.raw(pipecr_image::PAGES)?)
+    }
 }
 
 /// How an area is saved.
@@ -149,6 +169,16 @@ impl MemDumper {
     /// A dumper with an empty page store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A dumper that holds up to `bytes` of pages in memory instead of writing them as it
+    /// reads them; [`finish`](Self::finish) hands them over as [`HeldPages`]. Lets a dump
+    /// resume the tree before its memory reaches the page cache. The memory is allocated
+    /// and touched here, before any process is stopped.
+    pub fn with_write_behind(bytes: usize) -> Self {
+        let mut dumper = Self::default();
+        dumper.store.hold_back(bytes);
+        dumper
     }
 
     /// Saves the address space of the stopped process `pid`: its pages into the page
@@ -230,15 +260,16 @@ impl MemDumper {
         Ok(mm)
     }
 
-    /// The memory objects saved, for `mem-objects.img`, and what was done.
-    pub fn finish(self) -> (Vec<proto::MemObject>, MemStats) {
+    /// The memory objects saved, for `mem-objects.img`, what was done, and the pages
+    /// still to be written.
+    pub fn finish(self) -> (Vec<proto::MemObject>, MemStats, HeldPages) {
         let stats = MemStats {
             pages_stored: self.store.stored,
             pages_reused: self.store.reused,
             pages_zero: self.store.zero,
             pfns_visible: self.pfns_visible,
         };
-        (self.objects, stats)
+        (self.objects, stats, HeldPages(self.store))
     }
 
     /// Saves the pages of a private area worth saving (see the module documentation).
@@ -255,7 +286,7 @@ impl MemDumper {
         let page = PAGE_SIZE as usize;
         let mut entries: Vec<PagemapEntry> = Vec::with_capacity(CHUNK_PAGES);
         let mut plan: Vec<(u64, Option<Stored>, Option<u64>)> = Vec::new();
-        let mut ranges: Vec<(u64, usize)> = Vec::new();
+        let mut ranges: Vec<pages::Range> = Vec::new();
         let mut outcome: Vec<Stored> = Vec::new();
         let mut chunk = e.start;
         while chunk < e.end {
@@ -287,23 +318,28 @@ impl MemDumper {
                     continue;
                 }
                 plan.push((addr, None, shared_pfn));
+                // Only a present page mapped by this process alone may be pinned to read
+                // it (see `MemReader`).
+                let alone = pm.present() && !pm.swapped() && pm.exclusive();
                 match ranges.last_mut() {
-                    Some((start, len)) if *start + *len as u64 == addr => *len += page,
-                    _ => ranges.push((addr, page)),
+                    Some((start, len, excl)) if *start + *len as u64 == addr && *excl == alone => {
+                        *len += page
+                    }
+                    _ => ranges.push((addr, page, alone)),
                 }
             }
             if !ranges.is_empty() {
                 let total = ranges.iter().map(|r| r.1).sum();
-                self.buf.resize(total, 0);
-                reader
-                    .read(&ranges, &mut self.buf)
-                    .map_err(|(addr, source)| MemError::Pages {
-                        pid,
-                        addr,
-                        path: display_path(e),
-                        source,
-                    })?;
-                self.store.store(raw, &mut self.buf, &mut outcome)?;
+                self.store.store_with(raw, total, &mut outcome, |buf| {
+                    reader
+                        .read(&ranges, buf)
+                        .map_err(|(addr, source)| MemError::Pages {
+                            pid,
+                            addr,
+                            path: display_path(e),
+                            source,
+                        })
+                })?;
             }
             let mut read = outcome.iter();
             for &(addr, known, pfn) in &plan {
@@ -372,19 +408,20 @@ impl MemDumper {
             let mut at = data - data % PAGE_SIZE;
             while at < hole {
                 let len = OBJECT_BATCH.min(hole - at) as usize;
-                self.buf.resize(len, 0);
-                let mut got = 0;
-                while got < len {
-                    match file.read_at(&mut self.buf[got..], at + got as u64) {
-                        Ok(0) => break,
-                        Ok(k) => got += k,
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                        Err(err) => return Err(fail(err)),
+                self.store.store_with(raw, len, &mut outcome, |buf| {
+                    let mut got = 0;
+                    while got < len {
+                        match file.read_at(&mut buf[got..], at + got as u64) {
+                            Ok(0) => break,
+                            Ok(k) => got += k,
+                            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                            Err(err) => return Err(fail(err)),
+                        }
                     }
-                }
-                // Past end of file (the last partial page) reads as zeros.
-                self.buf[got..].fill(0);
-                self.store.store(raw, &mut self.buf, &mut outcome)?;
+                    // Past end of file (the last partial page) reads as zeros.
+                    buf[got..].fill(0);
+                    Ok(())
+                })?;
                 for (i, &s) in outcome.iter().enumerate() {
                     if s != Stored::Zero {
                         push_run(&mut object.pages, at + i as u64 * PAGE_SIZE, s);
@@ -397,6 +434,30 @@ impl MemDumper {
         self.objects.push(object);
         Ok(id)
     }
+}
+
+/// How much write-behind buffer a dump of the processes `pids` should hold: their
+/// private and shared anonymous memory (proportional shares, so pages shared copy-on-write
+/// count once over the tree) plus swap, with an eighth to spare, and never more than half
+/// of `MemAvailable`. Best effort: a process that is gone or unreadable counts 0.
+pub fn write_behind_size(pids: &[i32]) -> usize {
+    let kib = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut want = 0u64;
+    for pid in pids {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+            want += kib(&text, "Pss_Anon:") + kib(&text, "Pss_Shmem:") + kib(&text, "SwapPss:");
+        }
+    }
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .map(|t| kib(&t, "MemAvailable:"))
+        .unwrap_or(0);
+    let bytes = (want + want / 8).min(available / 2).saturating_mul(1024);
+    usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
 /// Appends one page to a list of runs, extending the last run when both its address and

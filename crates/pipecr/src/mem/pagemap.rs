@@ -44,9 +44,10 @@ impl PagemapEntry {
     pub fn file_or_shared(self) -> bool {
         self.0 & PM_FILE != 0
     }
-    /// Bit 56: the kernel believes only this process maps the page. A hint, not a
-    /// fact: on Linux 6.18 a page a forked child still shares copy-on-write with its
-    /// parent (same PFN) reads exclusive in the child and shared in the parent.
+    /// Bit 56: only this process maps the page (its map count is 1). A page a parent and
+    /// its forked child share copy-on-write reads shared in both (checked on Linux 6.18
+    /// with a parent, child and grandchild sharing three pages); once one of them pins
+    /// it (`process_vm_readv`), the kernel un-shares it and both copies read exclusive.
     pub fn exclusive(self) -> bool {
         self.0 & PM_EXCLUSIVE != 0
     }

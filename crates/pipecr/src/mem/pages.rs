@@ -19,18 +19,25 @@ pub fn is_zero(page: &[u8]) -> bool {
     page == &ZERO_PAGE[..page.len()]
 }
 
-/// Reads memory of one process through `/proc/PID/mem`.
+/// Reads memory of one process.
 ///
-/// Not `process_vm_readv`: it pins the pages it reads (FOLL_PIN), and since Linux 5.19
-/// pinning a page that a parent and its child still share copy-on-write un-shares it: a
-/// dump would double the memory of a forked tree and store the page twice in every later
-/// dump. `/proc/PID/mem` reads through `access_remote_vm` without pinning, leaves shared
-/// pages shared, and also reads areas without PROT_READ (FOLL_FORCE).
+/// Pages that pagemap shows mapped by this process alone are read with
+/// `process_vm_readv` (one copy). Every other page goes through `/proc/PID/mem`:
+/// `process_vm_readv` pins what it reads (FOLL_PIN), and since Linux 5.19 pinning a page
+/// that a parent and its child still share copy-on-write un-shares it, so a dump would
+/// double the memory of a forked tree and store the page twice in every later dump.
+/// `/proc/PID/mem` reads through `access_remote_vm` without pinning (at the price of a
+/// second copy through a kernel page), leaves shared pages shared, and also reads areas
+/// without PROT_READ (FOLL_FORCE), which `process_vm_readv` cannot.
 #[derive(Debug)]
 pub struct MemReader {
     pid: i32,
     mem: Option<File>,
 }
+
+/// A range of a process's memory to read: address, length, and whether every page in it
+/// is mapped by that process alone (pagemap bit 56), so that pinning it shares nothing.
+pub type Range = (u64, usize, bool);
 
 impl MemReader {
     /// A reader of `pid`'s memory; `/proc/PID/mem` is opened on first need.
@@ -38,30 +45,57 @@ impl MemReader {
         MemReader { pid, mem: None }
     }
 
-    /// Fills `buf` with the bytes of `ranges` (address, length), one after the other;
-    /// `buf.len()` is the sum of the lengths.
+    /// Fills `buf` with the bytes of `ranges`, one after the other; `buf.len()` is the
+    /// sum of the lengths.
     ///
     /// On error, returns the address of the range that could not be read.
-    pub fn read(
-        &mut self,
-        ranges: &[(u64, usize)],
-        buf: &mut [u8],
-    ) -> Result<(), (u64, io::Error)> {
-        let mem = match &self.mem {
-            Some(mem) => mem,
-            None => {
-                let first = ranges.first().map_or(0, |r| r.0);
-                let mem = File::open(format!("/proc/{}/mem", self.pid)).map_err(|e| (first, e))?;
-                self.mem.insert(mem)
-            }
-        };
+    pub fn read(&mut self, ranges: &[Range], buf: &mut [u8]) -> Result<(), (u64, io::Error)> {
         let mut off = 0;
-        for &(addr, len) in ranges {
-            mem.read_exact_at(&mut buf[off..off + len], addr)
-                .map_err(|e| (addr, e))?;
+        for &(addr, len, exclusive) in ranges {
+            let dst = &mut buf[off..off + len];
+            // What process_vm_readv did not read (an area without PROT_READ, say) is
+            // read through /proc/PID/mem.
+            let done = if exclusive {
+                self.read_pinned(addr, dst)
+            } else {
+                0
+            };
+            if done < len {
+                self.mem(addr)?
+                    .read_exact_at(&mut dst[done..], addr + done as u64)
+                    .map_err(|e| (addr + done as u64, e))?;
+            }
             off += len;
         }
         Ok(())
+    }
+
+    /// `process_vm_readv` of `dst.len()` bytes at `addr`: how many it read.
+    fn read_pinned(&self, addr: u64, dst: &mut [u8]) -> usize {
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let mut done = 0;
+        while done < dst.len() {
+            let remote = [nix::sys::uio::RemoteIoVec {
+                base: (addr + done as u64) as usize,
+                len: dst.len() - done,
+            }];
+            let mut local = [io::IoSliceMut::new(&mut dst[done..])];
+            match nix::sys::uio::process_vm_readv(pid, &mut local, &remote) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => done += n,
+            }
+        }
+        done
+    }
+
+    fn mem(&mut self, addr: u64) -> Result<&File, (u64, io::Error)> {
+        match self.mem {
+            Some(ref mem) => Ok(mem),
+            None => {
+                let mem = File::open(format!("/proc/{}/mem", self.pid)).map_err(|e| (addr, e))?;
+                Ok(self.mem.insert(mem))
+            }
+        }
     }
 }
 
@@ -76,9 +110,20 @@ pub enum Stored {
 
 /// The image's page store (`pages.img`) and the index of pages shared copy-on-write, by
 /// physical frame, so that each such page is stored once.
+///
+/// Pages can be held back in memory (a write-behind buffer, [`hold_back`](Self::hold_back))
+/// instead of being written as they are read: a dump reads them while the tree is stopped
+/// and writes them ([`flush`](Self::flush)) once it runs again, so the tree waits for one
+/// copy of its memory, not for the page cache. Store indices are assigned when a page is
+/// stored, held or not, so records can refer to held pages before they are written.
 #[derive(Debug, Default)]
 pub struct PageStore {
     by_pfn: HashMap<u64, Stored>,
+    /// Reused buffer for pages written as soon as they are read.
+    scratch: Vec<u8>,
+    /// The write-behind buffer (its length is its capacity) and how much of it is used.
+    behind: Vec<u8>,
+    behind_used: usize,
     /// Pages written to the store.
     pub stored: u64,
     /// Pages found already stored through their PFN.
@@ -98,18 +143,56 @@ impl PageStore {
         self.by_pfn.insert(pfn, stored);
     }
 
-    /// Compacts the non-zero pages of `buf` (whole pages) to its front, writes them to
-    /// the store and returns what each page of `buf` became, in order.
-    pub fn store(
+    /// Gives the store a write-behind buffer of `bytes` (rounded down to whole pages),
+    /// touched now: fresh memory faults page by page, which should happen before the tree
+    /// is stopped, not while it waits. Replaces an empty buffer only.
+    pub fn hold_back(&mut self, bytes: usize) {
+        if self.behind_used > 0 {
+            return;
+        }
+        let page = PAGE_SIZE as usize;
+        // A non-zero fill: the allocator's zeroed memory is not yet mapped, and writing
+        // zeros over it may be optimised away.
+        self.behind = vec![1u8; bytes / page * page];
+    }
+
+    /// Bytes held back, not yet written.
+    pub fn held(&self) -> usize {
+        self.behind_used
+    }
+
+    /// Lets `fill` write `len` bytes (whole pages) into the store's memory, keeps the
+    /// non-zero pages (held back when the write-behind buffer has room, written to `raw`
+    /// otherwise) and says in `out` what each page became, in order.
+    ///
+    /// When the buffer is too full for `len`, what it holds is written first, so the store
+    /// stays in index order.
+    pub fn store_with<E: From<ImageError>>(
         &mut self,
         raw: &mut RawWriter,
-        buf: &mut [u8],
+        len: usize,
         out: &mut Vec<Stored>,
-    ) -> Result<(), ImageError> {
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let page = PAGE_SIZE as usize;
+        if self.behind.len() - self.behind_used < len {
+            self.flush(raw)?;
+        }
+        // Every blob of the store is whole pages, so appends are contiguous and a page's
+        // index is its offset / PAGE_SIZE.
+        let base =
+            raw.len().next_multiple_of(PAGE_SIZE) / PAGE_SIZE + (self.behind_used / page) as u64;
+        let held = len <= self.behind.len();
+        let buf = if held {
+            &mut self.behind[self.behind_used..self.behind_used + len]
+        } else {
+            self.scratch.resize(len, 0);
+            &mut self.scratch[..len]
+        };
+        fill(buf)?;
         out.clear();
         let mut kept = 0usize;
-        for i in 0..buf.len() / page {
+        for i in 0..len / page {
             if is_zero(&buf[i * page..(i + 1) * page]) {
                 out.push(Stored::Zero);
                 self.zero += 1;
@@ -118,20 +201,23 @@ impl PageStore {
             if kept != i {
                 buf.copy_within(i * page..(i + 1) * page, kept * page);
             }
-            out.push(Stored::At(kept as u64));
+            out.push(Stored::At(base + kept as u64));
             kept += 1;
         }
-        if kept > 0 {
-            // Every blob of the store is whole pages, so appends are contiguous and a
-            // page's index is its offset / PAGE_SIZE.
-            let at = raw.append(&buf[..kept * page])?;
-            let base = at.offset / PAGE_SIZE;
-            for s in out.iter_mut() {
-                if let Stored::At(k) = s {
-                    *k += base;
-                }
-            }
-            self.stored += kept as u64;
+        if held {
+            self.behind_used += kept * page;
+        } else if kept > 0 {
+            raw.append(&buf[..kept * page])?;
+        }
+        self.stored += kept as u64;
+        Ok(())
+    }
+
+    /// Writes the pages held back to `raw`; the buffer stays, empty, for more.
+    pub fn flush(&mut self, raw: &mut RawWriter) -> Result<(), ImageError> {
+        if self.behind_used > 0 {
+            raw.append(&self.behind[..self.behind_used])?;
+            self.behind_used = 0;
         }
         Ok(())
     }
