@@ -180,8 +180,7 @@ impl PageStore {
         }
         // Every blob of the store is whole pages, so appends are contiguous and a page's
         // index is its offset / PAGE_SIZE.
-        let base =
-            raw.len().next_multiple_of(PAGE_SIZE) / PAGE_SIZE + (self.behind_used / page) as u64;
+        let base = raw.len().div_ceil(PAGE_SIZE) + (self.behind_used / page) as u64;
         let held = len <= self.behind.len();
         let buf = if held {
             &mut self.behind[self.behind_used..self.behind_used + len]
