@@ -280,6 +280,7 @@ fn main() {
     let only = std::env::var("PIPECR_PIPELINE_ONLY").ok();
     // As `pipecr demo` dumps (signal handlers read by injection), unless told otherwise.
     let read_handlers = std::env::var_os("PIPECR_PIPELINE_NO_HANDLERS").is_none();
+    let snapshots = std::env::var_os("PIPECR_PIPELINE_NO_SNAPSHOTS").is_none();
     let mut buf = vec![0u8; 4 << 20];
     let mut rows = Vec::new();
     for case in CASES
@@ -313,6 +314,7 @@ fn main() {
             let options = DumpOptions {
                 read_handlers,
                 leave_running: true,
+                snapshots,
                 ..DumpOptions::default()
             };
             let st = dump_tree(root, &snap, &options).unwrap();

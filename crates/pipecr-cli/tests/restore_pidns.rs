@@ -119,7 +119,8 @@ fn step(ctl: &mut File, ack: &mut File) {
         .expect("the program acknowledges the step");
 }
 
-fn dump(pid: u32, img: &Path, options: &[&str]) {
+/// Runs `pipecr dump`; returns what it printed.
+fn dump(pid: u32, img: &Path, options: &[&str]) -> String {
     let out = Command::new(PIPECR)
         .arg("dump")
         .args(options)
@@ -132,6 +133,7 @@ fn dump(pid: u32, img: &Path, options: &[&str]) {
         "dump: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A running `pipecr restore --pidns` and the init of its namespace.
@@ -209,11 +211,28 @@ fn separate_fifos(root: &Path) -> File {
 
 #[test]
 fn copy_runs_beside_the_original_with_the_same_pid() {
+    copy_beside_the_original(&["--leave-running"]);
+}
+
+/// The same, from a dump that read the memory from a copy-on-write snapshot after the
+/// original had resumed.
+#[test]
+fn copy_of_a_snapshot_runs_beside_the_original() {
+    copy_beside_the_original(&["--leave-running", "--read-handlers", "--snapshot"]);
+}
+
+fn copy_beside_the_original(dump_options: &[&str]) {
     let Some(mut s) = start() else { return };
     let pid = s.prog.id();
     let _orig = KillOnDrop(vec![pid as i32]);
     let img = s.root.join("img");
-    dump(pid, &img, &["--leave-running"]);
+    let printed = dump(pid, &img, dump_options);
+    if dump_options.contains(&"--snapshot") {
+        assert!(
+            printed.contains("memory of 1 process(es) read from copy-on-write snapshots"),
+            "{printed}"
+        );
+    }
     let mut ctl = separate_fifos(&s.root);
 
     let mut r = restore_pidns(&img, pid);

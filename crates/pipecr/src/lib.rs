@@ -30,5 +30,6 @@ pub mod mem;
 pub mod pipe;
 pub mod proc;
 pub mod restore;
+pub mod snapshot;
 pub mod sys;
 pub mod task;

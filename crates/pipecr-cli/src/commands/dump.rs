@@ -36,6 +36,13 @@ pub struct Args {
     /// damaged; without this option a killed dump never harms the tree.
     #[arg(long)]
     read_handlers: bool,
+    /// With --leave-running: fork a copy-on-write snapshot of each process (by injecting
+    /// a fork, as --read-handlers injects syscalls, with the same risk) and read its
+    /// memory after the tree runs again, so the tree is stopped for milliseconds whatever
+    /// its size. Processes with shared memory, MADV_DONTFORK/WIPEONFORK areas or seccomp
+    /// are read while stopped.
+    #[arg(long, requires = "leave_running")]
+    snapshot: bool,
 }
 
 /// Dumps the tree and prints what was saved.
@@ -44,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_inline_file: args.max_inline_file,
         read_handlers: args.read_handlers,
         leave_running: args.leave_running,
+        snapshots: args.snapshot,
         ..DumpOptions::default()
     };
     let stats = pipecr::dump::dump_tree(args.pid, &args.dir, &options).with_context(|| {
@@ -69,6 +77,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for (pid, fd) in &end.holders {
             println!("external: pid {pid} fd {fd}: {}", end.what);
         }
+    }
+    if stats.snapshots > 0 {
+        println!(
+            "memory of {} process(es) read from copy-on-write snapshots after the tree resumed",
+            stats.snapshots
+        );
     }
     println!(
         "tree stopped for {:.1} ms; dump took {:.1} ms; {}",

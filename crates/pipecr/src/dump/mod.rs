@@ -13,11 +13,14 @@
 //! 5. Let the kinds finish (shared records, external ends), write the tree and the
 //!    descriptor tables.
 //! 6. Save each process's registers, signals and limits ([`crate::task`]) and its
-//!    address space ([`crate::mem`]), parents first so pages a child still shares
-//!    copy-on-write are stored once.
-//! 7. Resume the tree, then commit the image (fsync + rename) while the tree already
-//!    runs again; or, when the tree is not to run on, commit first and kill it while it
-//!    is still stopped.
+//!    address space ([`crate::mem`]); pages a child still shares copy-on-write with its
+//!    parent are stored once. When the tree runs on, its memory is read into a
+//!    write-behind buffer sized before the freeze ([`DumpOptions::write_behind`]), or
+//!    only a copy-on-write snapshot of each process is taken ([`DumpOptions::snapshots`],
+//!    [`crate::snapshot`]).
+//! 7. Resume the tree, then read the snapshots, write the held pages and commit the image
+//!    (fsync + rename) while the tree already runs again; or, when the tree is not to run
+//!    on, do all that first and kill it while it is still stopped.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -32,9 +35,10 @@ use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
 use crate::files::{self, DumpOptions, DumpSink, FileError, LiveFile};
 use crate::freeze::{self, FreezeError, FrozenTree};
-use crate::mem::{self, HeldPages, MemDumper, MemError, MemStats};
+use crate::mem::{self, MemDumper, MemError, MemStats};
 use crate::proc::{self, FdInfo, ProcError};
 use crate::restore::external::{ExternalEnd, ends_of};
+use crate::snapshot::{self, Snapshot};
 use crate::sys::kcmp::{self, TargetFd};
 use crate::task::{self, TaskError};
 
@@ -105,6 +109,9 @@ pub struct DumpStats {
     pub pipe_bytes: u64,
     /// Pages saved, shared and skipped (see [`MemStats`]).
     pub memory: MemStats,
+    /// Processes whose memory was read from a copy-on-write snapshot after the tree
+    /// resumed ([`DumpOptions::snapshots`]).
+    pub snapshots: usize,
     /// The open files whose other side is outside the tree, with the descriptors that
     /// held them: restore needs a source for each (`--inherit-fd`).
     pub external: Vec<ExternalEnd>,
@@ -141,25 +148,29 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
     let mut writer = ImageWriter::create(dir, crate::pipe::image_meta(pipecr_image::CONTENT_TREE))?;
     // The write-behind buffer is allocated and touched before the freeze: page faults
     // are slow, and the tree should not wait for them.
+    // Only processes read while stopped need it.
+    let snapshots = options.leave_running && options.snapshots;
     let mem = if options.leave_running && options.write_behind {
-        MemDumper::with_write_behind(mem::write_behind_size(&unfrozen_tree(root)))
+        let mut direct = unfrozen_tree(root);
+        direct.retain(|&pid| !(snapshots && snapshot::eligible(pid)));
+        MemDumper::with_write_behind(mem::write_behind_size(&direct))
     } else {
         MemDumper::new()
     };
     let tree = freeze::freeze(root)?;
     let frozen_at = Instant::now();
-    let (mut stats, held) = save_tree(&tree, &mut writer, options, mem)?;
+    let (mut stats, memory) = save_tree(&tree, &mut writer, options, mem, snapshots)?;
     if options.leave_running {
-        // The image is complete in memory and the page cache: let the tree run while
-        // the held pages are written and the image is made durable.
+        // What is left to read is in snapshots, and what is left to write is in memory:
+        // let the tree run while it is read, written and made durable.
         tree.resume();
         stats.frozen = frozen_at.elapsed();
-        held.write(&mut writer)?;
+        stats.memory = memory.finish(&mut writer)?;
         stats.dir = writer.commit()?;
     } else {
         // Only a durable image may replace the tree; if the commit fails, dropping
         // `tree` resumes it.
-        held.write(&mut writer)?;
+        stats.memory = memory.finish(&mut writer)?;
         stats.dir = writer.commit()?;
         tree.kill();
         stats.frozen = frozen_at.elapsed();
@@ -228,7 +239,8 @@ fn save_tree(
     writer: &mut ImageWriter,
     options: &DumpOptions,
     mem: MemDumper,
-) -> Result<(DumpStats, HeldPages), DumpError> {
+    snapshots: bool,
+) -> Result<(DumpStats, MemoryLeft), DumpError> {
     let processes = tree.processes();
     let tables = group_fd_tables(processes.iter().map(|p| p.pid).collect())?;
     refuse_shared(processes, &tables, options)?;
@@ -345,7 +357,7 @@ fn save_tree(
         .write_records(pipecr_image::FILES, &open_files)?;
     sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
     sink.writer.write_records(pipecr_image::TREE, &records)?;
-    let (memory, held) = save_processes(tree, sink.writer, options.read_handlers, mem)?;
+    let memory = save_processes(tree, sink.writer, options.read_handlers, mem, snapshots)?;
     let stats = DumpStats {
         processes: processes.len(),
         threads: tree.thread_count(),
@@ -353,26 +365,29 @@ fn save_tree(
         open_files: open_files.len(),
         pipes,
         pipe_bytes,
-        memory,
+        snapshots: memory.snapshots.len(),
         external,
         ..Default::default()
     };
-    Ok((stats, held))
+    Ok((stats, memory))
 }
 
 /// Saves what each process is beyond its descriptors: its CPU and signal state
-/// ([`crate::task`], `core.img`) and its address space ([`crate::mem`], `mm.img`,
-/// `mem-objects.img`, `pages.img`). Must run on the thread that froze the tree.
+/// ([`crate::task`], `core.img`) and, unless `snapshots` lets it wait for a snapshot of
+/// the process ([`crate::snapshot`]), its address space ([`crate::mem`]). Must run on
+/// the thread that froze the tree.
 fn save_processes(
     tree: &FrozenTree,
     writer: &mut ImageWriter,
     read_handlers: bool,
     mut mem: MemDumper,
-) -> Result<(MemStats, HeldPages), DumpError> {
+    snapshots: bool,
+) -> Result<MemoryLeft, DumpError> {
     let processes = tree.processes();
     let mut cores = Vec::with_capacity(processes.len());
     let mut mms = Vec::with_capacity(processes.len());
-    for p in processes {
+    let mut taken = Vec::new();
+    for (i, p) in processes.iter().enumerate() {
         // The state first: it refuses what cannot be saved before any page is read.
         let mut core = task::dump_core(p, read_handlers)?;
         for thread in &mut core.threads {
@@ -385,13 +400,54 @@ fn save_processes(
             }
         }
         cores.push(core);
-        mms.push(mem.dump_process(p.pid, writer)?);
+        // A process that cannot be forked exactly, or whose fork fails, is read now.
+        let snapshot = (snapshots && snapshot::eligible(p.pid))
+            .then(|| Snapshot::take(p).ok())
+            .flatten();
+        match snapshot {
+            Some(s) => {
+                mms.push(None);
+                taken.push((i, s));
+            }
+            None => mms.push(Some(mem.dump_process(p.pid, writer)?)),
+        }
     }
-    let (objects, stats, held) = mem.finish();
     writer.write_records(pipecr_image::CORE, &cores)?;
-    writer.write_records(pipecr_image::MM, &mms)?;
-    writer.write_records(pipecr_image::MEM_OBJECTS, &objects)?;
-    Ok((stats, held))
+    Ok(MemoryLeft {
+        mem,
+        pids: processes.iter().map(|p| p.pid).collect(),
+        mms,
+        snapshots: taken,
+    })
+}
+
+/// The address spaces a dump has yet to finish once the tree may run: those to read
+/// from snapshots, and the pages read but not yet written.
+struct MemoryLeft {
+    mem: MemDumper,
+    /// The processes, in tree order, and their records so far (`None`: in a snapshot).
+    pids: Vec<i32>,
+    mms: Vec<Option<proto::Mm>>,
+    /// Snapshots, by index in `pids`.
+    snapshots: Vec<(usize, Snapshot)>,
+}
+
+impl MemoryLeft {
+    /// Reads each snapshot (and kills it), writes the held pages and the memory records.
+    fn finish(mut self, writer: &mut ImageWriter) -> Result<MemStats, DumpError> {
+        for (i, snapshot) in std::mem::take(&mut self.snapshots) {
+            let mm = self
+                .mem
+                .dump_process_from(self.pids[i], snapshot.pid(), writer)?;
+            self.mms[i] = Some(mm);
+        }
+        let (objects, stats, held) = self.mem.finish();
+        held.write(writer)?;
+        let mms: Vec<proto::Mm> = self.mms.into_iter().flatten().collect();
+        writer.write_records(pipecr_image::MM, &mms)?;
+        writer.write_records(pipecr_image::MEM_OBJECTS, &objects)?;
+        Ok(stats)
+    }
 }
 
 /// Fetches descriptor `fd` of `pid` through a pidfd opened once per process.

@@ -153,6 +153,13 @@ pub struct DumpOptions {
     /// it are written while stopped, as without this option. Costs that memory for the
     /// length of the dump.
     pub write_behind: bool,
+    /// With `leave_running`: take a copy-on-write snapshot of each process (a fork made
+    /// from inside it by syscall injection, see [`crate::snapshot`]) while the tree is
+    /// stopped, and read the memory from the snapshots after it runs again. The tree then
+    /// waits milliseconds for its memory, whatever its size. Off by default for the same
+    /// reason as `read_handlers`: injection is not safe against pipecr being SIGKILLed.
+    /// Processes a fork would not copy exactly are read while stopped.
+    pub snapshots: bool,
 }
 
 impl Default for DumpOptions {
@@ -162,6 +169,7 @@ impl Default for DumpOptions {
             read_handlers: false,
             leave_running: true,
             write_behind: true,
+            snapshots: false,
         }
     }
 }

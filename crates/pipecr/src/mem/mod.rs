@@ -189,27 +189,44 @@ impl MemDumper {
         pid: i32,
         writer: &mut ImageWriter,
     ) -> Result<proto::Mm, MemError> {
-        let entries = maps::smaps(pid)?;
-        let mut mm = mm_fields(pid)?;
-        mm.auxv = std::fs::read(format!("/proc/{pid}/auxv")).map_err(|source| MemError::Read {
-            pid,
-            what: "/proc/PID/auxv".into(),
-            source,
+        self.dump_process_from(pid, pid, writer)
+    }
+
+    /// Like [`dump_process`](Self::dump_process), reading everything from the stopped
+    /// process `source` instead: a [`crate::snapshot::Snapshot`] of `pid`. The record and
+    /// the errors name `pid`.
+    pub fn dump_process_from(
+        &mut self,
+        pid: i32,
+        source: i32,
+        writer: &mut ImageWriter,
+    ) -> Result<proto::Mm, MemError> {
+        let entries = maps::smaps(source)?;
+        let mut mm = mm_fields(source)?;
+        mm.pid = pid;
+        mm.auxv =
+            std::fs::read(format!("/proc/{source}/auxv")).map_err(|source| MemError::Read {
+                pid,
+                what: "/proc/PID/auxv".into(),
+                source,
+            })?;
+        let (exe, exe_deleted) = read_link(source, "exe").map_err(|e| match e {
+            MemError::Read { what, source, .. } => MemError::Read { pid, what, source },
+            e => e,
         })?;
-        let (exe, exe_deleted) = read_link(pid, "exe")?;
         mm.exe = exe;
         mm.exe_deleted = exe_deleted;
-        mm.exe_identity = std::fs::metadata(format!("/proc/{pid}/exe"))
+        mm.exe_identity = std::fs::metadata(format!("/proc/{source}/exe"))
             .ok()
             .map(|m| identity(&m));
 
         let raw = writer.raw(pipecr_image::PAGES)?;
-        let mut pagemap = Pagemap::open(pid).map_err(|source| MemError::Read {
+        let mut pagemap = Pagemap::open(source).map_err(|source| MemError::Read {
             pid,
             what: "/proc/PID/pagemap".into(),
             source,
         })?;
-        let mut reader = MemReader::new(pid);
+        let mut reader = MemReader::new(source);
         for e in &entries {
             let (kind, mut flags, save) = classify(pid, e)?;
             let mut vma = proto::Vma {
@@ -224,7 +241,7 @@ impl MemDumper {
             };
             if e.inode != 0 {
                 vma.identity = Some(
-                    std::fs::metadata(format!("/proc/{pid}/map_files/{}", e.map_files_name()))
+                    std::fs::metadata(format!("/proc/{source}/map_files/{}", e.map_files_name()))
                         .map(|m| identity(&m))
                         .unwrap_or_else(|_| proto::FileIdentity {
                             dev: rustix::fs::makedev(e.dev.0, e.dev.1),
@@ -238,9 +255,9 @@ impl MemDumper {
                 Save::Private => {
                     self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?
                 }
-                Save::Object(k) => vma.object_id = self.dump_object(pid, e, k, raw)?,
+                Save::Object(k) => vma.object_id = self.dump_object(pid, source, e, k, raw)?,
                 Save::PrivateAndObject(k) => {
-                    vma.object_id = self.dump_object(pid, e, k, raw)?;
+                    vma.object_id = self.dump_object(pid, source, e, k, raw)?;
                     self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?;
                 }
             }
@@ -367,11 +384,12 @@ impl MemDumper {
     fn dump_object(
         &mut self,
         pid: i32,
+        source: i32,
         e: &MapEntry,
         kind: MemObjectKind,
         raw: &mut RawWriter,
     ) -> Result<u64, MemError> {
-        let path = format!("/proc/{pid}/map_files/{}", e.map_files_name());
+        let path = format!("/proc/{source}/map_files/{}", e.map_files_name());
         let fail = |source| MemError::Read {
             pid,
             what: format!("{path} ({})", display_path(e)),
@@ -434,6 +452,27 @@ impl MemDumper {
         self.objects.push(object);
         Ok(id)
     }
+}
+
+/// Whether everything a dump saves of `pid`'s memory is private to it (pages of private
+/// areas; no memory object, which others could change) and a fork copies every area as
+/// it is and quietly (none marked `MADV_DONTFORK` or `MADV_WIPEONFORK`, none registered
+/// with userfaultfd, whose monitor may be told of forks): then a fork of it is an exact
+/// copy of what the dump reads (see [`crate::snapshot`]).
+pub fn only_private(pid: i32) -> Result<bool, MemError> {
+    for e in maps::smaps(pid)? {
+        if ["dc", "wf", "um", "uw", "ui"]
+            .iter()
+            .any(|flag| e.has_vm_flag(flag))
+        {
+            return Ok(false);
+        }
+        match classify(pid, &e) {
+            Ok((_, _, Save::Nothing | Save::Private)) => {}
+            Ok(_) | Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// How much write-behind buffer a dump of the processes `pids` should hold: their
