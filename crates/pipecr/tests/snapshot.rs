@@ -18,12 +18,22 @@ use pipecr_image::{ImageMeta, ImageWriter, PAGE_SIZE};
 const PAGES: usize = 16;
 
 const PROGRAM: &str = r#"
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "seccomp") == 0) {
+        /* A filter that allows everything: the process is under seccomp all the same. */
+        struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+        struct sock_fprog prog = {1, allow};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return 4;
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) return 5;
+    }
     size_t len = 16 * 4096;
     unsigned char *a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                             -1, 0);
@@ -56,23 +66,39 @@ fn capable() -> bool {
     ok
 }
 
+/// The program, built once per test binary into Cargo's scratch directory for tests.
 fn program() -> PathBuf {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let src = dir.join("overwrite.c");
-    std::fs::write(&src, PROGRAM).unwrap();
-    let exe = dir.join("overwrite");
-    let out = Command::new("cc")
-        .args(["-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("cc (gcc) must be installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let src = dir.join(format!("overwrite-{}.c", std::process::id()));
+        std::fs::write(&src, PROGRAM).unwrap();
+        let exe = dir.join(format!("overwrite-{}", std::process::id()));
+        let out = Command::new("cc")
+            .args(["-O1", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .output()
+            .expect("cc (gcc) must be installed");
+        std::fs::remove_file(&src).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fixed = dir.join("overwrite");
+        std::fs::rename(&exe, &fixed).unwrap();
+        fixed
+    })
+    .clone()
+}
+
+fn seccomp_free(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .is_some_and(|v| v.trim() == "0")
+    })
 }
 
 /// The children of `pid` as the kernel lists them (zombies included).
@@ -88,7 +114,12 @@ struct Program {
 
 impl Program {
     fn start() -> Program {
+        Program::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Program {
         let mut child = Command::new(program())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -142,6 +173,13 @@ fn a_snapshot_keeps_the_memory_the_process_overwrites_after_resume() {
     }
     let mut prog = Program::start();
     let pid = prog.pid();
+    if !seccomp_free(pid) {
+        // Inherited from us (a container's profile, say): a filter could kill it for
+        // forking, so no snapshot is taken.
+        assert!(!snapshot::eligible(pid));
+        eprintln!("skipped: the program runs under seccomp");
+        return;
+    }
     assert!(snapshot::eligible(pid));
     let before = children(pid);
 
@@ -213,4 +251,48 @@ fn shared_memory_is_not_snapshotted() {
     assert!(!snapshot::eligible(child.id() as i32));
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
+}
+
+/// `dump_tree` with snapshots: a plain process is read from its snapshot, one under
+/// seccomp while the tree is stopped; both images hold the memory as it was stopped.
+#[test]
+fn a_dump_forks_only_processes_without_seccomp() {
+    if !capable() {
+        return;
+    }
+    for (args, snapshots) in [(&[][..], 1), (&["seccomp"][..], 0)] {
+        let mut prog = Program::start_with(args);
+        if !seccomp_free(prog.pid()) && args.is_empty() {
+            eprintln!("skipped: the program runs under seccomp");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let options = pipecr::files::DumpOptions {
+            read_handlers: true,
+            leave_running: true,
+            snapshots: true,
+            ..Default::default()
+        };
+        let stats = pipecr::dump::dump_tree(prog.pid(), &dir.path().join("img"), &options).unwrap();
+        assert_eq!(stats.snapshots, snapshots, "{args:?}");
+        let image = pipecr_image::Image::open(&stats.dir).unwrap();
+        let mms: Vec<pipecr_image::proto::Mm> = image.read_records(pipecr_image::MM).unwrap();
+        assert_eq!(mms.len(), 1);
+        assert_eq!(mms[0].pid, prog.pid());
+        let len = PAGES as u64 * PAGE_SIZE;
+        let run = mms[0]
+            .pages
+            .iter()
+            .find(|r| r.start <= prog.addr && prog.addr + len <= r.start + r.nr_pages * PAGE_SIZE)
+            .expect("the pages are saved, in one run");
+        let pages = std::fs::read(stats.dir.join(pipecr_image::PAGES)).unwrap();
+        let at = (run.store_index * PAGE_SIZE + (prog.addr - run.start)) as usize;
+        assert!(
+            pages[at..at + len as usize].iter().all(|&b| b == b'A'),
+            "{args:?}"
+        );
+        // It runs on, with no new child.
+        prog.fill(b'B');
+        assert_eq!(children(prog.pid()), "");
+    }
 }

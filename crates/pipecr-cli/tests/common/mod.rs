@@ -224,8 +224,9 @@ pub fn wait_child(child: &mut Child, what: &str) -> std::process::ExitStatus {
     status.unwrap()
 }
 
-/// Runs `pipecr dump [OPTIONS] -t PID -D IMG` and panics with its stderr if it fails.
-pub fn dump(pid: i32, img: &Path, options: &[&str]) {
+/// Runs `pipecr dump [OPTIONS] -t PID -D IMG`, panics with its stderr if it fails, and
+/// returns what it printed.
+pub fn dump(pid: i32, img: &Path, options: &[&str]) -> String {
     let out = Command::new(PIPECR)
         .arg("dump")
         .args(options)
@@ -240,6 +241,7 @@ pub fn dump(pid: i32, img: &Path, options: &[&str]) {
         img.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `pipecr restore -D IMG`, foreground, with stdout piped and stderr to a pipe.
@@ -472,4 +474,14 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
+}
+
+/// Whether `pid` runs without a seccomp filter: `pipecr dump --snapshot` forks only such
+/// processes (a filter could kill a process for forking).
+pub fn seccomp_free(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .is_some_and(|v| v.trim() == "0")
+    })
 }
