@@ -15,8 +15,10 @@
 //! Per case, [`REPS`] times (medians reported): start the pipeline, wait for it to be
 //! full, then
 //!
-//! - *snapshot*: `dump_tree` with `leave_running` (`DumpStats.frozen`: freeze to resume;
-//!   `total`: to the fsync'd, renamed image);
+//! - *running on*: `dump_tree` with `leave_running` and `snapshots` (`pipecr dump
+//!   --leave-running --read-handlers --snapshot`: memory read from copy-on-write forks
+//!   after the tree resumes; `DumpStats.frozen`: freeze to resume; `total`: to the
+//!   fsync'd, renamed image);
 //! - *dump*: `dump_tree` without it, as `pipecr demo` does (`frozen` then runs from the
 //!   freeze to the kill, after the commit);
 //! - *restore*: `pipecr restore -D DIR` from spawn to its `restored pid N` line; the
@@ -31,7 +33,8 @@
 //! Run: `cargo bench -p pipecr-cli --bench pipeline` (results: docs/BENCHMARKS.md).
 //! `PIPECR_PIPELINE_ONLY=NAME` runs one case; `PIPECR_BENCH_DIR` moves the scratch
 //! directory (default /tmp); `PIPECR_PIPELINE_NO_HANDLERS=1` dumps without reading signal
-//! handlers (no syscall injection), to see what that costs.
+//! handlers, `PIPECR_PIPELINE_NO_SNAPSHOTS=1` without snapshots (memory read into a
+//! write-behind buffer while stopped), to see what each costs.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
@@ -309,7 +312,7 @@ fn main() {
             s.tee.push(tee);
             s.copy.push(copy);
 
-            let snap = dir.join("snapshot");
+            let snap = dir.join("running-on");
             let _ = fs::remove_dir_all(&snap);
             let options = DumpOptions {
                 read_handlers,
@@ -363,7 +366,7 @@ fn main() {
             s.dump_frozen.push(dt.frozen);
             s.dump_total.push(dt.total);
             eprintln!(
-                "{} rep {rep}: snapshot stopped {} total {}; dump stopped {} total {}; \
+                "{} rep {rep}: running on: stopped {} total {}; dump stopped {} total {}; \
                  restore {}; outage {}; tee {} ({}); copy {} ({}); image {}",
                 case.name,
                 ms(st.frozen),
@@ -402,7 +405,7 @@ fn main() {
         let _ = fs::remove_dir_all(&dir);
     }
     println!(
-        "| case | in pipes | memory saved | image | snapshot: stopped | snapshot: total | dump: stopped (to kill) | dump: total | restore | outage (freeze to running) | baseline tee | baseline copy |"
+        "| case | in pipes | memory saved | image | running on: stopped | running on: total | dump: stopped (to kill) | dump: total | restore | outage (freeze to running) | baseline tee | baseline copy |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
