@@ -13,7 +13,8 @@
 //! `S` forks the snapshot `G`, and `S` is killed and reaped (by an injected `wait4` in the
 //! process) while the tree is still stopped: the process ends up with the children it had.
 //! `G` is an orphan, adopted by the nearest subreaper or the namespace's init, which reaps
-//! it after the dump kills it (or pipecr itself does, when it is that subreaper).
+//! it after the dump kills it (or pipecr itself does, when it is that subreaper). Both
+//! forks are traced with `PTRACE_O_EXITKILL`: if pipecr dies, they die, and never run.
 //!
 //! What a fork does not copy exactly is refused ([`eligible`]): areas marked
 //! `MADV_DONTFORK` or `MADV_WIPEONFORK`, and memory shared with others (shared mappings,
@@ -82,14 +83,16 @@ impl Snapshot {
         let pid = process.pid;
         let tid = process.threads.first().copied().unwrap_or(pid);
         let main = Pid::from_raw(tid);
-        // The copy must stop before it runs: auto-attach it. Options belong to us (the
-        // freeze seized with none); they are cleared again below.
-        ptrace::setoptions(main, ptrace::Options::PTRACE_O_TRACECLONE).map_err(|source| {
-            SnapshotError::Os {
-                pid,
-                op: "PTRACE_SETOPTIONS",
-                source,
-            }
+        // The copy must stop before it runs: auto-attach it. And it must never run:
+        // EXITKILL, inherited by both forks, kills them if pipecr dies (the process
+        // itself only while the fork is injected, when pipecr's death would leave it
+        // running our registers anyway). Options belong to us (the freeze seized with
+        // none); they are cleared again below.
+        let options = ptrace::Options::PTRACE_O_TRACECLONE | ptrace::Options::PTRACE_O_EXITKILL;
+        ptrace::setoptions(main, options).map_err(|source| SnapshotError::Os {
+            pid,
+            op: "PTRACE_SETOPTIONS",
+            source,
         })?;
         let taken = Injector::new(pid, tid)
             .map_err(SnapshotError::from)

@@ -37,10 +37,10 @@ pub struct Args {
     #[arg(long)]
     read_handlers: bool,
     /// With --leave-running: fork a copy-on-write snapshot of each process (by injecting
-    /// a fork, as --read-handlers injects syscalls, with the same risk) and read its
-    /// memory after the tree runs again, so the tree is stopped for milliseconds whatever
-    /// its size. Processes with shared memory, MADV_DONTFORK/WIPEONFORK areas or seccomp
-    /// are read while stopped.
+    /// a fork, as --read-handlers injects syscalls: if pipecr is killed during that step
+    /// the process is killed) and read its memory after the tree runs again, so the tree
+    /// is stopped for milliseconds whatever its size. Processes with shared memory,
+    /// MADV_DONTFORK/WIPEONFORK areas or seccomp are read while stopped.
     #[arg(long, requires = "leave_running")]
     snapshot: bool,
 }
