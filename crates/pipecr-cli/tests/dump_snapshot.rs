@@ -51,6 +51,8 @@ fn a_killed_snapshot_dump_leaves_no_copy_running() {
     ctl.ack.as_mut().unwrap().read_exact(&mut addr).unwrap();
     if !seccomp_free(pid) {
         eprintln!("skipped: the program runs under seccomp, so no snapshot is taken");
+        kill(pid);
+        let _ = hog.wait();
         return;
     }
 
