@@ -5,6 +5,8 @@
 //! Every test freezes its child on its own thread (ptrace belongs to the thread) and waits
 //! for specific pids only.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,23 +70,7 @@ int main(void) {
 /// Compiles [`BLOCKED_READ_C`] once per test binary.
 fn blocked_read_program() -> &'static Path {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
-    PROGRAM.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let id = std::process::id();
-        let src = dir.join(format!("inject-blocked-read-{id}.c"));
-        let exe = dir.join(format!("inject-blocked-read-{id}"));
-        std::fs::write(&src, BLOCKED_READ_C).unwrap();
-        let status = Command::new("cc")
-            .arg("-O1")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&src)
-            .status()
-            .expect("cc runs");
-        assert!(status.success(), "cc failed");
-        let _ = std::fs::remove_file(&src);
-        exe
-    })
+    PROGRAM.get_or_init(|| common::build_c("inject-blocked-read", BLOCKED_READ_C, &[]))
 }
 
 /// Waits for one ready byte on the child's `stderr` (or `stdout` with `from_stdout`).

@@ -3,6 +3,8 @@
 //! a child that shares memory with it, prints where everything is and "ready", and waits
 //! on stdin. The test freezes it, dumps it, and reads every pattern back from the image.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -125,35 +127,11 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// Builds the program once per test binary (tests run in parallel) into cargo's
-/// scratch directory for tests; compiled under a unique name, then renamed into place, so
-/// concurrent runs never see half a binary.
+/// Builds the program once per test binary (tests run in parallel).
 fn program() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mem_dump");
-            std::fs::create_dir_all(&dir).unwrap();
-            let unique = format!("{}", std::process::id());
-            let src = dir.join(format!("memprog-{unique}.c"));
-            std::fs::write(&src, PROGRAM).unwrap();
-            let tmp = dir.join(format!("memprog-{unique}"));
-            let out = Command::new("cc")
-                .args(["-O1", "-o"])
-                .arg(&tmp)
-                .arg(&src)
-                .output()
-                .expect("cc (gcc) must be installed");
-            std::fs::remove_file(&src).unwrap();
-            assert!(
-                out.status.success(),
-                "cc failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let exe = dir.join("memprog");
-            std::fs::rename(&tmp, &exe).unwrap();
-            exe
-        })
+        .get_or_init(|| common::build_c("memprog", PROGRAM, &[]))
         .clone()
 }
 
@@ -650,10 +628,8 @@ fn the_whole_dump_writes_core_and_memory() {
 
 #[test]
 fn posix_timers_are_refused_naming_the_pid() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("timer.c");
-    std::fs::write(
-        &src,
+    let exe = common::build_c(
+        "timer",
         r#"#include <signal.h>
 #include <stdio.h>
 #include <time.h>
@@ -669,17 +645,8 @@ int main(void) {
     return 0;
 }
 "#,
-    )
-    .unwrap();
-    let exe = dir.path().join("timer");
-    let ok = Command::new("cc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .arg("-lrt")
-        .status()
-        .unwrap();
-    assert!(ok.success());
+        &["-lrt"],
+    );
     let mut child = Command::new(&exe)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -5,6 +5,8 @@
 //! The program (C, built here with `cc`) fills 16 pages with 'A', prints their address,
 //! then for each byte on stdin fills them with that byte and answers `k`.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -66,31 +68,11 @@ fn capable() -> bool {
     ok
 }
 
-/// The program, built once per test binary into Cargo's scratch directory for tests.
+/// The program, built once per test binary.
 fn program() -> PathBuf {
     static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let src = dir.join(format!("overwrite-{}.c", std::process::id()));
-        std::fs::write(&src, PROGRAM).unwrap();
-        let exe = dir.join(format!("overwrite-{}", std::process::id()));
-        let out = Command::new("cc")
-            .args(["-O1", "-o"])
-            .arg(&exe)
-            .arg(&src)
-            .output()
-            .expect("cc (gcc) must be installed");
-        std::fs::remove_file(&src).unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let fixed = dir.join("overwrite");
-        std::fs::rename(&exe, &fixed).unwrap();
-        fixed
-    })
-    .clone()
+    EXE.get_or_init(|| common::build_c("snapshot-overwrite", PROGRAM, &[]))
+        .clone()
 }
 
 fn seccomp_free(pid: i32) -> bool {
