@@ -318,6 +318,7 @@ fn main() {
                 read_handlers,
                 leave_running: true,
                 snapshots,
+                write_behind: true,
                 ..DumpOptions::default()
             };
             let st = dump_tree(root, &snap, &options).unwrap();

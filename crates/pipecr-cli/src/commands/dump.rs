@@ -40,7 +40,8 @@ pub struct Args {
     /// a fork, as --read-handlers injects syscalls: if pipecr is killed during that step
     /// the process is killed) and read its memory after the tree runs again, so the tree
     /// is stopped for milliseconds whatever its size. Processes with shared memory,
-    /// MADV_DONTFORK/WIPEONFORK areas or seccomp are read while stopped.
+    /// MADV_DONTFORK/WIPEONFORK areas or seccomp are read while stopped, into memory, and
+    /// written after the tree resumes.
     #[arg(long, requires = "leave_running")]
     snapshot: bool,
 }
@@ -52,7 +53,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         read_handlers: args.read_handlers,
         leave_running: args.leave_running,
         snapshots: args.snapshot,
-        ..DumpOptions::default()
+        // What cannot be forked is read while stopped: into memory, to be written later.
+        write_behind: args.snapshot,
     };
     let stats = pipecr::dump::dump_tree(args.pid, &args.dir, &options).with_context(|| {
         format!(

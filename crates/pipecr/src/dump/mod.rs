@@ -14,10 +14,10 @@
 //!    descriptor tables.
 //! 6. Save each process's registers, signals and limits ([`crate::task`]) and its
 //!    address space ([`crate::mem`]); pages a child still shares copy-on-write with its
-//!    parent are stored once. When the tree runs on, its memory is read into a
-//!    write-behind buffer sized before the freeze ([`DumpOptions::write_behind`]), or
-//!    only a copy-on-write snapshot of each process is taken ([`DumpOptions::snapshots`],
-//!    [`crate::snapshot`]).
+//!    parent are stored once. When the tree runs on, a copy-on-write snapshot of each
+//!    process may be taken instead ([`DumpOptions::snapshots`], [`crate::snapshot`]),
+//!    and memory read while stopped may go into a write-behind buffer allocated before
+//!    the freeze ([`DumpOptions::write_behind`]).
 //! 7. Resume the tree, then read the snapshots, write the held pages and commit the image
 //!    (fsync + rename) while the tree already runs again; or, when the tree is not to run
 //!    on, do all that first and kill it while it is still stopped.
