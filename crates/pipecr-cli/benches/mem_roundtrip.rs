@@ -251,6 +251,9 @@ fn mib(b: u64) -> String {
 }
 
 fn main() {
+    // Descriptors inherited from whoever started the bench would be dumped with memhog
+    // as leading outside its tree: none reaches it.
+    pipecr::sys::fd::cloexec_from(3).unwrap();
     let work = tempfile::tempdir_in(std::env::var_os("PIPECR_BENCH_DIR").unwrap_or("/tmp".into()))
         .unwrap();
     let exe = work.path().join("memhog");

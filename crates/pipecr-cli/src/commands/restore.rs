@@ -121,16 +121,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or(false);
     let child = if args.pidns {
         // The init is the child we wait for: it exits with the root's status.
-        let ns =
-            pipecr::restore::pidns::restore_tree_in_new_pidns(&args.dir, &image, &tree, &options)
-                .with_context(|| format!("restore of pid {pid} failed; nothing was left running"))?;
+        let ns = pipecr::restore::pidns::restore_tree_in_new_pidns(&image, &tree, &options)
+            .with_context(|| format!("restore of pid {pid} failed; nothing was left running"))?;
         eprintln!(
             "pipecr: restored into a new pid namespace; its init is pid {} here",
             ns.init()
         );
         ns.init()
     } else {
-        restore_process::restore_tree(&args.dir, &image, &tree, &options)
+        restore_process::restore_tree(&image, &tree, &options)
             .with_context(|| format!("restore of pid {pid} failed; nothing was left running"))?
     };
     // One line once the process runs: what a caller waits for. On stdout, unless the

@@ -7,10 +7,12 @@
 //! trampoline page at an address free in both layouts; sets the saved personality
 //! (`personality(2)`, before any mapping); unregisters the inherited rseq
 //! area (before its memory goes); unmaps every other area but
-//! `[vdso]`/`[vvar]`/`[vvar_vclock]`; moves those to their saved addresses (`mremap`,
-//! through a parking place so that they never land on each other); maps every saved area
-//! (`MAP_FIXED`; files by path, opened in the child), writable while its pages are
-//! written; sets the saved protections; sets the mm fields and the exe link with
+//! `[vdso]`/`[vvar]`/`[vvar_vclock]` and the areas kept as inherited ([`super::cow`]:
+//! pages shared copy-on-write with the parent), joining neighbours into one `munmap`;
+//! moves those to their saved addresses (`mremap`, through a parking place so that they
+//! never land on each other); maps every other saved area (`MAP_FIXED`; files by path,
+//! opened in the child), writable while its pages are written (many pages per
+//! `process_vm_writev`, [`super::mm::PageWriter`]); sets the saved protections; sets the mm fields and the exe link with
 //! `PR_SET_MM_MAP`; registers the saved rseq area again; with every signal blocked,
 //! installs the saved handlers (`rt_sigaction`) and interval timers (`setitimer`) and
 //! queues the saved pending signals from inside the process (`rt_tgsigqueueinfo` per
@@ -30,9 +32,10 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use pipecr_image::Image;
 
+use super::cow::Prefilled;
 use super::mm::{
-    PAGE, area_error, current_maps, find_free, is_private_restored, map_area, move_specials,
-    set_mm, write_run,
+    MapFiles, PAGE, PageWriter, area_error, current_maps, find_free, is_private_restored, map_area,
+    move_specials, run_piece, set_mm, unmap_ranges,
 };
 use super::process::{ProcessRestoreError, SavedProcess, errno, os};
 use super::signals::{final_regs, restore_altstack, restore_signals};
@@ -47,7 +50,15 @@ const RSEQ_FLAG_UNREGISTER: u64 = 1;
 /// Seizes `saved.pid()` (continued from its self-stop, waiting in `pause()`), replaces
 /// its address space, handlers, pending signals, registers and mask with the saved ones,
 /// and leaves it in a ptrace-stop of the calling thread, ready to be detached.
-pub(super) fn load_image(image: &Image, saved: &SavedProcess) -> Result<()> {
+///
+/// Areas filled ahead (`prefilled`, see [`super::cow`]) that it inherited or filled are
+/// kept, and only the pages where it differs are written. `tree` holds `saved`.
+pub(super) fn load_image(
+    image: &Image,
+    tree: &[SavedProcess],
+    saved: &SavedProcess,
+    prefilled: &[Prefilled],
+) -> Result<()> {
     let pid = saved.pid();
     let t = NixPid::from_raw(pid);
     let thread = super::threads::main_thread(pid, &saved.core).ok_or_else(|| {
@@ -75,6 +86,11 @@ pub(super) fn load_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     }
     let mut inj = Injector::new(pid, pid)?;
     let current = current_maps(pid)?;
+    let kept = match tree.iter().position(|p| p.pid() == pid) {
+        Some(idx) => super::cow::kept_areas(tree, idx, prefilled, &current),
+        None => Vec::new(),
+    };
+    let is_kept = |start: u64, end: u64| kept.iter().any(|k| k.start == start && k.end == end);
     let saved_areas: Vec<(u64, u64)> = saved.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     let cur_areas: Vec<(u64, u64)> = current.iter().map(|m| (m.start, m.end)).collect();
     let mut avoid: Vec<(u64, u64)> = saved_areas.iter().chain(&cur_areas).copied().collect();
@@ -120,26 +136,79 @@ pub(super) fn load_image(image: &Image, saved: &SavedProcess) -> Result<()> {
         )?;
     }
 
-    // Everything but the trampoline and the kernel's own areas goes.
+    // Everything but the trampoline, the kernel's own areas and the kept areas goes.
     let movable = ["[vdso]", "[vvar]", "[vvar_vclock]"];
-    for m in &current {
-        if m.start == tramp || movable.contains(&m.path.as_str()) || m.path == "[vsyscall]" {
-            continue;
-        }
-        inj.remote_munmap(m.start, m.len())?;
+    let mut stay: Vec<(u64, u64)> = current
+        .iter()
+        .filter(|m| movable.contains(&m.path.as_str()) || m.path == "[vsyscall]")
+        .map(|m| (m.start, m.end))
+        .chain(kept.iter().map(|k| (k.start, k.end)))
+        .collect();
+    stay.push((tramp, tramp + PAGE));
+    for (start, end) in unmap_ranges(&current, &stay) {
+        inj.remote_munmap(start, end - start)?;
     }
     move_specials(&mut inj, pid, &current, &saved.mm.vmas, &avoid)?;
 
     let pages =
         File::open(image.dir().join(pipecr_image::PAGES)).map_err(os(pid, "open pages.img"))?;
-    for vma in &saved.mm.vmas {
-        map_area(&mut inj, pid, tramp, vma).map_err(|e| area_error(pid, vma, "map", e))?;
+    // The areas some page run starts in (a run lies in one area): mapped writable while
+    // their pages are written; every other one gets its saved protection at once.
+    let mut run_starts: Vec<u64> = saved.mm.pages.iter().map(|r| r.start).collect();
+    run_starts.sort_unstable();
+    let written = |start: u64, end: u64| {
+        let i = run_starts.partition_point(|&s| s < start);
+        run_starts.get(i).is_some_and(|&s| s < end)
+    };
+    let mut files = MapFiles::default();
+    for vma in saved.mm.vmas.iter().filter(|v| !is_kept(v.start, v.end)) {
+        let w = written(vma.start, vma.end);
+        map_area(&mut inj, pid, tramp, vma, w, &mut files)
+            .map_err(|e| area_error(pid, vma, "map", e))?;
     }
+    files.close(&mut inj)?;
+    // Mapped when it holds anything (the pages are copied from the mapping); if the
+    // kernel will not map it, read instead.
+    let len = pages.metadata().map_err(os(pid, "stat pages.img"))?.len();
+    let map = (len > 0)
+        .then(|| crate::sys::mem::FileMapping::map(&pages, len).ok())
+        .flatten();
+    let mut writer = PageWriter::new(&pages, map.as_ref());
     for run in &saved.mm.pages {
-        write_run(&mut inj, pid, &pages, run)?;
+        // A run lies in one area (kept_areas keeps none that a run straddles).
+        if kept
+            .iter()
+            .any(|k| run.start >= k.start && run.start < k.end)
+        {
+            continue;
+        }
+        writer.push(&mut inj, pid, run_piece(pid, run)?)?;
     }
+    for k in &kept {
+        let filler = &tree[k.filler];
+        if filler.pid() == pid {
+            // It holds our own pages already.
+            continue;
+        }
+        let (writes, drops) = super::cow::diff(&saved.mm, &filler.mm, k.start, k.end);
+        for piece in writes {
+            writer.push(&mut inj, pid, piece)?;
+        }
+        for (start, end) in drops {
+            inj.syscall_checked(
+                libc::SYS_madvise,
+                [start, end - start, libc::MADV_DONTNEED as u64, 0, 0, 0],
+            )?;
+        }
+    }
+    writer.flush(&mut inj, pid)?;
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
     for vma in &saved.mm.vmas {
-        if is_private_restored(vma) && vma.prot & libc::PROT_WRITE as u32 == 0 {
+        let kept = is_kept(vma.start, vma.end);
+        let kept_other = kept && vma.prot != rw;
+        let read_only = vma.prot & libc::PROT_WRITE as u32 == 0;
+        let filled = !kept && is_private_restored(vma) && written(vma.start, vma.end);
+        if kept_other || filled && read_only {
             let prot = ProtFlags::from_bits_truncate(vma.prot as i32);
             inj.remote_mprotect(vma.start, vma.end - vma.start, prot)
                 .map_err(|e| area_error(pid, vma, "mprotect", e.into()))?;

@@ -8,16 +8,19 @@
 //! `struct prctl_mm_map` at `MM_MAP_AT`, the auxv at `AUXV_AT`.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 
 use nix::sys::mman::{MapFlags, ProtFlags};
+use nix::sys::uio::{RemoteIoVec, process_vm_writev};
+use nix::unistd::Pid as NixPid;
 use pipecr_image::PAGE_SIZE;
 use pipecr_image::proto::{self, VmaFlag, VmaKind};
 
 use super::process::{ProcessRestoreError, os};
 use crate::inject::Injector;
 use crate::mem::maps::{MapEntry, parse_maps};
+use crate::sys::mem::FileMapping;
 
 type Result<T> = std::result::Result<T, ProcessRestoreError>;
 
@@ -35,7 +38,7 @@ const LOW: u64 = 0x10_0000;
 /// `PR_SET_MM` and `PR_SET_MM_MAP` from `<linux/prctl.h>`.
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
-/// Bytes copied into the child per write.
+/// Bytes of zeros written into the child per write.
 const CHUNK: u64 = 1 << 20;
 
 pub(super) fn area_error(
@@ -86,6 +89,43 @@ pub(super) fn find_free(avoid: &[(u64, u64)], len: u64) -> Option<u64> {
     }
     // Stay in the lower half of the 47-bit user address space.
     (at.checked_add(len)? <= 1 << 46).then_some(at)
+}
+
+/// The ranges to unmap so that of `current` only what lies in `stay` is left: each
+/// area minus `stay`, neighbours joined into one range when no part of `stay` lies
+/// between them (unmapping the hole between two areas is harmless), so a few `munmap`
+/// calls do instead of one per area.
+pub(super) fn unmap_ranges(current: &[MapEntry], stay: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut stay = stay.to_vec();
+    stay.sort_unstable();
+    let mut areas: Vec<(u64, u64)> = current.iter().map(|m| (m.start, m.end)).collect();
+    areas.sort_unstable();
+    // Each area minus `stay`.
+    let mut pieces = Vec::new();
+    for (mut s, e) in areas {
+        for &(ks, ke) in &stay {
+            if ke <= s || ks >= e {
+                continue;
+            }
+            if ks > s {
+                pieces.push((s, ks));
+            }
+            s = s.max(ke);
+        }
+        if s < e {
+            pieces.push((s, e));
+        }
+    }
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in pieces {
+        match out.last_mut() {
+            Some(last) if !stay.iter().any(|&(ks, ke)| ks < s && ke > last.1) => {
+                last.1 = last.1.max(e)
+            }
+            _ => out.push((s, e)),
+        }
+    }
+    out
 }
 
 /// Moves `[vdso]`, `[vvar]` and `[vvar_vclock]` to their saved addresses: each first to a
@@ -168,10 +208,39 @@ pub(super) fn is_private_restored(vma: &proto::Vma) -> bool {
     )
 }
 
-/// Maps one saved area at its address (see the module documentation).
-pub(super) fn map_area(inj: &mut Injector, pid: i32, tramp: u64, vma: &proto::Vma) -> Result<()> {
+/// The descriptors a process being restored has open for mapping files, by path and open
+/// flags: a file mapped as several areas (code, data, ...) is opened once.
+#[derive(Debug, Default)]
+pub(super) struct MapFiles(Vec<(String, i32, i32)>);
+
+impl MapFiles {
+    /// Closes them all in the child.
+    pub(super) fn close(self, inj: &mut Injector) -> Result<()> {
+        for (_, _, fd) in self.0 {
+            inj.syscall_checked(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
+        }
+        Ok(())
+    }
+}
+
+/// Maps one saved area at its address (see the module documentation). A private area
+/// is mapped writable when `written` (its pages are written next, then its protection is
+/// set), with its saved protection otherwise.
+pub(super) fn map_area(
+    inj: &mut Injector,
+    pid: i32,
+    tramp: u64,
+    vma: &proto::Vma,
+    written: bool,
+    files: &mut MapFiles,
+) -> Result<()> {
     let len = vma.end - vma.start;
     let prot = ProtFlags::from_bits_truncate(vma.prot as i32);
+    let fill = if written {
+        ProtFlags::PROT_WRITE
+    } else {
+        ProtFlags::empty()
+    };
     let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
     match kind {
         VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack => {
@@ -179,7 +248,7 @@ pub(super) fn map_area(inj: &mut Injector, pid: i32, tramp: u64, vma: &proto::Vm
             if vma.flags & VmaFlag::Growsdown as u32 != 0 {
                 flags |= MapFlags::MAP_GROWSDOWN;
             }
-            inj.remote_mmap(vma.start, len, prot | ProtFlags::PROT_WRITE, flags, None, 0)?;
+            inj.remote_mmap(vma.start, len, prot | fill, flags, None, 0)?;
         }
         VmaKind::FilePrivate | VmaKind::FileShared => {
             let shared = kind == VmaKind::FileShared;
@@ -194,20 +263,30 @@ pub(super) fn map_area(inj: &mut Injector, pid: i32, tramp: u64, vma: &proto::Vm
                 (
                     libc::O_RDONLY,
                     MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
-                    prot | ProtFlags::PROT_WRITE,
+                    prot | fill,
                 )
             };
-            let fd = open_in(inj, pid, tramp, &vma.path, open_flags)?;
-            let mapped = inj.remote_mmap(
+            let open = files
+                .0
+                .iter()
+                .find(|(path, flags, _)| *path == vma.path && *flags == open_flags)
+                .map(|&(_, _, fd)| fd);
+            let fd = match open {
+                Some(fd) => fd,
+                None => {
+                    let fd = open_in(inj, pid, tramp, &vma.path, open_flags)?;
+                    files.0.push((vma.path.clone(), open_flags, fd));
+                    fd
+                }
+            };
+            inj.remote_mmap(
                 vma.start,
                 len,
                 prot,
                 flags,
                 Some(crate::sys::kcmp::TargetFd(fd)),
                 vma.pgoff,
-            );
-            inj.syscall_checked(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
-            mapped?;
+            )?;
         }
         // Moved into place already, or never movable (the fixed [vsyscall]).
         VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => {}
@@ -252,33 +331,200 @@ fn open_in(inj: &mut Injector, pid: i32, tramp: u64, path: &str, flags: i32) -> 
     Ok(fd as i32)
 }
 
-/// Writes one run of saved pages into the child.
-pub(super) fn write_run(
-    inj: &mut Injector,
-    pid: i32,
-    pages: &File,
-    run: &proto::PageRun,
-) -> Result<()> {
-    let total = run
-        .nr_pages
-        .checked_mul(PAGE)
-        .ok_or_else(|| ProcessRestoreError::Invalid {
-            pid,
-            what: format!("page run at {:#x}: {} pages", run.start, run.nr_pages),
-        })?;
-    let mut done = 0;
-    while done < total {
-        let len = (total - done).min(CHUNK);
-        let mut buf = vec![0u8; len as usize];
-        if !run.zero {
-            pages
-                .read_exact_at(&mut buf, run.store_index * PAGE + done)
-                .map_err(os(pid, "read pages.img"))?;
+/// Bytes read from `pages.img` and written into the child per batch: one buffer, reused.
+const BATCH: usize = 4 << 20;
+/// Remote pieces per `process_vm_writev` (the kernel's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// Where the bytes of one piece of a page run come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// Zeros (a `zero` run).
+    Zero,
+    /// `pages.img` from this byte offset on.
+    Store(u64),
+}
+
+/// Bytes to put at `addr`: `len` bytes of `src`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Piece {
+    pub addr: u64,
+    pub len: u64,
+    pub src: Source,
+}
+
+/// The piece of `run` (its address, length and source), or an error for a run whose
+/// length or store offset overflows.
+pub(super) fn run_piece(pid: i32, run: &proto::PageRun) -> Result<Piece> {
+    let bad = || ProcessRestoreError::Invalid {
+        pid,
+        what: format!("page run at {:#x}: {} pages", run.start, run.nr_pages),
+    };
+    let len = run.nr_pages.checked_mul(PAGE).ok_or_else(bad)?;
+    run.start.checked_add(len).ok_or_else(bad)?;
+    let src = if run.zero {
+        Source::Zero
+    } else {
+        let off = run.store_index.checked_mul(PAGE).ok_or_else(bad)?;
+        off.checked_add(len).ok_or_else(bad)?;
+        Source::Store(off)
+    };
+    Ok(Piece {
+        addr: run.start,
+        len,
+        src,
+    })
+}
+
+/// Writes saved pages into the child: consecutive pieces whose bytes are consecutive in
+/// `pages.img` are written with one `process_vm_writev` of up to [`IOV_MAX`] remote
+/// pieces (a sparse area of single pages costs a few calls, not two per page), straight
+/// from a mapping of `pages.img` (no copy through a buffer of ours; where the file cannot
+/// be mapped, through one reused buffer filled by `pread`). Pieces it cannot write (a
+/// protection the kernel refuses) go through [`Injector::write_memory`], which falls back
+/// to `/proc/PID/mem`.
+pub(super) struct PageWriter<'a> {
+    pages: &'a File,
+    map: Option<&'a FileMapping>,
+    buf: Vec<u8>,
+    /// Zeros, allocated on first need and never written (so backed by the zero page).
+    zeros: Vec<u8>,
+    /// The batch: remote (address, length), and the bytes in `buf`.
+    remote: Vec<(u64, usize)>,
+    filled: usize,
+    /// `pages.img` offset of the batch's first byte, and of the byte after its last.
+    file_start: u64,
+    file_end: u64,
+}
+
+impl<'a> PageWriter<'a> {
+    pub(super) fn new(pages: &'a File, map: Option<&'a FileMapping>) -> PageWriter<'a> {
+        PageWriter {
+            pages,
+            map,
+            buf: Vec::new(),
+            zeros: Vec::new(),
+            remote: Vec::new(),
+            filled: 0,
+            file_start: 0,
+            file_end: 0,
         }
-        inj.write_memory(run.start + done, &buf)?;
-        done += len;
     }
-    Ok(())
+
+    /// Queues `piece` (written by [`flush`](Self::flush) at the latest).
+    pub(super) fn push(&mut self, inj: &mut Injector, pid: i32, piece: Piece) -> Result<()> {
+        let mut done = 0;
+        while done < piece.len {
+            let addr = piece.addr + done;
+            let left = piece.len - done;
+            match piece.src {
+                Source::Zero => {
+                    let n = left.min(CHUNK) as usize;
+                    if self.zeros.len() < n {
+                        self.zeros = vec![0u8; CHUNK as usize];
+                    }
+                    inj.write_memory(addr, &self.zeros[..n])?;
+                    done += n as u64;
+                }
+                Source::Store(off) => {
+                    let off = off + done;
+                    let contiguous = !self.remote.is_empty() && off == self.file_end;
+                    if !contiguous || self.filled == BATCH || self.remote.len() == IOV_MAX {
+                        self.flush(inj, pid)?;
+                        self.file_start = off;
+                        self.file_end = off;
+                    }
+                    let n = left.min((BATCH - self.filled) as u64) as usize;
+                    self.remote.push((addr, n));
+                    self.filled += n;
+                    self.file_end += n as u64;
+                    done += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the batch from `pages.img` and writes it into the child.
+    pub(super) fn flush(&mut self, inj: &mut Injector, pid: i32) -> Result<()> {
+        if self.remote.is_empty() {
+            return Ok(());
+        }
+        if let Some(map) = self.map
+            && let Ok(start) = usize::try_from(self.file_start)
+            && start + self.filled <= map.len()
+        {
+            let mut local_at = start;
+            let mut i = 0;
+            while i < self.remote.len() {
+                let end = (i + IOV_MAX).min(self.remote.len());
+                let wrote = map
+                    .write_to_process(pid, local_at, &self.remote[i..end])
+                    .unwrap_or(0);
+                let mut left = wrote;
+                while i < end && left >= self.remote[i].1 {
+                    left -= self.remote[i].1;
+                    local_at += self.remote[i].1;
+                    i += 1;
+                }
+                if i < end {
+                    // Not written (or not wholly): read it and write it the slow way.
+                    let (addr, len) = self.remote[i];
+                    let mut bytes = vec![0u8; len];
+                    self.pages
+                        .read_exact_at(&mut bytes, local_at as u64)
+                        .map_err(os(pid, "read pages.img"))?;
+                    inj.write_memory(addr, &bytes)?;
+                    local_at += len;
+                    i += 1;
+                }
+            }
+            self.remote.clear();
+            self.filled = 0;
+            return Ok(());
+        }
+        if self.buf.len() < self.filled {
+            self.buf = vec![0u8; BATCH];
+        }
+        let buf = &mut self.buf[..self.filled];
+        self.pages
+            .read_exact_at(buf, self.file_start)
+            .map_err(os(pid, "read pages.img"))?;
+        let mut local_at = 0;
+        let mut i = 0;
+        while i < self.remote.len() {
+            let iov: Vec<RemoteIoVec> = self.remote[i..]
+                .iter()
+                .map(|&(base, len)| RemoteIoVec {
+                    base: base as usize,
+                    len,
+                })
+                .collect();
+            let wrote = process_vm_writev(
+                NixPid::from_raw(pid),
+                &[IoSlice::new(&buf[local_at..])],
+                &iov,
+            )
+            .unwrap_or(0);
+            // Skip the pieces written whole; the first one not (wholly) written goes
+            // through the injector's fallback.
+            let mut left = wrote;
+            while i < self.remote.len() && left >= self.remote[i].1 {
+                left -= self.remote[i].1;
+                local_at += self.remote[i].1;
+                i += 1;
+            }
+            if i < self.remote.len() {
+                let (addr, len) = self.remote[i];
+                inj.write_memory(addr, &buf[local_at..local_at + len])?;
+                local_at += len;
+                i += 1;
+            }
+        }
+        self.remote.clear();
+        self.filled = 0;
+        Ok(())
+    }
 }
 
 /// `prctl(PR_SET_MM, PR_SET_MM_MAP, &map, sizeof map)` with the saved mm fields, auxv and
@@ -355,6 +601,27 @@ pub(super) fn set_mm(inj: &mut Injector, pid: i32, tramp: u64, mm: &proto::Mm) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unmapping_joins_neighbours_but_spares_what_stays() {
+        let area = |start: u64, end: u64| MapEntry {
+            start,
+            end,
+            ..MapEntry::default()
+        };
+        let current = [
+            area(0x1000, 0x2000),
+            area(0x3000, 0x4000),
+            area(0x5000, 0x8000),
+            area(0x9000, 0xa000),
+        ];
+        let stay = [(0x6000, 0x7000)];
+        assert_eq!(
+            unmap_ranges(&current, &stay),
+            vec![(0x1000, 0x6000), (0x7000, 0xa000)]
+        );
+        assert_eq!(unmap_ranges(&current, &[]), vec![(0x1000, 0xa000)]);
+    }
 
     #[test]
     fn free_space_is_found_between_areas() {

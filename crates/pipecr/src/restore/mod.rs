@@ -2,6 +2,7 @@
 //! rebuilt inside the calling process ([`fdtable`]), and one whole
 //! process brought back with its PID ([`process`]); whole trees build on them.
 
+mod cow;
 mod creds;
 pub mod external;
 pub mod fdtable;

@@ -115,7 +115,6 @@ impl PidNsTree {
 /// ([`PidNsError::MultiThreadedCaller`] otherwise). On error nothing is left: the init
 /// has exited and been reaped, and the namespace is gone.
 pub fn restore_tree_in_new_pidns(
-    dir: &Path,
     image: &Image,
     tree: &[SavedProcess],
     options: &RestoreOptions,
@@ -140,7 +139,7 @@ pub fn restore_tree_in_new_pidns(
         Ok(Some(init)) => NixPid::from_raw(init.as_raw_nonzero().get()),
         Ok(None) => {
             drop(report_r);
-            init_main(dir, image, tree, options, report_w)
+            init_main(image, tree, options, report_w)
         }
         Err(source) => {
             return Err(PidNsError::Os {
@@ -194,15 +193,9 @@ fn reap(init: NixPid, kill_first: bool) -> String {
 
 /// The init's side: never returns. Exits with the restored root's status, or 1 after
 /// reporting an error (127 if the restore panicked: never unwind into the caller's code).
-fn init_main(
-    dir: &Path,
-    image: &Image,
-    tree: &[SavedProcess],
-    options: &RestoreOptions,
-    report: OwnedFd,
-) -> ! {
+fn init_main(image: &Image, tree: &[SavedProcess], options: &RestoreOptions, report: OwnedFd) -> ! {
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        init_run(dir, image, tree, options, report)
+        init_run(image, tree, options, report)
     }))
     .unwrap_or(127);
     // No destructors or atexit handlers: this is a copy of the caller.
@@ -210,13 +203,12 @@ fn init_main(
 }
 
 fn init_run(
-    dir: &Path,
     image: &Image,
     tree: &[SavedProcess],
     options: &RestoreOptions,
     report: OwnedFd,
 ) -> i32 {
-    let root = match init_restore(dir, image, tree, options) {
+    let root = match init_restore(image, tree, options) {
         Ok(root) => root,
         Err(message) => {
             // One line: the caller reads up to the first newline.
@@ -238,7 +230,6 @@ fn init_run(
 /// Sets up the namespace's mounts and restores the tree; returns the root's PID, or the
 /// error and its causes as text.
 fn init_restore(
-    dir: &Path,
     image: &Image,
     tree: &[SavedProcess],
     options: &RestoreOptions,
@@ -248,7 +239,7 @@ fn init_restore(
         .map_err(|e| format!("new pid namespace: make mounts private: {e}"))?;
     crate::sys::ns::mount_proc(Path::new("/proc"))
         .map_err(|e| format!("new pid namespace: mount proc on /proc: {e}"))?;
-    super::process::restore_tree(dir, image, tree, options).map_err(|e| chain(&e))
+    super::process::restore_tree(image, tree, options).map_err(|e| chain(&e))
 }
 
 /// Reaps every process that ends in the namespace until `root` does; returns its status

@@ -7,7 +7,9 @@
 //!
 //! 1. [`spawn_tree_stopped`]: `clone3` with `set_tid` = the saved PID of the root. Each new
 //!    process sets its name and session/group, creates its own saved children the same way
-//!    (they inherit session and group) and waits until each has stopped, then installs its
+//!    (they inherit session and group; first, it maps and fills with its saved pages each
+//!    private area it shares pages in with one of them, for them to inherit copy-on-write:
+//!    [`super::cow`]) and waits until each has stopped, then installs its
 //!    descriptor table, closes everything else, sets cwd, umask and rlimits, and stops
 //!    itself with `SIGSTOP` (errors go back through a close-on-exec pipe shared by all, as
 //!    text, one line per process). The root first creates every open file of the tree
@@ -268,14 +270,13 @@ pub fn pid_in_use(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Restores `saved` from the image in `dir` into a new child of the caller with the saved
-/// PID, and lets it run. Returns its PID; the caller reaps it.
+/// Restores `saved` from `image` into a new child of the caller with the saved PID, and
+/// lets it run. Returns its PID; the caller reaps it.
 ///
 /// On any error every process created is killed and reaped. The caller must be
 /// single-threaded ([`ProcessRestoreError::MultiThreadedCaller`] otherwise).
-pub fn restore(dir: &Path, image: &Image, saved: &SavedProcess) -> Result<NixPid> {
+pub fn restore(image: &Image, saved: &SavedProcess) -> Result<NixPid> {
     restore_tree(
-        dir,
         image,
         std::slice::from_ref(saved),
         &RestoreOptions::default(),
@@ -350,8 +351,10 @@ pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
 /// On any error every process created is killed and reaped: the caller is made a child
 /// subreaper while restoring so orphans come back to it. The caller must be
 /// single-threaded ([`ProcessRestoreError::MultiThreadedCaller`] otherwise).
+///
+/// Everything is read through `image`: its files were checked when it was opened, and
+/// record files are checked again as they are read.
 pub fn restore_tree(
-    dir: &Path,
     image: &Image,
     tree: &[SavedProcess],
     options: &RestoreOptions,
@@ -364,25 +367,24 @@ pub fn restore_tree(
     let inherited = super::external::resolve(image, options)?;
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(std::process::id() as i32))
         .map_err(|e| os(root_pid, "prctl(PR_SET_CHILD_SUBREAPER)")(e.into()))?;
-    let result = restore_tree_inner(dir, image, tree, &pids, &inherited);
+    let result = restore_tree_inner(image, tree, &pids, &inherited);
     let _ = rustix::process::set_child_subreaper(None);
     result
 }
 
 fn restore_tree_inner(
-    dir: &Path,
     image: &Image,
     tree: &[SavedProcess],
     pids: &[i32],
     inherited: &Inherited,
 ) -> Result<NixPid> {
-    let root = spawn_tree_stopped(dir, tree, inherited)?;
+    let (root, prefilled) = spawn_tree(image, tree, inherited)?;
     let steps = || -> Result<()> {
         for &pid in pids {
             kill(NixPid::from_raw(pid), Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
         }
         for saved in tree {
-            load_image(image, saved)?;
+            load_image(image, tree, saved, &prefilled)?;
         }
         // Children first: a parent then runs with every child already restored.
         for saved in tree.iter().rev() {
@@ -473,10 +475,22 @@ pub(super) fn errno(pid: i32, op: &'static str) -> impl Fn(Errno) -> ProcessRest
 /// Refuses to run in a multi-threaded process. On error, every process created is killed
 /// and reaped.
 pub fn spawn_tree_stopped(
-    dir: &Path,
+    image: &Image,
     tree: &[SavedProcess],
     inherited: &Inherited,
 ) -> Result<NixPid> {
+    // Areas filled ahead that the caller does not know of are unmapped when it loads
+    // the images.
+    spawn_tree(image, tree, inherited).map(|(root, _)| root)
+}
+
+/// [`spawn_tree_stopped`], returning as well the areas the processes filled ahead for
+/// their children ([`super::cow`]).
+fn spawn_tree(
+    image: &Image,
+    tree: &[SavedProcess],
+    inherited: &Inherited,
+) -> Result<(NixPid, Vec<super::cow::Prefilled>)> {
     let Some(root) = tree.first() else {
         return Err(ProcessRestoreError::Invalid {
             pid: 0,
@@ -499,12 +513,27 @@ pub fn spawn_tree_stopped(
     }
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| os(pid, "pipe2")(e.into()))?;
+    // Areas filled ahead are reported here (non-blocking: one that does not fit is not
+    // kept; all are read once every process has stopped).
+    let (rep_r, rep_w) = rustix::pipe::pipe_with(
+        rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+    )
+    .map_err(|e| os(pid, "pipe2")(e.into()))?;
     let me = rustix::process::getpid();
     let child = match crate::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[pid]) {
         Ok(Some(child)) => child,
         Ok(None) => {
             drop(err_r);
-            child_setup(dir, tree, 0, me, err_w, OpenFiles::Create(inherited))
+            drop(rep_r);
+            child_setup(
+                image,
+                tree,
+                0,
+                me,
+                err_w,
+                &rep_w,
+                OpenFiles::Create(inherited),
+            )
         }
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             return Err(ProcessRestoreError::PidInUse { pid });
@@ -512,12 +541,15 @@ pub fn spawn_tree_stopped(
         Err(e) => return Err(os(pid, "clone3 with set_tid")(e)),
     };
     drop(err_w);
+    drop(rep_w);
     let child = NixPid::from_raw(child.as_raw_nonzero().get());
     let pids: Vec<i32> = tree.iter().map(SavedProcess::pid).collect();
     loop {
         match waitpid(child, Some(WaitPidFlag::WUNTRACED)) {
             Err(Errno::EINTR) => continue,
-            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => return Ok(child),
+            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => {
+                return Ok((child, super::cow::read_reports(rep_r)));
+            }
             Ok(WaitStatus::Stopped(..)) => continue,
             Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
                 // Every process that failed said why; the ones below it are stopped.
@@ -554,11 +586,12 @@ enum OpenFiles<'a> {
 /// restorer killed part-way leaves no half-made process behind: the root dies with the
 /// restorer, every other process with its parent. [`load_image`] clears it.
 fn child_setup(
-    dir: &Path,
+    image: &Image,
     tree: &[SavedProcess],
     idx: usize,
     parent: rustix::process::Pid,
     err_w: OwnedFd,
+    report: &OwnedFd,
     files: OpenFiles<'_>,
 ) -> ! {
     let saved = &tree[idx];
@@ -569,14 +602,19 @@ fn child_setup(
     {
         std::process::exit(1);
     }
+    // The image was opened and checked by the restorer (this process is its fork):
+    // record files are checked again as they are read.
+    let table = super::fdtable::saved_table(image, saved.pid());
     // Keep the error pipe above every descriptor the table will use.
-    let top = Image::open(dir)
+    let top = table
+        .as_ref()
         .ok()
-        .and_then(|image| super::fdtable::saved_table(&image, saved.pid()).ok())
         .and_then(|table| table.descriptors.iter().map(|d| d.fd).max())
         .unwrap_or(0);
     let err_w = rustix::io::fcntl_dupfd_cloexec(&err_w, top + 1).unwrap_or(err_w);
-    let result = child_setup_inner(dir, tree, idx, &err_w, files);
+    let result = table
+        .map_err(|e| format!("{e}"))
+        .and_then(|table| child_setup_inner(image, tree, idx, &err_w, report, files, &table));
     match result {
         Ok(()) => {
             drop(err_w);
@@ -597,10 +635,11 @@ fn child_setup(
 /// Creates the saved children of `tree[idx]` (we are that process), each with its PID,
 /// and waits until each has stopped itself. Each inherits `parked`.
 fn spawn_children(
-    dir: &Path,
+    image: &Image,
     tree: &[SavedProcess],
     idx: usize,
     err_w: &OwnedFd,
+    report: &OwnedFd,
     parked: &super::fdtable::ParkedFiles,
 ) -> std::result::Result<(), String> {
     let pid = tree[idx].pid();
@@ -613,7 +652,7 @@ fn spawn_children(
         let me = rustix::process::getpid();
         let created = match crate::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[cpid]) {
             Ok(Some(created)) => created,
-            Ok(None) => child_setup(dir, tree, c, me, err, OpenFiles::Parked(parked)),
+            Ok(None) => child_setup(image, tree, c, me, err, report, OpenFiles::Parked(parked)),
             Err(e) => return Err(format!("clone3 with set_tid {cpid}: {e}")),
         };
         drop(err);
@@ -634,11 +673,13 @@ fn spawn_children(
 }
 
 fn child_setup_inner(
-    dir: &Path,
+    image: &Image,
     tree: &[SavedProcess],
     idx: usize,
     err_w: &OwnedFd,
+    report: &OwnedFd,
     files: OpenFiles<'_>,
+    table: &proto::FdTable,
 ) -> std::result::Result<(), String> {
     let saved = &tree[idx];
     let pid = saved.pid();
@@ -656,11 +697,10 @@ fn child_setup_inner(
     // group: a terminal may become its controlling one), parked above every saved
     // number; the children inherit the set, and each process installs its own table
     // from it and closes the rest.
-    let image = Image::open(dir).map_err(|e| format!("{e}"))?;
     let (owned, inherited) = match files {
         OpenFiles::Parked(parked) => (None, Some(parked)),
         OpenFiles::Create(external) => (
-            Some(super::fdtable::create_all(&image, external).map_err(|e| format!("{e}"))?),
+            Some(super::fdtable::create_all(image, external).map_err(|e| format!("{e}"))?),
             None,
         ),
     };
@@ -669,12 +709,13 @@ fn child_setup_inner(
     };
     // Children after our session and group (they inherit them), before our descriptors
     // (they install their own from the parked set).
-    spawn_children(dir, tree, idx, err_w, parked)?;
-    let table = super::fdtable::saved_table(&image, pid).map_err(|e| format!("{e}"))?;
-    let rebuilt = super::fdtable::install(&table, parked).map_err(|e| format!("{e}"))?;
-    // The parked set and everything else (the restorer's descriptors, the image's) go.
+    // The areas our children share pages in with us, filled with ours before they are
+    // created, so that they inherit them copy-on-write.
+    super::cow::prefill(image, tree, idx, report)?;
+    spawn_children(image, tree, idx, err_w, report, parked)?;
+    let rebuilt = super::fdtable::install(table, parked).map_err(|e| format!("{e}"))?;
+    // The parked set and everything else (the restorer's descriptors) go.
     drop(owned);
-    drop(image);
     let mut keep = rebuilt.fds.clone();
     keep.push(err_w.as_raw_fd());
     crate::sys::fd::close_all_except(&keep).map_err(|e| format!("close_range: {e}"))?;
@@ -709,7 +750,7 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     let t = NixPid::from_raw(pid);
     // Let it run on from its self-stop (into pause()), then take it under ptrace.
     kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
-    load_image(image, saved)?;
+    load_image(image, std::slice::from_ref(saved), saved, &[])?;
     super::threads::detach(saved)?;
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod clone3;
 pub mod cpu;
 pub mod fd;
 pub mod kcmp;
+pub mod mem;
 pub mod ns;
 pub mod pipe;
 pub mod ptrace;
