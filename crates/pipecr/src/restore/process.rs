@@ -386,11 +386,7 @@ fn restore_tree_inner(
         for saved in tree {
             load_image(image, tree, saved, &prefilled)?;
         }
-        // Children first: a parent then runs with every child already restored.
-        for saved in tree.iter().rev() {
-            super::threads::detach(saved)?;
-        }
-        Ok(())
+        super::threads::release_tree(tree)
     };
     match steps() {
         Ok(()) => Ok(root),
@@ -751,6 +747,5 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     // Let it run on from its self-stop (into pause()), then take it under ptrace.
     kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
     load_image(image, std::slice::from_ref(saved), saved, &[])?;
-    super::threads::detach(saved)?;
-    Ok(())
+    super::threads::release_tree(std::slice::from_ref(saved))
 }

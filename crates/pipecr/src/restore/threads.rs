@@ -126,9 +126,29 @@ pub(super) fn create(inj: &mut Injector, saved: &SavedProcess, tramp: u64) -> Re
     Ok(())
 }
 
+/// Detaches every thread of the restored `tree` (held in ptrace-stops), children first,
+/// so that a parent runs with every child already restored.
+///
+/// First every thread loses `PTRACE_O_EXITKILL`: every process is complete now, and if
+/// the restorer dies during the release the kernel detaches the rest, which then run on
+/// like the ones already released. With it, a restorer killed half-way through would
+/// leave children running whose parent it killed.
+pub(super) fn release_tree(tree: &[SavedProcess]) -> Result<()> {
+    for saved in tree {
+        for t in &saved.core.threads {
+            ptrace::setoptions(NixPid::from_raw(t.tid), ptrace::Options::empty())
+                .map_err(errno(t.tid, "PTRACE_SETOPTIONS"))?;
+        }
+    }
+    for saved in tree.iter().rev() {
+        detach(saved)?;
+    }
+    Ok(())
+}
+
 /// Detaches every thread of the restored `saved` (held in ptrace-stops), the main thread
 /// last.
-pub(super) fn detach(saved: &SavedProcess) -> Result<()> {
+fn detach(saved: &SavedProcess) -> Result<()> {
     let pid = saved.pid();
     let (main, others): (Vec<&proto::Thread>, Vec<&proto::Thread>) =
         saved.core.threads.iter().partition(|t| t.tid == pid);
@@ -148,11 +168,8 @@ fn release(pid: i32, t: &proto::Thread) -> Result<()> {
     let tid = NixPid::from_raw(t.tid);
     let mut signal = None;
     if super::signals::in_restarted_syscall(pid, t)? {
-        ptrace::setoptions(
-            tid,
-            ptrace::Options::PTRACE_O_EXITKILL | ptrace::Options::PTRACE_O_TRACESYSGOOD,
-        )
-        .map_err(errno(t.tid, "PTRACE_SETOPTIONS"))?;
+        ptrace::setoptions(tid, ptrace::Options::PTRACE_O_TRACESYSGOOD)
+            .map_err(errno(t.tid, "PTRACE_SETOPTIONS"))?;
         ptrace::syscall(tid, None).map_err(errno(t.tid, "PTRACE_SYSCALL"))?;
         loop {
             match waitpid(tid, Some(WaitPidFlag::__WALL)) {
