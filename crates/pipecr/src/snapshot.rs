@@ -10,11 +10,13 @@
 //!
 //! The fork must not leave a child behind in the dumped process, which could see it
 //! (a `wait` with `__WALL`, a `SIGCHLD`). So the process forks `S` without exit signal,
-//! `S` forks the snapshot `G`, and `S` is killed and reaped (by an injected `wait4` in the
-//! process) while the tree is still stopped: the process ends up with the children it had.
-//! `G` is an orphan, adopted by the nearest subreaper or the namespace's init, which reaps
-//! it after the dump kills it (or pipecr itself does, when it is that subreaper). Both
-//! forks are traced with `PTRACE_O_EXITKILL`: if pipecr dies, they die, and never run.
+//! `S` clones the snapshot `G` *sharing its address space* (`CLONE_VM`: no second copy of
+//! the page tables), and `S` is killed and reaped (by an injected `wait4` in the process)
+//! while the tree is still stopped: the process ends up with the children it had, and the
+//! copied address space lives on in `G` alone. `G` is an orphan, adopted by the nearest
+//! subreaper or the namespace's init, which reaps it after the dump kills it (or pipecr
+//! itself does, when it is that subreaper). Both are traced with `PTRACE_O_EXITKILL`: if
+//! pipecr dies, they die, and never run.
 //!
 //! What a fork does not copy exactly is refused ([`eligible`]): areas marked
 //! `MADV_DONTFORK` or `MADV_WIPEONFORK`, and memory shared with others (shared mappings,
@@ -67,9 +69,12 @@ pub struct Snapshot {
     pid: i32,
 }
 
-/// `clone` flags of the injected forks: a plain fork with no exit signal, so that the
+/// `clone` flags of the injected fork: a plain fork with no exit signal, so that the
 /// parent is not signalled and a plain `wait` does not see the child.
 const FORK_NO_SIGNAL: u64 = 0;
+
+/// `clone` flags of the second, from the fork: a process sharing its address space.
+const SHARE_VM_NO_SIGNAL: u64 = libc::CLONE_VM as u64;
 
 impl Snapshot {
     /// The PID of the copy: read its memory through `/proc/PID/{maps,pagemap,mem}`.
@@ -139,14 +144,14 @@ pub fn eligible(pid: i32) -> bool {
     crate::mem::only_private(pid).unwrap_or(false)
 }
 
-/// The process (held by `inj`) forks `S`, `S` forks the snapshot, `S` is killed and
-/// reaped by the process. Returns the snapshot, stopped.
+/// The process (held by `inj`) forks `S`, `S` clones the snapshot sharing its address
+/// space, `S` is killed and reaped by the process. Returns the snapshot, stopped.
 fn fork_twice(inj: &mut Injector, pid: i32) -> Result<Snapshot, SnapshotError> {
-    let first = fork_in(inj, pid)?;
+    let first = fork_in(inj, pid, FORK_NO_SIGNAL)?;
     let second = Injector::new(first.as_raw(), first.as_raw())
         .map_err(SnapshotError::from)
         .and_then(|mut inner| {
-            let second = fork_in(&mut inner, first.as_raw());
+            let second = fork_in(&mut inner, first.as_raw(), SHARE_VM_NO_SIGNAL);
             // `S` dies next: nothing of it needs putting back.
             let _ = inner.release();
             second
@@ -169,10 +174,10 @@ fn fork_twice(inj: &mut Injector, pid: i32) -> Result<Snapshot, SnapshotError> {
     }
 }
 
-/// Injects a fork into the thread held by `inj` (which must have
-/// `PTRACE_O_TRACECLONE`) and waits for the child's first stop.
-fn fork_in(inj: &mut Injector, pid: i32) -> Result<Pid, SnapshotError> {
-    let child = inj.syscall_checked(libc::SYS_clone, [FORK_NO_SIGNAL, 0, 0, 0, 0, 0])? as i32;
+/// Injects `clone(flags)` (no new stack: the child never runs) into the thread held by
+/// `inj` (which must have `PTRACE_O_TRACECLONE`) and waits for the child's first stop.
+fn fork_in(inj: &mut Injector, pid: i32, flags: u64) -> Result<Pid, SnapshotError> {
+    let child = inj.syscall_checked(libc::SYS_clone, [flags, 0, 0, 0, 0, 0])? as i32;
     let child = Pid::from_raw(child);
     loop {
         match waitpid(child, Some(WaitPidFlag::__WALL)) {
