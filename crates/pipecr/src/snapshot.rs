@@ -83,7 +83,9 @@ impl Snapshot {
     }
 
     /// Forks a copy of `process`, whose threads the calling thread holds stopped (see
-    /// [`crate::freeze`]). On error the process is left as it was, without a new child.
+    /// [`crate::freeze`]). On error the process is left as it was, without a new child;
+    /// but for [`SnapshotError::NotReaped`], where it keeps a zombie child it does not
+    /// see with a plain `wait`.
     pub fn take(process: &FrozenProcess) -> Result<Snapshot, SnapshotError> {
         let pid = process.pid;
         let tid = process.threads.first().copied().unwrap_or(pid);
