@@ -146,9 +146,9 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
     let start = Instant::now();
     remove_abandoned_temp_dirs(dir);
     let mut writer = ImageWriter::create(dir, crate::pipe::image_meta(pipecr_image::CONTENT_TREE))?;
-    // The write-behind buffer is allocated and touched before the freeze: page faults
-    // are slow, and the tree should not wait for them.
-    // Only processes read while stopped need it.
+    // The write-behind buffer is allocated and touched before the freeze (page faults
+    // are slow, and the tree should not wait for them), sized for the processes that
+    // will be read while stopped.
     let snapshots = options.leave_running && options.snapshots;
     let mem = if options.leave_running && options.write_behind {
         let mut direct = unfrozen_tree(root);
