@@ -31,35 +31,11 @@ fn dumped() -> Option<Dumped> {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/counter.c");
-    let exe = root.join("counter");
-    match Command::new("cc")
-        .arg("-O1")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        other => {
-            eprintln!("skipped: cannot build the test program with cc: {other:?}");
-            return None;
-        }
-    }
+    let exe = common::build("counter", &root)?;
     for fifo in ["ctl", "ack"] {
-        assert!(
-            Command::new("mkfifo")
-                .arg(root.join(fifo))
-                .status()
-                .unwrap()
-                .success()
-        );
+        common::mkfifo(&root.join(fifo));
     }
-    let mut ctl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(root.join("ctl"))
-        .unwrap();
+    let mut ctl = common::open_ctl(&root.join("ctl"));
     let mut prog: Child = Command::new(&exe)
         .args([root.join("out"), root.join("ctl"), root.join("ack")])
         .stdin(Stdio::null())

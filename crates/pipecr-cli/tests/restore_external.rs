@@ -34,7 +34,7 @@ fn dump_loop(out_fd: i32, waiting: &[u8]) -> Option<Dumped> {
     }
     let dir = tempfile::tempdir().unwrap();
     let go = dir.path().join("go");
-    assert!(Command::new("mkfifo").arg(&go).status().unwrap().success());
+    common::mkfifo(&go);
     let redirect = if out_fd == 1 {
         String::new()
     } else {
@@ -157,11 +157,7 @@ fn spawn_restore(
 
 fn go(d: &Dumped) {
     // Opened read-write: never blocks, whoever holds the other side.
-    let mut fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(d.dir.path().join("go"))
-        .unwrap();
+    let mut fifo = common::open_ctl(&d.dir.path().join("go"));
     fifo.write_all(b"go\n").unwrap();
 }
 

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,35 +39,11 @@ fn dumped() -> Option<Dumped> {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/identity.c");
-    let exe = root.join("identity");
-    match Command::new("cc")
-        .arg("-O1")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        other => {
-            eprintln!("skipped: cannot build the test program with cc: {other:?}");
-            return None;
-        }
-    }
+    let exe = common::build("identity", &root)?;
     for fifo in ["ctl", "ack"] {
-        assert!(
-            Command::new("mkfifo")
-                .arg(root.join(fifo))
-                .status()
-                .unwrap()
-                .success()
-        );
+        common::mkfifo(&root.join(fifo));
     }
-    let mut ctl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(root.join("ctl"))
-        .unwrap();
+    let mut ctl = common::open_ctl(&root.join("ctl"));
     let mut prog = Command::new(&exe)
         .args([root.join("out"), root.join("ctl"), root.join("ack")])
         .stdin(Stdio::null())

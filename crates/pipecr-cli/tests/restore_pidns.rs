@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
@@ -46,25 +46,11 @@ fn start() -> Option<Setup> {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/counter.c");
-    let exe = root.join("counter");
-    match Command::new("cc")
-        .arg("-O1")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        other => {
-            eprintln!("skipped: cannot build the test program with cc: {other:?}");
-            return None;
-        }
-    }
+    let exe = common::build("counter", &root)?;
     mkfifos(&root);
     // Read-write: our end keeps the FIFO open while the program is gone, and a write
     // never meets "no reader".
-    let mut ctl = open_ctl(&root);
+    let mut ctl = common::open_ctl(&root.join("ctl"));
     let prog = Command::new(&exe)
         .args([root.join("out"), root.join("ctl"), root.join("ack")])
         .stdin(Stdio::null())
@@ -90,22 +76,8 @@ fn start() -> Option<Setup> {
 
 fn mkfifos(root: &Path) {
     for fifo in ["ctl", "ack"] {
-        assert!(
-            Command::new("mkfifo")
-                .arg(root.join(fifo))
-                .status()
-                .unwrap()
-                .success()
-        );
+        common::mkfifo(&root.join(fifo));
     }
-}
-
-fn open_ctl(root: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(root.join("ctl"))
-        .unwrap()
 }
 
 fn read_out(root: &Path) -> String {
@@ -117,23 +89,6 @@ fn step(ctl: &mut File, ack: &mut File) {
     let mut b = [0u8; 1];
     ack.read_exact(&mut b)
         .expect("the program acknowledges the step");
-}
-
-/// Runs `pipecr dump`; returns what it printed.
-fn dump(pid: u32, img: &Path, options: &[&str]) -> String {
-    let out = Command::new(PIPECR)
-        .arg("dump")
-        .args(options)
-        .args(["-t", &pid.to_string(), "-D"])
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A running `pipecr restore --pidns` and the init of its namespace.
@@ -206,7 +161,7 @@ fn separate_fifos(root: &Path) -> File {
         std::fs::rename(root.join(fifo), root.join(format!("{fifo}.orig"))).unwrap();
     }
     mkfifos(root);
-    open_ctl(root)
+    common::open_ctl(&root.join("ctl"))
 }
 
 #[test]
@@ -226,7 +181,7 @@ fn copy_beside_the_original(dump_options: &[&str]) {
     let pid = s.prog.id();
     let _orig = KillOnDrop(vec![pid as i32]);
     let img = s.root.join("img");
-    let printed = dump(pid, &img, dump_options);
+    let printed = common::dump(pid as i32, &img, dump_options);
     if dump_options.contains(&"--snapshot") && common::seccomp_free(pid as i32) {
         assert!(
             printed.contains("memory of 1 process(es) read from copy-on-write snapshots"),
@@ -269,7 +224,7 @@ fn restore_exits_with_the_roots_status() {
     let pid = s.prog.id();
     let img = s.root.join("img");
     // The default dump kills the original: the copy has the FIFOs to itself.
-    dump(pid, &img, &[]);
+    common::dump(pid as i32, &img, &[]);
     assert_eq!(s.prog.wait().unwrap().signal(), Some(libc::SIGKILL));
 
     // An exit code: end of file on its control FIFO makes the counter exit with 3. (No
@@ -280,7 +235,7 @@ fn restore_exits_with_the_roots_status() {
     assert_eq!(status.code(), Some(3), "restore --pidns: {status:?}");
 
     // A signal: 128 + its number.
-    let mut ctl = open_ctl(&s.root);
+    let mut ctl = common::open_ctl(&s.root.join("ctl"));
     let mut r = restore_pidns(&img, pid);
     step(&mut ctl, &mut s.ack);
     assert_eq!(read_out(&s.root), "1\n2\n3\n4\n");
@@ -302,7 +257,7 @@ fn failed_pidns_restore_leaves_nothing() {
     let Some(mut s) = start() else { return };
     let pid = s.prog.id();
     let img = s.root.join("img");
-    dump(pid, &img, &[]);
+    common::dump(pid as i32, &img, &[]);
     assert_eq!(s.prog.wait().unwrap().signal(), Some(libc::SIGKILL));
     // Its control FIFO is gone: the restored root fails to open it, inside the new
     // namespace (after the init has been created).

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,19 +23,9 @@ fn fifos() -> (tempfile::TempDir, PathBuf, File) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     for fifo in ["ctl", "ack"] {
-        assert!(
-            Command::new("mkfifo")
-                .arg(root.join(fifo))
-                .status()
-                .unwrap()
-                .success()
-        );
+        common::mkfifo(&root.join(fifo));
     }
-    let ctl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(root.join("ctl"))
-        .unwrap();
+    let ctl = common::open_ctl(&root.join("ctl"));
     (dir, root, ctl)
 }
 

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,36 +42,11 @@ fn launch(name: &str) -> Option<Setup> {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
-    let exe = root.join(name);
-    match Command::new("cc")
-        .arg("-O1")
-        .arg("-pthread")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        other => {
-            eprintln!("skipped: cannot build the test program with cc: {other:?}");
-            return None;
-        }
-    }
+    let exe = common::build(name, &root)?;
     for fifo in ["ctl", "ack"] {
-        assert!(
-            Command::new("mkfifo")
-                .arg(root.join(fifo))
-                .status()
-                .unwrap()
-                .success()
-        );
+        common::mkfifo(&root.join(fifo));
     }
-    let ctl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(root.join("ctl"))
-        .unwrap();
+    let ctl = common::open_ctl(&root.join("ctl"));
     let prog = Command::new(&exe)
         .args([root.join("out"), root.join("ctl"), root.join("ack")])
         .stdin(Stdio::null())

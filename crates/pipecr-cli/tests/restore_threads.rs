@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -61,35 +61,14 @@ fn restored_threads_keep_tids_counters_tls_and_rseq() {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/threads.c");
-    let exe = root.join("threads");
-    match Command::new("cc")
-        .args(["-O1", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        other => {
-            eprintln!("skipped: cannot build the test program with cc: {other:?}");
-            return;
-        }
-    }
+    let Some(exe) = common::build("threads", root) else {
+        return;
+    };
     for fifo in ["ctl", "ack"] {
-        assert!(
-            Command::new("mkfifo")
-                .arg(root.join(fifo))
-                .status()
-                .unwrap()
-                .success()
-        );
+        common::mkfifo(&root.join(fifo));
     }
     // Read-write: our end keeps the FIFO open while the program is gone.
-    let mut ctl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(root.join("ctl"))
-        .unwrap();
+    let mut ctl = common::open_ctl(&root.join("ctl"));
     let out = root.join("out");
     let mut prog = Command::new(&exe)
         .args([&out, &root.join("ctl"), &root.join("ack")])

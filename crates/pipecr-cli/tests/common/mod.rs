@@ -67,9 +67,9 @@ pub fn kill(pid: i32) {
 pub fn build(name: &str, dir: &Path) -> Option<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
     let exe = dir.join(name);
+    // -pthread: some programs run threads; harmless for the others.
     match Command::new("cc")
-        .arg("-O1")
-        .arg("-o")
+        .args(["-O1", "-pthread", "-o"])
         .arg(&exe)
         .arg(&src)
         .status()
