@@ -215,19 +215,7 @@ pub(super) fn load_image(
         }
     }
     set_mm(&mut inj, pid, tramp, &saved.mm)?;
-    if let Some(r) = &thread.rseq {
-        inj.syscall_checked(
-            libc::SYS_rseq,
-            [
-                r.address,
-                u64::from(r.length),
-                0,
-                u64::from(r.signature),
-                0,
-                0,
-            ],
-        )?;
-    }
+    super::threads::register_rseq(&mut inj, thread)?;
     // Handlers and timers first, then the pending signals, all blocked until the saved
     // mask is set at the end: they are delivered after detach, to the saved handlers.
     sys_ptrace::set_sigmask(t, SigMask(!0)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;

@@ -126,6 +126,24 @@ pub(super) fn create(inj: &mut Injector, saved: &SavedProcess, tramp: u64) -> Re
     Ok(())
 }
 
+/// Registers the saved rseq area of `thread`, if it had one, from inside it (`inj`).
+pub(super) fn register_rseq(inj: &mut Injector, thread: &proto::Thread) -> Result<()> {
+    if let Some(r) = &thread.rseq {
+        inj.syscall_checked(
+            libc::SYS_rseq,
+            [
+                r.address,
+                u64::from(r.length),
+                0,
+                u64::from(r.signature),
+                0,
+                0,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// Detaches every thread of the restored `tree` (held in ptrace-stops), children first,
 /// so that a parent runs with every child already restored.
 ///
@@ -250,19 +268,7 @@ fn set_up(
     let t = NixPid::from_raw(tid);
     let mut inj = Injector::new(pid, tid)?;
     inj.set_syscall_address(tramp)?;
-    if let Some(r) = &thread.rseq {
-        inj.syscall_checked(
-            libc::SYS_rseq,
-            [
-                r.address,
-                u64::from(r.length),
-                0,
-                u64::from(r.signature),
-                0,
-                0,
-            ],
-        )?;
-    }
+    register_rseq(&mut inj, thread)?;
     futex_links(&mut inj, thread)?;
     for info in &thread.pending {
         if info.raw.len() != 128 || info.signo <= 0 || info.signo > 64 {
