@@ -32,6 +32,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Show(_) | Command::Peek(_) | Command::Check(_)
+    ) {
+        // Commands that only print: a reader that goes away (`| head`) ends them
+        // quietly. Not the others: a dump or restore must never die of a pipe.
+        let _ = pipecr::sys::signal::default_disposition(nix::sys::signal::Signal::SIGPIPE as i32);
+    }
     let result = match cli.command {
         Command::Check(args) => commands::check::run(args),
         Command::Dump(args) => commands::dump::run(args),

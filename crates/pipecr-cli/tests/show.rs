@@ -324,3 +324,22 @@ fn tree_image_json_has_core_mm_and_objects_without_raw_bytes() {
     );
     assert!(v["mem_objects"].is_array());
 }
+
+/// `pipecr show IMG | head -0`: a reader that is gone ends `show` quietly by `SIGPIPE`,
+/// as it ends any Unix filter, not with a panic.
+#[test]
+fn a_reader_that_goes_away_ends_show_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _, _) = packet_image(tmp.path());
+    let (r, w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+    drop(r);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipecr"))
+        .arg("show")
+        .arg(&dir)
+        .stdout(std::process::Stdio::from(w))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
