@@ -1,4 +1,6 @@
-//! `pipecr check` on this machine.
+//! `pipecr check` on this machine, and as an unprivileged user.
+
+mod common;
 
 use assert_cmd::Command;
 
@@ -56,4 +58,41 @@ fn check_reports_every_feature_and_exits_by_the_required_ones() {
         assert!(!out.status.success());
         assert!(stdout.contains("MISSING"), "{stdout}");
     }
+}
+
+/// As `nobody` (no capabilities): both required capabilities are MISSING, the last line
+/// on stderr names them, and the exit status is 1.
+#[test]
+fn check_without_capabilities_fails_naming_what_is_missing() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: needs root to run a command as another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = common::pipecr_as_nobody(tmp.path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    for name in ["CAP_CHECKPOINT_RESTORE", "CAP_SYS_PTRACE"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("MISSING {name}:"))),
+            "no MISSING line for {name}:\n{stdout}"
+        );
+    }
+    let missing: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("MISSING "))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        stderr.lines().last(),
+        Some(format!("error: required feature(s) missing: {}", missing.join(", ")).as_str()),
+        "{stderr}"
+    );
+    assert!(missing.len() >= 2, "{missing:?}");
 }

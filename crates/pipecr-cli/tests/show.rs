@@ -1,7 +1,12 @@
 //! `pipecr show` on images written by `pipecr::pipe::save`, intact and damaged, and on a
-//! tree image of a live process (its state in `core.img`, its memory in `mm.img`).
+//! tree image of a live process (its state in `core.img`, its memory in `mm.img`) and of
+//! a live 2-process tree (descriptors, sharing, external ends, the pipe graph).
+
+mod common;
 
 use std::os::fd::AsFd;
+
+use prost::Message as _;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -342,4 +347,466 @@ fn a_reader_that_goes_away_ends_show_quietly() {
         .unwrap();
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+// ---------------------------------------------------------------------------------------
+// Damage that the checksums of the inventory agree with.
+
+/// Exactly one line on stderr, nothing on stdout, a failing exit: what `show` must do
+/// with a damaged image, in both output modes. Returns the line.
+fn refused(dir: &Path) -> String {
+    let mut lines = Vec::new();
+    for json in [false, true] {
+        let out = show(dir, json);
+        assert_eq!(out.status.code(), Some(1), "json {json}: {:?}", out.status);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "json {json}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "json {json}: {err}");
+        lines.push(err.trim_end().to_owned());
+    }
+    assert_eq!(lines[0], lines[1]);
+    lines.remove(0)
+}
+
+/// Writes an image of pipe records `pipes`, each pending byte count taken from `data`
+/// (stored in `pipes-data.img`), with the image crate's writer: every checksum is right.
+fn pipe_records_image(dir: &Path, pipes: &[(pipecr_image::proto::Pipe, &[u8])]) {
+    let mut w = pipecr_image::ImageWriter::create(
+        dir,
+        pipecr::pipe::image_meta(pipecr_image::CONTENT_PIPE),
+    )
+    .unwrap();
+    let mut records = Vec::new();
+    for (pipe, data) in pipes {
+        let data = w
+            .raw(pipecr_image::PIPES_DATA)
+            .unwrap()
+            .append(data)
+            .unwrap();
+        records.push(pipecr_image::proto::Pipe {
+            data: Some(data),
+            ..pipe.clone()
+        });
+    }
+    w.write_records(pipecr_image::PIPES, &records).unwrap();
+    w.commit().unwrap();
+}
+
+fn pipe_record(id: u64, capacity: u32, packets: Option<&[u32]>) -> pipecr_image::proto::Pipe {
+    pipecr_image::proto::Pipe {
+        id,
+        inode: 1000 + id,
+        capacity,
+        packet_mode: packets.is_some(),
+        packet_lengths: packets.unwrap_or_default().to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn impossible_pipes_are_refused_naming_image_file_and_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = pipe_record(1, 65536, None);
+    let cases: [(pipecr_image::proto::Pipe, &[u8], &str); 3] = [
+        (
+            pipe_record(2, 5000, None),
+            b"hello",
+            "capacity 5000 is not a power-of-two number of pages",
+        ),
+        (
+            pipe_record(2, 65536, Some(&[3, 4])),
+            b"0123456789",
+            "packet lengths add up to 7 bytes but 10 bytes are pending",
+        ),
+        // Three packets in two bytes: one of them holds nothing.
+        (
+            pipe_record(2, 65536, Some(&[1, 0, 1])),
+            b"ab",
+            "a packet of 0 bytes (packets hold 1 to 4096 bytes)",
+        ),
+    ];
+    for (i, (bad, data, why)) in cases.into_iter().enumerate() {
+        // Alone (record 0), and after a valid pipe (record 1).
+        for (record, pipes) in [
+            (0, vec![(bad.clone(), data)]),
+            (1, vec![(good.clone(), &b"fine"[..]), (bad.clone(), data)]),
+        ] {
+            let dir = tmp.path().join(format!("img-{i}-{record}"));
+            pipe_records_image(&dir, &pipes);
+            assert!(pipecr_image::Image::open(&dir).is_ok(), "checksums agree");
+            assert_eq!(
+                refused(&dir),
+                format!(
+                    "error: image {}: pipes.img record {record}: {why}",
+                    dir.display()
+                )
+            );
+        }
+    }
+}
+
+/// Replaces `name` in the image `dir` by `bytes` and makes the inventory agree with it
+/// (length and CRC32C), so that only reading the file itself finds the damage.
+fn replace_resealed(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::write(dir.join(name), bytes).unwrap();
+    let inv_path = dir.join(pipecr_image::INVENTORY);
+    let inv_bytes = std::fs::read(&inv_path).unwrap();
+    let mut inv: pipecr_image::proto::Inventory =
+        pipecr_image::decode_record_file("inv", &inv_bytes)
+            .unwrap()
+            .decode_all("inv")
+            .unwrap()
+            .remove(0);
+    let digest = inv.files.iter_mut().find(|f| f.name == name).unwrap();
+    digest.length = bytes.len() as u64;
+    digest.crc32c = crc32c::crc32c(bytes);
+    std::fs::write(&inv_path, pipecr_image::encode_record_file(&[inv])).unwrap();
+    pipecr_image::Image::open(dir).expect("the inventory agrees with the damaged file");
+}
+
+#[test]
+fn damage_behind_correct_inventory_checksums_is_one_specific_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _, _) = packet_image(tmp.path());
+    let image = pipecr_image::Image::open(&dir).unwrap();
+    let pipes: Vec<pipecr_image::proto::Pipe> = image.read_records(pipecr_image::PIPES).unwrap();
+    // Two records, so that the damaged one is record 1.
+    let two = pipecr_image::encode_record_file(&[pipes[0].clone(), pipes[0].clone()]);
+    let second = two.len() - pipes[0].encoded_len();
+    let d = dir.display();
+
+    let mut bad_magic = two.clone();
+    bad_magic[0] = b'X';
+    let mut bad_crc = two.clone();
+    bad_crc[second + 1] ^= 0x01;
+    let truncated = &two[..two.len() - 3];
+    let mut v2 = two.clone();
+    v2[8..10].copy_from_slice(&2u16.to_le_bytes());
+    v2[10..12].copy_from_slice(&0u16.to_le_bytes());
+    let record_len = (pipecr_image::RECORD_HEADER_LEN + pipes[0].encoded_len()) as u64;
+
+    for (bytes, want) in [
+        (
+            &bad_magic[..],
+            format!("error: image {d}: pipes.img: bad magic, not a pipecr metadata file"),
+        ),
+        (
+            &bad_crc[..],
+            format!("error: image {d}: pipes.img record 1: CRC32C mismatch (damaged image)"),
+        ),
+        (
+            truncated,
+            format!(
+                "error: image {d}: pipes.img record 1: truncated (needs {record_len} bytes, {} \
+                 left; damaged image)",
+                record_len - 3
+            ),
+        ),
+        (
+            &v2[..],
+            format!(
+                "error: image {d}: pipes.img: format version 2.0 is not supported (this \
+                 pipecr reads format 1.x)"
+            ),
+        ),
+    ] {
+        replace_resealed(&dir, pipecr_image::PIPES, bytes);
+        assert_eq!(refused(&dir), want);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A live 2-process tree (tests/progs/showtree.c).
+
+/// The running `showtree` parent and its child; both killed (and the parent reaped) on
+/// drop.
+struct Tree {
+    parent: std::process::Child,
+    pids: Vec<i32>,
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        common::kill_tree(&self.pids);
+        let _ = self.parent.wait();
+    }
+}
+
+/// `(pid, fd)` -> (open file id, what the line says after `file N: `), from the
+/// `process tree` section.
+fn fd_lines(text: &str) -> std::collections::BTreeMap<(i32, i32), (u64, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    let section = text
+        .split("\nprocess tree\n")
+        .nth(1)
+        .expect("a process tree section");
+    let mut pid = 0;
+    for line in section.lines().take_while(|l| !l.is_empty()) {
+        let l = line.trim_start();
+        if let Some(rest) = l.strip_prefix("pid ") {
+            pid = rest.split(' ').next().unwrap().parse().unwrap();
+        } else if let Some(rest) = l.strip_prefix("fd ") {
+            let (fd, rest) = rest.split_once(" -> file ").unwrap();
+            let (id, what) = rest.split_once(": ").unwrap();
+            let old = out.insert(
+                (pid, fd.trim().parse().unwrap()),
+                (id.parse().unwrap(), what.to_owned()),
+            );
+            assert!(old.is_none(), "{line}");
+        }
+    }
+    out
+}
+
+/// The section of the human output that starts with the line `head` and ends at the next
+/// empty line.
+fn section<'a>(text: &'a str, head: &str) -> Vec<&'a str> {
+    let at = text
+        .find(&format!("\n{head}\n"))
+        .unwrap_or_else(|| panic!("no section {head:?} in:\n{text}"));
+    text[at + 1..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect()
+}
+
+/// The pipe id in `read end of pipe 3, 120 B pending`.
+fn pipe_id_in(what: &str) -> u64 {
+    let rest = what.split(" of pipe ").nth(1).unwrap();
+    rest.split(',').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn two_process_tree_shows_descriptors_sharing_external_ends_and_pipe_graph() {
+    if !common::capable() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(exe) = common::build("showtree", tmp.path()) else {
+        return;
+    };
+    let shared = tmp.path().join("shared.txt");
+    // The parent's fd 0: a pipe whose writer (this test) is outside the tree, 3 B pending.
+    let (ext_r, ext_w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+    assert_eq!(rustix::io::write(&ext_w, b"ext").unwrap(), 3);
+    let ext_inode = rustix::fs::fstat(&ext_w).unwrap().st_ino;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg(&shared)
+        .stdin(std::process::Stdio::from(ext_r))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut parent = common::only_stdio(&mut cmd).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let ids: Vec<i32> = line
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("showtree said {line:?}"))
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let (p, c) = (ids[0], ids[1]);
+    let _tree = Tree {
+        parent,
+        pids: vec![p, c],
+    };
+    let img = tmp.path().join("img");
+    common::dump(p, &img, &["--leave-running"]);
+
+    let out = show(&img, false);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The tree, each process's descriptors.
+    let tree = section(&text, "process tree");
+    assert!(
+        tree[0].starts_with(&format!("  pid {p} (showtree), pgid ")),
+        "{text}"
+    );
+    let child_at = tree
+        .iter()
+        .position(|l| l.starts_with(&format!("    pid {c} (showtree), pgid ")))
+        .unwrap_or_else(|| panic!("no child line in:\n{text}"));
+    assert!(tree[1..child_at].iter().all(|l| l.starts_with("    fd ")));
+    assert!(
+        tree[child_at + 1..]
+            .iter()
+            .all(|l| l.starts_with("      fd "))
+    );
+    let fds = fd_lines(&text);
+    let of = |pid: i32, fd: i32| {
+        fds.get(&(pid, fd))
+            .unwrap_or_else(|| panic!("no pid {pid} fd {fd} in:\n{text}"))
+    };
+    let listed =
+        |pid: i32| -> Vec<i32> { fds.keys().filter(|k| k.0 == pid).map(|k| k.1).collect() };
+    assert_eq!(listed(p), [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11], "{text}");
+    assert_eq!(listed(c), [3, 7], "{text}");
+    let (ext_pipe, a, b) = (
+        pipe_id_in(&of(p, 0).1),
+        pipe_id_in(&of(p, 4).1),
+        pipe_id_in(&of(p, 5).1),
+    );
+    let want = [
+        ((p, 0), format!("read end of pipe {ext_pipe}, 3 B pending")),
+        ((p, 3), format!("file {}", shared.display())),
+        (
+            (p, 4),
+            format!("write end of pipe {a}, 120 B pending [cloexec]"),
+        ),
+        (
+            (p, 5),
+            format!("read end of pipe {b}, 14 B pending, packet mode"),
+        ),
+        (
+            (p, 6),
+            format!("write end of pipe {b}, 14 B pending, packet mode"),
+        ),
+        ((c, 3), format!("file {}", shared.display())),
+        (
+            (c, 7),
+            format!("read end of pipe {a}, 120 B pending [cloexec]"),
+        ),
+    ];
+    for ((pid, fd), what) in &want {
+        assert_eq!(&of(*pid, *fd).1, what, "pid {pid} fd {fd}");
+    }
+    // One open file for the fd 3 of both; the child's read end is another than the
+    // parent's write end.
+    let shared_file = of(p, 3).0;
+    assert_eq!(of(c, 3).0, shared_file);
+    assert_ne!(of(c, 7).0, of(p, 4).0);
+
+    // Sharing across processes: only the file opened before the fork.
+    assert_eq!(
+        section(&text, "open files shared across processes"),
+        [format!("  file {shared_file}: pid {p} fd 3, pid {c} fd 3")]
+    );
+
+    // External ends: fd 0 (its writer is this test) and fd 1 (its reader is this test).
+    let external = text
+        .lines()
+        .position(|l| l.starts_with("external descriptors ("))
+        .unwrap_or_else(|| panic!("no external section in:\n{text}"));
+    let external: Vec<&str> = text
+        .lines()
+        .skip(external + 1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(external.len(), 2, "{external:?}");
+    assert_eq!(
+        external[0],
+        format!("  pid {p} fd 0: read end of pipe:[{ext_inode}] (its writer is outside the tree)")
+    );
+    assert!(
+        external[1].starts_with(&format!("  pid {p} fd 1: write end of pipe:[")),
+        "{external:?}"
+    );
+
+    // The pipe graph, per pipe.
+    let pipe_section = |id: u64| {
+        let head = text
+            .lines()
+            .find(|l| l.starts_with(&format!("pipe {id} (")))
+            .unwrap_or_else(|| panic!("no pipe {id} in:\n{text}"));
+        section(&text, head)
+    };
+    let ext = pipe_section(ext_pipe);
+    for want in [
+        "  pending:      3 B (in pipes-data.img at offset 0)".to_owned(),
+        format!("  readers:      pid {p} fd 0"),
+        "  writers:      outside the tree (no process of the tree holds a write end)".to_owned(),
+    ] {
+        assert!(ext.contains(&want.as_str()), "{want:?} not in {ext:#?}");
+    }
+    let pa = pipe_section(a);
+    for want in [
+        format!("  readers:      pid {c} fd 7"),
+        format!("  writers:      pid {p} fd 4"),
+        "  packet mode:  no".to_owned(),
+    ] {
+        assert!(pa.contains(&want.as_str()), "{want:?} not in {pa:#?}");
+    }
+    assert!(pa.iter().any(|l| l.starts_with("  pending:      120 B (")));
+    let pb = pipe_section(b);
+    for want in [
+        format!("  readers:      pid {p} fd 5"),
+        format!("  writers:      pid {p} fd 6"),
+        "  packet mode:  yes, 2 packet(s) [4, 10]".to_owned(),
+    ] {
+        assert!(pb.contains(&want.as_str()), "{want:?} not in {pb:#?}");
+    }
+    // Each end's line is aligned with the labels above it, whatever its id's width; ids
+    // reach two digits here (12 open files, 10 of them pipe ends).
+    let end_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("pipe "))
+        .flat_map(|head| section(&text, head))
+        .filter(|l| l.starts_with("  file "))
+        .collect();
+    assert_eq!(end_lines.len(), 10, "{end_lines:#?}");
+    let mut two_digits = false;
+    for l in &end_lines {
+        let label = l[2..].split(':').next().unwrap();
+        two_digits |= label.len() > "file 9".len();
+        assert!(
+            l[16..].starts_with("read end, ") || l[16..].starts_with("write end, "),
+            "{l:?} not aligned at column 16"
+        );
+    }
+    assert!(two_digits, "no end with a two-digit id in:\n{text}");
+
+    // --json: the raw records, and the same derived views.
+    let out = show(&img, true);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["processes"].as_array().unwrap().len(), 2);
+    assert_eq!(v["pipes"].as_array().unwrap().len(), 6);
+    assert_eq!(v["files"].as_array().unwrap().len(), 12);
+    assert_eq!(
+        v["shared_files"],
+        serde_json::json!({ shared_file.to_string(): [{"pid": p, "fd": 3}, {"pid": c, "fd": 3}] })
+    );
+    let graph = v["pipe_graph"].as_array().unwrap();
+    assert_eq!(graph.len(), 6);
+    let node = |id: u64| graph.iter().find(|n| n["id"] == id).unwrap();
+    let pipes = v["pipes"].as_array().unwrap();
+    let ext_node = node(ext_pipe);
+    assert_eq!(ext_node["inode"], ext_inode);
+    assert_eq!(ext_node["bytes_pending"], 3);
+    assert_eq!(
+        ext_node["readers"],
+        serde_json::json!([{"pid": p, "fd": 0}])
+    );
+    assert_eq!(ext_node["writers"], serde_json::json!([]));
+    assert_eq!(ext_node["external_writer"], true);
+    assert_eq!(ext_node["external_reader"], false);
+    let a_node = node(a);
+    assert_eq!(a_node["bytes_pending"], 120);
+    assert_eq!(a_node["packet_mode"], false);
+    assert_eq!(a_node["readers"], serde_json::json!([{"pid": c, "fd": 7}]));
+    assert_eq!(a_node["writers"], serde_json::json!([{"pid": p, "fd": 4}]));
+    assert_eq!(a_node["external_writer"], false);
+    assert_eq!(a_node["external_reader"], false);
+    let b_node = node(b);
+    assert_eq!(b_node["bytes_pending"], 14);
+    assert_eq!(b_node["packet_mode"], true);
+    assert_eq!(b_node["packets"], serde_json::json!([4, 10]));
+    assert_eq!(b_node["readers"], serde_json::json!([{"pid": p, "fd": 5}]));
+    assert_eq!(b_node["writers"], serde_json::json!([{"pid": p, "fd": 6}]));
+    // Each node agrees with its raw record.
+    for n in graph {
+        let raw = pipes.iter().find(|r| r["id"] == n["id"]).unwrap();
+        assert_eq!(n["inode"], raw["inode"]);
+        assert_eq!(n["external_reader"], raw["external_reader"]);
+        assert_eq!(n["external_writer"], raw["external_writer"]);
+    }
 }

@@ -14,14 +14,21 @@
 //! The JSON document is the records as the schema defines them (enums as numbers), with
 //! three exceptions so that it stays small and readable: `Mm.auxv` becomes a list of
 //! `{"type", "value"}` pairs, `Thread.xsave` becomes its length and XCR0, and each
-//! `Siginfo.raw` becomes `si_errno`/`si_code`. Page contents are never included.
+//! `Siginfo.raw` becomes `si_errno`/`si_code`. Page contents are never included. Next to
+//! the records it carries the views the human output derives from them, computed by the
+//! same functions: `pipe_graph` (each pipe's readers and writers as `{pid, fd}`) and
+//! `shared_files` (open file id -> its descriptors, for files held by several processes).
+//!
+//! Before printing, every pipe record is checked as restore checks it, so that an
+//! impossible pipe is an error naming the image, file and record, not nonsense on screen.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use pipecr::pipe::{PipeError, PipeImage};
 use pipecr_image::proto::{self, FileLayout, PipeEndKind, open_file};
 use pipecr_image::{CORE, FDS, FILES, Image, MEM_OBJECTS, MM, PAGE_SIZE, PAGES, PIPES, TREE};
 use serde::Serialize;
@@ -37,9 +44,10 @@ pub struct Args {
     /// The image directory.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
-    /// Print one JSON document: {"inventory", "processes", "fd_tables", "pipes", "files",
-    /// "core", "mm", "mem_objects"} (auxv decoded, XSAVE areas and raw siginfo summarised,
-    /// page contents left out).
+    /// Print one JSON document: the records {"inventory", "processes", "fd_tables",
+    /// "pipes", "files", "core", "mm", "mem_objects"} (auxv decoded, XSAVE areas and raw
+    /// siginfo summarised, page contents left out) and the views derived from them,
+    /// {"pipe_graph", "shared_files"}, as the human output shows them.
     #[arg(long)]
     json: bool,
 }
@@ -71,6 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         mm: records(&image, MM)?,
         mem_objects: records(&image, MEM_OBJECTS)?,
     };
+    validate_pipes(&image, &shown)?;
     if args.json {
         let text =
             serde_json::to_string_pretty(&json_view(&shown)).context("cannot encode JSON")?;
@@ -79,6 +88,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_human(&image, &shown)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks every pipe record as restore does ([`PipeImage::from_entry`]: capacity, pending
+/// bytes, packet lengths and count), so that an impossible pipe is refused with one line
+/// naming the image, the file and the record instead of being printed as if real.
+fn validate_pipes(image: &Image, shown: &Shown) -> anyhow::Result<()> {
+    for (record, entry) in shown.pipes.iter().enumerate() {
+        // Only the length of the pending bytes matters to the checks: the reference is
+        // checked against its file, then stands in as zeros (calloc'd, never touched).
+        let pending = match &entry.data {
+            Some(d) => image.open_data(d)?.2,
+            None => 0,
+        };
+        let placeholder = vec![0u8; usize::try_from(pending).unwrap_or(usize::MAX)];
+        if let Err(e) = PipeImage::from_entry(entry, placeholder, &shown.files) {
+            let why = match e {
+                PipeError::Invalid(why) => why,
+                other => format!("{:#}", anyhow::Error::new(other)),
+            };
+            bail!(
+                "image {}: {PIPES} record {record}: {why}",
+                image.dir().display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The records of metadata file `name`, or none when the image does not list it.
@@ -112,6 +147,7 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
     }
 
     let holders = holders(shown);
+    let graph = pipe_graph(shown, &holders);
     print_tree(shown, &holders);
     print_external(shown);
 
@@ -161,23 +197,14 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
                 println!("{line}");
             }
         }
-        let ends: Vec<_> = shown
-            .files
-            .iter()
-            .filter(|f| match &f.kind {
-                Some(open_file::Kind::Pipe(e)) => e.pipe_id == pipe.id,
-                Some(open_file::Kind::Fifo(x)) => x.pipe_id == pipe.id,
-                _ => false,
-            })
-            .collect();
+        let node = graph.iter().find(|n| n.id == pipe.id);
+        if let Some(node) = node.filter(|_| !shown.processes.is_empty()) {
+            print_side("readers", &node.readers, node.external_reader, "read");
+            print_side("writers", &node.writers, node.external_writer, "write");
+        }
+        let ends = pipe_ends(shown, pipe.id);
         if ends.is_empty() {
             println!("  ends:         none recorded");
-        }
-        if pipe.external_writer {
-            println!("  writers:      outside the tree (no process of the tree holds a write end)");
-        }
-        if pipe.external_reader {
-            println!("  readers:      outside the tree (no process of the tree holds a read end)");
         }
         for f in ends {
             let which = match &f.kind {
@@ -188,9 +215,10 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
                 },
                 _ => "FIFO open",
             };
+            // The label padded like "capacity:", whatever the width of the id.
             println!(
-                "  file {}:       {which}, {}{}",
-                f.id,
+                "  {:<13} {which}, {}{}",
+                format!("file {}:", f.id),
                 format::open_flags(f.flags),
                 held_by(&holders, f.id)
             );
@@ -322,24 +350,150 @@ fn print_tree(shown: &Shown, holders: &Holders) {
             );
         }
     }
-    let shared: Vec<_> = holders
-        .iter()
-        .filter(|(_, list)| {
-            let mut pids: Vec<i32> = list.iter().map(|h| h.0).collect();
-            pids.dedup();
-            pids.len() > 1
-        })
-        .collect();
+    let shared = shared_files(holders);
     if !shared.is_empty() {
         println!();
         println!("open files shared across processes");
         for (id, list) in shared {
-            let names: Vec<String> = list
-                .iter()
-                .map(|(pid, fd, _)| format!("pid {pid} fd {fd}"))
-                .collect();
-            println!("  file {id}: {}", names.join(", "));
+            println!("  file {id}: {}", descriptor_list(&list));
         }
+    }
+}
+
+/// One descriptor of one process: where a program finds an open file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+struct Descriptor {
+    pid: i32,
+    fd: i32,
+}
+
+/// `pid 12 fd 3, pid 13 fd 3`.
+fn descriptor_list(list: &[Descriptor]) -> String {
+    let names: Vec<String> = list
+        .iter()
+        .map(|d| format!("pid {} fd {}", d.pid, d.fd))
+        .collect();
+    names.join(", ")
+}
+
+/// Open files held by more than one process: open file id -> every descriptor of it.
+fn shared_files(holders: &Holders) -> BTreeMap<u64, Vec<Descriptor>> {
+    holders
+        .iter()
+        .filter(|(_, list)| {
+            let mut pids: Vec<i32> = list.iter().map(|h| h.0).collect();
+            pids.sort_unstable();
+            pids.dedup();
+            pids.len() > 1
+        })
+        .map(|(&id, list)| {
+            let list = list
+                .iter()
+                .map(|&(pid, fd, _)| Descriptor { pid, fd })
+                .collect();
+            (id, list)
+        })
+        .collect()
+}
+
+/// One pipe (or FIFO) of the image: what it holds, and who reads and writes it.
+#[derive(Debug, Serialize)]
+struct PipeNode {
+    id: u64,
+    inode: u64,
+    /// The FIFO's path; `None` for an anonymous pipe.
+    fifo: Option<String>,
+    capacity: u32,
+    bytes_pending: u64,
+    packet_mode: bool,
+    packets: Vec<u32>,
+    /// Descriptors of the tree that can read the pipe.
+    readers: Vec<Descriptor>,
+    /// Descriptors of the tree that can write the pipe.
+    writers: Vec<Descriptor>,
+    /// No process of the tree holds a read end.
+    external_reader: bool,
+    /// No process of the tree holds a write end.
+    external_writer: bool,
+}
+
+/// The open files of the image that are ends (or opens) of pipe `id`.
+fn pipe_ends(shown: &Shown, id: u64) -> Vec<&proto::OpenFile> {
+    shown
+        .files
+        .iter()
+        .filter(|f| match &f.kind {
+            Some(open_file::Kind::Pipe(e)) => e.pipe_id == id,
+            Some(open_file::Kind::Fifo(x)) => x.pipe_id == id,
+            _ => false,
+        })
+        .collect()
+}
+
+/// The pipe graph: for each pipe, which descriptors read it and which write it. An open
+/// file reads when it is a read end or opened for reading (`O_RDONLY`, `O_RDWR`), and
+/// writes when it is a write end or opened for writing (`O_WRONLY`, `O_RDWR`).
+fn pipe_graph(shown: &Shown, holders: &Holders) -> Vec<PipeNode> {
+    const ACCMODE: u32 = 3;
+    const WRONLY: u32 = 1;
+    const RDWR: u32 = 2;
+    shown
+        .pipes
+        .iter()
+        .map(|pipe| {
+            let (mut readers, mut writers) = (Vec::new(), Vec::new());
+            let mut fifo = None;
+            for f in pipe_ends(shown, pipe.id) {
+                let mode = f.flags & ACCMODE;
+                let (reads, writes) = match &f.kind {
+                    Some(open_file::Kind::Pipe(e)) => match PipeEndKind::try_from(e.end) {
+                        Ok(PipeEndKind::Read) => (true, mode == RDWR),
+                        Ok(PipeEndKind::Write) => (mode == RDWR, true),
+                        _ => (mode != WRONLY, mode != 0),
+                    },
+                    Some(open_file::Kind::Fifo(x)) => {
+                        fifo = Some(x.path.clone());
+                        (mode != WRONLY, mode != 0)
+                    }
+                    _ => (false, false),
+                };
+                let held = holders.get(&f.id).map_or(&[][..], Vec::as_slice);
+                for &(pid, fd, _) in held {
+                    if reads {
+                        readers.push(Descriptor { pid, fd });
+                    }
+                    if writes {
+                        writers.push(Descriptor { pid, fd });
+                    }
+                }
+            }
+            PipeNode {
+                id: pipe.id,
+                inode: pipe.inode,
+                fifo,
+                capacity: pipe.capacity,
+                bytes_pending: pipe.data.as_ref().map_or(0, |d| d.length),
+                packet_mode: pipe.packet_mode,
+                packets: pipe.packet_lengths.clone(),
+                readers,
+                writers,
+                external_reader: pipe.external_reader,
+                external_writer: pipe.external_writer,
+            }
+        })
+        .collect()
+}
+
+/// `  readers:      pid 12 fd 3` from the pipe graph; `end` names the end in the message
+/// when nobody in the tree holds one.
+fn print_side(label: &str, list: &[Descriptor], external: bool, end: &str) {
+    let label = format!("{label}:");
+    if external {
+        println!("  {label:<13} outside the tree (no process of the tree holds a {end} end)");
+    } else if list.is_empty() {
+        println!("  {label:<13} none");
+    } else {
+        println!("  {label:<13} {}", descriptor_list(list));
     }
 }
 
@@ -986,10 +1140,17 @@ struct JsonView<'a> {
     core: Vec<CoreView<'a>>,
     mm: Vec<MmView<'a>>,
     mem_objects: &'a [proto::MemObject],
+    /// Derived, as the human output shows it: each pipe with its readers and writers.
+    pipe_graph: Vec<PipeNode>,
+    /// Derived: open file id -> its descriptors, for files held by several processes.
+    shared_files: BTreeMap<u64, Vec<Descriptor>>,
 }
 
 fn json_view(shown: &Shown) -> JsonView<'_> {
+    let holders = holders(shown);
     JsonView {
+        pipe_graph: pipe_graph(shown, &holders),
+        shared_files: shared_files(&holders),
         inventory: &shown.inventory,
         processes: &shown.processes,
         fd_tables: &shown.fd_tables,

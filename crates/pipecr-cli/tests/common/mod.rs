@@ -485,3 +485,26 @@ pub fn seccomp_free(pid: i32) -> bool {
             .is_some_and(|v| v.trim() == "0")
     })
 }
+
+/// The uid and gid of `nobody`, for runs without privileges.
+pub const NOBODY: u32 = 65534;
+
+/// A `pipecr` command that runs as uid and gid [`NOBODY`] (no capabilities), from a copy
+/// of the binary in `dir` (made traversable, mode 0755): the build directory may not be
+/// reachable by that user. Runs in `/`.
+pub fn pipecr_as_nobody(dir: &Path) -> Command {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("pipecr");
+    if !exe.exists() {
+        std::fs::copy(PIPECR, &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = Command::new(exe);
+    cmd.uid(NOBODY)
+        .gid(NOBODY)
+        .current_dir("/")
+        .stdin(Stdio::null());
+    cmd
+}
