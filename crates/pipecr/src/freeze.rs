@@ -341,6 +341,16 @@ fn seize_thread(pid: i32, tid: i32) -> Result<Option<Option<Signal>>, FreezeErro
             {
                 return Err(FreezeError::AlreadyTraced { pid, tracer });
             }
+            // The kernel answers EPERM, not ESRCH, for a thread that has begun to exit
+            // and is not yet gone: such a thread exited first. A dead leader is a zombie.
+            match proc::stat(tid) {
+                Err(ProcError::NoSuchProcess { .. }) => return Ok(None),
+                Ok(stat) if stat.state == 'X' || (stat.state == 'Z' && tid != pid) => {
+                    return Ok(None);
+                }
+                Ok(stat) if stat.state == 'Z' => return Err(FreezeError::Zombie { pid }),
+                _ => {}
+            }
             return Err(fail("PTRACE_SEIZE")(Errno::EPERM));
         }
         Err(e) => return Err(fail("PTRACE_SEIZE")(e)),
