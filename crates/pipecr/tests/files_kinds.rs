@@ -13,6 +13,8 @@ use pipecr_image::{Image, ImageMeta, ImageWriter};
 use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags, SeekFrom};
 use rustix::io::Errno;
 
+mod common;
+
 const ID: u64 = 7;
 
 fn me() -> i32 {
@@ -21,9 +23,14 @@ fn me() -> i32 {
 
 /// Dumps our descriptor `fd` into a new image under `dir`, returning the image path.
 fn dump(dir: &Path, fd: BorrowedFd<'_>, options: DumpOptions) -> Result<PathBuf, FileError> {
+    dump_from(dir, me(), fd.as_raw_fd(), options)
+}
+
+/// Dumps descriptor `fd` of process `pid` into a new image under `dir`.
+fn dump_from(dir: &Path, pid: i32, fd: i32, options: DumpOptions) -> Result<PathBuf, FileError> {
     let path = dir.join("img");
     let mut writer = ImageWriter::create(&path, ImageMeta::default())?;
-    let live = LiveFile::fetch(me(), fd.as_raw_fd())?;
+    let live = LiveFile::fetch(pid, fd)?;
     let mut sink = DumpSink::new(&mut writer, options);
     let mut saved = vec![files::dump_file(ID, &live, &mut sink)?];
     files::finish_dump(&mut saved, &mut sink)?;
@@ -360,6 +367,7 @@ fn memory_devices_are_reopened_with_their_flags() {
         ("/dev/null", OFlags::WRONLY | OFlags::APPEND, 3),
         ("/dev/zero", OFlags::RDONLY | OFlags::NONBLOCK, 5),
         ("/dev/full", OFlags::RDWR, 7),
+        ("/dev/random", OFlags::RDONLY | OFlags::NONBLOCK, 8),
         ("/dev/urandom", OFlags::RDONLY, 9),
     ] {
         let fd = open(path, mode);
@@ -609,6 +617,21 @@ fn assert_unsupported(fd: BorrowedFd<'_>, kind: &str) {
     assert!(message.contains(kind), "{message}");
 }
 
+/// The dump of descriptor `fd` of `pid` stops with exactly the one-line message that
+/// names the process, the descriptor and `kind`.
+fn assert_unsupported_in(pid: i32, fd: i32, kind: &str) {
+    let images = tempfile::tempdir().unwrap();
+    let err = dump_from(images.path(), pid, fd, DumpOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, FileError::Unsupported { pid: p, fd: f, kind: k } if *p == pid && *f == fd && k == kind),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("pid {pid} fd {fd}: {kind} is not supported")
+    );
+}
+
 #[test]
 fn epoll_and_signalfd_are_not_supported_and_named() {
     let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).unwrap();
@@ -619,4 +642,44 @@ fn epoll_and_signalfd_are_not_supported_and_named() {
         nix::sys::signalfd::SignalFd::with_flags(&mask, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
             .unwrap();
     assert_unsupported(signalfd.as_fd(), "signalfd");
+}
+
+#[test]
+fn inotify_is_not_supported_and_named() {
+    let inotify = rustix::fs::inotify::init(rustix::fs::inotify::CreateFlags::CLOEXEC).unwrap();
+    rustix::fs::inotify::add_watch(&inotify, "/", rustix::fs::inotify::WatchFlags::CREATE).unwrap();
+    assert_unsupported_in(me(), inotify.as_raw_fd(), "inotify instance");
+}
+
+#[test]
+fn timerfd_and_io_uring_of_another_process_are_not_supported_and_named() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let exe = common::build_c("odd-kinds", include_str!("c/odd_kinds.c"), &[]);
+    let mut child = Command::new(exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let fds: Vec<i32> = line
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let [timer, ring] = fds[..] else {
+        panic!("odd-kinds printed {line:?}");
+    };
+    assert_unsupported_in(pid, timer, "timerfd");
+    if ring < 0 {
+        eprintln!("io_uring part skipped: io_uring_setup is refused on this kernel");
+    } else {
+        assert_unsupported_in(pid, ring, "io_uring instance");
+    }
+    // Fetching its descriptors left the program alone: it still reads its stdin and exits 0.
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
 }

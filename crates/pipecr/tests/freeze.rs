@@ -1,10 +1,13 @@
 //! Freezing live trees: everything stops, everything resumes, nothing sees EINTR, and
 //! each refusal leaves the tree as it was.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 
 use pipecr::freeze::{self, FreezeError};
+
+mod common;
 
 fn state(pid: i32) -> char {
     pipecr::proc::stat(pid).unwrap().state
@@ -92,7 +95,65 @@ fn a_pipeline_blocked_in_read_stops_and_resumes_without_losing_data() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert_eq!(err, "", "no program saw an error (EINTR)");
+    assert_eq!(err, "", "neither cat reported an error");
+    assert!(child.wait().unwrap().success());
+}
+
+/// A python3 reader that would see EINTR if any signal it handles interrupted its
+/// read(): handlers for SIGCONT, SIGUSR1 and SIGCHLD installed without SA_RESTART, and a
+/// raw libc read() (Python's own os.read would retry after EINTR). It prints what the read
+/// returned and which signals it handled.
+const EINTR_PROBE: &str = r#"
+import ctypes, errno, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+hits = []
+for s in (signal.SIGCONT, signal.SIGUSR1, signal.SIGCHLD):
+    signal.signal(s, lambda n, f: hits.append(n))
+    signal.siginterrupt(s, True)
+print("ready", flush=True)
+buf = ctypes.create_string_buffer(64)
+r = libc.read(0, buf, 64)
+e = ctypes.get_errno()
+print("EINTR" if r < 0 and e == errno.EINTR else "read %r" % buf.raw[:r], "signals", hits, flush=True)
+"#;
+
+#[test]
+fn a_reader_with_non_restarting_handlers_sees_no_eintr() {
+    let mut child = Command::new("python3")
+        .args(["-c", EINTR_PROBE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut out = child.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    out.read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+    // Wait until it is inside read(0, ...), not merely about to call it.
+    let in_read = format!("{} 0x0 ", libc::SYS_read);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .unwrap()
+        .starts_with(&in_read)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "python3 never blocked in read()"
+        );
+        std::thread::yield_now();
+    }
+    for _ in 0..3 {
+        let tree = freeze::freeze(pid).unwrap();
+        assert_eq!(state(pid), 't');
+        tree.resume();
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"after the freezes\n").unwrap();
+    drop(stdin);
+    let mut line = String::new();
+    out.read_to_string(&mut line).unwrap();
+    assert_eq!(line, "read b'after the freezes\\n' signals []\n");
     assert!(child.wait().unwrap().success());
 }
 
@@ -131,27 +192,73 @@ fn a_missing_pid_is_refused_by_number() {
     assert_eq!(err.to_string(), "no process with pid 99999999");
 }
 
+/// A kernel thread visible in this PID namespace: PF_KTHREAD (0x00200000) in the flags
+/// field of its `/proc/PID/stat`.
+fn a_kernel_thread() -> Option<(i32, String)> {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let comm = stat[stat.find('(').unwrap() + 1..stat.rfind(')').unwrap()].to_owned();
+        // After "(comm) ": state ppid pgrp session tty_nr tpgid flags.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let flags: u64 = rest.split(' ').nth(6).unwrap().parse().unwrap();
+        if flags & PF_KTHREAD != 0 {
+            return Some((pid, comm));
+        }
+    }
+    None
+}
+
 #[test]
 fn a_kernel_thread_is_refused() {
-    // pid 2 is kthreadd on every Linux system that has kernel threads in this namespace.
-    match pipecr::proc::stat(2) {
-        Ok(stat) if stat.is_kernel_thread() => {
-            let err = freeze::freeze(2).unwrap_err();
-            assert!(
-                matches!(err, FreezeError::KernelThread { pid: 2, .. }),
-                "{err:?}"
-            );
-        }
-        _ => eprintln!("skipped: pid 2 is not a kernel thread in this pid namespace"),
-    }
+    let Some((pid, comm)) = a_kernel_thread() else {
+        eprintln!("skipped: no kernel thread is visible in this PID namespace");
+        return;
+    };
+    let err = freeze::freeze(pid).unwrap_err();
+    assert!(
+        matches!(&err, FreezeError::KernelThread { pid: p, comm: c } if *p == pid && *c == comm),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("pid {pid} ({comm}) is a kernel thread; there is nothing to checkpoint")
+    );
 }
 
 #[test]
 fn a_tree_containing_pipecr_itself_is_refused() {
     let me = std::process::id() as i32;
     let err = freeze::freeze(me).unwrap_err();
-    assert!(matches!(err, FreezeError::ContainsSelf { .. }), "{err:?}");
-    assert_ne!(state(me), 't');
+    assert!(
+        matches!(err, FreezeError::ContainsSelf { root, me: m } if root == me && m == me),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the tree of pid {me} contains this pipecr process (pid {me}); run pipecr from outside the tree"
+        )
+    );
+    // An ancestor's tree contains us too (unless our parent is outside this PID namespace).
+    let parent = nix::unistd::getppid().as_raw();
+    if parent > 0 {
+        let err = freeze::freeze(parent).unwrap_err();
+        assert!(
+            matches!(err, FreezeError::ContainsSelf { root, me: m } if root == parent && m == me),
+            "{err:?}"
+        );
+        assert_eq!(
+            thread_status(parent, parent).map(|(_, tracer)| tracer),
+            Some(0),
+            "our parent was left untraced"
+        );
+    }
 }
 
 #[test]
@@ -204,4 +311,194 @@ fn a_process_traced_by_someone_else_is_refused_untouched() {
         .unwrap();
     assert_eq!(out, "ok");
     assert!(target.wait().unwrap().success());
+}
+
+// ---- a tree that keeps changing while it is frozen ----
+
+/// The pid and parent pid of every process in /proc, from `/proc/PID/stat`.
+fn all_parents() -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // A process may exit between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid = rest.split(' ').nth(1).unwrap().parse().unwrap();
+        out.push((pid, ppid));
+    }
+    out
+}
+
+/// `root` and its descendants, found by following the ppid links of every process.
+fn tree_by_ppid(root: i32) -> BTreeSet<i32> {
+    let parents = all_parents();
+    let mut tree = BTreeSet::from([root]);
+    let mut queue = vec![root];
+    while let Some(parent) = queue.pop() {
+        for &(pid, _) in parents.iter().filter(|&&(_, ppid)| ppid == parent) {
+            if tree.insert(pid) {
+                queue.push(pid);
+            }
+        }
+    }
+    tree
+}
+
+fn task_ids(pid: i32) -> BTreeSet<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().parse().unwrap())
+        .collect()
+}
+
+/// (State letter, TracerPid) of a thread, or `None` once it is gone.
+fn thread_status(pid: i32, tid: i32) -> Option<(char, i32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let state = field("State:").chars().next().unwrap();
+    let tracer = field("TracerPid:").parse().unwrap();
+    Some((state, tracer))
+}
+
+/// A progress record of `freeze_churn`: (sequence number, threads created by the root).
+fn record(bytes: &[u8]) -> (u32, u32) {
+    let word = |i: usize| u32::from_ne_bytes(bytes[i..i + 4].try_into().unwrap());
+    (word(0), word(4))
+}
+
+/// Kills the churning tree's process group however the test ends.
+struct Churn {
+    child: Child,
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+#[test]
+fn a_tree_creating_threads_and_processes_nonstop_is_frozen_whole() {
+    use std::os::unix::process::CommandExt;
+    let exe = common::build_c(
+        "freeze-churn",
+        include_str!("c/freeze_churn.c"),
+        &["-pthread"],
+    );
+    // TracerPid names the tracing thread: this test's.
+    let me = nix::unistd::gettid().as_raw();
+    let mut churn = Churn {
+        child: Command::new(exe)
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let root = churn.child.id() as i32;
+    let mut progress = churn.child.stdout.take().unwrap();
+    let mut rec = [0u8; 8];
+    // The first record: both spawner threads of the root are running.
+    progress.read_exact(&mut rec).unwrap();
+    let mut last = record(&rec);
+
+    let mut most_processes = 0;
+    for cycle in 0..10 {
+        let tree = freeze::freeze(root).unwrap();
+        // Every thread of the tree is stopped: nothing in it can fork, clone or exit,
+        // so what /proc shows now is the whole tree.
+        let frozen: BTreeMap<i32, BTreeSet<i32>> = tree
+            .processes()
+            .iter()
+            .map(|p| (p.pid, p.threads.iter().copied().collect()))
+            .collect();
+        let in_proc = tree_by_ppid(root);
+        assert_eq!(
+            frozen.keys().copied().collect::<BTreeSet<_>>(),
+            in_proc,
+            "cycle {cycle}: the frozen processes are exactly the tree's"
+        );
+        let mut threads = 0;
+        for (&pid, tids) in &frozen {
+            assert_eq!(
+                &task_ids(pid),
+                tids,
+                "cycle {cycle}: every thread of pid {pid} is frozen"
+            );
+            for &tid in tids {
+                assert_eq!(
+                    thread_status(pid, tid),
+                    Some(('t', me)),
+                    "cycle {cycle}: thread {tid} of pid {pid} is in tracing stop, traced by us"
+                );
+            }
+            threads += tids.len();
+        }
+        assert_eq!(tree.thread_count(), threads, "cycle {cycle}");
+        most_processes = most_processes.max(frozen.len());
+
+        // Drain what the root wrote before it stopped: the last record says how far it got.
+        rustix::fs::fcntl_setfl(&progress, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match rustix::io::read(&progress, &mut buf) {
+                Ok(n) => {
+                    assert!(n > 0 && n % 8 == 0, "whole records: {n} bytes");
+                    last = record(&buf[n - 8..n]);
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(e) => panic!("progress pipe: {e}"),
+            }
+        }
+        rustix::fs::fcntl_setfl(&progress, rustix::fs::OFlags::empty()).unwrap();
+
+        tree.resume();
+        for (&pid, tids) in &frozen {
+            for &tid in tids {
+                // A short-lived thread may be gone already; any other is untraced.
+                if let Some((_, tracer)) = thread_status(pid, tid) {
+                    assert_eq!(
+                        tracer, 0,
+                        "cycle {cycle}: thread {tid} of pid {pid} detached"
+                    );
+                }
+            }
+        }
+        // The root goes on where it stopped: the next records follow on, and its
+        // spawner threads create threads again.
+        let at_freeze = last;
+        loop {
+            progress.read_exact(&mut rec).unwrap();
+            let next = record(&rec);
+            assert_eq!(
+                next.0,
+                last.0 + 1,
+                "cycle {cycle}: no record lost or repeated"
+            );
+            last = next;
+            if last.0 >= at_freeze.0 + 3 && last.1 > at_freeze.1 {
+                break;
+            }
+        }
+    }
+    assert!(
+        most_processes > 10,
+        "the tree grew while it was frozen and thawed: at most {most_processes} processes"
+    );
+    drop(progress);
+    drop(churn);
 }
