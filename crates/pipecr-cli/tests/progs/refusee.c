@@ -1,0 +1,146 @@
+/* refusee KIND [PATH SIZE]: a two-process tree for the tests of what `pipecr dump`
+ * refuses, self-checking.
+ *
+ * fd 0 of the root: ping bytes from the test; fd 1 (shared with the child): answers.
+ * The root forks a child and passes each ping byte to it through a pipe; the child
+ * writes it back on fd 1. So one ping proves that both processes run and that the pipe
+ * between them carries data.
+ *
+ * Before it says ready (one 'R' on fd 1), the child puts at fd 10:
+ *   none                   nothing
+ *   epoll                  an epoll instance
+ *   timerfd                a timerfd
+ *   unlinked PATH SIZE     PATH opened read-write, SIZE bytes written, PATH unlinked
+ *
+ * Handlers for SIGCONT and SIGUSR1 are installed without SA_RESTART: a stop or signal
+ * that leaked out of a dump would make a blocking read fail with EINTR. Any error is
+ * reported on stderr and the process exits 2; at end-of-file on its input each process
+ * exits 0 (the root with its child's status).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *role = "root";
+
+static void die(const char *what)
+{
+    fprintf(stderr, "refusee %s (pid %d): %s: %s\n", role, (int)getpid(), what,
+            strerror(errno));
+    _exit(2);
+}
+
+static void on_signal(int sig) { (void)sig; }
+
+static void put_at_10(int fd, const char *what)
+{
+    if (fd < 0)
+        die(what);
+    if (dup2(fd, 10) != 10)
+        die("dup2 to 10");
+    close(fd);
+}
+
+static void build(int argc, char **argv)
+{
+    const char *kind = argv[1];
+    if (strcmp(kind, "none") == 0)
+        return;
+    if (strcmp(kind, "epoll") == 0) {
+        put_at_10(epoll_create1(0), "epoll_create1");
+    } else if (strcmp(kind, "timerfd") == 0) {
+        put_at_10(timerfd_create(CLOCK_MONOTONIC, 0), "timerfd_create");
+    } else if (strcmp(kind, "unlinked") == 0 && argc == 4) {
+        long size = atol(argv[3]);
+        int fd = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0)
+            die("open");
+        char buf[4096];
+        for (size_t i = 0; i < sizeof buf; i++)
+            buf[i] = (char)(i * 7 + 1);
+        for (long done = 0; done < size;) {
+            long n = size - done < (long)sizeof buf ? size - done : (long)sizeof buf;
+            ssize_t w = write(fd, buf, n);
+            if (w <= 0)
+                die("write the file");
+            done += w;
+        }
+        if (unlink(argv[2]) != 0)
+            die("unlink");
+        put_at_10(fd, "open");
+    } else {
+        errno = EINVAL;
+        die("usage: refusee none|epoll|timerfd|unlinked PATH SIZE");
+    }
+}
+
+/* One byte from fd, 0 at end-of-file; EINTR and any other error are fatal. */
+static int get(int fd, char *b)
+{
+    ssize_t n = read(fd, b, 1);
+    if (n < 0)
+        die("read");
+    return (int)n;
+}
+
+static void put(int fd, char b)
+{
+    if (write(fd, &b, 1) != 1)
+        die("write");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        errno = EINVAL;
+        die("usage: refusee KIND [PATH SIZE]");
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART */
+    if (sigaction(SIGCONT, &sa, NULL) != 0 || sigaction(SIGUSR1, &sa, NULL) != 0)
+        die("sigaction");
+
+    int p[2];
+    if (pipe(p) != 0)
+        die("pipe");
+    pid_t child = fork();
+    if (child < 0)
+        die("fork");
+    if (child == 0) {
+        role = "child";
+        close(p[1]);
+        if (dup2(p[0], 0) != 0)
+            die("dup2 to 0");
+        close(p[0]);
+        build(argc, argv);
+        put(1, 'R');
+        char b;
+        while (get(0, &b))
+            put(1, b);
+        return 0;
+    }
+    close(p[0]);
+    char b;
+    while (get(0, &b))
+        put(p[1], b);
+    close(p[1]);
+    int status;
+    while (waitpid(child, &status, 0) < 0)
+        if (errno != EINTR)
+            die("waitpid");
+    if (!WIFEXITED(status)) {
+        fprintf(stderr, "refusee root: child %d did not exit (status %#x)\n", (int)child,
+                status);
+        return 2;
+    }
+    return WEXITSTATUS(status);
+}
