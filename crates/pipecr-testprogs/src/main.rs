@@ -42,6 +42,7 @@ mod fifos;
 mod files;
 mod pipes;
 mod sockets;
+mod terminals;
 
 use std::path::PathBuf;
 
@@ -64,6 +65,7 @@ static SCENARIOS: &[(&str, &dyn Scenario)] = &[
     ("external", &pipes::External),
     ("clone-files", &descriptors::CloneFiles),
     ("epoll", &pipes::Epoll),
+    ("terminal", &terminals::Terminal),
 ];
 
 const USAGE: &str = "usage: pipecr-testprog SCENARIO setup [--dir DIR] [ARGS...]\n       \
