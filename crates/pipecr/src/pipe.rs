@@ -161,6 +161,60 @@ pub enum PipeError {
     /// The image directory could not be written or read.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A record of an image's metadata file describes an impossible pipe. Names the image
+    /// directory, the file and the record (from 0) the way [`ImageError`] does, e.g.
+    /// `image /x/y: pipes.img record 0: capacity 5000 is not a power-of-two number of
+    /// pages`; `error` is what was wrong ([`PipeError::Invalid`] from
+    /// [`PipeImage::validate`]). The message already holds its text, so it is not repeated
+    /// as a `source`; [`PipeError::without_context`] reaches it.
+    #[error("{} record {record}: {}", loc(file), reason(error))]
+    Record {
+        /// `DIR/NAME` of the metadata file.
+        file: PathBuf,
+        /// Index of the record in the file, from 0.
+        record: usize,
+        /// What was wrong with the record.
+        error: Box<PipeError>,
+    },
+}
+
+impl PipeError {
+    /// The error without the file and record it was found in: for
+    /// [`PipeError::Record`] the error inside, otherwise `self`. For callers that match
+    /// on what went wrong, wherever it was.
+    pub fn without_context(&self) -> &PipeError {
+        match self {
+            PipeError::Record { error, .. } => error.without_context(),
+            other => other,
+        }
+    }
+
+    /// Puts `self` in the context of record `record` of the file `file` (`DIR/NAME`).
+    pub fn in_record(self, file: PathBuf, record: usize) -> PipeError {
+        PipeError::Record {
+            file,
+            record,
+            error: Box::new(self),
+        }
+    }
+}
+
+/// `image DIR: NAME` like the image crate's messages, the bare path without a directory.
+fn loc(file: &Path) -> String {
+    match (file.parent(), file.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => {
+            format!("image {}: {}", dir.display(), name.to_string_lossy())
+        }
+        _ => file.display().to_string(),
+    }
+}
+
+/// The reason alone: an invalid record's message without the generic prefix.
+fn reason(error: &PipeError) -> String {
+    match error {
+        PipeError::Invalid(reason) => reason.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn sys_err(fd: impl AsFd, op: &'static str) -> impl FnOnce(Errno) -> PipeError {
@@ -177,6 +231,12 @@ fn sys_err(fd: impl AsFd, op: &'static str) -> impl FnOnce(Errno) -> PipeError {
 ///
 /// Records the capacity, the pending bytes, packet boundaries in packet mode, and the
 /// status flags of `fd` as the one end in [`PipeImage::ends`].
+///
+/// Packet mode is seen on a write end by its `O_DIRECT` flag; from a read end alone, by
+/// the pending bytes themselves: several packets read back one per read, and a single
+/// packet of two bytes or more loses its tail to a short read, which a probe on a `tee`'d
+/// copy detects. A single one-byte packet (or no packet at all) cannot be told from a
+/// byte stream and is saved as one; any reader sees the same bytes either way.
 pub fn checkpoint(fd: BorrowedFd<'_>) -> Result<PipeImage, PipeError> {
     checkpoint_ends(&[fd])
 }
@@ -255,11 +315,18 @@ pub fn checkpoint_ends(fds: &[BorrowedFd<'_>]) -> Result<PipeImage, PipeError> {
 
     // O_DIRECT shows only on a write end. From a read end alone, packet mode shows as a
     // read that returns less than was pending: each read of a packet-mode buffer returns
-    // one packet, while byte-stream buffers merge into one read.
+    // one packet, while byte-stream buffers merge into one read. When one read took
+    // everything, the bytes are either one packet or a byte stream: head_is_packet tells.
     let writer_packets = ends
         .iter()
         .any(|e| e.end == End::Write && e.flags.contains(OFlags::DIRECT));
-    let packets = (writer_packets || chunks.len() > 1).then_some(chunks);
+    let packet_mode = writer_packets
+        || chunks.len() > 1
+        || match chunks.as_slice() {
+            [len] if *len > 1 => head_is_packet(reader, capacity, *len, inode)?,
+            _ => false,
+        };
+    let packets = packet_mode.then_some(chunks);
     Ok(PipeImage {
         inode,
         capacity,
@@ -386,6 +453,49 @@ fn copy_pending(
         });
     }
     Ok((data, chunks))
+}
+
+/// Whether the `len` bytes at the head of the pipe read through `reader`, which one read
+/// returned whole, are one packet rather than a byte stream; without consuming them.
+///
+/// A read of fewer bytes than a packet-mode buffer holds discards the rest of the packet
+/// (the kernel's `pipe_read` empties a `PIPE_BUF_FLAG_PACKET` buffer), while a byte stream
+/// keeps it. `tee(2)` copies that flag with the buffers, so the head is linked into a
+/// scratch pipe, one byte is read there, and `FIONREAD` shows whether the other `len - 1`
+/// went with it. A pipe that changed meanwhile is [`PipeError::Incomplete`].
+///
+/// Only a packet of two bytes or more can be told apart: a one-byte packet and a one-byte
+/// stream read the same, so a single one-byte packet is saved as a byte stream, and
+/// restores to a pipe that behaves the same for any reader.
+fn head_is_packet(
+    reader: BorrowedFd<'_>,
+    capacity: u32,
+    len: u32,
+    inode: u64,
+) -> Result<bool, PipeError> {
+    let (scratch_r, scratch_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+        .map_err(sys_err(reader, "pipe2 (scratch pipe)"))?;
+    set_capacity(scratch_w.as_fd(), capacity)?;
+    let copied = rustix::pipe::tee(reader, &scratch_w, len as usize, SpliceFlags::NONBLOCK)
+        .map_err(sys_err(reader, "tee"))?;
+    let changed = |copied: u64| PipeError::Incomplete {
+        inode,
+        pending: u64::from(len),
+        copied,
+    };
+    if copied != len as usize {
+        return Err(changed(copied as u64));
+    }
+    let mut byte = [0u8; 1];
+    let n = rustix::io::read(&scratch_r, &mut byte)
+        .map_err(sys_err(&scratch_r, "read (scratch pipe)"))?;
+    let left = rustix::io::ioctl_fionread(&scratch_r)
+        .map_err(sys_err(&scratch_r, "ioctl(FIONREAD) (scratch pipe)"))?;
+    match (n, left) {
+        (1, 0) => Ok(true),
+        (1, left) if left == u64::from(len) - 1 => Ok(false),
+        _ => Err(changed(n as u64 + left)),
+    }
 }
 
 /// Sets the capacity of the pipe behind `fd` to exactly `capacity` bytes.
@@ -687,7 +797,9 @@ pub fn save(image: &PipeImage, dir: &Path) -> Result<PathBuf, PipeError> {
 }
 
 /// Loads the one pipe of an image directory written by [`save`], after the image's
-/// checksums have been verified.
+/// checksums have been verified. A record that passed its checksum but describes an
+/// impossible pipe is [`PipeError::Record`], naming the directory, `pipes.img` and the
+/// record.
 pub fn load(dir: &Path) -> Result<PipeImage, PipeError> {
     let image = Image::open(dir)?;
     let pipes: Vec<proto::Pipe> = image.read_records(pipecr_image::PIPES)?;
@@ -709,6 +821,7 @@ pub fn load(dir: &Path) -> Result<PipeImage, PipeError> {
         None => Vec::new(),
     };
     PipeImage::from_entry(entry, data, &files)
+        .map_err(|e| e.in_record(dir.join(pipecr_image::PIPES), 0))
 }
 
 /// What the inventory records about this machine and tool.

@@ -5,10 +5,14 @@
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
+use std::path::{Path, PathBuf};
+
 use pipecr::pipe::{self, End, PipeError, PipeImage};
+use pipecr_image::{Image, ImageWriter, proto};
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 use rustix::pipe::{PipeFlags, SpliceFlags};
+use rustix::thread::{CapabilitySet, CapabilitySets};
 
 fn new_pipe(flags: PipeFlags) -> (OwnedFd, OwnedFd) {
     rustix::pipe::pipe_with(flags | PipeFlags::CLOEXEC).unwrap()
@@ -123,7 +127,8 @@ fn full_pipe_at_default_64k() {
         Err(Errno::AGAIN),
         "pipe should be full"
     );
-    let (_image, nr, nw) = round_trip(r.as_fd(), &data);
+    let (image, nr, nw) = round_trip(r.as_fd(), &data);
+    assert_eq!(image.capacity, 65536);
     rustix::fs::fcntl_setfl(&nw, OFlags::NONBLOCK).unwrap();
     assert_eq!(
         rustix::io::write(&nw, b"x"),
@@ -139,8 +144,14 @@ fn full_pipe_at_1_mib() {
     rustix::pipe::fcntl_setpipe_size(&w, 1 << 20).unwrap();
     let data = pattern(1 << 20, 3);
     write_all(w.as_fd(), &data);
-    let (image, nr, _nw) = round_trip(w.as_fd(), &data);
+    let (image, nr, nw) = round_trip(w.as_fd(), &data);
     assert_eq!(image.capacity, 1 << 20);
+    rustix::fs::fcntl_setfl(&nw, OFlags::NONBLOCK).unwrap();
+    assert_eq!(
+        rustix::io::write(&nw, b"x"),
+        Err(Errno::AGAIN),
+        "restored pipe is full too"
+    );
     assert_eq!(drain(nr.as_fd()).0, data);
     assert_eq!(drain(r.as_fd()).0, data);
 }
@@ -223,6 +234,10 @@ fn only_the_write_end_at_hand() {
     assert_eq!(image.ends[0].flags & OFlags::RWMODE, OFlags::WRONLY);
     // Nothing was consumed: a reader opened now still gets every byte.
     assert_eq!(drain(w.as_fd()).0, data);
+    let (nr, nw) = pipe::restore(&image).unwrap();
+    assert_eq!(flags(nw.as_fd()) & OFlags::RWMODE, OFlags::WRONLY);
+    assert_eq!(capacity(nr.as_fd()), 65536);
+    assert_eq!(drain(nr.as_fd()).0, data);
 }
 
 #[test]
@@ -267,21 +282,41 @@ fn data_that_entered_by_vmsplice() {
     assert_eq!(drain(nr.as_fd()).0, VMSPLICED);
 }
 
-fn has_cap_sys_resource() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap();
-    u64::from_str_radix(eff.trim(), 16).unwrap() & (1 << 24) != 0
+/// The calling thread's capability sets, put back when dropped.
+struct SavedCapabilities(CapabilitySets);
+
+impl Drop for SavedCapabilities {
+    fn drop(&mut self) {
+        rustix::thread::set_capabilities(None, self.0).unwrap();
+    }
+}
+
+/// Drops CAP_SYS_RESOURCE from this thread's effective set (capabilities are per thread,
+/// and the kernel checks the caller's) until the returned guard is dropped. Lowering the
+/// effective set is always allowed; raising it back works because the permitted set is
+/// kept.
+fn without_cap_sys_resource() -> Result<SavedCapabilities, String> {
+    let saved = rustix::thread::capabilities(None).map_err(|e| format!("capget: {e}"))?;
+    let mut lowered = saved;
+    lowered.effective.remove(CapabilitySet::SYS_RESOURCE);
+    rustix::thread::set_capabilities(None, lowered).map_err(|e| format!("capset: {e}"))?;
+    let guard = SavedCapabilities(saved);
+    let now = rustix::thread::capabilities(None).map_err(|e| format!("capget: {e}"))?;
+    if now.effective.contains(CapabilitySet::SYS_RESOURCE) {
+        return Err("CAP_SYS_RESOURCE is still effective after capset".into());
+    }
+    Ok(guard)
 }
 
 #[test]
 fn capacity_above_pipe_max_size_is_a_clear_error() {
-    if has_cap_sys_resource() {
-        eprintln!("skipped: CAP_SYS_RESOURCE lets any capacity through, nothing to refuse");
-        return;
-    }
+    let _guard = match without_cap_sys_resource() {
+        Ok(guard) => guard,
+        Err(why) => {
+            eprintln!("skipped: cannot drop CAP_SYS_RESOURCE ({why}), nothing to refuse");
+            return;
+        }
+    };
     let max = pipe::pipe_max_size().unwrap();
     let image = PipeImage {
         inode: 0,
@@ -447,4 +482,160 @@ fn clone_live_copies_bytes_packets_and_flags_without_consuming() {
     assert_eq!(capacity(nr.as_fd()), 1 << 20);
     assert_eq!(drain(nr.as_fd()).0, data);
     assert_eq!(drain(r.as_fd()).0, data);
+}
+
+#[test]
+fn one_packet_is_seen_from_the_read_end_alone() {
+    let (r, w) = new_pipe(PipeFlags::DIRECT | PipeFlags::NONBLOCK);
+    let packet = pattern(100, 11);
+    assert_eq!(rustix::io::write(&w, &packet).unwrap(), 100);
+    drop(w);
+    let (image, nr, _nw) = round_trip(r.as_fd(), &packet);
+    assert_eq!(image.packets, Some(vec![100]));
+    // A short read of a packet loses the rest of it, in the restored pipe as in the
+    // original.
+    for reader in [nr.as_fd(), r.as_fd()] {
+        let mut buf = [0u8; 10];
+        assert_eq!(rustix::io::read(reader, &mut buf).unwrap(), 10);
+        assert_eq!(buf[..], packet[..10]);
+        assert_eq!(pending(reader), 0, "rest of the packet discarded");
+    }
+}
+
+#[test]
+fn one_read_of_a_byte_stream_stays_a_byte_stream_from_the_read_end() {
+    let (r, w) = new_pipe(PipeFlags::empty());
+    let data = pattern(100, 12);
+    write_all(w.as_fd(), &data);
+    let (image, nr, _nw) = round_trip(r.as_fd(), &data);
+    assert_eq!(image.packets, None);
+    let mut buf = [0u8; 10];
+    assert_eq!(rustix::io::read(&nr, &mut buf).unwrap(), 10);
+    assert_eq!(pending(nr.as_fd()), 90, "a byte stream keeps the rest");
+    assert_eq!(drain(r.as_fd()).0, data, "the probe consumed nothing");
+}
+
+#[test]
+fn a_one_byte_packet_from_the_read_end_is_saved_as_a_byte_stream() {
+    // Documented limit: one one-byte packet reads exactly like one byte of a stream.
+    let (r, w) = new_pipe(PipeFlags::DIRECT);
+    assert_eq!(rustix::io::write(&w, b"z").unwrap(), 1);
+    let (image, nr, _nw) = round_trip(r.as_fd(), b"z");
+    assert_eq!(image.packets, None);
+    assert_eq!(drain(nr.as_fd()), (b"z".to_vec(), vec![1]));
+}
+
+/// Saves `image` as `<tmp>/valid`, then writes `<tmp>/damaged` through the image writer
+/// with the same files except that `damage` has changed the pipes.img record: every CRC
+/// and the inventory are right, only the record's values are impossible.
+fn save_damaged(
+    image: &PipeImage,
+    damage: impl FnOnce(&mut proto::Pipe),
+) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let valid = pipe::save(image, &tmp.path().join("valid")).unwrap();
+    let opened = Image::open(&valid).unwrap();
+    let mut pipes: Vec<proto::Pipe> = opened.read_records(pipecr_image::PIPES).unwrap();
+    let files: Vec<proto::OpenFile> = opened.read_records(pipecr_image::FILES).unwrap();
+    let data = opened.read_data(pipes[0].data.as_ref().unwrap()).unwrap();
+
+    let damaged = tmp.path().join("damaged");
+    let mut writer =
+        ImageWriter::create(&damaged, pipe::image_meta(pipecr_image::CONTENT_PIPE)).unwrap();
+    pipes[0].data = Some(
+        writer
+            .raw(pipecr_image::PIPES_DATA)
+            .unwrap()
+            .append(&data)
+            .unwrap(),
+    );
+    damage(&mut pipes[0]);
+    writer.write_records(pipecr_image::PIPES, &pipes).unwrap();
+    writer.write_records(pipecr_image::FILES, &files).unwrap();
+    writer.commit().unwrap();
+    // The envelope layer has nothing to object to.
+    Image::open(&damaged).unwrap();
+    (tmp, damaged)
+}
+
+fn load_error(dir: &Path) -> PipeError {
+    let err = pipe::load(dir).unwrap_err();
+    assert!(
+        matches!(&err, PipeError::Record { record: 0, file, .. } if file == &dir.join("pipes.img")),
+        "{err:?}"
+    );
+    assert!(
+        matches!(err.without_context(), PipeError::Invalid(_)),
+        "{err:?}"
+    );
+    err
+}
+
+#[test]
+fn impossible_record_values_name_the_image_file_and_record() {
+    let stream = PipeImage {
+        inode: 1,
+        capacity: 65536,
+        data: pattern(300, 13),
+        packets: None,
+        ends: vec![],
+    };
+    let packets = PipeImage {
+        packets: Some(vec![100, 200]),
+        ..stream.clone()
+    };
+
+    let (_tmp, dir) = save_damaged(&stream, |p| p.capacity = 5000);
+    assert_eq!(
+        load_error(&dir).to_string(),
+        format!(
+            "image {}: pipes.img record 0: capacity 5000 is not a power-of-two number of pages",
+            dir.display()
+        )
+    );
+
+    let (_tmp, dir) = save_damaged(&packets, |p| p.packet_lengths = vec![100, 201]);
+    assert_eq!(
+        load_error(&dir).to_string(),
+        format!(
+            "image {}: pipes.img record 0: packet lengths add up to 301 bytes but 300 bytes \
+             are pending",
+            dir.display()
+        )
+    );
+
+    // More packets than bytes: the lengths still add up, so the empty ones give it away.
+    let (_tmp, dir) = save_damaged(&packets, |p| p.packet_lengths = vec![100, 200, 0, 0]);
+    assert_eq!(
+        load_error(&dir).to_string(),
+        format!(
+            "image {}: pipes.img record 0: a packet of 0 bytes (packets hold 1 to 4096 bytes)",
+            dir.display()
+        )
+    );
+
+    // More packets than the pipe has buffers.
+    let (_tmp, dir) = save_damaged(&packets, |p| {
+        p.capacity = 4096;
+        p.packet_lengths = vec![1; 300];
+    });
+    assert_eq!(
+        load_error(&dir).to_string(),
+        format!(
+            "image {}: pipes.img record 0: 300 packets do not fit the 1 buffers of a \
+             4096-byte pipe",
+            dir.display()
+        )
+    );
+
+    // Packet mode claimed for bytes with no packet lengths at all.
+    let (_tmp, dir) = save_damaged(&stream, |p| p.packet_mode = true);
+    assert_eq!(
+        load_error(&dir).to_string(),
+        format!(
+            "image {}: pipes.img record 0: packet lengths add up to 0 bytes but 300 bytes \
+             are pending",
+            dir.display()
+        )
+    );
 }
