@@ -290,3 +290,29 @@ fn a_truncated_mm_record_is_refused_naming_it() {
     replace_listed(&d.img, pipecr_image::MM, &bytes);
     refused(&d, &["mm.img", "record 0"]);
 }
+
+#[test]
+fn an_impossible_pipe_is_refused_before_anything_runs() {
+    let Some(d) = dumped() else { return };
+    // Well framed and listed with the right checksum, but no kernel pipe holds 5000
+    // bytes: only the check of the record's meaning can catch it.
+    let mut pipes: Vec<proto::Pipe> = records(&d.img, pipecr_image::PIPES);
+    assert!(
+        !pipes.is_empty(),
+        "the counter's FIFOs are pipes of the image"
+    );
+    pipes[0].capacity = 5000;
+    replace_listed(
+        &d.img,
+        pipecr_image::PIPES,
+        &pipecr_image::encode_record_file(&pipes),
+    );
+    let err = refused(&d, &[]);
+    let want = format!(
+        "error: cannot restore pid {}; nothing was restored: image {}: pipes.img record 0: \
+         capacity 5000 is not a power-of-two number of pages",
+        d.pid,
+        d.img.display()
+    );
+    assert_eq!(err.trim_end(), want);
+}

@@ -178,6 +178,14 @@ impl Image {
         }
     }
 
+    /// The length of the bytes `r` points to, after checking the reference against the
+    /// inventory as [`Image::read_data`] does, without opening or reading the file: for
+    /// checking an image's records before restoring or showing anything.
+    pub fn data_len(&self, r: &DataRef) -> Result<u64, ImageError> {
+        self.check_ref(r)?;
+        Ok(r.length)
+    }
+
     /// Reads the bytes `r` points to, after checking the reference against the inventory
     /// ([`MissingFile`](ImageError::MissingFile), [`WrongLayout`](ImageError::WrongLayout),
     /// [`DataMisaligned`](ImageError::DataMisaligned),

@@ -533,46 +533,74 @@ pub fn pipe_max_size() -> io::Result<u64> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// The kernel's rules for a pipe of `capacity` bytes holding `pending` bytes, cut into
+/// `packets` in packet mode: what [`PipeImage::validate`] checks, without the bytes.
+fn check_shape(capacity: u32, pending: u64, packets: Option<&[u32]>) -> Result<(), PipeError> {
+    let invalid = |msg: String| Err(PipeError::Invalid(msg));
+    if capacity < PAGE_SIZE || !capacity.is_power_of_two() {
+        return invalid(format!(
+            "capacity {capacity} is not a power-of-two number of pages"
+        ));
+    }
+    if pending > u64::from(capacity) {
+        return invalid(format!(
+            "{pending} pending bytes do not fit the capacity of {capacity} bytes"
+        ));
+    }
+    if let Some(packets) = packets {
+        let total: u64 = packets.iter().map(|&p| u64::from(p)).sum();
+        if total != pending {
+            return invalid(format!(
+                "packet lengths add up to {total} bytes but {pending} bytes are pending"
+            ));
+        }
+        if let Some(bad) = packets.iter().find(|&&p| p == 0 || p as usize > PIPE_BUF) {
+            return invalid(format!(
+                "a packet of {bad} bytes (packets hold 1 to {PIPE_BUF} bytes)"
+            ));
+        }
+        let slots = (capacity / PAGE_SIZE) as usize;
+        if packets.len() > slots {
+            return invalid(format!(
+                "{} packets do not fit the {slots} buffers of a {capacity}-byte pipe",
+                packets.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks every record of the image's `pipes.img` as restore would (capacity, pending
+/// bytes against their data file, packet lengths and count) without reading any pipe's
+/// bytes, and returns the records. For refusing an impossible pipe before anything is
+/// created or shown: the error ([`PipeError::Record`]) names the image, the file and the
+/// record. An image without `pipes.img` has no pipes.
+pub fn check_records(image: &Image) -> Result<Vec<proto::Pipe>, PipeError> {
+    if !image.has_file(pipecr_image::PIPES) {
+        return Ok(Vec::new());
+    }
+    let pipes: Vec<proto::Pipe> = image.read_records(pipecr_image::PIPES)?;
+    let file = image.dir().join(pipecr_image::PIPES);
+    for (record, entry) in pipes.iter().enumerate() {
+        let pending = match &entry.data {
+            Some(data) => image.data_len(data)?,
+            None => 0,
+        };
+        let packets = entry.packet_mode.then_some(entry.packet_lengths.as_slice());
+        check_shape(entry.capacity, pending, packets)
+            .map_err(|e| e.in_record(file.clone(), record))?;
+    }
+    Ok(pipes)
+}
+
 impl PipeImage {
     /// Checks the image against itself and the kernel's rules before anything is created.
     pub fn validate(&self) -> Result<(), PipeError> {
-        let invalid = |msg: String| Err(PipeError::Invalid(msg));
-        if self.capacity < PAGE_SIZE || !self.capacity.is_power_of_two() {
-            return invalid(format!(
-                "capacity {} is not a power-of-two number of pages",
-                self.capacity
-            ));
-        }
-        if self.data.len() as u64 > u64::from(self.capacity) {
-            return invalid(format!(
-                "{} pending bytes do not fit the capacity of {} bytes",
-                self.data.len(),
-                self.capacity
-            ));
-        }
-        if let Some(packets) = &self.packets {
-            let total: u64 = packets.iter().map(|&p| u64::from(p)).sum();
-            if total != self.data.len() as u64 {
-                return invalid(format!(
-                    "packet lengths add up to {total} bytes but {} bytes are pending",
-                    self.data.len()
-                ));
-            }
-            if let Some(bad) = packets.iter().find(|&&p| p == 0 || p as usize > PIPE_BUF) {
-                return invalid(format!(
-                    "a packet of {bad} bytes (packets hold 1 to {PIPE_BUF} bytes)"
-                ));
-            }
-            let slots = (self.capacity / PAGE_SIZE) as usize;
-            if packets.len() > slots {
-                return invalid(format!(
-                    "{} packets do not fit the {slots} buffers of a {}-byte pipe",
-                    packets.len(),
-                    self.capacity
-                ));
-            }
-        }
-        Ok(())
+        check_shape(
+            self.capacity,
+            self.data.len() as u64,
+            self.packets.as_deref(),
+        )
     }
 
     /// Flags the restored end `end` gets: those of the first saved end of that kind, else

@@ -88,6 +88,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     restore_process::check_tree(&tree, sid, pgid.as_raw())
         .with_context(|| format!("cannot restore pid {pid}; nothing was restored"))?;
+    // An impossible pipe (one the kernel could not hold) is refused before anything exists.
+    pipecr::pipe::check_records(&image)
+        .with_context(|| format!("cannot restore pid {pid}; nothing was restored"))?;
     // In a new PID namespace, the saved PIDs are free.
     if !args.pidns
         && let Some(p) = tree.iter().find(|p| restore_process::pid_in_use(p.pid()))

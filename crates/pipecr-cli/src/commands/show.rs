@@ -27,10 +27,9 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
-use pipecr::pipe::{PipeError, PipeImage};
+use anyhow::Context as _;
 use pipecr_image::proto::{self, FileLayout, PipeEndKind, open_file};
-use pipecr_image::{CORE, FDS, FILES, Image, MEM_OBJECTS, MM, PAGE_SIZE, PAGES, PIPES, TREE};
+use pipecr_image::{CORE, FDS, FILES, Image, MEM_OBJECTS, MM, PAGE_SIZE, PAGES, TREE};
 use serde::Serialize;
 
 use crate::format;
@@ -73,13 +72,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         inventory: image.inventory().clone(),
         processes: records(&image, TREE)?,
         fd_tables: records(&image, FDS)?,
-        pipes: records(&image, PIPES)?,
+        // Each pipe checked as restore checks it, so that an impossible one is an error
+        // naming the image, file and record, not nonsense on screen.
+        pipes: pipecr::pipe::check_records(&image)?,
         files: records(&image, FILES)?,
         core: records(&image, CORE)?,
         mm: records(&image, MM)?,
         mem_objects: records(&image, MEM_OBJECTS)?,
     };
-    validate_pipes(&image, &shown)?;
     if args.json {
         let text =
             serde_json::to_string_pretty(&json_view(&shown)).context("cannot encode JSON")?;
@@ -88,32 +88,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_human(&image, &shown)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Checks every pipe record as restore does ([`PipeImage::from_entry`]: capacity, pending
-/// bytes, packet lengths and count), so that an impossible pipe is refused with one line
-/// naming the image, the file and the record instead of being printed as if real.
-fn validate_pipes(image: &Image, shown: &Shown) -> anyhow::Result<()> {
-    for (record, entry) in shown.pipes.iter().enumerate() {
-        // Only the length of the pending bytes matters to the checks: the reference is
-        // checked against its file, then stands in as zeros (calloc'd, never touched).
-        let pending = match &entry.data {
-            Some(d) => image.open_data(d)?.2,
-            None => 0,
-        };
-        let placeholder = vec![0u8; usize::try_from(pending).unwrap_or(usize::MAX)];
-        if let Err(e) = PipeImage::from_entry(entry, placeholder, &shown.files) {
-            let why = match e {
-                PipeError::Invalid(why) => why,
-                other => format!("{:#}", anyhow::Error::new(other)),
-            };
-            bail!(
-                "image {}: {PIPES} record {record}: {why}",
-                image.dir().display()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// The records of metadata file `name`, or none when the image does not list it.

@@ -228,17 +228,13 @@ pub struct RestoreCtx<'i> {
 }
 
 impl<'i> RestoreCtx<'i> {
-    /// A context for restoring open files of `image`; reads `pipes.img` if present.
+    /// A context for restoring open files of `image`; reads and checks `pipes.img` if
+    /// present ([`crate::pipe::check_records`]).
     pub fn new(image: &'i Image) -> Result<Self, FileError> {
-        let pipe_entries = if image.has_file(pipecr_image::PIPES) {
-            image
-                .read_records::<proto::Pipe>(pipecr_image::PIPES)?
-                .into_iter()
-                .map(|p| (p.id, p))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+        let pipe_entries = crate::pipe::check_records(image)?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
         Ok(RestoreCtx {
             image,
             pipe_entries,
