@@ -197,23 +197,11 @@ fn refuse(pid: i32, options: &[&str], want: &str) {
     assert_empty(parent.path());
 }
 
-/// `pipecr dump --leave-running [OPTIONS] -t PID -D IMG`, asserting success.
+/// `pipecr dump --leave-running [OPTIONS] -t PID -D IMG`, asserting success and that
+/// both processes of the tree were saved.
 fn dump_ok(pid: i32, img: &Path, options: &[&str]) {
-    let out = Command::new(PIPECR)
-        .args(["dump", "--leave-running"])
-        .args(options)
-        .args(["-t", &pid.to_string(), "-D"])
-        .arg(img)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dump of {pid} ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let options: Vec<&str> = ["--leave-running"].iter().chain(options).copied().collect();
+    let stdout = common::dump(pid, img, &options);
     assert!(
         stdout.starts_with(&format!(
             "dumped pid {pid} into {}: 2 process(es)",

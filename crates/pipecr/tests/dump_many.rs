@@ -41,25 +41,15 @@ fn python(script: &str, args: &[String], ready: usize) -> Child {
 
 /// Closes the program's stdin (its release), returns what it printed, and checks that it
 /// exited 0 with nothing on stderr.
-fn release(mut child: Child) -> String {
-    drop(child.stdin.take());
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success() && err.is_empty(), "{status}: {err}");
-    out
+fn release(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.is_empty(),
+        "{}: {err}",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Lowers this process's soft RLIMIT_NOFILE to [`NOFILE`] if it is higher, so that the

@@ -80,23 +80,17 @@ fn a_pipeline_blocked_in_read_stops_and_resumes_without_losing_data() {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"through the thawed pipeline\n").unwrap();
     drop(stdin);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert_eq!(out, "through the thawed pipeline\n");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(err, "", "neither cat reported an error");
-    assert!(child.wait().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "through the thawed pipeline\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "neither cat reported an error"
+    );
+    assert!(out.status.success());
 }
 
 /// A python3 reader that would see EINTR if any signal it handles interrupted its

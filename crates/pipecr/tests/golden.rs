@@ -15,12 +15,15 @@
 //! `cargo test -p pipecr --test golden -- --ignored regenerate`, which writes the images
 //! that are missing and leaves every existing one untouched.
 
+mod common;
+
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use pipecr::pipe::{self, End, PipeEndState, PipeImage};
 use rustix::fs::OFlags;
-use rustix::io::Errno;
+
+use common::drain;
 
 /// Where the golden images of format v1 live.
 fn golden_dir() -> PathBuf {
@@ -153,25 +156,6 @@ fn pipe_flags(fd: BorrowedFd<'_>) -> OFlags {
     rustix::fs::fcntl_getfl(fd).unwrap() & mask
 }
 
-/// Reads everything the pipe holds now without blocking, through a separate non-blocking
-/// read end; returns the bytes and the length of each read.
-fn drain(fd: BorrowedFd<'_>) -> (Vec<u8>, Vec<u32>) {
-    let reader = pipecr::sys::fd::reopen(fd, OFlags::RDONLY | OFlags::NONBLOCK).unwrap();
-    let (mut out, mut reads) = (Vec::new(), Vec::new());
-    let mut buf = vec![0u8; 2 << 20];
-    loop {
-        match rustix::io::read(&reader, &mut buf) {
-            Ok(0) | Err(Errno::AGAIN) => break,
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                reads.push(n as u32);
-            }
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    (out, reads)
-}
-
 /// Loads golden image `name`, checks it against the generator, restores it and checks
 /// the pipe.
 fn check_golden(name: &str) {
@@ -224,6 +208,7 @@ fn check_golden(name: &str) {
     assert_eq!(bytes.len(), expected.data.len(), "{name}: bytes read back");
     assert!(bytes == expected.data, "{name}: bytes read back differ");
     if let Some(packets) = &expected.packets {
+        let reads: Vec<u32> = reads.iter().map(|&n| n as u32).collect();
         assert_eq!(&reads, packets, "{name}: one read per packet");
     }
 }

@@ -2,6 +2,8 @@
 //! interface must hold for (empty, partly full, full at 64 KiB and 1 MiB, packet mode,
 //! O_NONBLOCK, only a write end, data from splice and vmsplice, refused capacity).
 
+mod common;
+
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
@@ -13,6 +15,8 @@ use rustix::fs::OFlags;
 use rustix::io::Errno;
 use rustix::pipe::{PipeFlags, SpliceFlags};
 use rustix::thread::{CapabilitySet, CapabilitySets};
+
+use common::drain;
 
 fn new_pipe(flags: PipeFlags) -> (OwnedFd, OwnedFd) {
     rustix::pipe::pipe_with(flags | PipeFlags::CLOEXEC).unwrap()
@@ -26,26 +30,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 fn pending(fd: BorrowedFd<'_>) -> u64 {
     rustix::io::ioctl_fionread(fd).unwrap()
-}
-
-/// Reads everything the pipe holds now, without blocking; returns the bytes and the
-/// length of each read (one packet per read in packet mode).
-fn drain(fd: BorrowedFd<'_>) -> (Vec<u8>, Vec<usize>) {
-    let reader = pipecr::sys::fd::reopen(fd, OFlags::RDONLY | OFlags::NONBLOCK).unwrap();
-    let mut out = Vec::new();
-    let mut reads = Vec::new();
-    let mut buf = vec![0u8; 2 << 20];
-    loop {
-        match rustix::io::read(&reader, &mut buf) {
-            Ok(0) | Err(Errno::AGAIN) => break,
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                reads.push(n);
-            }
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    (out, reads)
 }
 
 fn write_all(fd: BorrowedFd<'_>, data: &[u8]) {

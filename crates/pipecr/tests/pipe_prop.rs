@@ -3,6 +3,8 @@
 //! boundaries, capacity and end flags; and a saved image with random damage must load as
 //! an error or as the very image saved, never panic.
 
+mod common;
+
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -10,8 +12,9 @@ use pipecr::pipe::{self, PipeImage};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use rustix::fs::OFlags;
-use rustix::io::Errno;
 use rustix::pipe::PipeFlags;
+
+use common::drain;
 
 const PAGE: usize = 4096;
 
@@ -76,26 +79,6 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// Reads everything the pipe holds through a fresh non-blocking reader; returns the bytes
-/// and the length of each read (one packet per read in packet mode).
-fn drain(fd: BorrowedFd<'_>) -> (Vec<u8>, Vec<usize>) {
-    let reader = pipecr::sys::fd::reopen(fd, OFlags::RDONLY | OFlags::NONBLOCK).unwrap();
-    let mut out = Vec::new();
-    let mut reads = Vec::new();
-    let mut buf = vec![0u8; 2 << 20];
-    loop {
-        match rustix::io::read(&reader, &mut buf) {
-            Ok(0) | Err(Errno::AGAIN) => break,
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                reads.push(n);
-            }
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    (out, reads)
 }
 
 /// The flags a test compares: access mode, O_NONBLOCK, O_DIRECT.

@@ -1,7 +1,12 @@
 //! Helpers shared by the library's integration tests.
+#![allow(dead_code)]
 
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::process::Command;
+
+use rustix::fs::OFlags;
+use rustix::io::Errno;
 
 /// Compiles the C program `source` (`cc -O1`, then `extra` arguments) into cargo's
 /// scratch directory for tests as `name`, and returns its path. It is compiled under a
@@ -29,4 +34,25 @@ pub fn build_c(name: &str, source: &str, extra: &[&str]) -> PathBuf {
     let exe = dir.join(name);
     std::fs::rename(&tmp, &exe).unwrap();
     exe
+}
+
+/// Reads everything the pipe behind `fd` holds now, through a fresh non-blocking reader
+/// (`fd` itself may be a write end); returns the bytes and the length of each read (one
+/// packet per read in packet mode).
+pub fn drain(fd: BorrowedFd<'_>) -> (Vec<u8>, Vec<usize>) {
+    let reader = pipecr::sys::fd::reopen(fd, OFlags::RDONLY | OFlags::NONBLOCK).unwrap();
+    let mut out = Vec::new();
+    let mut reads = Vec::new();
+    let mut buf = vec![0u8; 2 << 20];
+    loop {
+        match rustix::io::read(&reader, &mut buf) {
+            Ok(0) | Err(Errno::AGAIN) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                reads.push(n);
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    (out, reads)
 }
