@@ -498,8 +498,15 @@ pub fn pipecr_as_nobody(dir: &Path) -> Command {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = dir.join("pipecr");
     if !exe.exists() {
-        std::fs::copy(PIPECR, &exe).unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Copied by another process: a copy written from this one leaves its write
+        // descriptor, for an instant, in every child another test thread forks then, and
+        // exec of a file open for writing fails with ETXTBSY.
+        let status = Command::new("install")
+            .args(["-m", "0755", PIPECR])
+            .arg(&exe)
+            .status()
+            .unwrap();
+        assert!(status.success(), "install {PIPECR}: {status}");
     }
     let mut cmd = Command::new(exe);
     cmd.uid(NOBODY)
