@@ -11,7 +11,7 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -97,23 +97,7 @@ fn step(root: &Path, ctl: &mut File, ack: &mut File) -> String {
 #[test]
 fn ids_groups_capabilities_and_personality_come_back() {
     let Some(mut d) = dumped() else { return };
-    let mut restore = Command::new(PIPECR)
-        .args(["restore", "-D"])
-        .arg(&d.img)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(restore.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let out = restore.wait_with_output().unwrap();
-        panic!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    assert_eq!(line.trim(), format!("restored pid {}", d.pid));
+    let restore = common::restore(&d.img, d.pid as i32);
     let _guard = KillOnDrop(vec![d.pid as i32]);
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid)).unwrap();
     let field = |k: &str| {

@@ -12,7 +12,7 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -102,24 +102,8 @@ struct Restored {
 
 /// Runs `pipecr restore --pidns` of `img` and waits for its `restored pid N` line.
 fn restore_pidns(img: &Path, pid: u32) -> Restored {
-    let mut restore = Command::new(PIPECR)
-        .args(["restore", "--pidns", "-D"])
-        .arg(img)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(restore.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let out = restore.wait_with_output().unwrap();
-        panic!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
     // The PID inside the namespace: the saved one.
-    assert_eq!(line.trim(), format!("restored pid {pid}"));
+    let restore = common::restore_started(common::restore_command(img).arg("--pidns"), pid as i32);
     let init = only_child(restore.id() as i32);
     let init_guard = KillOnDrop(vec![init]);
     let outer_pid = only_child(init);

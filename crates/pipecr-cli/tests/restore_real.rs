@@ -47,24 +47,7 @@ fn dump_kill_restore(prog: &mut Child, img: &Path) -> Child {
     );
     prog.kill().unwrap();
     prog.wait().unwrap();
-    let mut restore = Command::new(PIPECR)
-        .args(["restore", "-D"])
-        .arg(img)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(restore.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let out = restore.wait_with_output().unwrap();
-        panic!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    assert_eq!(line.trim(), format!("restored pid {pid}"));
-    restore
+    common::restore(img, pid as i32)
 }
 
 fn finished(restore: Child) {

@@ -10,7 +10,7 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -93,24 +93,7 @@ fn dump(pid: u32, img: &Path, read_handlers: bool) {
 
 /// Starts `pipecr restore` and waits for its `restored pid` line.
 fn restore(img: &Path, pid: u32) -> Child {
-    let mut restore = Command::new(PIPECR)
-        .args(["restore", "-D"])
-        .arg(img)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(restore.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let out = restore.wait_with_output().unwrap();
-        panic!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    assert_eq!(line.trim(), format!("restored pid {pid}"));
-    restore
+    common::restore(img, pid as i32)
 }
 
 #[test]

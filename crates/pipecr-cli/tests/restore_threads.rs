@@ -13,7 +13,7 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,24 +117,8 @@ fn restored_threads_keep_tids_counters_tls_and_rseq() {
     prog.wait().unwrap();
     std::mem::forget(guard);
 
-    let mut restore = Command::new(PIPECR)
-        .args(["restore", "-D"])
-        .arg(&img)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let _guard = KillOnDrop(vec![pid as i32]);
-    let mut line = String::new();
-    BufReader::new(restore.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let out = restore.wait_with_output().unwrap();
-        panic!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    assert_eq!(line.trim(), format!("restored pid {pid}"));
+    let mut restore = common::restore(&img, pid as i32);
     assert_eq!(tasks(pid), all, "the same TIDs after restore");
 
     // From the dumped state: 3 each.

@@ -258,7 +258,13 @@ pub fn restore_command(img: &Path) -> Command {
 /// Starts `pipecr restore -D IMG` in the foreground and returns once it printed
 /// `restored pid PID`; panics with its stderr if it failed instead.
 pub fn restore(img: &Path, pid: i32) -> Child {
-    let mut restore = restore_command(img).spawn().unwrap();
+    restore_started(&mut restore_command(img), pid)
+}
+
+/// Spawns `cmd`, a `pipecr restore` with its stdout piped, and returns once it printed
+/// `restored pid PID`; panics with its stderr if it failed instead.
+pub fn restore_started(cmd: &mut Command, pid: i32) -> Child {
+    let mut restore = cmd.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(restore.stdout.take().unwrap())
         .read_line(&mut line)
@@ -266,8 +272,7 @@ pub fn restore(img: &Path, pid: i32) -> Child {
     if line.is_empty() {
         let out = restore.wait_with_output().unwrap();
         panic!(
-            "restore of {} failed ({}): {}",
-            img.display(),
+            "{cmd:?} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
