@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use pipecr_image::proto;
 
@@ -32,36 +32,16 @@ fn dumped() -> Option<Dumped> {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let exe = common::build("counter", &root)?;
-    for fifo in ["ctl", "ack"] {
-        common::mkfifo(&root.join(fifo));
-    }
-    let mut ctl = common::open_ctl(&root.join("ctl"));
-    let mut prog: Child = Command::new(&exe)
-        .args([root.join("out"), root.join("ctl"), root.join("ack")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut prog, mut ctl, mut ack) = common::start_driven(&exe, &root);
     let pid = prog.id();
     let guard = KillOnDrop(vec![pid as i32]);
-    let mut ack = File::open(root.join("ack")).unwrap();
     for _ in 0..3 {
         ctl.write_all(b"n").unwrap();
         let mut b = [0u8; 1];
         ack.read_exact(&mut b).unwrap();
     }
     let img = root.join("img");
-    let out = Command::new(PIPECR)
-        .args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::dump(pid as i32, &img, &["--leave-running"]);
     drop(guard);
     prog.wait().unwrap();
     assert!(!Path::new(&format!("/proc/{pid}")).exists());

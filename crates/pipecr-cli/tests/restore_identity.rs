@@ -40,33 +40,13 @@ fn dumped() -> Option<Dumped> {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let exe = common::build("identity", &root)?;
-    for fifo in ["ctl", "ack"] {
-        common::mkfifo(&root.join(fifo));
-    }
-    let mut ctl = common::open_ctl(&root.join("ctl"));
-    let mut prog = Command::new(&exe)
-        .args([root.join("out"), root.join("ctl"), root.join("ack")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut prog, mut ctl, mut ack) = common::start_driven(&exe, &root);
     let pid = prog.id();
     let guard = KillOnDrop(vec![pid as i32]);
-    let mut ack = File::open(root.join("ack")).unwrap();
     let line = step(&root, &mut ctl, &mut ack);
     assert_eq!(line, EXPECTED, "before the dump");
     let img = root.join("img");
-    let out = Command::new(PIPECR)
-        .args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::dump(pid as i32, &img, &["--leave-running"]);
     drop(guard);
     prog.wait().unwrap();
     Some(Dumped {

@@ -47,19 +47,8 @@ fn start() -> Option<Setup> {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let exe = common::build("counter", &root)?;
-    mkfifos(&root);
-    // Read-write: our end keeps the FIFO open while the program is gone, and a write
-    // never meets "no reader".
-    let mut ctl = common::open_ctl(&root.join("ctl"));
-    let prog = Command::new(&exe)
-        .args([root.join("out"), root.join("ctl"), root.join("ack")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (prog, mut ctl, mut ack) = common::start_driven(&exe, &root);
     let guard = KillOnDrop(vec![prog.id() as i32]);
-    let mut ack = File::open(root.join("ack")).unwrap();
     for _ in 0..3 {
         step(&mut ctl, &mut ack);
     }

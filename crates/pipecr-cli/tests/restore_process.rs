@@ -11,11 +11,9 @@ mod common;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
-use common::{
-    KillOnDrop, build, capable, dump, finish_restore, mkfifo, open_ctl, restore, restore_command,
-};
+use common::{KillOnDrop, build, capable, dump, finish_restore, restore, restore_command};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -33,21 +31,8 @@ fn start() -> Option<Setup> {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let exe = build("counter", &root)?;
-    for fifo in ["ctl", "ack"] {
-        mkfifo(&root.join(fifo));
-    }
-    // Read-write: our end keeps the FIFO open while the program is gone, and a write
-    // never meets "no reader".
-    let mut ctl = open_ctl(&root.join("ctl"));
-    let prog = Command::new(&exe)
-        .args([root.join("out"), root.join("ctl"), root.join("ack")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (prog, mut ctl, mut ack) = common::start_driven(&exe, &root);
     let guard = KillOnDrop(vec![prog.id() as i32]);
-    let mut ack = File::open(root.join("ack")).unwrap();
     for _ in 0..3 {
         step(&mut ctl, &mut ack);
     }

@@ -12,7 +12,7 @@ mod common;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use common::{KillOnDrop, PIPECR};
 
@@ -43,20 +43,7 @@ fn launch(name: &str) -> Option<Setup> {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let exe = common::build(name, &root)?;
-    for fifo in ["ctl", "ack"] {
-        common::mkfifo(&root.join(fifo));
-    }
-    let ctl = common::open_ctl(&root.join("ctl"));
-    let prog = Command::new(&exe)
-        .args([root.join("out"), root.join("ctl"), root.join("ack")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = KillOnDrop(vec![prog.id() as i32]);
-    let ack = File::open(root.join("ack")).unwrap();
-    std::mem::forget(guard);
+    let (prog, ctl, ack) = common::start_driven(&exe, &root);
     Some(Setup {
         _dir: dir,
         root,

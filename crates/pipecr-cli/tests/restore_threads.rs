@@ -15,7 +15,7 @@ mod common;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, PIPECR};
@@ -64,22 +64,10 @@ fn restored_threads_keep_tids_counters_tls_and_rseq() {
     let Some(exe) = common::build("threads", root) else {
         return;
     };
-    for fifo in ["ctl", "ack"] {
-        common::mkfifo(&root.join(fifo));
-    }
-    // Read-write: our end keeps the FIFO open while the program is gone.
-    let mut ctl = common::open_ctl(&root.join("ctl"));
+    let (mut prog, mut ctl, mut ack) = common::start_driven(&exe, root);
     let out = root.join("out");
-    let mut prog = Command::new(&exe)
-        .args([&out, &root.join("ctl"), &root.join("ack")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let pid = prog.id();
     let guard = KillOnDrop(vec![pid as i32]);
-    let mut ack = File::open(root.join("ack")).unwrap();
     // The ack of the start: every worker has its TID published.
     let mut b = [0u8; 1];
     ack.read_exact(&mut b).unwrap();

@@ -139,6 +139,29 @@ pub fn open_ctl(path: &Path) -> File {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Starts a test program driven through FIFOs (tests/progs/counter.c and its kin) as
+/// `exe ROOT/out ROOT/ctl ROOT/ack`, without stdio, after making the two FIFOs in `root`.
+/// Returns it with the control FIFO (opened by [`open_ctl`]) and the ack FIFO (opened once
+/// the program has opened its end). The program is killed if that open fails; after
+/// that, guarding it is the caller's.
+pub fn start_driven(exe: &Path, root: &Path) -> (Child, File, File) {
+    for fifo in ["ctl", "ack"] {
+        mkfifo(&root.join(fifo));
+    }
+    let ctl = open_ctl(&root.join("ctl"));
+    let prog = Command::new(exe)
+        .args([root.join("out"), root.join("ctl"), root.join("ack")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+    let guard = KillOnDrop(vec![prog.id() as i32]);
+    let ack = File::open(root.join("ack")).unwrap();
+    std::mem::forget(guard);
+    (prog, ctl, ack)
+}
+
 /// One program's control FIFO (we write command bytes) and ack FIFO (it answers one
 /// byte per command).
 pub struct Ctl {
