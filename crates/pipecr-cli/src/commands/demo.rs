@@ -109,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Only the stages' stdio may lead out of the tree, not what we inherited.
     pipecr::sys::fd::cloexec_from(3).context("cannot mark inherited descriptors close-on-exec")?;
 
-    let (work, _tmp) = work_dir(args.dir.as_deref())?;
+    let (work, _tmp) = super::demo_workdir::work_dir(args.dir.as_deref())?;
     let image = work.join("image");
     if image.exists() {
         std::fs::remove_dir_all(&image)
@@ -590,24 +590,5 @@ impl Ui {
 
     fn finish(&self) {
         self.bar.finish_and_clear();
-    }
-}
-
-/// Where a demo keeps its files: `dir` (created, and kept afterwards) or a new temporary
-/// directory, removed when the returned guard is dropped.
-pub(crate) fn work_dir(dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
-    match dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            Ok((dir.to_path_buf(), None))
-        }
-        None => {
-            let tmp = tempfile::Builder::new()
-                .prefix("pipecr-demo-")
-                .tempdir()
-                .context("cannot create a temporary directory")?;
-            Ok((tmp.path().to_path_buf(), Some(tmp)))
-        }
     }
 }

@@ -33,7 +33,7 @@ const PACKET_SIZES: &[usize] = &[1, 17, 100, 512, 1000, 4096, 3000, 64];
 /// Runs every step for every subject, images under `dir` (kept) or a temporary directory;
 /// any difference is an error.
 pub fn run(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let (base, _tmp) = super::demo::work_dir(dir)?;
+    let (base, _tmp) = super::demo_workdir::work_dir(dir)?;
     println!("pipecr demo: in-process pipe checkpoint and restore");
     println!("images in {}", base.display());
     for subject in setup()? {

@@ -5,6 +5,7 @@ pub mod check;
 pub mod demo;
 pub mod demo_pipes;
 pub mod demo_stage;
+pub mod demo_workdir;
 pub mod dump;
 pub mod peek;
 pub mod restore;
