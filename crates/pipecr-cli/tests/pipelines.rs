@@ -161,9 +161,12 @@ fn stderr_of(dir: &Path) -> String {
 
 // --- a. seq | gzip -1 | sha256sum ----------------------------------------------------
 
-const GZIP_PIPELINE: &str = "seq 1 5000000 | gzip -1 | sha256sum > out";
+// Long enough that the ten cycles (2 MiB each, plus what gzip reads between a poll and
+// the freeze on a loaded machine) never reach its end: a pipeline that finishes, or whose
+// seq has exited unreaped, before a dump is not what the tests check.
+const GZIP_PIPELINE: &str = "seq 1 20000000 | gzip -1 | sha256sum > out";
 
-/// Dumps `cycles` times, each once gzip has read `step` more bytes (38.9 MB in all);
+/// Dumps `cycles` times, each once gzip has read `step` more bytes (168.9 MB in all);
 /// with `snapshots`, as [`SNAPSHOT`] dumps.
 fn gzip_pipeline(cycles: usize, step: u64, snapshots: bool) {
     if !capable() || !have("gzip") || !have("sha256sum") {
