@@ -14,15 +14,12 @@ use pipecr_image::proto;
 
 use super::mm::PATH_AT;
 use super::process::ProcessRestoreError;
+use crate::arch::x86_64::{
+    ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, is_restart_code,
+};
 use crate::inject::Injector;
 
 type Result<T> = std::result::Result<T, ProcessRestoreError>;
-
-/// The kernel's "restart me" codes (`include/linux/errno.h`).
-const ERESTARTSYS: i64 = 512;
-const ERESTARTNOINTR: i64 = 513;
-const ERESTARTNOHAND: i64 = 514;
-const ERESTART_RESTARTBLOCK: i64 = 516;
 
 /// Where, in the trampoline page, a `struct sigaction`, `struct itimerval` or siginfo is
 /// written (the path area: no file is opened any more at this point).
@@ -166,11 +163,7 @@ pub(super) fn in_restarted_syscall(pid: i32, thread: &proto::Thread) -> Result<b
         });
     };
     let regs = crate::arch::x86_64::to_live(r);
-    Ok((regs.orig_rax as i64) >= 0
-        && matches!(
-            -(regs.rax as i64),
-            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK
-        ))
+    Ok((regs.orig_rax as i64) >= 0 && is_restart_code(regs.rax as i64))
 }
 
 /// What the kernel's signal code does to a thread leaving a syscall interrupted with a
