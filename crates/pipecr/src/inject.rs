@@ -59,21 +59,19 @@
 //! - 64-bit tracees only (`cs == 0x33`); 32-bit and x32 processes are refused.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 use std::marker::PhantomData;
-use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use nix::sys::ptrace;
 use nix::sys::ptrace::regset::NT_PRSTATUS;
-use nix::sys::uio::{RemoteIoVec, process_vm_readv, process_vm_writev};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::arch::x86_64::is_restart_code;
 use crate::sys::kcmp::TargetFd;
+use crate::sys::mem::{RemoteMem, RemoteMemError};
 use crate::sys::ptrace::{self as sysptrace, SigMask};
 
 /// The `syscall` instruction.
@@ -266,8 +264,8 @@ pub struct Injector {
     touched: bool,
     /// Signals that arrived during injection and were suppressed: queued again at the end.
     intercepted: Vec<libc::siginfo_t>,
-    /// `/proc/TID/mem`, opened on first need.
-    mem: Option<File>,
+    /// The thread's memory (`/proc/PID/task/TID/mem` opened on first need).
+    mem: RemoteMem,
     finished: bool,
     /// ptrace requests must come from the thread that attached.
     _not_send: PhantomData<*const ()>,
@@ -349,7 +347,7 @@ impl Injector {
             syscall_addr: None,
             touched: false,
             intercepted: Vec::new(),
-            mem: None,
+            mem: RemoteMem::of_thread(pid, tid),
             finished: false,
             _not_send: PhantomData,
         })
@@ -533,38 +531,12 @@ impl Injector {
     /// Reads `buf.len()` bytes of the tracee's memory at `addr`.
     ///
     /// Uses `process_vm_readv`; pages it cannot read (`PROT_NONE`, say) are read through
-    /// `/proc/PID/mem`, which ignores protections for a tracer.
+    /// `/proc/PID/mem`, which ignores protections for a tracer (see [`RemoteMem`]).
     pub fn read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), InjectError> {
-        let mut done = 0;
-        while done < buf.len() {
-            let remote = [RemoteIoVec {
-                base: (addr + done as u64) as usize,
-                len: buf.len() - done,
-            }];
-            match process_vm_readv(
-                Pid::from_raw(self.tid),
-                &mut [IoSliceMut::new(&mut buf[done..])],
-                &remote,
-            ) {
-                Ok(n) if n > 0 => done += n,
-                Ok(_) | Err(_) => break,
-            }
-        }
-        if done < buf.len() {
-            let at = addr + done as u64;
-            let rest = &mut buf[done..];
-            let len = rest.len();
-            self.mem_file("read", at, len)?
-                .read_exact_at(rest, at)
-                .map_err(|source| InjectError::Memory {
-                    pid: self.pid,
-                    addr: at,
-                    len,
-                    op: "read",
-                    source,
-                })?;
-        }
-        Ok(())
+        let pid = self.pid;
+        self.mem
+            .read(addr, buf)
+            .map_err(|e| memory_error(pid, "read", e))
     }
 
     /// Writes `bytes` into the tracee's memory at `addr`.
@@ -573,35 +545,10 @@ impl Injector {
     /// written through `/proc/PID/mem`, which a tracer may write regardless of protection
     /// (private file mappings get a private copy of the page, as a debugger's breakpoint).
     pub fn write_memory(&mut self, addr: u64, bytes: &[u8]) -> Result<(), InjectError> {
-        let mut done = 0;
-        while done < bytes.len() {
-            let remote = [RemoteIoVec {
-                base: (addr + done as u64) as usize,
-                len: bytes.len() - done,
-            }];
-            match process_vm_writev(
-                Pid::from_raw(self.tid),
-                &[IoSlice::new(&bytes[done..])],
-                &remote,
-            ) {
-                Ok(n) if n > 0 => done += n,
-                Ok(_) | Err(_) => break,
-            }
-        }
-        if done < bytes.len() {
-            let at = addr + done as u64;
-            let rest = &bytes[done..];
-            self.mem_file("write", at, rest.len())?
-                .write_all_at(rest, at)
-                .map_err(|source| InjectError::Memory {
-                    pid: self.pid,
-                    addr: at,
-                    len: rest.len(),
-                    op: "write",
-                    source,
-                })?;
-        }
-        Ok(())
+        let pid = self.pid;
+        self.mem
+            .write(addr, bytes)
+            .map_err(|e| memory_error(pid, "write", e))
     }
 
     /// Puts the thread back as it was found and consumes the injector.
@@ -654,27 +601,6 @@ impl Injector {
         ptrace::getregset::<NT_PRSTATUS>(Pid::from_raw(self.tid))
             .map_err(errno_io)
             .map_err(self.ptrace_err("PTRACE_GETREGSET NT_PRSTATUS"))
-    }
-
-    fn mem_file(&mut self, op: &'static str, addr: u64, len: usize) -> Result<&File, InjectError> {
-        let file = match self.mem.take() {
-            Some(file) => file,
-            None => {
-                let path = format!("/proc/{}/task/{}/mem", self.pid, self.tid);
-                File::options()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(|source| InjectError::Memory {
-                        pid: self.pid,
-                        addr,
-                        len,
-                        op,
-                        source,
-                    })?
-            }
-        };
-        Ok(self.mem.insert(file))
     }
 
     /// Lets the thread run (`PTRACE_SYSCALL` or `PTRACE_CONT`, no signal) until its next
@@ -983,6 +909,17 @@ enum Resume {
 fn is_syscall_stop(info: &libc::siginfo_t) -> bool {
     info.si_signo == libc::SIGTRAP
         && (info.si_code == libc::SIGTRAP || info.si_code == (libc::SIGTRAP | 0x80))
+}
+
+/// [`InjectError::Memory`] for a failed `op` ("read" or "write") in process `pid`.
+fn memory_error(pid: i32, op: &'static str, e: RemoteMemError) -> InjectError {
+    InjectError::Memory {
+        pid,
+        addr: e.addr,
+        len: e.len,
+        op,
+        source: e.source,
+    }
 }
 
 fn errno_io(e: Errno) -> io::Error {

@@ -8,19 +8,17 @@
 //! `struct prctl_mm_map` at `MM_MAP_AT`, the auxv at `AUXV_AT`.
 
 use std::fs::File;
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::unix::fs::FileExt;
 
 use nix::sys::mman::{MapFlags, ProtFlags};
-use nix::sys::uio::{RemoteIoVec, process_vm_writev};
-use nix::unistd::Pid as NixPid;
 use pipecr_image::PAGE_SIZE;
 use pipecr_image::proto::{self, VmaFlag, VmaKind};
 
 use super::process::{ProcessRestoreError, os};
 use crate::inject::Injector;
 use crate::mem::maps::{MapEntry, parse_maps};
-use crate::sys::mem::FileMapping;
+use crate::sys::mem::{FileMapping, IOV_MAX, RemoteMem, write_in_batches};
 
 type Result<T> = std::result::Result<T, ProcessRestoreError>;
 
@@ -333,8 +331,6 @@ fn open_in(inj: &mut Injector, pid: i32, tramp: u64, path: &str, flags: i32) -> 
 
 /// Bytes read from `pages.img` and written into the child per batch: one buffer, reused.
 const BATCH: usize = 4 << 20;
-/// Remote pieces per `process_vm_writev` (the kernel's `IOV_MAX`).
-const IOV_MAX: usize = 1024;
 
 /// Where the bytes of one piece of a page run come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,80 +446,41 @@ impl<'a> PageWriter<'a> {
         if self.remote.is_empty() {
             return Ok(());
         }
+        let remote = std::mem::take(&mut self.remote);
+        let filled = std::mem::replace(&mut self.filled, 0);
         if let Some(map) = self.map
             && let Ok(start) = usize::try_from(self.file_start)
-            && start + self.filled <= map.len()
+            && start + filled <= map.len()
         {
-            let mut local_at = start;
-            let mut i = 0;
-            while i < self.remote.len() {
-                let end = (i + IOV_MAX).min(self.remote.len());
-                let wrote = map
-                    .write_to_process(pid, local_at, &self.remote[i..end])
-                    .unwrap_or(0);
-                let mut left = wrote;
-                while i < end && left >= self.remote[i].1 {
-                    left -= self.remote[i].1;
-                    local_at += self.remote[i].1;
-                    i += 1;
-                }
-                if i < end {
-                    // Not written (or not wholly): read it and write it the slow way.
-                    let (addr, len) = self.remote[i];
+            // Not written (or not wholly): read it and write it the slow way.
+            let pages = self.pages;
+            return write_in_batches(
+                &remote,
+                |at, batch| map.write_to_process(pid, start + at, batch).unwrap_or(0),
+                |(addr, len), at| {
                     let mut bytes = vec![0u8; len];
-                    self.pages
-                        .read_exact_at(&mut bytes, local_at as u64)
+                    pages
+                        .read_exact_at(&mut bytes, (start + at) as u64)
                         .map_err(os(pid, "read pages.img"))?;
                     inj.write_memory(addr, &bytes)?;
-                    local_at += len;
-                    i += 1;
-                }
-            }
-            self.remote.clear();
-            self.filled = 0;
-            return Ok(());
+                    Ok(())
+                },
+            );
         }
-        if self.buf.len() < self.filled {
+        if self.buf.len() < filled {
             self.buf = vec![0u8; BATCH];
         }
-        let buf = &mut self.buf[..self.filled];
+        let buf = &mut self.buf[..filled];
         self.pages
             .read_exact_at(buf, self.file_start)
             .map_err(os(pid, "read pages.img"))?;
-        let mut local_at = 0;
-        let mut i = 0;
-        while i < self.remote.len() {
-            let iov: Vec<RemoteIoVec> = self.remote[i..]
-                .iter()
-                .map(|&(base, len)| RemoteIoVec {
-                    base: base as usize,
-                    len,
-                })
-                .collect();
-            let wrote = process_vm_writev(
-                NixPid::from_raw(pid),
-                &[IoSlice::new(&buf[local_at..])],
-                &iov,
-            )
-            .unwrap_or(0);
-            // Skip the pieces written whole; the first one not (wholly) written goes
-            // through the injector's fallback.
-            let mut left = wrote;
-            while i < self.remote.len() && left >= self.remote[i].1 {
-                left -= self.remote[i].1;
-                local_at += self.remote[i].1;
-                i += 1;
-            }
-            if i < self.remote.len() {
-                let (addr, len) = self.remote[i];
-                inj.write_memory(addr, &buf[local_at..local_at + len])?;
-                local_at += len;
-                i += 1;
-            }
-        }
-        self.remote.clear();
-        self.filled = 0;
-        Ok(())
+        let child = RemoteMem::of_process(pid);
+        // The first piece not (wholly) written goes through the injector's fallback.
+        write_in_batches(
+            &remote,
+            |at, batch| child.write_scattered(&buf[at..], batch),
+            |(addr, len), at| Ok(inj.write_memory(addr, &buf[at..at + len])?),
+        )
     }
 }
 
