@@ -16,6 +16,13 @@ fn word(b: &[u8], i: usize) -> u64 {
     u64::from_ne_bytes(w)
 }
 
+/// Writes `words` native-endian from the start of `b` (`b` is long enough).
+fn put_words(b: &mut [u8], words: &[u64]) {
+    for (i, v) in words.iter().enumerate() {
+        b[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
+    }
+}
+
 bitflags::bitflags! {
     /// `sa_flags` of a signal handler, as the kernel stores them.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -242,9 +249,7 @@ impl PrctlMmMap {
             self.env_end,
             self.auxv,
         ];
-        for (i, v) in words.into_iter().enumerate() {
-            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
-        }
+        put_words(&mut b, &words);
         b[96..100].copy_from_slice(&self.auxv_size.to_ne_bytes());
         b[100..104].copy_from_slice(&self.exe_fd.to_ne_bytes());
         b
@@ -295,9 +300,7 @@ impl CloneArgs {
             self.set_tid,
             self.set_tid_size,
         ];
-        for (i, v) in words.into_iter().enumerate() {
-            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
-        }
+        put_words(&mut b, &words);
         b
     }
 }
