@@ -6,7 +6,7 @@
 //! A call that passes a struct writes it (encoded by [`super::kstruct`]) into the tracee
 //! first: at an address the caller names (`at`: restore's trampoline page, where no stack
 //! may be left), or, for the readers, in scratch memory the injector finds. Running the
-//! call belongs to [`super::injector`]; which calls to make, in which order, to dump and
+//! call belongs to [`super::Injector`]; which calls to make, in which order, to dump and
 //! restore.
 
 use nix::fcntl::OFlag;
