@@ -670,7 +670,7 @@ fn print_core(core: &proto::Core) {
         println!("    blocked signals: {}", sigmask_text(t.blocked));
         println!("    pending signals: {}", siginfo_list(&t.pending));
         let mut extra = vec![format!("XSAVE area {} B", t.xsave.len())];
-        if let Some(xcr0) = xcr0(&t.xsave) {
+        if let Some(xcr0) = pipecr::arch::x86_64::xcr0(&t.xsave) {
             extra.push(format!("XCR0 {xcr0:#x}"));
         }
         match &t.rseq {
@@ -692,24 +692,12 @@ fn syscall_state(r: &proto::X86Regs) -> String {
     }
     let name = syscall_name(nr).map_or_else(String::new, |n| format!(" ({n})"));
     let ret = r.rax as i64;
-    match restart_name(ret) {
+    match pipecr::arch::x86_64::restart_code_name(ret) {
         Some(code) => format!(
             "in system call {nr}{name}, interrupted: rax {ret} = {code} (restarted on resume)"
         ),
         None => format!("after system call {nr}{name}, which returned {ret}"),
     }
-}
-
-/// The kernel's internal restart codes, which a thread stopped in a system call shows in
-/// `rax`.
-fn restart_name(ret: i64) -> Option<&'static str> {
-    Some(match ret {
-        -512 => "-ERESTARTSYS",
-        -513 => "-ERESTARTNOINTR",
-        -514 => "-ERESTARTNOHAND",
-        -516 => "-ERESTART_RESTARTBLOCK",
-        _ => return None,
-    })
 }
 
 /// Names of the x86-64 system calls a stopped thread is commonly found in.
@@ -810,13 +798,6 @@ fn siginfo_list(list: &[proto::Siginfo]) -> String {
     }
     let names: Vec<String> = list.iter().map(|s| signal_name(s.signo)).collect();
     format!("{} ({})", list.len(), names.join(", "))
-}
-
-/// XCR0 (the state components the OS enabled) from a raw XSAVE area: the kernel's ptrace
-/// regset writes it at bytes 464..471, in the software-reserved part of the legacy area.
-fn xcr0(xsave: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = xsave.get(464..472)?.try_into().ok()?;
-    Some(u64::from_le_bytes(bytes))
 }
 
 fn rlimit_name(resource: u32) -> String {
@@ -1206,7 +1187,7 @@ impl<'a> From<&'a proto::Core> for CoreView<'a> {
                         None => None,
                     },
                     xsave_len: t.xsave.len(),
-                    xcr0: xcr0(&t.xsave),
+                    xcr0: pipecr::arch::x86_64::xcr0(&t.xsave),
                     blocked: t.blocked,
                     pending: t.pending.iter().map(SiginfoView::from).collect(),
                     rseq: t.rseq.as_ref(),

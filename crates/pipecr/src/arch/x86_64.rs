@@ -1,8 +1,70 @@
 //! x86_64: the general registers as the kernel's `struct user_regs_struct` (ptrace
 //! NT_PRSTATUS) and as the image's [`proto::X86Regs`], field for field in both
-//! directions, so dump and restore cannot disagree on the mapping.
+//! directions, so dump and restore cannot disagree on the mapping; the kernel's syscall
+//! restart codes a stopped thread shows in `rax`; and where the XSAVE area (ptrace
+//! NT_X86_XSTATE) keeps `XCR0` and `XSTATE_BV`.
+//!
+//! This module owns these numbers and layouts, defined once for the library and the CLI;
+//! what to do with a thread stopped in a syscall belongs to inject and restore, reading
+//! this CPU's own `XCR0` to [`crate::sys::cpu`].
 
 use pipecr_image::proto;
+
+/// `-ERESTARTSYS` in `rax`: the syscall was interrupted and restarts unless a handler
+/// without `SA_RESTART` runs (`include/linux/errno.h`).
+pub const ERESTARTSYS: i64 = 512;
+/// `-ERESTARTNOINTR` in `rax`: the syscall was interrupted and always restarts.
+pub const ERESTARTNOINTR: i64 = 513;
+/// `-ERESTARTNOHAND` in `rax`: the syscall restarts unless a handler runs.
+pub const ERESTARTNOHAND: i64 = 514;
+/// `-ERESTART_RESTARTBLOCK` in `rax`: the syscall continues as `restart_syscall`, with
+/// its state in the kernel's restart block.
+pub const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// True when `rax` holds one of the kernel's restart codes (`-ERESTARTSYS`,
+/// `-ERESTARTNOINTR`, `-ERESTARTNOHAND` or `-ERESTART_RESTARTBLOCK`).
+pub fn is_restart_code(rax: i64) -> bool {
+    restart_code_name(rax).is_some()
+}
+
+/// The name of the restart code in `rax` (`"-ERESTARTSYS"`, ...), or `None` for any
+/// other value.
+pub fn restart_code_name(rax: i64) -> Option<&'static str> {
+    Some(match rax.checked_neg()? {
+        ERESTARTSYS => "-ERESTARTSYS",
+        ERESTARTNOINTR => "-ERESTARTNOINTR",
+        ERESTARTNOHAND => "-ERESTARTNOHAND",
+        ERESTART_RESTARTBLOCK => "-ERESTART_RESTARTBLOCK",
+        _ => return None,
+    })
+}
+
+/// Offset of `XCR0` in the XSAVE area the kernel's ptrace regset returns: bytes 464..472,
+/// the software-reserved part of the legacy FXSAVE area (`sw_reserved.xstate_fx_sw`'s
+/// `xfeatures`, as gdb reads it).
+pub const XSAVE_XCR0_AT: usize = 464;
+
+/// Offset of the XSAVE header's `XSTATE_BV` (the components in use) in the
+/// standard-format XSAVE area: the header follows the 512-byte legacy area.
+pub const XSAVE_XSTATE_BV_AT: usize = 512;
+
+/// A little-endian u64 at `at` in `xsave`, if the area is long enough.
+fn xsave_word(xsave: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = xsave.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// `XCR0` (the state components the OS enabled when it was saved) from a raw XSAVE area,
+/// or `None` when the area is too short.
+pub fn xcr0(xsave: &[u8]) -> Option<u64> {
+    xsave_word(xsave, XSAVE_XCR0_AT)
+}
+
+/// `XSTATE_BV` (the state components the area holds) from a raw XSAVE area, or `None`
+/// when the area is too short to have an XSAVE header.
+pub fn xstate_bv(xsave: &[u8]) -> Option<u64> {
+    xsave_word(xsave, XSAVE_XSTATE_BV_AT)
+}
 
 /// The saved form of live registers.
 pub fn to_saved(r: &libc::user_regs_struct) -> proto::X86Regs {
@@ -73,6 +135,25 @@ pub fn to_live(r: &proto::X86Regs) -> libc::user_regs_struct {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_codes() {
+        assert!(is_restart_code(-512) && is_restart_code(-516));
+        assert!(!is_restart_code(-515) && !is_restart_code(0) && !is_restart_code(-4));
+        assert!(!is_restart_code(i64::MIN));
+        assert_eq!(restart_code_name(-513), Some("-ERESTARTNOINTR"));
+    }
+
+    #[test]
+    fn xsave_words() {
+        let mut area = vec![0u8; 576];
+        area[464..472].copy_from_slice(&0x2e7u64.to_le_bytes());
+        area[512..520].copy_from_slice(&0x7u64.to_le_bytes());
+        assert_eq!(xcr0(&area), Some(0x2e7));
+        assert_eq!(xstate_bv(&area), Some(0x7));
+        assert_eq!(xstate_bv(&area[..519]), None);
+        assert_eq!(xcr0(&area[..471]), None);
+    }
 
     #[test]
     fn saved_and_live_round_trip_every_field() {

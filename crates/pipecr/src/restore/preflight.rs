@@ -17,9 +17,6 @@ use super::process::{ProcessRestoreError, SavedProcess};
 
 type Result<T> = std::result::Result<T, ProcessRestoreError>;
 
-/// Offset of the XSAVE header's `XSTATE_BV` in the standard-format XSAVE area.
-const XSTATE_BV_AT: usize = 512;
-
 /// The XSAVE state components, by bit number (Intel SDM Vol. 1 §13.1).
 const XFEATURES: [&str; 20] = [
     "x87",
@@ -64,12 +61,7 @@ pub(super) fn check_xstate(saved: &SavedProcess, xcr0: Option<u64>) -> Result<()
         if thread.xsave.is_empty() {
             continue;
         }
-        let Some(bv) = thread
-            .xsave
-            .get(XSTATE_BV_AT..XSTATE_BV_AT + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-        else {
+        let Some(bv) = crate::arch::x86_64::xstate_bv(&thread.xsave) else {
             return Err(ProcessRestoreError::Invalid {
                 pid,
                 what: format!(

@@ -14,15 +14,14 @@ use pipecr_image::proto;
 
 use super::mm::PATH_AT;
 use super::process::ProcessRestoreError;
-use crate::inject::Injector;
+use crate::arch::x86_64::{
+    ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, is_restart_code,
+};
+use crate::inject::kstruct::{AltStack, ITimer, SaFlags, SigAction, SigHandler};
+use crate::inject::{Injector, calls};
+use crate::sys::ptrace::SigMask;
 
 type Result<T> = std::result::Result<T, ProcessRestoreError>;
-
-/// The kernel's "restart me" codes (`include/linux/errno.h`).
-const ERESTARTSYS: i64 = 512;
-const ERESTARTNOINTR: i64 = 513;
-const ERESTARTNOHAND: i64 = 514;
-const ERESTART_RESTARTBLOCK: i64 = 516;
 
 /// Where, in the trampoline page, a `struct sigaction`, `struct itimerval` or siginfo is
 /// written (the path area: no file is opened any more at this point).
@@ -47,29 +46,28 @@ pub(super) fn restore_signals(
                     what: format!("a handler for signal {}", a.signo),
                 });
             }
-            // The kernel's struct sigaction on x86_64: handler, flags, restorer, mask.
-            let mut raw = Vec::with_capacity(32);
-            for v in [a.handler, a.flags, a.restorer, a.mask] {
-                raw.extend_from_slice(&v.to_ne_bytes());
-            }
-            inj.write_memory(at, &raw)?;
-            inj.syscall_checked(libc::SYS_rt_sigaction, [a.signo as u64, at, 0, 8, 0, 0])?;
+            let action = SigAction {
+                signo: a.signo,
+                handler: SigHandler::from_raw(a.handler),
+                flags: SaFlags::from_bits_retain(a.flags),
+                restorer: a.restorer,
+                mask: SigMask(a.mask),
+            };
+            calls::rt_sigaction_at(inj, at, &action)?;
         }
         for timer in &core.itimers {
-            // struct itimerval: it_interval then it_value, each (tv_sec, tv_usec).
-            let mut raw = Vec::with_capacity(32);
-            for us in [timer.interval_us, timer.value_us] {
-                raw.extend_from_slice(&(us / 1_000_000).to_ne_bytes());
-                raw.extend_from_slice(&(us % 1_000_000).to_ne_bytes());
-            }
-            inj.write_memory(at, &raw)?;
-            inj.syscall_checked(libc::SYS_setitimer, [timer.which as u64, at, 0, 0, 0, 0])?;
+            let timer = ITimer {
+                which: timer.which,
+                interval_us: timer.interval_us,
+                value_us: timer.value_us,
+            };
+            calls::setitimer_at(inj, at, &timer)?;
         }
     }
     // Our ids as the process itself sees them.
-    let tgid = inj.syscall_checked(libc::SYS_getpid, [0; 6])?;
-    let tid = inj.syscall_checked(libc::SYS_gettid, [0; 6])?;
-    let queue = |inj: &mut Injector, info: &proto::Siginfo, nr: i64, args: [u64; 6]| {
+    let tgid = calls::getpid(inj)?;
+    let tid = calls::gettid(inj)?;
+    let check = |info: &proto::Siginfo| {
         if info.raw.len() != 128 || info.signo <= 0 || info.signo > 64 {
             return Err(ProcessRestoreError::Invalid {
                 pid,
@@ -80,20 +78,18 @@ pub(super) fn restore_signals(
                 ),
             });
         }
-        inj.write_memory(at, &info.raw)?;
-        inj.syscall_checked(nr, args)?;
         Ok(())
     };
     // The other threads queue their own (restore/threads.rs).
     if let Some(thread) = super::threads::main_thread(pid, core) {
         for info in &thread.pending {
-            let args = [tgid, tid, info.signo as u64, at, 0, 0];
-            queue(inj, info, libc::SYS_rt_tgsigqueueinfo, args)?;
+            check(info)?;
+            calls::rt_tgsigqueueinfo_at(inj, at, tgid, tid, info.signo, &info.raw)?;
         }
     }
     for info in &core.shared_pending {
-        let args = [tgid, info.signo as u64, at, 0, 0, 0];
-        queue(inj, info, libc::SYS_rt_sigqueueinfo, args)?;
+        check(info)?;
+        calls::rt_sigqueueinfo_at(inj, at, tgid, info.signo, &info.raw)?;
     }
     Ok(())
 }
@@ -117,27 +113,27 @@ pub(super) fn restore_altstack(
     let alt = thread.altstack.as_ref().unwrap_or(&none);
     let flags = alt.flags as i32 & !libc::SS_ONSTACK;
     let stack = if flags & libc::SS_DISABLE != 0 {
-        crate::inject::AltStack {
+        AltStack {
             sp: 0,
             flags: libc::SS_DISABLE,
             size: 0,
         }
     } else {
-        crate::inject::AltStack {
+        AltStack {
             sp: alt.sp,
             flags,
             size: alt.size,
         }
     };
-    inj.write_memory(tramp + SCRATCH_AT, &stack.to_bytes())?;
-    inj.syscall_checked(libc::SYS_sigaltstack, [tramp + SCRATCH_AT, 0, 0, 0, 0, 0])
-        .map_err(|e| ProcessRestoreError::Invalid {
+    calls::set_sigaltstack_at(inj, tramp + SCRATCH_AT, &stack).map_err(|e| {
+        ProcessRestoreError::Invalid {
             pid,
             what: format!(
                 "thread {}: alternate signal stack {:#x} of {} bytes (flags {:#x}): {e}",
                 thread.tid, alt.sp, alt.size, alt.flags
             ),
-        })?;
+        }
+    })?;
     Ok(())
 }
 
@@ -166,11 +162,7 @@ pub(super) fn in_restarted_syscall(pid: i32, thread: &proto::Thread) -> Result<b
         });
     };
     let regs = crate::arch::x86_64::to_live(r);
-    Ok((regs.orig_rax as i64) >= 0
-        && matches!(
-            -(regs.rax as i64),
-            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK
-        ))
+    Ok((regs.orig_rax as i64) >= 0 && is_restart_code(regs.rax as i64))
 }
 
 /// What the kernel's signal code does to a thread leaving a syscall interrupted with a

@@ -41,7 +41,8 @@ use pipecr_image::proto;
 
 use super::process::{ProcessRestoreError, SavedProcess};
 use super::signals::final_regs;
-use crate::inject::Injector;
+use crate::inject::kstruct::CloneArgs;
+use crate::inject::{Injector, calls};
 use crate::sys::ptrace::{self as sys_ptrace, SigMask};
 
 type Result<T> = std::result::Result<T, ProcessRestoreError>;
@@ -53,8 +54,6 @@ const CLONE_ARGS_AT: u64 = 1024;
 const SET_TID_AT: u64 = CLONE_ARGS_AT + 128;
 /// Where a siginfo to queue is written (the path area, as for the main thread).
 const SIGINFO_AT: u64 = 64;
-/// `CLONE_ARGS_SIZE_VER1`: up to `set_tid_size`.
-const CLONE_ARGS_SIZE: u64 = 80;
 
 /// The flags of a thread `clone3`, as glibc's `pthread_create` uses them (minus the TLS,
 /// tid and futex bits: registers are set afterwards).
@@ -129,17 +128,7 @@ pub(super) fn create(inj: &mut Injector, saved: &SavedProcess, tramp: u64) -> Re
 /// Registers the saved rseq area of `thread`, if it had one, from inside it (`inj`).
 pub(super) fn register_rseq(inj: &mut Injector, thread: &proto::Thread) -> Result<()> {
     if let Some(r) = &thread.rseq {
-        inj.syscall_checked(
-            libc::SYS_rseq,
-            [
-                r.address,
-                u64::from(r.length),
-                0,
-                u64::from(r.signature),
-                0,
-                0,
-            ],
-        )?;
+        calls::rseq_register(inj, r.address, r.length, r.signature)?;
     }
     Ok(())
 }
@@ -215,25 +204,19 @@ fn release(pid: i32, t: &proto::Thread) -> Result<()> {
 
 /// The injected `clone3` creating thread `tid`; waits for its first stop.
 fn clone_thread(inj: &mut Injector, pid: i32, tramp: u64, tid: i32) -> Result<i32> {
-    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
-    // stack_size, tls, set_tid, set_tid_size (u64 each).
-    let fields = [THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, tramp + SET_TID_AT, 1];
-    let mut raw = Vec::with_capacity(CLONE_ARGS_SIZE as usize);
-    for v in fields {
-        raw.extend_from_slice(&v.to_ne_bytes());
-    }
-    inj.write_memory(tramp + CLONE_ARGS_AT, &raw)?;
+    let args = CloneArgs {
+        flags: THREAD_FLAGS,
+        set_tid: tramp + SET_TID_AT,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
     inj.write_memory(tramp + SET_TID_AT, &tid.to_ne_bytes())?;
-    let created = inj
-        .syscall_checked(
-            libc::SYS_clone3,
-            [tramp + CLONE_ARGS_AT, CLONE_ARGS_SIZE, 0, 0, 0, 0],
-        )
-        .map_err(|e| ProcessRestoreError::Os {
+    let created =
+        calls::clone3(inj, tramp + CLONE_ARGS_AT, &args).map_err(|e| ProcessRestoreError::Os {
             pid,
             op: "clone3 of a thread with set_tid",
             source: std::io::Error::other(e),
-        })? as i32;
+        })?;
     if created != tid {
         return Err(ProcessRestoreError::Invalid {
             pid,
@@ -281,17 +264,14 @@ fn set_up(
                 ),
             });
         }
-        inj.write_memory(tramp + SIGINFO_AT, &info.raw)?;
-        inj.syscall_checked(
-            libc::SYS_rt_tgsigqueueinfo,
-            [
-                pid as u64,
-                tid as u64,
-                info.signo as u64,
-                tramp + SIGINFO_AT,
-                0,
-                0,
-            ],
+        let (tgid, tid) = (pid as u64, tid as u64);
+        calls::rt_tgsigqueueinfo_at(
+            &mut inj,
+            tramp + SIGINFO_AT,
+            tgid,
+            tid,
+            info.signo,
+            &info.raw,
         )?;
     }
     super::signals::restore_altstack(&mut inj, pid, tramp, thread)?;
@@ -331,12 +311,9 @@ fn futex_links(inj: &mut Injector, thread: &proto::Thread) -> Result<()> {
     } else {
         (0, HEAD_LEN)
     };
-    inj.syscall_checked(libc::SYS_set_robust_list, [head, len, 0, 0, 0, 0])?;
+    calls::set_robust_list(inj, head, len)?;
     if thread.clear_child_tid != 0 {
-        inj.syscall_checked(
-            libc::SYS_set_tid_address,
-            [thread.clear_child_tid, 0, 0, 0, 0, 0],
-        )?;
+        calls::set_tid_address(inj, thread.clear_child_tid)?;
     }
     Ok(())
 }
