@@ -22,11 +22,9 @@
 
 use pipecr_image::proto;
 
+use super::error::{ProcessRestoreError, Result};
 use super::mm::PATH_AT;
-use super::process::ProcessRestoreError;
 use crate::inject::Injector;
-
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
 
 /// Where, in the trampoline page, the group list or the capset structures are written.
 const CREDS_AT: u64 = PATH_AT;

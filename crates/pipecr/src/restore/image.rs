@@ -33,16 +33,15 @@ use nix::unistd::Pid as NixPid;
 use pipecr_image::Image;
 
 use super::cow::Prefilled;
+use super::error::{ProcessRestoreError, Result, errno, os};
 use super::mm::{
     MapFiles, PAGE, PageWriter, area_error, current_maps, find_free, is_private_restored, map_area,
     move_specials, run_piece, set_mm, unmap_ranges,
 };
-use super::process::{ProcessRestoreError, SavedProcess, errno, os};
+use super::saved::{SavedProcess, main_thread};
 use super::signals::{final_regs, restore_altstack, restore_signals};
 use crate::inject::Injector;
 use crate::sys::ptrace::{self as sys_ptrace, SigMask};
-
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
 
 /// `RSEQ_FLAG_UNREGISTER`.
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -61,11 +60,9 @@ pub(super) fn load_image(
 ) -> Result<()> {
     let pid = saved.pid();
     let t = NixPid::from_raw(pid);
-    let thread = super::threads::main_thread(pid, &saved.core).ok_or_else(|| {
-        ProcessRestoreError::Invalid {
-            pid,
-            what: "no thread in core.img".to_owned(),
-        }
+    let thread = main_thread(pid, &saved.core).ok_or_else(|| ProcessRestoreError::Invalid {
+        pid,
+        what: "no thread in core.img".to_owned(),
     })?;
     // EXITKILL: if the restorer dies while it holds the process half-made, the kernel
     // kills it rather than letting it run.

@@ -17,7 +17,7 @@ use nix::unistd::Pid as NixPid;
 use pipecr_image::PAGE_SIZE;
 use pipecr_image::proto::{self, VmaFlag, VmaKind};
 
-use super::process::{ProcessRestoreError, os};
+use super::error::{ProcessRestoreError, os};
 use crate::inject::Injector;
 use crate::mem::maps::{MapEntry, parse_maps};
 use crate::sys::mem::FileMapping;

@@ -4,6 +4,7 @@
 
 mod cow;
 mod creds;
+mod error;
 pub mod external;
 pub mod fdtable;
 mod image;
@@ -11,6 +12,7 @@ mod mm;
 pub mod pidns;
 mod preflight;
 pub mod process;
+mod saved;
 mod signals;
 mod threads;
 

@@ -13,9 +13,8 @@ use std::io;
 
 use pipecr_image::proto::{self, VmaKind};
 
-use super::process::{ProcessRestoreError, SavedProcess};
-
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
+use super::error::{ProcessRestoreError, Result};
+use super::saved::SavedProcess;
 
 /// Offset of the XSAVE header's `XSTATE_BV` in the standard-format XSAVE area.
 const XSTATE_BV_AT: usize = 512;

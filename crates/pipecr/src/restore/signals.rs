@@ -12,11 +12,10 @@
 
 use pipecr_image::proto;
 
+use super::error::{ProcessRestoreError, Result};
 use super::mm::PATH_AT;
-use super::process::ProcessRestoreError;
+use super::saved::main_thread;
 use crate::inject::Injector;
-
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
 
 /// The kernel's "restart me" codes (`include/linux/errno.h`).
 const ERESTARTSYS: i64 = 512;
@@ -85,7 +84,7 @@ pub(super) fn restore_signals(
         Ok(())
     };
     // The other threads queue their own (restore/threads.rs).
-    if let Some(thread) = super::threads::main_thread(pid, core) {
+    if let Some(thread) = main_thread(pid, core) {
         for info in &thread.pending {
             let args = [tgid, tid, info.signo as u64, at, 0, 0];
             queue(inj, info, libc::SYS_rt_tgsigqueueinfo, args)?;

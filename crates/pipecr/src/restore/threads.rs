@@ -39,12 +39,11 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use pipecr_image::proto;
 
-use super::process::{ProcessRestoreError, SavedProcess};
+use super::error::{ProcessRestoreError, Result, errno};
+use super::saved::{SavedProcess, main_thread};
 use super::signals::final_regs;
 use crate::inject::Injector;
 use crate::sys::ptrace::{self as sys_ptrace, SigMask};
-
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
 
 /// Where, in the trampoline page, the `struct clone_args` is written (the `prctl_mm_map`
 /// area: no longer needed once the mm fields are set).
@@ -64,15 +63,6 @@ const THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_SIGHAND
     | libc::CLONE_THREAD
     | libc::CLONE_SYSVSEM) as u64;
-
-/// The saved main thread of `core` (`tid == pid`; the first one for an image that has none
-/// such).
-pub(super) fn main_thread(pid: i32, core: &proto::Core) -> Option<&proto::Thread> {
-    core.threads
-        .iter()
-        .find(|t| t.tid == pid)
-        .or_else(|| core.threads.first())
-}
 
 /// Checks that the saved threads are consistent: a main thread, distinct TIDs, the same
 /// set in tree.img and core.img.
@@ -339,12 +329,4 @@ fn futex_links(inj: &mut Injector, thread: &proto::Thread) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn errno(pid: i32, op: &'static str) -> impl Fn(Errno) -> ProcessRestoreError {
-    move |e| ProcessRestoreError::Os {
-        pid,
-        op,
-        source: std::io::Error::from_raw_os_error(e as i32),
-    }
 }
