@@ -15,6 +15,7 @@ pub mod process;
 mod saved;
 mod signals;
 mod threads;
+mod trampoline;
 
 /// Choices a caller makes for a tree restore.
 #[derive(Debug, Clone, Default)]

@@ -13,8 +13,8 @@
 use pipecr_image::proto;
 
 use super::error::{ProcessRestoreError, Result};
-use super::mm::PATH_AT;
 use super::saved::main_thread;
+use super::trampoline::SCRATCH_AT;
 use crate::inject::Injector;
 
 /// The kernel's "restart me" codes (`include/linux/errno.h`).
@@ -22,10 +22,6 @@ const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
 const ERESTARTNOHAND: i64 = 514;
 const ERESTART_RESTARTBLOCK: i64 = 516;
-
-/// Where, in the trampoline page, a `struct sigaction`, `struct itimerval` or siginfo is
-/// written (the path area: no file is opened any more at this point).
-const SCRATCH_AT: u64 = PATH_AT;
 
 /// Installs the saved signal handlers and interval timers and queues the saved pending
 /// signals again, from inside the process (so any `si_code` is accepted). Without

@@ -42,16 +42,10 @@ use pipecr_image::proto;
 use super::error::{ProcessRestoreError, Result, errno};
 use super::saved::{SavedProcess, main_thread};
 use super::signals::final_regs;
+use super::trampoline::{CLONE_ARGS_AT, SCRATCH_AT, SET_TID_AT};
 use crate::inject::Injector;
 use crate::sys::ptrace::{self as sys_ptrace, SigMask};
 
-/// Where, in the trampoline page, the `struct clone_args` is written (the `prctl_mm_map`
-/// area: no longer needed once the mm fields are set).
-const CLONE_ARGS_AT: u64 = 1024;
-/// Where the one-entry `set_tid` array is written.
-const SET_TID_AT: u64 = CLONE_ARGS_AT + 128;
-/// Where a siginfo to queue is written (the path area, as for the main thread).
-const SIGINFO_AT: u64 = 64;
 /// `CLONE_ARGS_SIZE_VER1`: up to `set_tid_size`.
 const CLONE_ARGS_SIZE: u64 = 80;
 
@@ -271,14 +265,14 @@ fn set_up(
                 ),
             });
         }
-        inj.write_memory(tramp + SIGINFO_AT, &info.raw)?;
+        inj.write_memory(tramp + SCRATCH_AT, &info.raw)?;
         inj.syscall_checked(
             libc::SYS_rt_tgsigqueueinfo,
             [
                 pid as u64,
                 tid as u64,
                 info.signo as u64,
-                tramp + SIGINFO_AT,
+                tramp + SCRATCH_AT,
                 0,
                 0,
             ],
