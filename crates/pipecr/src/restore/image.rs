@@ -1,7 +1,8 @@
 //! Replace one new process's address space, signal state, threads and registers with
-//! the saved ones, by injecting system calls into it. [`super::process`] decides when
-//! (parents first, all detached together); this module is the order of the steps
-//! inside one process, [`super::mm`] and [`super::signals`] the steps themselves.
+//! the saved ones, by injecting system calls into it. The orchestrator
+//! (`restore::process`) decides when (parents first, all detached together); this module
+//! is the order of the steps inside one process, [`super::mm`], [`super::signals`],
+//! [`super::threads`], [`super::creds`] and [`super::regs`] the steps themselves.
 //!
 //! [`load_image`] seizes and interrupts the process, and through an [`Injector`]: maps a
 //! trampoline page at an address free in both layouts; sets the saved personality
@@ -39,7 +40,7 @@ use super::mm::{
     move_specials, run_piece, set_mm, unmap_ranges,
 };
 use super::saved::{SavedProcess, main_thread};
-use super::signals::{final_regs, restore_altstack, restore_signals};
+use super::signals::{restore_altstack, restore_signals};
 use crate::inject::Injector;
 use crate::sys::ptrace::{self as sys_ptrace, SigMask};
 
@@ -229,13 +230,5 @@ pub(super) fn load_image(
     // meant for the process that no longer exists.
     let _ = inj.release();
 
-    let regs = final_regs(pid, thread)?;
-    ptrace::setregset::<ptrace::regset::NT_PRSTATUS>(t, regs)
-        .map_err(errno(pid, "PTRACE_SETREGSET NT_PRSTATUS"))?;
-    if !thread.xsave.is_empty() {
-        sys_ptrace::set_xstate(t, &thread.xsave)
-            .map_err(os(pid, "PTRACE_SETREGSET NT_X86_XSTATE"))?;
-    }
-    sys_ptrace::set_sigmask(t, SigMask(thread.blocked)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
-    Ok(())
+    super::regs::set_final(pid, pid, thread)
 }

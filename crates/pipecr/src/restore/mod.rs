@@ -12,6 +12,7 @@ mod mm;
 pub mod pidns;
 mod preflight;
 pub mod process;
+mod regs;
 mod saved;
 mod signals;
 mod threads;

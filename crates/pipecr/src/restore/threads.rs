@@ -1,6 +1,7 @@
 //! Bring back the threads of a multi-threaded process, with their TIDs, once its address
 //! space, handlers and main thread's signals are in place (called by
-//! [`super::process`] while the trampoline page still exists).
+//! [`super::image`] while the trampoline page still exists), and release the restored
+//! tree ([`release_tree`], called by the orchestrator once every process is ready).
 //!
 //! For each saved thread but the main one (`tid == pid`):
 //! 1. The main thread, held in a ptrace-stop under `PTRACE_O_TRACECLONE`, runs an injected
@@ -17,7 +18,7 @@
 //! 3. Its saved registers (with `fs_base`/`gs_base`, the TLS), XSAVE area and blocked
 //!    mask are set; a thread saved inside a syscall the kernel would restart is put back
 //!    onto its `syscall` instruction exactly as the main thread is
-//!    ([`super::signals::final_regs`]).
+//!    ([`super::regs::set_final`]).
 //!
 //! The threads stay in their ptrace-stops until [`detach`] lets the whole process go.
 //!
@@ -41,10 +42,8 @@ use pipecr_image::proto;
 
 use super::error::{ProcessRestoreError, Result, errno};
 use super::saved::{SavedProcess, main_thread};
-use super::signals::final_regs;
 use super::trampoline::{CLONE_ARGS_AT, SCRATCH_AT, SET_TID_AT};
 use crate::inject::Injector;
-use crate::sys::ptrace::{self as sys_ptrace, SigMask};
 
 /// `CLONE_ARGS_SIZE_VER1`: up to `set_tid_size`.
 const CLONE_ARGS_SIZE: u64 = 80;
@@ -169,7 +168,7 @@ fn detach(saved: &SavedProcess) -> Result<()> {
 fn release(pid: i32, t: &proto::Thread) -> Result<()> {
     let tid = NixPid::from_raw(t.tid);
     let mut signal = None;
-    if super::signals::in_restarted_syscall(pid, t)? {
+    if super::regs::in_restarted_syscall(pid, t)? {
         ptrace::setoptions(tid, ptrace::Options::PTRACE_O_TRACESYSGOOD)
             .map_err(errno(t.tid, "PTRACE_SETOPTIONS"))?;
         ptrace::syscall(tid, None).map_err(errno(t.tid, "PTRACE_SYSCALL"))?;
@@ -249,7 +248,6 @@ fn set_up(
     thread: &proto::Thread,
     creds: Option<&proto::Creds>,
 ) -> Result<()> {
-    let t = NixPid::from_raw(tid);
     let mut inj = Injector::new(pid, tid)?;
     inj.set_syscall_address(tramp)?;
     register_rseq(&mut inj, thread)?;
@@ -285,24 +283,7 @@ fn set_up(
     }
     // Anything that arrived meanwhile was meant for nobody restored.
     let _ = inj.release();
-    let regs = final_regs(pid, thread)?;
-    ptrace::setregset::<ptrace::regset::NT_PRSTATUS>(t, regs)
-        .map_err(errno(tid, "PTRACE_SETREGSET NT_PRSTATUS"))?;
-    if !thread.xsave.is_empty() {
-        sys_ptrace::set_xstate(t, &thread.xsave).map_err(|source| ProcessRestoreError::Os {
-            pid: tid,
-            op: "PTRACE_SETREGSET NT_X86_XSTATE",
-            source,
-        })?;
-    }
-    sys_ptrace::set_sigmask(t, SigMask(thread.blocked)).map_err(|source| {
-        ProcessRestoreError::Os {
-            pid: tid,
-            op: "PTRACE_SETSIGMASK",
-            source,
-        }
-    })?;
-    Ok(())
+    super::regs::set_final(pid, tid, thread)
 }
 
 /// Injects `set_robust_list` (clearing it when the thread had none) and, when the dump read
