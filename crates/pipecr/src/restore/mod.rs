@@ -2,6 +2,15 @@
 //! rebuilt inside the calling process ([`fdtable`]), and one whole
 //! process brought back with its PID ([`process`]); whole trees build on them.
 
+// Layers, each importing only those below it (`tools/modcycles.py` checks):
+// - on top, the orchestrators: `process` (a tree, in order) and `pidns` (that, run in a
+//   new PID namespace); no step imports them;
+// - the checks run before anything is made: `preflight`;
+// - one process's image replaced: `image`, over its steps `threads`, `signals`,
+//   `creds`, `regs`, `mm` and `cow`; the descriptor tables: `fdtable`;
+// - at the bottom: `error` (over `external`), `saved`, `trampoline`.
+// `external` still takes `RestoreOptions` from here, which holds its `Inherit`: the one
+// cycle left, until both live in one module.
 mod cow;
 mod creds;
 mod error;

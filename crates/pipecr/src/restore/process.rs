@@ -2,10 +2,10 @@
 //! child of the caller and every other process a child of its restored parent.
 //!
 //! This module owns the order of operations and sits on top of `restore/`: no step
-//! imports it. The error and the saved process are [`super::error`]'s and
-//! [`super::saved`]'s (re-exported here); the descriptor table comes from
-//! [`super::fdtable`], the injection mechanics from [`crate::inject`], the raw calls from
-//! [`crate::sys`].
+//! imports it. The checks run before anything is created are [`super::preflight`]'s,
+//! the error and the saved process are [`super::error`]'s and [`super::saved`]'s (all
+//! re-exported here); the descriptor table comes from [`super::fdtable`], the injection
+//! mechanics from [`crate::inject`], the raw calls from [`crate::sys`].
 //!
 //! 1. [`spawn_tree_stopped`]: `clone3` with `set_tid` = the saved PID of the root. Each new
 //!    process sets its name and session/group, creates its own saved children the same way
@@ -49,65 +49,17 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use pipecr_image::Image;
-use pipecr_image::proto::{self, VmaFlag, VmaKind};
+use pipecr_image::proto;
 
 use super::RestoreOptions;
 use super::error::{Result, errno, os};
 use super::external::Inherited;
 use super::image::load_image;
-// What callers of the orchestrator name through it: the error and the saved process
-// live below it, in modules it uses.
+// What callers of the orchestrator name through it: the error, the saved process and
+// the checks live below it, in modules it uses.
 pub use super::error::ProcessRestoreError;
+pub use super::preflight::{check_supported, check_tree};
 pub use super::saved::{SavedProcess, load};
-
-/// Checks, before anything is created, that this module can restore `saved` from a
-/// process whose session and process group are `(sid, pgid)` (the restorer's).
-pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> {
-    let pid = saved.pid();
-    let unsupported = |what: String| Err(ProcessRestoreError::Unsupported { pid, what });
-    super::threads::check(saved)?;
-    super::creds::check(pid, saved.core.creds.as_ref())?;
-    super::preflight::check_xstate(saved, crate::sys::cpu::xcr0())?;
-    if saved.core.root != "/" {
-        return unsupported(format!(
-            "a root directory other than / ({})",
-            saved.core.root
-        ));
-    }
-    if saved.process.sid != pid && saved.process.sid != sid {
-        return unsupported(format!(
-            "session {} (the restorer is in session {sid}; only the restorer's session or a \
-             new one led by the process; a job of an interactive shell: --shell-job)",
-            saved.process.sid
-        ));
-    }
-    if saved.process.pgid != pid && saved.process.pgid != pgid && saved.process.sid != pid {
-        return unsupported(format!(
-            "process group {} (the restorer is in group {pgid})",
-            saved.process.pgid
-        ));
-    }
-    for vma in &saved.mm.vmas {
-        let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
-        let what = match kind {
-            VmaKind::Object => Some("shared memory (a memory object)"),
-            VmaKind::OtherSpecial => Some("a kernel special area"),
-            VmaKind::Unspecified => Some("an area of unknown kind"),
-            _ if vma.object_id != 0 || vma.flags & VmaFlag::Deleted as u32 != 0 => {
-                Some("a mapping of a deleted file or memfd")
-            }
-            _ => None,
-        };
-        if let Some(what) = what {
-            return unsupported(format!(
-                "area {:#x}-{:#x} {}: {what}",
-                vma.start, vma.end, vma.path
-            ));
-        }
-    }
-    super::preflight::check_files(saved)?;
-    Ok(())
-}
 
 /// Whether a process with this PID exists now.
 pub fn pid_in_use(pid: i32) -> bool {
@@ -125,54 +77,6 @@ pub fn restore(image: &Image, saved: &SavedProcess) -> Result<NixPid> {
         std::slice::from_ref(saved),
         &RestoreOptions::default(),
     )
-}
-
-/// Checks, before anything is created, that `tree` (tree.img order: the root first, every
-/// parent before its children) can be restored by [`restore_tree`] from a process in
-/// session `sid` and process group `pgid` (the restorer's).
-///
-/// Each process must be the root or a child of an earlier one (the dump refuses zombies,
-/// so a parent missing from the image is an error), and each must pass
-/// [`check_supported`] against its parent's saved session and group: a process inherits
-/// them from the parent that creates it, or leads its own.
-pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
-    let Some(root) = tree.first() else {
-        return Err(ProcessRestoreError::Invalid {
-            pid: 0,
-            what: "tree.img holds no process".to_owned(),
-        });
-    };
-    check_supported(root, sid, pgid)?;
-    // Each process gets its own table from the parked set: two that shared one
-    // (CLONE_FILES) would come back apart.
-    for (i, p) in tree.iter().enumerate() {
-        if let Some(q) = tree[..i]
-            .iter()
-            .find(|q| q.process.fd_table == p.process.fd_table)
-        {
-            return Err(ProcessRestoreError::Unsupported {
-                pid: p.pid(),
-                what: format!(
-                    "a descriptor table shared with pid {} (CLONE_FILES)",
-                    q.pid()
-                ),
-            });
-        }
-    }
-    for (i, p) in tree.iter().enumerate().skip(1) {
-        let ppid = p.process.ppid;
-        let parent = tree[..i].iter().find(|q| q.pid() == ppid).ok_or_else(|| {
-            ProcessRestoreError::Invalid {
-                pid: p.pid(),
-                what: format!(
-                    "its parent {ppid} is not an earlier process of tree.img (an exited or \
-                     foreign parent cannot be restored)"
-                ),
-            }
-        })?;
-        check_supported(p, parent.process.sid, parent.process.pgid)?;
-    }
-    Ok(())
 }
 
 /// Restores the processes of `tree` (as [`check_tree`] accepts it) with their PIDs, each

@@ -57,29 +57,6 @@ const THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_THREAD
     | libc::CLONE_SYSVSEM) as u64;
 
-/// Checks that the saved threads are consistent: a main thread, distinct TIDs, the same
-/// set in tree.img and core.img.
-pub(super) fn check(saved: &SavedProcess) -> Result<()> {
-    let pid = saved.pid();
-    let invalid = |what: String| Err(ProcessRestoreError::Invalid { pid, what });
-    let mut tids: Vec<i32> = saved.core.threads.iter().map(|t| t.tid).collect();
-    tids.sort_unstable();
-    if !tids.contains(&pid) {
-        return invalid(format!("no main thread (tid {pid}) in core.img"));
-    }
-    if tids.windows(2).any(|w| w[0] == w[1]) || tids.iter().any(|&t| t <= 0) {
-        return invalid(format!("thread ids {tids:?} in core.img"));
-    }
-    let mut listed = saved.process.threads.clone();
-    listed.sort_unstable();
-    if !listed.is_empty() && listed != tids {
-        return invalid(format!(
-            "threads {listed:?} in tree.img but {tids:?} in core.img"
-        ));
-    }
-    Ok(())
-}
-
 /// Creates every saved thread of `saved` but the main one (see the module documentation)
 /// through `inj`, the main thread's injector, whose `syscall` instruction is the
 /// trampoline page at `tramp`. The main thread must have every signal blocked. Leaves
