@@ -22,17 +22,14 @@
 
 use pipecr_image::proto;
 
-use super::mm::PATH_AT;
-use super::process::ProcessRestoreError;
+use super::error::{ProcessRestoreError, Result};
+use super::trampoline::{self, SCRATCH_AT};
 use crate::inject::kstruct::CapSets;
 use crate::inject::{Injector, calls};
 
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
-
-/// Where, in the trampoline page, the group list or the capset structures are written.
-const CREDS_AT: u64 = PATH_AT;
-/// Most supplementary groups that fit the trampoline page after [`CREDS_AT`].
-const MAX_GROUPS: usize = (4096 - CREDS_AT as usize) / 4;
+/// Most supplementary groups that fit the trampoline page after [`SCRATCH_AT`], where the
+/// group list is written.
+const MAX_GROUPS: usize = ((trampoline::SIZE - SCRATCH_AT) / 4) as usize;
 
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
@@ -134,7 +131,7 @@ pub(super) fn restore(
     main: bool,
 ) -> Result<()> {
     let me = own()?;
-    let at = tramp + CREDS_AT;
+    let at = tramp + SCRATCH_AT;
     let fail = |op: &'static str| {
         move |e: crate::inject::InjectError| ProcessRestoreError::Os {
             pid,

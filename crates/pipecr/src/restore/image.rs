@@ -1,7 +1,8 @@
 //! Replace one new process's address space, signal state, threads and registers with
-//! the saved ones, by injecting system calls into it. [`super::process`] decides when
-//! (parents first, all detached together); this module is the order of the steps
-//! inside one process, [`super::mm`] and [`super::signals`] the steps themselves.
+//! the saved ones, by injecting system calls into it. The orchestrator
+//! (`restore::process`) decides when (parents first, all detached together); this module
+//! is the order of the steps inside one process, [`super::mm`], [`super::signals`],
+//! [`super::threads`], [`super::creds`] and [`super::regs`] the steps themselves.
 //!
 //! [`load_image`] seizes and interrupts the process, and through an [`Injector`]: maps a
 //! trampoline page at an address free in both layouts; sets the saved personality
@@ -33,16 +34,15 @@ use nix::unistd::Pid as NixPid;
 use pipecr_image::Image;
 
 use super::cow::Prefilled;
+use super::error::{ProcessRestoreError, Result, errno, os};
 use super::mm::{
     MapFiles, PAGE, PageWriter, area_error, current_maps, find_free, is_private_restored, map_area,
     move_specials, run_piece, set_mm, unmap_ranges,
 };
-use super::process::{ProcessRestoreError, SavedProcess, errno, os};
-use super::signals::{final_regs, restore_altstack, restore_signals};
+use super::saved::{SavedProcess, main_thread};
+use super::signals::{restore_altstack, restore_signals};
 use crate::inject::{Injector, calls};
 use crate::sys::ptrace::{self as sys_ptrace, SigMask};
-
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
 
 /// Seizes `saved.pid()` (continued from its self-stop, waiting in `pause()`), replaces
 /// its address space, handlers, pending signals, registers and mask with the saved ones,
@@ -58,11 +58,9 @@ pub(super) fn load_image(
 ) -> Result<()> {
     let pid = saved.pid();
     let t = NixPid::from_raw(pid);
-    let thread = super::threads::main_thread(pid, &saved.core).ok_or_else(|| {
-        ProcessRestoreError::Invalid {
-            pid,
-            what: "no thread in core.img".to_owned(),
-        }
+    let thread = main_thread(pid, &saved.core).ok_or_else(|| ProcessRestoreError::Invalid {
+        pid,
+        what: "no thread in core.img".to_owned(),
     })?;
     // EXITKILL: if the restorer dies while it holds the process half-made, the kernel
     // kills it rather than letting it run.
@@ -211,13 +209,5 @@ pub(super) fn load_image(
     // meant for the process that no longer exists.
     let _ = inj.release();
 
-    let regs = final_regs(pid, thread)?;
-    ptrace::setregset::<ptrace::regset::NT_PRSTATUS>(t, regs)
-        .map_err(errno(pid, "PTRACE_SETREGSET NT_PRSTATUS"))?;
-    if !thread.xsave.is_empty() {
-        sys_ptrace::set_xstate(t, &thread.xsave)
-            .map_err(os(pid, "PTRACE_SETREGSET NT_X86_XSTATE"))?;
-    }
-    sys_ptrace::set_sigmask(t, SigMask(thread.blocked)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
-    Ok(())
+    super::regs::set_final(pid, pid, thread)
 }

@@ -4,8 +4,8 @@
 //! in the child by path), write the saved pages, and set the mm fields with
 //! `PR_SET_MM_MAP`. Kept apart from [`super::image`], which only orders these steps.
 //!
-//! The trampoline page doubles as scratch memory: paths at [`PATH_AT`], the
-//! `struct prctl_mm_map` at `MM_MAP_AT`, the auxv at `AUXV_AT`.
+//! The trampoline page doubles as scratch memory: paths, the `struct prctl_mm_map` and
+//! the auxv go where [`super::trampoline`] says.
 
 use std::fs::File;
 use std::io;
@@ -16,24 +16,15 @@ use nix::sys::mman::{MRemapFlags, MapFlags, ProtFlags};
 use pipecr_image::PAGE_SIZE;
 use pipecr_image::proto::{self, VmaFlag, VmaKind};
 
-use super::process::{ProcessRestoreError, os};
+use super::error::{ProcessRestoreError, Result, os};
+use super::trampoline::{AUXV_AT, MM_MAP_AT, PATH_AT, PATH_MAX};
 use crate::inject::kstruct::PrctlMmMap;
 use crate::inject::{Injector, calls};
 use crate::mem::maps::{MapEntry, parse_maps};
 use crate::sys::kcmp::TargetFd;
 use crate::sys::mem::{FileMapping, IOV_MAX, RemoteMem, write_in_batches};
 
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
-
 pub(super) const PAGE: u64 = PAGE_SIZE;
-/// Where, in the trampoline page, the path of a file to open is written.
-pub(super) const PATH_AT: u64 = 64;
-/// Longest path we open through the trampoline (the rest of the page holds other data).
-const PATH_MAX_IN_PAGE: usize = 1024 - 64 - 1;
-/// Where the `struct prctl_mm_map` is written.
-const MM_MAP_AT: u64 = 1024;
-/// Where the auxiliary vector is written.
-const AUXV_AT: u64 = 2048;
 /// Lowest address we place a trampoline or a parking area at (above `mmap_min_addr`).
 const LOW: u64 = 0x10_0000;
 /// Bytes of zeros written into the child per write.
@@ -302,7 +293,7 @@ pub(super) fn map_area(
 /// Opens `path` in the child (`openat(AT_FDCWD, path, flags | O_CLOEXEC)`), the path
 /// written into the trampoline page; returns the child's descriptor.
 fn open_in(inj: &mut Injector, pid: i32, tramp: u64, path: &str, flags: i32) -> Result<i32> {
-    if path.len() > PATH_MAX_IN_PAGE || path.as_bytes().contains(&0) {
+    if path.len() > PATH_MAX || path.as_bytes().contains(&0) {
         return Err(ProcessRestoreError::Unsupported {
             pid,
             what: format!("opening a path of {} bytes", path.len()),
