@@ -30,6 +30,9 @@
 pub mod maps;
 pub mod pagemap;
 pub mod pages;
+mod types;
+
+pub use types::{MemError, PAGE_SIZE};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -43,66 +46,13 @@ use crate::proc::ProcError;
 use maps::MapEntry;
 use pagemap::{Pagemap, PagemapEntry};
 use pages::{MemReader, PageStore, Stored};
-
-/// The page size pipecr saves memory in.
-pub const PAGE_SIZE: u64 = pipecr_image::PAGE_SIZE;
+use types::display_path;
 
 /// Pages of address space covered by one pagemap read (8 MiB): bounds the read buffer.
 const CHUNK_PAGES: usize = 2048;
 
 /// Bytes of a memory object read at a time.
 const OBJECT_BATCH: u64 = 4 << 20;
-
-/// Why an address space could not be saved.
-#[derive(Debug, thiserror::Error)]
-pub enum MemError {
-    /// `/proc` could not be read.
-    #[error(transparent)]
-    Proc(#[from] ProcError),
-    /// The image could not be written.
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    /// A file about the process could not be read.
-    #[error("pid {pid}: cannot read {what}")]
-    Read {
-        /// The process.
-        pid: i32,
-        /// The file.
-        what: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// Memory of the process could not be read.
-    #[error("pid {pid}: cannot read memory at {addr:#x} ({path})")]
-    Pages {
-        /// The process.
-        pid: i32,
-        /// The first address that failed.
-        addr: u64,
-        /// The area's path, or `anonymous`.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// An area of a kind pipecr cannot save yet.
-    #[error(
-        "pid {pid}: cannot save the area {start:#x}-{end:#x} ({path}): {what} is not supported yet"
-    )]
-    Unsupported {
-        /// The process.
-        pid: i32,
-        /// The area's start.
-        start: u64,
-        /// The area's end.
-        end: u64,
-        /// The area's path, or `anonymous`.
-        path: String,
-        /// What kind of area it is.
-        what: &'static str,
-    },
-}
 
 /// What a memory dump did, for people and benchmarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -592,14 +542,6 @@ fn classify(pid: i32, e: &MapEntry) -> Result<(VmaKind, u32, Save), MemError> {
         (false, true) => (VmaKind::FilePrivate, flags, Save::PrivateAndObject(object)),
         (false, false) => (VmaKind::FilePrivate, flags, Save::Private),
     })
-}
-
-fn display_path(e: &MapEntry) -> String {
-    if e.path.is_empty() {
-        "anonymous".into()
-    } else {
-        e.path.clone()
-    }
 }
 
 /// The identity of a file from its metadata.

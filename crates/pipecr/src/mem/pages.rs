@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 
 use pipecr_image::{ImageError, RawWriter};
 
-use super::PAGE_SIZE;
+use super::types::PAGE_SIZE;
 
 /// One page of zeros, to compare with.
 static ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
