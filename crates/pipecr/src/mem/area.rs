@@ -112,7 +112,8 @@ pub trait AreaKind: Sync {
     fn classify(&self, pid: i32, e: &MapEntry) -> Result<Classified, MemError>;
 
     /// The object behind `e` that a descriptor could also name, where the area is
-    /// backed by one (`None` otherwise).
+    /// backed by one (`None` otherwise), as its maps line names it. (The dump keys the
+    /// objects it saves by the `stat` of `/proc/PID/map_files`, the same object.)
     fn object(&self, _e: &MapEntry) -> Option<ObjectId> {
         None
     }

@@ -683,6 +683,13 @@ mod tests {
             let c = classify(1, &e).unwrap();
             assert_eq!((c.kind, c.save), (kind, save), "{e:?}");
         }
+        let stack = classify(1, &area("[stack]", false, false, 0, &["gd"])).unwrap();
+        assert_eq!(
+            stack.flags,
+            VmaFlag::Growsdown as u32 | VmaFlag::Anonymous as u32
+        );
+        let gone = classify(1, &area("/memfd:m", true, true, 9, &[])).unwrap();
+        assert_eq!(gone.flags, VmaFlag::Shared as u32 | VmaFlag::Deleted as u32);
         for e in [
             area("/dev/mem", true, false, 9, &["io"]),
             area("", true, false, 0, &[]),
