@@ -7,7 +7,7 @@ use std::io;
 
 use pipecr_image::{ImageError, RawWriter};
 
-use super::PAGE_SIZE;
+use super::types::PAGE_SIZE;
 use crate::sys::mem::RemoteMem;
 
 /// One page of zeros, to compare with.

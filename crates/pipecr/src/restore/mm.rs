@@ -12,14 +12,16 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use nix::fcntl::OFlag;
-use nix::sys::mman::{MRemapFlags, MapFlags, ProtFlags};
+use nix::sys::mman::MRemapFlags;
 use pipecr_image::PAGE_SIZE;
-use pipecr_image::proto::{self, VmaFlag, VmaKind};
+use pipecr_image::proto::{self, VmaKind};
 
 use super::error::{ProcessRestoreError, Result, os};
 use super::trampoline::{AUXV_AT, MM_MAP_AT, PATH_AT, PATH_MAX};
 use crate::inject::kstruct::PrctlMmMap;
 use crate::inject::{Injector, calls};
+use crate::mem::AREA_KINDS;
+use crate::mem::area::{AreaKind, MapError, MapTarget, not_restorable};
 use crate::mem::maps::{MapEntry, parse_maps};
 use crate::sys::kcmp::TargetFd;
 use crate::sys::mem::{FileMapping, IOV_MAX, RemoteMem, write_in_batches};
@@ -181,21 +183,20 @@ fn mremap(inj: &mut Injector, pid: i32, name: &str, from: u64, to: u64, len: u64
     Ok(())
 }
 
+/// The saved kind of the kernel area named `path` that is moved into place rather than
+/// mapped, as the kinds of memory area say.
 fn special_kind(path: &str) -> Option<VmaKind> {
-    match path {
-        "[vdso]" => Some(VmaKind::Vdso),
-        "[vvar]" => Some(VmaKind::Vvar),
-        "[vvar_vclock]" => Some(VmaKind::VvarVclock),
-        _ => None,
-    }
+    AREA_KINDS.iter().find_map(|k| k.moved_into_place(path))
+}
+
+/// The kind of memory area that maps the saved area `vma` again, if any.
+fn area_kind(vma: &proto::Vma) -> Option<&'static dyn AreaKind> {
+    AREA_KINDS.iter().copied().find(|k| k.restores(vma))
 }
 
 /// Private areas we map ourselves (and make writable while filling).
 pub(super) fn is_private_restored(vma: &proto::Vma) -> bool {
-    matches!(
-        VmaKind::try_from(vma.kind),
-        Ok(VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate)
-    )
+    area_kind(vma).is_some_and(|k| k.filled_privately())
 }
 
 /// The descriptors a process being restored has open for mapping files, by path and open
@@ -213,9 +214,9 @@ impl MapFiles {
     }
 }
 
-/// Maps one saved area at its address (see the module documentation). A private area
-/// is mapped writable when `written` (its pages are written next, then its protection is
-/// set), with its saved protection otherwise.
+/// Maps one saved area at its address (see the module documentation), as its kind of
+/// memory area says. A private area is mapped writable when `written` (its pages are
+/// written next, then its protection is set), with its saved protection otherwise.
 pub(super) fn map_area(
     inj: &mut Injector,
     pid: i32,
@@ -224,78 +225,70 @@ pub(super) fn map_area(
     written: bool,
     files: &mut MapFiles,
 ) -> Result<()> {
-    let len = vma.end - vma.start;
-    let prot = ProtFlags::from_bits_truncate(vma.prot as i32);
-    let fill = if written {
-        ProtFlags::PROT_WRITE
-    } else {
-        ProtFlags::empty()
-    };
-    let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
-    match kind {
-        VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack => {
-            let mut flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_FIXED;
-            if vma.flags & VmaFlag::Growsdown as u32 != 0 {
-                flags |= MapFlags::MAP_GROWSDOWN;
-            }
-            inj.remote_mmap(vma.start, len, prot | fill, flags, None, 0)?;
-        }
-        VmaKind::FilePrivate | VmaKind::FileShared => {
-            let shared = kind == VmaKind::FileShared;
-            let (open_flags, flags, prot) = if shared {
-                let rw = if vma.prot & libc::PROT_WRITE as u32 != 0 {
-                    libc::O_RDWR
-                } else {
-                    libc::O_RDONLY
-                };
-                (rw, MapFlags::MAP_SHARED | MapFlags::MAP_FIXED, prot)
-            } else {
-                (
-                    libc::O_RDONLY,
-                    MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
-                    prot | fill,
-                )
-            };
-            let open = files
-                .0
-                .iter()
-                .find(|(path, flags, _)| *path == vma.path && *flags == open_flags)
-                .map(|&(_, _, fd)| fd);
-            let fd = match open {
-                Some(fd) => fd,
-                None => {
-                    let fd = open_in(inj, pid, tramp, &vma.path, open_flags)?;
-                    files.0.push((vma.path.clone(), open_flags, fd));
-                    fd
-                }
-            };
-            inj.remote_mmap(
-                vma.start,
-                len,
-                prot,
-                flags,
-                Some(crate::sys::kcmp::TargetFd(fd)),
-                vma.pgoff,
-            )?;
-        }
-        // Moved into place already, or never movable (the fixed [vsyscall]).
-        VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => {}
-        _ => {
-            return Err(ProcessRestoreError::Unsupported {
-                pid,
-                what: format!("area {:#x}-{:#x} {}", vma.start, vma.end, vma.path),
-            });
-        }
+    let mut target = Target { inj, tramp, files };
+    match area_kind(vma) {
+        Some(kind) => kind.map(vma, written, &mut target),
+        None => Err(not_restorable(vma)),
     }
-    Ok(())
+    .map_err(|e| restore_error(pid, e))
+}
+
+/// What a kind of memory area is lent to map an area of the process being restored:
+/// its injector, and its files opened by path once each.
+struct Target<'a> {
+    inj: &'a mut Injector,
+    tramp: u64,
+    files: &'a mut MapFiles,
+}
+
+impl MapTarget for Target<'_> {
+    fn injector(&mut self) -> &mut Injector {
+        self.inj
+    }
+
+    fn open(&mut self, path: &str, flags: i32) -> std::result::Result<TargetFd, MapError> {
+        let open = self
+            .files
+            .0
+            .iter()
+            .find(|(p, f, _)| p == path && *f == flags)
+            .map(|&(_, _, fd)| fd);
+        let fd = match open {
+            Some(fd) => fd,
+            None => {
+                let fd = open_in_child(self.inj, self.tramp, path, flags)?;
+                self.files.0.push((path.to_owned(), flags, fd));
+                fd
+            }
+        };
+        Ok(TargetFd(fd))
+    }
+}
+
+/// The restore error for a [`MapError`] of process `pid`.
+fn restore_error(pid: i32, e: MapError) -> ProcessRestoreError {
+    match e {
+        MapError::Inject(e) => ProcessRestoreError::Inject(e),
+        MapError::Unsupported { what } => ProcessRestoreError::Unsupported { pid, what },
+        MapError::Invalid { what } => ProcessRestoreError::Invalid { pid, what },
+    }
 }
 
 /// Opens `path` in the child (`openat(AT_FDCWD, path, flags | O_CLOEXEC)`), the path
 /// written into the trampoline page; returns the child's descriptor.
 fn open_in(inj: &mut Injector, pid: i32, tramp: u64, path: &str, flags: i32) -> Result<i32> {
+    open_in_child(inj, tramp, path, flags).map_err(|e| restore_error(pid, e))
+}
+
+/// [`open_in`], with the error of the area layer.
+fn open_in_child(
+    inj: &mut Injector,
+    tramp: u64,
+    path: &str,
+    flags: i32,
+) -> std::result::Result<i32, MapError> {
     if path.len() > PATH_MAX || path.as_bytes().contains(&0) {
-        return Err(ProcessRestoreError::Unsupported {
-            pid,
+        return Err(MapError::Unsupported {
             what: format!("opening a path of {} bytes", path.len()),
         });
     }
@@ -303,11 +296,9 @@ fn open_in(inj: &mut Injector, pid: i32, tramp: u64, path: &str, flags: i32) -> 
     bytes.push(0);
     inj.write_memory(tramp + PATH_AT, &bytes)?;
     let flags = OFlag::from_bits_retain(flags | libc::O_CLOEXEC);
-    let fd =
-        calls::openat(inj, tramp + PATH_AT, flags).map_err(|e| ProcessRestoreError::Invalid {
-            pid,
-            what: format!("cannot open {path} in the new process: {e}"),
-        })?;
+    let fd = calls::openat(inj, tramp + PATH_AT, flags).map_err(|e| MapError::Invalid {
+        what: format!("cannot open {path} in the new process: {e}"),
+    })?;
     Ok(fd.0)
 }
 
