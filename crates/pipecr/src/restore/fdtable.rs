@@ -176,6 +176,7 @@ pub fn create(
     ensure_nofile(top, ids.len() + inherited.len())?;
 
     let mut ctx = RestoreCtx::new(image)?;
+    files::prepare_restore(&mut ctx)?;
     let mut created: BTreeMap<u64, OwnedFd> = BTreeMap::new();
     let mut slots: BTreeMap<(u64, RawFd), OwnedFd> = BTreeMap::new();
     for d in descriptors() {
