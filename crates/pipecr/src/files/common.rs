@@ -62,7 +62,7 @@ pub fn open_flags(saved: u32) -> OFlags {
 }
 
 /// Seeks a freshly opened `fd` to the saved position and sets the saved status flags
-/// that can change after `open` (those of [`SETTABLE_FLAGS`]).
+/// that can change after `open` (those of `crate::pipe::SETTABLE_FLAGS`).
 ///
 /// Nothing is done for an `O_PATH` file, which has neither; the seek is skipped at
 /// position 0, where every new open file already is (and where devices that cannot seek

@@ -326,7 +326,7 @@ impl Saved<'_> {
 /// What a saved open file whose other side is outside the tree needs at restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct External {
-    /// What it is, for people: "write end of pipe:[1234] (its reader is outside the
+    /// What it is, for people: "write end of `pipe:[1234]` (its reader is outside the
     /// tree)".
     pub what: String,
     /// Bytes that were waiting in it for the tree to read.
@@ -346,7 +346,7 @@ pub struct ExternalEnd {
     pub file_id: u64,
     /// Every (pid, fd) that held it, sorted.
     pub holders: Vec<(i32, RawFd)>,
-    /// What it is, for people: "write end of pipe:[1234] (its reader is outside the
+    /// What it is, for people: "write end of `pipe:[1234]` (its reader is outside the
     /// tree)".
     pub what: String,
     /// Bytes that were waiting in it for the tree to read.

@@ -3,13 +3,11 @@
 //! [`DumpOptions::max_inline_file`](super::kind::DumpOptions::max_inline_file).
 //!
 //! A memfd is a regular file on the kernel's internal tmpfs, shown in `/proc/PID/fd` as
-//! `/memfd:NAME (deleted)`; this kind must be asked before
-//! the regular-file kind, which leaves such files alone
-//! ([`looks_like_memfd`](super::common::looks_like_memfd)). Saved: the
-//! name, size, bytes and seals (`F_GET_SEALS`). A memfd created without
-//! `MFD_ALLOW_SEALING` reports just `F_SEAL_SEAL`; restore always creates the memfd with
-//! sealing allowed and adds the saved seals last, so `F_SEAL_SEAL` alone reproduces that
-//! state. Hugetlbfs memfds (`MFD_HUGETLB`) are not claimed.
+//! `/memfd:NAME (deleted)`; this kind must be asked before the regular-file kind, which
+//! leaves such files alone ([`looks_like_memfd`]). Saved: the name, size, bytes and seals
+//! (`F_GET_SEALS`). A memfd created without `MFD_ALLOW_SEALING` reports just
+//! `F_SEAL_SEAL`; restore always creates the memfd with sealing allowed and adds the saved
+//! seals last, so `F_SEAL_SEAL` alone reproduces that state. Hugetlbfs memfds (`MFD_HUGETLB`) are not claimed.
 //!
 //! What a memfd was mapped as (its shared mappings) belongs to the memory dump, not here.
 
