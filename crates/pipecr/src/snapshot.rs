@@ -31,7 +31,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::freeze::FrozenProcess;
-use crate::inject::{InjectError, Injector};
+use crate::inject::{InjectError, Injector, calls};
 
 /// Why a snapshot could not be taken. The process is left as it was.
 #[derive(Debug, thiserror::Error)]
@@ -162,8 +162,7 @@ fn fork_twice(inj: &mut Injector, pid: i32) -> Result<Snapshot, SnapshotError> {
     // a child it never made, even a zombie.
     let _ = kill(first, Signal::SIGKILL);
     reap_traced(first);
-    let flags = (libc::__WALL | libc::WNOHANG) as u64;
-    let ret = inj.syscall(libc::SYS_wait4, [first.as_raw() as u64, 0, flags, 0, 0, 0]);
+    let ret = calls::wait4(inj, first.as_raw(), libc::__WALL | libc::WNOHANG);
     let snapshot = second.map(|pid| Snapshot { pid: pid.as_raw() });
     match ret {
         Ok(r) if r == i64::from(first.as_raw()) => snapshot,
@@ -179,7 +178,7 @@ fn fork_twice(inj: &mut Injector, pid: i32) -> Result<Snapshot, SnapshotError> {
 /// Injects `clone(flags)` (no new stack: the child never runs) into the thread held by
 /// `inj` (which must have `PTRACE_O_TRACECLONE`) and waits for the child's first stop.
 fn fork_in(inj: &mut Injector, pid: i32, flags: u64) -> Result<Pid, SnapshotError> {
-    let child = inj.syscall_checked(libc::SYS_clone, [flags, 0, 0, 0, 0, 0])? as i32;
+    let child = calls::clone(inj, flags)?;
     let child = Pid::from_raw(child);
     loop {
         match waitpid(child, Some(WaitPidFlag::__WALL)) {

@@ -170,7 +170,7 @@ fn roundtrip(ty: SocketType, to_a: Vec<Vec<u8>>, to_b: Vec<Vec<u8>>, restore_b_f
         let rb = files::restore_file(&records[1], &mut ctx).unwrap();
         (ra, rb)
     };
-    assert!(ctx.pending.is_empty());
+    assert!(ctx.state::<files::unix::PendingPeers>().is_empty());
     assert_eq!(sockopt::socket_type(&ra).unwrap(), ty);
     assert!(nonblocking(ra.as_fd()), "O_NONBLOCK of end a was kept");
     assert!(!nonblocking(rb.as_fd()));
@@ -277,7 +277,7 @@ fn closed_peer_restores_as_closed() {
     let image = Image::open(&image).unwrap();
     let mut ctx = RestoreCtx::new(&image).unwrap();
     let ra = files::restore_file(&saved[0], &mut ctx).unwrap();
-    assert!(ctx.pending.is_empty());
+    assert!(ctx.state::<files::unix::PendingPeers>().is_empty());
     assert_eq!(drain(ra.as_fd()), vec![b"bye".to_vec(), Vec::new()]);
 }
 

@@ -28,7 +28,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use pipecr_image::proto::{self, FileLayout, PipeEndKind, open_file};
+use pipecr::files::{self, PipeUse, Saved};
+use pipecr_image::proto::{self, FileLayout};
 use pipecr_image::{CORE, FDS, FILES, Image, MEM_OBJECTS, MM, PAGE_SIZE, PAGES, TREE};
 use serde::Serialize;
 
@@ -127,10 +128,8 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
 
     for pipe in &shown.pipes {
         println!();
-        let fifo_path = shown.files.iter().find_map(|f| match &f.kind {
-            Some(open_file::Kind::Fifo(x)) if x.pipe_id == pipe.id => Some(x.path.as_str()),
-            _ => None,
-        });
+        let ends = pipe_ends(shown, pipe.id);
+        let fifo_path = ends.iter().find_map(|(_, u)| u.fifo.as_deref());
         match fifo_path {
             Some(path) => println!("pipe {} (FIFO {path}, inode {})", pipe.id, pipe.inode),
             None => println!("pipe {} (pipe:[{}])", pipe.id, pipe.inode),
@@ -176,23 +175,15 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
             print_side("readers", &node.readers, node.external_reader, "read");
             print_side("writers", &node.writers, node.external_writer, "write");
         }
-        let ends = pipe_ends(shown, pipe.id);
         if ends.is_empty() {
             println!("  ends:         none recorded");
         }
-        for f in ends {
-            let which = match &f.kind {
-                Some(open_file::Kind::Pipe(end)) => match PipeEndKind::try_from(end.end) {
-                    Ok(PipeEndKind::Read) => "read end",
-                    Ok(PipeEndKind::Write) => "write end",
-                    _ => "end of unknown kind",
-                },
-                _ => "FIFO open",
-            };
+        for (f, used) in ends {
             // The label padded like "capacity:", whatever the width of the id.
             println!(
-                "  {:<13} {which}, {}{}",
+                "  {:<13} {}, {}{}",
                 format!("file {}:", f.id),
+                used.role,
                 format::open_flags(f.flags),
                 held_by(&holders, f.id)
             );
@@ -203,10 +194,8 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
     let others: Vec<_> = shown
         .files
         .iter()
-        .filter(|f| match &f.kind {
-            Some(open_file::Kind::Pipe(e)) => !shown.pipes.iter().any(|p| p.id == e.pipe_id),
-            Some(open_file::Kind::Fifo(x)) => !shown.pipes.iter().any(|p| p.id == x.pipe_id),
-            _ => true,
+        .filter(|f| {
+            pipe_use(shown, f).is_none_or(|u| !shown.pipes.iter().any(|p| p.id == u.pipe_id))
         })
         .collect();
     if !others.is_empty() {
@@ -216,7 +205,7 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
             println!(
                 "  file {}: {}, {}, pos {}{}",
                 f.id,
-                describe(f, &shown.pipes),
+                describe(shown, f),
                 format::open_flags(f.flags),
                 f.pos,
                 held_by(&holders, f.id)
@@ -313,10 +302,7 @@ fn print_tree(shown: &Shown, holders: &Holders) {
         }
         for d in &table.descriptors {
             let file = shown.files.iter().find(|f| f.id == d.file_id);
-            let what = file.map_or_else(
-                || "missing open file".to_owned(),
-                |f| describe(f, &shown.pipes),
-            );
+            let what = file.map_or_else(|| "missing open file".to_owned(), |f| describe(shown, f));
             let cloexec = if d.cloexec { " [cloexec]" } else { "" };
             println!(
                 "{indent}  fd {:<3} -> file {}: {what}{cloexec}",
@@ -391,16 +377,34 @@ struct PipeNode {
     external_writer: bool,
 }
 
-/// The open files of the image that are ends (or opens) of pipe `id`.
-fn pipe_ends(shown: &Shown, id: u64) -> Vec<&proto::OpenFile> {
+/// The records as the library's questions about saved open files take them.
+fn saved(shown: &Shown) -> Saved<'_> {
+    Saved {
+        processes: &shown.processes,
+        tables: &shown.fd_tables,
+        files: &shown.files,
+        pipes: &shown.pipes,
+    }
+}
+
+/// One line about an open file of any kind, as its kind describes it.
+fn describe(shown: &Shown, f: &proto::OpenFile) -> String {
+    files::describe_saved(f, &saved(shown)).text
+}
+
+/// How open file `f` uses a pipe object, if it is an end (or open) of one.
+fn pipe_use(shown: &Shown, f: &proto::OpenFile) -> Option<PipeUse> {
+    files::describe_saved(f, &saved(shown)).pipe
+}
+
+/// The open files of the image that are ends (or opens) of pipe `id`, with how each
+/// uses it.
+fn pipe_ends(shown: &Shown, id: u64) -> Vec<(&proto::OpenFile, PipeUse)> {
     shown
         .files
         .iter()
-        .filter(|f| match &f.kind {
-            Some(open_file::Kind::Pipe(e)) => e.pipe_id == id,
-            Some(open_file::Kind::Fifo(x)) => x.pipe_id == id,
-            _ => false,
-        })
+        .filter_map(|f| pipe_use(shown, f).map(|u| (f, u)))
+        .filter(|(_, u)| u.pipe_id == id)
         .collect()
 }
 
@@ -408,29 +412,17 @@ fn pipe_ends(shown: &Shown, id: u64) -> Vec<&proto::OpenFile> {
 /// file reads when it is a read end or opened for reading (`O_RDONLY`, `O_RDWR`), and
 /// writes when it is a write end or opened for writing (`O_WRONLY`, `O_RDWR`).
 fn pipe_graph(shown: &Shown, holders: &Holders) -> Vec<PipeNode> {
-    const ACCMODE: u32 = 3;
-    const WRONLY: u32 = 1;
-    const RDWR: u32 = 2;
     shown
         .pipes
         .iter()
         .map(|pipe| {
             let (mut readers, mut writers) = (Vec::new(), Vec::new());
             let mut fifo = None;
-            for f in pipe_ends(shown, pipe.id) {
-                let mode = f.flags & ACCMODE;
-                let (reads, writes) = match &f.kind {
-                    Some(open_file::Kind::Pipe(e)) => match PipeEndKind::try_from(e.end) {
-                        Ok(PipeEndKind::Read) => (true, mode == RDWR),
-                        Ok(PipeEndKind::Write) => (mode == RDWR, true),
-                        _ => (mode != WRONLY, mode != 0),
-                    },
-                    Some(open_file::Kind::Fifo(x)) => {
-                        fifo = Some(x.path.clone());
-                        (mode != WRONLY, mode != 0)
-                    }
-                    _ => (false, false),
-                };
+            for (f, used) in pipe_ends(shown, pipe.id) {
+                let (reads, writes) = (used.reads, used.writes);
+                if used.fifo.is_some() {
+                    fifo = used.fifo;
+                }
                 let held = holders.get(&f.id).map_or(&[][..], Vec::as_slice);
                 for &(pid, fd, _) in held {
                     if reads {
@@ -471,85 +463,10 @@ fn print_side(label: &str, list: &[Descriptor], external: bool, end: &str) {
     }
 }
 
-/// One line about an open file of any kind.
-fn describe(f: &proto::OpenFile, pipes: &[proto::Pipe]) -> String {
-    let pipe_note = |id: u64| {
-        pipes.iter().find(|p| p.id == id).map_or_else(
-            || format!("pipe {id} (missing)"),
-            |p| {
-                let pending = p.data.as_ref().map_or(0, |d| d.length);
-                let mut s = format!("pipe {id}, {pending} B pending");
-                if p.packet_mode {
-                    s.push_str(", packet mode");
-                }
-                s
-            },
-        )
-    };
-    match &f.kind {
-        Some(open_file::Kind::Pipe(e)) => {
-            let which = match PipeEndKind::try_from(e.end) {
-                Ok(PipeEndKind::Read) => "read end",
-                Ok(PipeEndKind::Write) => "write end",
-                _ => "end",
-            };
-            format!("{which} of {}", pipe_note(e.pipe_id))
-        }
-        Some(open_file::Kind::Fifo(x)) => {
-            let gone = if x.unlinked { " (unlinked)" } else { "" };
-            format!("FIFO {}{gone}, {}", x.path, pipe_note(x.pipe_id))
-        }
-        Some(open_file::Kind::Regular(x)) => {
-            let gone = if x.unlinked {
-                " (unlinked, contents in image)"
-            } else {
-                ""
-            };
-            format!("file {}{gone}", x.path)
-        }
-        Some(open_file::Kind::Directory(x)) => format!("directory {}", x.path),
-        Some(open_file::Kind::CharDevice(x)) => {
-            let tty = if x.terminal { "terminal " } else { "" };
-            format!("{tty}{} ({}:{})", x.path, x.major, x.minor)
-        }
-        Some(open_file::Kind::UnixSocket(x)) => {
-            let ty = match proto::SocketType::try_from(x.r#type) {
-                Ok(proto::SocketType::Stream) => "stream",
-                Ok(proto::SocketType::Dgram) => "datagram",
-                Ok(proto::SocketType::Seqpacket) => "seqpacket",
-                _ => "unknown type",
-            };
-            let queued = x.queue.as_ref().map_or(0, |d| d.length);
-            let ext = if x.external {
-                ", peer outside the tree"
-            } else {
-                ""
-            };
-            format!(
-                "unix {ty} socket:[{}] -> socket:[{}], {queued} B queued{ext}",
-                x.inode, x.peer_inode
-            )
-        }
-        Some(open_file::Kind::Eventfd(x)) => {
-            let sem = if x.semaphore { ", semaphore" } else { "" };
-            format!("eventfd, count {}{sem}", x.count)
-        }
-        Some(open_file::Kind::Memfd(x)) => {
-            format!("memfd:{} ({} B, seals {:#x})", x.name, x.size, x.seals)
-        }
-        None => "a kind unknown to this version".to_owned(),
-    }
-}
-
 /// Descriptors whose other side leads outside the tree: restore must be told what to
 /// connect them to (the same list `pipecr dump` prints and restore works from).
 fn print_external(shown: &Shown) {
-    let ends = pipecr::restore::external::ends_of(
-        &shown.processes,
-        &shown.fd_tables,
-        &shown.files,
-        &shown.pipes,
-    );
+    let ends = files::external_ends(&saved(shown));
     if ends.is_empty() {
         return;
     }
@@ -670,7 +587,7 @@ fn print_core(core: &proto::Core) {
         println!("    blocked signals: {}", sigmask_text(t.blocked));
         println!("    pending signals: {}", siginfo_list(&t.pending));
         let mut extra = vec![format!("XSAVE area {} B", t.xsave.len())];
-        if let Some(xcr0) = xcr0(&t.xsave) {
+        if let Some(xcr0) = pipecr::arch::x86_64::xcr0(&t.xsave) {
             extra.push(format!("XCR0 {xcr0:#x}"));
         }
         match &t.rseq {
@@ -692,24 +609,12 @@ fn syscall_state(r: &proto::X86Regs) -> String {
     }
     let name = syscall_name(nr).map_or_else(String::new, |n| format!(" ({n})"));
     let ret = r.rax as i64;
-    match restart_name(ret) {
+    match pipecr::arch::x86_64::restart_code_name(ret) {
         Some(code) => format!(
             "in system call {nr}{name}, interrupted: rax {ret} = {code} (restarted on resume)"
         ),
         None => format!("after system call {nr}{name}, which returned {ret}"),
     }
-}
-
-/// The kernel's internal restart codes, which a thread stopped in a system call shows in
-/// `rax`.
-fn restart_name(ret: i64) -> Option<&'static str> {
-    Some(match ret {
-        -512 => "-ERESTARTSYS",
-        -513 => "-ERESTARTNOINTR",
-        -514 => "-ERESTARTNOHAND",
-        -516 => "-ERESTART_RESTARTBLOCK",
-        _ => return None,
-    })
 }
 
 /// Names of the x86-64 system calls a stopped thread is commonly found in.
@@ -810,13 +715,6 @@ fn siginfo_list(list: &[proto::Siginfo]) -> String {
     }
     let names: Vec<String> = list.iter().map(|s| signal_name(s.signo)).collect();
     format!("{} ({})", list.len(), names.join(", "))
-}
-
-/// XCR0 (the state components the OS enabled) from a raw XSAVE area: the kernel's ptrace
-/// regset writes it at bytes 464..471, in the software-reserved part of the legacy area.
-fn xcr0(xsave: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = xsave.get(464..472)?.try_into().ok()?;
-    Some(u64::from_le_bytes(bytes))
 }
 
 fn rlimit_name(resource: u32) -> String {
@@ -1206,7 +1104,7 @@ impl<'a> From<&'a proto::Core> for CoreView<'a> {
                         None => None,
                     },
                     xsave_len: t.xsave.len(),
-                    xcr0: xcr0(&t.xsave),
+                    xcr0: pipecr::arch::x86_64::xcr0(&t.xsave),
                     blocked: t.blocked,
                     pending: t.pending.iter().map(SiginfoView::from).collect(),
                     rseq: t.rseq.as_ref(),

@@ -33,11 +33,10 @@ use pipecr_image::proto;
 use pipecr_image::{ImageError, ImageWriter};
 use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
-use crate::files::{self, DumpOptions, DumpSink, FileError, LiveFile};
+use crate::files::{self, DumpOptions, DumpSink, ExternalEnd, FileError, LiveFile, Saved};
 use crate::freeze::{self, FreezeError, FrozenTree};
 use crate::mem::{self, MemDumper, MemError, MemStats};
 use crate::proc::{self, FdInfo, ProcError};
-use crate::restore::external::{ExternalEnd, ends_of};
 use crate::snapshot::{self, Snapshot};
 use crate::sys::kcmp::{self, TargetFd};
 use crate::task::{self, TaskError};
@@ -296,11 +295,11 @@ fn save_tree(
     }
     drop(pidfds);
     files::finish_dump(&mut open_files, &mut sink)?;
-    let pipes = sink.pipes.len();
-    let pipe_bytes = sink
-        .pipes
-        .values()
-        .map(|p| p.entry.data.as_ref().map_or(0, |d| d.length))
+    let pipe_records = files::pipe_records(&sink);
+    let pipes = pipe_records.len();
+    let pipe_bytes = pipe_records
+        .iter()
+        .map(|p| p.data.as_ref().map_or(0, |d| d.length))
         .sum();
 
     // Descriptor tables and processes.
@@ -347,12 +346,12 @@ fn save_tree(
         t.descriptors.sort_by_key(|d| d.fd);
     }
     let descriptors = fd_tables.iter().map(|t| t.descriptors.len()).sum();
-    let external = ends_of(
-        &records,
-        &fd_tables,
-        &open_files,
-        &files::pipe::pipe_records(&sink),
-    );
+    let external = files::external_ends(&Saved {
+        processes: &records,
+        tables: &fd_tables,
+        files: &open_files,
+        pipes: &pipe_records,
+    });
     sink.writer
         .write_records(pipecr_image::FILES, &open_files)?;
     sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;

@@ -16,9 +16,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use pipecr_image::proto::{self, open_file};
 use rustix::fs::{FileType, Mode, OFlags};
 
-use super::fifo::DELETED;
-use super::regular::{open_flags, set_position_and_flags};
-use super::{DumpSink, FileError, FileKind, LiveFile, RestoreCtx};
+use super::common::{DELETED, open_flags, set_position_and_flags};
+use super::kind::{
+    Description, DumpSink, External, FileError, FileKind, LiveFile, RestoreCtx, Saved,
+};
 
 /// `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom` and terminals.
 pub struct CharDeviceKind;
@@ -142,5 +143,30 @@ impl FileKind for CharDeviceKind {
         }
         set_position_and_flags(fd.as_fd(), file, &dev.path)?;
         Ok(fd)
+    }
+
+    /// A terminal belongs to the session that ran the tree: restore puts the caller's in
+    /// its place when asked (or at fds 0-2), else reopens it by path.
+    fn external(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Option<External> {
+        match &file.kind {
+            Some(open_file::Kind::CharDevice(c)) if c.terminal => Some(External {
+                what: format!("terminal {}", c.path),
+                pending: 0,
+                terminal: true,
+                pipe: None,
+            }),
+            _ => None,
+        }
+    }
+
+    fn describe(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Description {
+        let text = match &file.kind {
+            Some(open_file::Kind::CharDevice(x)) => {
+                let tty = if x.terminal { "terminal " } else { "" };
+                format!("{tty}{} ({}:{})", x.path, x.major, x.minor)
+            }
+            _ => "not a character device".into(),
+        };
+        Description { text, pipe: None }
     }
 }

@@ -13,9 +13,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use pipecr_image::proto::{self, open_file};
 use rustix::fs::{FileType, Mode, OFlags};
 
-use super::fifo::{DELETED, identity};
-use super::regular::{check_identity, open_flags, set_position_and_flags};
-use super::{DumpSink, FileError, FileKind, LiveFile, RestoreCtx};
+use super::common::{DELETED, check_identity, identity, open_flags, set_position_and_flags};
+use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
 
 /// Directories.
 pub struct DirectoryKind;
@@ -89,5 +88,13 @@ impl FileKind for DirectoryKind {
         check_identity(file.id, &dir.path, fd.as_fd(), dir.identity.as_ref(), false)?;
         set_position_and_flags(fd.as_fd(), file, &dir.path)?;
         Ok(fd)
+    }
+
+    fn describe(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Description {
+        let text = match &file.kind {
+            Some(open_file::Kind::Directory(x)) => format!("directory {}", x.path),
+            _ => "not a directory".into(),
+        };
+        Description { text, pipe: None }
     }
 }

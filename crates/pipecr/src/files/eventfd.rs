@@ -16,8 +16,8 @@ use pipecr_image::proto::{self, open_file};
 use rustix::event::EventfdFlags;
 use rustix::fs::OFlags;
 
-use super::regular::set_position_and_flags;
-use super::{DumpSink, FileError, FileKind, LiveFile, RestoreCtx};
+use super::common::set_position_and_flags;
+use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
 
 /// eventfd counters.
 pub struct EventFdKind;
@@ -121,5 +121,16 @@ impl FileKind for EventFdKind {
         }
         set_position_and_flags(fd.as_fd(), file, "eventfd")?;
         Ok(fd)
+    }
+
+    fn describe(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Description {
+        let text = match &file.kind {
+            Some(open_file::Kind::Eventfd(x)) => {
+                let sem = if x.semaphore { ", semaphore" } else { "" };
+                format!("eventfd, count {}{sem}", x.count)
+            }
+            _ => "not an eventfd".into(),
+        };
+        Description { text, pipe: None }
     }
 }

@@ -1,5 +1,6 @@
 //! FIFOs (named pipes): the path an open file was opened by, and the pipe behind it,
-//! whose bytes are saved once in `pipes.img` like an anonymous pipe's.
+//! whose bytes are saved once in `pipes.img` like an anonymous pipe's (the table of pipe
+//! objects is [`super::common`]'s).
 //!
 //! Restore opens the path read-write first, so that opening a one-sided end later never
 //! blocks, refills the FIFO through that anchor, and opens each saved open file again
@@ -12,25 +13,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use pipecr_image::proto::{self, open_file};
 use rustix::fs::{FileType, Mode, OFlags};
 
-use super::pipe::{open_end, pipe_image, register_pipe};
-use super::{DumpSink, FileError, FileKind, LiveFile, RestoreCtx};
+use super::common::{
+    DELETED, RestoredPipes, identity, open_end, pipe_image, pipe_note, pipe_use_by_mode,
+    register_pipe,
+};
+use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
 
 /// Named pipes (`mkfifo(3)`).
 pub struct FifoKind;
-
-/// What `/proc/PID/fd/N` appends to the path of a file whose name was removed.
-pub(crate) const DELETED: &str = " (deleted)";
-
-/// The identity of a file from its `fstat`.
-pub(crate) fn identity(stat: &rustix::fs::Stat) -> proto::FileIdentity {
-    proto::FileIdentity {
-        dev: stat.st_dev,
-        inode: stat.st_ino,
-        size: stat.st_size as u64,
-        mtime_ns: stat.st_mtime * 1_000_000_000 + stat.st_mtime_nsec as i64,
-        mode: stat.st_mode,
-    }
-}
 
 impl FileKind for FifoKind {
     fn name(&self) -> &'static str {
@@ -72,7 +62,11 @@ impl FileKind for FifoKind {
                 reason: "not a FIFO".into(),
             });
         };
-        if !ctx.pipes.contains_key(&fifo.pipe_id) {
+        if !ctx
+            .state::<RestoredPipes>()
+            .anchors
+            .contains_key(&fifo.pipe_id)
+        {
             let image = pipe_image(file.id, fifo.pipe_id, ctx)?;
             let anchor = open_anchor(file.id, fifo)?;
             crate::pipe::fill(anchor.as_fd(), &image)?;
@@ -82,14 +76,34 @@ impl FileKind for FifoKind {
                 op: "dup",
                 source,
             })?;
-            ctx.pipes.insert(fifo.pipe_id, (anchor, second));
+            ctx.state::<RestoredPipes>()
+                .anchors
+                .insert(fifo.pipe_id, (anchor, second));
         }
-        let (anchor, _) = &ctx.pipes[&fifo.pipe_id];
+        let Some((anchor, _)) = ctx.state::<RestoredPipes>().anchors.get(&fifo.pipe_id) else {
+            unreachable!("inserted above");
+        };
         open_end(
             file.id,
             anchor.as_fd(),
             OFlags::from_bits_retain(file.flags),
         )
+    }
+
+    fn describe(&self, file: &proto::OpenFile, saved: &Saved<'_>) -> Description {
+        let Some(open_file::Kind::Fifo(x)) = &file.kind else {
+            return Description {
+                text: "not a FIFO".into(),
+                pipe: None,
+            };
+        };
+        let gone = if x.unlinked { " (unlinked)" } else { "" };
+        let mut pipe = pipe_use_by_mode(x.pipe_id, "FIFO open", file.flags);
+        pipe.fifo = Some(x.path.clone());
+        Description {
+            text: format!("FIFO {}{gone}, {}", x.path, pipe_note(saved, x.pipe_id)),
+            pipe: Some(pipe),
+        }
     }
 }
 

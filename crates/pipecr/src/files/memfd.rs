@@ -1,14 +1,13 @@
 //! memfds (`memfd_create(2)`): anonymous memory files, whose bytes exist nowhere but in
 //! the kernel, so they always travel in the image (`files-data.img`), up to
-//! [`DumpOptions::max_inline_file`](super::DumpOptions::max_inline_file).
+//! [`DumpOptions::max_inline_file`](super::kind::DumpOptions::max_inline_file).
 //!
 //! A memfd is a regular file on the kernel's internal tmpfs, shown in `/proc/PID/fd` as
-//! `/memfd:NAME (deleted)`; this kind must be asked before
-//! [`RegularKind`](super::regular::RegularKind), which leaves such files alone. Saved: the
-//! name, size, bytes and seals (`F_GET_SEALS`). A memfd created without
-//! `MFD_ALLOW_SEALING` reports just `F_SEAL_SEAL`; restore always creates the memfd with
-//! sealing allowed and adds the saved seals last, so `F_SEAL_SEAL` alone reproduces that
-//! state. Hugetlbfs memfds (`MFD_HUGETLB`) are not claimed.
+//! `/memfd:NAME (deleted)`; this kind must be asked before the regular-file kind, which
+//! leaves such files alone ([`looks_like_memfd`]). Saved: the name, size, bytes and seals
+//! (`F_GET_SEALS`). A memfd created without `MFD_ALLOW_SEALING` reports just
+//! `F_SEAL_SEAL`; restore always creates the memfd with sealing allowed and adds the saved
+//! seals last, so `F_SEAL_SEAL` alone reproduces that state. Hugetlbfs memfds (`MFD_HUGETLB`) are not claimed.
 //!
 //! What a memfd was mapped as (its shared mappings) belongs to the memory dump, not here.
 
@@ -18,25 +17,17 @@ use std::os::fd::{AsFd, OwnedFd};
 use pipecr_image::proto::{self, open_file};
 use rustix::fs::{FileType, MemfdFlags, OFlags, SealFlags};
 
-use super::fifo::DELETED;
-use super::regular::{open_flags, set_position_and_flags};
-use super::{DumpSink, FileError, FileKind, LiveFile, RestoreCtx};
+use super::common::{
+    DELETED, MEMFD_PREFIX as PREFIX, looks_like_memfd, open_flags, read_contents,
+    set_position_and_flags,
+};
+use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
 
 /// memfds on tmpfs.
 pub struct MemfdKind;
 
-/// What `/proc/PID/fd/N` shows before a memfd's name.
-const PREFIX: &str = "/memfd:";
-
 /// `HUGETLBFS_MAGIC`: a memfd made with `MFD_HUGETLB`.
 const HUGETLBFS_MAGIC: rustix::fs::FsWord = 0x9584_58f6_u32 as rustix::fs::FsWord;
-
-/// True for an unlinked regular file whose link reads `/memfd:NAME (deleted)`: a memfd
-/// (or, in theory, a deleted file at `/memfd:NAME`, which [`MemfdKind`] tells apart by
-/// asking for its seals).
-pub(crate) fn looks_like_memfd(file: &LiveFile) -> bool {
-    file.stat.st_nlink == 0 && file.link.starts_with(PREFIX) && file.link.ends_with(DELETED)
-}
 
 /// The name given to `memfd_create`, from a `/proc` link.
 fn name_of(link: &str) -> &str {
@@ -66,7 +57,7 @@ impl FileKind for MemfdKind {
             source: e.into(),
         })?;
         let size = file.stat.st_size as u64;
-        let bytes = super::read_contents(file, size, sink.options.max_inline_file)?;
+        let bytes = read_contents(file, size, sink.options.max_inline_file)?;
         let contents = sink.writer.raw(pipecr_image::FILES_DATA)?.append(&bytes)?;
         Ok(open_file::Kind::Memfd(proto::Memfd {
             name: name_of(&file.link).to_owned(),
@@ -153,5 +144,15 @@ impl FileKind for MemfdKind {
         };
         set_position_and_flags(fd.as_fd(), file, &what)?;
         Ok(fd)
+    }
+
+    fn describe(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Description {
+        let text = match &file.kind {
+            Some(open_file::Kind::Memfd(x)) => {
+                format!("memfd:{} ({} B, seals {:#x})", x.name, x.size, x.seals)
+            }
+            _ => "not a memfd".into(),
+        };
+        Description { text, pipe: None }
     }
 }

@@ -1,10 +1,9 @@
 //! Regular files: the path an open file was opened by, a check that the file there is
 //! still the one that was saved, and for a file whose last name was removed, its bytes.
 //!
-//! This module also owns the two steps every path-opened kind shares on restore: which
-//! saved status flags can be given to `open(2)` ([`open_flags`]) and putting back the
-//! position and the flags `open` cannot set ([`set_position_and_flags`]). Memfds (also
-//! regular files) belong to [`super::memfd`]; FIFOs to [`super::fifo`].
+//! What every path-opened kind shares (open flags, position, identity checks) is in
+//! [`super::common`]. Memfds (also regular files) belong to the memfd kind, which is asked
+//! first; FIFOs to the FIFO kind.
 //!
 //! A file that is still linked is opened again by path and compared with its saved
 //! [`FileIdentity`](proto::FileIdentity): file type, size and modification time must
@@ -13,148 +12,25 @@
 //! size and the same nanosecond mtime is not detected.
 //!
 //! An unlinked file (`st_nlink == 0`) keeps its bytes in `files-data.img`, up to
-//! [`DumpOptions::max_inline_file`](super::DumpOptions::max_inline_file). Restore creates
+//! [`DumpOptions::max_inline_file`](super::kind::DumpOptions::max_inline_file). Restore creates
 //! an anonymous file (`O_TMPFILE`) in the old directory, or in `/tmp` if that is not
 //! possible, fills it, and opens it again through `/proc/self/fd` with the saved flags.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use pipecr_image::proto::{self, open_file};
-use rustix::fs::{FileType, Mode, OFlags, SeekFrom};
+use rustix::fs::{FileType, Mode, OFlags};
 
-use super::fifo::{DELETED, identity};
-use super::{DumpSink, FileError, FileKind, LiveFile, RestoreCtx};
-use crate::pipe::SETTABLE_FLAGS;
+use super::common::{
+    DELETED, check_identity, identity, looks_like_memfd, open_flags, read_contents,
+    set_position_and_flags,
+};
+use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
 
 /// Regular files opened by path, linked or not (memfds excepted).
 pub struct RegularKind;
-
-/// The saved status flags that `open(2)` accepts and keeps (access mode, `O_APPEND`,
-/// `O_NONBLOCK`, synchronous I/O, ...), always with `O_CLOEXEC`.
-///
-/// Flags that only make sense while creating a file (`O_CREAT`, `O_TRUNC`, `O_EXCL`,
-/// `O_TMPFILE`, which the kernel leaves in `f_flags`), and `O_DIRECTORY`, which the caller
-/// adds when it wants it, are left out.
-pub(crate) fn open_flags(saved: u32) -> OFlags {
-    let keep = OFlags::RWMODE
-        | OFlags::APPEND
-        | OFlags::NONBLOCK
-        | OFlags::DIRECT
-        | OFlags::DSYNC
-        | OFlags::SYNC
-        | OFlags::NOATIME
-        | OFlags::NOFOLLOW
-        | OFlags::LARGEFILE
-        | OFlags::PATH;
-    (OFlags::from_bits_retain(saved) & keep) | OFlags::CLOEXEC
-}
-
-/// Seeks a freshly opened `fd` to the saved position and sets the saved status flags
-/// that can change after `open` (those of [`SETTABLE_FLAGS`]).
-///
-/// Nothing is done for an `O_PATH` file, which has neither; the seek is skipped at
-/// position 0, where every new open file already is (and where devices that cannot seek
-/// stay).
-pub(crate) fn set_position_and_flags(
-    fd: BorrowedFd<'_>,
-    file: &proto::OpenFile,
-    what: &str,
-) -> Result<(), FileError> {
-    let saved = OFlags::from_bits_retain(file.flags);
-    if saved.contains(OFlags::PATH) {
-        return Ok(());
-    }
-    let fail = |op, e: rustix::io::Errno| FileError::Restore {
-        id: file.id,
-        what: what.to_owned(),
-        op,
-        source: e.into(),
-    };
-    if file.pos != 0 {
-        let at = rustix::fs::seek(fd, SeekFrom::Start(file.pos)).map_err(|e| fail("lseek", e))?;
-        if at != file.pos {
-            return Err(FileError::Restore {
-                id: file.id,
-                what: what.to_owned(),
-                op: "lseek",
-                source: io::Error::other(format!("landed at {at} instead of {}", file.pos)),
-            });
-        }
-    }
-    rustix::fs::fcntl_setfl(fd, saved & SETTABLE_FLAGS).map_err(|e| fail("fcntl(F_SETFL)", e))
-}
-
-/// Differences between a saved identity and the file now found, in words; empty when
-/// they match. Only what survives a copy to another machine is compared: the file type,
-/// and with `compare_contents` the size and mtime.
-fn differences(
-    saved: &proto::FileIdentity,
-    now: &rustix::fs::Stat,
-    compare_contents: bool,
-) -> Vec<String> {
-    let now = identity(now);
-    let mut out = Vec::new();
-    let (was, is) = (
-        FileType::from_raw_mode(saved.mode),
-        FileType::from_raw_mode(now.mode),
-    );
-    if was != is {
-        out.push(format!(
-            "it was a {}, it is now a {}",
-            crate::pipe::file_type_name(was),
-            crate::pipe::file_type_name(is)
-        ));
-        return out;
-    }
-    if !compare_contents {
-        return out;
-    }
-    if saved.size != now.size {
-        out.push(format!("size was {} bytes, is {}", saved.size, now.size));
-    }
-    if saved.mtime_ns != now.mtime_ns {
-        out.push(format!(
-            "mtime was {} ns, is {} ns",
-            saved.mtime_ns, now.mtime_ns
-        ));
-    }
-    out
-}
-
-/// Checks that `fd`, opened at `path` for open file `id`, is the file whose identity was
-/// saved: same type, and with `compare_contents` same size and mtime.
-pub(crate) fn check_identity(
-    id: u64,
-    path: &str,
-    fd: BorrowedFd<'_>,
-    saved: Option<&proto::FileIdentity>,
-    compare_contents: bool,
-) -> Result<(), FileError> {
-    let Some(saved) = saved else {
-        return Err(FileError::Invalid {
-            id,
-            reason: format!("{path} was saved without its identity"),
-        });
-    };
-    let now = rustix::fs::fstat(fd).map_err(|e| FileError::Restore {
-        id,
-        what: path.to_owned(),
-        op: "fstat",
-        source: e.into(),
-    })?;
-    let diff = differences(saved, &now, compare_contents);
-    if diff.is_empty() {
-        Ok(())
-    } else {
-        Err(FileError::Changed {
-            id,
-            path: path.to_owned(),
-            what: diff.join("; "),
-        })
-    }
-}
 
 /// True when `path` names the file `stat` describes (same device and inode).
 fn names(path: &str, stat: &rustix::fs::Stat) -> bool {
@@ -168,7 +44,7 @@ impl FileKind for RegularKind {
 
     fn claims(&self, file: &LiveFile) -> bool {
         FileType::from_raw_mode(file.stat.st_mode) == FileType::RegularFile
-            && !super::memfd::looks_like_memfd(file)
+            && !looks_like_memfd(file)
             // A /proc file names an object of the dumped system (a pid, a descriptor) that
             // a restore does not recreate under the same name.
             && rustix::fs::fstatfs(&file.file).is_ok_and(|fs| fs.f_type != rustix::fs::PROC_SUPER_MAGIC)
@@ -202,7 +78,7 @@ impl FileKind for RegularKind {
         }
         let contents = if unlinked {
             let size = file.stat.st_size as u64;
-            let bytes = super::read_contents(file, size, sink.options.max_inline_file)?;
+            let bytes = read_contents(file, size, sink.options.max_inline_file)?;
             Some(sink.writer.raw(pipecr_image::FILES_DATA)?.append(&bytes)?)
         } else {
             None
@@ -257,6 +133,21 @@ impl FileKind for RegularKind {
         };
         set_position_and_flags(fd.as_fd(), file, &regular.path)?;
         Ok(fd)
+    }
+
+    fn describe(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Description {
+        let text = match &file.kind {
+            Some(open_file::Kind::Regular(x)) => {
+                let gone = if x.unlinked {
+                    " (unlinked, contents in image)"
+                } else {
+                    ""
+                };
+                format!("file {}{gone}", x.path)
+            }
+            _ => "not a regular file".into(),
+        };
+        Description { text, pipe: None }
     }
 }
 

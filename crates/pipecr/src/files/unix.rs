@@ -10,8 +10,8 @@
 //!
 //! Restore creates the pair when the first of its two ends is restored, fills both
 //! queues (the bytes queued in one end are sent through the other, one `send` per
-//! message), applies the shutdowns, and keeps the second end in [`RestoreCtx::pending`]
-//! under its saved inode until it is asked for. An end whose peer was closed before the
+//! message), applies the shutdowns, and keeps the second end in [`PendingPeers`] (this
+//! kind's state in the [`RestoreCtx`]) under its saved inode until it is asked for. An end whose peer was closed before the
 //! dump is restored the same way and its new peer closed again; an end whose peer lives
 //! outside the dumped tree (`external`) cannot be restored yet.
 //!
@@ -30,12 +30,28 @@ use rustix::net::{
     socketpair, sockopt,
 };
 
-use super::{DumpSink, FileError, FileKind, LiveFile, RestoreCtx};
+use super::kind::{
+    Description, DumpSink, External, FileError, FileKind, LiveFile, RestoreCtx, Saved,
+};
 use crate::sys::sockdiag::{self, UnixDiag};
 use crate::sys::socket::{peek_offset, set_peek_offset};
 
 /// Unix socketpairs (`socketpair(AF_UNIX, ...)`): unnamed, connected, any socket type.
 pub struct UnixSocketKind;
+
+/// Ends created with their peer and waiting to be asked for, by saved inode: this kind's
+/// state in a [`RestoreCtx`] ([`RestoreCtx::state`]).
+#[derive(Debug, Default)]
+pub struct PendingPeers {
+    ends: std::collections::BTreeMap<u64, OwnedFd>,
+}
+
+impl PendingPeers {
+    /// True when every end created with its peer was handed out.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
 
 /// Bytes peeked per `recvmsg` call, and the first buffer size for one message.
 const PEEK_CHUNK: usize = 256 << 10;
@@ -142,7 +158,7 @@ impl FileKind for UnixSocketKind {
             op,
             source,
         };
-        let fd = match ctx.pending.remove(&sock.inode) {
+        let fd = match ctx.state::<PendingPeers>().ends.remove(&sock.inode) {
             // Created, filled and shut down with its peer.
             Some(fd) => fd,
             None => create_pair(file.id, sock, ctx)?,
@@ -150,6 +166,47 @@ impl FileKind for UnixSocketKind {
         let flags = rustix::fs::OFlags::from_bits_retain(file.flags) & rustix::fs::OFlags::NONBLOCK;
         rustix::fs::fcntl_setfl(&fd, flags).map_err(|e| fail("fcntl(F_SETFL)", e.into()))?;
         Ok(fd)
+    }
+
+    fn external(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Option<External> {
+        match &file.kind {
+            Some(open_file::Kind::UnixSocket(s)) if s.external => Some(External {
+                what: format!(
+                    "unix socket:[{}] (its peer socket:[{}] is outside the tree)",
+                    s.inode, s.peer_inode
+                ),
+                pending: s.queue.as_ref().map_or(0, |d| d.length),
+                terminal: false,
+                pipe: None,
+            }),
+            _ => None,
+        }
+    }
+
+    fn describe(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Description {
+        let Some(open_file::Kind::UnixSocket(x)) = &file.kind else {
+            return Description {
+                text: "not a unix socket".into(),
+                pipe: None,
+            };
+        };
+        let ty = match SavedType::try_from(x.r#type) {
+            Ok(t) if t != SavedType::Unspecified => type_name(t),
+            _ => "unknown type",
+        };
+        let queued = x.queue.as_ref().map_or(0, |d| d.length);
+        let ext = if x.external {
+            ", peer outside the tree"
+        } else {
+            ""
+        };
+        Description {
+            text: format!(
+                "unix {ty} socket:[{}] -> socket:[{}], {queued} B queued{ext}",
+                x.inode, x.peer_inode
+            ),
+            pipe: None,
+        }
     }
 }
 
@@ -340,7 +397,7 @@ fn peek_all(
 }
 
 /// Creates the socketpair for the saved end `sock` (open file `id`), fills both queues,
-/// applies the shutdowns, and leaves the peer's end in `ctx.pending`.
+/// applies the shutdowns, and leaves the peer's end in [`PendingPeers`].
 fn create_pair(
     id: u64,
     sock: &proto::UnixSocket,
@@ -429,7 +486,7 @@ fn create_pair(
                 op: "shutdown",
                 source: e,
             })?;
-            ctx.pending.insert(peer.inode, theirs);
+            ctx.state::<PendingPeers>().ends.insert(peer.inode, theirs);
         }
         // The peer had been closed before the dump: close it again.
         None => drop(theirs),

@@ -24,12 +24,28 @@
 //! read. I/O and PFN mappings and hugetlb areas are refused with
 //! [`MemError::Unsupported`].
 //!
+//! What an area is and how it is saved is for the kinds of memory area to say: one
+//! module each ([`anon`], [`file_private`], [`file_shared`], [`memobj`], [`special`],
+//! [`refused`]) implementing [`area::AreaKind`], all listed in [`AREA_KINDS`], which the
+//! dump here and the restore (`crate::restore::mm`) go through. This module reads what
+//! the kinds ask for (pages, objects) and knows no kind by name.
+//!
 //! Every function expects the process to be stopped (see [`crate::freeze`]); none of
 //! them uses ptrace, so any thread may call them.
 
+pub mod anon;
+pub mod area;
+pub mod file_private;
+pub mod file_shared;
 pub mod maps;
+pub mod memobj;
 pub mod pagemap;
 pub mod pages;
+pub mod refused;
+pub mod special;
+mod types;
+
+pub use types::{MemError, PAGE_SIZE};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -37,15 +53,14 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
 use pipecr_image::{ImageError, ImageWriter, RawWriter, proto};
-use proto::{MemObjectKind, VmaFlag, VmaKind};
+use proto::{MemObjectKind, VmaFlag};
 
 use crate::proc::ProcError;
+use area::{AreaKind, Classified, Save, base_flags, unsupported};
 use maps::MapEntry;
 use pagemap::{Pagemap, PagemapEntry};
 use pages::{MemReader, PageStore, Stored};
-
-/// The page size pipecr saves memory in.
-pub const PAGE_SIZE: u64 = pipecr_image::PAGE_SIZE;
+use types::display_path;
 
 /// Pages of address space covered by one pagemap read (8 MiB): bounds the read buffer.
 const CHUNK_PAGES: usize = 2048;
@@ -53,56 +68,21 @@ const CHUNK_PAGES: usize = 2048;
 /// Bytes of a memory object read at a time.
 const OBJECT_BATCH: u64 = 4 << 20;
 
-/// Why an address space could not be saved.
-#[derive(Debug, thiserror::Error)]
-pub enum MemError {
-    /// `/proc` could not be read.
-    #[error(transparent)]
-    Proc(#[from] ProcError),
-    /// The image could not be written.
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    /// A file about the process could not be read.
-    #[error("pid {pid}: cannot read {what}")]
-    Read {
-        /// The process.
-        pid: i32,
-        /// The file.
-        what: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// Memory of the process could not be read.
-    #[error("pid {pid}: cannot read memory at {addr:#x} ({path})")]
-    Pages {
-        /// The process.
-        pid: i32,
-        /// The first address that failed.
-        addr: u64,
-        /// The area's path, or `anonymous`.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// An area of a kind pipecr cannot save yet.
-    #[error(
-        "pid {pid}: cannot save the area {start:#x}-{end:#x} ({path}): {what} is not supported yet"
-    )]
-    Unsupported {
-        /// The process.
-        pid: i32,
-        /// The area's start.
-        start: u64,
-        /// The area's end.
-        end: u64,
-        /// The area's path, or `anonymous`.
-        path: String,
-        /// What kind of area it is.
-        what: &'static str,
-    },
-}
+/// Every kind of memory area, in the order they are asked to claim an area.
+pub static AREA_KINDS: &[&dyn AreaKind] = &[
+    // First: these flags refuse any area but the kernel's special ones and named shared
+    // anonymous memory.
+    &refused::RefusedArea,
+    // Before memobj and special: `[heap]`, `[stack]`, `[anon:NAME]` and areas without a
+    // path are anonymous memory.
+    &anon::AnonArea,
+    // Before special: `[anon_shmem:NAME]` is shared memory.
+    &memobj::MemObjectArea,
+    &special::SpecialArea,
+    // Last: what is left is a mapping of a file, private or shared.
+    &file_private::FilePrivateArea,
+    &file_shared::FileSharedArea,
+];
 
 /// What a memory dump did, for people and benchmarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -149,20 +129,6 @@ impl HeldPages {
         }
         self.0.flush(writer.raw(pipecr_image::PAGES)?)
     }
-}
-
-/// How an area is saved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Save {
-    /// Nothing of its contents.
-    Nothing,
-    /// Its pages, from pagemap.
-    Private,
-    /// The object behind it, once.
-    Object(MemObjectKind),
-    /// Its pages from pagemap, and the object behind it (private mapping of a file that
-    /// exists nowhere else).
-    PrivateAndObject(MemObjectKind),
 }
 
 impl MemDumper {
@@ -228,7 +194,11 @@ impl MemDumper {
         })?;
         let mut reader = MemReader::new(source);
         for e in &entries {
-            let (kind, mut flags, save) = classify(pid, e)?;
+            let Classified {
+                kind,
+                mut flags,
+                save,
+            } = classify(pid, e)?;
             let mut vma = proto::Vma {
                 start: e.start,
                 end: e.end,
@@ -468,7 +438,10 @@ pub fn only_private(pid: i32) -> Result<bool, MemError> {
             return Ok(false);
         }
         match classify(pid, &e) {
-            Ok((_, _, Save::Nothing | Save::Private)) => {}
+            Ok(Classified {
+                save: Save::Nothing | Save::Private,
+                ..
+            }) => {}
             Ok(_) | Err(_) => return Ok(false),
         }
     }
@@ -522,84 +495,16 @@ fn push_run(runs: &mut Vec<proto::PageRun>, start: u64, stored: Stored) {
     });
 }
 
-/// Decides what an area is and how it is saved.
-fn classify(pid: i32, e: &MapEntry) -> Result<(VmaKind, u32, Save), MemError> {
-    let unsupported = |what| MemError::Unsupported {
-        pid,
-        start: e.start,
-        end: e.end,
-        path: display_path(e),
-        what,
-    };
-    let mut flags = 0;
-    if e.shared {
-        flags |= VmaFlag::Shared as u32;
-    }
-    if e.deleted {
-        flags |= VmaFlag::Deleted as u32;
-    }
-    if e.has_vm_flag("gd") {
-        flags |= VmaFlag::Growsdown as u32;
-    }
-    if e.path.starts_with("[anon_shmem:") {
-        return Ok((
-            VmaKind::Object,
-            flags,
-            Save::Object(MemObjectKind::SharedAnonymous),
-        ));
-    }
-    if let Some(special) = e.special() {
-        let (kind, save) = match special {
-            "[heap]" => (VmaKind::Heap, Save::Private),
-            "[stack]" => (VmaKind::Stack, Save::Private),
-            "[vdso]" => (VmaKind::Vdso, Save::Nothing),
-            "[vvar]" => (VmaKind::Vvar, Save::Nothing),
-            "[vvar_vclock]" => (VmaKind::VvarVclock, Save::Nothing),
-            "[vsyscall]" => (VmaKind::Vsyscall, Save::Nothing),
-            s if s.starts_with("[anon:") => (VmaKind::Anonymous, Save::Private),
-            _ => (VmaKind::OtherSpecial, Save::Nothing),
-        };
-        if save == Save::Private {
-            flags |= VmaFlag::Anonymous as u32;
-        }
-        return Ok((kind, flags, save));
-    }
-    if e.has_vm_flag("io") || e.has_vm_flag("pf") {
-        return Err(unsupported("an I/O or PFN mapping (VM_IO/VM_PFNMAP)"));
-    }
-    if e.has_vm_flag("ht") {
-        return Err(unsupported("a hugetlb mapping"));
-    }
-    if e.inode == 0 && e.path.is_empty() {
-        if e.shared {
-            return Err(unsupported("a shared mapping without a file"));
-        }
-        flags |= VmaFlag::Anonymous as u32;
-        return Ok((VmaKind::Anonymous, flags, Save::Private));
-    }
-    let object = if e.path == "/dev/zero" && e.shared {
-        MemObjectKind::SharedAnonymous
-    } else if e.path.starts_with("/SYSV") {
-        MemObjectKind::Sysv
-    } else if e.path.starts_with("/memfd:") {
-        MemObjectKind::Memfd
-    } else {
-        MemObjectKind::DeletedFile
-    };
-    Ok(match (e.shared, e.deleted) {
-        (true, true) => (VmaKind::Object, flags, Save::Object(object)),
-        (true, false) => (VmaKind::FileShared, flags, Save::Nothing),
-        (false, true) => (VmaKind::FilePrivate, flags, Save::PrivateAndObject(object)),
-        (false, false) => (VmaKind::FilePrivate, flags, Save::Private),
-    })
-}
-
-fn display_path(e: &MapEntry) -> String {
-    if e.path.is_empty() {
-        "anonymous".into()
-    } else {
-        e.path.clone()
-    }
+/// Decides what an area is and how it is saved: asks the kinds of [`AREA_KINDS`] in
+/// turn.
+fn classify(pid: i32, e: &MapEntry) -> Result<Classified, MemError> {
+    let kind = AREA_KINDS
+        .iter()
+        .find(|k| k.claims(e))
+        .ok_or_else(|| unsupported(pid, e, "an area of unknown kind"))?;
+    let mut c = kind.classify(pid, e)?;
+    c.flags |= base_flags(e);
+    Ok(c)
 }
 
 /// The identity of a file from its metadata.
@@ -675,7 +580,6 @@ fn parse_mm_fields(pid: i32, text: &str) -> Option<proto::Mm> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
     #[test]
     fn mm_fields_from_stat() {
         let text = "29737 (c a t) R 29734 29734 28351 0 -1 4194304 97 0 0 0 0 0 0 0 20 0 1 0 \
@@ -714,5 +618,86 @@ mod tests {
                 (0x7000, 1, 3, false)
             ]
         );
+    }
+
+    #[test]
+    fn each_area_goes_to_the_kind_that_saves_it() {
+        use proto::VmaKind;
+        let area = |path: &str, shared: bool, deleted: bool, inode: u64, flags: &[&str]| MapEntry {
+            start: 0x1000,
+            end: 0x2000,
+            shared,
+            deleted,
+            inode,
+            path: path.into(),
+            vm_flags: flags.iter().map(|f| f.to_string()).collect(),
+            ..MapEntry::default()
+        };
+        let cases = [
+            (
+                area("", false, false, 0, &[]),
+                "anonymous",
+                VmaKind::Anonymous,
+                Save::Private,
+            ),
+            (
+                area("[stack]", false, false, 0, &["gd"]),
+                "anonymous",
+                VmaKind::Stack,
+                Save::Private,
+            ),
+            (
+                area("[anon_shmem:x]", true, false, 9, &["ht"]),
+                "memory object",
+                VmaKind::Object,
+                Save::Object(MemObjectKind::SharedAnonymous),
+            ),
+            (
+                area("/memfd:m", true, true, 9, &[]),
+                "memory object",
+                VmaKind::Object,
+                Save::Object(MemObjectKind::Memfd),
+            ),
+            (
+                area("[vdso]", false, false, 0, &[]),
+                "special",
+                VmaKind::Vdso,
+                Save::Nothing,
+            ),
+            (
+                area("/tmp/gone", false, true, 9, &[]),
+                "private file",
+                VmaKind::FilePrivate,
+                Save::PrivateAndObject(MemObjectKind::DeletedFile),
+            ),
+            (
+                area("/lib/x.so", true, false, 9, &[]),
+                "shared file",
+                VmaKind::FileShared,
+                Save::Nothing,
+            ),
+        ];
+        for (e, name, kind, save) in cases {
+            let claimer = AREA_KINDS.iter().find(|k| k.claims(&e)).unwrap();
+            assert_eq!(claimer.name(), name, "{e:?}");
+            let c = classify(1, &e).unwrap();
+            assert_eq!((c.kind, c.save), (kind, save), "{e:?}");
+        }
+        let stack = classify(1, &area("[stack]", false, false, 0, &["gd"])).unwrap();
+        assert_eq!(
+            stack.flags,
+            VmaFlag::Growsdown as u32 | VmaFlag::Anonymous as u32
+        );
+        let gone = classify(1, &area("/memfd:m", true, true, 9, &[])).unwrap();
+        assert_eq!(gone.flags, VmaFlag::Shared as u32 | VmaFlag::Deleted as u32);
+        for e in [
+            area("/dev/mem", true, false, 9, &["io"]),
+            area("", true, false, 0, &[]),
+        ] {
+            assert!(
+                matches!(classify(1, &e), Err(MemError::Unsupported { .. })),
+                "{e:?}"
+            );
+        }
     }
 }

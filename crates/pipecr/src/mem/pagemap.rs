@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::PAGE_SIZE;
+use super::types::PAGE_SIZE;
 
 /// Bit 63: the page is present in RAM.
 const PM_PRESENT: u64 = 1 << 63;

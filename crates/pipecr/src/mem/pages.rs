@@ -1,15 +1,14 @@
 //! Reading page contents out of a stopped process and storing them in the image's page
-//! store. What to read is decided by [`super`]; this module reads it in large batches and
-//! writes it.
+//! store. What to read is decided by [`super`]; this module reads it in large batches
+//! (through [`RemoteMem`], which owns the system calls) and writes it.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use pipecr_image::{ImageError, RawWriter};
 
-use super::PAGE_SIZE;
+use super::types::PAGE_SIZE;
+use crate::sys::mem::RemoteMem;
 
 /// One page of zeros, to compare with.
 static ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
@@ -31,8 +30,7 @@ pub fn is_zero(page: &[u8]) -> bool {
 /// without PROT_READ (FOLL_FORCE), which `process_vm_readv` cannot.
 #[derive(Debug)]
 pub struct MemReader {
-    pid: i32,
-    mem: Option<File>,
+    mem: RemoteMem,
 }
 
 /// A range of a process's memory to read: address, length, and whether every page in it
@@ -42,7 +40,9 @@ pub type Range = (u64, usize, bool);
 impl MemReader {
     /// A reader of `pid`'s memory; `/proc/PID/mem` is opened on first need.
     pub fn new(pid: i32) -> Self {
-        MemReader { pid, mem: None }
+        MemReader {
+            mem: RemoteMem::of_process(pid),
+        }
     }
 
     /// Fills `buf` with the bytes of `ranges`, one after the other; `buf.len()` is the
@@ -56,46 +56,18 @@ impl MemReader {
             // What process_vm_readv did not read (an area without PROT_READ, say) is
             // read through /proc/PID/mem.
             let done = if exclusive {
-                self.read_pinned(addr, dst)
+                self.mem.read_pinned(addr, dst)
             } else {
                 0
             };
             if done < len {
-                self.mem(addr)?
-                    .read_exact_at(&mut dst[done..], addr + done as u64)
-                    .map_err(|e| (addr + done as u64, e))?;
+                self.mem
+                    .read_unpinned(addr + done as u64, &mut dst[done..])
+                    .map_err(|e| (e.addr, e.source))?;
             }
             off += len;
         }
         Ok(())
-    }
-
-    /// `process_vm_readv` of `dst.len()` bytes at `addr`: how many it read.
-    fn read_pinned(&self, addr: u64, dst: &mut [u8]) -> usize {
-        let pid = nix::unistd::Pid::from_raw(self.pid);
-        let mut done = 0;
-        while done < dst.len() {
-            let remote = [nix::sys::uio::RemoteIoVec {
-                base: (addr + done as u64) as usize,
-                len: dst.len() - done,
-            }];
-            let mut local = [io::IoSliceMut::new(&mut dst[done..])];
-            match nix::sys::uio::process_vm_readv(pid, &mut local, &remote) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => done += n,
-            }
-        }
-        done
-    }
-
-    fn mem(&mut self, addr: u64) -> Result<&File, (u64, io::Error)> {
-        match self.mem {
-            Some(ref mem) => Ok(mem),
-            None => {
-                let mem = File::open(format!("/proc/{}/mem", self.pid)).map_err(|e| (addr, e))?;
-                Ok(self.mem.insert(mem))
-            }
-        }
     }
 }
 

@@ -24,7 +24,7 @@ use pipecr_image::proto::{self, VmaFlag, VmaKind};
 use pipecr_image::{Image, PAGE_SIZE};
 
 use super::mm::{Piece, Source};
-use super::process::SavedProcess;
+use super::saved::SavedProcess;
 use crate::mem::maps::MapEntry;
 use crate::sys::mem::OwnArea;
 

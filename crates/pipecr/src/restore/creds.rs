@@ -22,29 +22,20 @@
 
 use pipecr_image::proto;
 
-use super::mm::PATH_AT;
-use super::process::ProcessRestoreError;
-use crate::inject::Injector;
+use super::error::{ProcessRestoreError, Result};
+use super::trampoline::{self, SCRATCH_AT};
+use crate::inject::kstruct::CapSets;
+use crate::inject::{Injector, calls};
 
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
-
-/// Where, in the trampoline page, the group list or the capset structures are written.
-const CREDS_AT: u64 = PATH_AT;
-/// Most supplementary groups that fit the trampoline page after [`CREDS_AT`].
-const MAX_GROUPS: usize = (4096 - CREDS_AT as usize) / 4;
+/// Most supplementary groups that fit the trampoline page after [`SCRATCH_AT`], where the
+/// group list is written.
+const MAX_GROUPS: usize = ((trampoline::SIZE - SCRATCH_AT) / 4) as usize;
 
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
 const CAP_SETPCAP: u32 = 8;
-/// `_LINUX_CAPABILITY_VERSION_3`.
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-/// `prctl` options from `<linux/prctl.h>`.
-const PR_SET_DUMPABLE: u64 = 4;
-const PR_SET_KEEPCAPS: u64 = 8;
-const PR_CAPBSET_DROP: u64 = 24;
-const PR_CAP_AMBIENT: u64 = 47;
-const PR_CAP_AMBIENT_RAISE: u64 = 2;
-const PR_CAP_AMBIENT_CLEAR_ALL: u64 = 4;
+/// [`calls::setfsuid`] or [`calls::setfsgid`].
+type SetFsId = fn(&mut Injector, u32) -> std::result::Result<u32, crate::inject::InjectError>;
 
 /// The restorer's own credentials (those every restored process starts with).
 fn own() -> Result<proto::Creds> {
@@ -140,7 +131,7 @@ pub(super) fn restore(
     main: bool,
 ) -> Result<()> {
     let me = own()?;
-    let at = tramp + CREDS_AT;
+    let at = tramp + SCRATCH_AT;
     let fail = |op: &'static str| {
         move |e: crate::inject::InjectError| ProcessRestoreError::Os {
             pid,
@@ -149,80 +140,43 @@ pub(super) fn restore(
         }
     };
     if c.groups != me.groups {
-        let raw: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-        inj.write_memory(at, &raw)?;
-        inj.syscall_checked(libc::SYS_setgroups, [c.groups.len() as u64, at, 0, 0, 0, 0])
-            .map_err(fail("setgroups"))?;
+        calls::setgroups(inj, at, &c.groups).map_err(fail("setgroups"))?;
     }
     for cap in (0..64).filter(|&b| has(me.cap_bounding, b) && !has(c.cap_bounding, b)) {
-        inj.syscall_checked(
-            libc::SYS_prctl,
-            [PR_CAPBSET_DROP, u64::from(cap), 0, 0, 0, 0],
-        )
-        .map_err(fail("prctl(PR_CAPBSET_DROP)"))?;
+        calls::prctl_capbset_drop(inj, cap).map_err(fail("prctl(PR_CAPBSET_DROP)"))?;
     }
-    let gids = [c.rgid, c.egid, c.sgid].map(u64::from);
-    inj.syscall_checked(libc::SYS_setresgid, [gids[0], gids[1], gids[2], 0, 0, 0])
-        .map_err(fail("setresgid"))?;
-    fs_id(inj, pid, libc::SYS_setfsgid, c.fsgid, "setfsgid")?;
+    calls::setresgid(inj, c.rgid, c.egid, c.sgid).map_err(fail("setresgid"))?;
+    fs_id(inj, pid, calls::setfsgid, c.fsgid, "setfsgid")?;
     let uid_changes = [c.ruid, c.euid, c.suid] != [me.ruid, me.euid, me.suid];
     if uid_changes {
-        inj.syscall_checked(libc::SYS_prctl, [PR_SET_KEEPCAPS, 1, 0, 0, 0, 0])
-            .map_err(fail("prctl(PR_SET_KEEPCAPS)"))?;
+        calls::prctl_set_keepcaps(inj, true).map_err(fail("prctl(PR_SET_KEEPCAPS)"))?;
     }
-    let uids = [c.ruid, c.euid, c.suid].map(u64::from);
-    inj.syscall_checked(libc::SYS_setresuid, [uids[0], uids[1], uids[2], 0, 0, 0])
-        .map_err(fail("setresuid"))?;
-    fs_id(inj, pid, libc::SYS_setfsuid, c.fsuid, "setfsuid")?;
+    calls::setresuid(inj, c.ruid, c.euid, c.suid).map_err(fail("setresuid"))?;
+    fs_id(inj, pid, calls::setfsuid, c.fsuid, "setfsuid")?;
     if uid_changes {
-        inj.syscall_checked(libc::SYS_prctl, [PR_SET_KEEPCAPS, 0, 0, 0, 0, 0])
-            .map_err(fail("prctl(PR_SET_KEEPCAPS)"))?;
+        calls::prctl_set_keepcaps(inj, false).map_err(fail("prctl(PR_SET_KEEPCAPS)"))?;
     }
-    // struct __user_cap_header_struct { u32 version; int pid; } then two
-    // struct __user_cap_data_struct { u32 effective, permitted, inheritable; }.
-    let mut raw = Vec::with_capacity(32);
-    raw.extend_from_slice(&CAPABILITY_VERSION_3.to_ne_bytes());
-    raw.extend_from_slice(&0i32.to_ne_bytes());
-    for half in [0, 32] {
-        for set in [c.cap_effective, c.cap_permitted, c.cap_inheritable] {
-            raw.extend_from_slice(&((set >> half) as u32).to_ne_bytes());
-        }
-    }
-    inj.write_memory(at, &raw)?;
-    inj.syscall_checked(libc::SYS_capset, [at, at + 8, 0, 0, 0, 0])
-        .map_err(fail("capset"))?;
-    inj.syscall_checked(
-        libc::SYS_prctl,
-        [PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0],
-    )
-    .map_err(fail("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"))?;
+    let caps = CapSets {
+        effective: c.cap_effective,
+        permitted: c.cap_permitted,
+        inheritable: c.cap_inheritable,
+    };
+    calls::capset(inj, at, &caps).map_err(fail("capset"))?;
+    calls::prctl_cap_ambient_clear_all(inj).map_err(fail("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"))?;
     for cap in (0..64).filter(|&b| has(c.cap_ambient, b)) {
-        inj.syscall_checked(
-            libc::SYS_prctl,
-            [
-                PR_CAP_AMBIENT,
-                PR_CAP_AMBIENT_RAISE,
-                u64::from(cap),
-                0,
-                0,
-                0,
-            ],
-        )
-        .map_err(fail("prctl(PR_CAP_AMBIENT_RAISE)"))?;
+        calls::prctl_cap_ambient_raise(inj, cap).map_err(fail("prctl(PR_CAP_AMBIENT_RAISE)"))?;
     }
     if main {
-        let dumpable = u64::from(!c.not_dumpable);
-        inj.syscall_checked(libc::SYS_prctl, [PR_SET_DUMPABLE, dumpable, 0, 0, 0, 0])
-            .map_err(fail("prctl(PR_SET_DUMPABLE)"))?;
+        calls::prctl_set_dumpable(inj, !c.not_dumpable).map_err(fail("prctl(PR_SET_DUMPABLE)"))?;
     }
     Ok(())
 }
 
-/// `setfsuid`/`setfsgid` (`nr`) to `id`, checked: these calls return the previous id, not
+/// `setfsuid`/`setfsgid` (`set`) to `id`, checked: these calls return the previous id, not
 /// an error, so the result is read back with an invalid id (-1), which changes nothing.
-fn fs_id(inj: &mut Injector, pid: i32, nr: i64, id: u32, op: &'static str) -> Result<()> {
-    inj.syscall_checked(nr, [u64::from(id), 0, 0, 0, 0, 0])?;
-    let now = inj.syscall_checked(nr, [u64::from(u32::MAX), 0, 0, 0, 0, 0])? as u32;
+fn fs_id(inj: &mut Injector, pid: i32, set: SetFsId, id: u32, op: &'static str) -> Result<()> {
+    set(inj, id)?;
+    let now = set(inj, u32::MAX)?;
     if now != id {
         return Err(ProcessRestoreError::Os {
             pid,

@@ -5,14 +5,13 @@
 //! restorer's own stdio. Any other external end without a source stops the restore
 //! before a process is created: a silently dead pipe is never handed to a program.
 //!
-//! What an external end is:
-//! - the read end of a pipe whose writer is outside the tree, and the write end of a pipe
-//!   whose reader is outside;
-//! - a unix socket whose peer is outside;
-//! - a terminal: it belongs to the session that ran the tree, and the tree is restored
-//!   onto the caller's. Those at fds 0-2 or named by a request are substituted; with
-//!   `--shell-job` every other one gets the caller's terminal too; otherwise they are
-//!   reopened by path.
+//! Which open files are external each kind says ([`crate::files::FileKind::external`]):
+//! the read end of a pipe whose writer is outside the tree and the write end of a pipe
+//! whose reader is outside, a unix socket whose peer is outside, a terminal (it belongs
+//! to the session that ran the tree, and the tree is restored onto the caller's). This
+//! module decides what each gets: those at fds 0-2 or named by a request are substituted;
+//! with `--shell-job` every other terminal gets the caller's terminal too; other
+//! terminals are reopened by path.
 //!
 //! Bytes in flight: bytes that were waiting in an external pipe for the tree to read are
 //! written into the supplied descriptor when it is a pipe (it must be empty), so nothing
@@ -28,11 +27,13 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use pipecr_image::proto::{self, PipeEndKind, open_file};
+use pipecr_image::proto;
 use pipecr_image::{Image, ImageError};
 use rustix::fs::{FileType, Mode, OFlags};
 
 use super::RestoreOptions;
+pub use crate::files::ExternalEnd;
+use crate::files::Saved;
 use crate::pipe::{PipeError, PipeImage};
 
 /// Where the descriptor for an external end comes from.
@@ -115,26 +116,6 @@ impl FromStr for Inherit {
     }
 }
 
-/// One open file of the image whose other side is outside the tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExternalEnd {
-    /// The open file's id in the image.
-    pub file_id: u64,
-    /// Every (pid, fd) that held it, sorted.
-    pub holders: Vec<(i32, RawFd)>,
-    /// What it is, for people: "write end of pipe:[1234] (its reader is outside the
-    /// tree)".
-    pub what: String,
-    /// Bytes that were waiting in it for the tree to read.
-    pub pending: u64,
-    /// Whether it is a terminal (substituted only when asked for or at fds 0-2).
-    pub terminal: bool,
-    /// The saved file status flags (for the access mode a path is opened with).
-    pub flags: u32,
-    /// The saved pipe, for a pipe end (its bytes are handed over at restore).
-    pub pipe: Option<proto::Pipe>,
-}
-
 /// Why the external ends could not be given descriptors.
 #[derive(Debug, thiserror::Error)]
 pub enum ExternalError {
@@ -209,7 +190,9 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-/// Every external end of the tree image, by open file, in open-file order.
+/// Every external end of the tree image, by open file, in open-file order. Which open
+/// files are external, and what each needs, the kinds say
+/// ([`crate::files::external_ends`]).
 pub fn external_ends(image: &Image) -> Result<Vec<ExternalEnd>, ImageError> {
     let processes: Vec<proto::Process> = image.read_records(pipecr_image::TREE)?;
     let tables: Vec<proto::FdTable> = image.read_records(pipecr_image::FDS)?;
@@ -219,87 +202,12 @@ pub fn external_ends(image: &Image) -> Result<Vec<ExternalEnd>, ImageError> {
     } else {
         Vec::new()
     };
-    Ok(ends_of(&processes, &tables, &files, &pipes))
-}
-
-/// [`external_ends`] from the records of `tree.img`, `fds.img`, `files.img` and
-/// `pipes.img` (a dump has them at hand, without reading the image back).
-pub fn ends_of(
-    processes: &[proto::Process],
-    tables: &[proto::FdTable],
-    files: &[proto::OpenFile],
-    pipes: &[proto::Pipe],
-) -> Vec<ExternalEnd> {
-    let tables: BTreeMap<u64, &proto::FdTable> = tables.iter().map(|t| (t.id, t)).collect();
-    let pipes: BTreeMap<u64, &proto::Pipe> = pipes.iter().map(|p| (p.id, p)).collect();
-    let mut holders: BTreeMap<u64, Vec<(i32, RawFd)>> = BTreeMap::new();
-    for p in processes {
-        for d in tables.get(&p.fd_table).iter().flat_map(|t| &t.descriptors) {
-            holders.entry(d.file_id).or_default().push((p.pid, d.fd));
-        }
-    }
-    let mut ends = Vec::new();
-    for file in files {
-        let Some(mut held) = holders.remove(&file.id) else {
-            continue;
-        };
-        held.sort_unstable();
-        let described = match &file.kind {
-            Some(open_file::Kind::Pipe(end)) => pipes.get(&end.pipe_id).and_then(|p| {
-                let reads = end.end == PipeEndKind::Read as i32;
-                if reads && p.external_writer {
-                    let pending = p.data.as_ref().map_or(0, |d| d.length);
-                    Some((
-                        format!(
-                            "read end of pipe:[{}] (its writer is outside the tree)",
-                            p.inode
-                        ),
-                        pending,
-                        false,
-                    ))
-                } else if !reads && p.external_reader {
-                    Some((
-                        format!(
-                            "write end of pipe:[{}] (its reader is outside the tree)",
-                            p.inode
-                        ),
-                        0,
-                        false,
-                    ))
-                } else {
-                    None
-                }
-            }),
-            Some(open_file::Kind::UnixSocket(s)) if s.external => Some((
-                format!(
-                    "unix socket:[{}] (its peer socket:[{}] is outside the tree)",
-                    s.inode, s.peer_inode
-                ),
-                s.queue.as_ref().map_or(0, |d| d.length),
-                false,
-            )),
-            Some(open_file::Kind::CharDevice(c)) if c.terminal => {
-                Some((format!("terminal {}", c.path), 0, true))
-            }
-            _ => None,
-        };
-        if let Some((what, pending, terminal)) = described {
-            let pipe = match &file.kind {
-                Some(open_file::Kind::Pipe(end)) => pipes.get(&end.pipe_id).map(|&p| p.clone()),
-                _ => None,
-            };
-            ends.push(ExternalEnd {
-                file_id: file.id,
-                holders: held,
-                what,
-                pending,
-                terminal,
-                flags: file.flags,
-                pipe,
-            });
-        }
-    }
-    ends
+    Ok(crate::files::external_ends(&Saved {
+        processes: &processes,
+        tables: &tables,
+        files: &files,
+        pipes: &pipes,
+    }))
 }
 
 /// Descriptors of the calling process standing in for external open files, by open-file

@@ -18,6 +18,14 @@
 //! 4. Install each descriptor with `dup3`, which also replaces whatever the process had at
 //!    that number (its stdio, say), atomically.
 //! 5. Close the parked copies: only the saved descriptors remain.
+//!
+//! Each open file is created at the stage its kind asks for ([`Stage`]): the
+//! [`Stage::Open`] ones in step 2; the [`Stage::AfterProcess`] ones by [`install`] in the
+//! process being rebuilt, once its other descriptors are installed (the kind sees them
+//! through [`RestoreCtx::installed`]); the [`Stage::AfterTree`] ones by
+//! [`install_after_tree`], which the orchestration calls once every process's
+//! descriptors exist. An open file of a later stage is created in each process that
+//! holds it (none is shared across processes yet: no kind uses those stages so far).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
@@ -27,7 +35,7 @@ use pipecr_image::proto;
 use pipecr_image::{Image, ImageError};
 
 use super::external::Inherited;
-use crate::files::{self, FileError, RestoreCtx};
+use crate::files::{self, FileError, FileKind, RestoreCtx, Stage};
 
 /// Why a descriptor table could not be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +120,11 @@ pub fn saved_table(image: &Image, pid: i32) -> Result<proto::FdTable, RebuildErr
 #[derive(Debug)]
 pub struct ParkedFiles {
     files: BTreeMap<u64, OwnedFd>,
+    /// Open files of a later stage than [`Stage::Open`], created by each process that
+    /// holds them ([`install`], [`install_after_tree`]), by open-file id.
+    deferred: BTreeMap<u64, (Stage, proto::OpenFile)>,
+    /// The image, for the deferred open files.
+    image: Image,
     /// Descriptors given for external ends, by open-file id and descriptor number.
     slots: BTreeMap<(u64, RawFd), OwnedFd>,
     /// The highest descriptor number of any table the set was made for.
@@ -166,6 +179,16 @@ pub fn create(
     tables: &[proto::FdTable],
     inherited: &Inherited,
 ) -> Result<ParkedFiles, RebuildError> {
+    create_in(files::KINDS, image, tables, inherited)
+}
+
+/// [`create`] with the kinds of `kinds`.
+fn create_in(
+    kinds: &[&'static dyn FileKind],
+    image: &Image,
+    tables: &[proto::FdTable],
+    inherited: &Inherited,
+) -> Result<ParkedFiles, RebuildError> {
     let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES)?;
     let files: BTreeMap<u64, proto::OpenFile> = files.into_iter().map(|f| (f.id, f)).collect();
     let descriptors = || tables.iter().flat_map(|t| t.descriptors.iter());
@@ -176,25 +199,31 @@ pub fn create(
     ensure_nofile(top, ids.len() + inherited.len())?;
 
     let mut ctx = RestoreCtx::new(image)?;
-    let mut created: BTreeMap<u64, OwnedFd> = BTreeMap::new();
+    for kind in kinds {
+        kind.prepare(&mut ctx)?;
+    }
+    let park = |fd: BorrowedFd<'_>, at: RawFd| {
+        rustix::io::fcntl_dupfd_cloexec(fd, top + 1).map_err(|e| RebuildError::Install {
+            fd: at,
+            op: "fcntl(F_DUPFD_CLOEXEC)",
+            source: e.into(),
+        })
+    };
     let mut slots: BTreeMap<(u64, RawFd), OwnedFd> = BTreeMap::new();
+    // Each open file to create, once, with its kind, its stage and the first number that
+    // holds it (for messages), in descriptor order.
+    let mut wanted: Vec<(&proto::OpenFile, &dyn FileKind, Stage, RawFd)> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for d in descriptors() {
-        let park = |fd: BorrowedFd<'_>| {
-            rustix::io::fcntl_dupfd_cloexec(fd, top + 1).map_err(|e| RebuildError::Install {
-                fd: d.fd,
-                op: "fcntl(F_DUPFD_CLOEXEC)",
-                source: e.into(),
-            })
-        };
         // An external end given a descriptor for this number is not created.
         if let Some(given) = inherited.get(d.file_id, d.fd) {
             if let std::collections::btree_map::Entry::Vacant(slot) = slots.entry((d.file_id, d.fd))
             {
-                slot.insert(park(given)?);
+                slot.insert(park(given, d.fd)?);
             }
             continue;
         }
-        if created.contains_key(&d.file_id) {
+        if !seen.insert(d.file_id) {
             continue;
         }
         let file = files.get(&d.file_id).ok_or_else(|| {
@@ -203,13 +232,25 @@ pub fn create(
                 d.fd, d.file_id
             ))
         })?;
-        let parked = park(files::restore_file(file, &mut ctx)?.as_fd())?;
-        created.insert(d.file_id, parked);
+        let kind = files::restorer_in(kinds, file)?;
+        wanted.push((file, kind, kind.stage(file), d.fd));
     }
+    let mut deferred = BTreeMap::new();
+    for (file, kind, stage, at) in wanted {
+        if stage != Stage::Open {
+            deferred.insert(file.id, (stage, file.clone()));
+            continue;
+        }
+        let parked = park(kind.restore(file, &mut ctx)?.as_fd(), at)?;
+        ctx.add_opened(file.id, parked);
+    }
+    let created = ctx.take_opened();
     // The anchors of pipes and FIFOs lived until every end was opened; they go now.
     drop(ctx);
     Ok(ParkedFiles {
         files: created,
+        deferred,
+        image: image.clone(),
         slots,
         top,
     })
@@ -252,26 +293,33 @@ fn ensure_nofile(top: RawFd, count: usize) -> Result<(), RebuildError> {
 
 /// Installs `table` in the calling process from `parked` (made for a set of tables that
 /// includes this one): each descriptor at its saved number with its close-on-exec bit,
-/// by `dup3`, replacing whatever the process had at that number. The parked descriptors
-/// stay open: the caller closes them (see [`crate::sys::fd::close_all_except`]).
+/// by `dup3`, replacing whatever the process had at that number. Then the open files of
+/// [`Stage::AfterProcess`] are created, here, and installed the same way. Those of
+/// [`Stage::AfterTree`] are left to [`install_after_tree`]. The parked descriptors stay
+/// open: the caller closes them (see [`crate::sys::fd::close_all_except`]).
 pub fn install(table: &proto::FdTable, parked: &ParkedFiles) -> Result<Rebuilt, RebuildError> {
-    let mut fds = Vec::with_capacity(table.descriptors.len());
-    let mut used: Vec<u64> = Vec::new();
+    install_in(files::KINDS, table, parked)
+}
+
+/// [`install`] with the kinds of `kinds`.
+fn install_in(
+    kinds: &[&'static dyn FileKind],
+    table: &proto::FdTable,
+    parked: &ParkedFiles,
+) -> Result<Rebuilt, RebuildError> {
+    let mut installed = BTreeMap::new();
     for d in &table.descriptors {
-        let install = |op, source| RebuildError::Install {
-            fd: d.fd,
-            op,
-            source,
-        };
         if d.fd > parked.top {
             return Err(RebuildError::Invalid(format!(
                 "fd {} lies above the parked files (made for tables up to fd {})",
                 d.fd, parked.top
             )));
         }
-        let file = parked
-            .slots
-            .get(&(d.file_id, d.fd))
+        let slot = parked.slots.get(&(d.file_id, d.fd));
+        if slot.is_none() && parked.deferred.contains_key(&d.file_id) {
+            continue;
+        }
+        let file = slot
             .or_else(|| parked.files.get(&d.file_id))
             .ok_or_else(|| {
                 RebuildError::Invalid(format!(
@@ -279,21 +327,130 @@ pub fn install(table: &proto::FdTable, parked: &ParkedFiles) -> Result<Rebuilt, 
                     d.fd, d.file_id
                 ))
             })?;
-        let copy = file.try_clone().map_err(|e| install("dup", e))?;
-        let installed =
-            crate::sys::fd::install_at(copy, d.fd, d.cloexec).map_err(|e| install("dup3", e))?;
-        // The number now belongs to the table being rebuilt, not to this function.
-        let _ = installed.into_raw_fd();
-        fds.push(d.fd);
-        used.push(d.file_id);
+        install_one(d, file.as_fd())?;
+        installed.insert(d.fd, d.file_id);
     }
-    fds.sort_unstable();
+    install_deferred(kinds, table, parked, Stage::AfterProcess, &mut installed)?;
+    Ok(rebuilt(installed))
+}
+
+/// Creates and installs, in the calling process, the open files of `table` whose kind
+/// restores them at [`Stage::AfterTree`]: for the orchestration to call once every
+/// process of the tree has installed its table ([`install`]). Returns what it installed
+/// (nothing, with the kinds there are so far).
+pub fn install_after_tree(
+    table: &proto::FdTable,
+    parked: &ParkedFiles,
+) -> Result<Rebuilt, RebuildError> {
+    let late = |d: &proto::Descriptor| {
+        !parked.slots.contains_key(&(d.file_id, d.fd))
+            && parked
+                .deferred
+                .get(&d.file_id)
+                .is_some_and(|(stage, _)| *stage == Stage::AfterTree)
+    };
+    // What install put in place, for the kinds to see.
+    let mut installed = table
+        .descriptors
+        .iter()
+        .filter(|d| !late(d))
+        .map(|d| (d.fd, d.file_id))
+        .collect();
+    install_deferred(
+        files::KINDS,
+        table,
+        parked,
+        Stage::AfterTree,
+        &mut installed,
+    )?;
+    let added = table
+        .descriptors
+        .iter()
+        .filter(|d| late(d) && installed.contains_key(&d.fd))
+        .map(|d| (d.fd, d.file_id))
+        .collect();
+    Ok(rebuilt(added))
+}
+
+/// Creates the open files of `table` deferred to `stage` (once each in this process,
+/// shared by its descriptors) and installs them; `installed` (number -> open-file id)
+/// is what the kinds see through [`RestoreCtx::installed`], and grows with them.
+fn install_deferred(
+    kinds: &[&'static dyn FileKind],
+    table: &proto::FdTable,
+    parked: &ParkedFiles,
+    stage: Stage,
+    installed: &mut BTreeMap<RawFd, u64>,
+) -> Result<(), RebuildError> {
+    let due: Vec<&proto::Descriptor> = table
+        .descriptors
+        .iter()
+        .filter(|d| !parked.slots.contains_key(&(d.file_id, d.fd)))
+        .filter(|d| {
+            parked
+                .deferred
+                .get(&d.file_id)
+                .is_some_and(|(s, _)| *s == stage)
+        })
+        .collect();
+    if due.is_empty() {
+        return Ok(());
+    }
+    let mut ctx = RestoreCtx::new(&parked.image)?;
+    for kind in kinds {
+        kind.prepare(&mut ctx)?;
+    }
+    ctx.set_installed(installed.clone());
+    for d in due {
+        if ctx.opened(d.file_id).is_none() {
+            let Some((_, file)) = parked.deferred.get(&d.file_id) else {
+                continue;
+            };
+            let fd = files::restorer_in(kinds, file)?.restore(file, &mut ctx)?;
+            // Above every saved number, so installing it never closes one still to come.
+            let fd = rustix::io::fcntl_dupfd_cloexec(&fd, parked.top + 1).map_err(|e| {
+                RebuildError::Install {
+                    fd: d.fd,
+                    op: "fcntl(F_DUPFD_CLOEXEC)",
+                    source: e.into(),
+                }
+            })?;
+            ctx.add_opened(d.file_id, fd);
+        }
+        let Some(file) = ctx.opened(d.file_id) else {
+            continue;
+        };
+        install_one(d, file)?;
+        installed.insert(d.fd, d.file_id);
+    }
+    Ok(())
+}
+
+/// Installs a copy of `file` at `d`'s number with `d`'s close-on-exec bit.
+fn install_one(d: &proto::Descriptor, file: BorrowedFd<'_>) -> Result<(), RebuildError> {
+    let install = |op, source| RebuildError::Install {
+        fd: d.fd,
+        op,
+        source,
+    };
+    let copy = file.try_clone_to_owned().map_err(|e| install("dup", e))?;
+    let installed =
+        crate::sys::fd::install_at(copy, d.fd, d.cloexec).map_err(|e| install("dup3", e))?;
+    // The number now belongs to the table being rebuilt, not to this function.
+    let _ = installed.into_raw_fd();
+    Ok(())
+}
+
+/// What was installed: numbers -> open-file ids.
+fn rebuilt(installed: BTreeMap<RawFd, u64>) -> Rebuilt {
+    let fds: Vec<RawFd> = installed.keys().copied().collect();
+    let mut used: Vec<u64> = installed.into_values().collect();
     used.sort_unstable();
     used.dedup();
-    Ok(Rebuilt {
+    Rebuilt {
         fds,
         open_files: used.len(),
-    })
+    }
 }
 
 /// Rebuilds, in the calling process, the descriptor table that process `pid` had when
@@ -307,5 +464,142 @@ pub fn rebuild(dir: &Path, pid: i32) -> Result<Rebuilt, RebuildError> {
     let image = Image::open(dir)?;
     let table = saved_table(&image, pid)?;
     let parked = create(&image, std::slice::from_ref(&table), &Inherited::none())?;
-    install(&table, &parked)
+    let mut rebuilt = install(&table, &parked)?;
+    let late = install_after_tree(&table, &parked)?;
+    if !late.fds.is_empty() {
+        rebuilt.fds.extend(late.fds);
+        rebuilt.fds.sort_unstable();
+        rebuilt.open_files += late.open_files;
+    }
+    Ok(rebuilt)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use pipecr_image::proto::open_file;
+    use pipecr_image::{ImageMeta, ImageWriter};
+
+    use super::*;
+    use crate::files::{Description, DumpSink, LiveFile, Saved};
+
+    /// What [`Staged`] restored, in order: the open file and the descriptors installed
+    /// at that moment.
+    static LOG: Mutex<Vec<(u64, BTreeMap<RawFd, u64>)>> = Mutex::new(Vec::new());
+
+    /// A test-only kind: restores eventfd records, those with count 2 at
+    /// [`Stage::AfterProcess`].
+    struct Staged;
+
+    impl FileKind for Staged {
+        fn name(&self) -> &'static str {
+            "staged"
+        }
+        fn claims(&self, _file: &LiveFile) -> bool {
+            false
+        }
+        fn dump(
+            &self,
+            _file: &LiveFile,
+            _sink: &mut DumpSink<'_>,
+        ) -> Result<open_file::Kind, FileError> {
+            Err(FileError::Invalid {
+                id: 0,
+                reason: "test kind".into(),
+            })
+        }
+        fn restores(&self, kind: &open_file::Kind) -> bool {
+            matches!(kind, open_file::Kind::Eventfd(_))
+        }
+        fn stage(&self, file: &proto::OpenFile) -> Stage {
+            match &file.kind {
+                Some(open_file::Kind::Eventfd(e)) if e.count == 2 => Stage::AfterProcess,
+                _ => Stage::Open,
+            }
+        }
+        fn restore(
+            &self,
+            file: &proto::OpenFile,
+            ctx: &mut RestoreCtx<'_>,
+        ) -> Result<OwnedFd, FileError> {
+            LOG.lock().unwrap().push((file.id, ctx.installed().clone()));
+            Ok(rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap())
+        }
+        fn describe(&self, _file: &proto::OpenFile, _saved: &Saved<'_>) -> Description {
+            Description {
+                text: "staged".into(),
+                pipe: None,
+            }
+        }
+    }
+
+    fn eventfd(id: u64, count: u64) -> proto::OpenFile {
+        proto::OpenFile {
+            id,
+            flags: 0,
+            pos: 0,
+            kind: Some(open_file::Kind::Eventfd(proto::EventFd {
+                count,
+                semaphore: false,
+            })),
+        }
+    }
+
+    /// An open file of Stage::AfterProcess is created after the others are installed,
+    /// sees them at their numbers, and is installed at its own.
+    #[test]
+    fn deferred_stage_runs_after_the_process_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let mut writer = ImageWriter::create(&path, ImageMeta::default()).unwrap();
+        // Open file 2 is the deferred one, between the two others in descriptor order.
+        let files = [eventfd(1, 1), eventfd(2, 2), eventfd(3, 3)];
+        writer.write_records(pipecr_image::FILES, &files).unwrap();
+        writer.commit().unwrap();
+        let image = Image::open(&path).unwrap();
+        // High numbers, away from what the other tests of this binary use.
+        let table = proto::FdTable {
+            id: 1,
+            shared: false,
+            descriptors: (0..3)
+                .map(|i| proto::Descriptor {
+                    fd: 700 + i,
+                    file_id: i as u64 + 1,
+                    cloexec: true,
+                })
+                .collect(),
+        };
+        let kinds: &[&'static dyn FileKind] = &[&Staged];
+
+        let parked = create_in(
+            kinds,
+            &image,
+            std::slice::from_ref(&table),
+            &Inherited::none(),
+        )
+        .unwrap();
+        let created: Vec<u64> = LOG.lock().unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(
+            created,
+            [1, 3],
+            "Stage::Open files first, the deferred one not yet"
+        );
+        assert_eq!(parked.len(), 2);
+
+        let rebuilt = install_in(kinds, &table, &parked).unwrap();
+        assert_eq!(rebuilt.fds, [700, 701, 702]);
+        let log = LOG.lock().unwrap().clone();
+        assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 3, 2]);
+        assert!(log[0].1.is_empty());
+        assert_eq!(log[2].1, BTreeMap::from([(700, 1), (702, 3)]));
+
+        for fd in 700..703 {
+            let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+            assert_eq!(link.to_str(), Some("anon_inode:[eventfd]"), "fd {fd}");
+            // Close it: install_at hands back the number it filled.
+            let any = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+            drop(crate::sys::fd::install_at(any, fd, true).unwrap());
+        }
+    }
 }

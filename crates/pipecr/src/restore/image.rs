@@ -1,7 +1,8 @@
 //! Replace one new process's address space, signal state, threads and registers with
-//! the saved ones, by injecting system calls into it. [`super::process`] decides when
-//! (parents first, all detached together); this module is the order of the steps
-//! inside one process, [`super::mm`] and [`super::signals`] the steps themselves.
+//! the saved ones, by injecting system calls into it. The orchestrator
+//! (`restore::process`) decides when (parents first, all detached together); this module
+//! is the order of the steps inside one process, [`super::mm`], [`super::signals`],
+//! [`super::threads`], [`super::creds`] and [`super::regs`] the steps themselves.
 //!
 //! [`load_image`] seizes and interrupts the process, and through an [`Injector`]: maps a
 //! trampoline page at an address free in both layouts; sets the saved personality
@@ -26,26 +27,22 @@
 use std::fs::File;
 
 use nix::errno::Errno;
-use nix::sys::mman::ProtFlags;
+use nix::sys::mman::{MmapAdvise, ProtFlags};
 use nix::sys::ptrace;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use pipecr_image::Image;
 
 use super::cow::Prefilled;
+use super::error::{ProcessRestoreError, Result, errno, os};
 use super::mm::{
     MapFiles, PAGE, PageWriter, area_error, current_maps, find_free, is_private_restored, map_area,
     move_specials, run_piece, set_mm, unmap_ranges,
 };
-use super::process::{ProcessRestoreError, SavedProcess, errno, os};
-use super::signals::{final_regs, restore_altstack, restore_signals};
-use crate::inject::Injector;
+use super::saved::{SavedProcess, main_thread};
+use super::signals::{restore_altstack, restore_signals};
+use crate::inject::{Injector, calls};
 use crate::sys::ptrace::{self as sys_ptrace, SigMask};
-
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
-
-/// `RSEQ_FLAG_UNREGISTER`.
-const RSEQ_FLAG_UNREGISTER: u64 = 1;
 
 /// Seizes `saved.pid()` (continued from its self-stop, waiting in `pause()`), replaces
 /// its address space, handlers, pending signals, registers and mask with the saved ones,
@@ -61,11 +58,9 @@ pub(super) fn load_image(
 ) -> Result<()> {
     let pid = saved.pid();
     let t = NixPid::from_raw(pid);
-    let thread = super::threads::main_thread(pid, &saved.core).ok_or_else(|| {
-        ProcessRestoreError::Invalid {
-            pid,
-            what: "no thread in core.img".to_owned(),
-        }
+    let thread = main_thread(pid, &saved.core).ok_or_else(|| ProcessRestoreError::Invalid {
+        pid,
+        what: "no thread in core.img".to_owned(),
     })?;
     // EXITKILL: if the restorer dies while it holds the process half-made, the kernel
     // kills it rather than letting it run.
@@ -102,38 +97,23 @@ pub(super) fn load_image(
     avoid.push((tramp, tramp + PAGE));
     // The saved personality, before any area is mapped (READ_IMPLIES_EXEC changes what
     // mmap does); it was the restorer's until now.
-    inj.syscall_checked(
-        libc::SYS_personality,
-        [u64::from(saved.core.personality), 0, 0, 0, 0, 0],
-    )
-    .map_err(|e| ProcessRestoreError::Unsupported {
-        pid,
-        what: format!("personality {:#x}: {e}", saved.core.personality),
+    calls::personality(&mut inj, saved.core.personality).map_err(|e| {
+        ProcessRestoreError::Unsupported {
+            pid,
+            what: format!("personality {:#x}: {e}", saved.core.personality),
+        }
     })?;
     // From here on, PTRACE_O_EXITKILL kills it if the restorer dies; the death signal
     // set while it was being made (see `spawn_tree_stopped`) would outlive the restore
     // and kill the program when its parent exits. The program's own is not saved.
-    inj.syscall_checked(
-        libc::SYS_prctl,
-        [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
-    )?;
+    calls::prctl_set_pdeathsig(&mut inj, 0)?;
 
     // The inherited rseq area is in memory about to go: unregister it first, or the
     // kernel would write into whatever is mapped there next.
     let rseq =
         sys_ptrace::rseq_configuration(t).map_err(os(pid, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
     if rseq.abi_pointer != 0 {
-        inj.syscall_checked(
-            libc::SYS_rseq,
-            [
-                rseq.abi_pointer,
-                u64::from(rseq.abi_size),
-                RSEQ_FLAG_UNREGISTER,
-                u64::from(rseq.signature),
-                0,
-                0,
-            ],
-        )?;
+        calls::rseq_unregister(&mut inj, rseq.abi_pointer, rseq.abi_size, rseq.signature)?;
     }
 
     // Everything but the trampoline, the kernel's own areas and the kept areas goes.
@@ -195,10 +175,7 @@ pub(super) fn load_image(
             writer.push(&mut inj, pid, piece)?;
         }
         for (start, end) in drops {
-            inj.syscall_checked(
-                libc::SYS_madvise,
-                [start, end - start, libc::MADV_DONTNEED as u64, 0, 0, 0],
-            )?;
+            calls::madvise(&mut inj, start, end - start, MmapAdvise::MADV_DONTNEED)?;
         }
     }
     writer.flush(&mut inj, pid)?;
@@ -232,13 +209,5 @@ pub(super) fn load_image(
     // meant for the process that no longer exists.
     let _ = inj.release();
 
-    let regs = final_regs(pid, thread)?;
-    ptrace::setregset::<ptrace::regset::NT_PRSTATUS>(t, regs)
-        .map_err(errno(pid, "PTRACE_SETREGSET NT_PRSTATUS"))?;
-    if !thread.xsave.is_empty() {
-        sys_ptrace::set_xstate(t, &thread.xsave)
-            .map_err(os(pid, "PTRACE_SETREGSET NT_X86_XSTATE"))?;
-    }
-    sys_ptrace::set_sigmask(t, SigMask(thread.blocked)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
-    Ok(())
+    super::regs::set_final(pid, pid, thread)
 }

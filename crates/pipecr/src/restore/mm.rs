@@ -4,40 +4,31 @@
 //! in the child by path), write the saved pages, and set the mm fields with
 //! `PR_SET_MM_MAP`. Kept apart from [`super::image`], which only orders these steps.
 //!
-//! The trampoline page doubles as scratch memory: paths at [`PATH_AT`], the
-//! `struct prctl_mm_map` at `MM_MAP_AT`, the auxv at `AUXV_AT`.
+//! The trampoline page doubles as scratch memory: paths, the `struct prctl_mm_map` and
+//! the auxv go where [`super::trampoline`] says.
 
 use std::fs::File;
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::unix::fs::FileExt;
 
-use nix::sys::mman::{MapFlags, ProtFlags};
-use nix::sys::uio::{RemoteIoVec, process_vm_writev};
-use nix::unistd::Pid as NixPid;
+use nix::fcntl::OFlag;
+use nix::sys::mman::MRemapFlags;
 use pipecr_image::PAGE_SIZE;
-use pipecr_image::proto::{self, VmaFlag, VmaKind};
+use pipecr_image::proto::{self, VmaKind};
 
-use super::process::{ProcessRestoreError, os};
-use crate::inject::Injector;
+use super::error::{ProcessRestoreError, Result, os};
+use super::trampoline::{AUXV_AT, MM_MAP_AT, PATH_AT, PATH_MAX};
+use crate::inject::kstruct::PrctlMmMap;
+use crate::inject::{Injector, calls};
+use crate::mem::AREA_KINDS;
+use crate::mem::area::{AreaKind, MapError, MapTarget, not_restorable};
 use crate::mem::maps::{MapEntry, parse_maps};
-use crate::sys::mem::FileMapping;
-
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
+use crate::sys::kcmp::TargetFd;
+use crate::sys::mem::{FileMapping, IOV_MAX, RemoteMem, write_in_batches};
 
 pub(super) const PAGE: u64 = PAGE_SIZE;
-/// Where, in the trampoline page, the path of a file to open is written.
-pub(super) const PATH_AT: u64 = 64;
-/// Longest path we open through the trampoline (the rest of the page holds other data).
-const PATH_MAX_IN_PAGE: usize = 1024 - 64 - 1;
-/// Where the `struct prctl_mm_map` is written.
-const MM_MAP_AT: u64 = 1024;
-/// Where the auxiliary vector is written.
-const AUXV_AT: u64 = 2048;
 /// Lowest address we place a trampoline or a parking area at (above `mmap_min_addr`).
 const LOW: u64 = 0x10_0000;
-/// `PR_SET_MM` and `PR_SET_MM_MAP` from `<linux/prctl.h>`.
-const PR_SET_MM: u64 = 35;
-const PR_SET_MM_MAP: u64 = 14;
 /// Bytes of zeros written into the child per write.
 const CHUNK: u64 = 1 << 20;
 
@@ -182,30 +173,30 @@ pub(super) fn move_specials(
 }
 
 fn mremap(inj: &mut Injector, pid: i32, name: &str, from: u64, to: u64, len: u64) -> Result<()> {
-    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-    inj.syscall_checked(libc::SYS_mremap, [from, len, len, flags, to, 0])
-        .map_err(|e| ProcessRestoreError::Unsupported {
+    let flags = MRemapFlags::MREMAP_MAYMOVE | MRemapFlags::MREMAP_FIXED;
+    calls::mremap(inj, from, len, len, flags, to).map_err(|e| {
+        ProcessRestoreError::Unsupported {
             pid,
             what: format!("moving {name} from {from:#x} to {to:#x}: the kernel refused ({e})"),
-        })?;
+        }
+    })?;
     Ok(())
 }
 
+/// The saved kind of the kernel area named `path` that is moved into place rather than
+/// mapped, as the kinds of memory area say.
 fn special_kind(path: &str) -> Option<VmaKind> {
-    match path {
-        "[vdso]" => Some(VmaKind::Vdso),
-        "[vvar]" => Some(VmaKind::Vvar),
-        "[vvar_vclock]" => Some(VmaKind::VvarVclock),
-        _ => None,
-    }
+    AREA_KINDS.iter().find_map(|k| k.moved_into_place(path))
+}
+
+/// The kind of memory area that maps the saved area `vma` again, if any.
+fn area_kind(vma: &proto::Vma) -> Option<&'static dyn AreaKind> {
+    AREA_KINDS.iter().copied().find(|k| k.restores(vma))
 }
 
 /// Private areas we map ourselves (and make writable while filling).
 pub(super) fn is_private_restored(vma: &proto::Vma) -> bool {
-    matches!(
-        VmaKind::try_from(vma.kind),
-        Ok(VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate)
-    )
+    area_kind(vma).is_some_and(|k| k.filled_privately())
 }
 
 /// The descriptors a process being restored has open for mapping files, by path and open
@@ -217,15 +208,15 @@ impl MapFiles {
     /// Closes them all in the child.
     pub(super) fn close(self, inj: &mut Injector) -> Result<()> {
         for (_, _, fd) in self.0 {
-            inj.syscall_checked(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
+            calls::close(inj, TargetFd(fd))?;
         }
         Ok(())
     }
 }
 
-/// Maps one saved area at its address (see the module documentation). A private area
-/// is mapped writable when `written` (its pages are written next, then its protection is
-/// set), with its saved protection otherwise.
+/// Maps one saved area at its address (see the module documentation), as its kind of
+/// memory area says. A private area is mapped writable when `written` (its pages are
+/// written next, then its protection is set), with its saved protection otherwise.
 pub(super) fn map_area(
     inj: &mut Injector,
     pid: i32,
@@ -234,107 +225,85 @@ pub(super) fn map_area(
     written: bool,
     files: &mut MapFiles,
 ) -> Result<()> {
-    let len = vma.end - vma.start;
-    let prot = ProtFlags::from_bits_truncate(vma.prot as i32);
-    let fill = if written {
-        ProtFlags::PROT_WRITE
-    } else {
-        ProtFlags::empty()
-    };
-    let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
-    match kind {
-        VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack => {
-            let mut flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_FIXED;
-            if vma.flags & VmaFlag::Growsdown as u32 != 0 {
-                flags |= MapFlags::MAP_GROWSDOWN;
-            }
-            inj.remote_mmap(vma.start, len, prot | fill, flags, None, 0)?;
-        }
-        VmaKind::FilePrivate | VmaKind::FileShared => {
-            let shared = kind == VmaKind::FileShared;
-            let (open_flags, flags, prot) = if shared {
-                let rw = if vma.prot & libc::PROT_WRITE as u32 != 0 {
-                    libc::O_RDWR
-                } else {
-                    libc::O_RDONLY
-                };
-                (rw, MapFlags::MAP_SHARED | MapFlags::MAP_FIXED, prot)
-            } else {
-                (
-                    libc::O_RDONLY,
-                    MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
-                    prot | fill,
-                )
-            };
-            let open = files
-                .0
-                .iter()
-                .find(|(path, flags, _)| *path == vma.path && *flags == open_flags)
-                .map(|&(_, _, fd)| fd);
-            let fd = match open {
-                Some(fd) => fd,
-                None => {
-                    let fd = open_in(inj, pid, tramp, &vma.path, open_flags)?;
-                    files.0.push((vma.path.clone(), open_flags, fd));
-                    fd
-                }
-            };
-            inj.remote_mmap(
-                vma.start,
-                len,
-                prot,
-                flags,
-                Some(crate::sys::kcmp::TargetFd(fd)),
-                vma.pgoff,
-            )?;
-        }
-        // Moved into place already, or never movable (the fixed [vsyscall]).
-        VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => {}
-        _ => {
-            return Err(ProcessRestoreError::Unsupported {
-                pid,
-                what: format!("area {:#x}-{:#x} {}", vma.start, vma.end, vma.path),
-            });
-        }
+    let mut target = Target { inj, tramp, files };
+    match area_kind(vma) {
+        Some(kind) => kind.map(vma, written, &mut target),
+        None => Err(not_restorable(vma)),
     }
-    Ok(())
+    .map_err(|e| restore_error(pid, e))
+}
+
+/// What a kind of memory area is lent to map an area of the process being restored:
+/// its injector, and its files opened by path once each.
+struct Target<'a> {
+    inj: &'a mut Injector,
+    tramp: u64,
+    files: &'a mut MapFiles,
+}
+
+impl MapTarget for Target<'_> {
+    fn injector(&mut self) -> &mut Injector {
+        self.inj
+    }
+
+    fn open(&mut self, path: &str, flags: i32) -> std::result::Result<TargetFd, MapError> {
+        let open = self
+            .files
+            .0
+            .iter()
+            .find(|(p, f, _)| p == path && *f == flags)
+            .map(|&(_, _, fd)| fd);
+        let fd = match open {
+            Some(fd) => fd,
+            None => {
+                let fd = open_in_child(self.inj, self.tramp, path, flags)?;
+                self.files.0.push((path.to_owned(), flags, fd));
+                fd
+            }
+        };
+        Ok(TargetFd(fd))
+    }
+}
+
+/// The restore error for a [`MapError`] of process `pid`.
+fn restore_error(pid: i32, e: MapError) -> ProcessRestoreError {
+    match e {
+        MapError::Inject(e) => ProcessRestoreError::Inject(e),
+        MapError::Unsupported { what } => ProcessRestoreError::Unsupported { pid, what },
+        MapError::Invalid { what } => ProcessRestoreError::Invalid { pid, what },
+    }
 }
 
 /// Opens `path` in the child (`openat(AT_FDCWD, path, flags | O_CLOEXEC)`), the path
 /// written into the trampoline page; returns the child's descriptor.
 fn open_in(inj: &mut Injector, pid: i32, tramp: u64, path: &str, flags: i32) -> Result<i32> {
-    if path.len() > PATH_MAX_IN_PAGE || path.as_bytes().contains(&0) {
-        return Err(ProcessRestoreError::Unsupported {
-            pid,
+    open_in_child(inj, tramp, path, flags).map_err(|e| restore_error(pid, e))
+}
+
+/// [`open_in`], with the error of the area layer.
+fn open_in_child(
+    inj: &mut Injector,
+    tramp: u64,
+    path: &str,
+    flags: i32,
+) -> std::result::Result<i32, MapError> {
+    if path.len() > PATH_MAX || path.as_bytes().contains(&0) {
+        return Err(MapError::Unsupported {
             what: format!("opening a path of {} bytes", path.len()),
         });
     }
     let mut bytes = path.as_bytes().to_vec();
     bytes.push(0);
     inj.write_memory(tramp + PATH_AT, &bytes)?;
-    let fd = inj
-        .syscall_checked(
-            libc::SYS_openat,
-            [
-                libc::AT_FDCWD as i64 as u64,
-                tramp + PATH_AT,
-                (flags | libc::O_CLOEXEC) as u64,
-                0,
-                0,
-                0,
-            ],
-        )
-        .map_err(|e| ProcessRestoreError::Invalid {
-            pid,
-            what: format!("cannot open {path} in the new process: {e}"),
-        })?;
-    Ok(fd as i32)
+    let flags = OFlag::from_bits_retain(flags | libc::O_CLOEXEC);
+    let fd = calls::openat(inj, tramp + PATH_AT, flags).map_err(|e| MapError::Invalid {
+        what: format!("cannot open {path} in the new process: {e}"),
+    })?;
+    Ok(fd.0)
 }
 
 /// Bytes read from `pages.img` and written into the child per batch: one buffer, reused.
 const BATCH: usize = 4 << 20;
-/// Remote pieces per `process_vm_writev` (the kernel's `IOV_MAX`).
-const IOV_MAX: usize = 1024;
 
 /// Where the bytes of one piece of a page run come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,80 +419,41 @@ impl<'a> PageWriter<'a> {
         if self.remote.is_empty() {
             return Ok(());
         }
+        let remote = std::mem::take(&mut self.remote);
+        let filled = std::mem::replace(&mut self.filled, 0);
         if let Some(map) = self.map
             && let Ok(start) = usize::try_from(self.file_start)
-            && start + self.filled <= map.len()
+            && start + filled <= map.len()
         {
-            let mut local_at = start;
-            let mut i = 0;
-            while i < self.remote.len() {
-                let end = (i + IOV_MAX).min(self.remote.len());
-                let wrote = map
-                    .write_to_process(pid, local_at, &self.remote[i..end])
-                    .unwrap_or(0);
-                let mut left = wrote;
-                while i < end && left >= self.remote[i].1 {
-                    left -= self.remote[i].1;
-                    local_at += self.remote[i].1;
-                    i += 1;
-                }
-                if i < end {
-                    // Not written (or not wholly): read it and write it the slow way.
-                    let (addr, len) = self.remote[i];
+            // Not written (or not wholly): read it and write it the slow way.
+            let pages = self.pages;
+            return write_in_batches(
+                &remote,
+                |at, batch| map.write_to_process(pid, start + at, batch).unwrap_or(0),
+                |(addr, len), at| {
                     let mut bytes = vec![0u8; len];
-                    self.pages
-                        .read_exact_at(&mut bytes, local_at as u64)
+                    pages
+                        .read_exact_at(&mut bytes, (start + at) as u64)
                         .map_err(os(pid, "read pages.img"))?;
                     inj.write_memory(addr, &bytes)?;
-                    local_at += len;
-                    i += 1;
-                }
-            }
-            self.remote.clear();
-            self.filled = 0;
-            return Ok(());
+                    Ok(())
+                },
+            );
         }
-        if self.buf.len() < self.filled {
+        if self.buf.len() < filled {
             self.buf = vec![0u8; BATCH];
         }
-        let buf = &mut self.buf[..self.filled];
+        let buf = &mut self.buf[..filled];
         self.pages
             .read_exact_at(buf, self.file_start)
             .map_err(os(pid, "read pages.img"))?;
-        let mut local_at = 0;
-        let mut i = 0;
-        while i < self.remote.len() {
-            let iov: Vec<RemoteIoVec> = self.remote[i..]
-                .iter()
-                .map(|&(base, len)| RemoteIoVec {
-                    base: base as usize,
-                    len,
-                })
-                .collect();
-            let wrote = process_vm_writev(
-                NixPid::from_raw(pid),
-                &[IoSlice::new(&buf[local_at..])],
-                &iov,
-            )
-            .unwrap_or(0);
-            // Skip the pieces written whole; the first one not (wholly) written goes
-            // through the injector's fallback.
-            let mut left = wrote;
-            while i < self.remote.len() && left >= self.remote[i].1 {
-                left -= self.remote[i].1;
-                local_at += self.remote[i].1;
-                i += 1;
-            }
-            if i < self.remote.len() {
-                let (addr, len) = self.remote[i];
-                inj.write_memory(addr, &buf[local_at..local_at + len])?;
-                local_at += len;
-                i += 1;
-            }
-        }
-        self.remote.clear();
-        self.filled = 0;
-        Ok(())
+        let child = RemoteMem::of_process(pid);
+        // The first piece not (wholly) written goes through the injector's fallback.
+        write_in_batches(
+            &remote,
+            |at, batch| child.write_scattered(&buf[at..], batch),
+            |(addr, len), at| Ok(inj.write_memory(addr, &buf[at..at + len])?),
+        )
     }
 }
 
@@ -554,41 +484,25 @@ pub(super) fn set_mm(inj: &mut Injector, pid: i32, tramp: u64, mm: &proto::Mm) -
     } else {
         open_in(inj, pid, tramp, &mm.exe, libc::O_RDONLY)? as u32
     };
-    // struct prctl_mm_map (<linux/prctl.h>): eleven u64, the auxv pointer, its size as
-    // u32, the exe descriptor as u32.
-    let mut map = Vec::with_capacity(104);
-    for v in [
-        mm.start_code,
-        mm.end_code,
-        mm.start_data,
-        mm.end_data,
-        mm.start_brk,
-        mm.brk,
-        mm.start_stack,
-        mm.arg_start,
-        mm.arg_end,
-        mm.env_start,
-        mm.env_end,
-        tramp + AUXV_AT,
-    ] {
-        map.extend_from_slice(&v.to_ne_bytes());
-    }
-    map.extend_from_slice(&(mm.auxv.len() as u32).to_ne_bytes());
-    map.extend_from_slice(&exe_fd.to_ne_bytes());
-    inj.write_memory(tramp + MM_MAP_AT, &map)?;
-    let result = inj.syscall_checked(
-        libc::SYS_prctl,
-        [
-            PR_SET_MM,
-            PR_SET_MM_MAP,
-            tramp + MM_MAP_AT,
-            map.len() as u64,
-            0,
-            0,
-        ],
-    );
+    let map = PrctlMmMap {
+        start_code: mm.start_code,
+        end_code: mm.end_code,
+        start_data: mm.start_data,
+        end_data: mm.end_data,
+        start_brk: mm.start_brk,
+        brk: mm.brk,
+        start_stack: mm.start_stack,
+        arg_start: mm.arg_start,
+        arg_end: mm.arg_end,
+        env_start: mm.env_start,
+        env_end: mm.env_end,
+        auxv: tramp + AUXV_AT,
+        auxv_size: mm.auxv.len() as u32,
+        exe_fd,
+    };
+    let result = calls::prctl_set_mm_map(inj, tramp + MM_MAP_AT, &map);
     if exe_fd != u32::MAX {
-        inj.syscall_checked(libc::SYS_close, [u64::from(exe_fd), 0, 0, 0, 0, 0])?;
+        calls::close(inj, TargetFd(exe_fd as i32))?;
     }
     result.map_err(|e| ProcessRestoreError::Os {
         pid,

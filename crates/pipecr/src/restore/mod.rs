@@ -2,8 +2,18 @@
 //! rebuilt inside the calling process ([`fdtable`]), and one whole
 //! process brought back with its PID ([`process`]); whole trees build on them.
 
+// Layers, each importing only those below it (`tools/modcycles.py` checks):
+// - on top, the orchestrators: `process` (a tree, in order) and `pidns` (that, run in a
+//   new PID namespace); no step imports them;
+// - the checks run before anything is made: `preflight`;
+// - one process's image replaced: `image`, over its steps `threads`, `signals`,
+//   `creds`, `regs`, `mm` and `cow`; the descriptor tables: `fdtable`;
+// - at the bottom: `error` (over `external`), `saved`, `trampoline`.
+// `external` still takes `RestoreOptions` from here, which holds its `Inherit`: the one
+// cycle left, until both live in one module.
 mod cow;
 mod creds;
+mod error;
 pub mod external;
 pub mod fdtable;
 mod image;
@@ -11,8 +21,11 @@ mod mm;
 pub mod pidns;
 mod preflight;
 pub mod process;
+mod regs;
+mod saved;
 mod signals;
 mod threads;
+mod trampoline;
 
 /// Choices a caller makes for a tree restore.
 #[derive(Debug, Clone, Default)]

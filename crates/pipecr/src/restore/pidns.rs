@@ -42,7 +42,7 @@ use nix::unistd::Pid as NixPid;
 use pipecr_image::Image;
 
 use super::RestoreOptions;
-use super::process::SavedProcess;
+use super::saved::SavedProcess;
 
 /// Why a restore into a new PID namespace failed. Whatever it was, nothing is left
 /// running: the namespace's init has exited and been reaped.

@@ -1,24 +1,148 @@
-//! Checks that this machine can take a saved process, run before any process is created
-//! (a restore that would fail half-way should fail here, with a message that says why):
+//! Every check run before any process is created (a restore that would fail half-way
+//! should fail here, with a message that says why): [`check_tree`] for a whole tree,
+//! [`check_supported`] for one process of it.
 //!
+//! - the tree: a root, every other process the child of an earlier one, no descriptor
+//!   table shared between processes;
+//! - the image itself: consistent threads, a root directory, session and process group
+//!   the restore can give, no kind of memory area it cannot bring back yet;
+//! - the credentials: ones the restorer can give ([`super::creds::check`], beside the
+//!   code that gives them);
 //! - the CPU state in each thread's XSAVE area: every component its header marks as in
 //!   use (`XSTATE_BV`) must be one this machine enables (`XCR0`), or the kernel refuses
 //!   the area (or the program faults on its first AVX-512 instruction);
 //! - the files its address space maps, and its executable: each must exist here.
 //!
-//! Kept apart from [`super::process`], whose checks are about the image itself.
+//! Whether a saved PID is free is checked by the orchestrator (`restore::process`) as
+//! it creates the processes: it can change at any time.
 
 use std::collections::BTreeSet;
 use std::io;
 
-use pipecr_image::proto::{self, VmaKind};
+use pipecr_image::proto::{self, VmaFlag, VmaKind};
 
-use super::process::{ProcessRestoreError, SavedProcess};
+use super::error::{ProcessRestoreError, Result};
+use super::saved::SavedProcess;
 
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
+/// Checks, before anything is created, that the restore can bring back `saved` from a
+/// process whose session and process group are `(sid, pgid)` (the restorer's).
+pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> {
+    let pid = saved.pid();
+    let unsupported = |what: String| Err(ProcessRestoreError::Unsupported { pid, what });
+    check_threads(saved)?;
+    super::creds::check(pid, saved.core.creds.as_ref())?;
+    check_xstate(saved, crate::sys::cpu::xcr0())?;
+    if saved.core.root != "/" {
+        return unsupported(format!(
+            "a root directory other than / ({})",
+            saved.core.root
+        ));
+    }
+    if saved.process.sid != pid && saved.process.sid != sid {
+        return unsupported(format!(
+            "session {} (the restorer is in session {sid}; only the restorer's session or a \
+             new one led by the process; a job of an interactive shell: --shell-job)",
+            saved.process.sid
+        ));
+    }
+    if saved.process.pgid != pid && saved.process.pgid != pgid && saved.process.sid != pid {
+        return unsupported(format!(
+            "process group {} (the restorer is in group {pgid})",
+            saved.process.pgid
+        ));
+    }
+    for vma in &saved.mm.vmas {
+        let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
+        let what = match kind {
+            VmaKind::Object => Some("shared memory (a memory object)"),
+            VmaKind::OtherSpecial => Some("a kernel special area"),
+            VmaKind::Unspecified => Some("an area of unknown kind"),
+            _ if vma.object_id != 0 || vma.flags & VmaFlag::Deleted as u32 != 0 => {
+                Some("a mapping of a deleted file or memfd")
+            }
+            _ => None,
+        };
+        if let Some(what) = what {
+            return unsupported(format!(
+                "area {:#x}-{:#x} {}: {what}",
+                vma.start, vma.end, vma.path
+            ));
+        }
+    }
+    check_files(saved)?;
+    Ok(())
+}
 
-/// Offset of the XSAVE header's `XSTATE_BV` in the standard-format XSAVE area.
-const XSTATE_BV_AT: usize = 512;
+/// Checks, before anything is created, that `tree` (tree.img order: the root first, every
+/// parent before its children) can be restored by the orchestrator (`process::restore_tree`)
+/// from a process in session `sid` and process group `pgid` (the restorer's).
+///
+/// Each process must be the root or a child of an earlier one (the dump refuses zombies,
+/// so a parent missing from the image is an error), and each must pass
+/// [`check_supported`] against its parent's saved session and group: a process inherits
+/// them from the parent that creates it, or leads its own.
+pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
+    let Some(root) = tree.first() else {
+        return Err(ProcessRestoreError::Invalid {
+            pid: 0,
+            what: "tree.img holds no process".to_owned(),
+        });
+    };
+    check_supported(root, sid, pgid)?;
+    // Each process gets its own table from the parked set: two that shared one
+    // (CLONE_FILES) would come back apart.
+    for (i, p) in tree.iter().enumerate() {
+        if let Some(q) = tree[..i]
+            .iter()
+            .find(|q| q.process.fd_table == p.process.fd_table)
+        {
+            return Err(ProcessRestoreError::Unsupported {
+                pid: p.pid(),
+                what: format!(
+                    "a descriptor table shared with pid {} (CLONE_FILES)",
+                    q.pid()
+                ),
+            });
+        }
+    }
+    for (i, p) in tree.iter().enumerate().skip(1) {
+        let ppid = p.process.ppid;
+        let parent = tree[..i].iter().find(|q| q.pid() == ppid).ok_or_else(|| {
+            ProcessRestoreError::Invalid {
+                pid: p.pid(),
+                what: format!(
+                    "its parent {ppid} is not an earlier process of tree.img (an exited or \
+                     foreign parent cannot be restored)"
+                ),
+            }
+        })?;
+        check_supported(p, parent.process.sid, parent.process.pgid)?;
+    }
+    Ok(())
+}
+
+/// Checks that the saved threads are consistent: a main thread, distinct TIDs, the same
+/// set in tree.img and core.img.
+fn check_threads(saved: &SavedProcess) -> Result<()> {
+    let pid = saved.pid();
+    let invalid = |what: String| Err(ProcessRestoreError::Invalid { pid, what });
+    let mut tids: Vec<i32> = saved.core.threads.iter().map(|t| t.tid).collect();
+    tids.sort_unstable();
+    if !tids.contains(&pid) {
+        return invalid(format!("no main thread (tid {pid}) in core.img"));
+    }
+    if tids.windows(2).any(|w| w[0] == w[1]) || tids.iter().any(|&t| t <= 0) {
+        return invalid(format!("thread ids {tids:?} in core.img"));
+    }
+    let mut listed = saved.process.threads.clone();
+    listed.sort_unstable();
+    if !listed.is_empty() && listed != tids {
+        return invalid(format!(
+            "threads {listed:?} in tree.img but {tids:?} in core.img"
+        ));
+    }
+    Ok(())
+}
 
 /// The XSAVE state components, by bit number (Intel SDM Vol. 1 §13.1).
 const XFEATURES: [&str; 20] = [
@@ -45,7 +169,7 @@ const XFEATURES: [&str; 20] = [
 ];
 
 /// The names of the XSAVE components in `mask` (`feature bit N` for unnamed ones).
-pub(super) fn xfeature_names(mask: u64) -> String {
+fn xfeature_names(mask: u64) -> String {
     (0..64)
         .filter(|b| mask & (1 << b) != 0)
         .map(|b| match XFEATURES.get(b) {
@@ -58,18 +182,13 @@ pub(super) fn xfeature_names(mask: u64) -> String {
 
 /// Checks that every thread's saved XSAVE area uses only components this machine
 /// enables (`xcr0`: its `XCR0`, [`crate::sys::cpu::xcr0`]).
-pub(super) fn check_xstate(saved: &SavedProcess, xcr0: Option<u64>) -> Result<()> {
+fn check_xstate(saved: &SavedProcess, xcr0: Option<u64>) -> Result<()> {
     let pid = saved.pid();
     for thread in &saved.core.threads {
         if thread.xsave.is_empty() {
             continue;
         }
-        let Some(bv) = thread
-            .xsave
-            .get(XSTATE_BV_AT..XSTATE_BV_AT + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-        else {
+        let Some(bv) = crate::arch::x86_64::xstate_bv(&thread.xsave) else {
             return Err(ProcessRestoreError::Invalid {
                 pid,
                 what: format!(
@@ -96,7 +215,7 @@ pub(super) fn check_xstate(saved: &SavedProcess, xcr0: Option<u64>) -> Result<()
 }
 
 /// Checks that the executable and every file the saved address space maps exist.
-pub(super) fn check_files(saved: &SavedProcess) -> Result<()> {
+fn check_files(saved: &SavedProcess) -> Result<()> {
     let pid = saved.pid();
     let mapped: BTreeSet<&str> = saved
         .mm

@@ -1,9 +1,11 @@
 //! Restore a tree of saved processes, with their PIDs and TIDs, the root a new
 //! child of the caller and every other process a child of its restored parent.
 //!
-//! This module owns the order of operations; the descriptor table comes from
-//! [`super::fdtable`], the injection mechanics from [`crate::inject`], the raw calls from
-//! [`crate::sys`].
+//! This module owns the order of operations and sits on top of `restore/`: no step
+//! imports it. The checks run before anything is created are [`super::preflight`]'s,
+//! the error and the saved process are [`super::error`]'s and [`super::saved`]'s (all
+//! re-exported here); the descriptor table comes from [`super::fdtable`], the injection
+//! mechanics from [`crate::inject`], the raw calls from [`crate::sys`].
 //!
 //! 1. [`spawn_tree_stopped`]: `clone3` with `set_tid` = the saved PID of the root. Each new
 //!    process sets its name and session/group, creates its own saved children the same way
@@ -38,7 +40,7 @@
 //! `SA_RESTART`.
 
 use std::fs::File;
-use std::io::{self, Read as _};
+use std::io::Read as _;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -46,224 +48,18 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
-use pipecr_image::proto::{self, VmaFlag, VmaKind};
-use pipecr_image::{Image, ImageError};
+use pipecr_image::Image;
+use pipecr_image::proto;
 
 use super::RestoreOptions;
-use super::external::{ExternalError, Inherited};
+use super::error::{Result, errno, os};
+use super::external::Inherited;
 use super::image::load_image;
-use crate::inject::InjectError;
-
-/// Why a process could not be restored.
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessRestoreError {
-    /// The image could not be read.
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    /// A descriptor that led outside the tree has no usable source.
-    #[error(transparent)]
-    External(#[from] ExternalError),
-    /// The image does not hold what this process needs.
-    #[error("pid {pid}: image: {what}")]
-    Invalid {
-        /// The saved process.
-        pid: i32,
-        /// What is missing or inconsistent.
-        what: String,
-    },
-    /// Something in the image that this restore cannot bring back yet.
-    #[error("pid {pid}: cannot restore {what} yet")]
-    Unsupported {
-        /// The saved process.
-        pid: i32,
-        /// What.
-        what: String,
-    },
-    /// The saved credentials are ones the restorer cannot give (nothing was created).
-    #[error("pid {pid}: cannot restore {what} (the restorer has {me})")]
-    Credentials {
-        /// The saved process.
-        pid: i32,
-        /// Which credentials, and what giving them needs.
-        what: String,
-        /// The restorer's own ids and effective capabilities.
-        me: String,
-    },
-    /// A thread's saved CPU state uses XSAVE components this machine does not enable.
-    #[error(
-        "pid {pid}: thread {tid} uses CPU state this machine does not enable: {missing} \
-         (saved XSTATE_BV {saved:#x}, this machine's XCR0 {here:#x})"
-    )]
-    CpuFeatures {
-        /// The saved process.
-        pid: i32,
-        /// The thread.
-        tid: i32,
-        /// The missing components, by name.
-        missing: String,
-        /// The saved area's `XSTATE_BV`.
-        saved: u64,
-        /// This machine's `XCR0`.
-        here: u64,
-    },
-    /// A file the process needs (its executable, a mapped file) is not there.
-    #[error("pid {pid}: {what} {path}: {errno}")]
-    File {
-        /// The saved process.
-        pid: i32,
-        /// What the file is to the process.
-        what: &'static str,
-        /// Its path.
-        path: String,
-        /// The error's symbolic name (`ENOENT`, ...).
-        errno: &'static str,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// The saved PID belongs to a live process.
-    #[error("pid {pid} is in use by another process; nothing was restored")]
-    PidInUse {
-        /// The PID.
-        pid: i32,
-    },
-    /// The caller has more than one thread, so its child could not safely set itself up.
-    #[error("restore must run in a single-threaded process (this one has {threads})")]
-    MultiThreadedCaller {
-        /// How many threads the caller has.
-        threads: usize,
-    },
-    /// A system call or ptrace request of the restorer failed.
-    #[error("pid {pid}: {op} failed")]
-    Os {
-        /// The process being restored.
-        pid: i32,
-        /// The call.
-        op: &'static str,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// The new process failed to set itself up before its memory was replaced.
-    #[error("pid {pid}: the new process failed to set up: {message}")]
-    Child {
-        /// The process.
-        pid: i32,
-        /// What it reported.
-        message: String,
-    },
-    /// An area could not be recreated.
-    #[error("pid {pid}: area {start:#x}-{end:#x} ({what}) could not be restored")]
-    Area {
-        /// The process.
-        pid: i32,
-        /// Start of the area.
-        start: u64,
-        /// End of the area.
-        end: u64,
-        /// What was being done.
-        what: String,
-        /// The cause.
-        #[source]
-        source: Box<ProcessRestoreError>,
-    },
-    /// An injected call or remote memory access failed.
-    #[error(transparent)]
-    Inject(#[from] InjectError),
-}
-
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
-
-/// Everything the image says about one process.
-#[derive(Debug, Clone)]
-pub struct SavedProcess {
-    /// Its place in the tree (pid, pgid, sid, threads, descriptor table).
-    pub process: proto::Process,
-    /// Registers, signals, limits, cwd.
-    pub core: proto::Core,
-    /// Its address space.
-    pub mm: proto::Mm,
-}
-
-impl SavedProcess {
-    /// The saved PID.
-    pub fn pid(&self) -> i32 {
-        self.process.pid
-    }
-}
-
-/// Reads the saved process `pid` from `image`.
-pub fn load(image: &Image, pid: i32) -> Result<SavedProcess> {
-    let invalid = |what: &str| ProcessRestoreError::Invalid {
-        pid,
-        what: what.to_owned(),
-    };
-    let process = image
-        .read_records::<proto::Process>(pipecr_image::TREE)?
-        .into_iter()
-        .find(|p| p.pid == pid)
-        .ok_or_else(|| invalid("not in tree.img"))?;
-    let core = image
-        .read_records::<proto::Core>(pipecr_image::CORE)?
-        .into_iter()
-        .find(|c| c.pid == pid)
-        .ok_or_else(|| invalid("no record in core.img"))?;
-    let mm = image
-        .read_records::<proto::Mm>(pipecr_image::MM)?
-        .into_iter()
-        .find(|m| m.pid == pid)
-        .ok_or_else(|| invalid("no record in mm.img"))?;
-    Ok(SavedProcess { process, core, mm })
-}
-
-/// Checks, before anything is created, that this module can restore `saved` from a
-/// process whose session and process group are `(sid, pgid)` (the restorer's).
-pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> {
-    let pid = saved.pid();
-    let unsupported = |what: String| Err(ProcessRestoreError::Unsupported { pid, what });
-    super::threads::check(saved)?;
-    super::creds::check(pid, saved.core.creds.as_ref())?;
-    super::preflight::check_xstate(saved, crate::sys::cpu::xcr0())?;
-    if saved.core.root != "/" {
-        return unsupported(format!(
-            "a root directory other than / ({})",
-            saved.core.root
-        ));
-    }
-    if saved.process.sid != pid && saved.process.sid != sid {
-        return unsupported(format!(
-            "session {} (the restorer is in session {sid}; only the restorer's session or a \
-             new one led by the process; a job of an interactive shell: --shell-job)",
-            saved.process.sid
-        ));
-    }
-    if saved.process.pgid != pid && saved.process.pgid != pgid && saved.process.sid != pid {
-        return unsupported(format!(
-            "process group {} (the restorer is in group {pgid})",
-            saved.process.pgid
-        ));
-    }
-    for vma in &saved.mm.vmas {
-        let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
-        let what = match kind {
-            VmaKind::Object => Some("shared memory (a memory object)"),
-            VmaKind::OtherSpecial => Some("a kernel special area"),
-            VmaKind::Unspecified => Some("an area of unknown kind"),
-            _ if vma.object_id != 0 || vma.flags & VmaFlag::Deleted as u32 != 0 => {
-                Some("a mapping of a deleted file or memfd")
-            }
-            _ => None,
-        };
-        if let Some(what) = what {
-            return unsupported(format!(
-                "area {:#x}-{:#x} {}: {what}",
-                vma.start, vma.end, vma.path
-            ));
-        }
-    }
-    super::preflight::check_files(saved)?;
-    Ok(())
-}
+// What callers of the orchestrator name through it: the error, the saved process and
+// the checks live below it, in modules it uses.
+pub use super::error::ProcessRestoreError;
+pub use super::preflight::{check_supported, check_tree};
+pub use super::saved::{SavedProcess, load};
 
 /// Whether a process with this PID exists now.
 pub fn pid_in_use(pid: i32) -> bool {
@@ -281,54 +77,6 @@ pub fn restore(image: &Image, saved: &SavedProcess) -> Result<NixPid> {
         std::slice::from_ref(saved),
         &RestoreOptions::default(),
     )
-}
-
-/// Checks, before anything is created, that `tree` (tree.img order: the root first, every
-/// parent before its children) can be restored by [`restore_tree`] from a process in
-/// session `sid` and process group `pgid` (the restorer's).
-///
-/// Each process must be the root or a child of an earlier one (the dump refuses zombies,
-/// so a parent missing from the image is an error), and each must pass
-/// [`check_supported`] against its parent's saved session and group: a process inherits
-/// them from the parent that creates it, or leads its own.
-pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
-    let Some(root) = tree.first() else {
-        return Err(ProcessRestoreError::Invalid {
-            pid: 0,
-            what: "tree.img holds no process".to_owned(),
-        });
-    };
-    check_supported(root, sid, pgid)?;
-    // Each process gets its own table from the parked set: two that shared one
-    // (CLONE_FILES) would come back apart.
-    for (i, p) in tree.iter().enumerate() {
-        if let Some(q) = tree[..i]
-            .iter()
-            .find(|q| q.process.fd_table == p.process.fd_table)
-        {
-            return Err(ProcessRestoreError::Unsupported {
-                pid: p.pid(),
-                what: format!(
-                    "a descriptor table shared with pid {} (CLONE_FILES)",
-                    q.pid()
-                ),
-            });
-        }
-    }
-    for (i, p) in tree.iter().enumerate().skip(1) {
-        let ppid = p.process.ppid;
-        let parent = tree[..i].iter().find(|q| q.pid() == ppid).ok_or_else(|| {
-            ProcessRestoreError::Invalid {
-                pid: p.pid(),
-                what: format!(
-                    "its parent {ppid} is not an earlier process of tree.img (an exited or \
-                     foreign parent cannot be restored)"
-                ),
-            }
-        })?;
-        check_supported(p, parent.process.sid, parent.process.pgid)?;
-    }
-    Ok(())
 }
 
 /// Restores the processes of `tree` (as [`check_tree`] accepts it) with their PIDs, each
@@ -446,18 +194,6 @@ pub(super) fn kill_tree(pids: &[i32]) {
                 Ok(_) => continue,
             }
         }
-    }
-}
-
-pub(super) fn os(pid: i32, op: &'static str) -> impl Fn(io::Error) -> ProcessRestoreError {
-    move |source| ProcessRestoreError::Os { pid, op, source }
-}
-
-pub(super) fn errno(pid: i32, op: &'static str) -> impl Fn(Errno) -> ProcessRestoreError {
-    move |e| ProcessRestoreError::Os {
-        pid,
-        op,
-        source: io::Error::from_raw_os_error(e as i32),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Bring back the threads of a multi-threaded process, with their TIDs, once its address
 //! space, handlers and main thread's signals are in place (called by
-//! [`super::process`] while the trampoline page still exists).
+//! [`super::image`] while the trampoline page still exists), and release the restored
+//! tree ([`release_tree`], called by the orchestrator once every process is ready).
 //!
 //! For each saved thread but the main one (`tid == pid`):
 //! 1. The main thread, held in a ptrace-stop under `PTRACE_O_TRACECLONE`, runs an injected
@@ -17,7 +18,7 @@
 //! 3. Its saved registers (with `fs_base`/`gs_base`, the TLS), XSAVE area and blocked
 //!    mask are set; a thread saved inside a syscall the kernel would restart is put back
 //!    onto its `syscall` instruction exactly as the main thread is
-//!    ([`super::signals::final_regs`]).
+//!    ([`super::regs::set_final`]).
 //!
 //! The threads stay in their ptrace-stops until [`detach`] lets the whole process go.
 //!
@@ -39,22 +40,11 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use pipecr_image::proto;
 
-use super::process::{ProcessRestoreError, SavedProcess};
-use super::signals::final_regs;
-use crate::inject::Injector;
-use crate::sys::ptrace::{self as sys_ptrace, SigMask};
-
-type Result<T> = std::result::Result<T, ProcessRestoreError>;
-
-/// Where, in the trampoline page, the `struct clone_args` is written (the `prctl_mm_map`
-/// area: no longer needed once the mm fields are set).
-const CLONE_ARGS_AT: u64 = 1024;
-/// Where the one-entry `set_tid` array is written.
-const SET_TID_AT: u64 = CLONE_ARGS_AT + 128;
-/// Where a siginfo to queue is written (the path area, as for the main thread).
-const SIGINFO_AT: u64 = 64;
-/// `CLONE_ARGS_SIZE_VER1`: up to `set_tid_size`.
-const CLONE_ARGS_SIZE: u64 = 80;
+use super::error::{ProcessRestoreError, Result, errno};
+use super::saved::{SavedProcess, main_thread};
+use super::trampoline::{CLONE_ARGS_AT, SCRATCH_AT, SET_TID_AT};
+use crate::inject::kstruct::CloneArgs;
+use crate::inject::{Injector, calls};
 
 /// The flags of a thread `clone3`, as glibc's `pthread_create` uses them (minus the TLS,
 /// tid and futex bits: registers are set afterwards).
@@ -64,38 +54,6 @@ const THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_SIGHAND
     | libc::CLONE_THREAD
     | libc::CLONE_SYSVSEM) as u64;
-
-/// The saved main thread of `core` (`tid == pid`; the first one for an image that has none
-/// such).
-pub(super) fn main_thread(pid: i32, core: &proto::Core) -> Option<&proto::Thread> {
-    core.threads
-        .iter()
-        .find(|t| t.tid == pid)
-        .or_else(|| core.threads.first())
-}
-
-/// Checks that the saved threads are consistent: a main thread, distinct TIDs, the same
-/// set in tree.img and core.img.
-pub(super) fn check(saved: &SavedProcess) -> Result<()> {
-    let pid = saved.pid();
-    let invalid = |what: String| Err(ProcessRestoreError::Invalid { pid, what });
-    let mut tids: Vec<i32> = saved.core.threads.iter().map(|t| t.tid).collect();
-    tids.sort_unstable();
-    if !tids.contains(&pid) {
-        return invalid(format!("no main thread (tid {pid}) in core.img"));
-    }
-    if tids.windows(2).any(|w| w[0] == w[1]) || tids.iter().any(|&t| t <= 0) {
-        return invalid(format!("thread ids {tids:?} in core.img"));
-    }
-    let mut listed = saved.process.threads.clone();
-    listed.sort_unstable();
-    if !listed.is_empty() && listed != tids {
-        return invalid(format!(
-            "threads {listed:?} in tree.img but {tids:?} in core.img"
-        ));
-    }
-    Ok(())
-}
 
 /// Creates every saved thread of `saved` but the main one (see the module documentation)
 /// through `inj`, the main thread's injector, whose `syscall` instruction is the
@@ -129,17 +87,7 @@ pub(super) fn create(inj: &mut Injector, saved: &SavedProcess, tramp: u64) -> Re
 /// Registers the saved rseq area of `thread`, if it had one, from inside it (`inj`).
 pub(super) fn register_rseq(inj: &mut Injector, thread: &proto::Thread) -> Result<()> {
     if let Some(r) = &thread.rseq {
-        inj.syscall_checked(
-            libc::SYS_rseq,
-            [
-                r.address,
-                u64::from(r.length),
-                0,
-                u64::from(r.signature),
-                0,
-                0,
-            ],
-        )?;
+        calls::rseq_register(inj, r.address, r.length, r.signature)?;
     }
     Ok(())
 }
@@ -185,7 +133,7 @@ fn detach(saved: &SavedProcess) -> Result<()> {
 fn release(pid: i32, t: &proto::Thread) -> Result<()> {
     let tid = NixPid::from_raw(t.tid);
     let mut signal = None;
-    if super::signals::in_restarted_syscall(pid, t)? {
+    if super::regs::in_restarted_syscall(pid, t)? {
         ptrace::setoptions(tid, ptrace::Options::PTRACE_O_TRACESYSGOOD)
             .map_err(errno(t.tid, "PTRACE_SETOPTIONS"))?;
         ptrace::syscall(tid, None).map_err(errno(t.tid, "PTRACE_SYSCALL"))?;
@@ -215,25 +163,19 @@ fn release(pid: i32, t: &proto::Thread) -> Result<()> {
 
 /// The injected `clone3` creating thread `tid`; waits for its first stop.
 fn clone_thread(inj: &mut Injector, pid: i32, tramp: u64, tid: i32) -> Result<i32> {
-    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
-    // stack_size, tls, set_tid, set_tid_size (u64 each).
-    let fields = [THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, tramp + SET_TID_AT, 1];
-    let mut raw = Vec::with_capacity(CLONE_ARGS_SIZE as usize);
-    for v in fields {
-        raw.extend_from_slice(&v.to_ne_bytes());
-    }
-    inj.write_memory(tramp + CLONE_ARGS_AT, &raw)?;
+    let args = CloneArgs {
+        flags: THREAD_FLAGS,
+        set_tid: tramp + SET_TID_AT,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
     inj.write_memory(tramp + SET_TID_AT, &tid.to_ne_bytes())?;
-    let created = inj
-        .syscall_checked(
-            libc::SYS_clone3,
-            [tramp + CLONE_ARGS_AT, CLONE_ARGS_SIZE, 0, 0, 0, 0],
-        )
-        .map_err(|e| ProcessRestoreError::Os {
+    let created =
+        calls::clone3(inj, tramp + CLONE_ARGS_AT, &args).map_err(|e| ProcessRestoreError::Os {
             pid,
             op: "clone3 of a thread with set_tid",
             source: std::io::Error::other(e),
-        })? as i32;
+        })?;
     if created != tid {
         return Err(ProcessRestoreError::Invalid {
             pid,
@@ -265,7 +207,6 @@ fn set_up(
     thread: &proto::Thread,
     creds: Option<&proto::Creds>,
 ) -> Result<()> {
-    let t = NixPid::from_raw(tid);
     let mut inj = Injector::new(pid, tid)?;
     inj.set_syscall_address(tramp)?;
     register_rseq(&mut inj, thread)?;
@@ -281,17 +222,14 @@ fn set_up(
                 ),
             });
         }
-        inj.write_memory(tramp + SIGINFO_AT, &info.raw)?;
-        inj.syscall_checked(
-            libc::SYS_rt_tgsigqueueinfo,
-            [
-                pid as u64,
-                tid as u64,
-                info.signo as u64,
-                tramp + SIGINFO_AT,
-                0,
-                0,
-            ],
+        let (tgid, tid) = (pid as u64, tid as u64);
+        calls::rt_tgsigqueueinfo_at(
+            &mut inj,
+            tramp + SCRATCH_AT,
+            tgid,
+            tid,
+            info.signo,
+            &info.raw,
         )?;
     }
     super::signals::restore_altstack(&mut inj, pid, tramp, thread)?;
@@ -301,24 +239,7 @@ fn set_up(
     }
     // Anything that arrived meanwhile was meant for nobody restored.
     let _ = inj.release();
-    let regs = final_regs(pid, thread)?;
-    ptrace::setregset::<ptrace::regset::NT_PRSTATUS>(t, regs)
-        .map_err(errno(tid, "PTRACE_SETREGSET NT_PRSTATUS"))?;
-    if !thread.xsave.is_empty() {
-        sys_ptrace::set_xstate(t, &thread.xsave).map_err(|source| ProcessRestoreError::Os {
-            pid: tid,
-            op: "PTRACE_SETREGSET NT_X86_XSTATE",
-            source,
-        })?;
-    }
-    sys_ptrace::set_sigmask(t, SigMask(thread.blocked)).map_err(|source| {
-        ProcessRestoreError::Os {
-            pid: tid,
-            op: "PTRACE_SETSIGMASK",
-            source,
-        }
-    })?;
-    Ok(())
+    super::regs::set_final(pid, tid, thread)
 }
 
 /// Injects `set_robust_list` (clearing it when the thread had none) and, when the dump read
@@ -331,20 +252,9 @@ fn futex_links(inj: &mut Injector, thread: &proto::Thread) -> Result<()> {
     } else {
         (0, HEAD_LEN)
     };
-    inj.syscall_checked(libc::SYS_set_robust_list, [head, len, 0, 0, 0, 0])?;
+    calls::set_robust_list(inj, head, len)?;
     if thread.clear_child_tid != 0 {
-        inj.syscall_checked(
-            libc::SYS_set_tid_address,
-            [thread.clear_child_tid, 0, 0, 0, 0, 0],
-        )?;
+        calls::set_tid_address(inj, thread.clear_child_tid)?;
     }
     Ok(())
-}
-
-fn errno(pid: i32, op: &'static str) -> impl Fn(Errno) -> ProcessRestoreError {
-    move |e| ProcessRestoreError::Os {
-        pid,
-        op,
-        source: std::io::Error::from_raw_os_error(e as i32),
-    }
 }

@@ -1,78 +1,25 @@
-//! Running system calls inside a stopped thread (x86_64): the tool both dump and restore
-//! use to do what only the process itself can, such as reading its signal handlers or
-//! replacing its address space.
-//!
-//! An [`Injector`] drives one thread that the *calling thread* holds in a ptrace-stop
-//! (seized by [`crate::freeze`] on this thread, or by restore). It saves the registers on
-//! creation, points the thread at a `syscall` instruction with the number and arguments
-//! in its registers, lets it run exactly that instruction, reads the result, and on
-//! [`Injector::finish`] (or drop) puts everything back so that on detach the thread
-//! continues as if nothing happened; in particular a thread stopped inside a blocking call
-//! (`read` on an empty pipe, `nanosleep`) restarts it without seeing `EINTR`.
-//!
-//! This module owns the injection mechanics, remote memory access, and the few helpers
-//! built on them (`mmap`, `munmap`, `mprotect`, signal handlers). What to inject and in
-//! which order belongs to dump and restore; raw ptrace requests live in
-//! [`crate::sys::ptrace`].
-//!
-//! # How a syscall is run
-//!
-//! 1. The `syscall` instruction (`0f 05`) comes from, in this order: the caller
-//!    ([`Injector::set_syscall_address`], [`Injector::map_trampoline`]); the two bytes
-//!    before the instruction pointer when the thread was stopped in a system call; the
-//!    `[vdso]` (its fallback paths contain `syscall`); any other executable mapping. The
-//!    bytes `0f 05` decode as `syscall` wherever they sit, even inside another instruction.
-//! 2. `rax = nr`, `rdi, rsi, rdx, r10, r8, r9 = args`, `rip` = that address, and
-//!    `orig_rax = -1` so that the kernel's syscall-restart logic ignores our registers.
-//! 3. `PTRACE_SYSCALL` to the syscall-entry stop, `PTRACE_SYSCALL` to the exit stop; the
-//!    result is `rax`. A syscall stop is told from a signal by its siginfo, entry from
-//!    exit by `PTRACE_GETEVENTMSG` (`PTRACE_GET_SYSCALL_INFO` would need
-//!    `PTRACE_O_TRACESYSGOOD`, and the ptrace options belong to the caller).
-//!
-//! Why `PTRACE_SYSCALL` and not `PTRACE_SINGLESTEP`: a single-step trap is a *forced*
-//! `SIGTRAP`, and the kernel resets the tracee's `SIGTRAP` handler to `SIG_DFL` when it
-//! forces one that the tracee ignores or blocks. Syscall stops send no signal at all, and
-//! they also stop *before* the thread returns to user space, so the page holding the
-//! instruction may be unmapped by the very syscall it executes.
-//!
-//! # Putting the thread back
-//!
-//! The kernel restarts an interrupted syscall (`-ERESTARTSYS` and siblings in `rax`) on
-//! the way out of signal handling, after the tracer lets the thread go from a stop that
-//! happened *inside* signal handling (a signal-delivery-stop or `PTRACE_EVENT_STOP`), but
-//! not after a syscall-exit stop. So [`Injector::finish`] restores the registers, blocks
-//! every signal but one marker, queues that marker to the thread with `tgkill` and lets it
-//! run into the marker's signal-delivery-stop, where the original signal mask and siginfo
-//! are put back. The caller then resumes or detaches with the signal it meant to hand
-//! back (if the thread was first seen in a signal-delivery-stop) or none.
-//!
-//! Signals that arrive while we inject stop the thread in a signal-delivery-stop instead
-//! of our syscall stop; they are recorded, suppressed, and queued again (with their
-//! siginfo, by an injected `rt_tgsigqueueinfo`) before the thread is put back, so none is
-//! lost.
-//!
-//! # Known gaps
-//!
-//! - A thread stopped inside an rseq critical section: the kernel clears the thread's
-//!   `rseq_cs` pointer when it returns to user space at our address, so that section will
-//!   not be aborted if it is preempted after resume.
-//! - 64-bit tracees only (`cs == 0x33`); 32-bit and x32 processes are refused.
+//! The [`Injector`]: drives one thread in a ptrace-stop through injected system calls
+//! (see the [module documentation](super) for how). It owns the saved state, finding a
+//! `syscall` instruction, running one syscall, scratch memory in the tracee and putting
+//! the thread back; the few calls it needs for that itself (`mmap`/`munmap` of its own
+//! pages, requeueing signals) it makes directly. Typed calls for everyone else are in
+//! [`super::calls`].
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 use std::marker::PhantomData;
-use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use nix::sys::ptrace;
 use nix::sys::ptrace::regset::NT_PRSTATUS;
-use nix::sys::uio::{RemoteIoVec, process_vm_readv, process_vm_writev};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::error::{InjectError, syscall_name};
+use crate::arch::x86_64::is_restart_code;
 use crate::sys::kcmp::TargetFd;
+use crate::sys::mem::{RemoteMem, RemoteMemError};
 use crate::sys::ptrace::{self as sysptrace, SigMask};
 
 /// The `syscall` instruction.
@@ -80,13 +27,6 @@ const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
 
 /// User code segment of a 64-bit process on x86_64 (`__USER_CS`).
 const USER64_CS: u64 = 0x33;
-
-/// Kernel-internal "restart me" results a syscall may leave in `rax` when a signal (or a
-/// ptrace stop) interrupted it (`include/linux/errno.h`).
-const ERESTARTSYS: i64 = 512;
-const ERESTARTNOINTR: i64 = 513;
-const ERESTARTNOHAND: i64 = 514;
-const ERESTART_RESTARTBLOCK: i64 = 516;
 
 /// `PTRACE_EVENTMSG_SYSCALL_*` from `<linux/ptrace.h>`: the event message of a syscall
 /// stop says which one it is (Linux 5.3+).
@@ -99,152 +39,6 @@ const RED_ZONE: u64 = 128;
 
 const PAGE: u64 = 4096;
 
-/// Why an injection (or a remote memory access) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum InjectError {
-    /// A ptrace request or wait failed. `ESRCH` usually means the thread is not in a
-    /// ptrace-stop of the calling thread.
-    #[error("thread {tid} of pid {pid}: {op} failed")]
-    Ptrace {
-        /// The process.
-        pid: i32,
-        /// The thread.
-        tid: i32,
-        /// The request.
-        op: &'static str,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// The injected syscall ran and returned an error.
-    #[error("thread {tid} of pid {pid}: injected {name} (syscall {nr}) failed")]
-    Syscall {
-        /// The process.
-        pid: i32,
-        /// The thread.
-        tid: i32,
-        /// The syscall number.
-        nr: i64,
-        /// Its name, when known.
-        name: &'static str,
-        /// The error it returned.
-        #[source]
-        source: io::Error,
-    },
-    /// The thread faulted trying to execute the `syscall` instruction.
-    #[error(
-        "thread {tid} of pid {pid}: signal {signo} at {addr:#x} while injecting {name} (syscall {nr})"
-    )]
-    Fault {
-        /// The process.
-        pid: i32,
-        /// The thread.
-        tid: i32,
-        /// The syscall number.
-        nr: i64,
-        /// Its name, when known.
-        name: &'static str,
-        /// The signal the fault raised.
-        signo: i32,
-        /// Where the thread was.
-        addr: u64,
-    },
-    /// The thread exited (or was killed) while we drove it.
-    #[error("thread {tid} of pid {pid} exited while injecting {name} (syscall {nr})")]
-    Exited {
-        /// The process.
-        pid: i32,
-        /// The thread.
-        tid: i32,
-        /// The syscall number.
-        nr: i64,
-        /// Its name, when known.
-        name: &'static str,
-    },
-    /// Not a 64-bit x86_64 process.
-    #[error("thread {tid} of pid {pid} runs in 32-bit mode (cs {cs:#x}); only x86_64 is supported")]
-    NotX86_64 {
-        /// The process.
-        pid: i32,
-        /// The thread.
-        tid: i32,
-        /// Its code segment selector.
-        cs: u64,
-    },
-    /// No executable `syscall` instruction could be found in the process.
-    #[error("pid {pid}: no executable `syscall` instruction found to inject through")]
-    NoSyscallInstruction {
-        /// The process.
-        pid: i32,
-    },
-    /// The address given as a `syscall` instruction does not hold one.
-    #[error("pid {pid}: no `syscall` instruction at {addr:#x}")]
-    NotASyscallInstruction {
-        /// The process.
-        pid: i32,
-        /// The address.
-        addr: u64,
-    },
-    /// Reading or writing the tracee's memory failed.
-    #[error("pid {pid}: cannot {op} {len} bytes at {addr:#x}")]
-    Memory {
-        /// The process.
-        pid: i32,
-        /// Start of the range.
-        addr: u64,
-        /// Its length.
-        len: usize,
-        /// "read" or "write".
-        op: &'static str,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// A `/proc` file of the tracee could not be read.
-    #[error("pid {pid}: cannot read {path}")]
-    Proc {
-        /// The process.
-        pid: i32,
-        /// The file.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// The name of a syscall we inject, for messages.
-fn syscall_name(nr: i64) -> &'static str {
-    match nr {
-        libc::SYS_mmap => "mmap",
-        libc::SYS_mprotect => "mprotect",
-        libc::SYS_munmap => "munmap",
-        libc::SYS_brk => "brk",
-        libc::SYS_rt_sigaction => "rt_sigaction",
-        libc::SYS_rt_sigprocmask => "rt_sigprocmask",
-        libc::SYS_mremap => "mremap",
-        libc::SYS_getpid => "getpid",
-        libc::SYS_gettid => "gettid",
-        libc::SYS_getppid => "getppid",
-        libc::SYS_prctl => "prctl",
-        libc::SYS_arch_prctl => "arch_prctl",
-        libc::SYS_rt_tgsigqueueinfo => "rt_tgsigqueueinfo",
-        libc::SYS_rt_sigqueueinfo => "rt_sigqueueinfo",
-        libc::SYS_setitimer => "setitimer",
-        libc::SYS_getitimer => "getitimer",
-        libc::SYS_openat => "openat",
-        libc::SYS_rseq => "rseq",
-        libc::SYS_clone3 => "clone3",
-        libc::SYS_madvise => "madvise",
-        libc::SYS_close => "close",
-        libc::SYS_dup2 => "dup2",
-        libc::SYS_sigaltstack => "sigaltstack",
-        libc::SYS_set_robust_list => "set_robust_list",
-        libc::SYS_set_tid_address => "set_tid_address",
-        _ => "syscall",
-    }
-}
-
 /// Drives one thread in a ptrace-stop through injected system calls.
 ///
 /// The thread must be in a ptrace-stop (signal-delivery-stop, `PTRACE_EVENT_STOP`, or a
@@ -254,7 +48,7 @@ fn syscall_name(nr: i64) -> &'static str {
 ///
 /// Registers, signal mask and siginfo are saved on creation and restored by
 /// [`finish`](Self::finish) (or, ignoring errors, on drop). See the [module
-/// documentation](self) for what "restored" means for a thread stopped inside a syscall.
+/// documentation](super) for what "restored" means for a thread stopped inside a syscall.
 pub struct Injector {
     pid: i32,
     tid: i32,
@@ -272,8 +66,8 @@ pub struct Injector {
     touched: bool,
     /// Signals that arrived during injection and were suppressed: queued again at the end.
     intercepted: Vec<libc::siginfo_t>,
-    /// `/proc/TID/mem`, opened on first need.
-    mem: Option<File>,
+    /// The thread's memory (`/proc/PID/task/TID/mem` opened on first need).
+    mem: RemoteMem,
     finished: bool,
     /// ptrace requests must come from the thread that attached.
     _not_send: PhantomData<*const ()>,
@@ -311,15 +105,8 @@ impl StoppedAt {
     /// resume (`rax` is `-ERESTARTSYS`, `-ERESTARTNOINTR`, `-ERESTARTNOHAND` or
     /// `-ERESTART_RESTARTBLOCK`).
     pub fn will_restart(&self) -> bool {
-        self.syscall().is_some() && is_restart(self.regs.rax as i64)
+        self.syscall().is_some() && is_restart_code(self.regs.rax as i64)
     }
-}
-
-fn is_restart(rax: i64) -> bool {
-    matches!(
-        -rax,
-        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK
-    )
 }
 
 impl Injector {
@@ -362,7 +149,7 @@ impl Injector {
             syscall_addr: None,
             touched: false,
             intercepted: Vec::new(),
-            mem: None,
+            mem: RemoteMem::of_thread(pid, tid),
             finished: false,
             _not_send: PhantomData,
         })
@@ -472,7 +259,7 @@ impl Injector {
             let out = self.run_to_syscall_exit(nr, addr)?;
             let ret = out.rax as i64;
             // A signal interrupted our syscall (it was recorded): run it again.
-            if is_restart(ret) {
+            if is_restart_code(ret) {
                 continue;
             }
             return Ok(ret);
@@ -546,38 +333,12 @@ impl Injector {
     /// Reads `buf.len()` bytes of the tracee's memory at `addr`.
     ///
     /// Uses `process_vm_readv`; pages it cannot read (`PROT_NONE`, say) are read through
-    /// `/proc/PID/mem`, which ignores protections for a tracer.
+    /// `/proc/PID/mem`, which ignores protections for a tracer (see [`RemoteMem`]).
     pub fn read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), InjectError> {
-        let mut done = 0;
-        while done < buf.len() {
-            let remote = [RemoteIoVec {
-                base: (addr + done as u64) as usize,
-                len: buf.len() - done,
-            }];
-            match process_vm_readv(
-                Pid::from_raw(self.tid),
-                &mut [IoSliceMut::new(&mut buf[done..])],
-                &remote,
-            ) {
-                Ok(n) if n > 0 => done += n,
-                Ok(_) | Err(_) => break,
-            }
-        }
-        if done < buf.len() {
-            let at = addr + done as u64;
-            let rest = &mut buf[done..];
-            let len = rest.len();
-            self.mem_file("read", at, len)?
-                .read_exact_at(rest, at)
-                .map_err(|source| InjectError::Memory {
-                    pid: self.pid,
-                    addr: at,
-                    len,
-                    op: "read",
-                    source,
-                })?;
-        }
-        Ok(())
+        let pid = self.pid;
+        self.mem
+            .read(addr, buf)
+            .map_err(|e| memory_error(pid, "read", e))
     }
 
     /// Writes `bytes` into the tracee's memory at `addr`.
@@ -586,35 +347,10 @@ impl Injector {
     /// written through `/proc/PID/mem`, which a tracer may write regardless of protection
     /// (private file mappings get a private copy of the page, as a debugger's breakpoint).
     pub fn write_memory(&mut self, addr: u64, bytes: &[u8]) -> Result<(), InjectError> {
-        let mut done = 0;
-        while done < bytes.len() {
-            let remote = [RemoteIoVec {
-                base: (addr + done as u64) as usize,
-                len: bytes.len() - done,
-            }];
-            match process_vm_writev(
-                Pid::from_raw(self.tid),
-                &[IoSlice::new(&bytes[done..])],
-                &remote,
-            ) {
-                Ok(n) if n > 0 => done += n,
-                Ok(_) | Err(_) => break,
-            }
-        }
-        if done < bytes.len() {
-            let at = addr + done as u64;
-            let rest = &bytes[done..];
-            self.mem_file("write", at, rest.len())?
-                .write_all_at(rest, at)
-                .map_err(|source| InjectError::Memory {
-                    pid: self.pid,
-                    addr: at,
-                    len: rest.len(),
-                    op: "write",
-                    source,
-                })?;
-        }
-        Ok(())
+        let pid = self.pid;
+        self.mem
+            .write(addr, bytes)
+            .map_err(|e| memory_error(pid, "write", e))
     }
 
     /// Puts the thread back as it was found and consumes the injector.
@@ -667,27 +403,6 @@ impl Injector {
         ptrace::getregset::<NT_PRSTATUS>(Pid::from_raw(self.tid))
             .map_err(errno_io)
             .map_err(self.ptrace_err("PTRACE_GETREGSET NT_PRSTATUS"))
-    }
-
-    fn mem_file(&mut self, op: &'static str, addr: u64, len: usize) -> Result<&File, InjectError> {
-        let file = match self.mem.take() {
-            Some(file) => file,
-            None => {
-                let path = format!("/proc/{}/task/{}/mem", self.pid, self.tid);
-                File::options()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(|source| InjectError::Memory {
-                        pid: self.pid,
-                        addr,
-                        len,
-                        op,
-                        source,
-                    })?
-            }
-        };
-        Ok(self.mem.insert(file))
     }
 
     /// Lets the thread run (`PTRACE_SYSCALL` or `PTRACE_CONT`, no signal) until its next
@@ -848,7 +563,7 @@ impl Injector {
     /// Runs `f` with `len` bytes of scratch memory in the tracee: just below the red
     /// zone of the saved stack (their old contents put back afterwards), or a page mapped
     /// for the purpose when the stack cannot be used.
-    fn with_scratch<R>(
+    pub(crate) fn with_scratch<R>(
         &mut self,
         len: usize,
         f: impl FnOnce(&mut Self, u64) -> Result<R, InjectError>,
@@ -998,6 +713,17 @@ fn is_syscall_stop(info: &libc::siginfo_t) -> bool {
         && (info.si_code == libc::SIGTRAP || info.si_code == (libc::SIGTRAP | 0x80))
 }
 
+/// [`InjectError::Memory`] for a failed `op` ("read" or "write") in process `pid`.
+fn memory_error(pid: i32, op: &'static str, e: RemoteMemError) -> InjectError {
+    InjectError::Memory {
+        pid,
+        addr: e.addr,
+        len: e.len,
+        op,
+        source: e.source,
+    }
+}
+
 fn errno_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
@@ -1017,290 +743,9 @@ fn parse_exec_area(line: &str) -> Option<(u64, u64, bool)> {
     Some((start, end, vdso))
 }
 
-// ---- signal handlers ----
-
-bitflags::bitflags! {
-    /// `sa_flags` of a signal handler, as the kernel stores them.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-    pub struct SaFlags: u64 {
-        /// `SA_NOCLDSTOP`: no `SIGCHLD` when a child stops or continues.
-        const NOCLDSTOP = libc::SA_NOCLDSTOP as u64;
-        /// `SA_NOCLDWAIT`: children do not become zombies.
-        const NOCLDWAIT = libc::SA_NOCLDWAIT as u64;
-        /// `SA_SIGINFO`: the handler takes three arguments.
-        const SIGINFO = libc::SA_SIGINFO as u64;
-        /// `SA_RESTORER`: `restorer` is the return trampoline (set by libc).
-        const RESTORER = 0x0400_0000;
-        /// `SA_ONSTACK`: run on the alternate signal stack.
-        const ONSTACK = libc::SA_ONSTACK as u64;
-        /// `SA_RESTART`: restart interrupted syscalls.
-        const RESTART = libc::SA_RESTART as u64;
-        /// `SA_NODEFER`: do not block the signal in its own handler.
-        const NODEFER = libc::SA_NODEFER as u64;
-        /// `SA_RESETHAND`: reset to the default on entry to the handler.
-        const RESETHAND = libc::SA_RESETHAND as u64;
-        /// `SA_EXPOSE_TAGBITS`: keep address tag bits in `si_addr`.
-        const EXPOSE_TAGBITS = 0x0000_0800;
-        /// `SA_UNSUPPORTED`: a probe bit the kernel always clears.
-        const UNSUPPORTED = 0x0000_0400;
-        // Bits we do not know are kept as they are.
-        const _ = !0;
-    }
-}
-
-/// A signal's disposition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SigHandler {
-    /// `SIG_DFL`.
-    Default,
-    /// `SIG_IGN`.
-    Ignore,
-    /// A handler function at this address.
-    Function(u64),
-}
-
-impl SigHandler {
-    /// From the kernel's `sa_handler` value.
-    pub fn from_raw(raw: u64) -> SigHandler {
-        match raw {
-            0 => SigHandler::Default,
-            1 => SigHandler::Ignore,
-            addr => SigHandler::Function(addr),
-        }
-    }
-
-    /// The kernel's `sa_handler` value.
-    pub fn raw(self) -> u64 {
-        match self {
-            SigHandler::Default => 0,
-            SigHandler::Ignore => 1,
-            SigHandler::Function(addr) => addr,
-        }
-    }
-}
-
-/// What `rt_sigaction` reports for one signal (the kernel's `struct sigaction` on x86_64).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SigAction {
-    /// The signal number (1..=64).
-    pub signo: i32,
-    /// The disposition.
-    pub handler: SigHandler,
-    /// `sa_flags`.
-    pub flags: SaFlags,
-    /// `sa_restorer`: libc's return trampoline.
-    pub restorer: u64,
-    /// Signals blocked while the handler runs.
-    pub mask: SigMask,
-}
-
-/// Size of the kernel's `struct sigaction` on x86_64: handler, flags, restorer, mask.
-const KSIGACTION_SIZE: usize = 32;
-
-impl SigAction {
-    fn to_bytes(self) -> [u8; KSIGACTION_SIZE] {
-        let mut out = [0u8; KSIGACTION_SIZE];
-        out[0..8].copy_from_slice(&self.handler.raw().to_ne_bytes());
-        out[8..16].copy_from_slice(&self.flags.bits().to_ne_bytes());
-        out[16..24].copy_from_slice(&self.restorer.to_ne_bytes());
-        out[24..32].copy_from_slice(&self.mask.0.to_ne_bytes());
-        out
-    }
-
-    fn from_bytes(signo: i32, b: &[u8; KSIGACTION_SIZE]) -> SigAction {
-        let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        SigAction {
-            signo,
-            handler: SigHandler::from_raw(word(0)),
-            flags: SaFlags::from_bits_retain(word(8)),
-            restorer: word(16),
-            mask: SigMask(word(24)),
-        }
-    }
-}
-
-/// `rt_sigaction(sig, NULL, &old, 8)` in the tracee for every signal but `SIGKILL` and
-/// `SIGSTOP`—Reads the process's signal handlers (which `/proc` does not show).
-///
-/// Returns 62 entries, by signal number.
-///
-/// # References
-///  - [Linux](https://man7.org/linux/man-pages/man2/rt_sigaction.2.html)
-#[doc(alias = "rt_sigaction")]
-pub fn sigactions(inj: &mut Injector) -> Result<Vec<SigAction>, InjectError> {
-    sigactions_of(inj, !0)
-}
-
-/// Like [`sigactions`], but only for the signals in `set` (bit `n - 1` for signal `n`;
-/// `SIGKILL` and `SIGSTOP` are never read): one injected call per signal, so a dump
-/// reads only the signals `/proc/PID/status` says are caught.
-#[doc(alias = "rt_sigaction")]
-pub fn sigactions_of(inj: &mut Injector, set: u64) -> Result<Vec<SigAction>, InjectError> {
-    inj.with_scratch(KSIGACTION_SIZE, |inj, at| {
-        let mut out = Vec::with_capacity(set.count_ones() as usize);
-        let wanted = |s: i32| set & (1u64 << (s - 1)) != 0;
-        for signo in (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP && wanted(s)) {
-            inj.syscall_checked(libc::SYS_rt_sigaction, [signo as u64, 0, at, 8, 0, 0])?;
-            let mut raw = [0u8; KSIGACTION_SIZE];
-            inj.read_memory(at, &mut raw)?;
-            out.push(SigAction::from_bytes(signo, &raw));
-        }
-        Ok(out)
-    })
-}
-
-/// One interval timer as `getitimer(2)` reports it, in microseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ITimer {
-    /// `ITIMER_REAL` (0), `ITIMER_VIRTUAL` (1) or `ITIMER_PROF` (2).
-    pub which: i32,
-    /// `it_interval`: the period after each expiry, 0 for a one-shot timer.
-    pub interval_us: u64,
-    /// `it_value`: time left until the next expiry, 0 when disarmed.
-    pub value_us: u64,
-}
-
-/// `getitimer(which, &value)` in the tracee for the three interval timers—Reads them
-/// (`/proc` does not show them).
-///
-/// # References
-///  - [Linux](https://man7.org/linux/man-pages/man2/getitimer.2.html)
-#[doc(alias = "getitimer")]
-pub fn itimers(inj: &mut Injector) -> Result<[ITimer; 3], InjectError> {
-    // struct itimerval: two struct timeval of (tv_sec, tv_usec), 8 bytes each.
-    const ITIMERVAL_SIZE: usize = 32;
-    inj.with_scratch(ITIMERVAL_SIZE, |inj, at| {
-        let mut out = [ITimer {
-            which: 0,
-            interval_us: 0,
-            value_us: 0,
-        }; 3];
-        for (which, slot) in out.iter_mut().enumerate() {
-            inj.syscall_checked(libc::SYS_getitimer, [which as u64, at, 0, 0, 0, 0])?;
-            let mut raw = [0u8; ITIMERVAL_SIZE];
-            inj.read_memory(at, &mut raw)?;
-            let word = |i: usize| u64::from_ne_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
-            *slot = ITimer {
-                which: which as i32,
-                interval_us: word(0) * 1_000_000 + word(8),
-                value_us: word(16) * 1_000_000 + word(24),
-            };
-        }
-        Ok(out)
-    })
-}
-
-/// `prctl(PR_GET_TID_ADDRESS, &addr)` in the tracee—Reads the thread's
-/// `clear_child_tid` address (`set_tid_address`, `CLONE_CHILD_CLEARTID`), which `/proc`
-/// does not show; 0 when it has none.
-///
-/// # References
-///  - [Linux](https://man7.org/linux/man-pages/man2/PR_GET_TID_ADDRESS.2const.html)
-#[doc(alias = "PR_GET_TID_ADDRESS")]
-pub fn tid_address(inj: &mut Injector) -> Result<u64, InjectError> {
-    const PR_GET_TID_ADDRESS: u64 = 40;
-    inj.with_scratch(8, |inj, at| {
-        inj.syscall_checked(libc::SYS_prctl, [PR_GET_TID_ADDRESS, at, 0, 0, 0, 0])?;
-        let mut raw = [0u8; 8];
-        inj.read_memory(at, &mut raw)?;
-        Ok(u64::from_ne_bytes(raw))
-    })
-}
-
-/// A thread's alternate signal stack (`stack_t`, see sigaltstack(2)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AltStack {
-    /// `ss_sp`: the lowest address of the stack.
-    pub sp: u64,
-    /// `ss_flags`: `SS_ONSTACK`, `SS_DISABLE`, `SS_AUTODISARM`.
-    pub flags: i32,
-    /// `ss_size` in bytes.
-    pub size: u64,
-}
-
-/// Size of the kernel's `stack_t` on x86_64: pointer, int (padded to 8), size_t.
-pub const STACK_T_SIZE: usize = 24;
-
-impl AltStack {
-    /// The `stack_t` bytes the kernel reads and writes.
-    pub fn to_bytes(self) -> [u8; STACK_T_SIZE] {
-        let mut b = [0u8; STACK_T_SIZE];
-        b[0..8].copy_from_slice(&self.sp.to_ne_bytes());
-        b[8..12].copy_from_slice(&self.flags.to_ne_bytes());
-        b[16..24].copy_from_slice(&self.size.to_ne_bytes());
-        b
-    }
-
-    /// Decodes a `stack_t`.
-    pub fn from_bytes(b: &[u8; STACK_T_SIZE]) -> AltStack {
-        let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        AltStack {
-            sp: word(0),
-            flags: i32::from_ne_bytes(b[8..12].try_into().expect("4 bytes")),
-            size: word(16),
-        }
-    }
-}
-
-/// `sigaltstack(NULL, &old)` in the tracee—Reads the thread's alternate signal stack,
-/// which `/proc` does not show.
-///
-/// # References
-///  - [Linux](https://man7.org/linux/man-pages/man2/sigaltstack.2.html)
-pub fn sigaltstack(inj: &mut Injector) -> Result<AltStack, InjectError> {
-    inj.with_scratch(STACK_T_SIZE, |inj, at| {
-        inj.syscall_checked(libc::SYS_sigaltstack, [0, at, 0, 0, 0, 0])?;
-        let mut raw = [0u8; STACK_T_SIZE];
-        inj.read_memory(at, &mut raw)?;
-        Ok(AltStack::from_bytes(&raw))
-    })
-}
-
-/// `rt_sigaction(action.signo, &action, NULL, 8)` in the tracee—Installs a handler as
-/// [`sigactions`] reported it.
-///
-/// # References
-///  - [Linux](https://man7.org/linux/man-pages/man2/rt_sigaction.2.html)
-pub fn set_sigaction(inj: &mut Injector, action: &SigAction) -> Result<(), InjectError> {
-    let bytes = action.to_bytes();
-    inj.with_scratch(KSIGACTION_SIZE, |inj, at| {
-        inj.write_memory(at, &bytes)?;
-        inj.syscall_checked(
-            libc::SYS_rt_sigaction,
-            [action.signo as u64, at, 0, 8, 0, 0],
-        )
-        .map(drop)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn altstack_bytes_round_trip() {
-        let a = AltStack {
-            sp: 0x7f00_0000_1000,
-            flags: libc::SS_DISABLE,
-            size: 65536,
-        };
-        assert_eq!(AltStack::from_bytes(&a.to_bytes()), a);
-        assert_eq!(&a.to_bytes()[16..24], &65536u64.to_ne_bytes());
-    }
-
-    #[test]
-    fn sigaction_bytes_round_trip() {
-        let a = SigAction {
-            signo: libc::SIGUSR1,
-            handler: SigHandler::Function(0x5555_0000_1234),
-            flags: SaFlags::SIGINFO | SaFlags::RESTORER | SaFlags::RESTART,
-            restorer: 0x7fff_0000_4321,
-            mask: SigMask::EMPTY.with(libc::SIGINT),
-        };
-        assert_eq!(SigAction::from_bytes(a.signo, &a.to_bytes()), a);
-        assert_eq!(SigHandler::from_raw(0), SigHandler::Default);
-        assert_eq!(SigHandler::from_raw(1), SigHandler::Ignore);
-    }
 
     #[test]
     fn exec_areas_are_parsed() {
@@ -1319,11 +764,5 @@ mod tests {
                 .unwrap()
                 .2
         );
-    }
-
-    #[test]
-    fn restart_codes() {
-        assert!(is_restart(-512) && is_restart(-516));
-        assert!(!is_restart(-515) && !is_restart(0) && !is_restart(-4));
     }
 }

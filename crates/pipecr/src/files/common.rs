@@ -1,0 +1,415 @@
+//! What several kinds of open file share, as CRIU's `files.c` serves `pipes.c` and
+//! `fifo.c`: the identity of a file and the check that it is still the one saved, the
+//! "(deleted)" suffix of `/proc` links, which saved flags `open(2)` takes and putting back
+//! position and flags, reading an unlinked file's bytes, words for a file no kind claims,
+//! and the table of pipe objects that anonymous pipes and FIFOs both use.
+//!
+//! No kind lives here, and this module imports none: kinds import it. The trait and the
+//! contexts are in [`super::kind`].
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use pipecr_image::proto;
+use rustix::fs::{FileType, OFlags, SeekFrom};
+
+use super::kind::{DumpSink, FileError, LiveFile, PipeUse, RestoreCtx, Saved};
+use crate::pipe::{self, PIPE_BUF, PipeImage, SETTABLE_FLAGS};
+
+/// What `/proc/PID/fd/N` appends to the path of a file whose name was removed.
+pub const DELETED: &str = " (deleted)";
+
+/// What `/proc/PID/fd/N` shows before a memfd's name.
+pub const MEMFD_PREFIX: &str = "/memfd:";
+
+/// The identity of a file from its `fstat`.
+pub fn identity(stat: &rustix::fs::Stat) -> proto::FileIdentity {
+    proto::FileIdentity {
+        dev: stat.st_dev,
+        inode: stat.st_ino,
+        size: stat.st_size as u64,
+        mtime_ns: stat.st_mtime * 1_000_000_000 + stat.st_mtime_nsec as i64,
+        mode: stat.st_mode,
+    }
+}
+
+/// True for an unlinked file whose link reads `/memfd:NAME (deleted)`: a memfd (or, in
+/// theory, a deleted file at `/memfd:NAME`, which the memfd kind tells apart by asking for
+/// its seals). Path-opened kinds leave such files to the memfd kind.
+pub fn looks_like_memfd(file: &LiveFile) -> bool {
+    file.stat.st_nlink == 0 && file.link.starts_with(MEMFD_PREFIX) && file.link.ends_with(DELETED)
+}
+
+/// The saved status flags that `open(2)` accepts and keeps (access mode, `O_APPEND`,
+/// `O_NONBLOCK`, synchronous I/O, ...), always with `O_CLOEXEC`.
+///
+/// Flags that only make sense while creating a file (`O_CREAT`, `O_TRUNC`, `O_EXCL`,
+/// `O_TMPFILE`, which the kernel leaves in `f_flags`), and `O_DIRECTORY`, which the caller
+/// adds when it wants it, are left out.
+pub fn open_flags(saved: u32) -> OFlags {
+    let keep = OFlags::RWMODE
+        | OFlags::APPEND
+        | OFlags::NONBLOCK
+        | OFlags::DIRECT
+        | OFlags::DSYNC
+        | OFlags::SYNC
+        | OFlags::NOATIME
+        | OFlags::NOFOLLOW
+        | OFlags::LARGEFILE
+        | OFlags::PATH;
+    (OFlags::from_bits_retain(saved) & keep) | OFlags::CLOEXEC
+}
+
+/// Seeks a freshly opened `fd` to the saved position and sets the saved status flags
+/// that can change after `open` (those of `crate::pipe::SETTABLE_FLAGS`).
+///
+/// Nothing is done for an `O_PATH` file, which has neither; the seek is skipped at
+/// position 0, where every new open file already is (and where devices that cannot seek
+/// stay).
+pub fn set_position_and_flags(
+    fd: BorrowedFd<'_>,
+    file: &proto::OpenFile,
+    what: &str,
+) -> Result<(), FileError> {
+    let saved = OFlags::from_bits_retain(file.flags);
+    if saved.contains(OFlags::PATH) {
+        return Ok(());
+    }
+    let fail = |op, e: rustix::io::Errno| FileError::Restore {
+        id: file.id,
+        what: what.to_owned(),
+        op,
+        source: e.into(),
+    };
+    if file.pos != 0 {
+        let at = rustix::fs::seek(fd, SeekFrom::Start(file.pos)).map_err(|e| fail("lseek", e))?;
+        if at != file.pos {
+            return Err(FileError::Restore {
+                id: file.id,
+                what: what.to_owned(),
+                op: "lseek",
+                source: io::Error::other(format!("landed at {at} instead of {}", file.pos)),
+            });
+        }
+    }
+    rustix::fs::fcntl_setfl(fd, saved & SETTABLE_FLAGS).map_err(|e| fail("fcntl(F_SETFL)", e))
+}
+
+/// Differences between a saved identity and the file now found, in words; empty when
+/// they match. Only what survives a copy to another machine is compared: the file type,
+/// and with `compare_contents` the size and mtime.
+fn differences(
+    saved: &proto::FileIdentity,
+    now: &rustix::fs::Stat,
+    compare_contents: bool,
+) -> Vec<String> {
+    let now = identity(now);
+    let mut out = Vec::new();
+    let (was, is) = (
+        FileType::from_raw_mode(saved.mode),
+        FileType::from_raw_mode(now.mode),
+    );
+    if was != is {
+        out.push(format!(
+            "it was a {}, it is now a {}",
+            pipe::file_type_name(was),
+            pipe::file_type_name(is)
+        ));
+        return out;
+    }
+    if !compare_contents {
+        return out;
+    }
+    if saved.size != now.size {
+        out.push(format!("size was {} bytes, is {}", saved.size, now.size));
+    }
+    if saved.mtime_ns != now.mtime_ns {
+        out.push(format!(
+            "mtime was {} ns, is {} ns",
+            saved.mtime_ns, now.mtime_ns
+        ));
+    }
+    out
+}
+
+/// Checks that `fd`, opened at `path` for open file `id`, is the file whose identity was
+/// saved: same type, and with `compare_contents` same size and mtime.
+pub fn check_identity(
+    id: u64,
+    path: &str,
+    fd: BorrowedFd<'_>,
+    saved: Option<&proto::FileIdentity>,
+    compare_contents: bool,
+) -> Result<(), FileError> {
+    let Some(saved) = saved else {
+        return Err(FileError::Invalid {
+            id,
+            reason: format!("{path} was saved without its identity"),
+        });
+    };
+    let now = rustix::fs::fstat(fd).map_err(|e| FileError::Restore {
+        id,
+        what: path.to_owned(),
+        op: "fstat",
+        source: e.into(),
+    })?;
+    let diff = differences(saved, &now, compare_contents);
+    if diff.is_empty() {
+        Ok(())
+    } else {
+        Err(FileError::Changed {
+            id,
+            path: path.to_owned(),
+            what: diff.join("; "),
+        })
+    }
+}
+
+/// Reads the whole content of a file we hold, from offset 0, refusing more than `limit`
+/// bytes; for unlinked files and memfds, whose bytes live only in the kernel.
+pub fn read_contents(file: &LiveFile, size: u64, limit: u64) -> Result<Vec<u8>, FileError> {
+    if size > limit {
+        return Err(FileError::TooLarge {
+            pid: file.pid,
+            fd: file.fd,
+            what: file.link.clone(),
+            size,
+            limit,
+        });
+    }
+    let fail = |op, source: io::Error| FileError::Dump {
+        pid: file.pid,
+        fd: file.fd,
+        what: file.link.clone(),
+        op,
+        source,
+    };
+    // A new read-only open of the same file: the process's own open file may be
+    // write-only, and its position must not move.
+    let reader = crate::sys::fd::reopen(file.file.as_fd(), rustix::fs::OFlags::RDONLY)
+        .map_err(|e| fail("open(/proc/self/fd) for reading", e))?;
+    let mut data = vec![0u8; size as usize];
+    let mut off = 0usize;
+    while off < data.len() {
+        let n = rustix::io::pread(&reader, &mut data[off..], off as u64)
+            .map_err(|e| fail("pread", e.into()))?;
+        if n == 0 {
+            break;
+        }
+        off += n;
+    }
+    data.truncate(off);
+    Ok(data)
+}
+
+/// Words for a file no kind claims, for the error that stops the dump.
+pub fn describe(link: &str, stat: &rustix::fs::Stat) -> String {
+    if let Some(anon) = link.strip_prefix("anon_inode:") {
+        let name = anon.trim_matches(|c| c == '[' || c == ']');
+        return match name {
+            "eventpoll" => "epoll instance".into(),
+            "signalfd" => "signalfd".into(),
+            "timerfd" => "timerfd".into(),
+            "inotify" => "inotify instance".into(),
+            "io_uring" => "io_uring instance".into(),
+            "[fanotify]" | "fanotify" => "fanotify instance".into(),
+            "pidfd" | "[pidfd]" => "pidfd".into(),
+            other => format!("anonymous inode {other}"),
+        };
+    }
+    if link.starts_with("socket:") {
+        return "socket (other than a unix socketpair)".into();
+    }
+    let kind = pipe::file_type_name(FileType::from_raw_mode(stat.st_mode));
+    format!("{kind} {link}")
+}
+
+// ---------------------------------------------------------------------------------------
+// Pipe objects: an anonymous pipe and a FIFO both stand on a pipe, saved once in
+// `pipes.img` whichever open files (ends, FIFO opens) of whichever processes use it.
+
+/// A pipe object met during a dump (an anonymous pipe or a FIFO's pipe), saved once.
+#[derive(Debug, Clone)]
+pub struct DumpedPipe {
+    /// The record for `pipes.img` (its id is the image-wide pipe id).
+    pub entry: proto::Pipe,
+    /// Some open file of the tree reads from it.
+    pub has_reader: bool,
+    /// Some open file of the tree writes to it.
+    pub has_writer: bool,
+}
+
+/// The pipe objects of a dump, by (device, inode), in the order they were met: the
+/// per-kind state ([`DumpSink::state`]) of the kinds that stand on pipes.
+#[derive(Debug, Default)]
+pub struct PipeObjects {
+    /// The pipes, by (device, inode).
+    pub pipes: BTreeMap<(u64, u64), DumpedPipe>,
+}
+
+impl PipeObjects {
+    /// The records of `pipes.img` for the pipe objects met so far, by id, each marked
+    /// with the ends no open file of the tree holds.
+    pub fn records(&self) -> Vec<proto::Pipe> {
+        let mut records: Vec<proto::Pipe> = self
+            .pipes
+            .values()
+            .map(|p| proto::Pipe {
+                external_reader: !p.has_reader,
+                external_writer: !p.has_writer,
+                ..p.entry.clone()
+            })
+            .collect();
+        records.sort_by_key(|p| p.id);
+        records
+    }
+}
+
+/// The records of `pipes.img` for the pipe objects of `sink` (none if no pipe was met).
+pub fn pipe_records(sink: &DumpSink<'_>) -> Vec<proto::Pipe> {
+    sink.peek_state::<PipeObjects>()
+        .map(PipeObjects::records)
+        .unwrap_or_default()
+}
+
+/// Saves the pipe object behind `file` once (its bytes are read through `file` without
+/// consuming them) and notes which end `file` is; returns the pipe's image-wide id.
+pub fn register_pipe(file: &LiveFile, sink: &mut DumpSink<'_>) -> Result<u64, FileError> {
+    let key = (file.stat.st_dev, file.stat.st_ino);
+    if !sink.state::<PipeObjects>().pipes.contains_key(&key) {
+        let image = pipe::checkpoint(file.file.as_fd())?;
+        let data = sink
+            .writer
+            .raw(pipecr_image::PIPES_DATA)?
+            .append(&image.data)?;
+        let pipes = &mut sink.state::<PipeObjects>().pipes;
+        let id = pipes.len() as u64 + 1;
+        pipes.insert(
+            key,
+            DumpedPipe {
+                entry: image.to_entry(id, Some(data)),
+                has_reader: false,
+                has_writer: false,
+            },
+        );
+    }
+    let Some(pipe) = sink.state::<PipeObjects>().pipes.get_mut(&key) else {
+        unreachable!("inserted above");
+    };
+    let flags = OFlags::from_bits_retain(file.info.flags);
+    match flags & OFlags::RWMODE {
+        OFlags::WRONLY => pipe.has_writer = true,
+        OFlags::RDWR => (pipe.has_reader, pipe.has_writer) = (true, true),
+        _ => pipe.has_reader = true,
+    }
+    // O_DIRECT shows only on a write end. A pipe first met through its read end and
+    // holding a single packet looked like a byte stream: one packet it is.
+    if flags.contains(OFlags::DIRECT) && flags & OFlags::RWMODE != OFlags::RDONLY {
+        let entry = &mut pipe.entry;
+        let pending = entry.data.as_ref().map_or(0, |d| d.length);
+        if !entry.packet_mode && (pending as usize) <= PIPE_BUF {
+            entry.packet_mode = true;
+            entry.packet_lengths = if pending == 0 {
+                vec![]
+            } else {
+                vec![pending as u32]
+            };
+        }
+    }
+    Ok(pipe.entry.id)
+}
+
+/// The pipe objects of a restore: every record of `pipes.img` by pipe id, and the pipes
+/// already recreated, each with two anchor open files from which every saved end is
+/// opened again. The per-kind state ([`RestoreCtx::state`]) of the kinds that stand on
+/// pipes; the anchors are closed with the context.
+#[derive(Debug, Default)]
+pub struct RestoredPipes {
+    /// Every pipe record of the image, by pipe id (`None` until read).
+    entries: Option<BTreeMap<u64, proto::Pipe>>,
+    /// Pipes already recreated, by pipe id.
+    pub anchors: BTreeMap<u64, (OwnedFd, OwnedFd)>,
+}
+
+/// Reads and checks `pipes.img` into the context, once ([`crate::pipe::check_records`]).
+pub fn load_pipe_records(ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
+    if ctx.state::<RestoredPipes>().entries.is_none() {
+        let entries = pipe::check_records(ctx.image)?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
+        ctx.state::<RestoredPipes>().entries = Some(entries);
+    }
+    Ok(())
+}
+
+/// The saved pipe `pipe_id` with its bytes, for open file `file_id`.
+pub fn pipe_image(
+    file_id: u64,
+    pipe_id: u64,
+    ctx: &mut RestoreCtx<'_>,
+) -> Result<PipeImage, FileError> {
+    load_pipe_records(ctx)?;
+    let image = ctx.image;
+    let entry = ctx
+        .state::<RestoredPipes>()
+        .entries
+        .as_ref()
+        .and_then(|e| e.get(&pipe_id))
+        .cloned()
+        .ok_or_else(|| FileError::Invalid {
+            id: file_id,
+            reason: format!("it is an end of pipe {pipe_id}, which the image does not hold"),
+        })?;
+    let data = match &entry.data {
+        Some(data) => image.read_data(data)?,
+        None => Vec::new(),
+    };
+    Ok(PipeImage::from_entry(&entry, data, &[])?)
+}
+
+/// Opens one more open file of the pipe behind `anchor`, with status flags `flags`.
+pub fn open_end(id: u64, anchor: BorrowedFd<'_>, flags: OFlags) -> Result<OwnedFd, FileError> {
+    let fail = |op, source| FileError::Restore {
+        id,
+        what: "pipe end".into(),
+        op,
+        source,
+    };
+    // Non-blocking, so opening a write end never waits for a reader.
+    let fd = crate::sys::fd::reopen(anchor, (flags & OFlags::RWMODE) | OFlags::NONBLOCK)
+        .map_err(|e| fail("open(/proc/self/fd)", e))?;
+    rustix::fs::fcntl_setfl(&fd, flags & SETTABLE_FLAGS)
+        .map_err(|e| fail("fcntl(F_SETFL)", e.into()))?;
+    Ok(fd)
+}
+
+/// `pipe 3, 5 B pending, packet mode` (or `pipe 3 (missing)`), for `pipecr show`.
+pub fn pipe_note(saved: &Saved<'_>, id: u64) -> String {
+    saved.pipe(id).map_or_else(
+        || format!("pipe {id} (missing)"),
+        |p| {
+            let pending = p.data.as_ref().map_or(0, |d| d.length);
+            let mut s = format!("pipe {id}, {pending} B pending");
+            if p.packet_mode {
+                s.push_str(", packet mode");
+            }
+            s
+        },
+    )
+}
+
+/// How an open file opened by path with status flags `flags` uses pipe `pipe_id`: it
+/// reads when opened for reading (`O_RDONLY`, `O_RDWR`) and writes when opened for
+/// writing (`O_WRONLY`, `O_RDWR`).
+pub fn pipe_use_by_mode(pipe_id: u64, role: &'static str, flags: u32) -> PipeUse {
+    let mode = OFlags::from_bits_retain(flags) & OFlags::RWMODE;
+    PipeUse {
+        pipe_id,
+        role,
+        reads: mode != OFlags::WRONLY,
+        writes: mode != OFlags::RDONLY,
+        fifo: None,
+    }
+}

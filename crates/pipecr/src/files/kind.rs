@@ -1,0 +1,533 @@
+//! What every kind of open file is written against: the [`FileKind`] trait, the live file
+//! it is handed at dump ([`LiveFile`]), where it puts what it saves ([`DumpSink`]), what it
+//! restores from ([`RestoreCtx`]), the questions it answers about its saved records
+//! ([`Stage`], [`External`], [`Description`]) and its error ([`FileError`]).
+//!
+//! This module knows no kind. Helpers several kinds share live in [`super::common`]; the
+//! table of kinds and the dispatch over it in [`super`]. Objects that several open files
+//! share (the pipe behind many ends, the second end of a socketpair) are kept by their
+//! kind in the per-kind state of [`DumpSink::state`] and [`RestoreCtx::state`], so each is
+//! saved once and created once without the contexts knowing the kind.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+
+use pipecr_image::proto::{self, open_file};
+use pipecr_image::{Image, ImageError, ImageWriter};
+
+use crate::pipe::PipeError;
+use crate::proc::FdInfo;
+
+/// One open file of a frozen process, fetched into pipecr with `pidfd_getfd`.
+#[derive(Debug)]
+pub struct LiveFile {
+    /// The process it was fetched from.
+    pub pid: i32,
+    /// Its descriptor number in that process.
+    pub fd: RawFd,
+    /// Our own descriptor for the same open file (close-on-exec; flags and position are
+    /// shared with the process, so read-only use only).
+    pub file: OwnedFd,
+    /// `fstat` of it.
+    pub stat: rustix::fs::Stat,
+    /// The target of `/proc/PID/fd/N`: a path, or `pipe:[N]`, `socket:[N]`,
+    /// `anon_inode:[eventfd]`, ...
+    pub link: String,
+    /// `/proc/PID/fdinfo/N`.
+    pub info: FdInfo,
+}
+
+impl LiveFile {
+    /// Fetches descriptor `fd` of process `pid` with `pidfd_getfd` (the process need not
+    /// be stopped for this, but its files only hold still while it is), with its `fstat`,
+    /// `/proc` link and fdinfo.
+    pub fn fetch(pid: i32, fd: RawFd) -> Result<LiveFile, FileError> {
+        let fail = |op, source: io::Error| FileError::Dump {
+            pid,
+            fd,
+            what: format!("/proc/{pid}/fd/{fd}"),
+            op,
+            source,
+        };
+        let target = rustix::process::Pid::from_raw(pid)
+            .ok_or_else(|| fail("pidfd_open", io::Error::from_raw_os_error(libc::ESRCH)))?;
+        let pidfd = rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty())
+            .map_err(|e| fail("pidfd_open", e.into()))?;
+        let file =
+            rustix::process::pidfd_getfd(&pidfd, fd, rustix::process::PidfdGetfdFlags::empty())
+                .map_err(|e| fail("pidfd_getfd", e.into()))?;
+        Self::from_fetched(pid, fd, file)
+    }
+
+    /// Completes a [`LiveFile`] for `file`, already fetched from descriptor `fd` of `pid`.
+    pub fn from_fetched(pid: i32, fd: RawFd, file: OwnedFd) -> Result<LiveFile, FileError> {
+        let info = crate::proc::fdinfo(pid, fd).map_err(|e| FileError::Dump {
+            pid,
+            fd,
+            what: format!("/proc/{pid}/fd/{fd}"),
+            op: "read fdinfo",
+            source: io::Error::other(e.to_string()),
+        })?;
+        Self::with_info(pid, fd, file, info)
+    }
+
+    /// Completes a [`LiveFile`] for `file`, fetched from descriptor `fd` of `pid`, whose
+    /// fdinfo the caller already read.
+    pub fn with_info(
+        pid: i32,
+        fd: RawFd,
+        file: OwnedFd,
+        info: FdInfo,
+    ) -> Result<LiveFile, FileError> {
+        let fail = |op, source: io::Error| FileError::Dump {
+            pid,
+            fd,
+            what: format!("/proc/{pid}/fd/{fd}"),
+            op,
+            source,
+        };
+        let stat = rustix::fs::fstat(&file).map_err(|e| fail("fstat", e.into()))?;
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map_err(|e| fail("readlink", e))?
+            .to_string_lossy()
+            .into_owned();
+        Ok(LiveFile {
+            pid,
+            fd,
+            file,
+            stat,
+            link,
+            info,
+        })
+    }
+}
+
+/// Limits and choices for a dump.
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    /// Largest unlinked regular file (or memfd) whose contents are copied into the image;
+    /// a larger one stops the dump.
+    pub max_inline_file: u64,
+    /// Read signal handlers and interval timers by injecting syscalls into each process
+    /// (and each thread's `clear_child_tid`, into each thread).
+    ///
+    /// Off by default: while a syscall is injected, the thread's registers are pipecr's,
+    /// and if pipecr is killed (SIGKILL) in that window the kernel resumes the thread
+    /// with them, damaging it. Every other step of a dump leaves a tree that survives
+    /// pipecr's death untouched. Whole-process restore needs this state.
+    pub read_handlers: bool,
+    /// Let the tree run on after a successful dump (`--leave-running`). When false the
+    /// tree is killed while still stopped, after the image is committed: a restored copy
+    /// then carries on exactly where the original stopped. On error the tree is always
+    /// resumed.
+    pub leave_running: bool,
+    /// With `leave_running`: read the tree's memory into a buffer while it is stopped and
+    /// write it into the image after the tree runs again, so it is stopped for one copy
+    /// of its memory instead of the page cache's pace. The buffer is sized from the
+    /// memory of the processes that are read while stopped (all of them, or with
+    /// `snapshots` those that cannot be forked), at most half the memory available, and
+    /// allocated before the freeze; pages beyond it are written while stopped. Off by
+    /// default: it costs that much memory, and the time to allocate it (about 0.5 ms per
+    /// MiB here), for the length of the dump.
+    pub write_behind: bool,
+    /// With `leave_running`: take a copy-on-write snapshot of each process (a fork made
+    /// from inside it by syscall injection, see [`crate::snapshot`]) while the tree is
+    /// stopped, and read the memory from the snapshots after it runs again. The tree then
+    /// waits milliseconds for its memory, whatever its size. Off by default for the same
+    /// reason as `read_handlers`: injection is not safe against pipecr being SIGKILLed.
+    /// Processes a fork would not copy exactly are read while stopped.
+    pub snapshots: bool,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        DumpOptions {
+            max_inline_file: 1 << 20,
+            read_handlers: false,
+            leave_running: true,
+            write_behind: false,
+            snapshots: false,
+        }
+    }
+}
+
+/// Per-kind state kept by a context: one value of each type, created with
+/// [`Default`] on first use. A kind keeps its shared objects here under a type of its own
+/// (a table of pipes, the second ends of socketpairs), so a new kind brings its state
+/// without the contexts knowing it.
+#[derive(Default)]
+pub struct KindState {
+    values: HashMap<TypeId, Box<dyn Any>>,
+}
+
+impl KindState {
+    /// The value of type `T`, created with [`Default`] if there is none yet.
+    pub fn get<T: Any + Default>(&mut self) -> &mut T {
+        let slot = self
+            .values
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()));
+        match slot.downcast_mut::<T>() {
+            Some(value) => value,
+            None => unreachable!("each value is stored under its own TypeId"),
+        }
+    }
+
+    /// The value of type `T`, if one was created.
+    pub fn peek<T: Any>(&self) -> Option<&T> {
+        self.values.get(&TypeId::of::<T>())?.downcast_ref::<T>()
+    }
+}
+
+/// Where kinds put what they save: the image being written, the options of the dump and
+/// each kind's shared objects.
+pub struct DumpSink<'w> {
+    /// The image being written.
+    pub writer: &'w mut ImageWriter,
+    /// The options of this dump.
+    pub options: DumpOptions,
+    /// Each kind's shared objects (see [`DumpSink::state`]).
+    state: KindState,
+}
+
+impl<'w> DumpSink<'w> {
+    /// A sink that writes into `writer`.
+    pub fn new(writer: &'w mut ImageWriter, options: DumpOptions) -> Self {
+        DumpSink {
+            writer,
+            options,
+            state: KindState::default(),
+        }
+    }
+
+    /// The per-kind state of type `T` (created empty on first use).
+    pub fn state<T: Any + Default>(&mut self) -> &mut T {
+        self.state.get()
+    }
+
+    /// The per-kind state of type `T`, if a kind created it.
+    pub fn peek_state<T: Any>(&self) -> Option<&T> {
+        self.state.peek()
+    }
+}
+
+/// What the restore of open files keeps between files: the image, each kind's shared
+/// objects already created, and the open files already created, by id.
+pub struct RestoreCtx<'i> {
+    /// The image being restored.
+    pub image: &'i Image,
+    /// Each kind's shared objects (see [`RestoreCtx::state`]).
+    state: KindState,
+    /// Open files already created, by open-file id (see [`RestoreCtx::opened`]).
+    opened: BTreeMap<u64, OwnedFd>,
+    /// The descriptors of the process being rebuilt that are already installed: number
+    /// -> open-file id (see [`RestoreCtx::installed`]).
+    installed: BTreeMap<RawFd, u64>,
+    /// Every open-file record of the image (`files.img`), read on first use by
+    /// [`RestoreCtx::open_files`].
+    open_files: Option<Vec<proto::OpenFile>>,
+}
+
+impl<'i> RestoreCtx<'i> {
+    /// A context for restoring open files of `image`. Kinds read what they share from
+    /// the image on first use; [`super::prepare_restore`] lets them check it up front.
+    pub fn new(image: &'i Image) -> Result<Self, FileError> {
+        Ok(RestoreCtx {
+            image,
+            state: KindState::default(),
+            opened: BTreeMap::new(),
+            installed: BTreeMap::new(),
+            open_files: None,
+        })
+    }
+
+    /// The per-kind state of type `T` (created empty on first use).
+    pub fn state<T: Any + Default>(&mut self) -> &mut T {
+        self.state.get()
+    }
+
+    /// Every open-file record of the image, for a kind that creates two open files at
+    /// once and needs the record of the second (the peer of a socketpair end). Read
+    /// from `files.img` on first use, then kept.
+    pub fn open_files(&mut self) -> Result<&[proto::OpenFile], FileError> {
+        if self.open_files.is_none() {
+            self.open_files = Some(self.image.read_records(pipecr_image::FILES)?);
+        }
+        Ok(self.open_files.as_deref().unwrap_or_default())
+    }
+
+    /// The open file `file_id`, when the orchestration already created it (in the calling
+    /// process): what a kind restored at a later [`Stage`] finds its targets by.
+    pub fn opened(&self, file_id: u64) -> Option<BorrowedFd<'_>> {
+        self.opened.get(&file_id).map(|f| f.as_fd())
+    }
+
+    /// Records that open file `file_id` was created as `fd` (for [`RestoreCtx::opened`]).
+    pub fn add_opened(&mut self, file_id: u64, fd: OwnedFd) {
+        self.opened.insert(file_id, fd);
+    }
+
+    /// Hands back every open file recorded with [`RestoreCtx::add_opened`], by id.
+    pub fn take_opened(&mut self) -> BTreeMap<u64, OwnedFd> {
+        std::mem::take(&mut self.opened)
+    }
+
+    /// For a kind restored at [`Stage::AfterProcess`] or later, in the process being
+    /// rebuilt: its descriptors already installed, number -> open-file id (an epoll
+    /// instance finds its targets at these numbers). Empty at [`Stage::Open`].
+    pub fn installed(&self) -> &BTreeMap<RawFd, u64> {
+        &self.installed
+    }
+
+    /// Records the descriptors installed so far in the process being rebuilt (for
+    /// [`RestoreCtx::installed`]).
+    pub fn set_installed(&mut self, installed: BTreeMap<RawFd, u64>) {
+        self.installed = installed;
+    }
+}
+
+/// When a saved open file can be created, relative to the others of the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// As soon as its turn comes: it needs nothing but the image (every kind so far).
+    Open,
+    /// After every other descriptor of the process is installed: an epoll instance, say,
+    /// which needs its targets' final descriptor numbers.
+    AfterProcess,
+    /// After every process's descriptors exist: a unix socket carrying `SCM_RIGHTS`, say,
+    /// which needs the files it queues.
+    AfterTree,
+}
+
+/// The records of an image (or of a dump in progress) that questions about one saved
+/// open file may need: the tree and its descriptor tables, every open file and every
+/// pipe object.
+#[derive(Debug, Clone, Copy)]
+pub struct Saved<'a> {
+    /// `tree.img`.
+    pub processes: &'a [proto::Process],
+    /// `fds.img`.
+    pub tables: &'a [proto::FdTable],
+    /// `files.img`.
+    pub files: &'a [proto::OpenFile],
+    /// `pipes.img`.
+    pub pipes: &'a [proto::Pipe],
+}
+
+impl Saved<'_> {
+    /// The pipe object `id`, if the image holds it.
+    pub fn pipe(&self, id: u64) -> Option<&proto::Pipe> {
+        self.pipes.iter().find(|p| p.id == id)
+    }
+}
+
+/// What a saved open file whose other side is outside the tree needs at restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct External {
+    /// What it is, for people: "write end of `pipe:[1234]` (its reader is outside the
+    /// tree)".
+    pub what: String,
+    /// Bytes that were waiting in it for the tree to read.
+    pub pending: u64,
+    /// Whether it is a terminal (substituted only when asked for or at fds 0-2;
+    /// otherwise reopened by path).
+    pub terminal: bool,
+    /// The saved pipe, for a pipe end (its bytes are handed over at restore).
+    pub pipe: Option<proto::Pipe>,
+}
+
+/// One open file of the image whose other side is outside the tree, with the
+/// descriptors that held it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalEnd {
+    /// The open file's id in the image.
+    pub file_id: u64,
+    /// Every (pid, fd) that held it, sorted.
+    pub holders: Vec<(i32, RawFd)>,
+    /// What it is, for people: "write end of `pipe:[1234]` (its reader is outside the
+    /// tree)".
+    pub what: String,
+    /// Bytes that were waiting in it for the tree to read.
+    pub pending: u64,
+    /// Whether it is a terminal (substituted only when asked for or at fds 0-2).
+    pub terminal: bool,
+    /// The saved file status flags (for the access mode a path is opened with).
+    pub flags: u32,
+    /// The saved pipe, for a pipe end (its bytes are handed over at restore).
+    pub pipe: Option<proto::Pipe>,
+}
+
+/// How `pipecr show` presents one saved open file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// One line for people: "read end of pipe 1, 5 B pending".
+    pub text: String,
+    /// For an open file of a pipe object (an anonymous pipe's end, a FIFO open): which
+    /// pipe, and how it uses it (`show` groups the pipe graph by it).
+    pub pipe: Option<PipeUse>,
+}
+
+/// How an open file uses a pipe object of `pipes.img`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeUse {
+    /// The pipe's id in `pipes.img`.
+    pub pipe_id: u64,
+    /// What the open file is to the pipe: "read end", "write end", "FIFO open".
+    pub role: &'static str,
+    /// It can read from the pipe.
+    pub reads: bool,
+    /// It can write into the pipe.
+    pub writes: bool,
+    /// The FIFO's path; `None` for an anonymous pipe.
+    pub fifo: Option<String>,
+}
+
+/// One kind of open file: how to recognise, save and reopen it, and what it answers
+/// about its saved records.
+///
+/// Required: [`name`](Self::name), [`claims`](Self::claims), [`dump`](Self::dump),
+/// [`restores`](Self::restores), [`restore`](Self::restore) and
+/// [`describe`](Self::describe); the rest have defaults that fit a kind that shares
+/// nothing, is never external and is restored in the first stage.
+pub trait FileKind: Sync {
+    /// A short name for messages and `pipecr show` ("pipe", "regular file", ...).
+    fn name(&self) -> &'static str;
+
+    /// True when this kind saves `file`.
+    fn claims(&self, file: &LiveFile) -> bool;
+
+    /// Saves what is needed to open `file` again. Flags and position are saved by the
+    /// caller from fdinfo; shared objects go into `sink` once.
+    fn dump(&self, file: &LiveFile, sink: &mut DumpSink<'_>) -> Result<open_file::Kind, FileError>;
+
+    /// Called once after every open file of the tree was dumped, with all of them:
+    /// write shared records, mark ends whose peer is outside the tree.
+    fn finish(
+        &self,
+        files: &mut [proto::OpenFile],
+        sink: &mut DumpSink<'_>,
+    ) -> Result<(), FileError> {
+        let _ = (files, sink);
+        Ok(())
+    }
+
+    /// True when this kind restores open files saved as `kind`.
+    fn restores(&self, kind: &open_file::Kind) -> bool;
+
+    /// Called once before any open file is restored, to read and check what the kind
+    /// shares across open files (a bad record then stops the restore before anything
+    /// is created).
+    fn prepare(&self, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// When `file` can be created (see [`Stage`]).
+    fn stage(&self, file: &proto::OpenFile) -> Stage {
+        let _ = file;
+        Stage::Open
+    }
+
+    /// Opens `file` again in the calling process with its saved status flags and
+    /// position. The descriptor returned is close-on-exec; the caller installs it.
+    fn restore(
+        &self,
+        file: &proto::OpenFile,
+        ctx: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, FileError>;
+
+    /// Whether the saved `file` leads outside the tree (its peer, reader or writer is not
+    /// in it, or it belongs to the session, as a terminal does), and what restore then
+    /// needs; `None` when the image can recreate it alone.
+    fn external(&self, file: &proto::OpenFile, saved: &Saved<'_>) -> Option<External> {
+        let _ = (file, saved);
+        None
+    }
+
+    /// How `pipecr show` presents the saved `file`.
+    fn describe(&self, file: &proto::OpenFile, saved: &Saved<'_>) -> Description;
+}
+/// Why an open file could not be saved or opened again.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// pipecr cannot save this kind of file (yet).
+    #[error("pid {pid} fd {fd}: {kind} is not supported")]
+    Unsupported {
+        /// The process.
+        pid: i32,
+        /// The descriptor.
+        fd: RawFd,
+        /// What it is, in words (`epoll`, `inet socket`, ...).
+        kind: String,
+    },
+    /// A system call on the file failed during the dump.
+    #[error("pid {pid} fd {fd} ({what}): {op} failed")]
+    Dump {
+        /// The process.
+        pid: i32,
+        /// The descriptor.
+        fd: RawFd,
+        /// What the file is (its /proc link).
+        what: String,
+        /// The operation.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file is too large to be copied into the image.
+    #[error(
+        "pid {pid} fd {fd} ({what}): {size} bytes is more than the {limit}-byte limit for file contents kept in the image"
+    )]
+    TooLarge {
+        /// The process.
+        pid: i32,
+        /// The descriptor.
+        fd: RawFd,
+        /// What the file is.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The limit ([`DumpOptions::max_inline_file`]).
+        limit: u64,
+    },
+    /// A saved open file could not be opened again.
+    #[error("open file {id} ({what}): {op} failed")]
+    Restore {
+        /// The open file's id in the image.
+        id: u64,
+        /// What it is (path or kind).
+        what: String,
+        /// The operation.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file on disk is not the one that was saved.
+    #[error("open file {id}: {path} changed since the dump ({what})")]
+    Changed {
+        /// The open file's id in the image.
+        id: u64,
+        /// Its path.
+        path: String,
+        /// What differs.
+        what: String,
+    },
+    /// The image contradicts itself (a missing pipe record, an unknown kind, ...).
+    #[error("open file {id}: {reason}")]
+    Invalid {
+        /// The open file's id in the image.
+        id: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A pipe could not be checkpointed or recreated.
+    #[error(transparent)]
+    Pipe(#[from] PipeError),
+    /// The image could not be written or read.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}

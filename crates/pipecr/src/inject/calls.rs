@@ -1,0 +1,547 @@
+//! One function per system call run inside a stopped thread, with typed arguments (as
+//! rustix types its own): `mmap(inj, addr, len, ProtFlags, MapFlags, fd, off)`,
+//! `rt_sigaction`, `sigaltstack`, `getitimer`, `prctl(PR_SET_MM_MAP)`, `clone3`, ... and
+//! the readers dump uses ([`sigactions`], [`itimers`], [`tid_address`], [`sigaltstack`]).
+//!
+//! A call that passes a struct writes it (encoded by [`super::kstruct`]) into the tracee
+//! first: at an address the caller names (`at`: restore's trampoline page, where no stack
+//! may be left), or, for the readers, in scratch memory the injector finds. Running the
+//! call belongs to [`super::Injector`]; which calls to make, in which order, to dump and
+//! restore.
+
+use nix::fcntl::OFlag;
+use nix::sys::mman::{MRemapFlags, MapFlags, MmapAdvise, ProtFlags};
+
+use super::error::InjectError;
+use super::injector::Injector;
+use super::kstruct::{
+    AltStack, CLONE_ARGS_SIZE, CapSets, CloneArgs, ITIMERVAL_SIZE, ITimer, KSIGACTION_SIZE,
+    PrctlMmMap, STACK_T_SIZE, SigAction,
+};
+use crate::sys::kcmp::TargetFd;
+
+type Result<T> = std::result::Result<T, InjectError>;
+
+/// Size of the kernel's signal set (`sigsetsize` of the `rt_sig*` calls).
+const SIGSET_SIZE: u64 = 8;
+
+/// `prctl` options from `<linux/prctl.h>`.
+const PR_SET_PDEATHSIG: u64 = 1;
+const PR_SET_DUMPABLE: u64 = 4;
+const PR_SET_KEEPCAPS: u64 = 8;
+const PR_CAPBSET_DROP: u64 = 24;
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+const PR_GET_TID_ADDRESS: u64 = 40;
+const PR_CAP_AMBIENT: u64 = 47;
+const PR_CAP_AMBIENT_RAISE: u64 = 2;
+const PR_CAP_AMBIENT_CLEAR_ALL: u64 = 4;
+
+/// `RSEQ_FLAG_UNREGISTER`.
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+
+// ---- memory ----
+
+/// `mmap(addr, len, prot, flags, fd, off)` in the tracee—Maps memory in its address space
+/// and returns the address. `fd` is a descriptor in the *tracee's* table (or `None` for
+/// anonymous memory).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/mmap.2.html)
+#[doc(alias = "remote_mmap")]
+pub fn mmap(
+    inj: &mut Injector,
+    addr: u64,
+    len: u64,
+    prot: ProtFlags,
+    flags: MapFlags,
+    fd: Option<TargetFd>,
+    off: u64,
+) -> Result<u64> {
+    inj.remote_mmap(addr, len, prot, flags, fd, off)
+}
+
+/// `munmap(addr, len)` in the tracee—Unmaps a range of its address space.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/munmap.2.html)
+#[doc(alias = "remote_munmap")]
+pub fn munmap(inj: &mut Injector, addr: u64, len: u64) -> Result<()> {
+    inj.remote_munmap(addr, len)
+}
+
+/// `mprotect(addr, len, prot)` in the tracee—Sets the protection of a range.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/mprotect.2.html)
+#[doc(alias = "remote_mprotect")]
+pub fn mprotect(inj: &mut Injector, addr: u64, len: u64, prot: ProtFlags) -> Result<()> {
+    inj.remote_mprotect(addr, len, prot)
+}
+
+/// `mremap(old, old_len, new_len, flags, new)` in the tracee—Moves or resizes a mapping;
+/// returns its new address.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/mremap.2.html)
+pub fn mremap(
+    inj: &mut Injector,
+    old: u64,
+    old_len: u64,
+    new_len: u64,
+    flags: MRemapFlags,
+    new: u64,
+) -> Result<u64> {
+    let flags = flags.bits() as u64;
+    inj.syscall_checked(libc::SYS_mremap, [old, old_len, new_len, flags, new, 0])
+}
+
+/// `madvise(addr, len, advice)` in the tracee—Advises the kernel about a range
+/// (`MADV_DONTNEED` drops its pages).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/madvise.2.html)
+pub fn madvise(inj: &mut Injector, addr: u64, len: u64, advice: MmapAdvise) -> Result<()> {
+    let advice = advice as i32 as u64;
+    inj.syscall_checked(libc::SYS_madvise, [addr, len, advice, 0, 0, 0])
+        .map(drop)
+}
+
+// ---- files ----
+
+/// `openat(AT_FDCWD, path, flags, 0)` in the tracee—Opens the NUL-terminated path the
+/// caller wrote at `path` in the tracee; returns the tracee's new descriptor.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/openat.2.html)
+pub fn openat(inj: &mut Injector, path: u64, flags: OFlag) -> Result<TargetFd> {
+    let dirfd = libc::AT_FDCWD as i64 as u64;
+    let fd = inj.syscall_checked(
+        libc::SYS_openat,
+        [dirfd, path, flags.bits() as u64, 0, 0, 0],
+    )?;
+    Ok(TargetFd(fd as i32))
+}
+
+/// `close(fd)` in the tracee—Closes one of its descriptors.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/close.2.html)
+pub fn close(inj: &mut Injector, fd: TargetFd) -> Result<()> {
+    inj.syscall_checked(libc::SYS_close, [fd.0 as u64, 0, 0, 0, 0, 0])
+        .map(drop)
+}
+
+// ---- processes and threads ----
+
+/// `getpid()` in the tracee—Its process id as its own PID namespace sees it.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/getpid.2.html)
+pub fn getpid(inj: &mut Injector) -> Result<u64> {
+    inj.syscall_checked(libc::SYS_getpid, [0; 6])
+}
+
+/// `gettid()` in the tracee—The thread's id as its own PID namespace sees it.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/gettid.2.html)
+pub fn gettid(inj: &mut Injector) -> Result<u64> {
+    inj.syscall_checked(libc::SYS_gettid, [0; 6])
+}
+
+/// `personality(persona)` in the tracee—Sets its execution domain.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/personality.2.html)
+pub fn personality(inj: &mut Injector, persona: u32) -> Result<()> {
+    inj.syscall_checked(libc::SYS_personality, [u64::from(persona), 0, 0, 0, 0, 0])
+        .map(drop)
+}
+
+/// `clone(flags, NULL, NULL, NULL, 0)` in the tracee—Forks it without a stack of its own
+/// (the child must not run user code); returns the child's pid.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/clone.2.html)
+pub fn clone(inj: &mut Injector, flags: u64) -> Result<i32> {
+    Ok(inj.syscall_checked(libc::SYS_clone, [flags, 0, 0, 0, 0, 0])? as i32)
+}
+
+/// `clone3(&args, sizeof args)` in the tracee, `args` written at `at`—Creates a process
+/// or thread (with `set_tid`, at the TIDs the caller wrote at `args.set_tid`); returns
+/// its id.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/clone3.2.html)
+pub fn clone3(inj: &mut Injector, at: u64, args: &CloneArgs) -> Result<i32> {
+    inj.write_memory(at, &args.to_bytes())?;
+    let size = CLONE_ARGS_SIZE as u64;
+    Ok(inj.syscall_checked(libc::SYS_clone3, [at, size, 0, 0, 0, 0])? as i32)
+}
+
+/// `wait4(pid, NULL, options, NULL)` in the tracee—Reaps its child `pid`; the raw
+/// result (the pid, 0, or `-errno`).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/wait4.2.html)
+pub fn wait4(inj: &mut Injector, pid: i32, options: i32) -> Result<i64> {
+    inj.syscall(libc::SYS_wait4, [pid as u64, 0, options as u64, 0, 0, 0])
+}
+
+/// `set_robust_list(head, len)` in the tracee—Sets the thread's robust futex list.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/set_robust_list.2.html)
+pub fn set_robust_list(inj: &mut Injector, head: u64, len: u64) -> Result<()> {
+    inj.syscall_checked(libc::SYS_set_robust_list, [head, len, 0, 0, 0, 0])
+        .map(drop)
+}
+
+/// `set_tid_address(addr)` in the tracee—Sets the thread's `clear_child_tid`.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/set_tid_address.2.html)
+pub fn set_tid_address(inj: &mut Injector, addr: u64) -> Result<()> {
+    inj.syscall_checked(libc::SYS_set_tid_address, [addr, 0, 0, 0, 0, 0])
+        .map(drop)
+}
+
+/// `rseq(addr, len, 0, sig)` in the tracee—Registers the thread's rseq area.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/rseq.2.html)
+#[doc(alias = "rseq")]
+pub fn rseq_register(inj: &mut Injector, addr: u64, len: u32, sig: u32) -> Result<()> {
+    let args = [addr, u64::from(len), 0, u64::from(sig), 0, 0];
+    inj.syscall_checked(libc::SYS_rseq, args).map(drop)
+}
+
+/// `rseq(addr, len, RSEQ_FLAG_UNREGISTER, sig)` in the tracee—Unregisters the thread's
+/// rseq area.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/rseq.2.html)
+#[doc(alias = "rseq")]
+pub fn rseq_unregister(inj: &mut Injector, addr: u64, len: u32, sig: u32) -> Result<()> {
+    let args = [
+        addr,
+        u64::from(len),
+        RSEQ_FLAG_UNREGISTER,
+        u64::from(sig),
+        0,
+        0,
+    ];
+    inj.syscall_checked(libc::SYS_rseq, args).map(drop)
+}
+
+// ---- prctl ----
+
+fn prctl(inj: &mut Injector, option: u64, arg2: u64, arg3: u64, arg4: u64) -> Result<u64> {
+    inj.syscall_checked(libc::SYS_prctl, [option, arg2, arg3, arg4, 0, 0])
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)` in the tracee—Sets (0: clears) its parent-death signal.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_PDEATHSIG.2const.html)
+#[doc(alias = "PR_SET_PDEATHSIG")]
+pub fn prctl_set_pdeathsig(inj: &mut Injector, sig: i32) -> Result<()> {
+    prctl(inj, PR_SET_PDEATHSIG, sig as u64, 0, 0).map(drop)
+}
+
+/// `prctl(PR_SET_DUMPABLE, dumpable)` in the tracee—Sets its dumpable flag.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_DUMPABLE.2const.html)
+#[doc(alias = "PR_SET_DUMPABLE")]
+pub fn prctl_set_dumpable(inj: &mut Injector, dumpable: bool) -> Result<()> {
+    prctl(inj, PR_SET_DUMPABLE, u64::from(dumpable), 0, 0).map(drop)
+}
+
+/// `prctl(PR_SET_KEEPCAPS, keep)` in the tracee—Whether the thread keeps its permitted
+/// capabilities when its uids change.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_KEEPCAPS.2const.html)
+#[doc(alias = "PR_SET_KEEPCAPS")]
+pub fn prctl_set_keepcaps(inj: &mut Injector, keep: bool) -> Result<()> {
+    prctl(inj, PR_SET_KEEPCAPS, u64::from(keep), 0, 0).map(drop)
+}
+
+/// `prctl(PR_CAPBSET_DROP, cap)` in the tracee—Drops `cap` from its bounding set.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_CAPBSET_DROP.2const.html)
+#[doc(alias = "PR_CAPBSET_DROP")]
+pub fn prctl_capbset_drop(inj: &mut Injector, cap: u32) -> Result<()> {
+    prctl(inj, PR_CAPBSET_DROP, u64::from(cap), 0, 0).map(drop)
+}
+
+/// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)` in the tracee—Empties its ambient set.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_CAP_AMBIENT.2const.html)
+#[doc(alias = "PR_CAP_AMBIENT_CLEAR_ALL")]
+pub fn prctl_cap_ambient_clear_all(inj: &mut Injector) -> Result<()> {
+    prctl(inj, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0).map(drop)
+}
+
+/// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)` in the tracee—Adds `cap` to its
+/// ambient set.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_CAP_AMBIENT.2const.html)
+#[doc(alias = "PR_CAP_AMBIENT_RAISE")]
+pub fn prctl_cap_ambient_raise(inj: &mut Injector, cap: u32) -> Result<()> {
+    prctl(inj, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, u64::from(cap), 0).map(drop)
+}
+
+/// `prctl(PR_SET_MM, PR_SET_MM_MAP, &map, sizeof map)` in the tracee, `map` written at
+/// `at`—Sets its mm fields (code, data, brk, stack, args, env, auxv, exe) at once.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_MM.2const.html)
+#[doc(alias = "PR_SET_MM_MAP")]
+pub fn prctl_set_mm_map(inj: &mut Injector, at: u64, map: &PrctlMmMap) -> Result<()> {
+    let bytes = map.to_bytes();
+    inj.write_memory(at, &bytes)?;
+    prctl(inj, PR_SET_MM, PR_SET_MM_MAP, at, bytes.len() as u64).map(drop)
+}
+
+/// `prctl(PR_GET_TID_ADDRESS, &addr)` in the tracee—Reads the thread's
+/// `clear_child_tid` address (`set_tid_address`, `CLONE_CHILD_CLEARTID`), which `/proc`
+/// does not show; 0 when it has none.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_GET_TID_ADDRESS.2const.html)
+#[doc(alias = "PR_GET_TID_ADDRESS")]
+pub fn tid_address(inj: &mut Injector) -> Result<u64> {
+    inj.with_scratch(8, |inj, at| {
+        prctl(inj, PR_GET_TID_ADDRESS, at, 0, 0)?;
+        let mut raw = [0u8; 8];
+        inj.read_memory(at, &mut raw)?;
+        Ok(u64::from_ne_bytes(raw))
+    })
+}
+
+// ---- credentials ----
+
+/// `setgroups(groups.len(), groups)` in the tracee, the list written at `at`—Sets its
+/// supplementary groups.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/setgroups.2.html)
+pub fn setgroups(inj: &mut Injector, at: u64, groups: &[u32]) -> Result<()> {
+    let raw: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+    inj.write_memory(at, &raw)?;
+    let n = groups.len() as u64;
+    inj.syscall_checked(libc::SYS_setgroups, [n, at, 0, 0, 0, 0])
+        .map(drop)
+}
+
+/// `setresuid(ruid, euid, suid)` in the tracee.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/setresuid.2.html)
+pub fn setresuid(inj: &mut Injector, ruid: u32, euid: u32, suid: u32) -> Result<()> {
+    let [r, e, s] = [ruid, euid, suid].map(u64::from);
+    inj.syscall_checked(libc::SYS_setresuid, [r, e, s, 0, 0, 0])
+        .map(drop)
+}
+
+/// `setresgid(rgid, egid, sgid)` in the tracee.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/setresgid.2.html)
+pub fn setresgid(inj: &mut Injector, rgid: u32, egid: u32, sgid: u32) -> Result<()> {
+    let [r, e, s] = [rgid, egid, sgid].map(u64::from);
+    inj.syscall_checked(libc::SYS_setresgid, [r, e, s, 0, 0, 0])
+        .map(drop)
+}
+
+/// `setfsuid(fsuid)` in the tracee—Returns the previous fsuid (the call reports no
+/// error: pass `u32::MAX`, which changes nothing, to read the current one).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/setfsuid.2.html)
+pub fn setfsuid(inj: &mut Injector, fsuid: u32) -> Result<u32> {
+    Ok(inj.syscall_checked(libc::SYS_setfsuid, [u64::from(fsuid), 0, 0, 0, 0, 0])? as u32)
+}
+
+/// `setfsgid(fsgid)` in the tracee—Returns the previous fsgid (see [`setfsuid`]).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/setfsgid.2.html)
+pub fn setfsgid(inj: &mut Injector, fsgid: u32) -> Result<u32> {
+    Ok(inj.syscall_checked(libc::SYS_setfsgid, [u64::from(fsgid), 0, 0, 0, 0, 0])? as u32)
+}
+
+/// `capset(&header, data)` in the tracee, both written at `at`—Sets the thread's
+/// effective, permitted and inheritable capabilities.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/capset.2.html)
+pub fn capset(inj: &mut Injector, at: u64, caps: &CapSets) -> Result<()> {
+    inj.write_memory(at, &caps.to_bytes())?;
+    inj.syscall_checked(libc::SYS_capset, [at, at + 8, 0, 0, 0, 0])
+        .map(drop)
+}
+
+// ---- signals ----
+
+/// `rt_sigaction(action.signo, &action, NULL, 8)` in the tracee, the struct written at
+/// `at`—Installs a handler.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/rt_sigaction.2.html)
+#[doc(alias = "rt_sigaction")]
+pub fn rt_sigaction_at(inj: &mut Injector, at: u64, action: &SigAction) -> Result<()> {
+    inj.write_memory(at, &action.to_bytes())?;
+    let signo = action.signo as u64;
+    inj.syscall_checked(libc::SYS_rt_sigaction, [signo, at, 0, SIGSET_SIZE, 0, 0])
+        .map(drop)
+}
+
+/// `rt_sigaction(action.signo, &action, NULL, 8)` in the tracee—Installs a handler as
+/// [`sigactions`] reported it (the struct in scratch memory).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/rt_sigaction.2.html)
+#[doc(alias = "rt_sigaction")]
+pub fn set_sigaction(inj: &mut Injector, action: &SigAction) -> Result<()> {
+    inj.with_scratch(KSIGACTION_SIZE, |inj, at| rt_sigaction_at(inj, at, action))
+}
+
+/// `rt_sigaction(sig, NULL, &old, 8)` in the tracee for every signal but `SIGKILL` and
+/// `SIGSTOP`—Reads the process's signal handlers (which `/proc` does not show).
+///
+/// Returns 62 entries, by signal number.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/rt_sigaction.2.html)
+#[doc(alias = "rt_sigaction")]
+pub fn sigactions(inj: &mut Injector) -> Result<Vec<SigAction>> {
+    sigactions_of(inj, !0)
+}
+
+/// Like [`sigactions`], but only for the signals in `set` (bit `n - 1` for signal `n`;
+/// `SIGKILL` and `SIGSTOP` are never read): one injected call per signal, so a dump
+/// reads only the signals `/proc/PID/status` says are caught.
+#[doc(alias = "rt_sigaction")]
+pub fn sigactions_of(inj: &mut Injector, set: u64) -> Result<Vec<SigAction>> {
+    inj.with_scratch(KSIGACTION_SIZE, |inj, at| {
+        let mut out = Vec::with_capacity(set.count_ones() as usize);
+        let wanted = |s: i32| set & (1u64 << (s - 1)) != 0;
+        for signo in (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP && wanted(s)) {
+            let args = [signo as u64, 0, at, SIGSET_SIZE, 0, 0];
+            inj.syscall_checked(libc::SYS_rt_sigaction, args)?;
+            let mut raw = [0u8; KSIGACTION_SIZE];
+            inj.read_memory(at, &mut raw)?;
+            out.push(SigAction::from_bytes(signo, &raw));
+        }
+        Ok(out)
+    })
+}
+
+/// `setitimer(timer.which, &value, NULL)` in the tracee, the `struct itimerval` written at
+/// `at`—Arms (or disarms) one interval timer.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/setitimer.2.html)
+#[doc(alias = "setitimer")]
+pub fn setitimer_at(inj: &mut Injector, at: u64, timer: &ITimer) -> Result<()> {
+    inj.write_memory(at, &timer.to_bytes())?;
+    let which = timer.which as u64;
+    inj.syscall_checked(libc::SYS_setitimer, [which, at, 0, 0, 0, 0])
+        .map(drop)
+}
+
+/// `getitimer(which, &value)` in the tracee for the three interval timers—Reads them
+/// (`/proc` does not show them).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/getitimer.2.html)
+#[doc(alias = "getitimer")]
+pub fn itimers(inj: &mut Injector) -> Result<[ITimer; 3]> {
+    inj.with_scratch(ITIMERVAL_SIZE, |inj, at| {
+        let mut out = [ITimer {
+            which: 0,
+            interval_us: 0,
+            value_us: 0,
+        }; 3];
+        for (which, slot) in out.iter_mut().enumerate() {
+            inj.syscall_checked(libc::SYS_getitimer, [which as u64, at, 0, 0, 0, 0])?;
+            let mut raw = [0u8; ITIMERVAL_SIZE];
+            inj.read_memory(at, &mut raw)?;
+            *slot = ITimer::from_bytes(which as i32, &raw);
+        }
+        Ok(out)
+    })
+}
+
+/// `sigaltstack(&stack, NULL)` in the tracee, the `stack_t` written at `at`—Sets the
+/// thread's alternate signal stack.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/sigaltstack.2.html)
+#[doc(alias = "sigaltstack")]
+pub fn set_sigaltstack_at(inj: &mut Injector, at: u64, stack: &AltStack) -> Result<()> {
+    inj.write_memory(at, &stack.to_bytes())?;
+    inj.syscall_checked(libc::SYS_sigaltstack, [at, 0, 0, 0, 0, 0])
+        .map(drop)
+}
+
+/// `sigaltstack(NULL, &old)` in the tracee—Reads the thread's alternate signal stack,
+/// which `/proc` does not show.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/sigaltstack.2.html)
+pub fn sigaltstack(inj: &mut Injector) -> Result<AltStack> {
+    inj.with_scratch(STACK_T_SIZE, |inj, at| {
+        inj.syscall_checked(libc::SYS_sigaltstack, [0, at, 0, 0, 0, 0])?;
+        let mut raw = [0u8; STACK_T_SIZE];
+        inj.read_memory(at, &mut raw)?;
+        Ok(AltStack::from_bytes(&raw))
+    })
+}
+
+/// `rt_tgsigqueueinfo(tgid, tid, info.si_signo, &info)` in the tracee, the siginfo bytes
+/// written at `at`—Queues a signal with its siginfo to one thread (from inside the
+/// process any `si_code` is allowed).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/rt_tgsigqueueinfo.2.html)
+#[doc(alias = "rt_tgsigqueueinfo")]
+pub fn rt_tgsigqueueinfo_at(
+    inj: &mut Injector,
+    at: u64,
+    tgid: u64,
+    tid: u64,
+    signo: i32,
+    info: &[u8],
+) -> Result<()> {
+    inj.write_memory(at, info)?;
+    let args = [tgid, tid, signo as u64, at, 0, 0];
+    inj.syscall_checked(libc::SYS_rt_tgsigqueueinfo, args)
+        .map(drop)
+}
+
+/// `rt_sigqueueinfo(tgid, info.si_signo, &info)` in the tracee, the siginfo bytes written
+/// at `at`—Queues a signal with its siginfo to the process.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/rt_sigqueueinfo.2.html)
+#[doc(alias = "rt_sigqueueinfo")]
+pub fn rt_sigqueueinfo_at(
+    inj: &mut Injector,
+    at: u64,
+    tgid: u64,
+    signo: i32,
+    info: &[u8],
+) -> Result<()> {
+    inj.write_memory(at, info)?;
+    let args = [tgid, signo as u64, at, 0, 0, 0];
+    inj.syscall_checked(libc::SYS_rt_sigqueueinfo, args)
+        .map(drop)
+}

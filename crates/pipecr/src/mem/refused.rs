@@ -1,0 +1,38 @@
+//! Areas pipecr refuses to save: I/O and PFN mappings (`VM_IO`, `VM_PFNMAP`) and hugetlb
+//! mappings. Their dump is a [`MemError::Unsupported`] naming the area; nothing of them
+//! is ever restored. Kernel special areas and named shared anonymous memory are left to
+//! their own kinds, whatever their flags.
+
+use pipecr_image::proto;
+
+use super::area::{AreaKind, Classified, is_named_shmem, unsupported};
+use super::maps::MapEntry;
+use super::types::MemError;
+
+/// Areas with `io`, `pf` or `ht` among their VmFlags.
+#[derive(Debug)]
+pub struct RefusedArea;
+
+impl AreaKind for RefusedArea {
+    fn name(&self) -> &'static str {
+        "refused"
+    }
+
+    fn claims(&self, e: &MapEntry) -> bool {
+        e.special().is_none()
+            && !is_named_shmem(e)
+            && (e.has_vm_flag("io") || e.has_vm_flag("pf") || e.has_vm_flag("ht"))
+    }
+
+    fn classify(&self, pid: i32, e: &MapEntry) -> Result<Classified, MemError> {
+        Err(if e.has_vm_flag("io") || e.has_vm_flag("pf") {
+            unsupported(pid, e, "an I/O or PFN mapping (VM_IO/VM_PFNMAP)")
+        } else {
+            unsupported(pid, e, "a hugetlb mapping")
+        })
+    }
+
+    fn restores(&self, _vma: &proto::Vma) -> bool {
+        false
+    }
+}
