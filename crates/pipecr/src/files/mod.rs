@@ -168,7 +168,7 @@ impl Default for DumpOptions {
     fn default() -> Self {
         DumpOptions {
             max_inline_file: 1 << 20,
-            read_handlers: false,
+            read_handlers: true,
             leave_running: true,
             write_behind: false,
             snapshots: false,
