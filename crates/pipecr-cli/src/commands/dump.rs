@@ -34,19 +34,19 @@ pub struct Args {
     /// Accepted for compatibility: signal handlers and the rest are saved by default.
     #[arg(long, hide = true, conflicts_with = "no_inject")]
     read_handlers: bool,
-    /// Inject nothing into the tree, so that a dump killed at any moment leaves it
-    /// exactly as it was. Loses what only an injected syscall can read: signal handlers
-    /// (a restored process gets default dispositions, so a signal it caught now kills
-    /// it), interval timers (setitimer: not re-armed), alternate signal stacks and each
-    /// thread's clear_child_tid (pthread_join on a restored thread that exits waits
-    /// forever).
+    /// Inject no syscall into the tree, so that a dump killed at any moment leaves every
+    /// thread with its own registers and signal mask (docs/INJECTION.md). Loses what
+    /// only an injected syscall can read: signal handlers (a restored process gets
+    /// default dispositions, so a signal it caught now kills it), interval timers
+    /// (setitimer: not re-armed), alternate signal stacks and each thread's
+    /// clear_child_tid (pthread_join on a restored thread that exits waits forever).
     #[arg(long, conflicts_with = "snapshot")]
     no_inject: bool,
     /// With --leave-running: fork a copy-on-write snapshot of each process (by injecting
-    /// a fork: if pipecr is killed during that step the process is killed) and read its memory after the tree runs again, so the tree
-    /// is stopped for milliseconds whatever its size. Processes with shared memory,
-    /// MADV_DONTFORK/WIPEONFORK areas or seccomp are read while stopped, into memory, and
-    /// written after the tree resumes.
+    /// a fork: if pipecr is killed during that step the process is killed) and read its
+    /// memory after the tree runs again, so the tree is stopped for milliseconds whatever
+    /// its size. Processes with shared memory, MADV_DONTFORK/WIPEONFORK areas or seccomp
+    /// are read while stopped, into memory, and written after the tree resumes.
     #[arg(long, requires = "leave_running")]
     snapshot: bool,
 }
