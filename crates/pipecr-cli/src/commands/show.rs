@@ -537,6 +537,9 @@ fn describe(f: &proto::OpenFile, pipes: &[proto::Pipe]) -> String {
         Some(open_file::Kind::Memfd(x)) => {
             format!("memfd:{} ({} B, seals {:#x})", x.name, x.size, x.seals)
         }
+        Some(open_file::Kind::Timerfd(x)) => pipecr::files::timerfd::describe(x),
+        Some(open_file::Kind::Signalfd(x)) => pipecr::files::signalfd::describe(x),
+        Some(open_file::Kind::Inotify(x)) => pipecr::files::inotify::describe(x),
         None => "a kind unknown to this version".to_owned(),
     }
 }

@@ -25,9 +25,12 @@ pub mod chardev;
 pub mod directory;
 pub mod eventfd;
 pub mod fifo;
+pub mod inotify;
 pub mod memfd;
 pub mod pipe;
 pub mod regular;
+pub mod signalfd;
+pub mod timerfd;
 pub mod unix;
 
 /// Every kind of open file pipecr can save, in the order they are asked to claim a file.
@@ -40,6 +43,9 @@ pub static KINDS: &[&dyn FileKind] = &[
     &directory::DirectoryKind,
     &chardev::CharDeviceKind,
     &eventfd::EventFdKind,
+    &timerfd::TimerFdKind,
+    &signalfd::SignalFdKind,
+    &inotify::InotifyKind,
     &unix::UnixSocketKind,
 ];
 
