@@ -187,8 +187,26 @@ impl FileKind for TimerFdKind {
             value = info.interval;
         }
         if value != (0, 0) && info.settime_flags & ABSTIME != 0 {
-            let now = rustix::time::clock_gettime(base);
-            let now = to_nanos((now.tv_sec as u64, now.tv_nsec as u32));
+            // The time remaining again, between two readings of the clock: fdinfo was
+            // read a while ago, and the expiry is their middle plus what remains.
+            let clock = || {
+                let t = rustix::time::clock_gettime(base);
+                to_nanos((t.tv_sec as u64, t.tv_nsec as u32))
+            };
+            let before = clock();
+            let now = rustix::time::timerfd_gettime(&file.file).map_err(|e| FileError::Dump {
+                pid: file.pid,
+                fd: file.fd,
+                what: LINK.into(),
+                op: "timerfd_gettime",
+                source: e.into(),
+            })?;
+            let after = clock();
+            let remaining = (now.it_value.tv_sec as u64, now.it_value.tv_nsec as u32);
+            if remaining != (0, 0) {
+                value = remaining;
+            }
+            let now = before + (after - before) / 2;
             value = from_nanos(now + to_nanos(value)).ok_or_else(|| FileError::Unsupported {
                 pid: file.pid,
                 fd: file.fd,
