@@ -540,6 +540,19 @@ fn ticks(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
     Ok(u64::from_ne_bytes(buf))
 }
 
+/// Whether `fd` has something to read right now.
+fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut pfd = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut pfd, Some(&zero)).unwrap() == 1
+}
+
 /// A `key: value` line of our own `/proc/self/fdinfo/N`.
 fn fdinfo_line(fd: BorrowedFd<'_>, key: &str) -> String {
     std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
@@ -598,10 +611,21 @@ fn fired_one_shot_timerfd_keeps_its_unread_expiration() {
         (7, 1, 0, 0)
     );
     assert!(!flags(restored.as_fd()).contains(OFlags::NONBLOCK));
+    // Readable (checked first: a read of a blocking timerfd with nothing counted waits).
+    let mut pfd = [rustix::event::PollFd::new(
+        &restored,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    assert_eq!(rustix::event::poll(&mut pfd, Some(&zero)).unwrap(), 1);
     assert_eq!(ticks(restored.as_fd()), Ok(1));
     let now = rustix::time::timerfd_gettime(&restored).unwrap();
     assert_eq!((nanos(now.it_value), nanos(now.it_interval)), (0, 0));
     // The dump read nothing from the original.
+    assert!(readable_now(fd.as_fd()));
     assert_eq!(ticks(fd.as_fd()), Ok(1));
 }
 
