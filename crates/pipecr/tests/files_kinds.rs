@@ -754,6 +754,30 @@ fn inotify_watches_keep_their_numbers_masks_and_files() {
     );
 }
 
+#[test]
+fn inotify_watch_follows_its_file_through_a_rename_by_file_handle() {
+    use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let before = file_with(dir.path(), "before", b"");
+    let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).unwrap();
+    assert_eq!(
+        inotify::add_watch(&fd, &before, WatchFlags::MODIFY).unwrap(),
+        1
+    );
+    let dumped = tempfile::tempdir().unwrap();
+    let image = dump(dumped.path(), fd.as_fd(), DumpOptions::default()).unwrap();
+    // Between dump and restore the saved path stops leading to the file.
+    let after = dir.path().join("after");
+    std::fs::rename(&before, &after).unwrap();
+    let restored = restore(&image).unwrap();
+    std::fs::write(&after, b"changed").unwrap();
+    let mut buf = [0u8; 64];
+    assert!(rustix::io::read(&restored, &mut buf).unwrap() >= 16);
+    let wd = i32::from_ne_bytes(buf[..4].try_into().unwrap());
+    let mask = u32::from_ne_bytes(buf[4..8].try_into().unwrap());
+    assert_eq!((wd, mask), (1, WatchFlags::MODIFY.bits()));
+}
+
 // ---- memfd ----
 
 #[test]
