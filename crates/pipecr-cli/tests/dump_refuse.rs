@@ -471,8 +471,8 @@ fn an_epoll_instance_in_a_child() {
 }
 
 #[test]
-fn a_timerfd_in_a_child() {
-    unsupported("timerfd", "timerfd");
+fn a_fanotify_instance_in_a_child() {
+    unsupported("fanotify", "fanotify instance");
 }
 
 /// The default `--max-inline-file`: 1 MiB.
