@@ -29,7 +29,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -71,6 +71,8 @@ struct Lines {
     buf: Vec<u8>,
     /// Every line read so far, for failure messages.
     transcript: String,
+    /// The file the program's stderr goes to, shown in failure messages.
+    stderr: Option<PathBuf>,
 }
 
 impl Lines {
@@ -79,6 +81,7 @@ impl Lines {
             file,
             buf: Vec::new(),
             transcript: String::new(),
+            stderr: None,
         }
     }
 
@@ -148,15 +151,25 @@ impl Lines {
         while !t.is_char_boundary(start) {
             start += 1;
         }
-        t[start..].to_owned()
+        let mut tail = t[start..].to_owned();
+        let stderr = (self.stderr.as_ref())
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default();
+        if !stderr.is_empty() {
+            let _ = write!(tail, "(its stderr:)\n{stderr}");
+        }
+        tail
     }
 }
 
 /// A pipe for a program's stdout: the test reads the lines, and keeps the write end
-/// until the restored program has it again.
-fn stdout_pipe() -> (Lines, File) {
+/// until the restored program has it again. Failure messages show the program's stderr,
+/// which goes to `stderr` (see [`workdir`]).
+fn stdout_pipe(stderr: &Path) -> (Lines, File) {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
-    (Lines::new(File::from(read)), File::from(write))
+    let mut lines = Lines::new(File::from(read));
+    lines.stderr = Some(stderr.to_path_buf());
+    (lines, File::from(write))
 }
 
 /// The options of `pipecr restore` that connect the restored tree's fd 1 (which led to
@@ -358,7 +371,7 @@ fn python_asyncio_timer_and_subprocess_go_on() {
     let (dir, err) = workdir();
     let script = dir.path().join("ticks.py");
     std::fs::write(&script, ASYNCIO_PY).unwrap();
-    let (mut out, write) = stdout_pipe();
+    let (mut out, write) = stdout_pipe(&dir.path().join("stderr"));
     let mut cmd = Command::new(python);
     cmd.arg(&script)
         .current_dir(dir.path())
@@ -428,7 +441,7 @@ fn node_set_interval_and_child_process_go_on() {
     let (dir, err) = workdir();
     let script = dir.path().join("ticks.js");
     std::fs::write(&script, INTERVAL_JS).unwrap();
-    let (mut out, write) = stdout_pipe();
+    let (mut out, write) = stdout_pipe(&dir.path().join("stderr"));
     let mut cmd = Command::new("node");
     cmd.arg(&script)
         .current_dir(dir.path())
@@ -630,7 +643,7 @@ fn top_batch_goes_on_reporting() {
     }
     require("top");
     let (dir, err) = workdir();
-    let (mut out, write) = stdout_pipe();
+    let (mut out, write) = stdout_pipe(&dir.path().join("stderr"));
     let mut cmd = Command::new("top");
     cmd.args(["-b", "-d", "0.2", "-n", "100000", "-w", "200"])
         .current_dir(dir.path())
@@ -710,7 +723,7 @@ fn bash_trap_handlers_run_after_restore() {
     require("bash");
     require("sleep");
     let (dir, err) = workdir();
-    let (mut out, write) = stdout_pipe();
+    let (mut out, write) = stdout_pipe(&dir.path().join("stderr"));
     let mut cmd = Command::new("bash");
     cmd.args(["-c", TRAP_SH])
         .current_dir(dir.path())
@@ -794,7 +807,7 @@ fn threads_each_go_on_ticking() {
     require("cc");
     let (dir, err) = workdir();
     let exe = common::build("tickers", dir.path()).expect("cc builds tests/progs/tickers.c");
-    let (mut out, write) = stdout_pipe();
+    let (mut out, write) = stdout_pipe(&dir.path().join("stderr"));
     let mut cmd = Command::new(&exe);
     cmd.current_dir(dir.path())
         .stdin(Stdio::null())
