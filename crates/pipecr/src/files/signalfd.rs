@@ -146,7 +146,7 @@ mod tests {
     /// What `pipecr show` prints for `k`, asked of the kind as show asks it.
     fn describe(k: &proto::SignalFd) -> String {
         let file = proto::OpenFile {
-            kind: Some(open_file::Kind::Signalfd(k.clone())),
+            kind: Some(open_file::Kind::Signalfd(*k)),
             ..Default::default()
         };
         let saved = Saved {

@@ -315,7 +315,7 @@ mod tests {
     /// What `pipecr show` prints for `k`, asked of the kind as show asks it.
     fn describe(k: &proto::TimerFd) -> String {
         let file = proto::OpenFile {
-            kind: Some(open_file::Kind::Timerfd(k.clone())),
+            kind: Some(open_file::Kind::Timerfd(*k)),
             ..Default::default()
         };
         let saved = Saved {
