@@ -1,5 +1,5 @@
-//! `pipecr dump --leave-running` must never harm the tree it saves, even when pipecr is
-//! killed with SIGKILL at any moment of the dump (issue 3, section 1).
+//! `pipecr dump --leave-running --no-inject` must never harm the tree it saves, even when
+//! pipecr is killed with SIGKILL at any moment of the dump (issue 3, section 1).
 //!
 //! The tree is a shell with two pipelines of self-checking Python programs:
 //!
@@ -465,6 +465,9 @@ fn dump_command(root: i32, dir: &Path) -> Command {
     cmd.args(["dump", "-t", &root.to_string(), "-D"])
         .arg(dir)
         .arg("--leave-running")
+        // The guarantee tested here is the one of a dump that injects nothing (see
+        // docs/INJECTION.md for what the default injection risks).
+        .arg("--no-inject")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd

@@ -471,8 +471,8 @@ fn an_epoll_instance_in_a_child() {
 }
 
 #[test]
-fn a_timerfd_in_a_child() {
-    unsupported("timerfd", "timerfd");
+fn a_fanotify_instance_in_a_child() {
+    unsupported("fanotify", "fanotify instance");
 }
 
 /// The default `--max-inline-file`: 1 MiB.
@@ -504,6 +504,42 @@ fn saved_contents(img: &Path, pid: i32, fd: i32) -> Vec<u8> {
     };
     assert!(regular.unlinked, "{regular:?}");
     image.read_data(regular.contents.as_ref().unwrap()).unwrap()
+}
+
+#[test]
+fn a_failed_dump_into_an_empty_dir_leaves_it_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = refusee(dir.path()) else {
+        return;
+    };
+    let path = dir.path().join("unlinked");
+    let size = (LIMIT + 1).to_string();
+    let mut tree = Tree::start(&exe, &["unlinked", path.to_str().unwrap(), &size]);
+    let (root, child) = (tree.root(), tree.child);
+    let (parent, img) = image_parent();
+    std::fs::create_dir(&img).unwrap();
+    // Refused after the tree was frozen and part of the image written.
+    let out = Command::new(PIPECR)
+        .args(["dump", "--leave-running", "-t", &root.to_string(), "-D"])
+        .arg(&img)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{}pid {child} fd 10 ", failed(root))),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // DIR is still there, still empty, and nothing is beside it.
+    assert_empty(&img);
+    let beside: Vec<_> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["img"]);
+    tree.assert_working(0, 0);
+    tree.finish();
 }
 
 #[test]

@@ -90,11 +90,8 @@ fn refused(d: &Dumped, wanted: &[&str]) -> String {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // The warning about a dump taken without --read-handlers is not the error.
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("pipecr: warning:"))
-        .collect();
+    // Handlers are saved by default, so nothing but the error is said.
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "not one line: {err}");
     for w in wanted {
         assert!(err.contains(w), "{w:?} not in: {err}");

@@ -1,7 +1,8 @@
 //! `pipecr restore` brings back signal state: handlers (with `SA_SIGINFO`), a blocked
 //! signal pending for the thread, one pending for the process (with its `si_value`), and
-//! an armed `ITIMER_REAL`, per-thread alternate signal stacks (tests/progs/altstack.c);
-//! and without `--read-handlers` it warns and uses defaults.
+//! an armed `ITIMER_REAL`, per-thread alternate signal stacks (tests/progs/altstack.c),
+//! all from a plain dump (issue 11: full fidelity is the default); a dump with
+//! `--no-inject` says what it did not save, and its restore uses defaults and says so.
 //!
 //! The program (tests/progs/signals.c) reports its handler counts and the timer on each
 //! byte read from a control FIFO and acknowledges on a second FIFO: the test waits for
@@ -12,9 +13,9 @@ mod common;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 
-use common::{KillOnDrop, PIPECR};
+use common::KillOnDrop;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -63,19 +64,11 @@ fn step(root: &Path, ctl: &mut File, ack: &mut File, cmd: u8) -> String {
     out.lines().last().unwrap().to_owned()
 }
 
-fn dump(pid: u32, img: &Path, read_handlers: bool) {
-    let mut cmd = Command::new(PIPECR);
-    cmd.args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
-        .arg(img);
-    if read_handlers {
-        cmd.arg("--read-handlers");
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// `pipecr dump --leave-running [OPTIONS]`; returns what it printed.
+fn dump(pid: u32, img: &Path, options: &[&str]) -> String {
+    let mut opts = vec!["--leave-running"];
+    opts.extend_from_slice(options);
+    common::dump(pid as i32, img, &opts)
 }
 
 /// Starts `pipecr restore` and waits for its `restored pid` line.
@@ -88,7 +81,7 @@ fn handlers_pending_signals_and_timer_come_back() {
     let Some(mut s) = start() else { return };
     let pid = s.prog.id();
     let img = s.root.join("img");
-    dump(pid, &img, true);
+    dump(pid, &img, &[]);
     s.prog.kill().unwrap();
     s.prog.wait().unwrap();
 
@@ -122,15 +115,27 @@ fn handlers_pending_signals_and_timer_come_back() {
         String::from_utf8_lossy(&out.stderr)
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("warning"), "{err}");
+    assert!(
+        !err.contains("warning") && !err.contains("defaults"),
+        "{err}"
+    );
 }
 
 #[test]
-fn without_handlers_restore_warns_and_uses_defaults() {
+fn no_inject_says_what_it_loses_and_restores_defaults() {
     let Some(mut s) = start() else { return };
     let pid = s.prog.id();
     let img = s.root.join("img");
-    dump(pid, &img, false);
+    let out = dump(pid, &img, &["--no-inject"]);
+    let said: Vec<&str> = out.lines().filter(|l| l.contains("not saved")).collect();
+    assert_eq!(
+        said,
+        [
+            "not saved (--no-inject): signal handlers, interval timers, alternate signal \
+             stacks, threads' clear_child_tid; a restore gives the processes defaults"
+        ],
+        "{out}"
+    );
     s.prog.kill().unwrap();
     s.prog.wait().unwrap();
 
@@ -145,13 +150,40 @@ fn without_handlers_restore_warns_and_uses_defaults() {
     let out = restore.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(128 + libc::SIGUSR1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(
-            "signal handlers and interval timers were not saved (dump without \
-             --read-handlers): restored with defaults"
-        ),
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("--no-inject")).collect();
+    assert_eq!(
+        said,
+        [
+            "pipecr: the image has no signal handlers (dumped with --no-inject, or by an older \
+             pipecr without --read-handlers): handlers, interval timers, alternate signal \
+             stacks and clear_child_tid come back as defaults"
+        ],
         "{err}"
     );
+}
+
+#[test]
+fn read_handlers_is_still_accepted() {
+    let Some(mut s) = start() else { return };
+    let pid = s.prog.id();
+    let img = s.root.join("img");
+    let out = dump(pid, &img, &["--read-handlers"]);
+    assert!(!out.contains("not saved"), "{out}");
+    s.prog.kill().unwrap();
+    s.prog.wait().unwrap();
+    let restore = restore(&img, pid);
+    let _guard = KillOnDrop(vec![pid as i32]);
+    // The handler is back: SIGUSR1 is counted, not fatal.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::USR1,
+    )
+    .unwrap();
+    let line = step(&s.root, &mut s.ctl, &mut s.ack, b'r');
+    assert!(line.starts_with("usr1=1 "), "{line}");
+    s.ctl.write_all(b"q").unwrap();
+    let out = restore.wait_with_output().unwrap();
+    assert!(out.status.success(), "restored program: {:?}", out.status);
 }
 
 #[test]
@@ -163,7 +195,7 @@ fn alternate_signal_stacks_come_back_per_thread() {
     let line = step(&s.root, &mut s.ctl, &mut s.ack, b's');
     assert_eq!(line, "main=alt,same other=alt,same", "before the dump");
     let img = s.root.join("img");
-    dump(pid, &img, true);
+    dump(pid, &img, &[]);
     s.prog.kill().unwrap();
     s.prog.wait().unwrap();
 

@@ -28,9 +28,12 @@ pub enum ImageError {
         source: io::Error,
     },
 
-    /// [`ImageWriter::create`](crate::ImageWriter::create) was given a directory that
-    /// already exists. Images are never overwritten.
-    #[error("image {}: already exists (refusing to overwrite)", .dir.display())]
+    /// [`ImageWriter::create`](crate::ImageWriter::create) was given a path that exists
+    /// and is not an empty directory. Images, and anything else, are never overwritten.
+    #[error(
+        "image {}: already exists and is not an empty directory (refusing to overwrite)",
+        .dir.display()
+    )]
     AlreadyExists {
         /// The directory that exists.
         dir: PathBuf,

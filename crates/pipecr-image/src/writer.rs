@@ -1,7 +1,10 @@
 //! Writing an image directory atomically. This module owns the write protocol: every file
 //! goes into a sibling temporary directory, and only a complete, fsync'd image is renamed
 //! into place, so a crash mid-dump never leaves a directory that looks like an image.
-//! What goes into the files is the caller's business.
+//! The final directory may already exist if it is empty (`mkdir DIR && pipecr dump -D
+//! DIR`): `rename(2)` replaces an empty directory atomically, and until then it stays as
+//! it was, so a failed or killed dump leaves it empty. What goes into the files is the
+//! caller's business.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -35,8 +38,9 @@ pub struct ImageMeta {
 /// Files go into a sibling temporary directory `DIR.tmp-<pid>-<n>`. [`commit`](Self::commit)
 /// fsyncs every file, writes the inventory (every file's length and CRC32C and layout, the
 /// [`ImageMeta`], the format version and the creation time), fsyncs the directory, renames
-/// it to `DIR` and fsyncs the parent. Dropping the writer without committing removes the
-/// temporary directory.
+/// it to `DIR` (replacing `DIR` if it is an empty directory, whose permission bits the
+/// image keeps) and fsyncs the parent. Dropping the writer without committing removes the
+/// temporary directory and leaves `DIR` as it was.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), pipecr_image::ImageError> {
@@ -85,14 +89,18 @@ static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
 impl ImageWriter {
     /// Starts a new image that will become `dir` on [`commit`](Self::commit).
     ///
-    /// Fails with [`ImageError::AlreadyExists`] if `dir` exists: an image is never
-    /// overwritten.
+    /// Fails with [`ImageError::AlreadyExists`] if `dir` exists and is not an empty
+    /// directory: an image, or anything else, is never overwritten.
     pub fn create(dir: &Path, meta: ImageMeta) -> Result<Self, ImageError> {
-        if exists(dir)? {
-            return Err(ImageError::AlreadyExists {
-                dir: dir.to_path_buf(),
-            });
-        }
+        let empty_dir = match vacancy(dir)? {
+            Vacancy::Absent => None,
+            Vacancy::EmptyDir(mode) => Some(mode),
+            Vacancy::Taken => {
+                return Err(ImageError::AlreadyExists {
+                    dir: dir.to_path_buf(),
+                });
+            }
+        };
         let Some(base) = dir.file_name() else {
             return Err(ImageError::io(
                 dir,
@@ -111,6 +119,13 @@ impl ImageWriter {
             let tmp = dir.with_file_name(tmp_name);
             match fs::create_dir(&tmp) {
                 Ok(()) => {
+                    // The image takes the place of the empty directory: keep its mode.
+                    if let Some(mode) = empty_dir {
+                        if let Err(e) = fs::set_permissions(&tmp, mode) {
+                            let _ = fs::remove_dir(&tmp);
+                            return Err(ImageError::io(tmp, "chmod", e));
+                        }
+                    }
                     return Ok(ImageWriter {
                         dir: dir.to_path_buf(),
                         tmp,
@@ -194,10 +209,10 @@ impl ImageWriter {
     /// temporary directory, renames it to the final directory and fsyncs the parent.
     /// Returns the final directory.
     ///
-    /// If the final directory appeared meanwhile the commit fails with
-    /// [`ImageError::AlreadyExists`] and the temporary directory is removed. (Between that
-    /// check and the rename, another process could still create an *empty* directory of
-    /// that name, which `rename(2)` replaces; a non-empty one makes the rename fail.)
+    /// If something other than an empty directory took the final name meanwhile, the
+    /// commit fails with [`ImageError::AlreadyExists`] and the temporary directory is
+    /// removed. (`rename(2)` replaces only an empty directory: a directory filled between
+    /// the check and the rename makes it fail the same way.)
     pub fn commit(mut self) -> Result<PathBuf, ImageError> {
         let mut digests = Vec::with_capacity(self.files.len());
         for e in &self.files {
@@ -236,13 +251,19 @@ impl ImageWriter {
         drop(inv);
         sync_dir(&self.tmp)?;
 
-        if exists(&self.dir)? {
-            return Err(ImageError::AlreadyExists {
-                dir: self.dir.clone(),
-            });
+        let taken = || ImageError::AlreadyExists {
+            dir: self.dir.clone(),
+        };
+        if matches!(vacancy(&self.dir)?, Vacancy::Taken) {
+            return Err(taken());
         }
-        fs::rename(&self.tmp, &self.dir)
-            .map_err(|e| ImageError::io(&self.dir, "rename the temporary directory to", e))?;
+        fs::rename(&self.tmp, &self.dir).map_err(|e| {
+            use std::io::ErrorKind::{AlreadyExists, DirectoryNotEmpty, NotADirectory};
+            match e.kind() {
+                DirectoryNotEmpty | AlreadyExists | NotADirectory => taken(),
+                _ => ImageError::io(&self.dir, "rename the temporary directory to", e),
+            }
+        })?;
         self.committed = true;
         if let Some(parent) = self.dir.parent() {
             let parent = if parent.as_os_str().is_empty() {
@@ -413,12 +434,30 @@ impl RawWriter {
     }
 }
 
-fn exists(path: &Path) -> Result<bool, ImageError> {
-    match fs::symlink_metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(ImageError::io(path, "stat", e)),
+/// Whether an image may take the name `path`.
+enum Vacancy {
+    /// Nothing has it.
+    Absent,
+    /// An empty directory (not a symlink to one), with these permissions.
+    EmptyDir(fs::Permissions),
+    /// Anything else.
+    Taken,
+}
+
+fn vacancy(path: &Path) -> Result<Vacancy, ImageError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vacancy::Absent),
+        Err(e) => return Err(ImageError::io(path, "stat", e)),
+    };
+    if !meta.is_dir() {
+        return Ok(Vacancy::Taken);
     }
+    let mut entries = fs::read_dir(path).map_err(|e| ImageError::io(path, "list", e))?;
+    Ok(match entries.next() {
+        None => Vacancy::EmptyDir(meta.permissions()),
+        Some(_) => Vacancy::Taken,
+    })
 }
 
 /// Makes a directory's entries durable. Only Unix can open and fsync a directory; other

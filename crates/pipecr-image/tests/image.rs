@@ -225,6 +225,7 @@ fn refuses_existing_dir() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("img");
     fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("precious"), b"x").unwrap();
     match ImageWriter::create(&dir, meta()) {
         Err(ImageError::AlreadyExists { dir: d }) => assert_eq!(d, dir),
         other => panic!("{other:?}"),
@@ -236,6 +237,36 @@ fn refuses_existing_dir() {
         ImageWriter::create(&file, meta()),
         Err(ImageError::AlreadyExists { .. })
     ));
+}
+
+#[test]
+fn an_empty_dir_becomes_the_image_keeping_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("img");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o710)).unwrap();
+    let mut w = ImageWriter::create(&dir, meta()).unwrap();
+    w.write_records(PIPES, &[Pipe::default()]).unwrap();
+    // Until the commit the empty directory is untouched.
+    assert!(entries(&dir).is_empty());
+    assert_eq!(w.commit().unwrap(), dir);
+    assert_eq!(entries(t.path()), vec!["img"]);
+    Image::open(&dir).unwrap();
+    let mode = fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o710);
+}
+
+#[test]
+fn a_dropped_writer_leaves_the_empty_dir_empty() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("img");
+    fs::create_dir(&dir).unwrap();
+    let mut w = ImageWriter::create(&dir, meta()).unwrap();
+    w.write_records(PIPES, &[Pipe::default()]).unwrap();
+    drop(w);
+    assert_eq!(entries(t.path()), vec!["img"]);
+    assert!(entries(&dir).is_empty());
 }
 
 #[test]

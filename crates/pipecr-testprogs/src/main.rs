@@ -38,6 +38,7 @@
 
 mod common;
 mod descriptors;
+mod events;
 mod fifos;
 mod files;
 mod pipes;
@@ -66,6 +67,7 @@ static SCENARIOS: &[(&str, &dyn Scenario)] = &[
     ("clone-files", &descriptors::CloneFiles),
     ("epoll", &pipes::Epoll),
     ("terminal", &terminals::Terminal),
+    ("event-fds", &events::EventFds),
 ];
 
 const USAGE: &str = "usage: pipecr-testprog SCENARIO setup [--dir DIR] [ARGS...]\n       \

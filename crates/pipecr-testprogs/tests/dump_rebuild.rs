@@ -767,3 +767,48 @@ fn pty_slave_and_dev_random() {
         "stdio, two opens of the slave, /dev/random"
     );
 }
+
+#[test]
+fn timerfds_signalfd_and_inotify_of_an_event_loop() {
+    if !privileged("event-fds") {
+        return;
+    }
+    let setup = Setup::start("event-fds", &[]);
+    let (_parent, dir) = image_dir();
+    dump_with_cli(&setup, &dir);
+    verify_all(&setup, &dir);
+    let root = setup.root();
+    setup.finish();
+    let saved = Saved::read(&dir);
+    // Six timerfds, a signalfd, an inotify instance, a directory, plus stdio.
+    assert_eq!(saved.files.len(), 12);
+    let timer = |fd| match &saved.file_of(root, fd).kind {
+        Some(open_file::Kind::Timerfd(t)) => *t,
+        other => panic!("fd {fd}: {other:?}"),
+    };
+    let clocks: Vec<i32> = (10..=15).map(|fd| timer(fd).clockid).collect();
+    assert_eq!(clocks, vec![1, 0, 7, 8, 9, 1]);
+    // Absolute timers are saved at their absolute expiry, with their flags.
+    let realtime = timer(11);
+    assert_eq!(realtime.settime_flags, 3);
+    assert!(
+        realtime.value_sec.abs_diff(4_000_000_000) <= 1,
+        "{realtime:?}"
+    );
+    assert_eq!(timer(12).settime_flags, 1);
+    assert_eq!((timer(13).value_sec, timer(13).value_nsec), (0, 0));
+    assert_eq!(timer(15).ticks, 1);
+    match &saved.file_of(root, 16).kind {
+        Some(open_file::Kind::Signalfd(s)) => assert_eq!(s.sigmask, 0x0800_0200),
+        other => panic!("fd 16: {other:?}"),
+    }
+    match &saved.file_of(root, 17).kind {
+        Some(open_file::Kind::Inotify(i)) => {
+            let wds: Vec<i32> = i.watches.iter().map(|w| w.wd).collect();
+            assert_eq!(wds, vec![1, 4]);
+            assert!(i.watches[1].path.ends_with("/events/watched"), "{i:?}");
+            assert!(!i.watches[1].handle.is_empty());
+        }
+        other => panic!("fd 17: {other:?}"),
+    }
+}

@@ -128,7 +128,9 @@ impl FrozenTree {
     }
 
     /// The signal whose delivery thread `tid` was stopped in, if the freeze caught it
-    /// there: it is pending for the thread, and is handed back when the tree resumes.
+    /// there: it is pending for the thread, and is handed back when pipecr detaches the
+    /// tree. If pipecr is killed before it detaches, the signal is lost: pipecr has
+    /// already waited for that stop, which suppresses it (docs/INJECTION.md).
     pub fn intercepted_signal(&self, tid: i32) -> Option<Signal> {
         self.seized.get(&tid).copied().flatten()
     }

@@ -200,6 +200,196 @@ impl FdInfo {
     }
 }
 
+/// What `/proc/PID/fdinfo/N` says about a timerfd (`timerfd_show` in `fs/timerfd.c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerFdInfo {
+    /// `clockid:` (`CLOCK_REALTIME`, `CLOCK_MONOTONIC`, ...).
+    pub clockid: i32,
+    /// `ticks:`: expirations counted and not yet read.
+    pub ticks: u64,
+    /// `settime flags:` (octal): `TFD_TIMER_ABSTIME`, `TFD_TIMER_CANCEL_ON_SET`.
+    pub settime_flags: u32,
+    /// `it_value:` as (seconds, nanoseconds): the time remaining to the next expiry,
+    /// 0 when disarmed or expired.
+    pub value: (u64, u32),
+    /// `it_interval:` as (seconds, nanoseconds).
+    pub interval: (u64, u32),
+}
+
+/// One `inotify wd:` line of `/proc/PID/fdinfo/N` (`inotify_fdinfo` in
+/// `fs/notify/fdinfo.c`): one watch of an inotify instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InotifyWatchInfo {
+    /// The watch descriptor.
+    pub wd: i32,
+    /// Inode number of the watched file.
+    pub ino: u64,
+    /// Device of its filesystem, as the kernel encodes it (`MAJOR << 20 | MINOR`).
+    pub sdev: u32,
+    /// The events watched, with `IN_ONESHOT` and `IN_EXCL_UNLINK`.
+    pub mask: u32,
+    /// Its file handle as (type, bytes), when the kernel printed one.
+    pub handle: Option<(i32, Vec<u8>)>,
+}
+
+impl InotifyWatchInfo {
+    /// The device as `stat(2)` reports it in `st_dev`.
+    pub fn dev(&self) -> u64 {
+        let (major, minor) = (u64::from(self.sdev >> 20), u64::from(self.sdev & 0xf_ffff));
+        (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+    }
+}
+
+impl FdInfo {
+    /// The timerfd lines, or which one is missing or malformed.
+    pub fn timerfd(&self) -> Result<TimerFdInfo, &'static str> {
+        let pair = |key: &'static str| -> Result<(u64, u32), &'static str> {
+            let v = self.get(key).ok_or(key)?;
+            let (s, ns) = v
+                .trim()
+                .strip_prefix('(')
+                .and_then(|v| v.strip_suffix(')'))
+                .and_then(|v| v.split_once(','))
+                .ok_or(key)?;
+            let sec = s.trim().parse().map_err(|_| key)?;
+            let nsec: u32 = ns.trim().parse().map_err(|_| key)?;
+            if nsec >= 1_000_000_000 {
+                return Err(key);
+            }
+            Ok((sec, nsec))
+        };
+        Ok(TimerFdInfo {
+            clockid: self
+                .get("clockid")
+                .and_then(|v| v.parse().ok())
+                .ok_or("clockid")?,
+            ticks: self
+                .get("ticks")
+                .and_then(|v| v.parse().ok())
+                .ok_or("ticks")?,
+            settime_flags: self
+                .get("settime flags")
+                .and_then(|v| u32::from_str_radix(v, 8).ok())
+                .ok_or("settime flags")?,
+            value: pair("it_value")?,
+            interval: pair("it_interval")?,
+        })
+    }
+
+    /// The `sigmask:` of a signalfd (bit N-1 for signal N), or `None`.
+    pub fn signalfd_mask(&self) -> Option<u64> {
+        u64::from_str_radix(self.get("sigmask")?, 16).ok()
+    }
+
+    /// Every `inotify wd:` line, in the kernel's order, or the first malformed one.
+    pub fn inotify_watches(&self) -> Result<Vec<InotifyWatchInfo>, String> {
+        self.extra
+            .iter()
+            .filter(|(k, _)| k == "inotify wd")
+            .map(|(_, v)| parse_inotify_watch(v).ok_or_else(|| format!("inotify wd:{v}")))
+            .collect()
+    }
+}
+
+/// Parses what follows `inotify wd:` on a watch line: `%x ino:%lx sdev:%x mask:%x
+/// ignored_mask:%x [fhandle-bytes:%x fhandle-type:%x f_handle:%02x...]`.
+fn parse_inotify_watch(rest: &str) -> Option<InotifyWatchInfo> {
+    let mut fields = rest.split_ascii_whitespace();
+    let wd = i32::from_str_radix(fields.next()?, 16).ok()?;
+    let (mut ino, mut sdev, mut mask) = (None, None, None);
+    let (mut bytes, mut kind, mut handle) = (None, None, None);
+    for field in fields {
+        let (key, value) = field.split_once(':')?;
+        match key {
+            "ino" => ino = Some(u64::from_str_radix(value, 16).ok()?),
+            "sdev" => sdev = Some(u32::from_str_radix(value, 16).ok()?),
+            "mask" => mask = Some(u32::from_str_radix(value, 16).ok()?),
+            "fhandle-bytes" => bytes = Some(usize::from_str_radix(value, 16).ok()?),
+            "fhandle-type" => kind = Some(i32::from_str_radix(value, 16).ok()?),
+            "f_handle" => {
+                if value.len() % 2 != 0 || !value.is_ascii() {
+                    return None;
+                }
+                let decoded: Option<Vec<u8>> = (0..value.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&value[i..i + 2], 16).ok())
+                    .collect();
+                handle = Some(decoded?);
+            }
+            _ => {}
+        }
+    }
+    let handle = match (bytes, kind, handle) {
+        (Some(n), Some(t), Some(h)) if h.len() == n => Some((t, h)),
+        (None, None, None) => None,
+        _ => return None,
+    };
+    Some(InotifyWatchInfo {
+        wd,
+        ino: ino?,
+        sdev: sdev?,
+        mask: mask?,
+        handle,
+    })
+}
+
+/// The mount points, in the mount namespace of process `pid`, of the filesystem on
+/// device `dev` (`st_dev` encoding), from `/proc/PID/mountinfo`: those that mount the
+/// filesystem's root first.
+pub fn mount_points_of(pid: i32, dev: u64) -> Result<Vec<PathBuf>, ProcError> {
+    let path = format!("/proc/{pid}/mountinfo");
+    let text = read(pid, path.clone())?;
+    let (major, minor) = (
+        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff),
+    );
+    let want = format!("{major}:{minor}");
+    let mut found: Vec<(bool, PathBuf)> = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split(' ');
+        let (Some(_id), Some(_parent), Some(devno), Some(root), Some(point)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(ProcError::Parse {
+                path: path.into(),
+                what: "ID PARENT MAJOR:MINOR ROOT MOUNT-POINT ...",
+            });
+        };
+        if devno == want {
+            found.push((root != "/", PathBuf::from(unescape_octal(point))));
+        }
+    }
+    found.sort_by_key(|(not_root, _)| *not_root);
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Undoes the kernel's `\ooo` escapes of spaces, tabs, newlines and backslashes in
+/// mountinfo paths.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let code = b.get(i + 1..i + 4).and_then(|d| {
+            d.iter()
+                .try_fold(0u32, |n, &c| {
+                    (b'0'..=b'7')
+                        .contains(&c)
+                        .then(|| n * 8 + u32::from(c - b'0'))
+                })
+                .and_then(|n| u8::try_from(n).ok())
+        });
+        if let (b'\\', Some(c)) = (b[i], code) {
+            out.push(c);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `O_CLOEXEC` as the kernel prints it in fdinfo's `flags:` (octal 02000000).
 const FDINFO_CLOEXEC: u32 = 0o2000000;
 
@@ -286,6 +476,55 @@ mod tests {
         assert_eq!(info.ino, Some(778274));
         assert_eq!(info.get("eventfd-count"), Some("5"));
         assert_eq!(parse_fdinfo("flags: 0\n"), None);
+    }
+
+    #[test]
+    fn timerfd_lines() {
+        let text = "pos:\t0\nflags:\t02004002\nmnt_id:\t17\nino:\t1038\nclockid: 7\nticks: 3\n\
+                    settime flags: 03\nit_value: (99, 987789876)\nit_interval: (0, 500000000)\n";
+        let t = parse_fdinfo(text).unwrap().timerfd().unwrap();
+        assert_eq!(
+            t,
+            TimerFdInfo {
+                clockid: 7,
+                ticks: 3,
+                settime_flags: 3,
+                value: (99, 987_789_876),
+                interval: (0, 500_000_000),
+            }
+        );
+        let broken = parse_fdinfo("pos: 0\nflags: 02\nclockid: 1\nticks: 0\n").unwrap();
+        assert_eq!(broken.timerfd(), Err("settime flags"));
+    }
+
+    #[test]
+    fn signalfd_mask_line() {
+        let info = parse_fdinfo("pos:\t0\nflags:\t02\nsigmask:\t0000000000000a00\n").unwrap();
+        assert_eq!(info.signalfd_mask(), Some(0xa00));
+    }
+
+    #[test]
+    fn inotify_watch_lines() {
+        let text = "pos:\t0\nflags:\t00\nmnt_id:\t17\nino:\t1038\n\
+            inotify wd:2 ino:263 sdev:fe00001 mask:80000fff ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:6302000000000000\n\
+            inotify wd:1a ino:3c4a7 sdev:fe00000 mask:2 ignored_mask:0\n";
+        let w = parse_fdinfo(text).unwrap().inotify_watches().unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!((w[0].wd, w[0].ino, w[0].mask), (2, 0x263, 0x8000_0fff));
+        assert_eq!(w[0].handle, Some((1, vec![0x63, 2, 0, 0, 0, 0, 0, 0])));
+        assert_eq!(w[0].dev(), 0xfe01);
+        assert_eq!(
+            (w[1].wd, w[1].ino, w[1].handle.clone()),
+            (0x1a, 0x3c4a7, None)
+        );
+        let bad = parse_fdinfo("pos: 0\nflags: 0\ninotify wd:1 ino:zz sdev:0 mask:2\n").unwrap();
+        assert!(bad.inotify_watches().is_err());
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_octal("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_octal("/plain"), "/plain");
     }
 
     #[test]

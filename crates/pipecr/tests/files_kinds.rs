@@ -12,6 +12,7 @@ use pipecr_image::proto::{self, open_file};
 use pipecr_image::{Image, ImageMeta, ImageWriter};
 use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags, SeekFrom};
 use rustix::io::Errno;
+use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags};
 
 mod common;
 
@@ -509,6 +510,274 @@ fn blocking_empty_eventfd_stays_blocking() {
     assert_eq!(eventfd_read(restored.as_fd()), Ok(2));
 }
 
+// ---- timerfd ----
+
+fn timerfd_settime(
+    fd: BorrowedFd<'_>,
+    flags: TimerfdTimerFlags,
+    value: (i64, i64),
+    interval: (i64, i64),
+) {
+    let spec = |(tv_sec, tv_nsec)| rustix::time::Timespec { tv_sec, tv_nsec };
+    rustix::time::timerfd_settime(
+        fd,
+        flags,
+        &Itimerspec {
+            it_value: spec(value),
+            it_interval: spec(interval),
+        },
+    )
+    .unwrap();
+}
+
+fn nanos(t: rustix::time::Timespec) -> i128 {
+    i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+}
+
+fn ticks(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    let mut buf = [0u8; 8];
+    rustix::io::read(fd, &mut buf)?;
+    Ok(u64::from_ne_bytes(buf))
+}
+
+/// Whether `fd` has something to read right now.
+fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut pfd = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut pfd, Some(&zero)).unwrap() == 1
+}
+
+/// A `key: value` line of our own `/proc/self/fdinfo/N`.
+fn fdinfo_line(fd: BorrowedFd<'_>, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {key} line"))
+}
+
+#[test]
+fn relative_periodic_timerfd_keeps_clock_period_remaining_time_and_flags() {
+    let fd = rustix::time::timerfd_create(
+        TimerfdClockId::Monotonic,
+        TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
+    )
+    .unwrap();
+    timerfd_settime(
+        fd.as_fd(),
+        TimerfdTimerFlags::empty(),
+        (1000, 0),
+        (0, 500_000_000),
+    );
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let Some(open_file::Kind::Timerfd(t)) = &saved.kind else {
+        panic!("not saved as a timerfd: {saved:?}");
+    };
+    assert_eq!((t.clockid, t.settime_flags, t.ticks), (1, 0, 0));
+    assert_eq!((t.interval_sec, t.interval_nsec), (0, 500_000_000));
+    assert!(t.value_sec < 1000 && t.value_sec >= 990, "{t:?}");
+    assert_eq!(link(restored.as_fd()), "anon_inode:[timerfd]");
+    assert!(flags(restored.as_fd()).contains(OFlags::NONBLOCK));
+    let now = rustix::time::timerfd_gettime(&restored).unwrap();
+    assert_eq!(nanos(now.it_interval), 500_000_000);
+    let remaining = nanos(now.it_value);
+    assert!(remaining > 0 && remaining <= i128::from(t.value_sec + 1) * 1_000_000_000);
+    assert_eq!(fdinfo_line(restored.as_fd(), "clockid:"), "1");
+    assert_eq!(ticks(restored.as_fd()), Err(Errno::AGAIN));
+}
+
+#[test]
+fn fired_one_shot_timerfd_keeps_its_unread_expiration() {
+    let fd = rustix::time::timerfd_create(TimerfdClockId::Boottime, TimerfdFlags::CLOEXEC).unwrap();
+    timerfd_settime(fd.as_fd(), TimerfdTimerFlags::empty(), (0, 1), (0, 0));
+    // Wait until it has fired: readable means one expiration counted.
+    let mut pfd = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    assert_eq!(rustix::event::poll(&mut pfd, None).unwrap(), 1);
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let Some(open_file::Kind::Timerfd(t)) = &saved.kind else {
+        panic!("not saved as a timerfd: {saved:?}");
+    };
+    assert_eq!(
+        (t.clockid, t.ticks, t.value_sec, t.value_nsec),
+        (7, 1, 0, 0)
+    );
+    assert!(!flags(restored.as_fd()).contains(OFlags::NONBLOCK));
+    // Readable (checked first: a read of a blocking timerfd with nothing counted waits).
+    let mut pfd = [rustix::event::PollFd::new(
+        &restored,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    assert_eq!(rustix::event::poll(&mut pfd, Some(&zero)).unwrap(), 1);
+    assert_eq!(ticks(restored.as_fd()), Ok(1));
+    let now = rustix::time::timerfd_gettime(&restored).unwrap();
+    assert_eq!((nanos(now.it_value), nanos(now.it_interval)), (0, 0));
+    // The dump read nothing from the original.
+    assert!(readable_now(fd.as_fd()));
+    assert_eq!(ticks(fd.as_fd()), Ok(1));
+}
+
+#[test]
+fn absolute_realtime_timerfd_stays_absolute_with_cancel_on_set() {
+    const DEADLINE: i128 = 4_000_000_000 * 1_000_000_000;
+    let fd = rustix::time::timerfd_create(TimerfdClockId::Realtime, TimerfdFlags::CLOEXEC).unwrap();
+    timerfd_settime(
+        fd.as_fd(),
+        TimerfdTimerFlags::ABSTIME | TimerfdTimerFlags::CANCEL_ON_SET,
+        (4_000_000_000, 0),
+        (0, 0),
+    );
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let Some(open_file::Kind::Timerfd(t)) = &saved.kind else {
+        panic!("not saved as a timerfd: {saved:?}");
+    };
+    assert_eq!((t.clockid, t.settime_flags), (0, 3));
+    let at = i128::from(t.value_sec) * 1_000_000_000 + i128::from(t.value_nsec);
+    assert!((at - DEADLINE).abs() < 1_000_000_000, "saved expiry {at}");
+    assert_eq!(fdinfo_line(restored.as_fd(), "settime flags:"), "03");
+    let remaining = nanos(rustix::time::timerfd_gettime(&restored).unwrap().it_value);
+    let now = nanos(rustix::time::clock_gettime(rustix::time::ClockId::Realtime));
+    assert!((now + remaining - DEADLINE).abs() < 1_000_000_000);
+}
+
+// ---- signalfd ----
+
+#[test]
+fn signalfd_keeps_its_mask_and_reads_a_signal_sent_after_restore() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGUSR1);
+    mask.add(Signal::SIGWINCH);
+    let original = nix::sys::signalfd::SignalFd::with_flags(
+        &mask,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .unwrap();
+    let (saved, restored) = roundtrip(original.as_fd());
+    assert_eq!(
+        saved.kind,
+        Some(open_file::Kind::Signalfd(proto::SignalFd {
+            sigmask: (1 << (10 - 1)) | (1 << (28 - 1))
+        }))
+    );
+    assert_eq!(link(restored.as_fd()), "anon_inode:[signalfd]");
+    assert!(flags(restored.as_fd()).contains(OFlags::NONBLOCK));
+    assert_eq!(
+        fdinfo_line(restored.as_fd(), "sigmask:"),
+        fdinfo_line(original.as_fd(), "sigmask:")
+    );
+    // A signal for this thread, blocked so that it stays pending, is read from it.
+    let mut usr1 = SigSet::empty();
+    usr1.add(Signal::SIGUSR1);
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&usr1), None).unwrap();
+    // raise(3) directs it at the calling thread.
+    nix::sys::signal::raise(Signal::SIGUSR1).unwrap();
+    let mut info = [0u8; 128];
+    assert_eq!(rustix::io::read(&restored, &mut info).unwrap(), 128);
+    assert_eq!(u32::from_ne_bytes(info[..4].try_into().unwrap()), 10);
+    assert_eq!(rustix::io::read(&restored, &mut info), Err(Errno::AGAIN));
+}
+
+// ---- inotify ----
+
+#[test]
+fn inotify_watches_keep_their_numbers_masks_and_files() {
+    use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let watched = file_with(dir.path(), "watched", b"");
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).unwrap();
+    assert_eq!(
+        inotify::add_watch(&fd, &sub, WatchFlags::CREATE).unwrap(),
+        1
+    );
+    // Watch descriptors 2 and 3 come and go: a gap.
+    for wd in [2, 3] {
+        assert_eq!(
+            inotify::add_watch(&fd, dir.path(), WatchFlags::ATTRIB).unwrap(),
+            wd
+        );
+        inotify::remove_watch(&fd, wd).unwrap();
+    }
+    let mut buf = [0u8; 256];
+    while rustix::io::read(&fd, &mut buf).is_ok() {}
+    assert_eq!(
+        inotify::add_watch(&fd, &watched, WatchFlags::MODIFY | WatchFlags::ONESHOT).unwrap(),
+        4
+    );
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let Some(open_file::Kind::Inotify(i)) = &saved.kind else {
+        panic!("not saved as inotify: {saved:?}");
+    };
+    let got: Vec<(i32, u32, &str)> = i
+        .watches
+        .iter()
+        .map(|w| (w.wd, w.mask, w.path.as_str()))
+        .collect();
+    let (sub_s, watched_s) = (sub.to_str().unwrap(), watched.to_str().unwrap());
+    assert_eq!(
+        got,
+        vec![
+            (1, WatchFlags::CREATE.bits(), sub_s),
+            (
+                4,
+                (WatchFlags::MODIFY | WatchFlags::ONESHOT).bits(),
+                watched_s
+            ),
+        ]
+    );
+    assert_eq!(link(restored.as_fd()), "anon_inode:inotify");
+    assert!(flags(restored.as_fd()).contains(OFlags::NONBLOCK));
+    // No event of the placeholders that made the gap is left for the program.
+    assert_eq!(rustix::io::ioctl_fionread(&restored).unwrap(), 0);
+    std::fs::write(&watched, b"changed").unwrap();
+    let n = rustix::io::read(&restored, &mut buf).unwrap();
+    assert!(n >= 16);
+    let wd = i32::from_ne_bytes(buf[..4].try_into().unwrap());
+    let mask = u32::from_ne_bytes(buf[4..8].try_into().unwrap());
+    assert_eq!(
+        (wd, mask & WatchFlags::MODIFY.bits()),
+        (4, WatchFlags::MODIFY.bits())
+    );
+}
+
+#[test]
+fn inotify_watch_follows_its_file_through_a_rename_by_file_handle() {
+    use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let before = file_with(dir.path(), "before", b"");
+    let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).unwrap();
+    assert_eq!(
+        inotify::add_watch(&fd, &before, WatchFlags::MODIFY).unwrap(),
+        1
+    );
+    let dumped = tempfile::tempdir().unwrap();
+    let image = dump(dumped.path(), fd.as_fd(), DumpOptions::default()).unwrap();
+    // Between dump and restore the saved path stops leading to the file.
+    let after = dir.path().join("after");
+    std::fs::rename(&before, &after).unwrap();
+    let restored = restore(&image).unwrap();
+    std::fs::write(&after, b"changed").unwrap();
+    let mut buf = [0u8; 64];
+    assert!(rustix::io::read(&restored, &mut buf).unwrap() >= 16);
+    let wd = i32::from_ne_bytes(buf[..4].try_into().unwrap());
+    let mask = u32::from_ne_bytes(buf[4..8].try_into().unwrap());
+    assert_eq!((wd, mask), (1, WatchFlags::MODIFY.bits()));
+}
+
 // ---- memfd ----
 
 #[test]
@@ -633,26 +902,37 @@ fn assert_unsupported_in(pid: i32, fd: i32, kind: &str) {
 }
 
 #[test]
-fn epoll_and_signalfd_are_not_supported_and_named() {
+fn epoll_is_not_supported_and_named() {
     let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).unwrap();
     assert_unsupported(epoll.as_fd(), "epoll");
-
-    let mask = nix::sys::signal::SigSet::empty();
-    let signalfd =
-        nix::sys::signalfd::SignalFd::with_flags(&mask, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
-            .unwrap();
-    assert_unsupported(signalfd.as_fd(), "signalfd");
 }
 
 #[test]
-fn inotify_is_not_supported_and_named() {
+fn inotify_with_unread_events_is_refused_with_the_bytes_it_would_lose() {
+    let dir = tempfile::tempdir().unwrap();
     let inotify = rustix::fs::inotify::init(rustix::fs::inotify::CreateFlags::CLOEXEC).unwrap();
-    rustix::fs::inotify::add_watch(&inotify, "/", rustix::fs::inotify::WatchFlags::CREATE).unwrap();
-    assert_unsupported_in(me(), inotify.as_raw_fd(), "inotify instance");
+    rustix::fs::inotify::add_watch(
+        &inotify,
+        dir.path(),
+        rustix::fs::inotify::WatchFlags::CREATE,
+    )
+    .unwrap();
+    // One IN_CREATE event for "a": a 16-byte header and the name padded to 16 bytes.
+    file_with(dir.path(), "a", b"");
+    let fd = inotify.as_raw_fd();
+    assert_unsupported_in(
+        me(),
+        fd,
+        "inotify instance holding 32 bytes of unread events (pipecr cannot save them \
+         without consuming them, so they would be lost)",
+    );
+    // The refusal read nothing: the event is still there for the program.
+    let mut buf = [0u8; 64];
+    assert_eq!(rustix::io::read(&inotify, &mut buf).unwrap(), 32);
 }
 
 #[test]
-fn timerfd_and_io_uring_of_another_process_are_not_supported_and_named() {
+fn fanotify_and_io_uring_of_another_process_are_not_supported_and_named() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let exe = common::build_c("odd-kinds", include_str!("c/odd_kinds.c"), &[]);
@@ -670,10 +950,10 @@ fn timerfd_and_io_uring_of_another_process_are_not_supported_and_named() {
         .split_whitespace()
         .map(|n| n.parse().unwrap())
         .collect();
-    let [timer, ring] = fds[..] else {
+    let [fanotify, ring] = fds[..] else {
         panic!("odd-kinds printed {line:?}");
     };
-    assert_unsupported_in(pid, timer, "timerfd");
+    assert_unsupported_in(pid, fanotify, "fanotify instance");
     if ring < 0 {
         eprintln!("io_uring part skipped: io_uring_setup is refused on this kernel");
     } else {

@@ -1,6 +1,6 @@
 //! Signal handlers and interval timers in the dump: they have no /proc interface and are
-//! read, when asked (`read_handlers`), by injecting syscalls into the frozen process,
-//! which must run on afterwards.
+//! read by default (`read_handlers`) by injecting syscalls into the frozen process,
+//! which must run on afterwards; with `read_handlers: false` nothing is injected.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -37,16 +37,12 @@ print("after", line.strip(), len(got), flush=True)
 }
 
 #[test]
-fn handlers_and_timers_are_saved_and_the_process_runs_on() {
+fn handlers_and_timers_are_saved_by_default_and_the_process_runs_on() {
     let mut child = python_with_handlers();
     let pid = child.id() as i32;
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("img");
-    let options = DumpOptions {
-        read_handlers: true,
-        ..DumpOptions::default()
-    };
-    pipecr::dump::dump_tree(pid, &img, &options).unwrap();
+    pipecr::dump::dump_tree(pid, &img, &DumpOptions::default()).unwrap();
 
     let image = Image::open(&img).unwrap();
     let cores: Vec<proto::Core> = image.read_records(pipecr_image::CORE).unwrap();
@@ -131,12 +127,16 @@ fn a_process_that_catches_nothing_has_no_handlers_and_no_timers() {
 }
 
 #[test]
-fn by_default_nothing_is_injected_and_the_image_says_handlers_are_unknown() {
+fn without_read_handlers_nothing_is_injected_and_the_image_says_handlers_are_unknown() {
     let mut child = python_with_handlers();
     let pid = child.id() as i32;
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("img");
-    pipecr::dump::dump_tree(pid, &img, &DumpOptions::default()).unwrap();
+    let options = DumpOptions {
+        read_handlers: false,
+        ..DumpOptions::default()
+    };
+    pipecr::dump::dump_tree(pid, &img, &options).unwrap();
     let image = Image::open(&img).unwrap();
     let cores: Vec<proto::Core> = image.read_records(pipecr_image::CORE).unwrap();
     let core = cores.iter().find(|c| c.pid == pid).unwrap();

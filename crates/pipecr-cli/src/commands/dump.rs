@@ -22,7 +22,7 @@ pub struct Args {
     /// The root of the tree to dump.
     #[arg(short = 't', long = "tree", value_name = "PID")]
     pid: i32,
-    /// The image directory to create (it must not exist).
+    /// The image directory to create; it may exist if it is empty.
     #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
     dir: PathBuf,
     /// Resume the tree after the dump instead of killing it.
@@ -31,26 +31,35 @@ pub struct Args {
     /// Largest unlinked file or memfd whose contents are copied into the image.
     #[arg(long, value_name = "BYTES", default_value_t = DumpOptions::default().max_inline_file)]
     max_inline_file: u64,
-    /// Also save signal handlers, interval timers and each thread's clear_child_tid (what
-    /// pthread_join waits on), by injecting syscalls into each process. If pipecr is killed while a syscall is injected, that process is left
-    /// damaged; without this option a killed dump never harms the tree.
-    #[arg(long)]
+    /// Accepted for compatibility: signal handlers and the rest are saved by default.
+    #[arg(long, hide = true, conflicts_with = "no_inject")]
     read_handlers: bool,
+    /// Inject no syscall into the tree, so that a dump killed at any moment leaves every
+    /// thread with its own registers and signal mask (docs/INJECTION.md). Loses what
+    /// only an injected syscall can read: signal handlers (a restored process gets
+    /// default dispositions, so a signal it caught now kills it), interval timers
+    /// (setitimer: not re-armed), alternate signal stacks and each thread's
+    /// clear_child_tid (pthread_join on a restored thread that exits waits forever).
+    #[arg(long, conflicts_with = "snapshot")]
+    no_inject: bool,
     /// With --leave-running: fork a copy-on-write snapshot of each process (by injecting
-    /// a fork, as --read-handlers injects syscalls: if pipecr is killed during that step
-    /// the process is killed) and read its memory after the tree runs again, so the tree
-    /// is stopped for milliseconds whatever its size. Processes with shared memory,
-    /// MADV_DONTFORK/WIPEONFORK areas or seccomp are read while stopped, into memory, and
-    /// written after the tree resumes.
+    /// a fork: if pipecr is killed during that step the process is killed) and read its
+    /// memory after the tree runs again, so the tree is stopped for milliseconds whatever
+    /// its size. Processes with shared memory, MADV_DONTFORK/WIPEONFORK areas or seccomp
+    /// are read while stopped, into memory, and written after the tree resumes.
     #[arg(long, requires = "leave_running")]
     snapshot: bool,
 }
+
+/// What a dump with --no-inject did not save, as it says once.
+const NOT_SAVED: &str = "not saved (--no-inject): signal handlers, interval timers, alternate \
+     signal stacks, threads' clear_child_tid; a restore gives the processes defaults";
 
 /// Dumps the tree and prints what was saved.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = DumpOptions {
         max_inline_file: args.max_inline_file,
-        read_handlers: args.read_handlers,
+        read_handlers: !args.no_inject,
         leave_running: args.leave_running,
         snapshots: args.snapshot,
         // What cannot be forked is read while stopped: into memory, to be written later.
@@ -74,6 +83,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         stats.pipes,
         format::bytes(stats.pipe_bytes),
     );
+    if args.no_inject {
+        println!("{NOT_SAVED}");
+    }
     // Each descriptor that led outside the tree: restore needs a source for it.
     for end in &stats.external {
         for (pid, fd) in &end.holders {

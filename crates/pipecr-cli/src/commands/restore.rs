@@ -5,8 +5,8 @@
 //! processes (threads included) whose descriptors it can create again; a descriptor
 //! that led outside the tree gets one supplied with `--inherit-fd` (by default, those at
 //! fds 0-2 get restore's own stdio). Anything else is refused before a process is
-//! created. An image dumped without `--read-handlers` is restored with
-//! default signal handlers and no interval timers, after a warning on stderr.
+//! created. An image dumped with `--no-inject` is restored with default signal handlers,
+//! no interval timers and no alternate stacks, after one line on stderr saying so.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,20 +100,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             p.pid()
         );
     }
+    // Only a dump asked not to inject (`--no-inject`) leaves these out: say once what
+    // the processes come back without.
     if tree.iter().any(|p| !p.core.handlers_read) {
-        eprintln!(
-            "pipecr: warning: signal handlers and interval timers were not saved (dump without \
-             --read-handlers): restored with defaults"
-        );
-        if tree
+        let threads = if tree
             .iter()
             .any(|p| !p.core.handlers_read && p.core.threads.len() > 1)
         {
-            eprintln!(
-                "pipecr: warning: nor were the threads' clear_child_tid addresses: joining a \
-                 restored thread that exits (pthread_join) will wait forever"
-            );
-        }
+            "; pthread_join on a restored thread that exits will wait forever"
+        } else {
+            ""
+        };
+        eprintln!(
+            "pipecr: the image has no signal handlers (dumped with --no-inject, or by an older \
+             pipecr without --read-handlers): handlers, interval timers, alternate signal \
+             stacks and clear_child_tid come back as defaults{threads}"
+        );
     }
     let options = RestoreOptions {
         inherit: args.inherit_fd.clone(),

@@ -9,7 +9,7 @@
  * Before it says ready (one 'R' on fd 1), the child puts at fd 10:
  *   none                   nothing
  *   epoll                  an epoll instance
- *   timerfd                a timerfd
+ *   fanotify               a fanotify instance (needs CAP_SYS_ADMIN)
  *   unlinked PATH SIZE     PATH opened read-write, SIZE bytes written, PATH unlinked
  *
  * Handlers for SIGCONT and SIGUSR1 are installed without SA_RESTART: a stop or signal
@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/timerfd.h>
+#include <sys/fanotify.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,8 +56,8 @@ static void build(int argc, char **argv)
         return;
     if (strcmp(kind, "epoll") == 0) {
         put_at_10(epoll_create1(0), "epoll_create1");
-    } else if (strcmp(kind, "timerfd") == 0) {
-        put_at_10(timerfd_create(CLOCK_MONOTONIC, 0), "timerfd_create");
+    } else if (strcmp(kind, "fanotify") == 0) {
+        put_at_10(fanotify_init(FAN_CLASS_NOTIF, O_RDONLY), "fanotify_init");
     } else if (strcmp(kind, "unlinked") == 0 && argc == 4) {
         long size = atol(argv[3]);
         int fd = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -78,7 +78,7 @@ static void build(int argc, char **argv)
         put_at_10(fd, "open");
     } else {
         errno = EINVAL;
-        die("usage: refusee none|epoll|timerfd|unlinked PATH SIZE");
+        die("usage: refusee none|epoll|fanotify|unlinked PATH SIZE");
     }
 }
 

@@ -138,9 +138,10 @@ impl Slot {
     }
 }
 
-/// Dumps the tree rooted at `root` into a new image directory `dir`, then lets the tree
-/// run on or kills it ([`DumpOptions::leave_running`]). On error, the tree is resumed
-/// untouched and no image directory is left behind.
+/// Dumps the tree rooted at `root` into a new image directory `dir` (absent, or an empty
+/// directory that the image replaces), then lets the tree run on or kills it
+/// ([`DumpOptions::leave_running`]). On error, the tree is resumed untouched and `dir` is
+/// left as it was (absent or empty).
 pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpStats, DumpError> {
     let start = Instant::now();
     remove_abandoned_temp_dirs(dir);

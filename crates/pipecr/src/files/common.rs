@@ -209,9 +209,6 @@ pub fn describe(link: &str, stat: &rustix::fs::Stat) -> String {
         let name = anon.trim_matches(|c| c == '[' || c == ']');
         return match name {
             "eventpoll" => "epoll instance".into(),
-            "signalfd" => "signalfd".into(),
-            "timerfd" => "timerfd".into(),
-            "inotify" => "inotify instance".into(),
             "io_uring" => "io_uring instance".into(),
             "[fanotify]" | "fanotify" => "fanotify instance".into(),
             "pidfd" | "[pidfd]" => "pidfd".into(),

@@ -113,10 +113,11 @@ pub struct DumpOptions {
     /// Read signal handlers and interval timers by injecting syscalls into each process
     /// (and each thread's `clear_child_tid`, into each thread).
     ///
-    /// Off by default: while a syscall is injected, the thread's registers are pipecr's,
-    /// and if pipecr is killed (SIGKILL) in that window the kernel resumes the thread
-    /// with them, damaging it. Every other step of a dump leaves a tree that survives
-    /// pipecr's death untouched. Whole-process restore needs this state.
+    /// On by default: whole-process restore needs this state. False (`--no-inject`)
+    /// saves no handlers, timers, alternate stacks nor `clear_child_tid` and injects
+    /// nothing: while a syscall is injected the thread's registers are pipecr's, and if
+    /// pipecr is killed (SIGKILL) in that window the kernel resumes the thread with them,
+    /// damaging it. See docs/INJECTION.md for what a killed dump leaves at each step.
     pub read_handlers: bool,
     /// Let the tree run on after a successful dump (`--leave-running`). When false the
     /// tree is killed while still stopped, after the image is committed: a restored copy
@@ -135,9 +136,10 @@ pub struct DumpOptions {
     /// With `leave_running`: take a copy-on-write snapshot of each process (a fork made
     /// from inside it by syscall injection, see [`crate::snapshot`]) while the tree is
     /// stopped, and read the memory from the snapshots after it runs again. The tree then
-    /// waits milliseconds for its memory, whatever its size. Off by default for the same
-    /// reason as `read_handlers`: injection is not safe against pipecr being SIGKILLed.
-    /// Processes a fork would not copy exactly are read while stopped.
+    /// waits milliseconds for its memory, whatever its size. Off by default: the fork is
+    /// one more injection session per process, and while it runs a SIGKILL of pipecr
+    /// kills that process (`PTRACE_O_EXITKILL`, see docs/INJECTION.md). Processes a fork
+    /// would not copy exactly are read while stopped.
     pub snapshots: bool,
 }
 
@@ -145,7 +147,7 @@ impl Default for DumpOptions {
     fn default() -> Self {
         DumpOptions {
             max_inline_file: 1 << 20,
-            read_handlers: false,
+            read_handlers: true,
             leave_running: true,
             write_behind: false,
             snapshots: false,

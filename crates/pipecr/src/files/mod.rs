@@ -24,10 +24,13 @@ pub mod common;
 pub mod directory;
 pub mod eventfd;
 pub mod fifo;
+pub mod inotify;
 pub mod kind;
 pub mod memfd;
 pub mod pipe;
 pub mod regular;
+pub mod signalfd;
+pub mod timerfd;
 pub mod unix;
 
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
@@ -46,6 +49,9 @@ pub static KINDS: &[&dyn FileKind] = &[
     &directory::DirectoryKind,
     &chardev::CharDeviceKind,
     &eventfd::EventFdKind,
+    &timerfd::TimerFdKind,
+    &signalfd::SignalFdKind,
+    &inotify::InotifyKind,
     &unix::UnixSocketKind,
 ];
 

@@ -33,8 +33,10 @@
 //! session or process group other than its parent's (the caller's, for the root) unless the
 //! process leads it (unless the caller restores a shell job); processes sharing a
 //! descriptor table. Not refused: an exit signal other than `SIGCHLD` becomes `SIGCHLD`.
-//! An image dumped without the handlers (`handlers_read` false) comes back with default
-//! dispositions and no interval timer (the caller warns). A thread saved inside a
+//! A dump saves signal handlers by default; only one asked not to inject (`--no-inject`,
+//! `handlers_read` false) leaves them out, and its processes come back with default
+//! dispositions, no interval timer, no alternate signal stack and no `clear_child_tid`,
+//! as that dump chose (the CLI says so in one line). A thread saved inside a
 //! restartable syscall enters it again before it is released; only a signal restored as
 //! pending, delivered first, sees the call restarted after its handler even without
 //! `SA_RESTART`.

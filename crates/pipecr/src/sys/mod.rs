@@ -8,6 +8,7 @@
 pub mod clone3;
 pub mod cpu;
 pub mod fd;
+pub mod fhandle;
 pub mod kcmp;
 pub mod mem;
 pub mod ns;
@@ -15,5 +16,7 @@ pub mod pipe;
 pub mod ptrace;
 pub mod rlimit;
 pub mod signal;
+pub mod signalfd;
 pub mod sockdiag;
 pub mod socket;
+pub mod timerfd;

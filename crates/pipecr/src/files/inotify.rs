@@ -1,0 +1,333 @@
+//! inotify instances (`inotify_init1(2)`): every watch with its watch descriptor, its
+//! mask and the file it watches, from the `inotify wd:` lines of `/proc/PID/fdinfo/N`.
+//!
+//! fdinfo names a watched file only by inode, device and file handle. The dump opens
+//! the handle (`open_by_handle_at`, on a mount of that device; needs
+//! `CAP_DAC_READ_SEARCH`) and reads the path back from `/proc/self/fd`. It saves the
+//! path, the (device, inode) identity and the handle.
+//!
+//! Restore opens the path and checks the identity; if the path leads elsewhere or
+//! nowhere, the handle finds the file; failing that, a path that exists is taken (an
+//! image moved to another machine, where inode numbers differ). Watch descriptors are
+//! numbers the program keeps, and the kernel hands them out in increasing order
+//! (`idr_alloc_cyclic` from 1, never reusing a removed one until it wraps): watches are
+//! added in increasing wd order, and a number below the wanted one is added and removed
+//! again until the wanted one comes. The `IN_IGNORED` events those removals queue are
+//! read out before the descriptor is handed over.
+//!
+//! Events queued and not yet read cannot be saved: reading them consumes them. A dump of
+//! an instance that holds some stops and says how many bytes would be lost.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use pipecr_image::proto::{self, open_file};
+use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
+use crate::proc::InotifyWatchInfo;
+
+/// inotify instances.
+pub struct InotifyKind;
+
+/// The `/proc/PID/fd/N` link of an inotify instance.
+const LINK: &str = "anon_inode:inotify";
+
+/// After this many watches added and removed to reach a wanted wd, the `IN_IGNORED`
+/// events they queued are read out, so the queue never overflows.
+const DRAIN_EVERY: u32 = 1024;
+
+/// The one line [`FileKind::describe`] gives `pipecr show` for a saved inotify instance, e.g.
+/// `inotify wd 1 /srv/in mask 0x100, wd 3 /etc/app.conf mask 0x8`.
+fn text(k: &proto::Inotify) -> String {
+    if k.watches.is_empty() {
+        return "inotify (no watches)".into();
+    }
+    let watches: Vec<String> = k
+        .watches
+        .iter()
+        .map(|w| format!("wd {} {} mask {:#x}", w.wd, w.path, w.mask))
+        .collect();
+    format!("inotify {}", watches.join(", "))
+}
+
+/// `(st_dev, st_ino)` of an open file.
+fn identity(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    rustix::fs::fstat(fd).ok().map(|s| (s.st_dev, s.st_ino))
+}
+
+/// Opens the file that `handle` names on the filesystem of device `dev`, through each
+/// of its mounts in turn, and returns it with its path when it is the file
+/// `(dev, ino)`, reachable by that path.
+fn open_handle(dev: u64, ino: u64, handle_type: i32, handle: &[u8]) -> Option<(OwnedFd, String)> {
+    let me = std::process::id() as i32;
+    let mounts = crate::proc::mount_points_of(me, dev).ok()?;
+    for mount in mounts {
+        // Not O_PATH: open_by_handle_at refuses an O_PATH descriptor for the mount.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(mount) = rustix::fs::open(&mount, flags, Mode::empty()) else {
+            continue;
+        };
+        let Ok(file) = crate::sys::fhandle::open_by_handle(
+            mount.as_fd(),
+            handle_type,
+            handle,
+            OFlags::PATH | OFlags::NOFOLLOW,
+        ) else {
+            continue;
+        };
+        if identity(file.as_fd()) != Some((dev, ino)) {
+            continue;
+        }
+        let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) else {
+            continue;
+        };
+        let path = path.to_string_lossy().into_owned();
+        // The path must lead back to the same file: not "... (deleted)", not a path
+        // relative to a bind mount of a subdirectory.
+        let same =
+            rustix::fs::lstat(path.as_str()).is_ok_and(|s| (s.st_dev, s.st_ino) == (dev, ino));
+        if same {
+            return Some((file, path));
+        }
+    }
+    None
+}
+
+impl InotifyKind {
+    /// Finds the file of one watch at dump time.
+    fn dump_watch(file: &LiveFile, w: &InotifyWatchInfo) -> Result<proto::InotifyWatch, FileError> {
+        let (handle_type, handle) = w.handle.clone().unwrap_or_default();
+        let found = w
+            .handle
+            .as_ref()
+            .and_then(|(t, h)| open_handle(w.dev(), w.ino, *t, h));
+        let Some((_, path)) = found else {
+            return Err(FileError::Unsupported {
+                pid: file.pid,
+                fd: file.fd,
+                kind: format!(
+                    "inotify instance whose watch {} is on a file with no path pipecr can \
+                     find (inode {} of device {}:{})",
+                    w.wd,
+                    w.ino,
+                    w.sdev >> 20,
+                    w.sdev & 0xf_ffff
+                ),
+            });
+        };
+        Ok(proto::InotifyWatch {
+            wd: w.wd,
+            mask: w.mask,
+            path,
+            dev: w.dev(),
+            inode: w.ino,
+            handle,
+            handle_type,
+        })
+    }
+
+    /// Opens (`O_PATH`) the file a saved watch watches, as the module doc says.
+    fn find(w: &proto::InotifyWatch) -> Option<OwnedFd> {
+        let by_path = rustix::fs::open(
+            w.path.as_str(),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok();
+        if let Some(f) = &by_path {
+            if identity(f.as_fd()) == Some((w.dev, w.inode)) {
+                return by_path;
+            }
+        }
+        if !w.handle.is_empty() {
+            if let Some((f, _)) = open_handle(w.dev, w.inode, w.handle_type, &w.handle) {
+                return Some(f);
+            }
+        }
+        by_path
+    }
+}
+
+/// Reads every queued event of `fd` (non-blocking) and throws it away.
+fn drain(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) | Err(Errno::AGAIN) => return Ok(()),
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl FileKind for InotifyKind {
+    fn name(&self) -> &'static str {
+        "inotify instance"
+    }
+
+    fn claims(&self, file: &LiveFile) -> bool {
+        file.link == LINK
+    }
+
+    fn dump(
+        &self,
+        file: &LiveFile,
+        _sink: &mut DumpSink<'_>,
+    ) -> Result<open_file::Kind, FileError> {
+        let fail = |op, source: io::Error| FileError::Dump {
+            pid: file.pid,
+            fd: file.fd,
+            what: LINK.into(),
+            op,
+            source,
+        };
+        let queued = rustix::io::ioctl_fionread(&file.file)
+            .map_err(|e| fail("ioctl(FIONREAD)", e.into()))?;
+        if queued > 0 {
+            return Err(FileError::Unsupported {
+                pid: file.pid,
+                fd: file.fd,
+                kind: format!(
+                    "inotify instance holding {queued} bytes of unread events (pipecr \
+                     cannot save them without consuming them, so they would be lost)"
+                ),
+            });
+        }
+        let mut watches = file.info.inotify_watches().map_err(|line| {
+            fail(
+                "parse fdinfo",
+                io::Error::new(io::ErrorKind::InvalidData, line),
+            )
+        })?;
+        watches.sort_by_key(|w| w.wd);
+        let watches = watches
+            .iter()
+            .map(|w| Self::dump_watch(file, w))
+            .collect::<Result<_, _>>()?;
+        Ok(open_file::Kind::Inotify(proto::Inotify { watches }))
+    }
+
+    fn restores(&self, kind: &open_file::Kind) -> bool {
+        matches!(kind, open_file::Kind::Inotify(_))
+    }
+
+    fn restore(
+        &self,
+        file: &proto::OpenFile,
+        _ctx: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, FileError> {
+        let Some(open_file::Kind::Inotify(saved)) = &file.kind else {
+            return Err(FileError::Invalid {
+                id: file.id,
+                reason: "not an inotify instance".into(),
+            });
+        };
+        let fail = |what: String, op, e: Errno| FileError::Restore {
+            id: file.id,
+            what,
+            op,
+            source: e.into(),
+        };
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)
+            .map_err(|e| fail("inotify".into(), "inotify_init1", e))?;
+        let mut watches: Vec<&proto::InotifyWatch> = saved.watches.iter().collect();
+        watches.sort_by_key(|w| w.wd);
+        let mut made = BTreeSet::new();
+        for w in watches {
+            let what = format!("inotify watch {} on {}", w.wd, w.path);
+            let Some(target) = Self::find(w) else {
+                return Err(fail(what, "open the watched file", Errno::NOENT));
+            };
+            let by_fd = format!("/proc/self/fd/{}", target.as_raw_fd());
+            let mut skipped = 0u32;
+            loop {
+                let got =
+                    inotify::add_watch(&fd, by_fd.as_str(), WatchFlags::from_bits_retain(w.mask))
+                        .map_err(|e| fail(what.clone(), "inotify_add_watch", e))?;
+                if got == w.wd {
+                    made.insert(got);
+                    break;
+                }
+                if made.contains(&got) {
+                    return Err(FileError::Invalid {
+                        id: file.id,
+                        reason: format!("{what}: the file is the one watch {got} watches already"),
+                    });
+                }
+                if got > w.wd {
+                    return Err(FileError::Invalid {
+                        id: file.id,
+                        reason: format!(
+                            "{what}: watch descriptor {} cannot be made again (the kernel \
+                             gave {got}: the saved numbers are not increasing from 1)",
+                            w.wd
+                        ),
+                    });
+                }
+                inotify::remove_watch(&fd, got)
+                    .map_err(|e| fail(what.clone(), "inotify_rm_watch", e))?;
+                skipped += 1;
+                if skipped % DRAIN_EVERY == 0 {
+                    drain(fd.as_fd()).map_err(|e| fail(what.clone(), "read", e))?;
+                }
+            }
+        }
+        drain(fd.as_fd()).map_err(|e| fail("inotify".into(), "read", e))?;
+        rustix::fs::fcntl_setfl(
+            &fd,
+            OFlags::from_bits_retain(file.flags) & (OFlags::NONBLOCK | OFlags::ASYNC),
+        )
+        .map_err(|e| fail("inotify".into(), "fcntl(F_SETFL)", e))?;
+        Ok(fd)
+    }
+
+    fn describe(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Description {
+        let text = match &file.kind {
+            Some(open_file::Kind::Inotify(k)) => text(k),
+            _ => "not an inotify instance".into(),
+        };
+        Description { text, pipe: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `pipecr show` prints for `k`, asked of the kind as show asks it.
+    fn describe(k: &proto::Inotify) -> String {
+        let file = proto::OpenFile {
+            kind: Some(open_file::Kind::Inotify(k.clone())),
+            ..Default::default()
+        };
+        let saved = Saved {
+            processes: &[],
+            tables: &[],
+            files: &[],
+            pipes: &[],
+        };
+        InotifyKind.describe(&file, &saved).text
+    }
+
+    #[test]
+    fn describe_lists_every_watch() {
+        let w = |wd, path: &str, mask| proto::InotifyWatch {
+            wd,
+            mask,
+            path: path.into(),
+            ..Default::default()
+        };
+        let k = proto::Inotify {
+            watches: vec![w(1, "/srv/in", 0x100), w(3, "/etc/app.conf", 0x8)],
+        };
+        assert_eq!(
+            describe(&k),
+            "inotify wd 1 /srv/in mask 0x100, wd 3 /etc/app.conf mask 0x8"
+        );
+        assert_eq!(describe(&proto::Inotify::default()), "inotify (no watches)");
+    }
+}
