@@ -466,8 +466,8 @@ fn unsupported(kind: &str, words: &str) {
 }
 
 #[test]
-fn an_epoll_instance_in_a_child() {
-    unsupported("epoll", "epoll instance");
+fn a_fanotify_instance_in_a_child() {
+    unsupported("fanotify", "fanotify instance");
 }
 
 #[test]

@@ -38,6 +38,7 @@
 
 mod common;
 mod descriptors;
+mod epolls;
 mod fifos;
 mod files;
 mod pipes;
@@ -64,7 +65,8 @@ static SCENARIOS: &[(&str, &dyn Scenario)] = &[
     ("packets", &pipes::Packets),
     ("external", &pipes::External),
     ("clone-files", &descriptors::CloneFiles),
-    ("epoll", &pipes::Epoll),
+    ("fanotify", &pipes::Fanotify),
+    ("epolls", &epolls::Epolls),
     ("terminal", &terminals::Terminal),
 ];
 

@@ -8,7 +8,7 @@
  *
  * Before it says ready (one 'R' on fd 1), the child puts at fd 10:
  *   none                   nothing
- *   epoll                  an epoll instance
+ *   fanotify               a fanotify instance
  *   timerfd                a timerfd
  *   unlinked PATH SIZE     PATH opened read-write, SIZE bytes written, PATH unlinked
  *
@@ -24,7 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
+#include <sys/fanotify.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -54,8 +54,8 @@ static void build(int argc, char **argv)
     const char *kind = argv[1];
     if (strcmp(kind, "none") == 0)
         return;
-    if (strcmp(kind, "epoll") == 0) {
-        put_at_10(epoll_create1(0), "epoll_create1");
+    if (strcmp(kind, "fanotify") == 0) {
+        put_at_10(fanotify_init(FAN_CLASS_NOTIF, 0), "fanotify_init");
     } else if (strcmp(kind, "timerfd") == 0) {
         put_at_10(timerfd_create(CLOCK_MONOTONIC, 0), "timerfd_create");
     } else if (strcmp(kind, "unlinked") == 0 && argc == 4) {
@@ -78,7 +78,7 @@ static void build(int argc, char **argv)
         put_at_10(fd, "open");
     } else {
         errno = EINVAL;
-        die("usage: refusee none|epoll|timerfd|unlinked PATH SIZE");
+        die("usage: refusee none|fanotify|timerfd|unlinked PATH SIZE");
     }
 }
 
