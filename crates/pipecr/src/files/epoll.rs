@@ -209,6 +209,52 @@ impl FileKind for EpollKind {
         matches!(kind, open_file::Kind::Epoll(_))
     }
 
+    /// Checks every epoll record before anything is created: each target is an open file
+    /// of the image, and `EPOLLWAKEUP` can be given (without `CAP_BLOCK_SUSPEND` the
+    /// kernel would drop it silently).
+    fn prepare(&self, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
+        let records = ctx.open_files()?;
+        let ids: BTreeSet<u64> = records.iter().map(|f| f.id).collect();
+        let mut wakeup = None;
+        for file in records {
+            let Some(open_file::Kind::Epoll(epoll)) = &file.kind else {
+                continue;
+            };
+            for t in &epoll.targets {
+                if !ids.contains(&t.file_id) {
+                    return Err(FileError::Invalid {
+                        id: file.id,
+                        reason: format!(
+                            "epoll target fd {} is open file {}, which the image lacks",
+                            t.tfd, t.file_id
+                        ),
+                    });
+                }
+                if t.events & libc::EPOLLWAKEUP as u32 != 0 {
+                    wakeup.get_or_insert((file.id, t.tfd));
+                }
+            }
+        }
+        if let Some((id, tfd)) = wakeup {
+            let fail = |source: io::Error| FileError::Restore {
+                id,
+                what: format!("epoll target fd {tfd} with EPOLLWAKEUP"),
+                op: "epoll_ctl(EPOLL_CTL_ADD)",
+                source,
+            };
+            let caps = rustix::thread::capabilities(None).map_err(|e| fail(e.into()))?;
+            if !caps
+                .effective
+                .contains(rustix::thread::CapabilitySet::BLOCK_SUSPEND)
+            {
+                return Err(fail(io::Error::other(
+                    "EPOLLWAKEUP needs CAP_BLOCK_SUSPEND, which the restorer lacks",
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn restore(
         &self,
         file: &proto::OpenFile,
@@ -301,23 +347,6 @@ fn register(id: u64, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
         .ok_or_else(|| invalid("the epoll instance was not created".into()))?
         .try_clone_to_owned()
         .map_err(|e| fail("dup", e))?;
-    // Without CAP_BLOCK_SUSPEND the kernel drops EPOLLWAKEUP silently: refuse instead.
-    if epoll
-        .targets
-        .iter()
-        .any(|t| t.events & libc::EPOLLWAKEUP as u32 != 0)
-    {
-        let caps = rustix::thread::capabilities(None).map_err(|e| fail("capget", e.into()))?;
-        if !caps
-            .effective
-            .contains(rustix::thread::CapabilitySet::BLOCK_SUSPEND)
-        {
-            return Err(fail(
-                "epoll_ctl(EPOLL_CTL_ADD) with EPOLLWAKEUP",
-                io::Error::other("restoring EPOLLWAKEUP needs CAP_BLOCK_SUSPEND"),
-            ));
-        }
-    }
     let disarmed = |t: &proto::EpollTarget| {
         t.events & libc::EPOLLONESHOT as u32 != 0 && t.events & !PRIVATE_BITS == 0
     };
