@@ -32,6 +32,7 @@ const PIPE_LT: u64 = 0x1111;
 const EVENTFD_ET: u64 = 0x2222_0000_0000_0013;
 const MOVED: u64 = 0x3333;
 const REUSED: u64 = 0x4444;
+const REUSER: u64 = 0x4445;
 const ARMED_ONESHOT: u64 = 0x5555;
 const FIRED_ONESHOT: u64 = 0x6666;
 const EXCLUSIVE_OUT: u64 = 0x7777;
@@ -48,7 +49,7 @@ const SHARED_EVENTFD: u64 = 0xBBBB;
 /// - tfd 30, the read end of an empty pipe (write end 15), since moved to 14 (dup, then
 ///   30 closed);
 /// - tfd 31, the read end of a pipe with 7 bytes (write end 17), since dup'ed to 16 while
-///   31 was reused for another eventfd;
+///   31 was reused for an eventfd (count 0), itself registered under 31 too;
 /// - fd 18, an eventfd at 0: `EPOLLIN | EPOLLONESHOT`, armed;
 /// - fd 19, read end of a pipe with 10 bytes (write end 20): `EPOLLIN | EPOLLONESHOT`,
 ///   already reported (disarmed);
@@ -212,6 +213,7 @@ impl Scenario for Epolls {
         dup_to(31, 16, false)?;
         close(31);
         place(new_eventfd(0)?, 31, false)?;
+        add(10, 31, IN, REUSER)?;
 
         place(new_eventfd(0)?, 18, false)?;
         add(10, 18, IN | ONESHOT, ARMED_ONESHOT)?;
@@ -272,6 +274,7 @@ fn check_root(c: &mut Checker) {
             (13, IN | ET | wakeup_kept() | ERR_HUP, EVENTFD_ET),
             (30, IN | ERR_HUP, MOVED),
             (31, IN | ERR_HUP, REUSED),
+            (31, IN | ERR_HUP, REUSER),
             (18, IN | ONESHOT | ERR_HUP, ARMED_ONESHOT),
             (19, ONESHOT, FIRED_ONESHOT),
             (22, IN | ERR_HUP, NESTED),
@@ -335,15 +338,24 @@ fn check_root(c: &mut Checker) {
         want.insert((IN, FIRED_ONESHOT));
         c.eq("fd 10: after re-arming 19", got, want);
     }
-    // 31 now holds another file than the one registered under 31: the kernel finds no
-    // registration for it.
+    // Two registrations under 31: the kernel finds the one of the file 31 holds now
+    // (the eventfd), and the pipe registered before stays as it was.
     let reused = epoll::modify(
         at(10),
         at(31),
-        EventData::new_u64(1),
+        EventData::new_u64(REUSER + 1),
         EventFlags::from_bits_retain(IN),
     );
-    c.eq("epoll_ctl(MOD 31)", reused.err(), Some(Errno::NOENT));
+    c.ok("epoll_ctl(MOD 31)", reused);
+    c.ok("write to fd 31", write_all(at(31), &1u64.to_ne_bytes()));
+    if let Some(got) = c.ok("fd 10: after writing fd 31", ready(10)) {
+        let mut want = set(&level);
+        want.insert((IN, REUSER + 1));
+        c.eq("fd 10: after writing fd 31", got, want);
+    }
+    c.ok("epoll_ctl(DEL 31)", epoll::delete(at(10), at(31)));
+    let gone = epoll::delete(at(10), at(31));
+    c.eq("epoll_ctl(DEL 31) again", gone.err(), Some(Errno::NOENT));
     // The saved numbers work for MOD and DEL.
     let moved = epoll::modify(
         at(10),

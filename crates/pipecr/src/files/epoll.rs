@@ -23,7 +23,10 @@
 //! registrations first. Readiness follows from the targets' restored state: a
 //! level-triggered target that was ready is ready again, and an edge-triggered one that
 //! is ready when added is reported once (`ep_insert` queues it), as an event pending at
-//! the dump would have been. A disarmed `EPOLLONESHOT` registration is added armed for
+//! the dump would have been. (The kernel does not show whether an edge was already
+//! reported: an edge-triggered target still ready at the dump whose edge the program had
+//! taken is reported once more after restore, which a program reading until `EAGAIN`, as
+//! edge-triggered use requires, takes as a spurious wake-up.) A disarmed `EPOLLONESHOT` registration is added armed for
 //! every event and made to fire once with `epoll_wait` (before any other registration
 //! of the instance is added, so the event taken is its own); if its target is ready for
 //! nothing at that moment it stays armed for `EPOLLERR | EPOLLHUP` only, which the
