@@ -167,3 +167,79 @@ pub fn take_one(epoll: BorrowedFd<'_>) -> io::Result<Option<(u32, u64)>> {
         _ => Ok(Some((event.events, event.u64))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use super::*;
+
+    /// What `/proc/self/fdinfo/EP` lists: (tfd, data) per registration.
+    fn registered(ep: BorrowedFd<'_>) -> Vec<(i32, u64)> {
+        let text =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", ep.as_raw_fd())).unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("tfd:"))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (
+                    w[0].parse().unwrap(),
+                    u64::from_str_radix(w[4], 16).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// A number the calling process uses for something else: the target is registered
+    /// under it, and the occupant is back at it afterwards, with its close-on-exec bit.
+    #[test]
+    fn adds_under_a_busy_number_and_gives_it_back() {
+        let ep = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).unwrap();
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let occupant = rustix::event::eventfd(7, rustix::event::EventfdFlags::empty()).unwrap();
+        // Not close-on-exec: the bit must survive the detour.
+        rustix::io::fcntl_setfd(&occupant, rustix::io::FdFlags::empty()).unwrap();
+        let busy = occupant.as_raw_fd();
+        let before = std::fs::read_link(format!("/proc/self/fd/{busy}")).unwrap();
+
+        add_as(ep.as_fd(), r.as_fd(), busy, libc::EPOLLIN as u32, 42).unwrap();
+        assert_eq!(registered(ep.as_fd()), [(busy, 42)]);
+        let after = std::fs::read_link(format!("/proc/self/fd/{busy}")).unwrap();
+        assert_eq!(before, after, "the occupant is back");
+        assert_eq!(
+            rustix::io::fcntl_getfd(&occupant).unwrap(),
+            rustix::io::FdFlags::empty()
+        );
+        let mut count = [0u8; 8];
+        rustix::io::read(&occupant, &mut count).unwrap();
+        assert_eq!(u64::from_ne_bytes(count), 7, "the same eventfd");
+
+        // The epoll instance itself at the number: its copy set aside stands in.
+        let at_ep = ep.as_raw_fd();
+        let (r2, _w2) = rustix::pipe::pipe().unwrap();
+        add_as(ep.as_fd(), r2.as_fd(), at_ep, libc::EPOLLIN as u32, 43).unwrap();
+        let mut got = registered(ep.as_fd());
+        got.sort_unstable();
+        let mut want = vec![(busy, 42), (at_ep, 43)];
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+
+    /// A free number is closed again after the call; the registration stays.
+    #[test]
+    fn adds_under_a_free_number_and_closes_it() {
+        let ep = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).unwrap();
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        // High, away from what other tests of this binary open.
+        let free = 900;
+        assert!(fd_flags(free).is_none());
+        add_as(ep.as_fd(), r.as_fd(), free, libc::EPOLLIN as u32, 44).unwrap();
+        assert!(fd_flags(free).is_none(), "the number is free again");
+        assert_eq!(registered(ep.as_fd()), [(free, 44)]);
+        rustix::io::write(&w, b"x").unwrap();
+        assert_eq!(
+            take_one(ep.as_fd()).unwrap(),
+            Some((libc::EPOLLIN as u32, 44))
+        );
+    }
+}
