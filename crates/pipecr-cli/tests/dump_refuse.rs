@@ -466,11 +466,6 @@ fn unsupported(kind: &str, words: &str) {
 }
 
 #[test]
-fn an_epoll_instance_in_a_child() {
-    unsupported("epoll", "epoll instance");
-}
-
-#[test]
 fn a_fanotify_instance_in_a_child() {
     unsupported("fanotify", "fanotify instance");
 }

@@ -24,9 +24,9 @@
 //! except, outside CI, for want of the capabilities. The dumps are plain `pipecr dump`:
 //! it saves signal handlers, interval timers and clear_child_tid by default.
 //!
-//! Four tests are `#[ignore]`d until features of issue 11 land (epoll for python and
-//! node, a pipe with no writer for make, /proc files for top); each reason quotes what
-//! pipecr answers today, and whoever lands the feature removes the `ignore`.
+//! Two tests are `#[ignore]`d until features of issue 11 land (a pipe with no writer for
+//! make, /proc files for top); each reason quotes what pipecr answers today, and whoever
+//! lands the feature removes the `ignore`.
 
 mod common;
 
@@ -361,7 +361,6 @@ asyncio.run(main())
 "#;
 
 #[test]
-#[ignore = "needs epoll (issue 11): dump of pid N failed; the tree was resumed untouched: pid N fd 3: epoll instance is not supported"]
 fn python_asyncio_timer_and_subprocess_go_on() {
     if !capable() {
         return;
@@ -432,7 +431,6 @@ process.on("SIGTERM", () => {
 "#;
 
 #[test]
-#[ignore = "needs epoll (issue 11): dump of pid N failed; the tree was resumed untouched: pid N fd 3: epoll instance is not supported"]
 fn node_set_interval_and_child_process_go_on() {
     if !capable() {
         return;

@@ -38,6 +38,7 @@
 
 mod common;
 mod descriptors;
+mod epolls;
 mod events;
 mod fifos;
 mod files;
@@ -65,7 +66,8 @@ static SCENARIOS: &[(&str, &dyn Scenario)] = &[
     ("packets", &pipes::Packets),
     ("external", &pipes::External),
     ("clone-files", &descriptors::CloneFiles),
-    ("epoll", &pipes::Epoll),
+    ("fanotify", &pipes::Fanotify),
+    ("epolls", &epolls::Epolls),
     ("terminal", &terminals::Terminal),
     ("event-fds", &events::EventFds),
 ];

@@ -664,19 +664,19 @@ fn clone_files_table_is_saved_once() {
 }
 
 #[test]
-fn unsupported_epoll_stops_the_dump_and_leaves_the_tree_untouched() {
-    if !privileged("epoll") {
+fn unsupported_fanotify_stops_the_dump_and_leaves_the_tree_untouched() {
+    if !privileged("fanotify") {
         return;
     }
-    let setup = Setup::start("epoll", &[]);
+    let setup = Setup::start("fanotify", &[]);
     let (parent, dir) = image_dir();
     let err = dump_tree(setup.root(), &dir, &DumpOptions::default())
-        .expect_err("an epoll instance cannot be saved");
+        .expect_err("a fanotify instance cannot be saved");
     let msg = err.to_string();
     for part in [
         format!("pid {}", setup.root()),
         "fd 10".into(),
-        "epoll".into(),
+        "fanotify instance".into(),
     ] {
         assert!(msg.contains(&part), "{msg:?} does not name {part:?}");
     }
@@ -687,6 +687,43 @@ fn unsupported_epoll_stops_the_dump_and_leaves_the_tree_untouched() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     setup.finish();
+}
+
+/// Every registration of each epoll instance comes back with its number, open file,
+/// events and data: the scenario checks them from inside with `epoll_wait`, `epoll_ctl`
+/// and fdinfo; here the image says which open file each registration names.
+#[test]
+fn epoll_registrations_moved_reused_oneshot_nested_and_shared() {
+    if !privileged("epolls") {
+        return;
+    }
+    let (pids, saved, _) = roundtrip("epolls");
+    let (root, child) = (pids[0], pids[1]);
+    let targets = |fd: i32| match &saved.file_of(root, fd).kind {
+        Some(open_file::Kind::Epoll(e)) => e.targets.clone(),
+        other => panic!("fd {fd}: {other:?}"),
+    };
+    let id = |pid: i32, fd: i32| saved.descriptor(pid, fd).file_id;
+    let named: BTreeSet<(i32, u64)> = targets(10).iter().map(|t| (t.tfd, t.file_id)).collect();
+    // tfd 30 was closed after a dup to 14; 31 was registered with a pipe end that lives
+    // on at 16, then with the eventfd 31 holds now.
+    let want = BTreeSet::from([
+        (11, id(root, 11)),
+        (12, id(root, 12)),
+        (13, id(root, 13)),
+        (18, id(root, 18)),
+        (19, id(root, 19)),
+        (22, id(root, 22)),
+        (30, id(root, 14)),
+        (31, id(root, 16)),
+        (31, id(root, 31)),
+    ]);
+    assert_eq!(named, want);
+    assert_ne!(id(root, 31), id(root, 16));
+    // One open file for the epoll the root and its child share.
+    assert_eq!(id(root, 25), id(child, 25));
+    assert_eq!(targets(25).len(), 2);
+    assert_eq!(targets(22).len(), 1);
 }
 
 /// Reads exactly `want.len()` bytes from the pty master `master` (waiting for each with

@@ -902,9 +902,17 @@ fn assert_unsupported_in(pid: i32, fd: i32, kind: &str) {
 }
 
 #[test]
-fn epoll_is_not_supported_and_named() {
-    let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).unwrap();
-    assert_unsupported(epoll.as_fd(), "epoll");
+fn fanotify_is_not_supported_and_named() {
+    // SAFETY: fanotify_init takes two integers and touches no memory.
+    let fd = unsafe { libc::fanotify_init(libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC, 0) };
+    assert!(
+        fd >= 0,
+        "fanotify_init: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fanotify_init succeeded: `fd` is a new descriptor nothing else owns.
+    let fanotify = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    assert_unsupported(fanotify.as_fd(), "fanotify instance");
 }
 
 #[test]

@@ -8,7 +8,6 @@
  *
  * Before it says ready (one 'R' on fd 1), the child puts at fd 10:
  *   none                   nothing
- *   epoll                  an epoll instance
  *   fanotify               a fanotify instance (needs CAP_SYS_ADMIN)
  *   unlinked PATH SIZE     PATH opened read-write, SIZE bytes written, PATH unlinked
  *
@@ -24,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/fanotify.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -54,9 +52,7 @@ static void build(int argc, char **argv)
     const char *kind = argv[1];
     if (strcmp(kind, "none") == 0)
         return;
-    if (strcmp(kind, "epoll") == 0) {
-        put_at_10(epoll_create1(0), "epoll_create1");
-    } else if (strcmp(kind, "fanotify") == 0) {
+    if (strcmp(kind, "fanotify") == 0) {
         put_at_10(fanotify_init(FAN_CLASS_NOTIF, O_RDONLY), "fanotify_init");
     } else if (strcmp(kind, "unlinked") == 0 && argc == 4) {
         long size = atol(argv[3]);
@@ -78,7 +74,7 @@ static void build(int argc, char **argv)
         put_at_10(fd, "open");
     } else {
         errno = EINVAL;
-        die("usage: refusee none|epoll|fanotify|unlinked PATH SIZE");
+        die("usage: refusee none|fanotify|unlinked PATH SIZE");
     }
 }
 

@@ -33,7 +33,9 @@ use pipecr_image::proto;
 use pipecr_image::{ImageError, ImageWriter};
 use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
-use crate::files::{self, DumpOptions, DumpSink, ExternalEnd, FileError, LiveFile, Saved};
+use crate::files::{
+    self, DumpOptions, DumpSink, ExternalEnd, FileError, LiveFile, Saved, TreeDescriptor,
+};
 use crate::freeze::{self, FreezeError, FrozenTree};
 use crate::mem::{self, MemDumper, MemError, MemStats};
 use crate::proc::{self, FdInfo, ProcError};
@@ -281,18 +283,33 @@ fn save_tree(
     let groups = group_open_files(&mut slots)?;
 
     // Save each open file once, holding one borrowed descriptor at a time.
+    // Open files are numbered first, so a kind whose file refers to others (an epoll
+    // instance to its targets) can find their ids among the tree's descriptors.
+    let mut file_of_slot = vec![0u64; slots.len()];
+    for (index, group) in groups.iter().enumerate() {
+        for &s in group {
+            file_of_slot[s] = index as u64 + 1;
+        }
+    }
     let mut sink = DumpSink::new(writer, options.clone());
+    sink.set_descriptors(
+        slots
+            .iter()
+            .zip(&file_of_slot)
+            .map(|(slot, &file_id)| TreeDescriptor {
+                pid: slot.pid,
+                fd: slot.fd,
+                ino: slot.object.1,
+                file_id,
+            }),
+    );
     let mut pidfds: BTreeMap<i32, OwnedFd> = BTreeMap::new();
     let mut open_files = Vec::with_capacity(groups.len());
-    let mut file_of_slot = vec![0u64; slots.len()];
     for (index, group) in groups.iter().enumerate() {
         let id = index as u64 + 1;
         let first = &slots[group[0]];
         let live = fetch(&mut pidfds, first)?;
         open_files.push(files::dump_file(id, &live, &mut sink)?);
-        for &s in group {
-            file_of_slot[s] = id;
-        }
     }
     drop(pidfds);
     files::finish_dump(&mut open_files, &mut sink)?;

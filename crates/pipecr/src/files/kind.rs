@@ -183,6 +183,22 @@ impl KindState {
     }
 }
 
+/// One descriptor of the tree being dumped, with the saved open file it holds: what a
+/// kind whose file refers to other open files (an epoll instance to its targets) finds
+/// their image ids by (see [`DumpSink::descriptors_of_inode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeDescriptor {
+    /// A process holding the descriptor (for a descriptor table shared by several
+    /// processes, the first of them).
+    pub pid: i32,
+    /// The descriptor number.
+    pub fd: RawFd,
+    /// The inode number of the file behind it (`ino:` of fdinfo, or `fstat`).
+    pub ino: u64,
+    /// The id of its open file in the image.
+    pub file_id: u64,
+}
+
 /// Where kinds put what they save: the image being written, the options of the dump and
 /// each kind's shared objects.
 pub struct DumpSink<'w> {
@@ -192,6 +208,8 @@ pub struct DumpSink<'w> {
     pub options: DumpOptions,
     /// Each kind's shared objects (see [`DumpSink::state`]).
     state: KindState,
+    /// Every descriptor of the tree, by inode (see [`DumpSink::descriptors_of_inode`]).
+    descriptors: BTreeMap<u64, Vec<TreeDescriptor>>,
 }
 
 impl<'w> DumpSink<'w> {
@@ -201,7 +219,25 @@ impl<'w> DumpSink<'w> {
             writer,
             options,
             state: KindState::default(),
+            descriptors: BTreeMap::new(),
         }
+    }
+
+    /// Tells the kinds every descriptor of the tree and the open file it holds, before
+    /// any open file is dumped (the orchestration numbers open files first).
+    pub fn set_descriptors(&mut self, descriptors: impl IntoIterator<Item = TreeDescriptor>) {
+        self.descriptors.clear();
+        for d in descriptors {
+            self.descriptors.entry(d.ino).or_default().push(d);
+        }
+    }
+
+    /// The descriptors of the tree whose file has inode number `ino`, with the image id
+    /// of the open file each holds: the candidates for "which saved open file is this
+    /// live file", which a kind then settles with `kcmp`. Empty when the orchestration
+    /// did not call [`DumpSink::set_descriptors`].
+    pub fn descriptors_of_inode(&self, ino: u64) -> &[TreeDescriptor] {
+        self.descriptors.get(&ino).map_or(&[], Vec::as_slice)
     }
 
     /// The per-kind state of type `T` (created empty on first use).
@@ -440,6 +476,16 @@ pub trait FileKind: Sync {
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<OwnedFd, FileError>;
 
+    /// Called once for every open file created at [`Stage::Open`], after all of them
+    /// exist (each reachable by id through [`RestoreCtx::opened`], its own included),
+    /// in the process that created them and before any descriptor is installed: for a
+    /// kind whose file refers to other open files (an epoll instance registers its
+    /// targets here).
+    fn complete(&self, file: &proto::OpenFile, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
+        let _ = (file, ctx);
+        Ok(())
+    }
+
     /// Whether the saved `file` leads outside the tree (its peer, reader or writer is not
     /// in it, or it belongs to the session, as a terminal does), and what restore then
     /// needs; `None` when the image can recreate it alone.
@@ -463,6 +509,17 @@ pub enum FileError {
         fd: RawFd,
         /// What it is, in words (`epoll`, `inet socket`, ...).
         kind: String,
+    },
+    /// A file refers to an open file that no descriptor of the tree holds, which a
+    /// restore could not recreate.
+    #[error("pid {pid} fd {fd}: {what}")]
+    Unreachable {
+        /// The process.
+        pid: i32,
+        /// The descriptor.
+        fd: RawFd,
+        /// What is referred to and by what, in words.
+        what: String,
     },
     /// A system call on the file failed during the dump.
     #[error("pid {pid} fd {fd} ({what}): {op} failed")]

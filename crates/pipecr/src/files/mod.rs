@@ -22,6 +22,7 @@ use pipecr_image::proto;
 pub mod chardev;
 pub mod common;
 pub mod directory;
+pub mod epoll;
 pub mod eventfd;
 pub mod fifo;
 pub mod inotify;
@@ -36,7 +37,7 @@ pub mod unix;
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
 pub use kind::{
     Description, DumpOptions, DumpSink, External, ExternalEnd, FileError, FileKind, KindState,
-    LiveFile, PipeUse, RestoreCtx, Saved, Stage,
+    LiveFile, PipeUse, RestoreCtx, Saved, Stage, TreeDescriptor,
 };
 
 /// Every kind of open file pipecr can save, in the order they are asked to claim a file.
@@ -52,6 +53,7 @@ pub static KINDS: &[&dyn FileKind] = &[
     &timerfd::TimerFdKind,
     &signalfd::SignalFdKind,
     &inotify::InotifyKind,
+    &epoll::EpollKind,
     &unix::UnixSocketKind,
 ];
 

@@ -20,7 +20,8 @@
 //! 5. Close the parked copies: only the saved descriptors remain.
 //!
 //! Each open file is created at the stage its kind asks for ([`Stage`]): the
-//! [`Stage::Open`] ones in step 2; the [`Stage::AfterProcess`] ones by [`install`] in the
+//! [`Stage::Open`] ones in step 2, after which each kind may complete them now that all
+//! exist ([`FileKind::complete`]: an epoll instance registers its targets); the [`Stage::AfterProcess`] ones by [`install`] in the
 //! process being rebuilt, once its other descriptors are installed (the kind sees them
 //! through [`RestoreCtx::installed`]); the [`Stage::AfterTree`] ones by
 //! [`install_after_tree`], which the orchestration calls once every process's
@@ -236,6 +237,7 @@ fn create_in(
         wanted.push((file, kind, kind.stage(file), d.fd));
     }
     let mut deferred = BTreeMap::new();
+    let mut now = Vec::new();
     for (file, kind, stage, at) in wanted {
         if stage != Stage::Open {
             deferred.insert(file.id, (stage, file.clone()));
@@ -243,8 +245,26 @@ fn create_in(
         }
         let parked = park(kind.restore(file, &mut ctx)?.as_fd(), at)?;
         ctx.add_opened(file.id, parked);
+        now.push((file, kind));
     }
-    let created = ctx.take_opened();
+    // Every open file now exists once; the kinds whose files refer to others (an epoll
+    // instance to its targets) finish them here, so what they add is shared by every
+    // process like the files themselves. External ends are reachable too, through a copy
+    // of the descriptor given for them.
+    let mut lent = Vec::new();
+    for (&(id, at), given) in &slots {
+        if ctx.opened(id).is_none() {
+            ctx.add_opened(id, park(given.as_fd(), at)?);
+            lent.push(id);
+        }
+    }
+    for (file, kind) in now {
+        kind.complete(file, &mut ctx)?;
+    }
+    let mut created = ctx.take_opened();
+    for id in lent {
+        created.remove(&id);
+    }
     // The anchors of pipes and FIFOs lived until every end was opened; they go now.
     drop(ctx);
     Ok(ParkedFiles {

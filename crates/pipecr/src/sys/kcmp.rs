@@ -143,6 +143,62 @@ pub fn kcmp_same_vm(pid1: Pid, pid2: Pid) -> io::Result<bool> {
     }
 }
 
+/// `KCMP_EPOLL_TFD` (`include/uapi/linux/kcmp.h`).
+const KCMP_EPOLL_TFD: libc::c_long = 7;
+
+/// `struct kcmp_epoll_slot` (`include/uapi/linux/kcmp.h`).
+#[repr(C)]
+struct KcmpEpollSlot {
+    efd: u32,
+    tfd: u32,
+    toff: u32,
+}
+
+/// `kcmp(pid1, pid2, KCMP_EPOLL_TFD, fd1, &{efd, tfd, toff})`—Whether descriptor `fd1` of
+/// `pid1` is the open file registered in the epoll instance at descriptor `efd` of `pid2`
+/// under number `tfd` (the `toff`-th such registration, counting from 0 in the order of
+/// `/proc/PID/fdinfo/EFD`, for a number under which several open files were added).
+///
+/// Errors as for [`kcmp_files`], and `ENOENT` when the epoll holds no such registration,
+/// `EINVAL` when `efd` is not an epoll instance.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/kcmp.2.html)
+#[doc(alias = "KCMP_EPOLL_TFD")]
+pub fn kcmp_epoll_target(
+    pid1: Pid,
+    fd1: TargetFd,
+    pid2: Pid,
+    efd: TargetFd,
+    tfd: TargetFd,
+    toff: u32,
+) -> io::Result<bool> {
+    let to_u32 =
+        |fd: TargetFd| u32::try_from(fd.0).map_err(|_| io::Error::from_raw_os_error(libc::EBADF));
+    let slot = KcmpEpollSlot {
+        efd: to_u32(efd)?,
+        tfd: to_u32(tfd)?,
+        toff,
+    };
+    // SAFETY: kcmp with KCMP_EPOLL_TFD reads one `struct kcmp_epoll_slot` from the last
+    // argument, which points at `slot`, alive and of that layout for the whole call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            libc::c_long::from(pid1.as_raw_nonzero().get()),
+            libc::c_long::from(pid2.as_raw_nonzero().get()),
+            KCMP_EPOLL_TFD,
+            libc::c_long::from(fd1.0),
+            &slot as *const KcmpEpollSlot,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(true),
+        _ => Ok(false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 
 pub mod clone3;
 pub mod cpu;
+pub mod epoll;
 pub mod fd;
 pub mod fhandle;
 pub mod kcmp;
