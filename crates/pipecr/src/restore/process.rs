@@ -51,10 +51,10 @@ use nix::unistd::Pid as NixPid;
 use pipecr_image::Image;
 use pipecr_image::proto;
 
-use super::RestoreOptions;
 use super::error::{Result, errno, os};
 use super::external::Inherited;
 use super::image::load_image;
+use super::options::RestoreOptions;
 // What callers of the orchestrator name through it: the error, the saved process and
 // the checks live below it, in modules it uses.
 pub use super::error::ProcessRestoreError;
