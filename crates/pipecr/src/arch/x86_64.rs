@@ -114,7 +114,7 @@ const SYSCALL_NAMES: &[(i64, &str)] = &[
     (441, "epoll_pwait2"),
 ];
 
-/// The name of x86_64 system call `nr`, for the calls [`SYSCALL_NAMES`] knows (those
+/// The name of x86_64 system call `nr`, for the calls this module's table knows (those
 /// pipecr injects and those a stopped thread is commonly found in); `None` for others.
 pub fn syscall_name(nr: i64) -> Option<&'static str> {
     SYSCALL_NAMES

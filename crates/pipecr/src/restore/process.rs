@@ -2,16 +2,17 @@
 //! child of the caller and every other process a child of its restored parent.
 //!
 //! This module owns the order of operations and sits on top of `restore/`: no step
-//! imports it. The checks run before anything is created are [`super::preflight`]'s,
-//! the error and the saved process are [`super::error`]'s and [`super::saved`]'s (all
-//! re-exported here); the descriptor table comes from [`super::fdtable`], the injection
+//! imports it. The checks run before anything is created are `restore::preflight`'s
+//! ([`check_tree`], [`check_supported`]), the error and the saved process are
+//! `restore::error`'s and `restore::saved`'s ([`ProcessRestoreError`], [`SavedProcess`]:
+//! all re-exported here); the descriptor table comes from [`super::fdtable`], the injection
 //! mechanics from [`crate::inject`], the raw calls from [`crate::sys`].
 //!
 //! 1. [`spawn_tree_stopped`]: `clone3` with `set_tid` = the saved PID of the root. Each new
 //!    process sets its name and session/group, creates its own saved children the same way
 //!    (they inherit session and group; first, it maps and fills with its saved pages each
 //!    private area it shares pages in with one of them, for them to inherit copy-on-write:
-//!    [`super::cow`]) and waits until each has stopped, then installs its
+//!    `restore::cow`) and waits until each has stopped, then installs its
 //!    descriptor table, closes everything else, sets cwd, umask and rlimits, and stops
 //!    itself with `SIGSTOP` (errors go back through a close-on-exec pipe shared by all, as
 //!    text, one line per process). The root first creates every open file of the tree
@@ -27,8 +28,8 @@
 //!    Only a single-threaded caller may do this: the children
 //!    allocate (see [`crate::sys::clone3::clone3_with_tid`]).
 //! 2. [`restore_tree`] continues them all, then replaces each one's address space,
-//!    signal state, threads and registers, parents first ([`super::image`], with
-//!    [`super::mm`], [`super::signals`] and [`super::threads`]), leaving each in a
+//!    signal state, threads and registers, parents first (`restore::image`, with
+//!    `restore::mm`, `restore::signals` and `restore::threads`), leaving each in a
 //!    ptrace-stop. Once every process is ready, all are detached, children first; the
 //!    pending signals the saved mask lets through are delivered then, to the saved
 //!    handlers.
