@@ -677,22 +677,10 @@ fn rlimit_text(l: &proto::Rlimit) -> String {
     )
 }
 
-/// Short lowercase name of an area kind, as the area list shows it.
+/// Short lowercase name of an area kind, as the area list shows it (the kind of memory
+/// area that records it names it).
 fn vma_kind_name(kind: i32) -> &'static str {
-    match proto::VmaKind::try_from(kind) {
-        Ok(proto::VmaKind::Anonymous) => "anonymous",
-        Ok(proto::VmaKind::FilePrivate) => "file-private",
-        Ok(proto::VmaKind::FileShared) => "file-shared",
-        Ok(proto::VmaKind::Object) => "shared-object",
-        Ok(proto::VmaKind::Heap) => "heap",
-        Ok(proto::VmaKind::Stack) => "stack",
-        Ok(proto::VmaKind::Vdso) => "vdso",
-        Ok(proto::VmaKind::Vvar) => "vvar",
-        Ok(proto::VmaKind::VvarVclock) => "vvar-vclock",
-        Ok(proto::VmaKind::Vsyscall) => "vsyscall",
-        Ok(proto::VmaKind::OtherSpecial) => "kernel-area",
-        _ => "unknown",
-    }
+    pipecr::mem::saved_kind(kind).map_or("unknown", |(_, name)| name)
 }
 
 /// `rw-p`, as /proc/PID/maps shows it.
@@ -833,10 +821,7 @@ fn print_mm(
     let mut elided = 0usize;
     for (range, v, saved) in &rows {
         let kernel = v.flags & proto::VmaFlag::NotSaved as u32 != 0;
-        let special = matches!(
-            proto::VmaKind::try_from(v.kind),
-            Ok(proto::VmaKind::Heap | proto::VmaKind::Stack)
-        );
+        let special = matches!(vma_kind_name(v.kind), "heap" | "stack");
         if long && !kernel && !special && saved == "0" {
             elided += 1;
             continue;
