@@ -257,7 +257,7 @@ pub fn peek(fd: BorrowedFd<'_>) -> Result<PipeImage, PipeError> {
     Err(last.unwrap_or_else(|| PipeError::Invalid("no attempt made".into())))
 }
 
-/// Checkpoints one pipe through several of its ends (say fd[0] and fd[1]), recording the
+/// Checkpoints one pipe through several of its ends (say `fd[0]` and `fd[1]`), recording the
 /// flags of each; all must be ends of the same pipe.
 pub fn checkpoint_ends(fds: &[BorrowedFd<'_>]) -> Result<PipeImage, PipeError> {
     let Some(first) = fds.first() else {

@@ -25,11 +25,9 @@ use rustix::process::Pid;
 
 use crate::freeze::FrozenProcess;
 use crate::inject::{self, InjectError, Injector, SigHandler};
+use crate::sys::names::RLIMIT_NLIMITS;
 use crate::sys::ptrace::{self as sys_ptrace, SigQueue};
 use crate::sys::rlimit;
-
-/// Number of resource limits (`RLIMIT_NLIMITS`).
-const RLIMIT_NLIMITS: u32 = 16;
 
 /// Why the state of a process could not be saved.
 #[derive(Debug, thiserror::Error)]

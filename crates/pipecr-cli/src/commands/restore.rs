@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use pipecr::restore::RestoreOptions;
-use pipecr::restore::external::{Inherit, Source};
+use pipecr::restore::options::{Inherit, RestoreOptions, Source};
 use pipecr::restore::process as restore_process;
 use pipecr_image::{Image, proto};
 

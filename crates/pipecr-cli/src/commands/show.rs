@@ -29,6 +29,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use pipecr::files::{self, PipeUse, Saved};
+use pipecr::sys::names;
 use pipecr_image::proto::{self, FileLayout};
 use pipecr_image::{CORE, FDS, FILES, Image, MEM_OBJECTS, MM, PAGE_SIZE, PAGES, TREE};
 use serde::Serialize;
@@ -489,12 +490,12 @@ fn print_external(shown: &Shown) {
 /// are elided (counted, not listed).
 const MAX_AREAS_LISTED: usize = 64;
 
-/// The resource limits always shown: RLIMIT_NOFILE, RLIMIT_STACK, RLIMIT_CORE (numbers
-/// of Linux, as the image records them).
-const MAIN_LIMITS: [u32; 3] = [7, 3, 4];
-
-/// `RLIM_INFINITY`.
-const RLIM_INFINITY: u64 = u64::MAX;
+/// The resource limits always shown.
+const MAIN_LIMITS: [u32; 3] = [
+    names::RLIMIT_NOFILE,
+    names::RLIMIT_STACK,
+    names::RLIMIT_CORE,
+];
 
 /// Per process: its state and its address space, for people.
 fn print_processes(image: &Image, shown: &Shown) {
@@ -561,7 +562,7 @@ fn print_core(core: &proto::Core) {
         .rlimits
         .iter()
         .filter(|l| !MAIN_LIMITS.contains(&l.resource))
-        .filter(|l| rlimit_initial(l.resource).is_some_and(|i| i != (l.soft, l.hard)))
+        .filter(|l| names::rlimit_initial(l.resource).is_some_and(|i| i != (l.soft, l.hard)))
         .map(rlimit_text)
         .collect();
     if !other.is_empty() {
@@ -607,7 +608,8 @@ fn syscall_state(r: &proto::X86Regs) -> String {
     if nr < 0 {
         return "running user code (not in a system call)".to_owned();
     }
-    let name = syscall_name(nr).map_or_else(String::new, |n| format!(" ({n})"));
+    let name =
+        pipecr::arch::x86_64::syscall_name(nr).map_or_else(String::new, |n| format!(" ({n})"));
     let ret = r.rax as i64;
     match pipecr::arch::x86_64::restart_code_name(ret) {
         Some(code) => format!(
@@ -617,83 +619,9 @@ fn syscall_state(r: &proto::X86Regs) -> String {
     }
 }
 
-/// Names of the x86-64 system calls a stopped thread is commonly found in.
-fn syscall_name(nr: i64) -> Option<&'static str> {
-    Some(match nr {
-        0 => "read",
-        1 => "write",
-        7 => "poll",
-        17 => "pread64",
-        18 => "pwrite64",
-        19 => "readv",
-        20 => "writev",
-        23 => "select",
-        34 => "pause",
-        35 => "nanosleep",
-        43 => "accept",
-        44 => "sendto",
-        45 => "recvfrom",
-        46 => "sendmsg",
-        47 => "recvmsg",
-        61 => "wait4",
-        72 => "fcntl",
-        128 => "rt_sigtimedwait",
-        130 => "rt_sigsuspend",
-        202 => "futex",
-        230 => "clock_nanosleep",
-        232 => "epoll_wait",
-        247 => "waitid",
-        270 => "pselect6",
-        271 => "ppoll",
-        275 => "splice",
-        276 => "tee",
-        281 => "epoll_pwait",
-        288 => "accept4",
-        426 => "io_uring_enter",
-        441 => "epoll_pwait2",
-        _ => return None,
-    })
-}
-
-/// x86-64 Linux signal names; real-time signals by number.
+/// The name of signal `signo`; real-time signals by number.
 fn signal_name(signo: i32) -> String {
-    const NAMES: [&str; 31] = [
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    match usize::try_from(signo) {
-        Ok(n @ 1..=31) => NAMES[n - 1].to_owned(),
-        _ => format!("signal {signo}"),
-    }
+    names::signal_name(signo).map_or_else(|| format!("signal {signo}"), str::to_owned)
 }
 
 /// `none`, or `0x0000000000010002 (SIGINT, SIGCHLD)` (bit N-1 is signal N).
@@ -718,52 +646,15 @@ fn siginfo_list(list: &[proto::Siginfo]) -> String {
 }
 
 fn rlimit_name(resource: u32) -> String {
-    const NAMES: [&str; 16] = [
-        "cpu",
-        "fsize",
-        "data",
-        "stack",
-        "core",
-        "rss",
-        "nproc",
-        "nofile",
-        "memlock",
-        "as",
-        "locks",
-        "sigpending",
-        "msgqueue",
-        "nice",
-        "rtprio",
-        "rttime",
-    ];
-    NAMES
-        .get(resource as usize)
-        .map_or_else(|| format!("rlimit {resource}"), |n| (*n).to_owned())
-}
-
-/// The limits every process starts from (the kernel's INIT_RLIMITS), for the limits whose
-/// initial value does not depend on the machine; `None` for nproc and sigpending (sized
-/// from the memory at boot) and unknown resources.
-fn rlimit_initial(resource: u32) -> Option<(u64, u64)> {
-    const INF: u64 = RLIM_INFINITY;
-    Some(match resource {
-        3 => (8 << 20, INF),      // stack
-        4 => (0, INF),            // core
-        7 => (1024, 4096),        // nofile
-        8 => (8 << 20, 8 << 20),  // memlock (since Linux 5.16)
-        12 => (819_200, 819_200), // msgqueue
-        13 | 14 => (0, 0),        // nice, rtprio
-        0..=2 | 5 | 9 | 10 | 15 => (INF, INF),
-        _ => return None,
-    })
+    names::rlimit_name(resource).map_or_else(|| format!("rlimit {resource}"), str::to_owned)
 }
 
 /// `stack 8 MiB/unlimited`.
 fn rlimit_text(l: &proto::Rlimit) -> String {
     // Limits counted in bytes read better in binary units.
-    let in_bytes = matches!(l.resource, 1..=5 | 8 | 9 | 12);
+    let in_bytes = names::rlimit_in_bytes(l.resource);
     let value = |v: u64| {
-        if v == RLIM_INFINITY {
+        if v == names::RLIM_INFINITY {
             return "unlimited".to_owned();
         }
         if !in_bytes || v == 0 {
@@ -786,22 +677,10 @@ fn rlimit_text(l: &proto::Rlimit) -> String {
     )
 }
 
-/// Short lowercase name of an area kind, as the area list shows it.
+/// Short lowercase name of an area kind, as the area list shows it (the kind of memory
+/// area that records it names it).
 fn vma_kind_name(kind: i32) -> &'static str {
-    match proto::VmaKind::try_from(kind) {
-        Ok(proto::VmaKind::Anonymous) => "anonymous",
-        Ok(proto::VmaKind::FilePrivate) => "file-private",
-        Ok(proto::VmaKind::FileShared) => "file-shared",
-        Ok(proto::VmaKind::Object) => "shared-object",
-        Ok(proto::VmaKind::Heap) => "heap",
-        Ok(proto::VmaKind::Stack) => "stack",
-        Ok(proto::VmaKind::Vdso) => "vdso",
-        Ok(proto::VmaKind::Vvar) => "vvar",
-        Ok(proto::VmaKind::VvarVclock) => "vvar-vclock",
-        Ok(proto::VmaKind::Vsyscall) => "vsyscall",
-        Ok(proto::VmaKind::OtherSpecial) => "kernel-area",
-        _ => "unknown",
-    }
+    pipecr::mem::saved_kind(kind).map_or("unknown", |(_, name)| name)
 }
 
 /// `rw-p`, as /proc/PID/maps shows it.
@@ -942,10 +821,7 @@ fn print_mm(
     let mut elided = 0usize;
     for (range, v, saved) in &rows {
         let kernel = v.flags & proto::VmaFlag::NotSaved as u32 != 0;
-        let special = matches!(
-            proto::VmaKind::try_from(v.kind),
-            Ok(proto::VmaKind::Heap | proto::VmaKind::Stack)
-        );
+        let special = matches!(vma_kind_name(v.kind), "heap" | "stack");
         if long && !kernel && !special && saved == "0" {
             elided += 1;
             continue;

@@ -4,7 +4,8 @@
 //! restart codes a stopped thread shows in `rax`, and the restart logic as it applies to
 //! saved registers ([`rearm_syscall`]); where the XSAVE area (ptrace NT_X86_XSTATE)
 //! keeps `XCR0` and `XSTATE_BV`; and setting a stopped thread's registers, TLS base and
-//! XSAVE area ([`set_regs`]).
+//! XSAVE area ([`set_regs`]); the names of the system calls messages and `show` print
+//! ([`syscall_name`]).
 //!
 //! This module owns these numbers and layouts, defined once for the library and the CLI.
 //! Which thread gets which registers, and when, is left to `restore`; reading this CPU's
@@ -50,6 +51,76 @@ pub fn restart_code_name(rax: i64) -> Option<&'static str> {
         ERESTART_RESTARTBLOCK => "-ERESTART_RESTARTBLOCK",
         _ => return None,
     })
+}
+
+/// Names of the x86_64 system calls pipecr runs in a stopped thread or commonly finds one
+/// stopped in (`arch/x86/entry/syscalls/syscall_64.tbl`), by number, sorted.
+const SYSCALL_NAMES: &[(i64, &str)] = &[
+    (0, "read"),
+    (1, "write"),
+    (3, "close"),
+    (7, "poll"),
+    (9, "mmap"),
+    (10, "mprotect"),
+    (11, "munmap"),
+    (12, "brk"),
+    (13, "rt_sigaction"),
+    (14, "rt_sigprocmask"),
+    (17, "pread64"),
+    (18, "pwrite64"),
+    (19, "readv"),
+    (20, "writev"),
+    (23, "select"),
+    (25, "mremap"),
+    (28, "madvise"),
+    (33, "dup2"),
+    (34, "pause"),
+    (35, "nanosleep"),
+    (36, "getitimer"),
+    (38, "setitimer"),
+    (39, "getpid"),
+    (43, "accept"),
+    (44, "sendto"),
+    (45, "recvfrom"),
+    (46, "sendmsg"),
+    (47, "recvmsg"),
+    (61, "wait4"),
+    (72, "fcntl"),
+    (110, "getppid"),
+    (128, "rt_sigtimedwait"),
+    (129, "rt_sigqueueinfo"),
+    (130, "rt_sigsuspend"),
+    (131, "sigaltstack"),
+    (157, "prctl"),
+    (158, "arch_prctl"),
+    (186, "gettid"),
+    (202, "futex"),
+    (218, "set_tid_address"),
+    (230, "clock_nanosleep"),
+    (232, "epoll_wait"),
+    (247, "waitid"),
+    (257, "openat"),
+    (270, "pselect6"),
+    (271, "ppoll"),
+    (273, "set_robust_list"),
+    (275, "splice"),
+    (276, "tee"),
+    (281, "epoll_pwait"),
+    (288, "accept4"),
+    (297, "rt_tgsigqueueinfo"),
+    (334, "rseq"),
+    (426, "io_uring_enter"),
+    (435, "clone3"),
+    (441, "epoll_pwait2"),
+];
+
+/// The name of x86_64 system call `nr`, for the calls this module's table knows (those
+/// pipecr injects and those a stopped thread is commonly found in); `None` for others.
+pub fn syscall_name(nr: i64) -> Option<&'static str> {
+    SYSCALL_NAMES
+        .binary_search_by_key(&nr, |&(n, _)| n)
+        .ok()
+        .map(|i| SYSCALL_NAMES[i].1)
 }
 
 /// Offset of `XCR0` in the XSAVE area the kernel's ptrace regset returns: bytes 464..472,
@@ -213,6 +284,18 @@ mod tests {
         assert!(!is_restart_code(-515) && !is_restart_code(0) && !is_restart_code(-4));
         assert!(!is_restart_code(i64::MIN));
         assert_eq!(restart_code_name(-513), Some("-ERESTARTNOINTR"));
+    }
+
+    #[test]
+    fn syscall_names() {
+        // Sorted and unique, or the binary search misses names.
+        assert!(SYSCALL_NAMES.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(syscall_name(libc::SYS_mmap), Some("mmap"));
+        assert_eq!(syscall_name(libc::SYS_epoll_pwait2), Some("epoll_pwait2"));
+        assert_eq!(syscall_name(libc::SYS_read), Some("read"));
+        assert_eq!(syscall_name(libc::SYS_clone3), Some("clone3"));
+        assert_eq!(syscall_name(-1), None);
+        assert_eq!(syscall_name(libc::SYS_kexec_load), None);
     }
 
     #[test]

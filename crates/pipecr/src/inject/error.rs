@@ -120,34 +120,7 @@ pub enum InjectError {
     },
 }
 
-/// The name of a syscall we inject, for messages.
+/// The name of a syscall we inject, for messages ([`crate::arch::x86_64::syscall_name`]).
 pub(crate) fn syscall_name(nr: i64) -> &'static str {
-    match nr {
-        libc::SYS_mmap => "mmap",
-        libc::SYS_mprotect => "mprotect",
-        libc::SYS_munmap => "munmap",
-        libc::SYS_brk => "brk",
-        libc::SYS_rt_sigaction => "rt_sigaction",
-        libc::SYS_rt_sigprocmask => "rt_sigprocmask",
-        libc::SYS_mremap => "mremap",
-        libc::SYS_getpid => "getpid",
-        libc::SYS_gettid => "gettid",
-        libc::SYS_getppid => "getppid",
-        libc::SYS_prctl => "prctl",
-        libc::SYS_arch_prctl => "arch_prctl",
-        libc::SYS_rt_tgsigqueueinfo => "rt_tgsigqueueinfo",
-        libc::SYS_rt_sigqueueinfo => "rt_sigqueueinfo",
-        libc::SYS_setitimer => "setitimer",
-        libc::SYS_getitimer => "getitimer",
-        libc::SYS_openat => "openat",
-        libc::SYS_rseq => "rseq",
-        libc::SYS_clone3 => "clone3",
-        libc::SYS_madvise => "madvise",
-        libc::SYS_close => "close",
-        libc::SYS_dup2 => "dup2",
-        libc::SYS_sigaltstack => "sigaltstack",
-        libc::SYS_set_robust_list => "set_robust_list",
-        libc::SYS_set_tid_address => "set_tid_address",
-        _ => "syscall",
-    }
+    crate::arch::x86_64::syscall_name(nr).unwrap_or("syscall")
 }

@@ -44,6 +44,22 @@ impl AreaKind for AnonArea {
         })
     }
 
+    fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)] {
+        &[
+            (VmaKind::Anonymous, "anonymous"),
+            (VmaKind::Heap, "heap"),
+            (VmaKind::Stack, "stack"),
+        ]
+    }
+
+    fn inherited_copy_on_write(&self, vma: &proto::Vma) -> bool {
+        // Not the stack: it grows down, and each process has its own.
+        matches!(
+            VmaKind::try_from(vma.kind),
+            Ok(VmaKind::Anonymous | VmaKind::Heap)
+        )
+    }
+
     fn restores(&self, vma: &proto::Vma) -> bool {
         matches!(
             VmaKind::try_from(vma.kind),

@@ -6,8 +6,9 @@
 //! a file by path).
 //!
 //! One module per kind implements the trait; [`super::AREA_KINDS`] lists them, and the
-//! dump ([`super`]) and the restore (`crate::restore::mm`) go through that table and know
-//! no kind by name. Reading pages and objects is left to [`super`]; the order of the
+//! dump ([`super`]), the restore (`crate::restore::mm`, its checks and its copy-on-write
+//! prefill) and `pipecr show` go through that table ([`super::saved_kind`] finds the kind
+//! of a saved area) and know no kind by name. Reading pages and objects is left to [`super`]; the order of the
 //! restore steps to `crate::restore`. This module sits below the kinds and the table, so
 //! a kind imports it and never [`super`].
 
@@ -118,6 +119,31 @@ pub trait AreaKind: Sync {
         None
     }
 
+    /// The saved kinds ([`VmaKind`]) this kind records areas as, each with the short
+    /// name `pipecr show` lists such areas under ([`super::saved_kind`]).
+    fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)];
+
+    /// Whether restore can bring back the saved area `vma`, one this kind recorded
+    /// ([`saved_kinds`](Self::saved_kinds)); what the area is, for the refusal, when it
+    /// cannot. Asked before anything is created. By default an area is restorable unless
+    /// it maps a memory object or a deleted file ([`refuse_objects`]).
+    fn restorable(&self, vma: &proto::Vma) -> Result<(), &'static str> {
+        refuse_objects(vma)
+    }
+
+    /// The file that must exist where restore runs for the saved area `vma` to be mapped
+    /// again (checked before anything is created); `None` when it maps no file by path.
+    fn mapped_file<'a>(&self, _vma: &'a proto::Vma) -> Option<&'a str> {
+        None
+    }
+
+    /// Whether the saved area `vma` is private memory a parent may map and fill with its
+    /// pages before it creates its children, for them to inherit copy-on-write (restore
+    /// checks the rest: not shared, not growing down, page-aligned).
+    fn inherited_copy_on_write(&self, _vma: &proto::Vma) -> bool {
+        false
+    }
+
     /// Whether this kind maps the saved area `vma` again.
     fn restores(&self, vma: &proto::Vma) -> bool;
 
@@ -141,6 +167,15 @@ pub trait AreaKind: Sync {
         let _ = (written, to);
         Err(not_restorable(vma))
     }
+}
+
+/// The refusal, for [`AreaKind::restorable`], of a saved area that maps a memory object
+/// (shared memory, a memfd) or a deleted file: restore cannot map those again yet.
+pub fn refuse_objects(vma: &proto::Vma) -> Result<(), &'static str> {
+    if vma.object_id != 0 || vma.flags & VmaFlag::Deleted as u32 != 0 {
+        return Err("a mapping of a deleted file or memfd");
+    }
+    Ok(())
 }
 
 /// The error for a saved area no kind can map again.

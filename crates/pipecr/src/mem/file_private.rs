@@ -43,6 +43,14 @@ impl AreaKind for FilePrivateArea {
         e.deleted.then(|| ObjectId::of(e))
     }
 
+    fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)] {
+        &[(VmaKind::FilePrivate, "file-private")]
+    }
+
+    fn mapped_file<'a>(&self, vma: &'a proto::Vma) -> Option<&'a str> {
+        Some(&vma.path)
+    }
+
     fn restores(&self, vma: &proto::Vma) -> bool {
         vma.kind == VmaKind::FilePrivate as i32
     }

@@ -32,6 +32,14 @@ impl AreaKind for FileSharedArea {
         })
     }
 
+    fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)] {
+        &[(VmaKind::FileShared, "file-shared")]
+    }
+
+    fn mapped_file<'a>(&self, vma: &'a proto::Vma) -> Option<&'a str> {
+        Some(&vma.path)
+    }
+
     fn restores(&self, vma: &proto::Vma) -> bool {
         vma.kind == VmaKind::FileShared as i32
     }

@@ -41,6 +41,14 @@ impl AreaKind for MemObjectArea {
         Some(ObjectId::of(e))
     }
 
+    fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)] {
+        &[(VmaKind::Object, "shared-object")]
+    }
+
+    fn restorable(&self, _vma: &proto::Vma) -> Result<(), &'static str> {
+        Err("shared memory (a memory object)")
+    }
+
     fn restores(&self, _vma: &proto::Vma) -> bool {
         false
     }

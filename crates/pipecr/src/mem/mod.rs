@@ -27,8 +27,9 @@
 //! What an area is and how it is saved is for the kinds of memory area to say: one
 //! module each ([`anon`], [`file_private`], [`file_shared`], [`memobj`], [`special`],
 //! [`refused`]) implementing [`area::AreaKind`], all listed in [`AREA_KINDS`], which the
-//! dump here and the restore (`crate::restore::mm`) go through. This module reads what
-//! the kinds ask for (pages, objects) and knows no kind by name.
+//! dump here, the restore (`crate::restore`) and `pipecr show` go through
+//! ([`saved_kind`]). This module reads what the kinds ask for (pages, objects) and knows
+//! no kind by name.
 //!
 //! Every function expects the process to be stopped (see [`crate::freeze`]); none of
 //! them uses ptrace, so any thread may call them.
@@ -83,6 +84,19 @@ pub static AREA_KINDS: &[&dyn AreaKind] = &[
     &file_private::FilePrivateArea,
     &file_shared::FileSharedArea,
 ];
+
+/// The kind of memory area that records saved areas of kind `vma_kind` (a [`proto::Vma`]'s
+/// `kind`), with the short name such areas are listed under; `None` for a saved kind no
+/// kind of this version records (`VMA_KIND_UNSPECIFIED`, or one of a newer version).
+pub fn saved_kind(vma_kind: i32) -> Option<(&'static dyn AreaKind, &'static str)> {
+    let wanted = proto::VmaKind::try_from(vma_kind).ok()?;
+    AREA_KINDS.iter().find_map(|&kind| {
+        kind.saved_kinds()
+            .iter()
+            .find(|(k, _)| *k == wanted)
+            .map(|&(_, name)| (kind, name))
+    })
+}
 
 /// What a memory dump did, for people and benchmarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -580,6 +594,70 @@ fn parse_mm_fields(pid: i32, text: &str) -> Option<proto::Mm> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every saved kind of area is recorded by exactly one kind of memory area, which
+    /// names it, and says whether restore can bring it back, as the preflight asks.
+    #[test]
+    fn every_saved_kind_has_one_kind() {
+        let kinds: Vec<proto::VmaKind> = (1..64)
+            .filter_map(|k| proto::VmaKind::try_from(k).ok())
+            .collect();
+        assert_eq!(kinds.len(), 11);
+        let mut names = Vec::new();
+        for k in kinds {
+            let owners = AREA_KINDS
+                .iter()
+                .filter(|a| a.saved_kinds().iter().any(|(s, _)| *s == k))
+                .count();
+            assert_eq!(owners, 1, "{k:?}");
+            names.push(saved_kind(k as i32).unwrap().1);
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 11, "distinct names");
+        assert!(saved_kind(proto::VmaKind::Unspecified as i32).is_none());
+        assert!(saved_kind(999).is_none());
+
+        let vma = |kind: proto::VmaKind, object_id: u64, flags: u32| proto::Vma {
+            kind: kind as i32,
+            object_id,
+            flags,
+            path: "/bin/true".into(),
+            ..Default::default()
+        };
+        let restorable = |v: &proto::Vma| saved_kind(v.kind).unwrap().0.restorable(v);
+        let deleted = VmaFlag::Deleted as u32;
+        use proto::VmaKind::*;
+        assert_eq!(restorable(&vma(Anonymous, 0, 0)), Ok(()));
+        assert_eq!(restorable(&vma(Vdso, 0, 0)), Ok(()));
+        assert_eq!(restorable(&vma(FileShared, 0, 0)), Ok(()));
+        assert_eq!(
+            restorable(&vma(Object, 3, 0)),
+            Err("shared memory (a memory object)")
+        );
+        assert_eq!(
+            restorable(&vma(OtherSpecial, 0, 0)),
+            Err("a kernel special area")
+        );
+        assert_eq!(
+            restorable(&vma(FilePrivate, 0, deleted)),
+            Err("a mapping of a deleted file or memfd")
+        );
+        assert_eq!(
+            restorable(&vma(FilePrivate, 2, 0)),
+            Err("a mapping of a deleted file or memfd")
+        );
+        let file = vma(FilePrivate, 0, 0);
+        assert_eq!(
+            saved_kind(file.kind).unwrap().0.mapped_file(&file),
+            Some("/bin/true")
+        );
+        let heap = vma(Heap, 0, 0);
+        let stack = vma(Stack, 0, 0);
+        let inherited = |v: &proto::Vma| saved_kind(v.kind).unwrap().0.inherited_copy_on_write(v);
+        assert!(inherited(&heap) && !inherited(&stack) && !inherited(&file));
+    }
+
     #[test]
     fn mm_fields_from_stat() {
         let text = "29737 (c a t) R 29734 29734 28351 0 -1 4194304 97 0 0 0 0 0 0 0 20 0 1 0 \

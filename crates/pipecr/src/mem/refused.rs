@@ -3,7 +3,7 @@
 //! is ever restored. Kernel special areas and named shared anonymous memory are left to
 //! their own kinds, whatever their flags.
 
-use pipecr_image::proto;
+use pipecr_image::proto::{self, VmaKind};
 
 use super::area::{AreaKind, Classified, is_named_shmem, unsupported};
 use super::maps::MapEntry;
@@ -30,6 +30,11 @@ impl AreaKind for RefusedArea {
         } else {
             unsupported(pid, e, "a hugetlb mapping")
         })
+    }
+
+    fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)] {
+        // Its areas are refused at dump: none is ever saved.
+        &[]
     }
 
     fn restores(&self, _vma: &proto::Vma) -> bool {

@@ -8,7 +8,7 @@
 
 use pipecr_image::proto::{self, VmaKind};
 
-use super::area::{AreaKind, Classified, MapError, MapTarget, Save};
+use super::area::{AreaKind, Classified, MapError, MapTarget, Save, refuse_objects};
 use super::maps::MapEntry;
 use super::types::MemError;
 
@@ -43,6 +43,23 @@ impl AreaKind for SpecialArea {
             flags: 0,
             save: Save::Nothing,
         })
+    }
+
+    fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)] {
+        &[
+            (VmaKind::Vdso, "vdso"),
+            (VmaKind::Vvar, "vvar"),
+            (VmaKind::VvarVclock, "vvar-vclock"),
+            (VmaKind::Vsyscall, "vsyscall"),
+            (VmaKind::OtherSpecial, "kernel-area"),
+        ]
+    }
+
+    fn restorable(&self, vma: &proto::Vma) -> Result<(), &'static str> {
+        if vma.kind == VmaKind::OtherSpecial as i32 {
+            return Err("a kernel special area");
+        }
+        refuse_objects(vma)
     }
 
     fn restores(&self, vma: &proto::Vma) -> bool {

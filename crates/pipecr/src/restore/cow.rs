@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
 
-use pipecr_image::proto::{self, VmaFlag, VmaKind};
+use pipecr_image::proto::{self, VmaFlag};
 use pipecr_image::{Image, PAGE_SIZE};
 
 use super::mm::{Piece, Source};
@@ -48,10 +48,8 @@ pub(super) struct Kept {
 
 /// Private anonymous areas that can be filled ahead (not a stack that grows down).
 pub(super) fn prefillable(vma: &proto::Vma) -> bool {
-    matches!(
-        VmaKind::try_from(vma.kind),
-        Ok(VmaKind::Anonymous | VmaKind::Heap)
-    ) && vma.flags & (VmaFlag::Growsdown as u32 | VmaFlag::Shared as u32) == 0
+    crate::mem::saved_kind(vma.kind).is_some_and(|(kind, _)| kind.inherited_copy_on_write(vma))
+        && vma.flags & (VmaFlag::Growsdown as u32 | VmaFlag::Shared as u32) == 0
         && vma.start < vma.end
         && vma.start % PAGE_SIZE == 0
         && vma.end % PAGE_SIZE == 0

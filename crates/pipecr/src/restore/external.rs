@@ -22,99 +22,17 @@
 //! belong to the caller's open file.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::path::PathBuf;
-use std::str::FromStr;
 
 use pipecr_image::proto;
 use pipecr_image::{Image, ImageError};
 use rustix::fs::{FileType, Mode, OFlags};
 
-use super::RestoreOptions;
+use super::options::RestoreOptions;
+pub use super::options::{Inherit, Source};
 pub use crate::files::ExternalEnd;
 use crate::files::Saved;
 use crate::pipe::{PipeError, PipeImage};
-
-/// Where the descriptor for an external end comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// One of the restorer's own descriptors (`fd:N`), shared with the restored tree.
-    Fd(RawFd),
-    /// A path, opened with the saved end's access mode (created if it is written to).
-    Path(PathBuf),
-    /// `/dev/null`: reads see end of file, writes vanish.
-    Null,
-}
-
-impl FromStr for Source {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "null" {
-            return Ok(Source::Null);
-        }
-        if let Some(n) = s.strip_prefix("fd:") {
-            return n
-                .parse::<RawFd>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .map(Source::Fd)
-                .ok_or_else(|| format!("{s:?}: fd:N needs a descriptor number"));
-        }
-        if s.is_empty() {
-            return Err("an empty source: give fd:N, a path, or null".to_owned());
-        }
-        Ok(Source::Path(PathBuf::from(s)))
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Fd(n) => write!(f, "fd:{n}"),
-            Source::Path(p) => write!(f, "{}", p.display()),
-            Source::Null => write!(f, "null"),
-        }
-    }
-}
-
-/// One request `[PID:]FD=SOURCE`: the external end(s) held at original fd number `fd`
-/// (by process `pid` only, when given) get a descriptor from `source`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inherit {
-    /// The process, or every process holding an external end at `fd`.
-    pub pid: Option<i32>,
-    /// The original descriptor number.
-    pub fd: RawFd,
-    /// Where the descriptor comes from.
-    pub source: Source,
-}
-
-impl FromStr for Inherit {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (target, source) = s
-            .split_once('=')
-            .ok_or_else(|| format!("{s:?}: expected [PID:]FD=SOURCE"))?;
-        let number = |n: &str, what: &str| {
-            n.parse::<i32>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| format!("{s:?}: {n:?} is not a {what}"))
-        };
-        let (pid, fd) = match target.split_once(':') {
-            Some((pid, fd)) => (Some(number(pid, "pid")?), number(fd, "descriptor number")?),
-            None => (None, number(target, "descriptor number")?),
-        };
-        Ok(Inherit {
-            pid,
-            fd,
-            source: source.parse()?,
-        })
-    }
-}
 
 /// Why the external ends could not be given descriptors.
 #[derive(Debug, thiserror::Error)]
@@ -448,38 +366,4 @@ fn hand_over_pending(
     let write = crate::sys::fd::reopen(fd, OFlags::WRONLY | OFlags::NONBLOCK)
         .map_err(|e| refill(PipeError::Invalid(format!("reopen for writing: {e}"))))?;
     crate::pipe::fill(write.as_fd(), &saved).map_err(refill)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_parse() {
-        assert_eq!(
-            "1=fd:5".parse::<Inherit>(),
-            Ok(Inherit {
-                pid: None,
-                fd: 1,
-                source: Source::Fd(5)
-            })
-        );
-        assert_eq!(
-            "42:0=null".parse::<Inherit>(),
-            Ok(Inherit {
-                pid: Some(42),
-                fd: 0,
-                source: Source::Null
-            })
-        );
-        assert_eq!(
-            "2=/tmp/log".parse::<Inherit>().map(|r| r.source),
-            Ok(Source::Path("/tmp/log".into()))
-        );
-        for bad in [
-            "1", "x=null", "1=", "1=fd:", "1=fd:-3", "-1=null", "a:1=null",
-        ] {
-            assert!(bad.parse::<Inherit>().is_err(), "{bad}");
-        }
-    }
 }

@@ -24,11 +24,12 @@
 //! exist ([`FileKind::complete`]: an epoll instance registers its targets); the [`Stage::AfterProcess`] ones by [`install`] in the
 //! process being rebuilt, once its other descriptors are installed (the kind sees them
 //! through [`RestoreCtx::installed`]); the [`Stage::AfterTree`] ones by
-//! [`install_after_tree`], which the orchestration calls once every process's
-//! descriptors exist. An open file of a later stage is created in each process that
-//! holds it (none is shared across processes yet: no kind uses those stages so far).
+//! [`LateFiles::install`] (or [`install_after_tree`]), which the orchestration calls in
+//! each process once every process's descriptors exist. An open file of a later stage is
+//! created in each process that holds it (none is shared across processes yet: no kind
+//! uses those stages so far).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
@@ -118,11 +119,12 @@ pub fn saved_table(image: &Image, pid: i32) -> Result<proto::FdTable, RebuildErr
 ///
 /// Each process of the tree then [`install`]s its own table from the set and closes the
 /// parked descriptors (dropping this closes them in the process that created it).
-#[derive(Debug)]
 pub struct ParkedFiles {
+    /// The kinds that created the set, and create its deferred files.
+    kinds: &'static [&'static dyn FileKind],
     files: BTreeMap<u64, OwnedFd>,
     /// Open files of a later stage than [`Stage::Open`], created by each process that
-    /// holds them ([`install`], [`install_after_tree`]), by open-file id.
+    /// holds them ([`install`], [`LateFiles::install`]), by open-file id.
     deferred: BTreeMap<u64, (Stage, proto::OpenFile)>,
     /// The image, for the deferred open files.
     image: Image,
@@ -132,7 +134,41 @@ pub struct ParkedFiles {
     top: RawFd,
 }
 
+impl std::fmt::Debug for ParkedFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParkedFiles")
+            .field("files", &self.files)
+            .field("deferred", &self.deferred.keys())
+            .field("slots", &self.slots)
+            .field("top", &self.top)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ParkedFiles {
+    /// What is left for [`Stage::AfterTree`], in every process of the tree, once each
+    /// has installed its table: `None` when no open file of the tree waits for that stage
+    /// (then the orchestration has nothing to wait for). Holds no descriptor, so it
+    /// outlives the parked set.
+    pub fn late(&self) -> Option<LateFiles> {
+        let deferred: BTreeMap<u64, proto::OpenFile> = self
+            .deferred
+            .iter()
+            .filter(|(_, (stage, _))| *stage == Stage::AfterTree)
+            .map(|(&id, (_, file))| (id, file.clone()))
+            .collect();
+        if deferred.is_empty() {
+            return None;
+        }
+        Some(LateFiles {
+            kinds: self.kinds,
+            image: self.image.clone(),
+            deferred,
+            external: self.slots.keys().copied().collect(),
+            top: self.top,
+        })
+    }
+
     /// How many descriptors are parked (open files created, and descriptors given for
     /// external ends).
     pub fn len(&self) -> usize {
@@ -185,7 +221,7 @@ pub fn create(
 
 /// [`create`] with the kinds of `kinds`.
 fn create_in(
-    kinds: &[&'static dyn FileKind],
+    kinds: &'static [&'static dyn FileKind],
     image: &Image,
     tables: &[proto::FdTable],
     inherited: &Inherited,
@@ -268,6 +304,7 @@ fn create_in(
     // The anchors of pipes and FIFOs lived until every end was opened; they go now.
     drop(ctx);
     Ok(ParkedFiles {
+        kinds,
         files: created,
         deferred,
         image: image.clone(),
@@ -318,15 +355,6 @@ fn ensure_nofile(top: RawFd, count: usize) -> Result<(), RebuildError> {
 /// [`Stage::AfterTree`] are left to [`install_after_tree`]. The parked descriptors stay
 /// open: the caller closes them (see [`crate::sys::fd::close_all_except`]).
 pub fn install(table: &proto::FdTable, parked: &ParkedFiles) -> Result<Rebuilt, RebuildError> {
-    install_in(files::KINDS, table, parked)
-}
-
-/// [`install`] with the kinds of `kinds`.
-fn install_in(
-    kinds: &[&'static dyn FileKind],
-    table: &proto::FdTable,
-    parked: &ParkedFiles,
-) -> Result<Rebuilt, RebuildError> {
     let mut installed = BTreeMap::new();
     for d in &table.descriptors {
         if d.fd > parked.top {
@@ -350,100 +378,162 @@ fn install_in(
         install_one(d, file.as_fd())?;
         installed.insert(d.fd, d.file_id);
     }
-    install_deferred(kinds, table, parked, Stage::AfterProcess, &mut installed)?;
+    let due: BTreeMap<u64, &proto::OpenFile> = parked
+        .deferred
+        .iter()
+        .filter(|(_, (stage, _))| *stage == Stage::AfterProcess)
+        .map(|(&id, (_, file))| (id, file))
+        .collect();
+    let deferred = Deferred {
+        kinds: parked.kinds,
+        image: &parked.image,
+        files: &due,
+        external: &|key| parked.slots.contains_key(&key),
+        top: parked.top,
+    };
+    deferred.install(table, &mut installed)?;
     Ok(rebuilt(installed))
 }
 
 /// Creates and installs, in the calling process, the open files of `table` whose kind
 /// restores them at [`Stage::AfterTree`]: for the orchestration to call once every
 /// process of the tree has installed its table ([`install`]). Returns what it installed
-/// (nothing, with the kinds there are so far).
+/// (nothing, with the kinds there are so far). [`ParkedFiles::late`] and
+/// [`LateFiles::install`] do the same in two steps, for a process that closes the parked
+/// set in between.
 pub fn install_after_tree(
     table: &proto::FdTable,
     parked: &ParkedFiles,
 ) -> Result<Rebuilt, RebuildError> {
-    let late = |d: &proto::Descriptor| {
-        !parked.slots.contains_key(&(d.file_id, d.fd))
-            && parked
-                .deferred
-                .get(&d.file_id)
-                .is_some_and(|(stage, _)| *stage == Stage::AfterTree)
-    };
-    // What install put in place, for the kinds to see.
-    let mut installed = table
-        .descriptors
-        .iter()
-        .filter(|d| !late(d))
-        .map(|d| (d.fd, d.file_id))
-        .collect();
-    install_deferred(
-        files::KINDS,
-        table,
-        parked,
-        Stage::AfterTree,
-        &mut installed,
-    )?;
-    let added = table
-        .descriptors
-        .iter()
-        .filter(|d| late(d) && installed.contains_key(&d.fd))
-        .map(|d| (d.fd, d.file_id))
-        .collect();
-    Ok(rebuilt(added))
+    match parked.late() {
+        Some(late) => late.install(table),
+        None => Ok(rebuilt(BTreeMap::new())),
+    }
 }
 
-/// Creates the open files of `table` deferred to `stage` (once each in this process,
-/// shared by its descriptors) and installs them; `installed` (number -> open-file id)
-/// is what the kinds see through [`RestoreCtx::installed`], and grows with them.
-fn install_deferred(
-    kinds: &[&'static dyn FileKind],
-    table: &proto::FdTable,
-    parked: &ParkedFiles,
-    stage: Stage,
-    installed: &mut BTreeMap<RawFd, u64>,
-) -> Result<(), RebuildError> {
-    let due: Vec<&proto::Descriptor> = table
-        .descriptors
-        .iter()
-        .filter(|d| !parked.slots.contains_key(&(d.file_id, d.fd)))
-        .filter(|d| {
-            parked
-                .deferred
-                .get(&d.file_id)
-                .is_some_and(|(s, _)| *s == stage)
-        })
-        .collect();
-    if due.is_empty() {
-        return Ok(());
+/// The open files of a tree restored at [`Stage::AfterTree`] ([`ParkedFiles::late`]),
+/// each to be created by every process that holds it once every process of the tree has
+/// installed its table.
+pub struct LateFiles {
+    kinds: &'static [&'static dyn FileKind],
+    image: Image,
+    /// The open files of that stage, by id.
+    deferred: BTreeMap<u64, proto::OpenFile>,
+    /// The descriptors given for external ends (open-file id, number): installed already.
+    external: BTreeSet<(u64, RawFd)>,
+    /// The highest descriptor number of any table of the tree.
+    top: RawFd,
+}
+
+impl std::fmt::Debug for LateFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LateFiles")
+            .field("deferred", &self.deferred.keys())
+            .field("external", &self.external)
+            .field("top", &self.top)
+            .finish_non_exhaustive()
     }
-    let mut ctx = RestoreCtx::new(&parked.image)?;
-    for kind in kinds {
-        kind.prepare(&mut ctx)?;
+}
+
+impl LateFiles {
+    /// Creates and installs, in the calling process (whose table `table` is installed
+    /// already, [`install`]), the open files of `table` of [`Stage::AfterTree`]: each at
+    /// its saved numbers with their close-on-exec bits, the kinds seeing every other
+    /// descriptor of the table through [`RestoreCtx::installed`]. Returns what it
+    /// installed; nothing, cheaply, when the table holds none of them.
+    pub fn install(&self, table: &proto::FdTable) -> Result<Rebuilt, RebuildError> {
+        let late = |d: &proto::Descriptor| {
+            !self.external.contains(&(d.file_id, d.fd)) && self.deferred.contains_key(&d.file_id)
+        };
+        if !table.descriptors.iter().any(late) {
+            return Ok(rebuilt(BTreeMap::new()));
+        }
+        // What install put in place, for the kinds to see.
+        let mut installed = table
+            .descriptors
+            .iter()
+            .filter(|d| !late(d))
+            .map(|d| (d.fd, d.file_id))
+            .collect();
+        let files: BTreeMap<u64, &proto::OpenFile> =
+            self.deferred.iter().map(|(&id, f)| (id, f)).collect();
+        let deferred = Deferred {
+            kinds: self.kinds,
+            image: &self.image,
+            files: &files,
+            external: &|key| self.external.contains(&key),
+            top: self.top,
+        };
+        deferred.install(table, &mut installed)?;
+        let added = table
+            .descriptors
+            .iter()
+            .filter(|d| late(d) && installed.contains_key(&d.fd))
+            .map(|d| (d.fd, d.file_id))
+            .collect();
+        Ok(rebuilt(added))
     }
-    ctx.set_installed(installed.clone());
-    for d in due {
-        if ctx.opened(d.file_id).is_none() {
-            let Some((_, file)) = parked.deferred.get(&d.file_id) else {
+}
+
+/// The open files of one deferred stage, and what creating them needs.
+struct Deferred<'a> {
+    kinds: &'a [&'static dyn FileKind],
+    image: &'a Image,
+    /// The open files of the stage, by id.
+    files: &'a BTreeMap<u64, &'a proto::OpenFile>,
+    /// Whether the descriptor (open-file id, number) was given for an external end.
+    external: &'a dyn Fn((u64, RawFd)) -> bool,
+    /// Created files are parked above this number before they are installed.
+    top: RawFd,
+}
+
+impl Deferred<'_> {
+    /// Creates the open files of `table` of this stage (once each in this process,
+    /// shared by its descriptors) and installs them; `installed` (number -> open-file id)
+    /// is what the kinds see through [`RestoreCtx::installed`], and grows with them.
+    fn install(
+        &self,
+        table: &proto::FdTable,
+        installed: &mut BTreeMap<RawFd, u64>,
+    ) -> Result<(), RebuildError> {
+        let due: Vec<&proto::Descriptor> = table
+            .descriptors
+            .iter()
+            .filter(|d| !(self.external)((d.file_id, d.fd)) && self.files.contains_key(&d.file_id))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut ctx = RestoreCtx::new(self.image)?;
+        for kind in self.kinds {
+            kind.prepare(&mut ctx)?;
+        }
+        ctx.set_installed(installed.clone());
+        for d in due {
+            if ctx.opened(d.file_id).is_none() {
+                let Some(file) = self.files.get(&d.file_id) else {
+                    continue;
+                };
+                let fd = files::restorer_in(self.kinds, file)?.restore(file, &mut ctx)?;
+                // Above every saved number, so installing it never closes one still to
+                // come.
+                let fd = rustix::io::fcntl_dupfd_cloexec(&fd, self.top + 1).map_err(|e| {
+                    RebuildError::Install {
+                        fd: d.fd,
+                        op: "fcntl(F_DUPFD_CLOEXEC)",
+                        source: e.into(),
+                    }
+                })?;
+                ctx.add_opened(d.file_id, fd);
+            }
+            let Some(file) = ctx.opened(d.file_id) else {
                 continue;
             };
-            let fd = files::restorer_in(kinds, file)?.restore(file, &mut ctx)?;
-            // Above every saved number, so installing it never closes one still to come.
-            let fd = rustix::io::fcntl_dupfd_cloexec(&fd, parked.top + 1).map_err(|e| {
-                RebuildError::Install {
-                    fd: d.fd,
-                    op: "fcntl(F_DUPFD_CLOEXEC)",
-                    source: e.into(),
-                }
-            })?;
-            ctx.add_opened(d.file_id, fd);
+            install_one(d, file)?;
+            installed.insert(d.fd, d.file_id);
         }
-        let Some(file) = ctx.opened(d.file_id) else {
-            continue;
-        };
-        install_one(d, file)?;
-        installed.insert(d.fd, d.file_id);
+        Ok(())
     }
-    Ok(())
 }
 
 /// Installs a copy of `file` at `d`'s number with `d`'s close-on-exec bit.
@@ -509,8 +599,10 @@ mod tests {
     static LOG: Mutex<Vec<(u64, BTreeMap<RawFd, u64>)>> = Mutex::new(Vec::new());
 
     /// A test-only kind: restores eventfd records, those with count 2 at
-    /// [`Stage::AfterProcess`].
+    /// [`Stage::AfterProcess`], those with count 4 at [`Stage::AfterTree`].
     struct Staged;
+
+    static STAGED: &[&dyn FileKind] = &[&Staged];
 
     impl FileKind for Staged {
         fn name(&self) -> &'static str {
@@ -535,6 +627,7 @@ mod tests {
         fn stage(&self, file: &proto::OpenFile) -> Stage {
             match &file.kind {
                 Some(open_file::Kind::Eventfd(e)) if e.count == 2 => Stage::AfterProcess,
+                Some(open_file::Kind::Eventfd(e)) if e.count == 4 => Stage::AfterTree,
                 _ => Stage::Open,
             }
         }
@@ -567,14 +660,17 @@ mod tests {
     }
 
     /// An open file of Stage::AfterProcess is created after the others are installed,
-    /// sees them at their numbers, and is installed at its own.
+    /// sees them at their numbers, and is installed at its own; one of Stage::AfterTree
+    /// is left to the late step, which creates it after all those (and after the parked
+    /// set is closed), and skips a table that holds none.
     #[test]
     fn deferred_stage_runs_after_the_process_table() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img");
         let mut writer = ImageWriter::create(&path, ImageMeta::default()).unwrap();
-        // Open file 2 is the deferred one, between the two others in descriptor order.
-        let files = [eventfd(1, 1), eventfd(2, 2), eventfd(3, 3)];
+        // Open file 2 is the deferred one, between the two others in descriptor order;
+        // open file 4, at the highest number, waits for the whole tree.
+        let files = [eventfd(1, 1), eventfd(2, 2), eventfd(3, 3), eventfd(4, 4)];
         writer.write_records(pipecr_image::FILES, &files).unwrap();
         writer.commit().unwrap();
         let image = Image::open(&path).unwrap();
@@ -582,7 +678,7 @@ mod tests {
         let table = proto::FdTable {
             id: 1,
             shared: false,
-            descriptors: (0..3)
+            descriptors: (0..4)
                 .map(|i| proto::Descriptor {
                     fd: 700 + i,
                     file_id: i as u64 + 1,
@@ -590,10 +686,8 @@ mod tests {
                 })
                 .collect(),
         };
-        let kinds: &[&'static dyn FileKind] = &[&Staged];
-
         let parked = create_in(
-            kinds,
+            STAGED,
             &image,
             std::slice::from_ref(&table),
             &Inherited::none(),
@@ -607,14 +701,42 @@ mod tests {
         );
         assert_eq!(parked.len(), 2);
 
-        let rebuilt = install_in(kinds, &table, &parked).unwrap();
+        let rebuilt = install(&table, &parked).unwrap();
         assert_eq!(rebuilt.fds, [700, 701, 702]);
         let log = LOG.lock().unwrap().clone();
         assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 3, 2]);
         assert!(log[0].1.is_empty());
         assert_eq!(log[2].1, BTreeMap::from([(700, 1), (702, 3)]));
+        assert!(
+            !Path::new("/proc/self/fd/703").exists(),
+            "not before the tree"
+        );
 
-        for fd in 700..703 {
+        let late = parked.late().expect("an open file waits for the tree");
+        // The orchestration closes the parked set before the late step.
+        drop(parked);
+        let other = proto::FdTable {
+            id: 2,
+            shared: false,
+            descriptors: vec![proto::Descriptor {
+                fd: 710,
+                file_id: 1,
+                cloexec: true,
+            }],
+        };
+        assert_eq!(late.install(&other).unwrap().fds, Vec::<RawFd>::new());
+        assert_eq!(
+            LOG.lock().unwrap().len(),
+            3,
+            "nothing created for a table without it"
+        );
+        let rebuilt = late.install(&table).unwrap();
+        assert_eq!((rebuilt.fds, rebuilt.open_files), (vec![703], 1));
+        let log = LOG.lock().unwrap().clone();
+        assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 3, 2, 4]);
+        assert_eq!(log[3].1, BTreeMap::from([(700, 1), (701, 2), (702, 3)]));
+
+        for fd in 700..704 {
             let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
             assert_eq!(link.to_str(), Some("anon_inode:[eventfd]"), "fd {fd}");
             // Close it: install_at hands back the number it filled.

@@ -8,9 +8,11 @@
 // - the checks run before anything is made: `preflight`;
 // - one process's image replaced: `image`, over its steps `threads`, `signals`,
 //   `creds`, `regs`, `mm` and `cow`; the descriptor tables: `fdtable`;
-// - at the bottom: `error` (over `external`), `saved`, `trampoline`.
-// `external` still takes `RestoreOptions` from here, which holds its `Inherit`: the one
-// cycle left, until both live in one module.
+// - the external ends (`external`, over `options`) and `error` (over `external`);
+// - at the bottom: `options` (the caller's choices: `RestoreOptions`, `Inherit`,
+//   `Source`), `saved`, `trampoline`.
+// This file only declares the modules and re-exports `RestoreOptions` for
+// `pipecr::restore::RestoreOptions`; no module below imports it back.
 mod cow;
 mod creds;
 mod error;
@@ -18,6 +20,7 @@ pub mod external;
 pub mod fdtable;
 mod image;
 mod mm;
+pub mod options;
 pub mod pidns;
 mod preflight;
 pub mod process;
@@ -27,14 +30,4 @@ mod signals;
 mod threads;
 mod trampoline;
 
-/// Choices a caller makes for a tree restore.
-#[derive(Debug, Clone, Default)]
-pub struct RestoreOptions {
-    /// Sources for the descriptors that led outside the tree (`--inherit-fd`); those at
-    /// fds 0-2 without one get the caller's own ([`external::resolve`]).
-    pub inherit: Vec<external::Inherit>,
-    /// The tree is a job of an interactive shell (`--shell-job`): it joins the caller's
-    /// session (its own was the shell's, which is not restored), keeps its own process
-    /// group, and every descriptor of its old terminal gets the caller's terminal.
-    pub shell_job: bool,
-}
+pub use options::RestoreOptions;

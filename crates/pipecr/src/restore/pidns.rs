@@ -41,7 +41,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use pipecr_image::Image;
 
-use super::RestoreOptions;
+use super::options::RestoreOptions;
 use super::saved::SavedProcess;
 
 /// Why a restore into a new PID namespace failed. Whatever it was, nothing is left

@@ -19,7 +19,7 @@
 use std::collections::BTreeSet;
 use std::io;
 
-use pipecr_image::proto::{self, VmaFlag, VmaKind};
+use pipecr_image::proto;
 
 use super::error::{ProcessRestoreError, Result};
 use super::saved::SavedProcess;
@@ -51,18 +51,13 @@ pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> 
             saved.process.pgid
         ));
     }
+    // Each kind of memory area says which of its areas restore can bring back.
     for vma in &saved.mm.vmas {
-        let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
-        let what = match kind {
-            VmaKind::Object => Some("shared memory (a memory object)"),
-            VmaKind::OtherSpecial => Some("a kernel special area"),
-            VmaKind::Unspecified => Some("an area of unknown kind"),
-            _ if vma.object_id != 0 || vma.flags & VmaFlag::Deleted as u32 != 0 => {
-                Some("a mapping of a deleted file or memfd")
-            }
-            _ => None,
+        let restorable = match crate::mem::saved_kind(vma.kind) {
+            Some((kind, _)) => kind.restorable(vma),
+            None => Err("an area of unknown kind"),
         };
-        if let Some(what) = what {
+        if let Err(what) = restorable {
             return unsupported(format!(
                 "area {:#x}-{:#x} {}: {what}",
                 vma.start, vma.end, vma.path
@@ -221,13 +216,7 @@ fn check_files(saved: &SavedProcess) -> Result<()> {
         .mm
         .vmas
         .iter()
-        .filter(|v| {
-            matches!(
-                VmaKind::try_from(v.kind),
-                Ok(VmaKind::FilePrivate | VmaKind::FileShared)
-            )
-        })
-        .map(|v: &proto::Vma| v.path.as_str())
+        .filter_map(|v: &proto::Vma| crate::mem::saved_kind(v.kind)?.0.mapped_file(v))
         .collect();
     let exe = (!saved.mm.exe.is_empty()).then_some(("executable", saved.mm.exe.as_str()));
     for (what, path) in exe

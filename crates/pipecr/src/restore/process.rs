@@ -2,27 +2,34 @@
 //! child of the caller and every other process a child of its restored parent.
 //!
 //! This module owns the order of operations and sits on top of `restore/`: no step
-//! imports it. The checks run before anything is created are [`super::preflight`]'s,
-//! the error and the saved process are [`super::error`]'s and [`super::saved`]'s (all
-//! re-exported here); the descriptor table comes from [`super::fdtable`], the injection
+//! imports it. The checks run before anything is created are `restore::preflight`'s
+//! ([`check_tree`], [`check_supported`]), the error and the saved process are
+//! `restore::error`'s and `restore::saved`'s ([`ProcessRestoreError`], [`SavedProcess`]:
+//! all re-exported here); the descriptor table comes from [`super::fdtable`], the injection
 //! mechanics from [`crate::inject`], the raw calls from [`crate::sys`].
 //!
 //! 1. [`spawn_tree_stopped`]: `clone3` with `set_tid` = the saved PID of the root. Each new
 //!    process sets its name and session/group, creates its own saved children the same way
 //!    (they inherit session and group; first, it maps and fills with its saved pages each
 //!    private area it shares pages in with one of them, for them to inherit copy-on-write:
-//!    [`super::cow`]) and waits until each has stopped, then installs its
+//!    `restore::cow`) and waits until each has stopped, then installs its
 //!    descriptor table, closes everything else, sets cwd, umask and rlimits, and stops
 //!    itself with `SIGSTOP` (errors go back through a close-on-exec pipe shared by all, as
 //!    text, one line per process). The root first creates every open file of the tree
 //!    once ([`super::fdtable::create_all`]), parked above every saved number; the children
 //!    inherit the parked set and each installs its table from it
-//!    ([`super::fdtable::install`]), so what processes shared is shared again.
+//!    ([`super::fdtable::install`]), so what processes shared is shared again. When a
+//!    kind restores open files once every table of the tree is installed
+//!    ([`crate::files::Stage::AfterTree`]), each process creates its own after that,
+//!    before its cwd and limits: the root once its table is installed (its descendants
+//!    installed theirs before they stopped), every other process when its parent
+//!    continues it from a first stop, then stopping again
+//!    ([`super::fdtable::LateFiles`]).
 //!    Only a single-threaded caller may do this: the children
 //!    allocate (see [`crate::sys::clone3::clone3_with_tid`]).
 //! 2. [`restore_tree`] continues them all, then replaces each one's address space,
-//!    signal state, threads and registers, parents first ([`super::image`], with
-//!    [`super::mm`], [`super::signals`] and [`super::threads`]), leaving each in a
+//!    signal state, threads and registers, parents first (`restore::image`, with
+//!    `restore::mm`, `restore::signals` and `restore::threads`), leaving each in a
 //!    ptrace-stop. Once every process is ready, all are detached, children first; the
 //!    pending signals the saved mask lets through are delivered then, to the saved
 //!    handlers.
@@ -53,10 +60,10 @@ use nix::unistd::Pid as NixPid;
 use pipecr_image::Image;
 use pipecr_image::proto;
 
-use super::RestoreOptions;
 use super::error::{Result, errno, os};
 use super::external::Inherited;
 use super::image::load_image;
+use super::options::RestoreOptions;
 // What callers of the orchestrator name through it: the error, the saved process and
 // the checks live below it, in modules it uses.
 pub use super::error::ProcessRestoreError;
@@ -375,8 +382,9 @@ fn spawn_children(
     err_w: &OwnedFd,
     report: &OwnedFd,
     parked: &super::fdtable::ParkedFiles,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Vec<NixPid>, String> {
     let pid = tree[idx].pid();
+    let mut children = Vec::new();
     for (c, child) in tree.iter().enumerate().skip(idx + 1) {
         if child.process.ppid != pid {
             continue;
@@ -391,17 +399,47 @@ fn spawn_children(
         };
         drop(err);
         let created = NixPid::from_raw(created.as_raw_nonzero().get());
-        loop {
-            match waitpid(created, Some(WaitPidFlag::WUNTRACED)) {
-                Err(Errno::EINTR) => continue,
-                Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => break,
-                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
-                    return Err(format!("child {cpid} failed to set up"));
-                }
-                Ok(_) => continue,
-                Err(e) => return Err(format!("waitpid {cpid}: {e}")),
+        wait_stopped(created)?;
+        children.push(created);
+    }
+    Ok(children)
+}
+
+/// Waits until our child `child` stops itself (`SIGSTOP`); an error if it dies first.
+fn wait_stopped(child: NixPid) -> std::result::Result<(), String> {
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WUNTRACED)) {
+            Err(Errno::EINTR) => continue,
+            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => return Ok(()),
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                return Err(format!("child {child} failed to set up"));
             }
+            Ok(_) => continue,
+            Err(e) => return Err(format!("waitpid {child}: {e}")),
         }
+    }
+}
+
+/// The [`Stage::AfterTree`](crate::files::Stage::AfterTree) open files of `table`, in
+/// the calling process `tree[idx]` (stopped children `children`), once every process of
+/// the tree has installed its table: the root goes first, when its own table is
+/// installed (its descendants installed theirs before they stopped); every other
+/// process waits, stopped, until its parent continues it, so the step runs parents
+/// first. Each then continues its own children, one at a time, and waits until they
+/// have stopped again.
+fn install_late(
+    late: &super::fdtable::LateFiles,
+    table: &proto::FdTable,
+    idx: usize,
+    children: &[NixPid],
+) -> std::result::Result<(), String> {
+    if idx != 0 {
+        nix::sys::signal::raise(Signal::SIGSTOP).map_err(|e| format!("raise(SIGSTOP): {e}"))?;
+    }
+    late.install(table).map_err(|e| format!("{e}"))?;
+    for &child in children {
+        kill(child, Signal::SIGCONT).map_err(|e| format!("kill {child} SIGCONT: {e}"))?;
+        wait_stopped(child)?;
     }
     Ok(())
 }
@@ -446,13 +484,21 @@ fn child_setup_inner(
     // The areas our children share pages in with us, filled with ours before they are
     // created, so that they inherit them copy-on-write.
     super::cow::prefill(image, tree, idx, report)?;
-    spawn_children(image, tree, idx, err_w, report, parked)?;
+    let children = spawn_children(image, tree, idx, err_w, report, parked)?;
     let rebuilt = super::fdtable::install(table, parked).map_err(|e| format!("{e}"))?;
+    // The open files that wait for every table of the tree; none (and no waiting) unless
+    // one of its kinds asks for that stage.
+    let late = parked.late();
     // The parked set and everything else (the restorer's descriptors) go.
     drop(owned);
     let mut keep = rebuilt.fds.clone();
     keep.push(err_w.as_raw_fd());
     crate::sys::fd::close_all_except(&keep).map_err(|e| format!("close_range: {e}"))?;
+    // Before the saved limits are set: the late files are parked above every saved
+    // number, which RLIMIT_NOFILE was raised for.
+    if let Some(late) = &late {
+        install_late(late, table, idx, &children)?;
+    }
     nix::unistd::chdir(saved.core.cwd.as_str())
         .map_err(|e| format!("chdir {}: {e}", saved.core.cwd))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(

@@ -2,7 +2,8 @@
 //!
 //! Wrappers follow rustix's style: typed descriptors in and out, `io::Result`, each one
 //! documented with the C call it makes. Where rustix or nix already offer a safe wrapper,
-//! callers use them directly and nothing is repeated here.
+//! callers use them directly and nothing is repeated here. [`names`] holds the kernel's
+//! names and fixed values for the numbers it deals in (signals, resource limits).
 #![allow(unsafe_code)]
 
 pub mod clone3;
@@ -12,6 +13,7 @@ pub mod fd;
 pub mod fhandle;
 pub mod kcmp;
 pub mod mem;
+pub mod names;
 pub mod ns;
 pub mod pipe;
 pub mod ptrace;
