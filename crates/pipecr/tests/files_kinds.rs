@@ -312,10 +312,130 @@ fn regular_file_reachable_only_through_another_hard_link_is_not_supported() {
     assert_unsupported(fd.as_fd(), "another hard link");
 }
 
+// ---- files of /proc and /sys ----
+
+/// Reads exactly `n` bytes (or up to end of file) from `fd`, moving its position.
+fn read_n(fd: BorrowedFd<'_>, n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let k = rustix::io::read(fd, &mut out[got..]).unwrap();
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    out.truncate(got);
+    out
+}
+
+fn pseudo_of(f: &proto::OpenFile) -> &proto::PseudoFile {
+    match &f.kind {
+        Some(open_file::Kind::PseudoFile(p)) => p,
+        other => panic!("not a pseudo file: {other:?}"),
+    }
+}
+
 #[test]
-fn proc_files_are_not_supported() {
+fn proc_meminfo_comes_back_at_its_position_and_reading_goes_on() {
+    let fd = open("/proc/meminfo", OFlags::RDONLY);
+    // Past the first line (MemTotal, which does not change): the next starts MemFree.
+    let first = String::from_utf8(read_n(fd.as_fd(), 200)).unwrap();
+    let line = first.find('\n').unwrap() + 1;
+    rustix::fs::seek(&fd, SeekFrom::Start(line as u64)).unwrap();
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let p = pseudo_of(&saved);
+    assert_eq!((p.path.as_str(), p.proc_pid), ("/proc/meminfo", 0));
+    assert_eq!(link(restored.as_fd()), "/proc/meminfo");
+    assert_eq!(pos(restored.as_fd()), line as u64);
+    assert_eq!(files::stage_of(&saved).unwrap(), files::Stage::Open);
+    assert_eq!(read_n(restored.as_fd(), 8), b"MemFree:");
+}
+
+#[test]
+fn proc_stat_keeps_flags_and_position() {
+    let fd = open("/proc/stat", OFlags::RDONLY | OFlags::NONBLOCK);
+    let head = read_n(fd.as_fd(), 3);
+    assert_eq!(head, b"cpu");
+    let (_, restored) = roundtrip(fd.as_fd());
+    assert_eq!(link(restored.as_fd()), "/proc/stat");
+    assert_eq!(pos(restored.as_fd()), 3);
+    assert_eq!(flags(restored.as_fd()), flags(fd.as_fd()));
+    // What follows "cpu" on the first line: the blank before the counters.
+    assert_eq!(read_n(restored.as_fd(), 1), b" ");
+}
+
+#[test]
+fn proc_self_status_names_the_restored_process() {
     let fd = open("/proc/self/status", OFlags::RDONLY);
-    assert_unsupported(fd.as_fd(), "/proc/");
+    let name_line = String::from_utf8(read_n(fd.as_fd(), 64)).unwrap();
+    let line = name_line.find('\n').unwrap() + 1;
+    rustix::fs::seek(&fd, SeekFrom::Start(line as u64)).unwrap();
+    let next = read_n(fd.as_fd(), 6);
+    rustix::fs::seek(&fd, SeekFrom::Start(line as u64)).unwrap();
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let p = pseudo_of(&saved);
+    assert_eq!(p.path, format!("/proc/{}/status", me()));
+    assert_eq!(p.proc_pid, me());
+    // Opened in the restored process itself, once it exists.
+    assert_eq!(files::stage_of(&saved).unwrap(), files::Stage::AfterProcess);
+    assert_eq!(link(restored.as_fd()), format!("/proc/{}/status", me()));
+    assert_eq!(pos(restored.as_fd()), line as u64);
+    assert_eq!(read_n(restored.as_fd(), 6), next);
+}
+
+#[test]
+fn sysfs_file_comes_back_at_its_position() {
+    let path = "/sys/kernel/mm/transparent_hugepage/enabled";
+    let alt = "/sys/devices/system/cpu/online";
+    let path = if Path::new(path).exists() { path } else { alt };
+    let whole = std::fs::read(path).unwrap();
+    assert!(whole.len() > 2, "{path}: {whole:?}");
+    let fd = open(path, OFlags::RDONLY);
+    assert_eq!(read_n(fd.as_fd(), 2), whole[..2]);
+    let (saved, restored) = roundtrip(fd.as_fd());
+    assert_eq!(pseudo_of(&saved).fs_type, 0x6265_6572, "sysfs");
+    assert_eq!(link(restored.as_fd()), path);
+    assert_eq!(pos(restored.as_fd()), 2);
+    assert_eq!(read_rest(restored.as_fd()), whole[2..]);
+}
+
+#[test]
+fn proc_files_of_another_process_are_not_supported() {
+    let fd = open("/proc/1/status", OFlags::RDONLY);
+    assert_unsupported(fd.as_fd(), "it names another process, pid 1");
+}
+
+#[test]
+fn proc_files_of_a_secondary_thread_are_not_supported() {
+    let fd = std::thread::spawn(|| open("/proc/thread-self/stat", OFlags::RDONLY))
+        .join()
+        .unwrap();
+    let shown = link(fd.as_fd());
+    assert!(shown.contains("/task/"), "{shown}");
+    assert_unsupported(fd.as_fd(), "which restore creates after the descriptors");
+}
+
+#[test]
+fn pseudo_file_missing_on_this_system_is_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let fd = open("/proc/stat", OFlags::RDONLY);
+    let image = dump(dir.path(), fd.as_fd(), DumpOptions::default()).unwrap();
+    let mut record = saved(&image);
+    if let Some(open_file::Kind::PseudoFile(p)) = &mut record.kind {
+        p.path = "/sys/no/such/attribute".into();
+    }
+    let path = dir.path().join("img2");
+    let mut writer = ImageWriter::create(&path, ImageMeta::default()).unwrap();
+    writer
+        .write_records(pipecr_image::FILES, std::slice::from_ref(&record))
+        .unwrap();
+    writer.commit().unwrap();
+    let image = Image::open(&path).unwrap();
+    let mut ctx = RestoreCtx::new(&image).unwrap();
+    let err = files::prepare_restore(&mut ctx).unwrap_err().to_string();
+    assert!(err.contains("/sys/no/such/attribute"), "{err}");
+    assert!(err.contains("not on this system"), "{err}");
 }
 
 // ---- directories ----

@@ -14,7 +14,7 @@
 //! it (the saved bytes, unless the outside read them, plus whatever it wrote since).
 //! Refilling would then hand the saved bytes a second time. The live pipe is the truth
 //! there, as a regular file's bytes on disk are: it is left as it is. Whether the pipe
-//! survived is asked of the kernel before the anchor is opened ([`pipe_survives`]).
+//! survived is asked of the kernel before the anchor is opened (`pipe_survives`).
 //!
 //! Whether a side of a FIFO was closed matters only through who holds the path at
 //! restore: every end is opened by path, and once the anchor is closed the pipe has

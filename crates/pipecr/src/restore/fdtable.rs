@@ -25,7 +25,8 @@
 //! through [`RestoreCtx::installed`]); the [`Stage::AfterTree`] ones by
 //! [`install_after_tree`], which the orchestration calls once every process's
 //! descriptors exist. An open file of a later stage is created in each process that
-//! holds it (none is shared across processes yet: no kind uses those stages so far).
+//! holds it: so far only a process's own `/proc/PID/...` files
+//! ([`crate::files::procfs`]) are, and processes that shared one get one each.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
