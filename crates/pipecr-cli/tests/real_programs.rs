@@ -23,10 +23,6 @@
 //! A missing program fails the test (`.ci/run` installs them all); nothing is skipped
 //! except, outside CI, for want of the capabilities. The dumps are plain `pipecr dump`:
 //! it saves signal handlers, interval timers and clear_child_tid by default.
-//!
-//! Two tests are `#[ignore]`d until features of issue 11 land (a pipe with no writer for
-//! make, /proc files for top); each reason quotes what pipecr answers today, and whoever
-//! lands the feature removes the `ignore`.
 
 mod common;
 
@@ -517,7 +513,6 @@ fn artifacts(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-#[ignore = "needs a pipe with no writer (issue 11): restore of pid N failed; nothing was left running: 2 descriptors of the dumped tree lead outside it: pid N fd 5: read end of pipe:[I] (its writer is outside the tree); pid M fd 10: read end of pipe:[I] (its writer is outside the tree); supply each with --inherit-fd FD=fd:N|PATH|null"]
 fn make_j2_build_finishes_identical_to_an_uninterrupted_one() {
     if !capable() {
         return;
@@ -637,7 +632,6 @@ fn top_header(line: &str) -> bool {
 }
 
 #[test]
-#[ignore = "needs /proc files (issue 11): dump of pid N failed; the tree was resumed untouched: pid N fd 4: regular file /proc/stat is not supported"]
 fn top_batch_goes_on_reporting() {
     if !capable() {
         return;

@@ -598,11 +598,9 @@ fn two_process_tree_shows_descriptors_sharing_external_ends_and_pipe_graph() {
         .stderr(std::process::Stdio::null());
     let mut parent = common::only_stdio(&mut cmd).spawn().unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    // Kept open to the end: the parent's fd 1 then has its reader outside the tree.
+    let mut parent_out = std::io::BufReader::new(parent.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut parent_out, &mut line).unwrap();
     let ids: Vec<i32> = line
         .strip_prefix("ready ")
         .unwrap_or_else(|| panic!("showtree said {line:?}"))

@@ -640,9 +640,15 @@ fn pipes_with_an_external_reader_and_an_external_writer() {
     assert_eq!(y.inode, inode(&y_write));
     assert!(y.external_writer && !y.external_reader, "Y: {y:?}");
     assert_eq!(saved.pending(root, 11), 7000);
-    // The harness's stdio pipes are external too.
+    // The harness holds the write end of the tree's stdin: external too.
     assert!(saved.pipe_of(root, 0).external_writer);
-    assert!(saved.pipe_of(root, 1).external_reader);
+    // It dropped its read end of the tree's stdout after the ready line: that pipe has no
+    // reader anywhere, which is not external.
+    let stdout = saved.pipe_of(root, 1);
+    assert!(
+        stdout.reader_closed && !stdout.external_reader,
+        "{stdout:?}"
+    );
 }
 
 #[test]

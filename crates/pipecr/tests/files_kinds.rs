@@ -313,10 +313,130 @@ fn regular_file_reachable_only_through_another_hard_link_is_not_supported() {
     assert_unsupported(fd.as_fd(), "another hard link");
 }
 
+// ---- files of /proc and /sys ----
+
+/// Reads exactly `n` bytes (or up to end of file) from `fd`, moving its position.
+fn read_n(fd: BorrowedFd<'_>, n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let k = rustix::io::read(fd, &mut out[got..]).unwrap();
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    out.truncate(got);
+    out
+}
+
+fn pseudo_of(f: &proto::OpenFile) -> &proto::PseudoFile {
+    match &f.kind {
+        Some(open_file::Kind::PseudoFile(p)) => p,
+        other => panic!("not a pseudo file: {other:?}"),
+    }
+}
+
 #[test]
-fn proc_files_are_not_supported() {
+fn proc_meminfo_comes_back_at_its_position_and_reading_goes_on() {
+    let fd = open("/proc/meminfo", OFlags::RDONLY);
+    // Past the first line (MemTotal, which does not change): the next starts MemFree.
+    let first = String::from_utf8(read_n(fd.as_fd(), 200)).unwrap();
+    let line = first.find('\n').unwrap() + 1;
+    rustix::fs::seek(&fd, SeekFrom::Start(line as u64)).unwrap();
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let p = pseudo_of(&saved);
+    assert_eq!((p.path.as_str(), p.proc_pid), ("/proc/meminfo", 0));
+    assert_eq!(link(restored.as_fd()), "/proc/meminfo");
+    assert_eq!(pos(restored.as_fd()), line as u64);
+    assert_eq!(files::stage_of(&saved).unwrap(), files::Stage::Open);
+    assert_eq!(read_n(restored.as_fd(), 8), b"MemFree:");
+}
+
+#[test]
+fn proc_stat_keeps_flags_and_position() {
+    let fd = open("/proc/stat", OFlags::RDONLY | OFlags::NONBLOCK);
+    let head = read_n(fd.as_fd(), 3);
+    assert_eq!(head, b"cpu");
+    let (_, restored) = roundtrip(fd.as_fd());
+    assert_eq!(link(restored.as_fd()), "/proc/stat");
+    assert_eq!(pos(restored.as_fd()), 3);
+    assert_eq!(flags(restored.as_fd()), flags(fd.as_fd()));
+    // What follows "cpu" on the first line: the blank before the counters.
+    assert_eq!(read_n(restored.as_fd(), 1), b" ");
+}
+
+#[test]
+fn proc_self_status_names_the_restored_process() {
     let fd = open("/proc/self/status", OFlags::RDONLY);
-    assert_unsupported(fd.as_fd(), "/proc/");
+    let name_line = String::from_utf8(read_n(fd.as_fd(), 64)).unwrap();
+    let line = name_line.find('\n').unwrap() + 1;
+    rustix::fs::seek(&fd, SeekFrom::Start(line as u64)).unwrap();
+    let next = read_n(fd.as_fd(), 6);
+    rustix::fs::seek(&fd, SeekFrom::Start(line as u64)).unwrap();
+    let (saved, restored) = roundtrip(fd.as_fd());
+    let p = pseudo_of(&saved);
+    assert_eq!(p.path, format!("/proc/{}/status", me()));
+    assert_eq!(p.proc_pid, me());
+    // Opened in the restored process itself, once it exists.
+    assert_eq!(files::stage_of(&saved).unwrap(), files::Stage::AfterProcess);
+    assert_eq!(link(restored.as_fd()), format!("/proc/{}/status", me()));
+    assert_eq!(pos(restored.as_fd()), line as u64);
+    assert_eq!(read_n(restored.as_fd(), 6), next);
+}
+
+#[test]
+fn sysfs_file_comes_back_at_its_position() {
+    let path = "/sys/kernel/mm/transparent_hugepage/enabled";
+    let alt = "/sys/devices/system/cpu/online";
+    let path = if Path::new(path).exists() { path } else { alt };
+    let whole = std::fs::read(path).unwrap();
+    assert!(whole.len() > 2, "{path}: {whole:?}");
+    let fd = open(path, OFlags::RDONLY);
+    assert_eq!(read_n(fd.as_fd(), 2), whole[..2]);
+    let (saved, restored) = roundtrip(fd.as_fd());
+    assert_eq!(pseudo_of(&saved).fs_type, 0x6265_6572, "sysfs");
+    assert_eq!(link(restored.as_fd()), path);
+    assert_eq!(pos(restored.as_fd()), 2);
+    assert_eq!(read_rest(restored.as_fd()), whole[2..]);
+}
+
+#[test]
+fn proc_files_of_another_process_are_not_supported() {
+    let fd = open("/proc/1/status", OFlags::RDONLY);
+    assert_unsupported(fd.as_fd(), "it names another process, pid 1");
+}
+
+#[test]
+fn proc_files_of_a_secondary_thread_are_not_supported() {
+    let fd = std::thread::spawn(|| open("/proc/thread-self/stat", OFlags::RDONLY))
+        .join()
+        .unwrap();
+    let shown = link(fd.as_fd());
+    assert!(shown.contains("/task/"), "{shown}");
+    assert_unsupported(fd.as_fd(), "which restore creates after the descriptors");
+}
+
+#[test]
+fn pseudo_file_missing_on_this_system_is_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let fd = open("/proc/stat", OFlags::RDONLY);
+    let image = dump(dir.path(), fd.as_fd(), DumpOptions::default()).unwrap();
+    let mut record = saved(&image);
+    if let Some(open_file::Kind::PseudoFile(p)) = &mut record.kind {
+        p.path = "/sys/no/such/attribute".into();
+    }
+    let path = dir.path().join("img2");
+    let mut writer = ImageWriter::create(&path, ImageMeta::default()).unwrap();
+    writer
+        .write_records(pipecr_image::FILES, std::slice::from_ref(&record))
+        .unwrap();
+    writer.commit().unwrap();
+    let image = Image::open(&path).unwrap();
+    let mut ctx = RestoreCtx::new(&image).unwrap();
+    let err = files::prepare_restore(&mut ctx).unwrap_err().to_string();
+    assert!(err.contains("/sys/no/such/attribute"), "{err}");
+    assert!(err.contains("not on this system"), "{err}");
 }
 
 // ---- directories ----
@@ -970,4 +1090,243 @@ fn fanotify_and_io_uring_of_another_process_are_not_supported_and_named() {
     // Fetching its descriptors left the program alone: it still reads its stdin and exits 0.
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
+}
+
+// ---- pipes whose other side is gone, and the status flags of pipe ends ----
+
+/// Dumps our descriptors `fds` (open file ids 1, 2, ...) into one image under `dir`.
+fn dump_all(dir: &Path, fds: &[BorrowedFd<'_>]) -> (PathBuf, Vec<proto::OpenFile>) {
+    let path = dir.join("img");
+    let mut writer = ImageWriter::create(&path, ImageMeta::default()).unwrap();
+    let mut sink = DumpSink::new(&mut writer, DumpOptions::default());
+    let mut saved = Vec::new();
+    for (i, fd) in fds.iter().enumerate() {
+        let live = LiveFile::fetch(me(), fd.as_raw_fd()).unwrap();
+        saved.push(files::dump_file(i as u64 + 1, &live, &mut sink).unwrap());
+    }
+    files::finish_dump(&mut saved, &mut sink).unwrap();
+    writer.write_records(pipecr_image::FILES, &saved).unwrap();
+    writer.commit().unwrap();
+    (path, saved)
+}
+
+/// Restores every open file of `saved`, in order, then closes the anchors (as a restore
+/// does once every open file exists).
+fn restore_all(image: &Path, saved: &[proto::OpenFile]) -> Vec<OwnedFd> {
+    let image = Image::open(image).unwrap();
+    let mut ctx = RestoreCtx::new(&image).unwrap();
+    files::prepare_restore(&mut ctx).unwrap();
+    saved
+        .iter()
+        .map(|f| files::restore_file(f, &mut ctx).unwrap())
+        .collect()
+}
+
+/// The only pipe record of an image, and what `external` says of each saved open file.
+fn pipe_and_externals(image: &Path, saved: &[proto::OpenFile]) -> (proto::Pipe, Vec<String>) {
+    let image = Image::open(image).unwrap();
+    let pipes: Vec<proto::Pipe> = image.read_records(pipecr_image::PIPES).unwrap();
+    assert_eq!(pipes.len(), 1, "{pipes:?}");
+    let view = files::Saved {
+        processes: &[],
+        tables: &[],
+        files: saved,
+        pipes: &pipes,
+    };
+    let externals = saved
+        .iter()
+        .filter_map(|f| files::restorer_of(f).unwrap().external(f, &view))
+        .map(|e| e.what)
+        .collect();
+    (pipes[0].clone(), externals)
+}
+
+/// The `flags:` line of our `/proc/self/fdinfo/N`, without close-on-exec (which is the
+/// descriptor's, not the open file's).
+fn fdinfo_flags(fd: BorrowedFd<'_>) -> u32 {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+    let line = info.lines().find(|l| l.starts_with("flags:")).unwrap();
+    let flags = u32::from_str_radix(line["flags:".len()..].trim(), 8).unwrap();
+    flags & !(libc::O_CLOEXEC as u32)
+}
+
+#[test]
+fn pipe_read_end_whose_writer_was_closed_reads_its_bytes_then_end_of_file() {
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    assert_eq!(rustix::io::write(&w, b"last bytes").unwrap(), 10);
+    drop(w);
+    let dir = tempfile::tempdir().unwrap();
+    let (image, saved) = dump_all(dir.path(), &[r.as_fd()]);
+    let (pipe, externals) = pipe_and_externals(&image, &saved);
+    assert!(pipe.writer_closed && !pipe.external_writer, "{pipe:?}");
+    assert!(!pipe.reader_closed && !pipe.external_reader, "{pipe:?}");
+    assert!(externals.is_empty(), "{externals:?}");
+    // The original keeps its bytes.
+    assert_eq!(read_rest(r.as_fd()), b"last bytes");
+
+    let restored = restore_all(&image, &saved);
+    assert_eq!(read_rest(restored[0].as_fd()), b"last bytes");
+    let mut buf = [0u8; 8];
+    assert_eq!(rustix::io::read(&restored[0], &mut buf), Ok(0));
+}
+
+#[test]
+fn pipe_write_end_whose_reader_was_closed_gets_epipe() {
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    drop(r);
+    let dir = tempfile::tempdir().unwrap();
+    let (image, saved) = dump_all(dir.path(), &[w.as_fd()]);
+    let (pipe, externals) = pipe_and_externals(&image, &saved);
+    assert!(pipe.reader_closed && !pipe.external_reader, "{pipe:?}");
+    assert!(!pipe.writer_closed && !pipe.external_writer, "{pipe:?}");
+    assert!(externals.is_empty(), "{externals:?}");
+
+    let restored = restore_all(&image, &saved);
+    // The test harness ignores SIGPIPE, as Rust programs do: the write fails instead.
+    assert_eq!(rustix::io::write(&restored[0], b"x"), Err(Errno::PIPE));
+}
+
+#[test]
+fn pipe_whose_writer_is_held_elsewhere_stays_external() {
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    assert_eq!(rustix::io::write(&w, b"abc").unwrap(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    // Only the read end is dumped: the write end we keep is "outside the tree".
+    let (image, saved) = dump_all(dir.path(), &[r.as_fd()]);
+    let (pipe, externals) = pipe_and_externals(&image, &saved);
+    assert!(pipe.external_writer && !pipe.writer_closed, "{pipe:?}");
+    let ino = rustix::fs::fstat(&r).unwrap().st_ino;
+    assert_eq!(
+        externals,
+        vec![format!(
+            "read end of pipe:[{ino}] (its writer is outside the tree)"
+        )]
+    );
+    drop(w);
+}
+
+#[test]
+fn pipe_write_end_dumped_alone_while_its_reader_is_held_elsewhere_stays_external() {
+    // The checkpoint opens a read end of its own through /proc for a lone write end;
+    // it must not be taken for the reader, nor hide that a reader exists.
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (image, saved) = dump_all(dir.path(), &[w.as_fd()]);
+    let (pipe, externals) = pipe_and_externals(&image, &saved);
+    assert!(pipe.external_reader && !pipe.reader_closed, "{pipe:?}");
+    assert_eq!(externals.len(), 1, "{externals:?}");
+    drop(r);
+}
+
+#[test]
+fn pipe_ends_come_back_with_exactly_their_status_flags() {
+    for extra in [OFlags::empty(), OFlags::NONBLOCK] {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        if !extra.is_empty() {
+            rustix::fs::fcntl_setfl(&r, extra).unwrap();
+            rustix::fs::fcntl_setfl(&w, extra).unwrap();
+        }
+        assert_eq!(rustix::io::write(&w, b"12345").unwrap(), 5);
+        // A third open file of the pipe, opened again through /proc (O_LARGEFILE).
+        let again = open(format!("/proc/self/fd/{}", r.as_raw_fd()), OFlags::RDONLY);
+        let originals = [r.as_fd(), w.as_fd(), again.as_fd()];
+        let dir = tempfile::tempdir().unwrap();
+        let (image, saved) = dump_all(dir.path(), &originals);
+        let restored = restore_all(&image, &saved);
+        for (o, n) in originals.iter().zip(&restored) {
+            assert_eq!(flags(*o), flags(n.as_fd()), "F_GETFL, extra {extra:?}");
+            assert_eq!(fdinfo_flags(*o), fdinfo_flags(n.as_fd()), "fdinfo flags");
+        }
+        assert!(!flags(restored[0].as_fd()).contains(OFlags::LARGEFILE));
+        assert!(flags(restored[2].as_fd()).contains(OFlags::LARGEFILE));
+        // The read end and the one opened through /proc are distinct open files.
+        rustix::fs::fcntl_setfl(&restored[2], OFlags::NONBLOCK | OFlags::LARGEFILE).unwrap();
+        rustix::fs::fcntl_setfl(&restored[0], OFlags::empty()).unwrap();
+        assert!(flags(restored[2].as_fd()).contains(OFlags::NONBLOCK));
+        assert!(!flags(restored[0].as_fd()).contains(OFlags::NONBLOCK));
+    }
+}
+
+// ---- a FIFO kept open outside the tree ----
+
+fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
+fn pending(fd: BorrowedFd<'_>) -> u64 {
+    rustix::io::ioctl_fionread(fd).unwrap()
+}
+
+#[test]
+fn fifo_kept_open_outside_with_its_bytes_is_not_refilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fifo");
+    mkfifo(&path);
+    // "Outside the tree": a reader and a writer that stay open across dump and restore.
+    let outside_r = open(&path, OFlags::RDONLY | OFlags::NONBLOCK);
+    let outside_w = open(&path, OFlags::WRONLY);
+    assert_eq!(rustix::io::write(&outside_w, b"once").unwrap(), 4);
+    let tree = open(&path, OFlags::RDONLY | OFlags::NONBLOCK);
+    let (image, saved) = dump_all(dir.path(), &[tree.as_fd()]);
+    drop(tree);
+
+    let restored = restore_all(&image, &saved);
+    assert_eq!(pending(restored[0].as_fd()), 4, "the bytes are there once");
+    let mut buf = [0u8; 16];
+    assert_eq!(rustix::io::read(&restored[0], &mut buf), Ok(4));
+    assert_eq!(&buf[..4], b"once");
+    // Still the pipe the outside writes into.
+    assert_eq!(rustix::io::write(&outside_w, b"more").unwrap(), 4);
+    assert_eq!(rustix::io::read(&restored[0], &mut buf), Ok(4));
+    assert_eq!(&buf[..4], b"more");
+    drop(outside_r);
+}
+
+#[test]
+fn fifo_kept_open_outside_that_was_drained_since_the_dump_is_not_refilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fifo");
+    mkfifo(&path);
+    // Only a writer stays outside; the bytes it wrote are read before the restore.
+    let tree = open(&path, OFlags::RDONLY | OFlags::NONBLOCK);
+    let outside_w = open(&path, OFlags::WRONLY);
+    assert_eq!(rustix::io::write(&outside_w, b"read").unwrap(), 4);
+    let (image, saved) = dump_all(dir.path(), &[tree.as_fd()]);
+    let mut buf = [0u8; 16];
+    assert_eq!(rustix::io::read(&tree, &mut buf), Ok(4));
+    drop(tree);
+
+    let restored = restore_all(&image, &saved);
+    assert_eq!(
+        pending(restored[0].as_fd()),
+        0,
+        "what was read is not handed again"
+    );
+    assert_eq!(rustix::io::write(&outside_w, b"new").unwrap(), 3);
+    assert_eq!(rustix::io::read(&restored[0], &mut buf), Ok(3));
+    assert_eq!(&buf[..3], b"new");
+}
+
+#[test]
+fn fifo_no_one_kept_open_is_refilled_from_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fifo");
+    mkfifo(&path);
+    let tree = open(&path, OFlags::RDWR | OFlags::NONBLOCK);
+    assert_eq!(rustix::io::write(&tree, b"saved").unwrap(), 5);
+    let (image, saved) = dump_all(dir.path(), &[tree.as_fd()]);
+    drop(tree);
+
+    let restored = restore_all(&image, &saved);
+    assert_eq!(pending(restored[0].as_fd()), 5);
+    let mut buf = [0u8; 16];
+    assert_eq!(rustix::io::read(&restored[0], &mut buf), Ok(5));
+    assert_eq!(&buf[..5], b"saved");
 }

@@ -411,3 +411,29 @@ fn pending_error_of_a_reset_stream_is_not_consumed() {
         Err(Errno::CONNRESET)
     );
 }
+
+#[test]
+fn seqpacket_end_whose_peer_was_closed_keeps_its_messages_then_end_of_file() {
+    let (a, b) = pair(SocketType::SEQPACKET);
+    send_all(b.as_fd(), &[b"one".to_vec(), b"two!".to_vec()]);
+    drop(b);
+    let dir = tempfile::tempdir().unwrap();
+    let (image, saved) = dump(dir.path(), &[a.as_fd()]).unwrap();
+    let sa = socket_of(&saved[0]);
+    assert_eq!(sa.peer_inode, 0, "a closed peer has no inode");
+    assert!(!sa.external);
+
+    let image = Image::open(&image).unwrap();
+    let mut ctx = RestoreCtx::new(&image).unwrap();
+    let ra = files::restore_file(&saved[0], &mut ctx).unwrap();
+    drop(ctx);
+    let mut buf = [0u8; 16];
+    for want in [&b"one"[..], b"two!", b""] {
+        let (n, _) = recv(&ra, &mut buf[..], RecvFlags::DONTWAIT).unwrap();
+        assert_eq!(&buf[..n], want);
+    }
+    assert_eq!(
+        send(&ra, b"x", SendFlags::DONTWAIT | SendFlags::NOSIGNAL),
+        Err(Errno::PIPE)
+    );
+}

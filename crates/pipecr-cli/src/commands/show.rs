@@ -173,8 +173,20 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
         }
         let node = graph.iter().find(|n| n.id == pipe.id);
         if let Some(node) = node.filter(|_| !shown.processes.is_empty()) {
-            print_side("readers", &node.readers, node.external_reader, "read");
-            print_side("writers", &node.writers, node.external_writer, "write");
+            print_side(
+                "readers",
+                &node.readers,
+                node.external_reader,
+                node.reader_closed,
+                "read",
+            );
+            print_side(
+                "writers",
+                &node.writers,
+                node.external_writer,
+                node.writer_closed,
+                "write",
+            );
         }
         if ends.is_empty() {
             println!("  ends:         none recorded");
@@ -376,6 +388,10 @@ struct PipeNode {
     external_reader: bool,
     /// No process of the tree holds a write end.
     external_writer: bool,
+    /// No open file anywhere reads the pipe (its readers were all closed).
+    reader_closed: bool,
+    /// No open file anywhere writes the pipe (its writers were all closed).
+    writer_closed: bool,
 }
 
 /// The records as the library's questions about saved open files take them.
@@ -446,6 +462,8 @@ fn pipe_graph(shown: &Shown, holders: &Holders) -> Vec<PipeNode> {
                 writers,
                 external_reader: pipe.external_reader,
                 external_writer: pipe.external_writer,
+                reader_closed: pipe.reader_closed,
+                writer_closed: pipe.writer_closed,
             }
         })
         .collect()
@@ -453,10 +471,12 @@ fn pipe_graph(shown: &Shown, holders: &Holders) -> Vec<PipeNode> {
 
 /// `  readers:      pid 12 fd 3` from the pipe graph; `end` names the end in the message
 /// when nobody in the tree holds one.
-fn print_side(label: &str, list: &[Descriptor], external: bool, end: &str) {
+fn print_side(label: &str, list: &[Descriptor], external: bool, closed: bool, end: &str) {
     let label = format!("{label}:");
     if external {
         println!("  {label:<13} outside the tree (no process of the tree holds a {end} end)");
+    } else if closed {
+        println!("  {label:<13} none (closed: no process anywhere holds a {end} end)");
     } else if list.is_empty() {
         println!("  {label:<13} none");
     } else {

@@ -235,6 +235,11 @@ pub struct DumpedPipe {
     pub has_reader: bool,
     /// Some open file of the tree writes to it.
     pub has_writer: bool,
+    /// No open file anywhere writes to it: a read end of the tree reported `POLLHUP`
+    /// ([`peer_closed`]).
+    pub writer_closed: bool,
+    /// No open file anywhere reads from it: a write end of the tree reported `POLLERR`.
+    pub reader_closed: bool,
 }
 
 /// The pipe objects of a dump, by (device, inode), in the order they were met: the
@@ -247,19 +252,60 @@ pub struct PipeObjects {
 
 impl PipeObjects {
     /// The records of `pipes.img` for the pipe objects met so far, by id, each marked
-    /// with the ends no open file of the tree holds.
+    /// with the ends no open file of the tree holds: external when someone outside the
+    /// tree holds them, closed when no one does.
     pub fn records(&self) -> Vec<proto::Pipe> {
         let mut records: Vec<proto::Pipe> = self
             .pipes
             .values()
             .map(|p| proto::Pipe {
-                external_reader: !p.has_reader,
-                external_writer: !p.has_writer,
+                external_reader: !p.has_reader && !p.reader_closed,
+                external_writer: !p.has_writer && !p.writer_closed,
+                reader_closed: !p.has_reader && p.reader_closed,
+                writer_closed: !p.has_writer && p.writer_closed,
                 ..p.entry.clone()
             })
             .collect();
         records.sort_by_key(|p| p.id);
         records
+    }
+}
+
+/// Which side of its pipe no open file holds any more, as the kernel itself says, for an
+/// end `file` of an anonymous pipe: `(writer_closed, reader_closed)`.
+///
+/// `poll` reports `POLLHUP` on a read end exactly when the pipe has no writer
+/// (`pipe->writers == 0`), and `POLLERR` on a write end exactly when it has no reader;
+/// pipecr's own descriptors fetched with `pidfd_getfd` are the tree's open files and add
+/// nothing. Call it before pipecr opens any end of its own on the pipe (the read end
+/// [`crate::pipe::checkpoint`] opens through `/proc` for a write end, say), which would
+/// count as a reader. (For a FIFO opened non-blocking before any writer came, the kernel
+/// holds `POLLHUP` back; FIFOs are reopened by path and do not use this.)
+pub fn peer_closed(file: &LiveFile) -> Result<(bool, bool), FileError> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut polled = [PollFd::new(&file.file, PollFlags::empty())];
+    rustix::event::poll(&mut polled, Some(&Timespec::default())).map_err(|e| FileError::Dump {
+        pid: file.pid,
+        fd: file.fd,
+        what: file.link.clone(),
+        op: "poll",
+        source: e.into(),
+    })?;
+    let got = polled[0].revents();
+    let mode = OFlags::from_bits_retain(file.info.flags) & OFlags::RWMODE;
+    Ok((
+        mode == OFlags::RDONLY && got.contains(PollFlags::HUP),
+        mode == OFlags::WRONLY && got.contains(PollFlags::ERR),
+    ))
+}
+
+/// Marks the pipe object behind `file` (registered with [`register_pipe`]) with the sides
+/// [`peer_closed`] found closed.
+pub fn mark_closed(file: &LiveFile, sink: &mut DumpSink<'_>, closed: (bool, bool)) {
+    let key = (file.stat.st_dev, file.stat.st_ino);
+    if let Some(pipe) = sink.state::<PipeObjects>().pipes.get_mut(&key) {
+        pipe.writer_closed |= closed.0;
+        pipe.reader_closed |= closed.1;
     }
 }
 
@@ -288,6 +334,8 @@ pub fn register_pipe(file: &LiveFile, sink: &mut DumpSink<'_>) -> Result<u64, Fi
                 entry: image.to_entry(id, Some(data)),
                 has_reader: false,
                 has_writer: false,
+                writer_closed: false,
+                reader_closed: false,
             },
         );
     }
@@ -327,6 +375,27 @@ pub struct RestoredPipes {
     entries: Option<BTreeMap<u64, proto::Pipe>>,
     /// Pipes already recreated, by pipe id.
     pub anchors: BTreeMap<u64, (OwnedFd, OwnedFd)>,
+    /// The anchors already handed out as saved ends themselves (by pipe id, and true for
+    /// the write anchor), see [`RestoredPipes::hand_out`].
+    handed_out: std::collections::BTreeSet<(u64, bool)>,
+}
+
+impl RestoredPipes {
+    /// The read (or with `write`, the write) anchor of pipe `pipe_id`, the first time it is
+    /// asked for; `None` after that, or before the pipe is recreated.
+    ///
+    /// An anonymous pipe's anchors are the two open files `pipe2` made. The one saved end
+    /// of each direction that came from `pipe()` in the original (the one without
+    /// `O_LARGEFILE`, which every `open` adds) is restored as that anchor itself, so its
+    /// status flags are exactly the saved ones; other ends of the same direction were
+    /// opened again through `/proc` in the original too, and are here.
+    pub fn hand_out(&mut self, pipe_id: u64, write: bool) -> Option<BorrowedFd<'_>> {
+        let (read_anchor, write_anchor) = self.anchors.get(&pipe_id)?;
+        if !self.handed_out.insert((pipe_id, write)) {
+            return None;
+        }
+        Some(if write { write_anchor } else { read_anchor }.as_fd())
+    }
 }
 
 /// Reads and checks `pipes.img` into the context, once ([`crate::pipe::check_records`]).
@@ -366,6 +435,22 @@ pub fn pipe_image(
     Ok(PipeImage::from_entry(&entry, data, &[])?)
 }
 
+/// The open file `anchor` itself, for saved open file `id` (a new descriptor of it), with
+/// the settable status flags of `flags`.
+pub fn share_end(id: u64, anchor: BorrowedFd<'_>, flags: OFlags) -> Result<OwnedFd, FileError> {
+    let fail = |op, source| FileError::Restore {
+        id,
+        what: "pipe end".into(),
+        op,
+        source,
+    };
+    let fd = rustix::io::fcntl_dupfd_cloexec(anchor, 0)
+        .map_err(|e| fail("fcntl(F_DUPFD_CLOEXEC)", e.into()))?;
+    rustix::fs::fcntl_setfl(&fd, flags & SETTABLE_FLAGS)
+        .map_err(|e| fail("fcntl(F_SETFL)", e.into()))?;
+    Ok(fd)
+}
+
 /// Opens one more open file of the pipe behind `anchor`, with status flags `flags`.
 pub fn open_end(id: u64, anchor: BorrowedFd<'_>, flags: OFlags) -> Result<OwnedFd, FileError> {
     let fail = |op, source| FileError::Restore {
@@ -382,7 +467,8 @@ pub fn open_end(id: u64, anchor: BorrowedFd<'_>, flags: OFlags) -> Result<OwnedF
     Ok(fd)
 }
 
-/// `pipe 3, 5 B pending, packet mode` (or `pipe 3 (missing)`), for `pipecr show`.
+/// `pipe 3, 5 B pending, packet mode, writer closed` (or `pipe 3 (missing)`), for
+/// `pipecr show`.
 pub fn pipe_note(saved: &Saved<'_>, id: u64) -> String {
     saved.pipe(id).map_or_else(
         || format!("pipe {id} (missing)"),
@@ -391,6 +477,12 @@ pub fn pipe_note(saved: &Saved<'_>, id: u64) -> String {
             let mut s = format!("pipe {id}, {pending} B pending");
             if p.packet_mode {
                 s.push_str(", packet mode");
+            }
+            if p.writer_closed {
+                s.push_str(", writer closed");
+            }
+            if p.reader_closed {
+                s.push_str(", reader closed");
             }
             s
         },

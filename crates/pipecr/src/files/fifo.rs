@@ -7,6 +7,22 @@
 //! through `/proc/self/fd` of the anchor. The anchor is closed when the restore of the
 //! descriptor table ends. An unlinked FIFO is recreated under a temporary name in its old
 //! directory, opened, and unlinked again.
+//!
+//! Refilled only when the FIFO's pipe is new. A FIFO's pipe lives as long as someone has
+//! the FIFO open; when a process outside the tree kept it open across the dump, opening
+//! the path at restore reaches that same pipe, still holding whatever the outside left in
+//! it (the saved bytes, unless the outside read them, plus whatever it wrote since).
+//! Refilling would then hand the saved bytes a second time. The live pipe is the truth
+//! there, as a regular file's bytes on disk are: it is left as it is. Whether the pipe
+//! survived is asked of the kernel before the anchor is opened (`pipe_survives`).
+//!
+//! Whether a side of a FIFO was closed matters only through who holds the path at
+//! restore: every end is opened by path, and once the anchor is closed the pipe has
+//! exactly the readers and writers of the restored tree plus those outside, as at the
+//! dump. So FIFOs are never external and need no `poll` at dump. (A reader that opened
+//! the FIFO non-blocking before any writer came gets no `POLLHUP` until a writer comes
+//! and goes, see `fifo_open` in fs/pipe.c; the restored reader is opened while the anchor
+//! writes, so it gets `POLLHUP` once the anchor is closed and no writer is left.)
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -68,8 +84,17 @@ impl FileKind for FifoKind {
             .contains_key(&fifo.pipe_id)
         {
             let image = pipe_image(file.id, fifo.pipe_id, ctx)?;
+            let survives = !fifo.unlinked
+                && pipe_survives(&fifo.path).map_err(|source| FileError::Restore {
+                    id: file.id,
+                    what: fifo.path.clone(),
+                    op: "open, to see whether the FIFO is still open elsewhere",
+                    source,
+                })?;
             let anchor = open_anchor(file.id, fifo)?;
-            crate::pipe::fill(anchor.as_fd(), &image)?;
+            if !survives {
+                crate::pipe::fill(anchor.as_fd(), &image)?;
+            }
             let second = anchor.try_clone().map_err(|source| FileError::Restore {
                 id: file.id,
                 what: fifo.path.clone(),
@@ -105,6 +130,41 @@ impl FileKind for FifoKind {
             pipe: Some(pipe),
         }
     }
+}
+
+/// Whether the FIFO at `path` has a pipe already: some open file (of a process outside
+/// the restored tree) reads or writes it, so its bytes are live and must not be refilled.
+///
+/// Asked of the kernel without holding the FIFO: an `O_WRONLY | O_NONBLOCK` open fails
+/// with `ENXIO` exactly when it has no reader. With no reader, a reader of our own sees
+/// pending bytes with `FIONREAD`; when there are none, a writer of ours opened and closed
+/// again makes the kernel report `POLLHUP` on our reader exactly when no writer is left
+/// (`pipe_poll`: no writer and one seen since the reader was opened).
+fn pipe_survives(path: &str) -> std::io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    match rustix::fs::stat(path) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Fifo => {}
+        // Gone or no longer a FIFO: open_anchor says so.
+        _ => return Ok(false),
+    }
+    let writer = OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    match rustix::fs::open(path, writer, Mode::empty()) {
+        Ok(_) => return Ok(true),
+        Err(rustix::io::Errno::NXIO) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let reader = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if rustix::io::ioctl_fionread(&reader)? > 0 {
+        return Ok(true);
+    }
+    drop(rustix::fs::open(path, writer, Mode::empty())?);
+    let mut polled = [PollFd::new(&reader, PollFlags::empty())];
+    rustix::event::poll(&mut polled, Some(&Timespec::default()))?;
+    Ok(!polled[0].revents().contains(PollFlags::HUP))
 }
 
 /// Opens the FIFO of `fifo` read-write and non-blocking: at its path, or for an unlinked

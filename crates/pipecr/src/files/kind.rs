@@ -329,10 +329,11 @@ impl<'i> RestoreCtx<'i> {
 /// When a saved open file can be created, relative to the others of the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
-    /// As soon as its turn comes: it needs nothing but the image (every kind so far).
+    /// As soon as its turn comes: it needs nothing but the image (most kinds).
     Open,
-    /// After every other descriptor of the process is installed: an epoll instance, say,
-    /// which needs its targets' final descriptor numbers.
+    /// After every other descriptor of the process is installed, in that process: an
+    /// epoll instance, say, which needs its targets' final descriptor numbers, or a
+    /// process's own `/proc/PID/...` file, which needs the process.
     AfterProcess,
     /// After every process's descriptors exist: a unix socket carrying `SCM_RIGHTS`, say,
     /// which needs the files it queues.

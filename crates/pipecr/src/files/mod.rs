@@ -29,6 +29,7 @@ pub mod inotify;
 pub mod kind;
 pub mod memfd;
 pub mod pipe;
+pub mod procfs;
 pub mod regular;
 pub mod signalfd;
 pub mod timerfd;
@@ -46,6 +47,8 @@ pub static KINDS: &[&dyn FileKind] = &[
     &fifo::FifoKind,
     // Before regular: a memfd is a regular file too.
     &memfd::MemfdKind,
+    // Before regular: a file of /proc or /sys is a regular file too.
+    &procfs::PseudoFileKind,
     &regular::RegularKind,
     &directory::DirectoryKind,
     &chardev::CharDeviceKind,

@@ -3,10 +3,22 @@
 //! processes hold its ends. The table of pipe objects, which FIFOs share, is
 //! [`super::common`]'s; this kind writes it out when the dump finishes.
 //!
-//! Restore creates each pipe once, from its record, and opens every saved end again
-//! through `/proc/self/fd` of two anchor ends, so that two open files that were distinct
-//! (an end opened again through `/proc`) stay distinct, and ends that were one open file
-//! are one (the caller shares them).
+//! Whether a side of the pipe that no process of the tree holds leads outside the tree is
+//! asked of the kernel at dump ([`peer_closed`]): a read end polls `POLLHUP` exactly when
+//! the pipe has no writer anywhere, a write end `POLLERR` exactly when it has no reader.
+//! Such a side is saved as closed (`writer_closed`, `reader_closed`), not external, and
+//! needs nothing at restore; only a side some process outside the tree still holds is
+//! external.
+//!
+//! Restore creates each pipe once, from its record, with `pipe2`: two anchor open files.
+//! The saved end of each direction that came from `pipe()` (the one without
+//! `O_LARGEFILE`, which every `open` adds) is that anchor itself, so its status flags come
+//! back exactly; every other saved end (opened again through `/proc` in the original,
+//! so with `O_LARGEFILE`) is opened again through `/proc/self/fd` of the anchor, so open
+//! files that were distinct stay distinct, and ends that were one open file are one (the
+//! caller shares them). An anchor no saved end is is closed when every end is open: a
+//! pipe whose writer was closed then has no writer again (reads return its bytes, then
+//! end of file), one whose reader was closed has no reader (writes get `EPIPE`).
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -14,7 +26,8 @@ use pipecr_image::proto::{self, PipeEndKind, open_file};
 use rustix::fs::{FileType, OFlags};
 
 use super::common::{
-    RestoredPipes, load_pipe_records, open_end, pipe_image, pipe_note, pipe_records, register_pipe,
+    RestoredPipes, load_pipe_records, mark_closed, open_end, peer_closed, pipe_image, pipe_note,
+    pipe_records, register_pipe, share_end,
 };
 use super::kind::{
     Description, DumpSink, External, FileError, FileKind, LiveFile, PipeUse, RestoreCtx, Saved,
@@ -35,7 +48,10 @@ impl FileKind for PipeKind {
     }
 
     fn dump(&self, file: &LiveFile, sink: &mut DumpSink<'_>) -> Result<open_file::Kind, FileError> {
+        // Before register_pipe, whose checkpoint opens a read end of its own for a write end.
+        let closed = peer_closed(file)?;
         let pipe_id = register_pipe(file, sink)?;
+        mark_closed(file, sink, closed);
         let end = if OFlags::from_bits_retain(file.info.flags) & OFlags::RWMODE == OFlags::WRONLY {
             PipeEndKind::Write
         } else {
@@ -91,15 +107,18 @@ impl FileKind for PipeKind {
                 .anchors
                 .insert(end.pipe_id, anchors);
         }
-        let Some((read, write)) = ctx.state::<RestoredPipes>().anchors.get(&end.pipe_id) else {
+        let flags = OFlags::from_bits_retain(file.flags);
+        let mode = flags & OFlags::RWMODE;
+        let writes = mode == OFlags::WRONLY;
+        let from_pipe_call = !flags.contains(OFlags::LARGEFILE) && mode != OFlags::RDWR;
+        let pipes = ctx.state::<RestoredPipes>();
+        if from_pipe_call && let Some(anchor) = pipes.hand_out(end.pipe_id, writes) {
+            return share_end(file.id, anchor, flags);
+        }
+        let Some((read, write)) = pipes.anchors.get(&end.pipe_id) else {
             unreachable!("inserted above");
         };
-        let flags = OFlags::from_bits_retain(file.flags);
-        let anchor = if flags & OFlags::RWMODE == OFlags::WRONLY {
-            write
-        } else {
-            read
-        };
+        let anchor = if writes { write } else { read };
         open_end(file.id, anchor.as_fd(), flags)
     }
 

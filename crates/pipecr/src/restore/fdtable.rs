@@ -26,8 +26,9 @@
 //! through [`RestoreCtx::installed`]); the [`Stage::AfterTree`] ones by
 //! [`LateFiles::install`] (or [`install_after_tree`]), which the orchestration calls in
 //! each process once every process's descriptors exist. An open file of a later stage is
-//! created in each process that holds it (none is shared across processes yet: no kind
-//! uses those stages so far).
+//! created in each process that holds it: so far only a process's own `/proc/PID/...`
+//! files ([`crate::files::procfs`], at [`Stage::AfterProcess`]) are, and processes that
+//! shared one get one each.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
