@@ -7,7 +7,7 @@
 //   new PID namespace); no step imports them;
 // - the checks run before anything is made: `preflight`;
 // - one process's image replaced: `image`, over its steps `threads`, `signals`,
-//   `creds`, `regs`, `mm` and `cow`; the descriptor tables: `fdtable`;
+//   `timers`, `creds`, `regs`, `mm` and `cow`; the descriptor tables: `fdtable`;
 // - at the bottom: `error` (over `external`), `saved`, `trampoline`.
 // `external` still takes `RestoreOptions` from here, which holds its `Inherit`: the one
 // cycle left, until both live in one module.
@@ -25,6 +25,7 @@ mod regs;
 mod saved;
 mod signals;
 mod threads;
+mod timers;
 mod trampoline;
 
 /// Choices a caller makes for a tree restore.

@@ -6,6 +6,8 @@
 //!   table shared between processes;
 //! - the image itself: consistent threads, a root directory, session and process group
 //!   the restore can give, no kind of memory area it cannot bring back yet;
+//! - the POSIX timers: ones that can be created again, on a kernel that gives a timer a
+//!   chosen ID ([`super::timers::check`], [`super::timers::check_kernel`]);
 //! - the credentials: ones the restorer can give ([`super::creds::check`], beside the
 //!   code that gives them);
 //! - the CPU state in each thread's XSAVE area: every component its header marks as in
@@ -30,6 +32,7 @@ pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> 
     let pid = saved.pid();
     let unsupported = |what: String| Err(ProcessRestoreError::Unsupported { pid, what });
     check_threads(saved)?;
+    super::timers::check(saved)?;
     super::creds::check(pid, saved.core.creds.as_ref())?;
     check_xstate(saved, crate::sys::cpu::xcr0())?;
     if saved.core.root != "/" {
@@ -89,6 +92,7 @@ pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
         });
     };
     check_supported(root, sid, pgid)?;
+    super::timers::check_kernel(tree)?;
     // Each process gets its own table from the parked set: two that shared one
     // (CLONE_FILES) would come back apart.
     for (i, p) in tree.iter().enumerate() {

@@ -17,3 +17,4 @@ pub mod rlimit;
 pub mod signal;
 pub mod sockdiag;
 pub mod socket;
+pub mod timer;
