@@ -31,8 +31,10 @@
 //! shared anonymous memory, memfds, SysV shm and deleted files
 //! mapped (memory objects); other kernel special areas; a root other than `/`; a
 //! session or process group other than its parent's (the caller's, for the root) unless the
-//! process leads it (unless the caller restores a shell job); processes sharing a
-//! descriptor table. Not refused: an exit signal other than `SIGCHLD` becomes `SIGCHLD`.
+//! process leads it (unless the caller restores a shell job); a descriptor table or
+//! filesystem context shared with a process other than the parent (one shared with the
+//! parent is given back: the child is created with `CLONE_FILES` / `CLONE_FS`, and the
+//! parent installs the shared table for both). Not refused: an exit signal other than `SIGCHLD` becomes `SIGCHLD`.
 //! An image dumped without the handlers (`handlers_read` false) comes back with default
 //! dispositions and no interval timer (the caller warns). A thread saved inside a
 //! restartable syscall enters it again before it is released; only a signal restored as
@@ -310,6 +312,9 @@ enum OpenFiles<'a> {
     Create(&'a Inherited),
     /// Its parent created them; they are inherited, parked.
     Parked(&'a super::fdtable::ParkedFiles),
+    /// It shares its parent's descriptor table (`CLONE_FILES`), parked set included: the
+    /// parent installs the table, for both, once this process has stopped.
+    Shared(&'a super::fdtable::ParkedFiles),
 }
 
 /// The child side of [`spawn_tree_stopped`] for `tree[idx]`: never returns.
@@ -382,12 +387,29 @@ fn spawn_children(
         let cpid = child.pid();
         let err = err_w.try_clone().map_err(|e| format!("dup: {e}"))?;
         let me = rustix::process::getpid();
-        let created = match crate::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[cpid]) {
+        // What it shares with us (preflight allows no other sharing): our descriptor
+        // table, our filesystem context.
+        let files = child.process.fd_table == tree[idx].process.fd_table;
+        let fs = super::preflight::fs_group(child) == super::preflight::fs_group(&tree[idx]);
+        let flags = if files { libc::CLONE_FILES as u64 } else { 0 }
+            | if fs { libc::CLONE_FS as u64 } else { 0 };
+        let open_files = if files {
+            OpenFiles::Shared(parked)
+        } else {
+            OpenFiles::Parked(parked)
+        };
+        let created = match crate::sys::clone3::clone3_with_tid(flags, libc::SIGCHLD, &[cpid]) {
             Ok(Some(created)) => created,
-            Ok(None) => child_setup(image, tree, c, me, err, report, OpenFiles::Parked(parked)),
+            Ok(None) => child_setup(image, tree, c, me, err, report, open_files),
             Err(e) => return Err(format!("clone3 with set_tid {cpid}: {e}")),
         };
-        drop(err);
+        if files {
+            // The descriptor is in the table the child shares: it is the child's to close
+            // (closing it here could close whatever the child put at that number since).
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(err);
+        } else {
+            drop(err);
+        }
         let created = NixPid::from_raw(created.as_raw_nonzero().get());
         loop {
             match waitpid(created, Some(WaitPidFlag::WUNTRACED)) {
@@ -430,7 +452,7 @@ fn child_setup_inner(
     // number; the children inherit the set, and each process installs its own table
     // from it and closes the rest.
     let (owned, inherited) = match files {
-        OpenFiles::Parked(parked) => (None, Some(parked)),
+        OpenFiles::Parked(parked) | OpenFiles::Shared(parked) => (None, Some(parked)),
         OpenFiles::Create(external) => (
             Some(super::fdtable::create_all(image, external).map_err(|e| format!("{e}"))?),
             None,
@@ -445,12 +467,15 @@ fn child_setup_inner(
     // created, so that they inherit them copy-on-write.
     super::cow::prefill(image, tree, idx, report)?;
     spawn_children(image, tree, idx, err_w, report, parked)?;
-    let rebuilt = super::fdtable::install(table, parked).map_err(|e| format!("{e}"))?;
-    // The parked set and everything else (the restorer's descriptors) go.
-    drop(owned);
-    let mut keep = rebuilt.fds.clone();
-    keep.push(err_w.as_raw_fd());
-    crate::sys::fd::close_all_except(&keep).map_err(|e| format!("close_range: {e}"))?;
+    // A table shared with the parent is the parent's to install, once we have stopped.
+    if !matches!(files, OpenFiles::Shared(_)) {
+        let rebuilt = super::fdtable::install(table, parked).map_err(|e| format!("{e}"))?;
+        // The parked set and everything else (the restorer's descriptors) go.
+        drop(owned);
+        let mut keep = rebuilt.fds.clone();
+        keep.push(err_w.as_raw_fd());
+        crate::sys::fd::close_all_except(&keep).map_err(|e| format!("close_range: {e}"))?;
+    }
     nix::unistd::chdir(saved.core.cwd.as_str())
         .map_err(|e| format!("chdir {}: {e}", saved.core.cwd))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
