@@ -53,30 +53,35 @@ fn a_shared_address_space_is_refused_and_the_tree_runs_on() {
     if !common::capable() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(mut prog) = start("vm", dir.path()) else {
-        return;
-    };
-    let [child] = children(prog.id())[..] else {
-        panic!("one child: {:?}", children(prog.id()));
-    };
-    let _guard = KillOnDrop(vec![prog.id() as i32, child]);
-    for options in [&[][..], &["--leave-running"][..]] {
-        let out = dump(prog.id(), &dir.path().join("img"), options);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{options:?}: {err}");
-        assert!(
-            err.contains(&format!(
-                "pid {child} shares its address space (CLONE_VM) with pid {}",
-                prog.id()
-            )),
-            "{err}"
-        );
-        assert!(!dir.path().join("img").exists(), "no image is left");
+    for (mode, what) in [
+        ("vm", "its address space (CLONE_VM)"),
+        (
+            "sighand",
+            "its address space and signal handlers (CLONE_VM | CLONE_SIGHAND)",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(mut prog) = start(mode, dir.path()) else {
+            return;
+        };
+        let [child] = children(prog.id())[..] else {
+            panic!("one child: {:?}", children(prog.id()));
+        };
+        let _guard = KillOnDrop(vec![prog.id() as i32, child]);
+        for options in [&[][..], &["--leave-running"][..]] {
+            let out = dump(prog.id(), &dir.path().join("img"), options);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{options:?}: {err}");
+            assert!(
+                err.contains(&format!("pid {child} shares {what} with pid {}", prog.id())),
+                "{err}"
+            );
+            assert!(!dir.path().join("img").exists(), "no image is left");
+        }
+        // Both still run.
+        assert!(prog.try_wait().unwrap().is_none());
+        assert!(std::path::Path::new(&format!("/proc/{child}")).exists());
     }
-    // Both still run.
-    assert!(prog.try_wait().unwrap().is_none());
-    assert!(std::path::Path::new(&format!("/proc/{child}")).exists());
 }
 
 #[test]

@@ -1,4 +1,5 @@
-/* A parent and a child that share its address space ("vm", clone with CLONE_VM), or a
+/* A parent and a child that share its address space ("vm", clone with CLONE_VM; "sighand",
+ * with CLONE_VM | CLONE_SIGHAND as vfork-like runtimes do), or a
  * child and a sibling that share the child's descriptor table ("sibling": the child
  * clones with CLONE_FILES | CLONE_PARENT, so the parent does not share it): what restore
  * cannot give back shared. Prints "ready\n" once every process runs, then all wait until
@@ -38,6 +39,7 @@ int main(int argc, char **argv) {
     int flags = SIGCHLD;
     int sib = strcmp(argv[1], "sibling") == 0;
     if (strcmp(argv[1], "vm") == 0) flags |= CLONE_VM;
+    else if (strcmp(argv[1], "sighand") == 0) flags |= CLONE_VM | CLONE_SIGHAND;
     else if (!sib) return 2;
     if (pipe(pipefd) != 0) return 2;
     if (clone(child, stack + sizeof stack, flags, sib ? "" : NULL) < 0) {
