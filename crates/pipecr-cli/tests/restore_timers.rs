@@ -1,10 +1,13 @@
 //! POSIX timers (`timer_create`) through dump and restore (tests/progs/timers.c): a
 //! periodic `CLOCK_MONOTONIC` timer with a `sigev_value`, a disarmed one-shot
-//! `CLOCK_REALTIME` one, and a `SIGEV_THREAD_ID` one aimed at a second thread. The
-//! image holds each with its ID, clock, notification and setting; after the restore the
+//! `CLOCK_REALTIME` one, a `SIGEV_THREAD_ID` one aimed at a second thread, and one whose
+//! last signal was taken with an overrun. The image holds each with its ID, clock,
+//! notification, setting and overrun; after the restore the
 //! program finds, through the `timer_t` values it kept, the same timers (IDs), the period
 //! kept and ticking on schedule, the disarmed one still disarmed, the long one's time
 //! left, and signals that carry the right `si_value` and `si_timerid` to the right thread.
+//! The overrun is saved but cannot be given back (no kernel call sets it): the restored
+//! timer reports 0 until it overruns again, as docs/IMAGE-FORMAT.md says.
 //! A dump that may not inject refuses the process and leaves it running.
 //!
 //! The program is driven by ready bytes on FIFOs only; the restore runs in the `pipecr`
@@ -50,7 +53,12 @@ fn posix_timers_come_back_with_their_ids_settings_and_targets() {
         .expect("the program set up its timers");
     let out = root.join("out");
     let ids = last_line(&out);
-    assert_eq!(ids, "ids 0 1 2");
+    let overrun: i32 = ids
+        .strip_prefix("ids 0 1 2 3 overrun ")
+        .unwrap_or_else(|| panic!("{ids}"))
+        .parse()
+        .unwrap();
+    assert!(overrun > 0);
 
     let img = root.join("img");
     common::dump(pid, &img, &["--read-handlers"]);
@@ -107,16 +115,29 @@ fn posix_timers_come_back_with_their_ids_settings_and_targets() {
                 worker,
                 0
             ),
+            (
+                3,
+                libc::CLOCK_MONOTONIC,
+                libc::SIGEV_SIGNAL,
+                rt + 5,
+                4444,
+                pid,
+                1_000_000
+            ),
         ]
     );
     assert!(timers[0].value_ns > 0 && timers[0].value_ns <= 20_000_000);
     assert_eq!(timers[1].value_ns, 0, "the fired one-shot is disarmed");
     assert!((900_000_000_000..1_000_000_000_000).contains(&timers[2].value_ns));
+    assert_eq!(timers[3].overrun, overrun);
 
     let _guard = KillOnDrop(vec![pid]);
     let restore = common::restore(&img, pid);
     step(&mut ctl, &mut ack, b'v');
     assert_eq!(last_line(&out), "ok", "the restored program's own check");
+    // Saved, but not settable: the restored timer starts again at 0.
+    step(&mut ctl, &mut ack, b'o');
+    assert_eq!(last_line(&out), "overrun 0");
     ctl.write_all(b"q").unwrap();
     common::finish_restore(restore, 0);
 }
@@ -146,7 +167,7 @@ fn a_dump_that_may_not_inject_refuses_posix_timers_and_leaves_the_process_runnin
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("pid {pid} has 3 POSIX timer(s)")) && stderr.contains("inject"),
+        stderr.contains(&format!("pid {pid} has 4 POSIX timer(s)")) && stderr.contains("inject"),
         "{stderr}"
     );
     assert!(!img.exists());
