@@ -1,7 +1,9 @@
-//! Processes that share a descriptor table (CLONE_FILES) or an address space (CLONE_VM)
-//! cannot come back sharing it: a dump that would kill such a tree refuses and leaves it
-//! running, and an image that records a shared table is refused by restore before
-//! anything is created.
+//! What processes share that a restore cannot give back shared: an address space
+//! (CLONE_VM) is refused by every dump; a descriptor table shared with a process other
+//! than the parent (a sibling's, through CLONE_FILES | CLONE_PARENT) is refused by a dump
+//! that would kill the tree (which runs on), and an image that records it is refused by
+//! restore before anything is created. (Tables and filesystem contexts shared with the
+//! parent come back shared: restore_sharing.rs.)
 
 mod common;
 
@@ -51,53 +53,58 @@ fn a_shared_address_space_is_refused_and_the_tree_runs_on() {
     if !common::capable() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(mut prog) = start("vm", dir.path()) else {
-        return;
-    };
-    let [child] = children(prog.id())[..] else {
-        panic!("one child: {:?}", children(prog.id()));
-    };
-    let _guard = KillOnDrop(vec![prog.id() as i32, child]);
-    for options in [&[][..], &["--leave-running"][..]] {
-        let out = dump(prog.id(), &dir.path().join("img"), options);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{options:?}: {err}");
-        assert!(
-            err.contains(&format!(
-                "pid {child} shares its address space (CLONE_VM) with pid {}",
-                prog.id()
-            )),
-            "{err}"
-        );
-        assert!(!dir.path().join("img").exists(), "no image is left");
+    for (mode, what) in [
+        ("vm", "its address space (CLONE_VM)"),
+        (
+            "sighand",
+            "its address space and signal handlers (CLONE_VM | CLONE_SIGHAND)",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(mut prog) = start(mode, dir.path()) else {
+            return;
+        };
+        let [child] = children(prog.id())[..] else {
+            panic!("one child: {:?}", children(prog.id()));
+        };
+        let _guard = KillOnDrop(vec![prog.id() as i32, child]);
+        for options in [&[][..], &["--leave-running"][..]] {
+            let out = dump(prog.id(), &dir.path().join("img"), options);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{options:?}: {err}");
+            assert!(
+                err.contains(&format!("pid {child} shares {what} with pid {}", prog.id())),
+                "{err}"
+            );
+            assert!(!dir.path().join("img").exists(), "no image is left");
+        }
+        // Both still run.
+        assert!(prog.try_wait().unwrap().is_none());
+        assert!(std::path::Path::new(&format!("/proc/{child}")).exists());
     }
-    // Both still run.
-    assert!(prog.try_wait().unwrap().is_none());
-    assert!(std::path::Path::new(&format!("/proc/{child}")).exists());
 }
 
 #[test]
-fn a_shared_descriptor_table_is_refused_by_a_killing_dump_and_by_restore() {
+fn a_table_shared_with_a_sibling_is_refused_by_a_killing_dump_and_by_restore() {
     if !common::capable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut prog) = start("files", dir.path()) else {
+    let Some(mut prog) = start("sibling", dir.path()) else {
         return;
     };
-    let [child] = children(prog.id())[..] else {
-        panic!("one child: {:?}", children(prog.id()));
+    let [first, second] = children(prog.id())[..] else {
+        panic!("two children: {:?}", children(prog.id()));
     };
-    let _guard = KillOnDrop(vec![prog.id() as i32, child]);
+    let _guard = KillOnDrop(vec![prog.id() as i32, first, second]);
     let img = dir.path().join("img");
     let out = dump(prog.id(), &img, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains(&format!(
-            "pid {child} shares its descriptor table (CLONE_FILES) with pid {}",
-            prog.id()
+            "pid {second} shares its descriptor table (CLONE_FILES; not through its parent) \
+             with pid {first}"
         )),
         "{err}"
     );
@@ -112,7 +119,13 @@ fn a_shared_descriptor_table_is_refused_by_a_killing_dump_and_by_restore() {
     );
     prog.kill().unwrap();
     prog.wait().unwrap();
-    common::kill(child);
+    common::kill(first);
+    common::kill(second);
+    for pid in [first, second] {
+        common::wait_until("the children to be gone", || {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+    }
     let out = Command::new(PIPECR)
         .args(["restore", "-D"])
         .arg(&img)
@@ -124,7 +137,8 @@ fn a_shared_descriptor_table_is_refused_by_a_killing_dump_and_by_restore() {
     assert!(
         err.contains("nothing was restored")
             && err.contains(&format!(
-                "a descriptor table shared with pid {} (CLONE_FILES)",
+                "pid {second}: cannot restore a descriptor table shared with pid {first} \
+                 (CLONE_FILES) but not with its parent {}",
                 prog.id()
             )),
         "{err}"

@@ -92,6 +92,7 @@ pub fn run_checks() -> Vec<Check> {
         probe("vmsplice", true, probe_vmsplice),
         probe("ptrace seize", true, probe_ptrace),
         probe("clone3 set_tid", true, probe_clone3),
+        probe("timer_create chosen IDs", false, probe_timer_ids),
     ];
     checks.push(cap_check(
         "CAP_CHECKPOINT_RESTORE",
@@ -331,6 +332,21 @@ fn probe_ptrace() -> Result<String, String> {
     // Dropping `child` kills and reaps it, on the error paths above too.
     drop(child);
     Ok("seized and interrupted a child, then detached".to_owned())
+}
+
+fn probe_timer_ids() -> Result<String, String> {
+    match crate::sys::timer::restore_ids_supported() {
+        Ok(true) => Ok(
+            "prctl(PR_TIMER_CREATE_RESTORE_IDS) known: POSIX timers come back with their IDs"
+                .to_owned(),
+        ),
+        Ok(false) => Err(
+            "no prctl(PR_TIMER_CREATE_RESTORE_IDS) (Linux 6.15+): images with \
+                          POSIX timers (timer_create) cannot be restored here"
+                .to_owned(),
+        ),
+        Err(e) => Err(format!("prctl(PR_TIMER_CREATE_RESTORE_IDS) failed: {e}")),
+    }
 }
 
 fn probe_clone3() -> Result<String, String> {

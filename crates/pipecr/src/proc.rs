@@ -427,9 +427,112 @@ pub fn parse_fdinfo(text: &str) -> Option<FdInfo> {
     Some(info)
 }
 
+/// One POSIX timer as `/proc/PID/timers` lists it (`show_timer` in the kernel's
+/// `fs/proc/base.c`): four lines, `ID: %d`, `signal: %d/%px` (signal number and
+/// `sigev_value`, 16 hex digits), `notify: %s/%s.%d` (`signal`, `none` or `thread`; `tid`
+/// with `SIGEV_THREAD_ID`, else `pid`; the target in our PID namespace) and `ClockID: %d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcTimer {
+    /// The kernel's timer ID.
+    pub id: i32,
+    /// `sigev_signo`.
+    pub signo: i32,
+    /// `sigev_value`, raw.
+    pub value: u64,
+    /// `sigev_notify`: `SIGEV_SIGNAL` 0, `SIGEV_NONE` 1, `SIGEV_THREAD` 2, plus
+    /// `SIGEV_THREAD_ID` (4) when aimed at a thread.
+    pub notify: i32,
+    /// The process or thread it notifies.
+    pub target: i32,
+    /// The clock id.
+    pub clock: i32,
+}
+
+/// Reads `/proc/PID/timers`. Empty when the kernel has no such file (built without
+/// `CONFIG_CHECKPOINT_RESTORE`: timers cannot be seen there at all).
+pub fn timers(pid: i32) -> Result<Vec<ProcTimer>, ProcError> {
+    let path = format!("/proc/{pid}/timers");
+    let text = match std::fs::read_to_string(&path) {
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                && std::path::Path::new(&format!("/proc/{pid}")).exists() =>
+        {
+            return Ok(Vec::new());
+        }
+        other => other,
+    };
+    let text = text.map_err(|source| ProcError::Read {
+        path: path.clone().into(),
+        source,
+    })?;
+    parse_timers(&text).ok_or(ProcError::Parse {
+        path: path.into(),
+        what: "ID:, signal: N/VALUE, notify: KIND/pid|tid.N and ClockID: lines per timer",
+    })
+}
+
+/// Parses the text of `/proc/PID/timers` (see [`ProcTimer`]).
+pub fn parse_timers(text: &str) -> Option<Vec<ProcTimer>> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() % 4 != 0 {
+        return None;
+    }
+    lines
+        .chunks(4)
+        .map(|t| {
+            let id = t[0].strip_prefix("ID:")?.trim().parse().ok()?;
+            let (signo, value) = t[1].strip_prefix("signal:")?.trim().split_once('/')?;
+            let (how, target) = t[2].strip_prefix("notify:")?.trim().split_once('/')?;
+            let (scope, target) = target.split_once('.')?;
+            let kind = match how {
+                "signal" => libc::SIGEV_SIGNAL,
+                "none" => libc::SIGEV_NONE,
+                "thread" => libc::SIGEV_THREAD,
+                _ => return None,
+            };
+            let thread_id = match scope {
+                "tid" => libc::SIGEV_THREAD_ID,
+                "pid" => 0,
+                _ => return None,
+            };
+            let value = value.trim_start_matches("0x");
+            Some(ProcTimer {
+                id,
+                signo: signo.parse().ok()?,
+                value: u64::from_str_radix(value, 16).ok()?,
+                notify: kind | thread_id,
+                target: target.parse().ok()?,
+                clock: t[3].strip_prefix("ClockID:")?.trim().parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timers_are_parsed() {
+        let text = "ID: 1\nsignal: 34/00007fff86e452a8\nnotify: signal/tid.2634\nClockID: 1\n\
+                    ID: 0\nsignal: 14/0000000000000000\nnotify: none/pid.2634\nClockID: -6\n";
+        let t = parse_timers(text).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t[0],
+            ProcTimer {
+                id: 1,
+                signo: 34,
+                value: 0x7fff_86e4_52a8,
+                notify: libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID,
+                target: 2634,
+                clock: 1,
+            }
+        );
+        assert_eq!((t[1].notify, t[1].clock), (libc::SIGEV_NONE, -6));
+        assert!(parse_timers("ID: 1\n").is_none());
+        assert_eq!(parse_timers("").unwrap(), []);
+    }
 
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {

@@ -8,11 +8,13 @@
 //! read by injecting `getitimer` into every process, and `rt_sigaction` into those whose
 //! `/proc/PID/status` says they catch a signal (`SigCgt`); ignored signals come from
 //! `SigIgn` without injection ([`crate::inject`]). Likewise, per thread, the
-//! `clear_child_tid` address and the alternate signal stack. Each thread is taken over
-//! once, for all of its reads (docs/INJECTION.md: the shorter, the safer).
+//! `clear_child_tid` address and the alternate signal stack. POSIX timers are listed by
+//! `/proc/PID/timers` (ID, signal, value, target, clock); their setting and overrun are
+//! read by the same injection (`timer_gettime`, `timer_getoverrun`). Each thread is taken
+//! over once, for all of its reads (docs/INJECTION.md: the shorter, the safer).
 //!
-//! Also what cannot be saved yet is refused here, naming the process:
-//! [`TaskError::PosixTimers`].
+//! Also what cannot be saved is refused here, naming the process: POSIX timers when the
+//! dump may not inject ([`TaskError::PosixTimers`]).
 //!
 //! The ptrace requests must come from the thread that froze the tree (ptrace belongs to
 //! the attaching *thread*, see [`crate::freeze`]): call [`dump_core`] on that thread,
@@ -56,9 +58,12 @@ pub enum TaskError {
         #[source]
         source: io::Error,
     },
-    /// The process has POSIX timers (timer_create), which pipecr cannot save yet.
+    /// The process has POSIX timers (timer_create) and the dump may not inject the
+    /// syscalls that read their settings.
     #[error(
-        "pid {pid} has {count} POSIX timer(s) (/proc/{pid}/timers); saving them is not supported yet"
+        "pid {pid} has {count} POSIX timer(s) (/proc/{pid}/timers): their settings can only be \
+         read by injecting timer_gettime into the process, which this dump was asked not to \
+         do (--no-inject)"
     )]
     PosixTimers {
         /// The process.
@@ -69,18 +74,25 @@ pub enum TaskError {
     /// A syscall injected to read signal handlers or interval timers failed.
     #[error(transparent)]
     Inject(#[from] InjectError),
+    /// A `/proc` file could not be read or understood.
+    #[error(transparent)]
+    Proc(#[from] crate::proc::ProcError),
 }
 
 /// Saves the state of the stopped process `process` (see the module documentation).
 /// Signal handlers and interval timers only with `read_handlers`, which injects syscalls
 /// (see [`crate::files::DumpOptions::read_handlers`] for the risk that carries).
 ///
-/// Refuses with [`TaskError::PosixTimers`] a process that has POSIX timers.
+/// Refuses with [`TaskError::PosixTimers`] a process that has POSIX timers when
+/// `read_handlers` is false.
 pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::Core, TaskError> {
     let pid = process.pid;
-    let timers = posix_timers(pid)?;
-    if timers > 0 {
-        return Err(TaskError::PosixTimers { pid, count: timers });
+    let timers = crate::proc::timers(pid)?;
+    if !timers.is_empty() && !read_handlers {
+        return Err(TaskError::PosixTimers {
+            pid,
+            count: timers.len(),
+        });
     }
     let status = read(pid, "status")?;
     let umask = status
@@ -97,16 +109,16 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
     for &tid in &process.threads {
         threads.push(dump_thread(pid, tid)?);
     }
-    let (sigactions, itimers) = if read_handlers {
+    let (sigactions, itimers, posix_timers) = if read_handlers {
         // One injection session per thread: the first thread also reads the process's
         // handlers and timers, so no thread is taken over twice.
-        let mut out = (Vec::new(), Vec::new());
+        let mut out = (Vec::new(), Vec::new(), Vec::new());
         for (i, thread) in threads.iter_mut().enumerate() {
             let mut inj = Injector::new(pid, thread.tid)?;
             let read = (|| {
                 let links = thread_links(&mut inj)?;
                 let process = if i == 0 {
-                    Some(handlers_and_timers(&mut inj, caught, ignored)?)
+                    Some(handlers_and_timers(&mut inj, caught, ignored, &timers)?)
                 } else {
                     None
                 };
@@ -123,7 +135,7 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
         }
         out
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
     };
     Ok(proto::Core {
         pid,
@@ -138,6 +150,7 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
         itimers,
         handlers_read: read_handlers,
         creds: Some(creds(pid, &status)?),
+        posix_timers,
     })
 }
 
@@ -281,7 +294,8 @@ fn status_mask(pid: i32, status: &str, key: &'static str) -> Result<u64, TaskErr
         .ok_or_else(|| parse_error(pid, "status"))
 }
 
-/// The signal dispositions other than `SIG_DFL`, and the armed interval timers.
+/// The signal dispositions other than `SIG_DFL`, the armed interval timers, and the
+/// POSIX timers `listed` (from `/proc/PID/timers`) with their settings and overruns.
 ///
 /// Each injected syscall costs a few ptrace stops, so `rt_sigaction` is injected only for
 /// the signals the status shows `caught` (and `SIGCHLD`): the `ignored` ones are all
@@ -291,7 +305,8 @@ fn handlers_and_timers(
     inj: &mut Injector,
     caught: u64,
     ignored: u64,
-) -> Result<(Vec<proto::SigAction>, Vec<proto::ITimer>), InjectError> {
+    listed: &[crate::proc::ProcTimer],
+) -> Result<HandlersAndTimers, InjectError> {
     // Caught signals need their handler, flags and mask; SIGCHLD also its flags
     // (SA_NOCLDWAIT changes reaping even under SIG_DFL). Every other signal is
     // ignored or default, which SigIgn tells.
@@ -326,8 +341,31 @@ fn handlers_and_timers(
             value_us: t.value_us,
         })
         .collect();
-    Ok((actions, timers))
+    let mut posix = Vec::with_capacity(listed.len());
+    for t in listed {
+        let spec = inject::calls::timer_gettime(inj, t.id)?;
+        let overrun = inject::calls::timer_getoverrun(inj, t.id)?;
+        posix.push(proto::PosixTimer {
+            id: t.id,
+            clock: t.clock,
+            notify: t.notify,
+            signo: t.signo,
+            value: t.value,
+            target: t.target,
+            interval_ns: spec.interval_ns,
+            value_ns: spec.value_ns,
+            overrun,
+        });
+    }
+    Ok((actions, timers, posix))
 }
+
+/// What [`handlers_and_timers`] reads: handlers, interval timers, POSIX timers.
+type HandlersAndTimers = (
+    Vec<proto::SigAction>,
+    Vec<proto::ITimer>,
+    Vec<proto::PosixTimer>,
+);
 
 /// Saves one stopped thread: registers, XSAVE area, blocked mask, pending signals, rseq.
 pub fn dump_thread(pid: i32, tid: i32) -> Result<proto::Thread, TaskError> {
@@ -402,21 +440,6 @@ fn siginfo(info: &libc::siginfo_t) -> proto::Siginfo {
     }
 }
 
-/// How many POSIX timers `/proc/PID/timers` lists (one `ID:` line each).
-pub fn posix_timers(pid: i32) -> Result<usize, TaskError> {
-    match std::fs::read_to_string(format!("/proc/{pid}/timers")) {
-        Ok(text) => Ok(text.lines().filter(|l| l.starts_with("ID:")).count()),
-        // Without CONFIG_CHECKPOINT_RESTORE the file does not exist: timers cannot be
-        // seen, so nothing can be refused.
-        Err(e) if e.kind() == io::ErrorKind::NotFound && exists(pid) => Ok(0),
-        Err(source) => Err(TaskError::Read {
-            pid,
-            what: "/proc/PID/timers",
-            source,
-        }),
-    }
-}
-
 /// The signals queued for the whole process, oldest first, without dequeuing them.
 fn shared_pending(pid: i32) -> Result<Vec<proto::Siginfo>, TaskError> {
     let queued = sys_ptrace::peek_siginfo(nix::unistd::Pid::from_raw(pid), SigQueue::Shared)
@@ -427,10 +450,6 @@ fn shared_pending(pid: i32) -> Result<Vec<proto::Siginfo>, TaskError> {
             source,
         })?;
     Ok(queued.iter().map(siginfo).collect())
-}
-
-fn exists(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn read(pid: i32, name: &'static str) -> Result<String, TaskError> {

@@ -7,7 +7,9 @@
 //!    (device, inode, position, flags), then order each bucket with `kcmp(KCMP_FILE)`, so
 //!    sharing is decided in O(n log n) kcmp calls, never O(n²).
 //! 3. Group processes into descriptor tables the same way (`KCMP_FILES`), so a table
-//!    shared through `CLONE_FILES` is saved once.
+//!    shared through `CLONE_FILES` is saved once; likewise filesystem contexts
+//!    (`KCMP_FS`, `CLONE_FS`). Address spaces and signal-handler tables shared between
+//!    processes (`KCMP_VM`, `KCMP_SIGHAND`: `vfork`, `clone(CLONE_VM)`) are refused.
 //! 4. Save each open file once: fetch it with `pidfd_getfd`, let its kind save it, close
 //!    it. pipecr holds one borrowed descriptor at a time, whatever the tree's size.
 //! 5. Let the kinds finish (shared records, external ends), write the tree and the
@@ -40,7 +42,7 @@ use crate::freeze::{self, FreezeError, FrozenTree};
 use crate::mem::{self, MemDumper, MemError, MemStats};
 use crate::proc::{self, FdInfo, ProcError};
 use crate::snapshot::{self, Snapshot};
-use crate::sys::kcmp::{self, TargetFd};
+use crate::sys::kcmp::{self, Shared, TargetFd};
 use crate::task::{self, TaskError};
 
 /// Why a dump failed. The tree has been resumed untouched whenever one is returned.
@@ -244,8 +246,10 @@ fn save_tree(
     snapshots: bool,
 ) -> Result<(DumpStats, MemoryLeft), DumpError> {
     let processes = tree.processes();
-    let tables = group_fd_tables(processes.iter().map(|p| p.pid).collect())?;
-    refuse_shared(processes, &tables, options)?;
+    let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
+    let tables = group_shared(pids.clone(), Shared::Files)?;
+    let fs = group_shared(pids, Shared::Fs)?;
+    refuse_shared(processes, &tables, &fs, options)?;
 
     // Every descriptor of every distinct table: processes that share a table
     // (CLONE_FILES) map to one leader, listed once.
@@ -356,6 +360,7 @@ fn save_tree(
             comm: p.comm.clone(),
             threads: p.threads.clone(),
             fd_table: table.id,
+            shares_fs_with: fs.get(&p.pid).copied().filter(|&l| l != p.pid).unwrap_or(0),
         });
     }
     let mut fd_tables: Vec<proto::FdTable> = fd_tables.into_values().collect();
@@ -490,52 +495,69 @@ fn fetch(pidfds: &mut BTreeMap<i32, OwnedFd>, slot: &Slot) -> Result<LiveFile, D
     Ok(LiveFile::with_info(pid, fd, file, slot.info.clone())?)
 }
 
-/// Refuses what restore cannot bring back: processes sharing one address space
-/// (`CLONE_VM` without `CLONE_THREAD`; checked against the parent, which is where a
-/// `vfork` or `clone(CLONE_VM)` child gets it), and, when the tree is to be killed after
-/// the dump, processes sharing one descriptor table (`CLONE_FILES`). A `--leave-running`
-/// image records the shared table, and restore refuses it.
+/// Refuses what restore cannot bring back: processes sharing one address space or one
+/// signal-handler table (`CLONE_VM`, `CLONE_SIGHAND` without `CLONE_THREAD`: `vfork`,
+/// `clone(CLONE_VM)`), always; and, when the tree is to be killed after the dump, a
+/// descriptor table (`CLONE_FILES`) or filesystem context (`CLONE_FS`) that a process
+/// shares with an earlier one but not with its parent (a restored process can only be
+/// given its parent's). A `--leave-running` image records those, and restore refuses
+/// them.
 fn refuse_shared(
     processes: &[crate::freeze::FrozenProcess],
     tables: &BTreeMap<i32, i32>,
+    fs: &BTreeMap<i32, i32>,
     options: &DumpOptions,
 ) -> Result<(), DumpError> {
+    let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
+    let vm = group_shared(pids.clone(), Shared::Vm)?;
+    let sighand = group_shared(pids, Shared::Sighand)?;
     for p in processes {
-        if !options.leave_running
-            && let Some(&leader) = tables.get(&p.pid)
-            && leader != p.pid
-        {
+        let leader = |groups: &BTreeMap<i32, i32>| groups.get(&p.pid).copied().unwrap_or(p.pid);
+        if leader(&sighand) != p.pid {
             return Err(DumpError::Shared {
                 pid: p.pid,
-                with: leader,
-                what: "its descriptor table (CLONE_FILES)",
+                with: leader(&sighand),
+                what: "its address space and signal handlers (CLONE_VM | CLONE_SIGHAND)",
             });
         }
-        if !processes.iter().any(|q| q.pid == p.ppid) {
-            continue;
-        }
-        let (Some(a), Some(b)) = (Pid::from_raw(p.pid), Pid::from_raw(p.ppid)) else {
-            continue;
-        };
-        let same = kcmp::kcmp_same_vm(a, b).map_err(|source| DumpError::Sys {
-            pid: p.pid,
-            op: "kcmp(KCMP_VM)",
-            source,
-        })?;
-        if same {
+        if leader(&vm) != p.pid {
             return Err(DumpError::Shared {
                 pid: p.pid,
-                with: p.ppid,
+                with: leader(&vm),
                 what: "its address space (CLONE_VM)",
+            });
+        }
+        if options.leave_running {
+            continue;
+        }
+        let parent = |groups: &BTreeMap<i32, i32>| groups.get(&p.ppid).copied();
+        if leader(tables) != p.pid && parent(tables) != Some(leader(tables)) {
+            return Err(DumpError::Shared {
+                pid: p.pid,
+                with: leader(tables),
+                what: "its descriptor table (CLONE_FILES; not through its parent)",
+            });
+        }
+        if leader(fs) != p.pid && parent(fs) != Some(leader(fs)) {
+            return Err(DumpError::Shared {
+                pid: p.pid,
+                with: leader(fs),
+                what: "its filesystem context (CLONE_FS; not through its parent)",
             });
         }
     }
     Ok(())
 }
 
-/// Maps every pid to the pid of the first process (in tree order) that shares its
-/// descriptor table, with `kcmp(KCMP_FILES)` as the order.
-fn group_fd_tables(pids: Vec<i32>) -> Result<BTreeMap<i32, i32>, DumpError> {
+/// Maps every pid to the pid of the first process (in tree order) that shares its `what`
+/// (descriptor table, filesystem context, ...), with `kcmp` as the order.
+fn group_shared(pids: Vec<i32>, what: Shared) -> Result<BTreeMap<i32, i32>, DumpError> {
+    let op = match what {
+        Shared::Vm => "kcmp(KCMP_VM)",
+        Shared::Files => "kcmp(KCMP_FILES)",
+        Shared::Fs => "kcmp(KCMP_FS)",
+        Shared::Sighand => "kcmp(KCMP_SIGHAND)",
+    };
     let mut order: Vec<(usize, i32)> = pids.iter().copied().enumerate().collect();
     let mut failure = None;
     order.sort_by(|a, b| {
@@ -545,7 +567,7 @@ fn group_fd_tables(pids: Vec<i32>) -> Result<BTreeMap<i32, i32>, DumpError> {
         let (Some(pa), Some(pb)) = (Pid::from_raw(a.1), Pid::from_raw(b.1)) else {
             return Ordering::Equal;
         };
-        kcmp::kcmp_fd_tables(pa, pb)
+        kcmp::kcmp_shared(pa, pb, what)
             .map(|o| o.then(a.0.cmp(&b.0)))
             .unwrap_or_else(|e| {
                 failure.get_or_insert((a.1, e));
@@ -553,13 +575,9 @@ fn group_fd_tables(pids: Vec<i32>) -> Result<BTreeMap<i32, i32>, DumpError> {
             })
     });
     if let Some((pid, source)) = failure {
-        return Err(DumpError::Sys {
-            pid,
-            op: "kcmp(KCMP_FILES)",
-            source,
-        });
+        return Err(DumpError::Sys { pid, op, source });
     }
-    // Within a run of equal tables the order is tree order: the first is the leader.
+    // Within a run of equal objects the order is tree order: the first is the leader.
     let mut leaders = BTreeMap::new();
     let mut i = 0;
     while i < order.len() {
@@ -570,9 +588,9 @@ fn group_fd_tables(pids: Vec<i32>) -> Result<BTreeMap<i32, i32>, DumpError> {
                 let (pa, pb) = (Pid::from_raw(leader), Pid::from_raw(order[j].1));
                 match (pa, pb) {
                     (Some(pa), Some(pb)) => {
-                        kcmp::kcmp_fd_tables(pa, pb).map_err(|source| DumpError::Sys {
+                        kcmp::kcmp_shared(pa, pb, what).map_err(|source| DumpError::Sys {
                             pid: order[j].1,
-                            op: "kcmp(KCMP_FILES)",
+                            op,
                             source,
                         })? == Ordering::Equal
                     }

@@ -15,8 +15,8 @@ use nix::sys::mman::{MRemapFlags, MapFlags, MmapAdvise, ProtFlags};
 use super::error::InjectError;
 use super::injector::Injector;
 use super::kstruct::{
-    AltStack, CLONE_ARGS_SIZE, CapSets, CloneArgs, ITIMERVAL_SIZE, ITimer, KSIGACTION_SIZE,
-    PrctlMmMap, STACK_T_SIZE, SigAction,
+    AltStack, CLONE_ARGS_SIZE, CapSets, CloneArgs, ITIMERSPEC_SIZE, ITIMERVAL_SIZE, ITimer,
+    ITimerSpec, KSIGACTION_SIZE, PrctlMmMap, SIGEVENT_SIZE, STACK_T_SIZE, SigAction, SigEvent,
 };
 use crate::sys::kcmp::TargetFd;
 
@@ -36,6 +36,9 @@ const PR_GET_TID_ADDRESS: u64 = 40;
 const PR_CAP_AMBIENT: u64 = 47;
 const PR_CAP_AMBIENT_RAISE: u64 = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL: u64 = 4;
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+const PR_TIMER_CREATE_RESTORE_IDS_OFF: u64 = 0;
+const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
 
 /// `RSEQ_FLAG_UNREGISTER`.
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -323,6 +326,88 @@ pub fn tid_address(inj: &mut Injector) -> Result<u64> {
         inj.read_memory(at, &mut raw)?;
         Ok(u64::from_ne_bytes(raw))
     })
+}
+
+/// `prctl(PR_TIMER_CREATE_RESTORE_IDS, ON / OFF)` in the tracee—While on,
+/// `timer_create` takes the ID to give the new timer from `*timerid` (Linux 6.15+;
+/// `EINVAL` before).
+///
+/// # References
+///  - [Linux](https://github.com/torvalds/linux/blob/master/include/uapi/linux/prctl.h)
+#[doc(alias = "PR_TIMER_CREATE_RESTORE_IDS")]
+pub fn prctl_timer_create_restore_ids(inj: &mut Injector, on: bool) -> Result<()> {
+    let mode = if on {
+        PR_TIMER_CREATE_RESTORE_IDS_ON
+    } else {
+        PR_TIMER_CREATE_RESTORE_IDS_OFF
+    };
+    prctl(inj, PR_TIMER_CREATE_RESTORE_IDS, mode, 0, 0).map(drop)
+}
+
+// ---- POSIX timers ----
+
+/// `timer_create(clock, &event, &id)` in the tracee, the `struct sigevent` written at `at`
+/// and the timer ID right after it, preset to `id`—Creates a POSIX timer; returns the ID
+/// the kernel gave (`id` itself under `PR_TIMER_CREATE_RESTORE_IDS`, see
+/// [`prctl_timer_create_restore_ids`]).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/timer_create.2.html)
+pub fn timer_create_at(
+    inj: &mut Injector,
+    at: u64,
+    clock: i32,
+    event: &SigEvent,
+    id: i32,
+) -> Result<i32> {
+    let id_at = at + SIGEVENT_SIZE as u64;
+    inj.write_memory(at, &event.to_bytes())?;
+    inj.write_memory(id_at, &id.to_ne_bytes())?;
+    let clock = clock as i64 as u64;
+    inj.syscall_checked(libc::SYS_timer_create, [clock, at, id_at, 0, 0, 0])?;
+    let mut raw = [0u8; 4];
+    inj.read_memory(id_at, &mut raw)?;
+    Ok(i32::from_ne_bytes(raw))
+}
+
+/// `timer_settime(id, flags, &spec, NULL)` in the tracee, the `struct itimerspec` written
+/// at `at`—Arms (a zero value: disarms) timer `id`; `flags` 0 makes the value relative.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/timer_settime.2.html)
+pub fn timer_settime_at(
+    inj: &mut Injector,
+    at: u64,
+    id: i32,
+    flags: i32,
+    spec: &ITimerSpec,
+) -> Result<()> {
+    inj.write_memory(at, &spec.to_bytes())?;
+    let args = [id as u64, flags as u64, at, 0, 0, 0];
+    inj.syscall_checked(libc::SYS_timer_settime, args).map(drop)
+}
+
+/// `timer_gettime(id, &spec)` in the tracee—Reads timer `id`'s period and the time left
+/// until its next expiry (relative, even for a timer armed with `TIMER_ABSTIME`).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/timer_gettime.2.html)
+pub fn timer_gettime(inj: &mut Injector, id: i32) -> Result<ITimerSpec> {
+    inj.with_scratch(ITIMERSPEC_SIZE, |inj, at| {
+        inj.syscall_checked(libc::SYS_timer_gettime, [id as u64, at, 0, 0, 0, 0])?;
+        let mut raw = [0u8; ITIMERSPEC_SIZE];
+        inj.read_memory(at, &mut raw)?;
+        Ok(ITimerSpec::from_bytes(&raw))
+    })
+}
+
+/// `timer_getoverrun(id)` in the tracee—The overrun count of timer `id`'s last delivered
+/// signal.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/timer_getoverrun.2.html)
+pub fn timer_getoverrun(inj: &mut Injector, id: i32) -> Result<i32> {
+    Ok(inj.syscall_checked(libc::SYS_timer_getoverrun, [id as u64, 0, 0, 0, 0, 0])? as i32)
 }
 
 // ---- credentials ----

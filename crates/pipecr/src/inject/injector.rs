@@ -13,14 +13,13 @@ use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use nix::sys::ptrace;
 use nix::sys::ptrace::regset::NT_PRSTATUS;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::error::{InjectError, syscall_name};
 use crate::arch::x86_64::is_restart_code;
 use crate::sys::kcmp::TargetFd;
 use crate::sys::mem::{RemoteMem, RemoteMemError};
-use crate::sys::ptrace::{self as sysptrace, SigMask};
+use crate::sys::ptrace::{self as sysptrace, SigMask, ThreadWait};
 
 /// The `syscall` instruction.
 const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
@@ -407,13 +406,15 @@ impl Injector {
 
     /// Lets the thread run (`PTRACE_SYSCALL` or `PTRACE_CONT`, no signal) until its next
     /// stop, and returns that stop. Its death, however it shows (`ESRCH`, `ECHILD`, an
-    /// exit status), is [`InjectError::Exited`] for syscall `nr` (`name`).
+    /// exit status), is [`InjectError::Exited`] for syscall `nr` (`name`). The stop is
+    /// read raw: a real-time signal arriving meanwhile (a POSIX timer's) must be seen as
+    /// the signal-delivery-stop it is.
     fn resume_to_stop(
         &self,
         how: Resume,
         nr: i64,
         name: &'static str,
-    ) -> Result<WaitStatus, InjectError> {
+    ) -> Result<ThreadWait, InjectError> {
         let t = Pid::from_raw(self.tid);
         let exited = || InjectError::Exited {
             pid: self.pid,
@@ -430,15 +431,9 @@ impl Injector {
             Err(Errno::ESRCH) => return Err(exited()),
             Err(e) => return Err(self.ptrace_err(op)(errno_io(e))),
         }
-        loop {
-            match waitpid(t, Some(WaitPidFlag::__WALL)) {
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ECHILD) | Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
-                    return Err(exited());
-                }
-                Err(e) => return Err(self.ptrace_err("waitpid")(errno_io(e))),
-                Ok(status) => return Ok(status),
-            }
+        match sysptrace::wait_thread(t).map_err(self.ptrace_err("waitpid"))? {
+            ThreadWait::Gone => Err(exited()),
+            stop => Ok(stop),
         }
     }
 
@@ -452,29 +447,28 @@ impl Injector {
         let t = Pid::from_raw(self.tid);
         let mut entered = false;
         loop {
-            match self.resume_to_stop(Resume::Syscall, nr, syscall_name(nr))? {
-                WaitStatus::PtraceSyscall(_) | WaitStatus::Stopped(..) => {
-                    let info = ptrace::getsiginfo(t)
-                        .map_err(errno_io)
-                        .map_err(self.ptrace_err("PTRACE_GETSIGINFO"))?;
-                    if !is_syscall_stop(&info) {
-                        self.intercept(info, nr, addr)?;
-                        continue;
-                    }
-                    // Which syscall stop: the kernel leaves it in the event message.
-                    let msg = ptrace::getevent(t)
-                        .map_err(errno_io)
-                        .map_err(self.ptrace_err("PTRACE_GETEVENTMSG"))?;
-                    match msg {
-                        EVENTMSG_SYSCALL_ENTRY => entered = true,
-                        EVENTMSG_SYSCALL_EXIT if entered => return self.get_regs(),
-                        // The exit stop of a syscall the thread was in when we took it
-                        // over is not ours.
-                        _ => {}
-                    }
-                }
-                // Group-stop or another event (clone, with options the caller set):
-                // nothing to record, go on.
+            let stop = self.resume_to_stop(Resume::Syscall, nr, syscall_name(nr))?;
+            // Group-stop or another event (clone, with options the caller set): nothing
+            // to record, go on.
+            if stop == ThreadWait::Event {
+                continue;
+            }
+            let info = ptrace::getsiginfo(t)
+                .map_err(errno_io)
+                .map_err(self.ptrace_err("PTRACE_GETSIGINFO"))?;
+            if !is_syscall_stop(&info) {
+                self.intercept(info, nr, addr)?;
+                continue;
+            }
+            // Which syscall stop: the kernel leaves it in the event message.
+            let msg = ptrace::getevent(t)
+                .map_err(errno_io)
+                .map_err(self.ptrace_err("PTRACE_GETEVENTMSG"))?;
+            match msg {
+                EVENTMSG_SYSCALL_ENTRY => entered = true,
+                EVENTMSG_SYSCALL_EXIT if entered => return self.get_regs(),
+                // The exit stop of a syscall the thread was in when we took it over is
+                // not ours.
                 _ => {}
             }
         }
@@ -646,7 +640,7 @@ impl Injector {
         sysptrace::tgkill(Pid::from_raw(self.pid), t, marker).map_err(self.ptrace_err("tgkill"))?;
         loop {
             match self.resume_to_stop(Resume::Cont, -1, "(none: putting the thread back)")? {
-                WaitStatus::Stopped(_, sig) if sig as i32 == marker => {
+                ThreadWait::Signal(sig) if sig == marker => {
                     let info = ptrace::getsiginfo(t)
                         .map_err(errno_io)
                         .map_err(self.ptrace_err("PTRACE_GETSIGINFO"))?;

@@ -1,8 +1,9 @@
 //! The kernel structs passed to and from injected system calls, each encoded and decoded
 //! once, in the tracee's layout (x86_64, native byte order): `struct sigaction`
 //! ([`SigAction`]), `stack_t` ([`AltStack`]), `struct itimerval` ([`ITimer`]),
-//! `struct prctl_mm_map` ([`PrctlMmMap`]), `struct clone_args` ([`CloneArgs`]) and the
-//! capability sets of `capset` ([`CapSets`]).
+//! `struct prctl_mm_map` ([`PrctlMmMap`]), `struct clone_args` ([`CloneArgs`]), the
+//! capability sets of `capset` ([`CapSets`]), and the POSIX timer ones,
+//! `struct itimerspec` ([`ITimerSpec`]) and `struct sigevent` ([`SigEvent`]).
 //!
 //! Plain data and bytes: no syscalls. Which call takes which struct belongs to
 //! [`super::calls`]; where the bytes go in the tracee, to the callers.
@@ -156,6 +157,76 @@ impl ITimer {
             interval_us: word(b, 0) * 1_000_000 + word(b, 8),
             value_us: word(b, 16) * 1_000_000 + word(b, 24),
         }
+    }
+}
+
+/// A POSIX timer's setting as `timer_gettime(2)` reports it and `timer_settime(2)` takes
+/// it (`struct itimerspec`), in nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ITimerSpec {
+    /// `it_interval`: the period after each expiry, 0 for a one-shot timer.
+    pub interval_ns: u64,
+    /// `it_value`: time left until the next expiry (relative), 0 when disarmed.
+    pub value_ns: u64,
+}
+
+/// Size of `struct itimerspec`: two `struct timespec` of (`tv_sec`, `tv_nsec`), 8 bytes
+/// each.
+pub const ITIMERSPEC_SIZE: usize = 32;
+
+impl ITimerSpec {
+    /// The `struct itimerspec` bytes.
+    pub fn to_bytes(self) -> [u8; ITIMERSPEC_SIZE] {
+        let mut b = [0u8; ITIMERSPEC_SIZE];
+        let ns = 1_000_000_000;
+        let words = [
+            self.interval_ns / ns,
+            self.interval_ns % ns,
+            self.value_ns / ns,
+            self.value_ns % ns,
+        ];
+        put_words(&mut b, &words);
+        b
+    }
+
+    /// Decodes a `struct itimerspec` (the kernel writes normalised values).
+    pub fn from_bytes(b: &[u8; ITIMERSPEC_SIZE]) -> ITimerSpec {
+        let ns = 1_000_000_000u64;
+        ITimerSpec {
+            interval_ns: word(b, 0).wrapping_mul(ns).wrapping_add(word(b, 8)),
+            value_ns: word(b, 16).wrapping_mul(ns).wrapping_add(word(b, 24)),
+        }
+    }
+}
+
+/// How a POSIX timer notifies (`struct sigevent` as `timer_create(2)` reads it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SigEvent {
+    /// `sigev_value`, raw: `sival_int` in the low 32 bits, or `sival_ptr`.
+    pub value: u64,
+    /// `sigev_signo`.
+    pub signo: i32,
+    /// `sigev_notify`: `SIGEV_SIGNAL` 0, `SIGEV_NONE` 1, `SIGEV_THREAD` 2, with
+    /// `SIGEV_THREAD_ID` (4) added for a timer aimed at the thread `tid`.
+    pub notify: i32,
+    /// `sigev_notify_thread_id` (`_sigev_un._tid`): the target thread with
+    /// `SIGEV_THREAD_ID`, ignored otherwise.
+    pub tid: i32,
+}
+
+/// Size of the kernel's `struct sigevent` (`SIGEV_MAX_SIZE`): value, signo, notify, then
+/// a union padded to 64 bytes whose first int is the thread id.
+pub const SIGEVENT_SIZE: usize = 64;
+
+impl SigEvent {
+    /// The `struct sigevent` bytes.
+    pub fn to_bytes(self) -> [u8; SIGEVENT_SIZE] {
+        let mut b = [0u8; SIGEVENT_SIZE];
+        b[0..8].copy_from_slice(&self.value.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.signo.to_ne_bytes());
+        b[12..16].copy_from_slice(&self.notify.to_ne_bytes());
+        b[16..20].copy_from_slice(&self.tid.to_ne_bytes());
+        b
     }
 }
 
@@ -379,6 +450,40 @@ mod tests {
         assert_eq!(ITimer::from_bytes(1, &t.to_bytes()), t);
         assert_eq!(&t.to_bytes()[0..8], &2u64.to_ne_bytes());
         assert_eq!(&t.to_bytes()[8..16], &500_000u64.to_ne_bytes());
+    }
+
+    #[test]
+    fn timer_structs_match_libc() {
+        let spec = ITimerSpec {
+            interval_ns: 1_250_000_000,
+            value_ns: 7,
+        };
+        assert_eq!(ITimerSpec::from_bytes(&spec.to_bytes()), spec);
+        let b = spec.to_bytes();
+        assert_eq!(&b[0..8], &1u64.to_ne_bytes());
+        assert_eq!(&b[8..16], &250_000_000u64.to_ne_bytes());
+        assert_eq!(std::mem::size_of::<libc::itimerspec>(), ITIMERSPEC_SIZE);
+        assert_eq!(std::mem::size_of::<libc::sigevent>(), SIGEVENT_SIZE);
+        let ev = SigEvent {
+            value: 0xdead_beef_0000_0001,
+            signo: libc::SIGRTMIN(),
+            notify: libc::SIGEV_THREAD_ID,
+            tid: 4242,
+        };
+        let b = ev.to_bytes();
+        let at = |off: usize| i32::from_ne_bytes(b[off..off + 4].try_into().unwrap());
+        assert_eq!(
+            at(std::mem::offset_of!(libc::sigevent, sigev_signo)),
+            ev.signo
+        );
+        assert_eq!(
+            at(std::mem::offset_of!(libc::sigevent, sigev_notify)),
+            ev.notify
+        );
+        assert_eq!(
+            at(std::mem::offset_of!(libc::sigevent, sigev_notify_thread_id)),
+            4242
+        );
     }
 
     #[test]

@@ -123,6 +123,19 @@ pub enum ProcessRestoreError {
         #[source]
         source: Box<ProcessRestoreError>,
     },
+    /// A POSIX timer could not be created again or armed.
+    #[error("pid {pid}: POSIX timer {id} ({what}) could not be restored")]
+    Timer {
+        /// The process.
+        pid: i32,
+        /// The timer's saved ID.
+        id: i32,
+        /// The timer and the step that failed.
+        what: String,
+        /// The cause.
+        #[source]
+        source: InjectError,
+    },
     /// An injected call or remote memory access failed.
     #[error(transparent)]
     Inject(#[from] InjectError),

@@ -18,7 +18,8 @@
 //! installs the saved handlers (`rt_sigaction`) and interval timers (`setitimer`) and
 //! queues the saved pending signals from inside the process (`rt_tgsigqueueinfo` per
 //! thread, `rt_sigqueueinfo` process-wide: any `si_code` is allowed to oneself); creates
-//! the other threads with their TIDs and state ([`super::threads`]); sets the
+//! the other threads with their TIDs and state ([`super::threads`]); creates the POSIX
+//! timers with their IDs and arms them ([`super::timers`]); sets the
 //! alternate signal stack and, last, the credentials ([`super::creds`]); unmaps the
 //! trampoline from inside its own `munmap` (the syscall-exit stop comes first); then sets
 //! the saved registers, XSAVE area and blocked mask, and leaves the process in a
@@ -199,6 +200,9 @@ pub(super) fn load_image(
     restore_signals(&mut inj, pid, tramp, &saved.core)?;
     // The other threads, created with every signal blocked (the mask just set).
     super::threads::create(&mut inj, saved, tramp)?;
+    // POSIX timers once the threads exist (one may be aimed at a thread), still with
+    // every signal blocked: an expiry now is delivered after release.
+    super::timers::restore(&mut inj, pid, &saved.core)?;
     restore_altstack(&mut inj, pid, tramp, thread)?;
     // Last: the credentials (creating the threads above needed the restorer's).
     if let Some(creds) = &saved.core.creds {

@@ -7,7 +7,7 @@
 //   new PID namespace); no step imports them;
 // - the checks run before anything is made: `preflight`;
 // - one process's image replaced: `image`, over its steps `threads`, `signals`,
-//   `creds`, `regs`, `mm` and `cow`; the descriptor tables: `fdtable`;
+//   `timers`, `creds`, `regs`, `mm` and `cow`; the descriptor tables: `fdtable`;
 // - the external ends (`external`, over `options`) and `error` (over `external`);
 // - at the bottom: `options` (the caller's choices: `RestoreOptions`, `Inherit`,
 //   `Source`), `saved`, `trampoline`.
@@ -28,6 +28,7 @@ mod regs;
 mod saved;
 mod signals;
 mod threads;
+mod timers;
 mod trampoline;
 
 pub use options::RestoreOptions;

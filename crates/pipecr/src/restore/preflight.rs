@@ -2,10 +2,13 @@
 //! should fail here, with a message that says why): [`check_tree`] for a whole tree,
 //! [`check_supported`] for one process of it.
 //!
-//! - the tree: a root, every other process the child of an earlier one, no descriptor
-//!   table shared between processes;
+//! - the tree: a root, every other process the child of an earlier one, a descriptor
+//!   table or filesystem context shared only with the parent (`CLONE_FILES`,
+//!   `CLONE_FS`: the restore gives the child its parent's as it creates it);
 //! - the image itself: consistent threads, a root directory, session and process group
 //!   the restore can give, no kind of memory area it cannot bring back yet;
+//! - the POSIX timers: ones that can be created again, on a kernel that gives a timer a
+//!   chosen ID ([`super::timers::check`], [`super::timers::check_kernel`]);
 //! - the credentials: ones the restorer can give ([`super::creds::check`], beside the
 //!   code that gives them);
 //! - the CPU state in each thread's XSAVE area: every component its header marks as in
@@ -30,6 +33,7 @@ pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> 
     let pid = saved.pid();
     let unsupported = |what: String| Err(ProcessRestoreError::Unsupported { pid, what });
     check_threads(saved)?;
+    super::timers::check(saved)?;
     super::creds::check(pid, saved.core.creds.as_ref())?;
     check_xstate(saved, crate::sys::cpu::xcr0())?;
     if saved.core.root != "/" {
@@ -84,18 +88,35 @@ pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
         });
     };
     check_supported(root, sid, pgid)?;
-    // Each process gets its own table from the parked set: two that shared one
-    // (CLONE_FILES) would come back apart.
+    super::timers::check_kernel(tree)?;
+    // A process is given its parent's descriptor table (CLONE_FILES) or filesystem
+    // context (CLONE_FS) as it is created: sharing one with any other process cannot be
+    // given back.
     for (i, p) in tree.iter().enumerate() {
+        let parent = tree[..i].iter().find(|q| q.pid() == p.process.ppid);
         if let Some(q) = tree[..i]
             .iter()
             .find(|q| q.process.fd_table == p.process.fd_table)
+            && parent.is_none_or(|parent| parent.process.fd_table != p.process.fd_table)
         {
             return Err(ProcessRestoreError::Unsupported {
                 pid: p.pid(),
                 what: format!(
-                    "a descriptor table shared with pid {} (CLONE_FILES)",
-                    q.pid()
+                    "a descriptor table shared with pid {} (CLONE_FILES) but not with its \
+                     parent {}",
+                    q.pid(),
+                    p.process.ppid
+                ),
+            });
+        }
+        let with = p.process.shares_fs_with;
+        if with != 0 && parent.is_none_or(|parent| fs_group(parent) != with) {
+            return Err(ProcessRestoreError::Unsupported {
+                pid: p.pid(),
+                what: format!(
+                    "a filesystem context shared with pid {with} (CLONE_FS) but not with its \
+                     parent {}",
+                    p.process.ppid
                 ),
             });
         }
@@ -114,6 +135,15 @@ pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
         check_supported(p, parent.process.sid, parent.process.pgid)?;
     }
     Ok(())
+}
+
+/// The pid of the first process that has the filesystem context of `p` (itself when
+/// it shares it with no earlier process).
+pub(super) fn fs_group(p: &SavedProcess) -> i32 {
+    match p.process.shares_fs_with {
+        0 => p.pid(),
+        with => with,
+    }
 }
 
 /// Checks that the saved threads are consistent: a main thread, distinct TIDs, the same

@@ -38,12 +38,15 @@
 //! shared anonymous memory, memfds, SysV shm and deleted files
 //! mapped (memory objects); other kernel special areas; a root other than `/`; a
 //! session or process group other than its parent's (the caller's, for the root) unless the
-//! process leads it (unless the caller restores a shell job); processes sharing a
-//! descriptor table. Not refused: an exit signal other than `SIGCHLD` becomes `SIGCHLD`.
-//! A dump saves signal handlers by default; only one asked not to inject (`--no-inject`,
-//! `handlers_read` false) leaves them out, and its processes come back with default
-//! dispositions, no interval timer, no alternate signal stack and no `clear_child_tid`,
-//! as that dump chose (the CLI says so in one line). A thread saved inside a
+//! process leads it (unless the caller restores a shell job); a descriptor table or
+//! filesystem context shared with a process other than the parent (one shared with the
+//! parent is given back: the child is created with `CLONE_FILES` / `CLONE_FS`, and the
+//! parent installs the shared table for both). Not refused: an exit signal other than
+//! `SIGCHLD` becomes `SIGCHLD`. A dump saves signal handlers by default; only one asked
+//! not to inject (`--no-inject`, `handlers_read` false) leaves them out, and its
+//! processes come back with default dispositions, no interval timer, no alternate signal
+//! stack and no `clear_child_tid`, as that dump chose (the CLI says so in one line). A
+//! thread saved inside a
 //! restartable syscall enters it again before it is released; only a signal restored as
 //! pending, delivered first, sees the call restarted after its handler even without
 //! `SA_RESTART`.
@@ -319,6 +322,9 @@ enum OpenFiles<'a> {
     Create(&'a Inherited),
     /// Its parent created them; they are inherited, parked.
     Parked(&'a super::fdtable::ParkedFiles),
+    /// It shares its parent's descriptor table (`CLONE_FILES`), parked set included: the
+    /// parent installs the table, for both, once this process has stopped.
+    Shared(&'a super::fdtable::ParkedFiles),
 }
 
 /// The child side of [`spawn_tree_stopped`] for `tree[idx]`: never returns.
@@ -392,12 +398,29 @@ fn spawn_children(
         let cpid = child.pid();
         let err = err_w.try_clone().map_err(|e| format!("dup: {e}"))?;
         let me = rustix::process::getpid();
-        let created = match crate::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[cpid]) {
+        // What it shares with us (preflight allows no other sharing): our descriptor
+        // table, our filesystem context.
+        let files = child.process.fd_table == tree[idx].process.fd_table;
+        let fs = super::preflight::fs_group(child) == super::preflight::fs_group(&tree[idx]);
+        let flags = if files { libc::CLONE_FILES as u64 } else { 0 }
+            | if fs { libc::CLONE_FS as u64 } else { 0 };
+        let open_files = if files {
+            OpenFiles::Shared(parked)
+        } else {
+            OpenFiles::Parked(parked)
+        };
+        let created = match crate::sys::clone3::clone3_with_tid(flags, libc::SIGCHLD, &[cpid]) {
             Ok(Some(created)) => created,
-            Ok(None) => child_setup(image, tree, c, me, err, report, OpenFiles::Parked(parked)),
+            Ok(None) => child_setup(image, tree, c, me, err, report, open_files),
             Err(e) => return Err(format!("clone3 with set_tid {cpid}: {e}")),
         };
-        drop(err);
+        if files {
+            // The descriptor is in the table the child shares: it is the child's to close
+            // (closing it here could close whatever the child put at that number since).
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(err);
+        } else {
+            drop(err);
+        }
         let created = NixPid::from_raw(created.as_raw_nonzero().get());
         wait_stopped(created)?;
         children.push(created);
@@ -426,17 +449,20 @@ fn wait_stopped(child: NixPid) -> std::result::Result<(), String> {
 /// installed (its descendants installed theirs before they stopped); every other
 /// process waits, stopped, until its parent continues it, so the step runs parents
 /// first. Each then continues its own children, one at a time, and waits until they
-/// have stopped again.
+/// have stopped again. `install` is false in a process that shares its parent's table.
 fn install_late(
     late: &super::fdtable::LateFiles,
     table: &proto::FdTable,
     idx: usize,
     children: &[NixPid],
+    install: bool,
 ) -> std::result::Result<(), String> {
     if idx != 0 {
         nix::sys::signal::raise(Signal::SIGSTOP).map_err(|e| format!("raise(SIGSTOP): {e}"))?;
     }
-    late.install(table).map_err(|e| format!("{e}"))?;
+    if install {
+        late.install(table).map_err(|e| format!("{e}"))?;
+    }
     for &child in children {
         kill(child, Signal::SIGCONT).map_err(|e| format!("kill {child} SIGCONT: {e}"))?;
         wait_stopped(child)?;
@@ -470,7 +496,7 @@ fn child_setup_inner(
     // number; the children inherit the set, and each process installs its own table
     // from it and closes the rest.
     let (owned, inherited) = match files {
-        OpenFiles::Parked(parked) => (None, Some(parked)),
+        OpenFiles::Parked(parked) | OpenFiles::Shared(parked) => (None, Some(parked)),
         OpenFiles::Create(external) => (
             Some(super::fdtable::create_all(image, external).map_err(|e| format!("{e}"))?),
             None,
@@ -485,19 +511,24 @@ fn child_setup_inner(
     // created, so that they inherit them copy-on-write.
     super::cow::prefill(image, tree, idx, report)?;
     let children = spawn_children(image, tree, idx, err_w, report, parked)?;
-    let rebuilt = super::fdtable::install(table, parked).map_err(|e| format!("{e}"))?;
+    // A table shared with the parent is the parent's to install, once we have stopped.
+    let own_table = !matches!(files, OpenFiles::Shared(_));
     // The open files that wait for every table of the tree; none (and no waiting) unless
     // one of its kinds asks for that stage.
     let late = parked.late();
-    // The parked set and everything else (the restorer's descriptors) go.
-    drop(owned);
-    let mut keep = rebuilt.fds.clone();
-    keep.push(err_w.as_raw_fd());
-    crate::sys::fd::close_all_except(&keep).map_err(|e| format!("close_range: {e}"))?;
+    if own_table {
+        let rebuilt = super::fdtable::install(table, parked).map_err(|e| format!("{e}"))?;
+        // The parked set and everything else (the restorer's descriptors) go.
+        drop(owned);
+        let mut keep = rebuilt.fds.clone();
+        keep.push(err_w.as_raw_fd());
+        crate::sys::fd::close_all_except(&keep).map_err(|e| format!("close_range: {e}"))?;
+    }
     // Before the saved limits are set: the late files are parked above every saved
-    // number, which RLIMIT_NOFILE was raised for.
+    // number, which RLIMIT_NOFILE was raised for. A process sharing its parent's table
+    // takes part in the order but installs nothing: the parent did, for both.
     if let Some(late) = &late {
-        install_late(late, table, idx, &children)?;
+        install_late(late, table, idx, &children, own_table)?;
     }
     nix::unistd::chdir(saved.core.cwd.as_str())
         .map_err(|e| format!("chdir {}: {e}", saved.core.cwd))?;

@@ -199,6 +199,63 @@ pub fn kcmp_epoll_target(
     }
 }
 
+/// A per-process kernel object two processes may share, as `kcmp(2)` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// `KCMP_VM`: the address space (`CLONE_VM`).
+    Vm,
+    /// `KCMP_FILES`: the descriptor table (`CLONE_FILES`).
+    Files,
+    /// `KCMP_FS`: the filesystem context, cwd, root and umask (`CLONE_FS`).
+    Fs,
+    /// `KCMP_SIGHAND`: the signal-handler table (`CLONE_SIGHAND`).
+    Sighand,
+}
+
+impl Shared {
+    /// The `KCMP_*` type (`include/uapi/linux/kcmp.h`).
+    fn kcmp_type(self) -> libc::c_long {
+        match self {
+            Shared::Vm => 1,
+            Shared::Files => 2,
+            Shared::Fs => 3,
+            Shared::Sighand => 4,
+        }
+    }
+}
+
+/// `kcmp(pid1, pid2, KCMP_VM | KCMP_FILES | KCMP_FS | KCMP_SIGHAND, 0, 0)`—Compares one
+/// kind of per-process object of two processes: [`Ordering::Equal`] when they share it,
+/// otherwise a stable order for sorting. Errors as for [`kcmp_files`].
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/kcmp.2.html)
+#[doc(alias = "KCMP_FS")]
+#[doc(alias = "KCMP_SIGHAND")]
+pub fn kcmp_shared(pid1: Pid, pid2: Pid, what: Shared) -> io::Result<Ordering> {
+    // SAFETY: kcmp with these types takes integers and dereferences no user memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            libc::c_long::from(pid1.as_raw_nonzero().get()),
+            libc::c_long::from(pid2.as_raw_nonzero().get()),
+            what.kcmp_type(),
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Ordering::Equal),
+        1 => Ok(Ordering::Less),
+        2 => Ok(Ordering::Greater),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("kcmp: no order between the two ({other})"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

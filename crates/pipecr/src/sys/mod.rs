@@ -22,4 +22,5 @@ pub mod signal;
 pub mod signalfd;
 pub mod sockdiag;
 pub mod socket;
+pub mod timer;
 pub mod timerfd;

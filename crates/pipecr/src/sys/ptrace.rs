@@ -289,6 +289,50 @@ pub fn rseq_configuration(tid: Pid) -> io::Result<RseqConfiguration> {
     })
 }
 
+/// What [`wait_thread`] saw of a traced thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadWait {
+    /// It exited or was killed (or is no longer ours to wait for: `ECHILD`).
+    Gone,
+    /// A signal-delivery-stop or syscall stop, with the stop signal (any signal number,
+    /// real-time ones included, which `nix`'s `Signal` cannot name).
+    Signal(i32),
+    /// Another stop: a `PTRACE_EVENT_*` stop (group-stops of a seized thread included).
+    Event,
+}
+
+/// `waitpid(tid, &status, __WALL)`—Waits for the next state change of the traced thread
+/// `tid`, retrying on `EINTR`.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/waitpid.2.html)
+pub fn wait_thread(tid: Pid) -> io::Result<ThreadWait> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes one int, `status`, which we own.
+        let ret = unsafe { libc::waitpid(tid.as_raw(), &mut status, libc::__WALL) };
+        if ret == -1 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(ThreadWait::Gone),
+                _ => return Err(e),
+            }
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            return Ok(ThreadWait::Gone);
+        }
+        if !libc::WIFSTOPPED(status) {
+            continue;
+        }
+        return Ok(if status >> 16 != 0 {
+            ThreadWait::Event
+        } else {
+            ThreadWait::Signal(libc::WSTOPSIG(status))
+        });
+    }
+}
+
 /// `tgkill(tgid, tid, sig)`—Sends `sig` to one thread, queued on that thread alone.
 ///
 /// Used to put a tracee that pipecr resumed back into a signal-delivery-stop of a signal
