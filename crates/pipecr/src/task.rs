@@ -8,7 +8,8 @@
 //! read by injecting `getitimer` into every process, and `rt_sigaction` into those whose
 //! `/proc/PID/status` says they catch a signal (`SigCgt`); ignored signals come from
 //! `SigIgn` without injection ([`crate::inject`]). Likewise, per thread, the
-//! `clear_child_tid` address and the alternate signal stack.
+//! `clear_child_tid` address and the alternate signal stack. Each thread is taken over
+//! once, for all of its reads (docs/INJECTION.md: the shorter, the safer).
 //!
 //! Also what cannot be saved yet is refused here, naming the process:
 //! [`TaskError::PosixTimers`].
@@ -92,17 +93,37 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
     let personality = u32::from_str_radix(read(pid, "personality")?.trim(), 16)
         .map_err(|_| parse_error(pid, "personality"))?;
     let rlimits = rlimits(pid)?;
+    let caught = status_mask(pid, &status, "SigCgt:")?;
+    let ignored = status_mask(pid, &status, "SigIgn:")?;
     let mut threads = Vec::with_capacity(process.threads.len());
     for &tid in &process.threads {
         threads.push(dump_thread(pid, tid)?);
     }
     let (sigactions, itimers) = if read_handlers {
-        for thread in &mut threads {
-            let (clear_child_tid, altstack) = thread_links(pid, thread.tid)?;
+        // One injection session per thread: the first thread also reads the process's
+        // handlers and timers, so no thread is taken over twice.
+        let mut out = (Vec::new(), Vec::new());
+        for (i, thread) in threads.iter_mut().enumerate() {
+            let mut inj = Injector::new(pid, thread.tid)?;
+            let read = (|| {
+                let links = thread_links(&mut inj)?;
+                let process = if i == 0 {
+                    Some(handlers_and_timers(&mut inj, caught, ignored)?)
+                } else {
+                    None
+                };
+                Ok::<_, InjectError>((links, process))
+            })();
+            let finished = inj.finish();
+            let ((clear_child_tid, altstack), process) = read?;
+            finished?;
             thread.clear_child_tid = clear_child_tid;
             thread.altstack = Some(altstack);
+            if let Some(process) = process {
+                out = process;
+            }
         }
-        handlers_and_timers(process, &status)?
+        out
     } else {
         (Vec::new(), Vec::new())
     };
@@ -265,59 +286,49 @@ fn status_mask(pid: i32, status: &str, key: &'static str) -> Result<u64, TaskErr
 /// The signal dispositions other than `SIG_DFL`, and the armed interval timers.
 ///
 /// Each injected syscall costs a few ptrace stops, so `rt_sigaction` is injected only for
-/// the signals the status shows caught (and `SIGCHLD`): the ignored ones are all `SigIgn`
-/// says, and the rest are default. The three interval timers are read in every process: an armed
+/// the signals the status shows `caught` (and `SIGCHLD`): the `ignored` ones are all
+/// `SigIgn` says, and the rest are default. The three interval timers are read in every process: an armed
 /// `ITIMER_REAL` matters even to a process that catches nothing (its `SIGALRM` kills it).
 fn handlers_and_timers(
-    process: &FrozenProcess,
-    status: &str,
-) -> Result<(Vec<proto::SigAction>, Vec<proto::ITimer>), TaskError> {
-    let pid = process.pid;
-    let caught = status_mask(pid, status, "SigCgt:")?;
-    let ignored = status_mask(pid, status, "SigIgn:")?;
-    let tid = process.threads.first().copied().unwrap_or(pid);
-    let mut inj = Injector::new(pid, tid)?;
-    let read = (|| {
-        // Caught signals need their handler, flags and mask; SIGCHLD also its flags
-        // (SA_NOCLDWAIT changes reaping even under SIG_DFL). Every other signal is
-        // ignored or default, which SigIgn tells.
-        let read = caught | 1u64 << (libc::SIGCHLD - 1);
-        let mut actions: Vec<proto::SigAction> = inject::sigactions_of(&mut inj, read)?
-            .into_iter()
-            .filter(|a| a.handler != SigHandler::Default || !a.flags.is_empty())
-            .map(|a| proto::SigAction {
-                signo: a.signo,
-                handler: a.handler.raw(),
-                flags: a.flags.bits(),
-                restorer: a.restorer,
-                mask: a.mask.0,
-            })
-            .collect();
-        actions.extend(
-            (1..=64)
-                .filter(|&s| ignored & !read & (1u64 << (s - 1)) != 0)
-                .map(|signo| proto::SigAction {
-                    signo,
-                    handler: 1,
-                    ..Default::default()
-                }),
-        );
-        actions.sort_by_key(|a| a.signo);
-        let timers = inject::itimers(&mut inj)?
-            .into_iter()
-            .filter(|t| t.value_us != 0)
-            .map(|t| proto::ITimer {
-                which: t.which,
-                interval_us: t.interval_us,
-                value_us: t.value_us,
-            })
-            .collect();
-        Ok::<_, InjectError>((actions, timers))
-    })();
-    let finished = inj.finish();
-    let out = read?;
-    finished?;
-    Ok(out)
+    inj: &mut Injector,
+    caught: u64,
+    ignored: u64,
+) -> Result<(Vec<proto::SigAction>, Vec<proto::ITimer>), InjectError> {
+    // Caught signals need their handler, flags and mask; SIGCHLD also its flags
+    // (SA_NOCLDWAIT changes reaping even under SIG_DFL). Every other signal is
+    // ignored or default, which SigIgn tells.
+    let read = caught | 1u64 << (libc::SIGCHLD - 1);
+    let mut actions: Vec<proto::SigAction> = inject::sigactions_of(inj, read)?
+        .into_iter()
+        .filter(|a| a.handler != SigHandler::Default || !a.flags.is_empty())
+        .map(|a| proto::SigAction {
+            signo: a.signo,
+            handler: a.handler.raw(),
+            flags: a.flags.bits(),
+            restorer: a.restorer,
+            mask: a.mask.0,
+        })
+        .collect();
+    actions.extend(
+        (1..=64)
+            .filter(|&s| ignored & !read & (1u64 << (s - 1)) != 0)
+            .map(|signo| proto::SigAction {
+                signo,
+                handler: 1,
+                ..Default::default()
+            }),
+    );
+    actions.sort_by_key(|a| a.signo);
+    let timers = inject::itimers(inj)?
+        .into_iter()
+        .filter(|t| t.value_us != 0)
+        .map(|t| proto::ITimer {
+            which: t.which,
+            interval_us: t.interval_us,
+            value_us: t.value_us,
+        })
+        .collect();
+    Ok((actions, timers))
 }
 
 /// Saves one stopped thread: registers, XSAVE area, blocked mask, pending signals, rseq.
@@ -364,27 +375,20 @@ pub fn dump_thread(pid: i32, tid: i32) -> Result<proto::Thread, TaskError> {
     })
 }
 
-/// `prctl(PR_GET_TID_ADDRESS, &addr)` and `sigaltstack(NULL, &old)` injected into thread
-/// `tid` (in a ptrace-stop of the calling thread): its `clear_child_tid` address and its
-/// alternate signal stack, which no `/proc` file shows.
-fn thread_links(pid: i32, tid: i32) -> Result<(u64, proto::SigAltStack), TaskError> {
-    let mut inj = Injector::new(pid, tid)?;
-    let read = (|| {
-        let tid_address = inject::tid_address(&mut inj)?;
-        let alt = inject::sigaltstack(&mut inj)?;
-        Ok::<_, InjectError>((
-            tid_address,
-            proto::SigAltStack {
-                sp: alt.sp,
-                flags: alt.flags as u32,
-                size: alt.size,
-            },
-        ))
-    })();
-    let finished = inj.finish();
-    let out = read?;
-    finished?;
-    Ok(out)
+/// `prctl(PR_GET_TID_ADDRESS, &addr)` and `sigaltstack(NULL, &old)` injected into the
+/// thread `inj` drives: its `clear_child_tid` address and its alternate signal stack,
+/// which no `/proc` file shows.
+fn thread_links(inj: &mut Injector) -> Result<(u64, proto::SigAltStack), InjectError> {
+    let tid_address = inject::tid_address(inj)?;
+    let alt = inject::sigaltstack(inj)?;
+    Ok((
+        tid_address,
+        proto::SigAltStack {
+            sp: alt.sp,
+            flags: alt.flags as u32,
+            size: alt.size,
+        },
+    ))
 }
 
 /// The general registers (`struct user_regs_struct`, NT_PRSTATUS).
