@@ -116,6 +116,8 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
         for (i, thread) in threads.iter_mut().enumerate() {
             let mut inj = Injector::new(pid, thread.tid)?;
             let read = (|| {
+                // Only reads: one ptrace stop per call instead of two where that is safe.
+                inj.use_single_step()?;
                 let links = thread_links(&mut inj)?;
                 let process = if i == 0 {
                     Some(handlers_and_timers(&mut inj, caught, ignored, &timers)?)
@@ -297,7 +299,7 @@ fn status_mask(pid: i32, status: &str, key: &'static str) -> Result<u64, TaskErr
 /// The signal dispositions other than `SIG_DFL`, the armed interval timers, and the
 /// POSIX timers `listed` (from `/proc/PID/timers`) with their settings and overruns.
 ///
-/// Each injected syscall costs a few ptrace stops, so `rt_sigaction` is injected only for
+/// Each injected syscall costs a ptrace stop or two, so `rt_sigaction` is injected only for
 /// the signals the status shows `caught` (and `SIGCHLD`): the `ignored` ones are all
 /// `SigIgn` says, and the rest are default. The three interval timers are read in every process: an armed
 /// `ITIMER_REAL` matters even to a process that catches nothing (its `SIGALRM` kills it).

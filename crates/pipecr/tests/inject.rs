@@ -137,6 +137,17 @@ fn getpid_in_a_sleeping_process_and_the_sleep_is_restarted() {
 
 #[test]
 fn a_blocked_read_resumes_and_gets_its_data_without_eintr() {
+    blocked_read_resumes(false);
+}
+
+#[test]
+fn a_blocked_read_resumes_after_single_stepped_calls() {
+    blocked_read_resumes(true);
+}
+
+/// Injects into a thread blocked in `read`, one ptrace stop per call (`step`) or two, and
+/// checks the registers are all back (`eflags`: no trap flag left) and the read restarts.
+fn blocked_read_resumes(step: bool) {
     let mut child = Reaped(
         Command::new(blocked_read_program())
             .stdin(Stdio::piped())
@@ -154,6 +165,9 @@ fn a_blocked_read_resumes_and_gets_its_data_without_eintr() {
         let at = inj.stopped_at();
         assert_eq!(at.syscall(), Some(libc::SYS_read));
         assert_eq!(at.regs.rax as i64, -512, "-ERESTARTSYS");
+        if step {
+            assert!(inj.use_single_step().unwrap());
+        }
         for _ in 0..3 {
             assert_eq!(
                 inj.syscall(libc::SYS_getpid, [0; 6]).unwrap(),
@@ -379,6 +393,15 @@ fn sigactions_of_a_python_process() {
 
 #[test]
 fn a_signal_arriving_during_injection_is_delivered_after_resume() {
+    signal_during_injection(false);
+}
+
+#[test]
+fn a_signal_arriving_during_single_stepped_injection_is_delivered_after_resume() {
+    signal_during_injection(true);
+}
+
+fn signal_during_injection(step: bool) {
     let mut child = python_with_handler();
     let pid = child.0.id() as i32;
     wait_in_syscall(pid, libc::SYS_read);
@@ -402,6 +425,9 @@ fn a_signal_arriving_during_injection_is_delivered_after_resume() {
 
     let mut inj = Injector::new(pid, pid).unwrap();
     assert!(inj.stopped_at().will_restart());
+    if step {
+        assert!(inj.use_single_step().unwrap());
+    }
     assert_eq!(
         inj.syscall(libc::SYS_getpid, [0; 6]).unwrap(),
         i64::from(pid)
@@ -458,4 +484,90 @@ fn raw_ptrace_requests_on_a_frozen_thread() {
         assert!(rseq.abi_size >= 32, "{rseq:?}");
     }
     drop(tree);
+}
+
+/// A python3 whose SIGTRAP disposition is `argv[1]`: `catch` (a handler that writes "T"),
+/// `ignore`, or `block` (blocked, default action); it reports ready with "r", then
+/// echoes stdin byte by byte.
+const PY_TRAP: &str = r#"
+import os, signal, sys
+how = sys.argv[1]
+if how == "catch":
+    signal.signal(signal.SIGTRAP, lambda *a: os.write(1, b"T"))
+elif how == "ignore":
+    signal.signal(signal.SIGTRAP, signal.SIG_IGN)
+else:
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTRAP])
+os.write(1, b"r")
+while True:
+    b = os.read(0, 1)
+    if not b:
+        break
+    os.write(1, b)
+"#;
+
+fn python_trap(how: &str) -> Reaped {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(PY_TRAP)
+        .arg(how)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ready(&mut child, true);
+    Reaped(child)
+}
+
+/// Single-stepping forces a SIGTRAP: used only where that cannot reset the handler (not
+/// ignored, not blocked), and a caught SIGTRAP keeps its handler.
+#[test]
+fn single_step_only_where_sigtrap_is_neither_ignored_nor_blocked() {
+    for (how, usable) in [("catch", true), ("ignore", false), ("block", false)] {
+        let mut child = python_trap(how);
+        let pid = child.0.id() as i32;
+        wait_in_syscall(pid, libc::SYS_read);
+        let tree = freeze::freeze(pid).unwrap();
+        let mut inj = Injector::new(pid, pid).unwrap();
+        assert_eq!(inj.use_single_step().unwrap(), usable, "{how}");
+        assert_eq!(
+            inj.syscall(libc::SYS_getpid, [0; 6]).unwrap(),
+            i64::from(pid)
+        );
+        let trap = inject::sigactions_of(&mut inj, 1 << (libc::SIGTRAP - 1)).unwrap();
+        let want = if how == "ignore" {
+            SigHandler::Ignore
+        } else if how == "catch" {
+            trap[0].handler
+        } else {
+            SigHandler::Default
+        };
+        assert_eq!(trap[0].handler, want, "{how}");
+        if how == "catch" {
+            assert!(matches!(want, SigHandler::Function(_)), "{want:?}");
+        }
+        inj.finish().unwrap();
+        // The mask came back as it was (SIGTRAP still blocked for "block").
+        let mask = sysptrace::get_sigmask(nix::unistd::Pid::from_raw(pid)).unwrap();
+        assert_eq!(mask.contains(libc::SIGTRAP), how == "block", "{how}");
+        tree.resume();
+
+        // A SIGTRAP now finds the disposition the program set: the handler still runs.
+        let mut stdout = child.0.stdout.take().unwrap();
+        if how == "catch" {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTRAP,
+            )
+            .unwrap();
+            let mut t = [0u8; 1];
+            stdout.read_exact(&mut t).unwrap();
+            assert_eq!(&t, b"T");
+        }
+        child.0.stdin.as_mut().unwrap().write_all(b"x").unwrap();
+        let mut x = [0u8; 1];
+        stdout.read_exact(&mut x).unwrap();
+        assert_eq!(&x, b"x", "{how}");
+    }
 }

@@ -32,6 +32,14 @@ const USER64_CS: u64 = 0x33;
 const EVENTMSG_SYSCALL_ENTRY: libc::c_long = 1;
 const EVENTMSG_SYSCALL_EXIT: libc::c_long = 2;
 
+/// `si_code`s of a `SIGTRAP` (`<asm-generic/siginfo.h>`): the single-step report at a
+/// syscall's exit (`TRAP_BRKPT`), a debug exception's single step (`TRAP_TRACE`).
+const TRAP_BRKPT: i32 = 1;
+const TRAP_TRACE: i32 = 2;
+
+/// `PTRACE_EVENT_STOP` (`<linux/ptrace.h>`).
+const PTRACE_EVENT_STOP: i32 = 128;
+
 /// Bytes below the stack pointer that the x86_64 ABI lets a function use without moving
 /// `rsp`: scratch memory goes below them.
 const RED_ZONE: u64 = 128;
@@ -63,6 +71,9 @@ pub struct Injector {
     syscall_addr: Option<u64>,
     /// Whether we changed the thread's registers (and so must put it back).
     touched: bool,
+    /// Whether each syscall runs under `PTRACE_SINGLESTEP` (one stop) rather than
+    /// `PTRACE_SYSCALL` (two): see [`use_single_step`](Self::use_single_step).
+    step: bool,
     /// Signals that arrived during injection and were suppressed: queued again at the end.
     intercepted: Vec<libc::siginfo_t>,
     /// The thread's memory (`/proc/PID/task/TID/mem` opened on first need).
@@ -147,6 +158,7 @@ impl Injector {
             saved_siginfo,
             syscall_addr: None,
             touched: false,
+            step: false,
             intercepted: Vec::new(),
             mem: RemoteMem::of_thread(pid, tid),
             finished: false,
@@ -173,6 +185,27 @@ impl Injector {
     /// are queued to the thread again by [`finish`](Self::finish).
     pub fn intercepted_signals(&self) -> Vec<i32> {
         self.intercepted.iter().map(|i| i.si_signo).collect()
+    }
+
+    /// Runs every following syscall with one ptrace stop instead of two, when that is
+    /// safe for this thread; returns whether it is. For sessions that end with
+    /// [`finish`](Self::finish) (dump's readers), not [`release`](Self::release).
+    ///
+    /// `PTRACE_SINGLESTEP` over the `syscall` instruction stops once, at the syscall's
+    /// exit (before the thread returns to user space), where `PTRACE_SYSCALL` stops at
+    /// its entry and again at its exit. The stop is the delivery of a *forced* `SIGTRAP`,
+    /// and forcing a signal the thread blocks or the process ignores resets its handler to
+    /// `SIG_DFL` (and unblocks it): so single-stepping is used only when `SIGTRAP` is
+    /// neither blocked in the thread (`SigBlk`: the mask in force, which inside
+    /// `sigsuspend` is the temporary one, not what `PTRACE_GETSIGMASK` reports) nor
+    /// ignored (`SigIgn`); the tree is stopped, so neither changes meanwhile. Otherwise
+    /// the injector keeps to `PTRACE_SYSCALL`. The stop being a signal-delivery-stop,
+    /// [`release`](Self::release) would leave the thread where the kernel's restart
+    /// logic still runs: hence not for restore.
+    pub fn use_single_step(&mut self) -> Result<bool, InjectError> {
+        let [ignored, blocked] = self.thread_status_masks(["SigIgn:", "SigBlk:"])?;
+        self.step = !ignored.contains(libc::SIGTRAP) && !blocked.contains(libc::SIGTRAP);
+        Ok(self.step)
     }
 
     /// The address of the `syscall` instruction injections go through, once chosen.
@@ -255,7 +288,11 @@ impl Injector {
             regs.orig_rax = u64::MAX;
             self.set_regs(regs)?;
             self.touched = true;
-            let out = self.run_to_syscall_exit(nr, addr)?;
+            let out = if self.step {
+                self.run_single_step(nr, addr)?
+            } else {
+                self.run_to_syscall_exit(nr, addr)?
+            };
             let ret = out.rax as i64;
             // A signal interrupted our syscall (it was recorded): run it again.
             if is_restart_code(ret) {
@@ -354,11 +391,12 @@ impl Injector {
 
     /// Puts the thread back as it was found and consumes the injector.
     ///
-    /// Afterwards the thread is in a signal-delivery-stop (unless nothing was injected, in
-    /// which case it is untouched in its original stop) with its original registers,
-    /// signal mask and siginfo; signals that arrived meanwhile are pending again. Resume
-    /// or detach it with the signal the original stop was delivering, or none: freeze's
-    /// detach does exactly that.
+    /// Afterwards the thread is in a stop of the kind it was found in (unless nothing was
+    /// injected, in which case it is untouched in its original stop): a
+    /// `PTRACE_EVENT_STOP` if it was found in one, else a signal-delivery-stop; with its
+    /// original registers, signal mask and siginfo; signals that arrived meanwhile are
+    /// pending again. Resume or detach it with the signal the original stop was
+    /// delivering, or none: freeze's detach does exactly that.
     pub fn finish(mut self) -> Result<(), InjectError> {
         self.finished = true;
         self.put_back()
@@ -404,7 +442,8 @@ impl Injector {
             .map_err(self.ptrace_err("PTRACE_GETREGSET NT_PRSTATUS"))
     }
 
-    /// Lets the thread run (`PTRACE_SYSCALL` or `PTRACE_CONT`, no signal) until its next
+    /// Lets the thread run (`PTRACE_SYSCALL`, `PTRACE_CONT` or `PTRACE_SINGLESTEP`, no
+    /// signal) until its next
     /// stop, and returns that stop. Its death, however it shows (`ESRCH`, `ECHILD`, an
     /// exit status), is [`InjectError::Exited`] for syscall `nr` (`name`). The stop is
     /// read raw: a real-time signal arriving meanwhile (a POSIX timer's) must be seen as
@@ -424,6 +463,7 @@ impl Injector {
         };
         let (resumed, op) = match how {
             Resume::Syscall => (ptrace::syscall(t, None), "PTRACE_SYSCALL"),
+            Resume::Step => (ptrace::step(t, None), "PTRACE_SINGLESTEP"),
             Resume::Cont => (ptrace::cont(t, None), "PTRACE_CONT"),
         };
         match resumed {
@@ -471,6 +511,39 @@ impl Injector {
                 // not ours.
                 _ => {}
             }
+        }
+    }
+
+    /// Resumes with `PTRACE_SINGLESTEP` until the single-step trap that follows the
+    /// syscall at `addr`, recording (and suppressing) every other signal on the way.
+    ///
+    /// The trap is reported at the syscall's exit, as a `SIGTRAP` (`TRAP_BRKPT`, or
+    /// `TRAP_TRACE` from a debug exception) with `rip` just past the instruction; a
+    /// `SIGTRAP` with other codes or elsewhere is not ours and is recorded like any
+    /// signal. Resuming from that stop without a signal discards the trap.
+    fn run_single_step(
+        &mut self,
+        nr: i64,
+        addr: u64,
+    ) -> Result<libc::user_regs_struct, InjectError> {
+        let t = Pid::from_raw(self.tid);
+        loop {
+            // Group-stop or another event: nothing to record, go on.
+            if self.resume_to_stop(Resume::Step, nr, syscall_name(nr))? == ThreadWait::Event {
+                continue;
+            }
+            let info = ptrace::getsiginfo(t)
+                .map_err(errno_io)
+                .map_err(self.ptrace_err("PTRACE_GETSIGINFO"))?;
+            if info.si_signo == libc::SIGTRAP
+                && (info.si_code == TRAP_BRKPT || info.si_code == TRAP_TRACE)
+            {
+                let regs = self.get_regs()?;
+                if regs.rip == addr + 2 {
+                    return Ok(regs);
+                }
+            }
+            self.intercept(info, nr, addr)?;
         }
     }
 
@@ -593,7 +666,9 @@ impl Injector {
         if intercepted.is_empty() {
             return Ok(());
         }
-        // Block all (SIGKILL and SIGSTOP cannot be) so none is delivered right away.
+        // Block all (SIGKILL and SIGSTOP cannot be) so none is delivered right away; a
+        // single-step trap must then not be forced (it would reset a SIGTRAP handler).
+        self.step = false;
         sysptrace::set_sigmask(Pid::from_raw(self.tid), SigMask(!0))
             .map_err(self.ptrace_err("PTRACE_SETSIGMASK"))?;
         // Our pid and tid in the tracee's own PID namespace.
@@ -616,14 +691,25 @@ impl Injector {
             return Ok(());
         }
         let t = Pid::from_raw(self.tid);
+        let requeued = !self.intercepted.is_empty();
         self.requeue_intercepted()?;
         self.set_regs(self.saved)?;
+        if self.interrupt_stop_found() && self.back_to_event_stop()? {
+            if requeued {
+                sysptrace::set_sigmask(t, self.saved_mask)
+                    .map_err(self.ptrace_err("PTRACE_SETSIGMASK"))?;
+            }
+            self.touched = false;
+            return Ok(());
+        }
         // The thread is in a syscall-exit stop, after which the kernel would not restart
-        // an interrupted syscall. Bring it into a signal-delivery-stop instead: block
+        // an interrupted syscall, or a single-step trap's delivery with the trap flag
+        // set. Bring it into a signal-delivery-stop (by PTRACE_CONT, which clears the
+        // flag) of a signal it can be detached with: block
         // everything but a marker signal no other sender has queued for this thread, send
         // it, and let the thread run into its delivery. It stops before any user code and
         // before the restart logic, which then sees the registers we just restored.
-        let pending = self.thread_pending()?;
+        let [pending] = self.thread_status_masks(["SigPnd:"])?;
         let marker = [
             libc::SIGTRAP,
             libc::SIGSYS,
@@ -663,20 +749,76 @@ impl Injector {
         Ok(())
     }
 
-    /// The thread's own pending signals (`SigPnd` in its status file).
-    fn thread_pending(&self) -> Result<SigMask, InjectError> {
+    /// True when the thread was found in the `PTRACE_EVENT_STOP` of a `PTRACE_INTERRUPT`
+    /// (how [`crate::freeze`] stops a thread that is not delivering a signal): a stop
+    /// that hands no signal back, so one like it is as good as the original.
+    fn interrupt_stop_found(&self) -> bool {
+        self.saved_siginfo.is_some_and(|i| {
+            i.si_signo == libc::SIGTRAP && i.si_code == libc::SIGTRAP | PTRACE_EVENT_STOP << 8
+        })
+    }
+
+    /// Puts the thread (registers already restored) back into a `PTRACE_EVENT_STOP`:
+    /// `PTRACE_INTERRUPT`, then `PTRACE_CONT`. The kernel checks for that trap at the top
+    /// of its signal loop, before it dequeues any signal and before the syscall-restart
+    /// logic (which then sees the restored registers), so the thread stops before any
+    /// user code, whether it was in a syscall-exit stop or a signal-delivery-stop. One
+    /// stop, no signal sent and no mask changed, and resuming clears a single-step flag.
+    /// Returns false, having changed nothing, when the thread was not seized
+    /// (`PTRACE_INTERRUPT` answers `EIO`): the caller then uses a marker signal.
+    fn back_to_event_stop(&self) -> Result<bool, InjectError> {
+        let t = Pid::from_raw(self.tid);
+        match ptrace::interrupt(t) {
+            Ok(()) => {}
+            Err(Errno::EIO) => return Ok(false),
+            Err(Errno::ESRCH) => {
+                return Err(InjectError::Exited {
+                    pid: self.pid,
+                    tid: self.tid,
+                    nr: -1,
+                    name: "(none: putting the thread back)",
+                });
+            }
+            Err(e) => return Err(self.ptrace_err("PTRACE_INTERRUPT")(errno_io(e))),
+        }
+        loop {
+            match self.resume_to_stop(Resume::Cont, -1, "(none: putting the thread back)")? {
+                // The interrupt's trap, or a group-stop (SIGSTOP arrived meanwhile; it
+                // is checked first): either is a PTRACE_EVENT_STOP, the only event a
+                // thread that runs no instruction before the trap can report.
+                ThreadWait::Event => return Ok(true),
+                // No signal can be dequeued before the trap (see above).
+                ThreadWait::Signal(sig) => {
+                    return Err(self.ptrace_err("PTRACE_INTERRUPT")(io::Error::other(
+                        format!("stopped delivering signal {sig} before the interrupt's trap"),
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Signal mask lines of the thread's status file: `SigPnd:` (its own pending
+    /// signals), `SigBlk:` (its blocked mask in force), `SigIgn:` (the process's ignored
+    /// ones); a line that is missing reads as the empty set.
+    fn thread_status_masks<const N: usize>(
+        &self,
+        keys: [&str; N],
+    ) -> Result<[SigMask; N], InjectError> {
         let path = format!("/proc/{}/task/{}/status", self.pid, self.tid);
         let text = std::fs::read_to_string(&path).map_err(|source| InjectError::Proc {
             pid: self.pid,
             path: path.clone(),
             source,
         })?;
-        let mask = text
-            .lines()
-            .find_map(|l| l.strip_prefix("SigPnd:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0);
-        Ok(SigMask(mask))
+        Ok(keys.map(|key| {
+            let mask = text
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0);
+            SigMask(mask)
+        }))
     }
 }
 
@@ -696,6 +838,8 @@ enum Resume {
     Syscall,
     /// `PTRACE_CONT`: up to the next signal-delivery-stop or event.
     Cont,
+    /// `PTRACE_SINGLESTEP`: one instruction (a `syscall`: to its exit), then a trap.
+    Step,
 }
 
 /// A syscall stop reports `SIGTRAP` with `si_code` `SIGTRAP` (`| 0x80` under

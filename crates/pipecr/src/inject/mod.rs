@@ -37,23 +37,38 @@
 //!    result is `rax`. A syscall stop is told from a signal by its siginfo, entry from
 //!    exit by `PTRACE_GETEVENTMSG` (`PTRACE_GET_SYSCALL_INFO` would need
 //!    `PTRACE_O_TRACESYSGOOD`, and the ptrace options belong to the caller).
+//!    Or, after [`Injector::use_single_step`] (dump's readers), `PTRACE_SINGLESTEP`: one
+//!    stop instead of two, the single-step trap the kernel reports at the syscall's exit
+//!    (a `SIGTRAP`, `TRAP_BRKPT`, `rip` just past the instruction), discarded on resume.
 //!
-//! Why `PTRACE_SYSCALL` and not `PTRACE_SINGLESTEP`: a single-step trap is a *forced*
-//! `SIGTRAP`, and the kernel resets the tracee's `SIGTRAP` handler to `SIG_DFL` when it
-//! forces one that the tracee ignores or blocks. Syscall stops send no signal at all, and
-//! they also stop *before* the thread returns to user space, so the page holding the
-//! instruction may be unmapped by the very syscall it executes.
+//! Single-stepping only where it changes nothing: the trap is a *forced* `SIGTRAP`, and
+//! the kernel resets the tracee's `SIGTRAP` handler to `SIG_DFL` when it forces one that
+//! the thread blocks or the process ignores; there the injector keeps to
+//! `PTRACE_SYSCALL`, which sends no signal. Both stop *before* the thread returns to user
+//! space, so the page holding the instruction may be unmapped by the very syscall it
+//! executes. Restore keeps to `PTRACE_SYSCALL` ([`Injector::release`] hands over a thread
+//! in a syscall-exit stop). The trap flag single-stepping sets is cleared by the put-back
+//! below, which resumes the thread with `PTRACE_CONT`; a tracer that dies before that
+//! leaves it set (the kernel clears it on `PTRACE_DETACH`, not on the tracer's exit):
+//! the thread, already running on pipecr's registers, then also takes a `SIGTRAP`.
 //!
 //! # Putting the thread back
 //!
 //! The kernel restarts an interrupted syscall (`-ERESTARTSYS` and siblings in `rax`) on
 //! the way out of signal handling, after the tracer lets the thread go from a stop that
 //! happened *inside* signal handling (a signal-delivery-stop or `PTRACE_EVENT_STOP`), but
-//! not after a syscall-exit stop. So [`Injector::finish`] restores the registers, blocks
-//! every signal but one marker, queues that marker to the thread with `tgkill` and lets it
-//! run into the marker's signal-delivery-stop, where the original signal mask and siginfo
-//! are put back. The caller then resumes or detaches with the signal it meant to hand
-//! back (if the thread was first seen in a signal-delivery-stop) or none.
+//! not after a syscall-exit stop. So [`Injector::finish`] restores the registers and
+//! brings the thread back into a stop inside signal handling, before any user code and
+//! before the restart logic, which then sees the restored registers:
+//!
+//! - found in the `PTRACE_EVENT_STOP` of a `PTRACE_INTERRUPT` (how the freeze stops a
+//!   thread): `PTRACE_INTERRUPT` again and `PTRACE_CONT`, one stop; the kernel takes
+//!   that trap at the top of its signal loop, before dequeuing any signal;
+//! - found in a signal-delivery-stop (or not seized): it blocks every signal but one
+//!   marker, queues that marker to the thread with `tgkill` and lets it run into the
+//!   marker's signal-delivery-stop, where the original signal mask and siginfo are put
+//!   back, so that the caller can resume or detach with the signal it meant to hand
+//!   back.
 //!
 //! Signals that arrive while we inject stop the thread in a signal-delivery-stop instead
 //! of our syscall stop; they are recorded, suppressed, and queued again (with their
