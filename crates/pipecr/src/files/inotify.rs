@@ -16,7 +16,10 @@
 //! read out before the descriptor is handed over.
 //!
 //! Events queued and not yet read cannot be saved: reading them consumes them. A dump of
-//! an instance that holds some stops and says how many bytes would be lost.
+//! an instance that holds some stops and says how many bytes would be lost, unless
+//! [`DumpOptions::drop_inotify_events`](super::kind::DumpOptions::drop_inotify_events)
+//! asks to save it without them: the live instance keeps its events (nothing is read),
+//! the restored one has none, and the sink records how many bytes the image lacks.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -27,7 +30,9 @@ use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
+use super::kind::{
+    Description, Dropped, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved,
+};
 use crate::proc::InotifyWatchInfo;
 
 /// inotify instances.
@@ -173,11 +178,7 @@ impl FileKind for InotifyKind {
         file.link == LINK
     }
 
-    fn dump(
-        &self,
-        file: &LiveFile,
-        _sink: &mut DumpSink<'_>,
-    ) -> Result<open_file::Kind, FileError> {
+    fn dump(&self, file: &LiveFile, sink: &mut DumpSink<'_>) -> Result<open_file::Kind, FileError> {
         let fail = |op, source: io::Error| FileError::Dump {
             pid: file.pid,
             fd: file.fd,
@@ -188,13 +189,23 @@ impl FileKind for InotifyKind {
         let queued = rustix::io::ioctl_fionread(&file.file)
             .map_err(|e| fail("ioctl(FIONREAD)", e.into()))?;
         if queued > 0 {
-            return Err(FileError::Unsupported {
+            if !sink.options.drop_inotify_events {
+                return Err(FileError::Unsupported {
+                    pid: file.pid,
+                    fd: file.fd,
+                    kind: format!(
+                        "inotify instance holding {queued} bytes of unread events (pipecr \
+                         cannot save them without consuming them; --drop-inotify-events \
+                         saves the instance and its watches without them)"
+                    ),
+                });
+            }
+            // Nothing is read: the live instance keeps its events for a tree that runs
+            // on; only the restored one lacks them.
+            sink.drop_state(Dropped {
                 pid: file.pid,
                 fd: file.fd,
-                kind: format!(
-                    "inotify instance holding {queued} bytes of unread events (pipecr \
-                     cannot save them without consuming them, so they would be lost)"
-                ),
+                what: format!("{queued} bytes of queued inotify events"),
             });
         }
         let mut watches = file.info.inotify_watches().map_err(|line| {
