@@ -470,6 +470,58 @@ fn a_fanotify_instance_in_a_child() {
     unsupported("fanotify", "fanotify instance");
 }
 
+#[test]
+fn an_inotify_instance_with_unread_events_needs_drop_inotify_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = refusee(dir.path()) else {
+        return;
+    };
+    let watched = tempfile::tempdir().unwrap();
+    let mut tree = Tree::start(&exe, &["inotify", watched.path().to_str().unwrap()]);
+    tree.ping();
+    let (root, child) = (tree.root(), tree.child);
+    // One IN_CREATE event for "x": a 16-byte header and the name padded to 16 bytes.
+    refuse(
+        root,
+        &[],
+        &format!(
+            "{}pid {child} fd 10: inotify instance holding 32 bytes of unread events (pipecr \
+             cannot save them without consuming them; --drop-inotify-events saves the \
+             instance and its watches without them) is not supported",
+            failed(root)
+        ),
+    );
+    tree.assert_working(0, 0);
+
+    let (_parent, img) = image_parent();
+    let stdout = common::dump(root, &img, &["--leave-running", "--drop-inotify-events"]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!(
+            "dumped pid {root} into {}: 2 process(es)",
+            img.display()
+        )),
+        "{stdout}"
+    );
+    // Said once, right after the summary (the external ends, the timing follow).
+    assert_eq!(
+        lines[1],
+        format!("pid {child} fd 10: dropped 32 bytes of queued inotify events")
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("dropped")).count(),
+        1,
+        "{stdout}"
+    );
+    assert!(
+        lines[lines.len() - 1].ends_with("; the tree runs on"),
+        "{stdout}"
+    );
+    tree.assert_working(0, 0);
+    // The child exits 0 only if it still reads the event of "x" at end-of-file.
+    tree.finish();
+}
+
 /// The default `--max-inline-file`: 1 MiB.
 const LIMIT: u64 = 1 << 20;
 

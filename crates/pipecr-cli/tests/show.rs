@@ -808,3 +808,195 @@ fn two_process_tree_shows_descriptors_sharing_external_ends_and_pipe_graph() {
         assert_eq!(n["external_writer"], raw["external_writer"]);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// One process holding a descriptor of each event-loop kind (tests/progs/showkinds.c).
+
+#[test]
+fn event_loop_descriptors_show_targets_timer_mask_watch_position_and_closed_writer() {
+    if !common::capable() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(exe) = common::build("showkinds", tmp.path()) else {
+        return;
+    };
+    let watched = tmp.path().join("watched");
+    std::fs::create_dir(&watched).unwrap();
+    // Its fd 0: a pipe the test never writes, so that it blocks reading it.
+    let (in_r, _in_w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg(&watched)
+        .stdin(std::process::Stdio::from(in_r))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = common::only_stdio(&mut cmd).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = child.id() as i32;
+    let _tree = Tree {
+        parent: child,
+        pids: vec![pid],
+    };
+    let img = tmp.path().join("img");
+    common::dump(pid, &img, &["--leave-running"]);
+
+    let shown = show(&img, false);
+    let text = String::from_utf8(shown.stdout).unwrap();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let fds = fd_lines(&text);
+    let of = |fd: i32| {
+        fds.get(&(pid, fd))
+            .unwrap_or_else(|| panic!("no pid {pid} fd {fd} in:\n{text}"))
+    };
+    let listed: Vec<i32> = fds.keys().map(|k| k.1).collect();
+    assert_eq!(listed, [0, 1, 2, 3, 4, 5, 6, 7, 8], "{text}");
+    let (timer, pipe_end) = (of(4).0, of(8).0);
+    let pipe = pipe_id_in(&of(8).1);
+    // The kernel adds EPOLLERR and EPOLLHUP to every registration.
+    assert_eq!(
+        of(3).1,
+        format!(
+            "epoll, targets: fd 4 (open file {timer}) IN|ERR|HUP data 0x11; fd 8 (open file \
+             {pipe_end}) IN|ERR|HUP|ET data 0x22 [cloexec]"
+        )
+    );
+    // The time left depends on when the dump ran: at most the 1000 s it was armed with.
+    let timerfd = &of(4).1;
+    let left = timerfd
+        .strip_prefix("timerfd CLOCK_MONOTONIC, every 1.5s, next expiry in ")
+        .and_then(|rest| rest.strip_suffix("s, 0 expirations unread [cloexec]"))
+        .unwrap_or_else(|| panic!("timerfd line {timerfd:?}"));
+    let left: f64 = left.parse().unwrap();
+    assert!(left > 900.0 && left <= 1000.0, "{timerfd}");
+    assert_eq!(of(5).1, "signalfd SIGUSR1 SIGUSR2 [cloexec]");
+    assert_eq!(
+        of(6).1,
+        format!(
+            "inotify, watches: wd 1 {} for IN_CREATE|IN_DELETE [cloexec]",
+            watched.display()
+        )
+    );
+    assert_eq!(
+        of(7).1,
+        format!("proc file /proc/{pid}/status (its own process) [cloexec]")
+    );
+    assert_eq!(
+        of(8).1,
+        format!("read end of pipe {pipe}, 4 B pending, writer closed")
+    );
+
+    // The /proc file's position, and the other kinds' flags, where every open file that
+    // is not a pipe end is listed.
+    let others = section(&text, "other open files");
+    for (fd, what, flags) in [
+        (3, of(3).1.as_str(), "O_RDWR"),
+        (4, timerfd, "O_RDWR"),
+        (5, of(5).1.as_str(), "O_RDWR"),
+        (6, of(6).1.as_str(), "O_RDONLY"),
+    ] {
+        let what = what.strip_suffix(" [cloexec]").unwrap();
+        let want = format!(
+            "  file {}: {what}, {flags}, pos 0, held by pid {pid} fd {fd}",
+            of(fd).0
+        );
+        assert!(
+            others.contains(&want.as_str()),
+            "{want:?} not in {others:#?}"
+        );
+    }
+    let want = format!(
+        "  file {}: proc file /proc/{pid}/status (its own process), O_RDONLY|O_LARGEFILE, \
+         pos 10, held by pid {pid} fd 7",
+        of(7).0
+    );
+    assert!(
+        others.contains(&want.as_str()),
+        "{want:?} not in {others:#?}"
+    );
+    // The pipe with no writer: its bytes, and no writer anywhere.
+    let head = format!("pipe {pipe} (pipe:[");
+    let head = text
+        .lines()
+        .find(|l| l.starts_with(&head))
+        .unwrap_or_else(|| panic!("no pipe {pipe} in:\n{text}"));
+    let pipe_lines = section(&text, head);
+    for want in [
+        "  preview:".to_owned(),
+        "    \"left\"".to_owned(),
+        format!("  readers:      pid {pid} fd 8"),
+        "  writers:      none (closed: no process anywhere holds a write end)".to_owned(),
+        format!("  file {pipe_end}:       read end, O_RDONLY, held by pid {pid} fd 8"),
+    ] {
+        assert!(
+            pipe_lines.contains(&want.as_str()),
+            "{want:?} not in {pipe_lines:#?}"
+        );
+    }
+
+    // --json: one record of each kind, with what the lines above say.
+    let shown = show(&img, true);
+    assert!(shown.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let files = v["files"].as_array().unwrap();
+    let kind = |name: &str| -> Vec<&serde_json::Value> {
+        files.iter().filter_map(|f| f["kind"].get(name)).collect()
+    };
+    let epoll = kind("Epoll");
+    assert_eq!(epoll.len(), 1, "{files:#?}");
+    let mut targets: Vec<(i64, u64, u64)> = epoll[0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tfd"].as_i64().unwrap(),
+                t["file_id"].as_u64().unwrap(),
+                t["data"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    targets.sort();
+    assert_eq!(targets, [(4, timer, 0x11), (8, pipe_end, 0x22)]);
+    let timerfd = kind("Timerfd");
+    assert_eq!(timerfd.len(), 1, "{files:#?}");
+    assert_eq!(timerfd[0]["clockid"], 1);
+    assert_eq!(timerfd[0]["interval_sec"], 1);
+    assert_eq!(timerfd[0]["interval_nsec"], 500_000_000);
+    assert!(timerfd[0]["value_sec"].as_u64().unwrap() <= 1000);
+    assert_eq!(
+        kind("Signalfd"),
+        [&serde_json::json!({ "sigmask": (1u64 << 9) | (1 << 11) })]
+    );
+    let inotify = kind("Inotify");
+    assert_eq!(inotify.len(), 1, "{files:#?}");
+    let watches = inotify[0]["watches"].as_array().unwrap();
+    assert_eq!(watches.len(), 1);
+    assert_eq!(watches[0]["wd"], 1);
+    assert_eq!(watches[0]["mask"], 0x300);
+    assert_eq!(watches[0]["path"], watched.to_str().unwrap());
+    let proc_file = kind("PseudoFile");
+    assert_eq!(proc_file.len(), 1, "{files:#?}");
+    assert_eq!(proc_file[0]["path"], format!("/proc/{pid}/status"));
+    assert_eq!(proc_file[0]["proc_pid"], pid);
+    let record = files.iter().find(|f| f["id"] == of(7).0).unwrap();
+    assert_eq!(record["pos"], 10);
+    let pipe_record = v["pipes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == pipe)
+        .unwrap();
+    assert_eq!(pipe_record["writer_closed"], true);
+    assert_eq!(pipe_record["data"]["length"], 4);
+    assert!(
+        kind("Pipe").iter().any(|p| p["pipe_id"] == pipe),
+        "{files:#?}"
+    );
+}

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use pipecr::files::{self, DumpOptions, DumpSink, FileError, LiveFile, RestoreCtx};
+use pipecr::files::{self, Dropped, DumpOptions, DumpSink, FileError, LiveFile, RestoreCtx};
 use pipecr_image::proto::{self, open_file};
 use pipecr_image::{Image, ImageMeta, ImageWriter};
 use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags, SeekFrom};
@@ -29,15 +29,26 @@ fn dump(dir: &Path, fd: BorrowedFd<'_>, options: DumpOptions) -> Result<PathBuf,
 
 /// Dumps descriptor `fd` of process `pid` into a new image under `dir`.
 fn dump_from(dir: &Path, pid: i32, fd: i32, options: DumpOptions) -> Result<PathBuf, FileError> {
+    dump_dropping(dir, pid, fd, options).map(|(path, _)| path)
+}
+
+/// [`dump_from`], also returning what the sink recorded as left out of the image.
+fn dump_dropping(
+    dir: &Path,
+    pid: i32,
+    fd: i32,
+    options: DumpOptions,
+) -> Result<(PathBuf, Vec<Dropped>), FileError> {
     let path = dir.join("img");
     let mut writer = ImageWriter::create(&path, ImageMeta::default())?;
     let live = LiveFile::fetch(pid, fd)?;
     let mut sink = DumpSink::new(&mut writer, options);
     let mut saved = vec![files::dump_file(ID, &live, &mut sink)?];
     files::finish_dump(&mut saved, &mut sink)?;
+    let dropped = sink.dropped().to_vec();
     writer.write_records(pipecr_image::FILES, &saved)?;
     writer.commit()?;
-    Ok(path)
+    Ok((path, dropped))
 }
 
 /// The saved open file of an image made by [`dump`].
@@ -1035,28 +1046,93 @@ fn fanotify_is_not_supported_and_named() {
     assert_unsupported(fanotify.as_fd(), "fanotify instance");
 }
 
+/// An inotify instance watching a new directory for `IN_CREATE`, with one event queued:
+/// the creation of "a", 32 bytes (a 16-byte header and the name padded to 16 bytes).
+fn inotify_with_one_event() -> (tempfile::TempDir, OwnedFd) {
+    use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).unwrap();
+    assert_eq!(
+        inotify::add_watch(&inotify, dir.path(), WatchFlags::CREATE).unwrap(),
+        1
+    );
+    file_with(dir.path(), "a", b"");
+    assert_eq!(rustix::io::ioctl_fionread(&inotify).unwrap(), 32);
+    (dir, inotify)
+}
+
 #[test]
 fn inotify_with_unread_events_is_refused_with_the_bytes_it_would_lose() {
-    let dir = tempfile::tempdir().unwrap();
-    let inotify = rustix::fs::inotify::init(rustix::fs::inotify::CreateFlags::CLOEXEC).unwrap();
-    rustix::fs::inotify::add_watch(
-        &inotify,
-        dir.path(),
-        rustix::fs::inotify::WatchFlags::CREATE,
-    )
-    .unwrap();
-    // One IN_CREATE event for "a": a 16-byte header and the name padded to 16 bytes.
-    file_with(dir.path(), "a", b"");
+    let (_dir, inotify) = inotify_with_one_event();
     let fd = inotify.as_raw_fd();
     assert_unsupported_in(
         me(),
         fd,
         "inotify instance holding 32 bytes of unread events (pipecr cannot save them \
-         without consuming them, so they would be lost)",
+         without consuming them; --drop-inotify-events saves the instance and its watches \
+         without them)",
     );
     // The refusal read nothing: the event is still there for the program.
     let mut buf = [0u8; 64];
     assert_eq!(rustix::io::read(&inotify, &mut buf).unwrap(), 32);
+}
+
+#[test]
+fn inotify_with_unread_events_is_saved_without_them_when_asked() {
+    use rustix::fs::inotify::WatchFlags;
+    let (dir, inotify) = inotify_with_one_event();
+    let fd = inotify.as_raw_fd();
+    let images = tempfile::tempdir().unwrap();
+    let options = DumpOptions {
+        drop_inotify_events: true,
+        ..DumpOptions::default()
+    };
+    let (image, dropped) = dump_dropping(images.path(), me(), fd, options).unwrap();
+    assert_eq!(
+        dropped,
+        vec![Dropped {
+            pid: me(),
+            fd,
+            what: "32 bytes of queued inotify events".into(),
+        }]
+    );
+    assert_eq!(
+        dropped[0].to_string(),
+        format!(
+            "pid {} fd {fd}: dropped 32 bytes of queued inotify events",
+            me()
+        )
+    );
+    let saved = saved(&image);
+    let Some(open_file::Kind::Inotify(i)) = &saved.kind else {
+        panic!("not saved as inotify: {saved:?}");
+    };
+    let watches: Vec<(i32, u32, &str)> = i
+        .watches
+        .iter()
+        .map(|w| (w.wd, w.mask, w.path.as_str()))
+        .collect();
+    assert_eq!(
+        watches,
+        vec![(1, WatchFlags::CREATE.bits(), dir.path().to_str().unwrap())]
+    );
+
+    // The restored instance has the watch and no queued event...
+    let restored = restore(&image).unwrap();
+    assert_eq!(rustix::io::ioctl_fionread(&restored).unwrap(), 0);
+    let mut buf = [0u8; 64];
+    assert_eq!(rustix::io::read(&restored, &mut buf), Err(Errno::AGAIN));
+    file_with(dir.path(), "b", b"");
+    assert_eq!(rustix::io::read(&restored, &mut buf).unwrap(), 32);
+    let wd = i32::from_ne_bytes(buf[..4].try_into().unwrap());
+    let mask = u32::from_ne_bytes(buf[4..8].try_into().unwrap());
+    assert_eq!((wd, mask), (1, WatchFlags::CREATE.bits()));
+    assert_eq!(&buf[16..18], b"b\0");
+
+    // ...while the live one still has the event of "a", then the one of "b".
+    assert_eq!(rustix::io::read(&inotify, &mut buf).unwrap(), 64);
+    assert_eq!(&buf[16..18], b"a\0");
+    assert_eq!(&buf[48..50], b"b\0");
 }
 
 #[test]

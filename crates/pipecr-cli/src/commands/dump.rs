@@ -49,6 +49,15 @@ pub struct Args {
     /// are read while stopped, into memory, and written after the tree resumes.
     #[arg(long, requires = "leave_running")]
     snapshot: bool,
+    /// Dump an inotify instance that holds queued, unread events without those events
+    /// (without this flag such a dump is refused: the events cannot be read without
+    /// consuming them). The instance and its watches are saved; the restored process never
+    /// reads the queued events, so it never learns of the changes to watched files they
+    /// reported. The live tree keeps them (with --leave-running it still reads them). Each
+    /// instance is named once on stdout: "pid P fd F: dropped N bytes of queued inotify
+    /// events".
+    #[arg(long)]
+    drop_inotify_events: bool,
 }
 
 /// What a dump with --no-inject did not save, as it says once.
@@ -64,6 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         snapshots: args.snapshot,
         // What cannot be forked is read while stopped: into memory, to be written later.
         write_behind: args.snapshot,
+        drop_inotify_events: args.drop_inotify_events,
     };
     let stats = pipecr::dump::dump_tree(args.pid, &args.dir, &options).with_context(|| {
         format!(
@@ -85,6 +95,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     if args.no_inject {
         println!("{NOT_SAVED}");
+    }
+    // Each open file saved without part of its state, as asked: "pid P fd F: dropped ...".
+    for dropped in &stats.dropped {
+        println!("{dropped}");
     }
     // Each descriptor that led outside the tree: restore needs a source for it.
     for end in &stats.external {

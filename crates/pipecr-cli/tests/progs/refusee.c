@@ -10,6 +10,9 @@
  *   none                   nothing
  *   fanotify               a fanotify instance (needs CAP_SYS_ADMIN)
  *   unlinked PATH SIZE     PATH opened read-write, SIZE bytes written, PATH unlinked
+ *   inotify DIR            an inotify instance watching DIR for IN_CREATE, holding one
+ *                          unread event (32 bytes: DIR/x was created); at end-of-file the
+ *                          child checks that the event is still there, unread
  *
  * Handlers for SIGCONT and SIGUSR1 are installed without SA_RESTART: a stop or signal
  * that leaked out of a dump would make a blocking read fail with EINTR. Any error is
@@ -24,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fanotify.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,6 +51,8 @@ static void put_at_10(int fd, const char *what)
         die("dup2 to 10");
     close(fd);
 }
+
+static int inotify_mode;
 
 static void build(int argc, char **argv)
 {
@@ -72,9 +79,23 @@ static void build(int argc, char **argv)
         if (unlink(argv[2]) != 0)
             die("unlink");
         put_at_10(fd, "open");
+    } else if (strcmp(kind, "inotify") == 0 && argc == 3) {
+        int in = inotify_init1(0);
+        if (in < 0)
+            die("inotify_init1");
+        if (inotify_add_watch(in, argv[2], IN_CREATE) != 1)
+            die("inotify_add_watch");
+        char path[4096];
+        snprintf(path, sizeof path, "%s/x", argv[2]);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        if (fd < 0)
+            die("create DIR/x");
+        close(fd);
+        put_at_10(in, "inotify");
+        inotify_mode = 1;
     } else {
         errno = EINVAL;
-        die("usage: refusee none|fanotify|unlinked PATH SIZE");
+        die("usage: refusee none|fanotify|unlinked PATH SIZE|inotify DIR");
     }
 }
 
@@ -122,6 +143,20 @@ int main(int argc, char **argv)
         char b;
         while (get(0, &b))
             put(1, b);
+        if (inotify_mode) {
+            /* The creation of x, unread: no dump consumed it. */
+            int queued = -1;
+            if (ioctl(10, FIONREAD, &queued) != 0)
+                die("ioctl(FIONREAD)");
+            char ev[64];
+            ssize_t n = read(10, ev, sizeof ev);
+            struct inotify_event *e = (struct inotify_event *)ev;
+            if (queued != 32 || n != 32 || e->wd != 1 || e->mask != IN_CREATE ||
+                strcmp(e->name, "x") != 0) {
+                fprintf(stderr, "refusee child: inotify queue %d bytes, read %zd\n", queued, n);
+                return 2;
+            }
+        }
         return 0;
     }
     close(p[0]);

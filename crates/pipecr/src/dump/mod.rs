@@ -36,7 +36,7 @@ use pipecr_image::{ImageError, ImageWriter};
 use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
 use crate::files::{
-    self, DumpOptions, DumpSink, ExternalEnd, FileError, LiveFile, Saved, TreeDescriptor,
+    self, Dropped, DumpOptions, DumpSink, ExternalEnd, FileError, LiveFile, Saved, TreeDescriptor,
 };
 use crate::freeze::{self, FreezeError, FrozenTree};
 use crate::mem::{self, MemDumper, MemError, MemStats};
@@ -118,6 +118,10 @@ pub struct DumpStats {
     /// The open files whose other side is outside the tree, with the descriptors that
     /// held them: restore needs a source for each (`--inherit-fd`).
     pub external: Vec<ExternalEnd>,
+    /// State saved without part of it because the options allowed it (queued inotify
+    /// events, [`DumpOptions::drop_inotify_events`]): one per open file, for the caller
+    /// to tell the user.
+    pub dropped: Vec<Dropped>,
     /// How long the tree was stopped.
     pub frozen: Duration,
     /// The whole dump, commit included.
@@ -389,6 +393,7 @@ fn save_tree(
         pipe_bytes,
         snapshots: memory.snapshots.len(),
         external,
+        dropped: sink.dropped().to_vec(),
         ..Default::default()
     };
     Ok((stats, memory))

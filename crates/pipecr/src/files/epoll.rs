@@ -285,8 +285,11 @@ impl FileKind for EpollKind {
                 "epoll, no targets".to_owned()
             }
             Some(open_file::Kind::Epoll(e)) => {
-                let targets: Vec<String> = e
-                    .targets
+                // In descriptor order, as a person looks them up (the kernel lists them
+                // in the order of its tree of registrations).
+                let mut sorted: Vec<_> = e.targets.iter().collect();
+                sorted.sort_by_key(|t| (t.tfd, t.file_id));
+                let targets: Vec<String> = sorted
                     .iter()
                     .map(|t| {
                         format!(

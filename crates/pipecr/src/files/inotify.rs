@@ -16,7 +16,10 @@
 //! read out before the descriptor is handed over.
 //!
 //! Events queued and not yet read cannot be saved: reading them consumes them. A dump of
-//! an instance that holds some stops and says how many bytes would be lost.
+//! an instance that holds some stops and says how many bytes would be lost, unless
+//! [`DumpOptions::drop_inotify_events`](super::kind::DumpOptions::drop_inotify_events)
+//! asks to save it without them: the live instance keeps its events (nothing is read),
+//! the restored one has none, and the sink records how many bytes the image lacks.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -27,7 +30,9 @@ use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
+use super::kind::{
+    Description, Dropped, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved,
+};
 use crate::proc::InotifyWatchInfo;
 
 /// inotify instances.
@@ -40,18 +45,64 @@ const LINK: &str = "anon_inode:inotify";
 /// events they queued are read out, so the queue never overflows.
 const DRAIN_EVERY: u32 = 1024;
 
-/// The one line [`FileKind::describe`] gives `pipecr show` for a saved inotify instance, e.g.
-/// `inotify wd 1 /srv/in mask 0x100, wd 3 /etc/app.conf mask 0x8`.
+/// The bits of a watch's mask, named as `<sys/inotify.h>` names them.
+const MASK_NAMES: &[(u32, &str)] = &[
+    (libc::IN_ACCESS, "IN_ACCESS"),
+    (libc::IN_MODIFY, "IN_MODIFY"),
+    (libc::IN_ATTRIB, "IN_ATTRIB"),
+    (libc::IN_CLOSE_WRITE, "IN_CLOSE_WRITE"),
+    (libc::IN_CLOSE_NOWRITE, "IN_CLOSE_NOWRITE"),
+    (libc::IN_OPEN, "IN_OPEN"),
+    (libc::IN_MOVED_FROM, "IN_MOVED_FROM"),
+    (libc::IN_MOVED_TO, "IN_MOVED_TO"),
+    (libc::IN_CREATE, "IN_CREATE"),
+    (libc::IN_DELETE, "IN_DELETE"),
+    (libc::IN_DELETE_SELF, "IN_DELETE_SELF"),
+    (libc::IN_MOVE_SELF, "IN_MOVE_SELF"),
+    (libc::IN_UNMOUNT, "IN_UNMOUNT"),
+    (libc::IN_Q_OVERFLOW, "IN_Q_OVERFLOW"),
+    (libc::IN_IGNORED, "IN_IGNORED"),
+    (libc::IN_ONLYDIR, "IN_ONLYDIR"),
+    (libc::IN_DONT_FOLLOW, "IN_DONT_FOLLOW"),
+    (libc::IN_EXCL_UNLINK, "IN_EXCL_UNLINK"),
+    (libc::IN_MASK_CREATE, "IN_MASK_CREATE"),
+    (libc::IN_MASK_ADD, "IN_MASK_ADD"),
+    (libc::IN_ISDIR, "IN_ISDIR"),
+    (libc::IN_ONESHOT, "IN_ONESHOT"),
+];
+
+/// `mask` as `IN_CREATE|IN_DELETE` (every event: `IN_ALL_EVENTS`; unnamed bits in hex).
+fn mask_text(mask: u32) -> String {
+    let mut names = Vec::new();
+    let mut rest = mask;
+    if mask & libc::IN_ALL_EVENTS == libc::IN_ALL_EVENTS {
+        names.push("IN_ALL_EVENTS".to_owned());
+        rest &= !libc::IN_ALL_EVENTS;
+    }
+    for &(bit, name) in MASK_NAMES {
+        if rest & bit != 0 {
+            names.push(name.to_owned());
+            rest &= !bit;
+        }
+    }
+    if rest != 0 || names.is_empty() {
+        names.push(format!("{rest:#x}"));
+    }
+    names.join("|")
+}
+
+/// The one line [`FileKind::describe`] gives `pipecr show` for a saved inotify instance,
+/// e.g. `inotify, watches: wd 1 /srv/in for IN_CREATE; wd 3 /etc/app.conf for IN_MODIFY`.
 fn text(k: &proto::Inotify) -> String {
     if k.watches.is_empty() {
-        return "inotify (no watches)".into();
+        return "inotify, no watches".into();
     }
     let watches: Vec<String> = k
         .watches
         .iter()
-        .map(|w| format!("wd {} {} mask {:#x}", w.wd, w.path, w.mask))
+        .map(|w| format!("wd {} {} for {}", w.wd, w.path, mask_text(w.mask)))
         .collect();
-    format!("inotify {}", watches.join(", "))
+    format!("inotify, watches: {}", watches.join("; "))
 }
 
 /// `(st_dev, st_ino)` of an open file.
@@ -173,11 +224,7 @@ impl FileKind for InotifyKind {
         file.link == LINK
     }
 
-    fn dump(
-        &self,
-        file: &LiveFile,
-        _sink: &mut DumpSink<'_>,
-    ) -> Result<open_file::Kind, FileError> {
+    fn dump(&self, file: &LiveFile, sink: &mut DumpSink<'_>) -> Result<open_file::Kind, FileError> {
         let fail = |op, source: io::Error| FileError::Dump {
             pid: file.pid,
             fd: file.fd,
@@ -188,13 +235,23 @@ impl FileKind for InotifyKind {
         let queued = rustix::io::ioctl_fionread(&file.file)
             .map_err(|e| fail("ioctl(FIONREAD)", e.into()))?;
         if queued > 0 {
-            return Err(FileError::Unsupported {
+            if !sink.options.drop_inotify_events {
+                return Err(FileError::Unsupported {
+                    pid: file.pid,
+                    fd: file.fd,
+                    kind: format!(
+                        "inotify instance holding {queued} bytes of unread events (pipecr \
+                         cannot save them without consuming them; --drop-inotify-events \
+                         saves the instance and its watches without them)"
+                    ),
+                });
+            }
+            // Nothing is read: the live instance keeps its events for a tree that runs
+            // on; only the restored one lacks them.
+            sink.drop_state(Dropped {
                 pid: file.pid,
                 fd: file.fd,
-                kind: format!(
-                    "inotify instance holding {queued} bytes of unread events (pipecr \
-                     cannot save them without consuming them, so they would be lost)"
-                ),
+                what: format!("{queued} bytes of queued inotify events"),
             });
         }
         let mut watches = file.info.inotify_watches().map_err(|line| {
@@ -322,12 +379,19 @@ mod tests {
             ..Default::default()
         };
         let k = proto::Inotify {
-            watches: vec![w(1, "/srv/in", 0x100), w(3, "/etc/app.conf", 0x8)],
+            watches: vec![
+                w(1, "/srv/in", 0x100),
+                w(3, "/etc/app.conf", 0x8000_0002),
+                w(4, "/var", 0x0100_0fff),
+                w(5, "/odd", 0x0800_0000),
+            ],
         };
         assert_eq!(
             describe(&k),
-            "inotify wd 1 /srv/in mask 0x100, wd 3 /etc/app.conf mask 0x8"
+            "inotify, watches: wd 1 /srv/in for IN_CREATE; wd 3 /etc/app.conf for \
+             IN_MODIFY|IN_ONESHOT; wd 4 /var for IN_ALL_EVENTS|IN_ONLYDIR; wd 5 /odd for \
+             0x8000000"
         );
-        assert_eq!(describe(&proto::Inotify::default()), "inotify (no watches)");
+        assert_eq!(describe(&proto::Inotify::default()), "inotify, no watches");
     }
 }

@@ -141,6 +141,13 @@ pub struct DumpOptions {
     /// kills that process (`PTRACE_O_EXITKILL`, see docs/INJECTION.md). Processes a fork
     /// would not copy exactly are read while stopped.
     pub snapshots: bool,
+    /// Save an inotify instance that holds queued, unread events without those events
+    /// (`--drop-inotify-events`). Off by default, and such a dump is refused: the events
+    /// cannot be read without consuming them. When on, the instance and every watch are
+    /// saved, the events are left in the live instance (a tree that runs on still reads
+    /// them), the restored instance starts with none, and each instance is reported once
+    /// in [`DumpSink::dropped`] with the bytes lost.
+    pub drop_inotify_events: bool,
 }
 
 impl Default for DumpOptions {
@@ -151,7 +158,28 @@ impl Default for DumpOptions {
             leave_running: true,
             write_behind: false,
             snapshots: false,
+            drop_inotify_events: false,
         }
+    }
+}
+
+/// State a dump left out of the image because its options allowed it (the queued events
+/// of an inotify instance, [`DumpOptions::drop_inotify_events`]): one per open file, named
+/// by its first descriptor, for the caller to tell the user (the library never prints).
+/// Displayed as `pid P fd F: dropped WHAT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// The process holding the open file (the first, when several do).
+    pub pid: i32,
+    /// Its descriptor there.
+    pub fd: RawFd,
+    /// What the image lacks, in words: `32 bytes of queued inotify events`.
+    pub what: String,
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} fd {}: dropped {}", self.pid, self.fd, self.what)
     }
 }
 
@@ -210,6 +238,8 @@ pub struct DumpSink<'w> {
     state: KindState,
     /// Every descriptor of the tree, by inode (see [`DumpSink::descriptors_of_inode`]).
     descriptors: BTreeMap<u64, Vec<TreeDescriptor>>,
+    /// What kinds left out on the options' word (see [`DumpSink::drop_state`]).
+    dropped: Vec<Dropped>,
 }
 
 impl<'w> DumpSink<'w> {
@@ -220,7 +250,19 @@ impl<'w> DumpSink<'w> {
             options,
             state: KindState::default(),
             descriptors: BTreeMap::new(),
+            dropped: Vec::new(),
         }
+    }
+
+    /// Records that a kind saved an open file without some of its state because the
+    /// options asked for it, so that the caller can say so.
+    pub fn drop_state(&mut self, dropped: Dropped) {
+        self.dropped.push(dropped);
+    }
+
+    /// Everything recorded with [`DumpSink::drop_state`], in the order of the dump.
+    pub fn dropped(&self) -> &[Dropped] {
+        &self.dropped
     }
 
     /// Tells the kinds every descriptor of the tree and the open file it holds, before

@@ -37,8 +37,8 @@ pub mod unix;
 
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
 pub use kind::{
-    Description, DumpOptions, DumpSink, External, ExternalEnd, FileError, FileKind, KindState,
-    LiveFile, PipeUse, RestoreCtx, Saved, Stage, TreeDescriptor,
+    Description, Dropped, DumpOptions, DumpSink, External, ExternalEnd, FileError, FileKind,
+    KindState, LiveFile, PipeUse, RestoreCtx, Saved, Stage, TreeDescriptor,
 };
 
 /// Every kind of open file pipecr can save, in the order they are asked to claim a file.

@@ -70,7 +70,7 @@ fn from_nanos(ns: u128) -> Option<(u64, u32)> {
 }
 
 /// The one line [`FileKind::describe`] gives `pipecr show` for a saved timerfd, e.g.
-/// `timerfd CLOCK_MONOTONIC interval 0.5s next 0.2s ticks 3`.
+/// `timerfd CLOCK_MONOTONIC, every 0.5s, next expiry in 0.2s, 3 expirations unread`.
 fn text(k: &proto::TimerFd) -> String {
     let clock = CLOCKS.iter().find(|(n, _, _)| *n == k.clockid).map_or_else(
         || format!("clock {}", k.clockid),
@@ -84,24 +84,28 @@ fn text(k: &proto::TimerFd) -> String {
     let mut out = format!("timerfd {clock}");
     if k.interval_sec != 0 || k.interval_nsec != 0 {
         out.push_str(&format!(
-            " interval {}",
+            ", every {}",
             secs(k.interval_sec, k.interval_nsec)
         ));
     }
     if k.value_sec == 0 && k.value_nsec == 0 {
-        out.push_str(" disarmed");
+        out.push_str(", disarmed");
     } else if k.settime_flags & ABSTIME != 0 {
         out.push_str(&format!(
-            " next at {} (absolute)",
+            ", next expiry at {} on its clock (absolute)",
             secs(k.value_sec, k.value_nsec)
         ));
     } else {
-        out.push_str(&format!(" next {}", secs(k.value_sec, k.value_nsec)));
+        out.push_str(&format!(
+            ", next expiry in {}",
+            secs(k.value_sec, k.value_nsec)
+        ));
     }
     if k.settime_flags & CANCEL_ON_SET != 0 {
-        out.push_str(" cancel-on-set");
+        out.push_str(", cancelled if the clock is set");
     }
-    out.push_str(&format!(" ticks {}", k.ticks));
+    let plural = if k.ticks == 1 { "" } else { "s" };
+    out.push_str(&format!(", {} expiration{plural} unread", k.ticks));
     out
 }
 
@@ -338,7 +342,7 @@ mod tests {
         };
         assert_eq!(
             describe(&t),
-            "timerfd CLOCK_MONOTONIC interval 0.5s next 0.2s ticks 3"
+            "timerfd CLOCK_MONOTONIC, every 0.5s, next expiry in 0.2s, 3 expirations unread"
         );
         t = proto::TimerFd {
             clockid: 0,
@@ -348,7 +352,8 @@ mod tests {
         };
         assert_eq!(
             describe(&t),
-            "timerfd CLOCK_REALTIME next at 4000000000s (absolute) cancel-on-set ticks 0"
+            "timerfd CLOCK_REALTIME, next expiry at 4000000000s on its clock (absolute), \
+             cancelled if the clock is set, 0 expirations unread"
         );
         t = proto::TimerFd {
             clockid: 8,
@@ -357,7 +362,7 @@ mod tests {
         };
         assert_eq!(
             describe(&t),
-            "timerfd CLOCK_REALTIME_ALARM disarmed ticks 1"
+            "timerfd CLOCK_REALTIME_ALARM, disarmed, 1 expiration unread"
         );
     }
 }
