@@ -19,41 +19,6 @@ pub struct SignalFdKind;
 /// The `/proc/PID/fd/N` link of a signalfd.
 const LINK: &str = "anon_inode:[signalfd]";
 
-/// Signal names by number (1 to 31); the real-time ones go by number.
-const NAMES: [&str; 31] = [
-    "SIGHUP",
-    "SIGINT",
-    "SIGQUIT",
-    "SIGILL",
-    "SIGTRAP",
-    "SIGABRT",
-    "SIGBUS",
-    "SIGFPE",
-    "SIGKILL",
-    "SIGUSR1",
-    "SIGSEGV",
-    "SIGUSR2",
-    "SIGPIPE",
-    "SIGALRM",
-    "SIGTERM",
-    "SIGSTKFLT",
-    "SIGCHLD",
-    "SIGCONT",
-    "SIGSTOP",
-    "SIGTSTP",
-    "SIGTTIN",
-    "SIGTTOU",
-    "SIGURG",
-    "SIGXCPU",
-    "SIGXFSZ",
-    "SIGVTALRM",
-    "SIGPROF",
-    "SIGWINCH",
-    "SIGIO",
-    "SIGPWR",
-    "SIGSYS",
-];
-
 /// The one line [`FileKind::describe`] gives `pipecr show` for a saved signalfd, e.g.
 /// `signalfd SIGINT SIGTERM 34`.
 fn text(k: &proto::SignalFd) -> String {
@@ -61,10 +26,11 @@ fn text(k: &proto::SignalFd) -> String {
     if k.sigmask == 0 {
         out.push_str(" (no signals)");
     }
-    for signo in 1..=64usize {
+    // The standard signals by name, the real-time ones by number.
+    for signo in 1..=64i32 {
         if k.sigmask & (1 << (signo - 1)) != 0 {
             out.push(' ');
-            match NAMES.get(signo - 1) {
+            match crate::sys::names::signal_name(signo) {
                 Some(name) => out.push_str(name),
                 None => out.push_str(&signo.to_string()),
             }
