@@ -363,38 +363,8 @@ fn python_asyncio_timer_and_subprocess_go_on() {
     }
     let python = python();
     require("cat");
-    let (dir, err) = workdir();
-    let script = dir.path().join("ticks.py");
-    std::fs::write(&script, ASYNCIO_PY).unwrap();
-    let (mut out, write) = stdout_pipe(&dir.path().join("stderr"));
-    let mut cmd = Command::new(python);
-    cmd.arg(&script)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(write.try_clone().unwrap())
-        .stderr(err);
-    let mut prog = spawn(cmd);
-    let pid = prog.id() as i32;
-    let mut guard = KillOnDrop(vec![pid]);
-    let mut next = 1;
-    echo_ticks(&mut out, &mut next, 5);
-
-    let img = dir.path().join("img");
-    guard.0 = dump_kill(&mut prog, &img);
-    // What it wrote before the dump: then the restored program writes.
-    let before_dump = out.drain();
-    let restore = restore(&img, pid, &inherit_stdout(&write));
-    drop(write);
-    // The restored program's ticks go on: N+1 after N.
-    echo_ticks_before_dump(&before_dump, &mut next);
-    let restored_from = next;
-    echo_ticks(&mut out, &mut next, restored_from + 5);
-
     // The event loop's SIGTERM handler stops it; it closes cat's stdin and reaps cat.
-    signal(pid, rustix::process::Signal::TERM);
-    echo_bye(&mut out, &mut next);
-    common::finish_restore(restore, 0);
-    assert_eq!(out.line(), None, "nothing after the goodbye");
+    ticks_go_on_across_a_restore(&python, "ticks.py", ASYNCIO_PY);
 }
 
 const INTERVAL_JS: &str = r#"
@@ -433,11 +403,22 @@ fn node_set_interval_and_child_process_go_on() {
     }
     require("node");
     require("cat");
+    // The SIGTERM listener stops the interval, ends cat's input, and reports cat's exit;
+    // then node has nothing left to do and exits 0.
+    ticks_go_on_across_a_restore("node", "ticks.js", INTERVAL_JS);
+}
+
+/// Runs `interpreter SCRIPT` (the script's source is `source`), a program that prints
+/// numbered ticks on stdout and says goodbye on SIGTERM: waits for 5 ticks, dumps it
+/// (killing it), restores it with the same stdout pipe, and checks that the ticks go on
+/// from where they were (N+1 after N, never from 1 again), then that SIGTERM reaches its
+/// handler, which ends it cleanly with exit 0 and nothing after the goodbye.
+fn ticks_go_on_across_a_restore(interpreter: &str, name: &str, source: &str) {
     let (dir, err) = workdir();
-    let script = dir.path().join("ticks.js");
-    std::fs::write(&script, INTERVAL_JS).unwrap();
+    let script = dir.path().join(name);
+    std::fs::write(&script, source).unwrap();
     let (mut out, write) = stdout_pipe(&dir.path().join("stderr"));
-    let mut cmd = Command::new("node");
+    let mut cmd = Command::new(interpreter);
     cmd.arg(&script)
         .current_dir(dir.path())
         .stdin(Stdio::null())
@@ -455,12 +436,11 @@ fn node_set_interval_and_child_process_go_on() {
     let before_dump = out.drain();
     let restore = restore(&img, pid, &inherit_stdout(&write));
     drop(write);
+    // The restored program's ticks go on: N+1 after N.
     echo_ticks_before_dump(&before_dump, &mut next);
     let restored_from = next;
     echo_ticks(&mut out, &mut next, restored_from + 5);
 
-    // The SIGTERM listener stops the interval, ends cat's input, and reports cat's exit;
-    // then node has nothing left to do and exits 0.
     signal(pid, rustix::process::Signal::TERM);
     echo_bye(&mut out, &mut next);
     common::finish_restore(restore, 0);
