@@ -10,6 +10,11 @@
 //! sends it back, so one ping shows that both processes and the pipe between them work.
 //! It fails loudly on EINTR, which a stop or signal leaked by the dump would cause.
 //!
+//! A POSIX timer no restore can create again is refused by a default dump too (one that
+//! would kill the tree): `progs/cputimers.c` holds one on `CLOCK_THREAD_CPUTIME_ID` in a
+//! two-thread process, or one on its child's CPU-time clock; after the refusal the
+//! program finds its timer still armed and its thread or child alive.
+//!
 //! Nothing here sleeps: the test waits for ready and answer bytes with a deadline.
 
 mod common;
@@ -646,4 +651,164 @@ fn an_unlinked_file_one_byte_above_the_limit_needs_max_inline_file() {
     assert!(saved_contents(&img, child, 10) == unlinked_pattern(LIMIT + 1));
     drop(parent);
     tree.finish();
+}
+
+/// A running `progs/cputimers.c MODE`: the process, its control and ack FIFOs, and the
+/// ID and clock id of its one timer as it printed them.
+struct TimerHolder {
+    prog: Child,
+    ctl: File,
+    ack: File,
+    out: PathBuf,
+    id: i32,
+    clock: i32,
+    kill: KillOnDrop,
+}
+
+impl TimerHolder {
+    /// Builds and starts `cputimers MODE` in `dir` and waits for its ready byte.
+    fn start(dir: &Path, mode: &str) -> Option<TimerHolder> {
+        if !capable() {
+            return None;
+        }
+        let exe = build("cputimers", dir)?;
+        for fifo in ["ctl", "ack"] {
+            common::mkfifo(&dir.join(fifo));
+        }
+        let ctl = common::open_ctl(&dir.join("ctl"));
+        let out = dir.join("out");
+        let prog = only_stdio(&mut Command::new(&exe))
+            .arg(&out)
+            .arg(dir.join("ctl"))
+            .arg(dir.join("ack"))
+            .arg(mode)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let kill = KillOnDrop(vec![prog.id() as i32]);
+        let ack = File::open(dir.join("ack")).unwrap();
+        let mut holder = TimerHolder {
+            prog,
+            ctl,
+            ack,
+            out,
+            id: -1,
+            clock: 0,
+            kill,
+        };
+        holder.wait_ack("the ready byte");
+        let line = holder.last_line();
+        let (id, clock) = line
+            .strip_prefix("timer ")
+            .and_then(|l| l.split_once(" clock "))
+            .unwrap_or_else(|| panic!("{line}"));
+        (holder.id, holder.clock) = (id.parse().unwrap(), clock.parse().unwrap());
+        Some(holder)
+    }
+
+    fn pid(&self) -> i32 {
+        self.prog.id() as i32
+    }
+
+    fn wait_ack(&mut self, what: &str) {
+        assert!(readable_within(&self.ack, DEADLINE), "no {what}");
+        let mut b = [0u8; 1];
+        self.ack.read_exact(&mut b).unwrap();
+    }
+
+    fn last_line(&self) -> String {
+        let text = std::fs::read_to_string(&self.out).unwrap();
+        text.lines().last().unwrap_or("").to_owned()
+    }
+
+    /// Asks the program to check its timer and the thread or child it names, from inside.
+    fn assert_working(&mut self) {
+        self.ctl.write_all(b"v").unwrap();
+        self.wait_ack("answer to 'v'");
+        assert_eq!(self.last_line(), "ok", "the program's own check");
+    }
+
+    fn finish(mut self) {
+        self.ctl.write_all(b"q").unwrap();
+        let status = wait_child(&mut self.prog, "cputimers");
+        assert!(status.success(), "{status}");
+        std::mem::forget(self.kill);
+    }
+}
+
+/// Runs a default `pipecr dump -t PID -D DIR/img` (one that would kill the tree on
+/// success) and asserts the refusal: exactly the line `want` on stderr, nothing on
+/// stdout, exit code 1, nothing left in DIR.
+fn refuse_default_dump(pid: i32, want: &str) {
+    let (parent, img) = image_parent();
+    let out = Command::new(PIPECR)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&img)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{want}\n"));
+    assert_eq!(out.status.code(), Some(1), "pipecr dump: {}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_empty(parent.path());
+}
+
+/// Asserts that `pid` was left as the dump found it: traced by nobody, not stopped.
+fn assert_untouched(pid: i32) {
+    assert_eq!(tracer(pid), 0, "pid {pid} is still traced");
+    let s = state(pid);
+    assert!(matches!(s, Some('S' | 'R')), "pid {pid} is in state {s:?}");
+}
+
+#[test]
+fn a_timer_on_the_thread_cpu_clock_of_a_two_thread_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut prog) = TimerHolder::start(dir.path(), "thread") else {
+        return;
+    };
+    let pid = prog.pid();
+    // CLOCK_THREAD_CPUTIME_ID as the kernel stores it: the calling thread's, unnamed.
+    refuse_default_dump(
+        pid,
+        &format!(
+            "{}pid {pid}: POSIX timer {} cannot be restored: it runs on the CPU-time clock of \
+             the thread that created it (clock id -2), and in a process of 2 threads \
+             /proc/{pid}/timers does not say which thread that is",
+            failed(pid),
+            prog.id
+        ),
+    );
+    assert_untouched(pid);
+    prog.assert_working();
+    prog.finish();
+}
+
+#[test]
+fn a_timer_on_the_cpu_clock_of_its_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut prog) = TimerHolder::start(dir.path(), "child") else {
+        return;
+    };
+    let pid = prog.pid();
+    let child = children(pid);
+    assert_eq!(child.len(), 1, "{child:?}");
+    let child = child[0];
+    prog.kill.0.push(child);
+    // MAKE_PROCESS_CPUCLOCK(child, CPUCLOCK_SCHED), as clock_getcpuclockid gave it.
+    assert_eq!(prog.clock, (!child << 3) | 2);
+    refuse_default_dump(
+        pid,
+        &format!(
+            "{}pid {pid}: POSIX timer {} cannot be restored: it runs on the CPU-time clock of \
+             another process, {child} (clock id {})",
+            failed(pid),
+            prog.id,
+            prog.clock
+        ),
+    );
+    assert_untouched(pid);
+    assert_untouched(child);
+    prog.assert_working();
+    prog.finish();
 }

@@ -10,6 +10,7 @@
 //! - [`inject`]: run system calls inside a stopped thread (signal handlers, remote mmap).
 //! - [`proc`]: readers of `/proc/PID/...`.
 //! - [`mem`]: save a stopped process's address space (areas, pages, shared objects).
+//! - [`posix_timers`]: which POSIX timers can be created again (dump and restore ask).
 //! - [`task`]: save a stopped process's registers, signals, limits, cwd and root.
 //! - [`arch`]: the saved registers and the kernel's register sets, per processor.
 //! - [`check`]: probe the kernel features and capabilities the rest of pipecr relies on.
@@ -28,6 +29,7 @@ pub mod freeze;
 pub mod inject;
 pub mod mem;
 pub mod pipe;
+pub mod posix_timers;
 pub mod proc;
 pub mod restore;
 pub mod snapshot;

@@ -13,7 +13,9 @@
 //! read by the same injection (`timer_gettime`, `timer_getoverrun`). Each thread is taken
 //! over once, for all of its reads (docs/INJECTION.md: the shorter, the safer).
 //!
-//! Also what cannot be saved is refused here, naming the process: POSIX timers when the
+//! Also what cannot be saved is refused here, naming the process: a POSIX timer no
+//! restore could create again ([`TaskError::UnrestorableTimer`], the rule of
+//! [`crate::posix_timers`] the restore preflight applies too), and POSIX timers when the
 //! dump may not inject ([`TaskError::PosixTimers`]).
 //!
 //! The ptrace requests must come from the thread that froze the tree (ptrace belongs to
@@ -71,6 +73,10 @@ pub enum TaskError {
         /// How many.
         count: usize,
     },
+    /// The process has a POSIX timer no restore could create again: dumping it (and, by
+    /// default, killing the tree) would lose the program.
+    #[error(transparent)]
+    UnrestorableTimer(#[from] crate::posix_timers::Unrestorable),
     /// A syscall injected to read signal handlers or interval timers failed.
     #[error(transparent)]
     Inject(#[from] InjectError),
@@ -83,11 +89,15 @@ pub enum TaskError {
 /// Signal handlers and interval timers only with `read_handlers`, which injects syscalls
 /// (see [`crate::files::DumpOptions::read_handlers`] for the risk that carries).
 ///
-/// Refuses with [`TaskError::PosixTimers`] a process that has POSIX timers when
-/// `read_handlers` is false.
+/// Refuses with [`TaskError::UnrestorableTimer`] a process that has a POSIX timer no
+/// restore could create again, and with [`TaskError::PosixTimers`] one that has POSIX
+/// timers when `read_handlers` is false; both before anything is injected.
 pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::Core, TaskError> {
     let pid = process.pid;
     let timers = crate::proc::timers(pid)?;
+    for t in &timers {
+        crate::posix_timers::check(pid, &process.threads, t)?;
+    }
     if !timers.is_empty() && !read_handlers {
         return Err(TaskError::PosixTimers {
             pid,

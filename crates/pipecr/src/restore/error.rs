@@ -123,6 +123,10 @@ pub enum ProcessRestoreError {
         #[source]
         source: Box<ProcessRestoreError>,
     },
+    /// A saved POSIX timer is one no restore can create again (the rule the dump applies
+    /// too: [`crate::posix_timers::check`]); nothing was created.
+    #[error(transparent)]
+    UnrestorableTimer(#[from] crate::posix_timers::Unrestorable),
     /// A POSIX timer could not be created again or armed.
     #[error("pid {pid}: POSIX timer {id} ({what}) could not be restored")]
     Timer {

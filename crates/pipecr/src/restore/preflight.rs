@@ -7,8 +7,9 @@
 //!   `CLONE_FS`: the restore gives the child its parent's as it creates it);
 //! - the image itself: consistent threads, a root directory, session and process group
 //!   the restore can give, no kind of memory area it cannot bring back yet;
-//! - the POSIX timers: ones that can be created again, on a kernel that gives a timer a
-//!   chosen ID ([`super::timers::check`], [`super::timers::check_kernel`]);
+//! - the POSIX timers: ones that can be created again (the rule of
+//!   [`crate::posix_timers::check`], which the dump applies too), on a kernel that gives a
+//!   timer a chosen ID ([`super::timers::check`], [`super::timers::check_kernel`]);
 //! - the credentials: ones the restorer can give ([`super::creds::check`], beside the
 //!   code that gives them);
 //! - the CPU state in each thread's XSAVE area: every component its header marks as in

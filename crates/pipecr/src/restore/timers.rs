@@ -25,23 +25,12 @@ use crate::inject::kstruct::{ITimerSpec, SigEvent};
 use crate::inject::{InjectError, Injector, calls};
 use nix::sys::mman::{MapFlags, ProtFlags};
 
-/// The clocks a timer may use by number (`<linux/time.h>`): `CLOCK_REALTIME`,
-/// `CLOCK_MONOTONIC`, `CLOCK_BOOTTIME`, `CLOCK_REALTIME_ALARM`, `CLOCK_BOOTTIME_ALARM`,
-/// `CLOCK_TAI`.
-const TIMER_CLOCKS: [i32; 6] = [0, 1, 7, 8, 9, 11];
-
-/// `CPUCLOCK_PERTHREAD_MASK` and `CLOCKFD` of a CPU-time clock id
-/// (`include/linux/posix-timers.h`): the low three bits say per-thread and which clock,
-/// the rest is the complement of the pid (0: the caller).
-const CPUCLOCK_PERTHREAD: i32 = 4;
-const CLOCKFD: i32 = 3;
-
 /// The page the arguments of `timer_create` and `timer_settime` are written into.
 const PAGE: u64 = 4096;
 
 /// Checks, before anything is created, that every saved timer of `saved` is one
-/// [`restore`] can create: a known clock, a known notification, a signal, and a target
-/// thread among its saved threads.
+/// [`restore`] can create: distinct IDs, and each one [`crate::posix_timers::check`]
+/// accepts against its saved threads.
 pub(super) fn check(saved: &SavedProcess) -> Result<()> {
     let pid = saved.pid();
     let tids: Vec<i32> = saved.core.threads.iter().map(|t| t.tid).collect();
@@ -59,66 +48,11 @@ pub(super) fn check(saved: &SavedProcess) -> Result<()> {
             what: "POSIX timers in an image whose handlers were not read".to_owned(),
         });
     }
+    // The rule the dump applied already (an image from elsewhere may break it).
     for t in &saved.core.posix_timers {
-        let unsupported = |what: String| ProcessRestoreError::Unsupported {
-            pid,
-            what: format!("POSIX timer {}: {what}", t.id),
-        };
-        check_clock(t.clock, pid, &tids).map_err(unsupported)?;
-        let how = t.notify & !libc::SIGEV_THREAD_ID;
-        if ![libc::SIGEV_SIGNAL, libc::SIGEV_NONE, libc::SIGEV_THREAD].contains(&how) {
-            return Err(unsupported(format!("notification {}", t.notify)));
-        }
-        if how != libc::SIGEV_NONE && !(1..=64).contains(&t.signo) {
-            return Err(unsupported(format!("signal {}", t.signo)));
-        }
-        if t.notify & libc::SIGEV_THREAD_ID != 0 && !tids.contains(&t.target) {
-            return Err(unsupported(format!(
-                "aimed at thread {}, which is not one of its threads {tids:?}",
-                t.target
-            )));
-        }
+        crate::posix_timers::check(pid, &tids, t)?;
     }
     Ok(())
-}
-
-/// Whether a timer on `clock` can be created again inside process `pid` (threads
-/// `tids`): the clocks by number, and the CPU-time clocks of the process itself or of one
-/// of its threads.
-fn check_clock(clock: i32, pid: i32, tids: &[i32]) -> std::result::Result<(), String> {
-    if clock >= 0 {
-        return match TIMER_CLOCKS.contains(&clock) {
-            true => Ok(()),
-            false => Err(format!("clock {clock}")),
-        };
-    }
-    if clock & CLOCKFD == CLOCKFD {
-        return Err(format!("the clock of a descriptor (clock id {clock})"));
-    }
-    let owner = !(clock >> 3);
-    if clock & CPUCLOCK_PERTHREAD == 0 {
-        // The process's own CPU time: by pid 0 (itself) or its own pid.
-        return match owner == 0 || owner == pid {
-            true => Ok(()),
-            false => Err(format!(
-                "the CPU-time clock of process {owner} (clock id {clock})"
-            )),
-        };
-    }
-    match owner {
-        // The CPU time of "the calling thread": the one that created it, which
-        // /proc/PID/timers does not name; only a lone thread is unambiguous.
-        0 if tids.len() == 1 => Ok(()),
-        0 => Err(format!(
-            "the CPU-time clock of the thread that created it (clock id {clock}), in a \
-             process of {} threads: which thread is not shown by /proc/PID/timers",
-            tids.len()
-        )),
-        t if tids.contains(&t) => Ok(()),
-        t => Err(format!(
-            "the CPU-time clock of thread {t} of another process (clock id {clock})"
-        )),
-    }
 }
 
 /// Checks, before anything is created, that this kernel can give a new timer a chosen
@@ -289,21 +223,5 @@ mod tests {
         assert!(msg.contains("CPU-time clock"), "{msg}");
         let twice = vec![timer, timer];
         assert!(check(&saved(twice)).is_err());
-    }
-
-    #[test]
-    fn clocks() {
-        let pid = 100;
-        assert!(check_clock(1, pid, &[100]).is_ok());
-        assert!(check_clock(5, pid, &[100]).is_err());
-        // CLOCK_PROCESS_CPUTIME_ID as the kernel stores it, and the process's own by pid.
-        assert!(check_clock(-6, pid, &[100, 101]).is_ok());
-        assert!(check_clock((!100 << 3) | 2, pid, &[100]).is_ok());
-        assert!(check_clock((!7 << 3) | 2, pid, &[100]).is_err());
-        // CLOCK_THREAD_CPUTIME_ID: only in a lone thread; a named thread of its own.
-        assert!(check_clock(-2, pid, &[100]).is_ok());
-        assert!(check_clock(-2, pid, &[100, 101]).is_err());
-        assert!(check_clock((!101 << 3) | 6, pid, &[100, 101]).is_ok());
-        assert!(check_clock((!3 << 3) | 3, pid, &[100]).is_err());
     }
 }
