@@ -773,9 +773,11 @@ impl Injector {
             return self.put_back_scratch();
         }
         let requeued = !self.intercepted.is_empty();
-        self.requeue_intercepted()?;
-        // Its failure must not leave the thread with our registers: report it after.
+        let requeue = self.requeue_intercepted();
+        // The stack bytes go back even if requeueing failed; and a failure to put them
+        // back must not leave the thread with our registers: reported after.
         let scratch = self.put_back_scratch();
+        requeue?;
         self.put_back_thread(requeued)?;
         scratch
     }
