@@ -30,7 +30,7 @@ use rustix::process::Pid;
 use crate::freeze::FrozenProcess;
 use crate::inject::{self, InjectError, Injector, SigHandler};
 use crate::sys::names::RLIMIT_NLIMITS;
-use crate::sys::ptrace::{self as sys_ptrace, SigQueue};
+use crate::sys::ptrace::{self as sys_ptrace, SigMask, SigQueue};
 use crate::sys::rlimit;
 
 /// Why the state of a process could not be saved.
@@ -122,12 +122,26 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
     let (sigactions, itimers, posix_timers) = if read_handlers {
         // One injection session per thread: the first thread also reads the process's
         // handlers and timers, so no thread is taken over twice.
+        let leader_blocked = status_mask(pid, &status, "SigBlk:")?;
         let mut out = (Vec::new(), Vec::new(), Vec::new());
         for (i, thread) in threads.iter_mut().enumerate() {
             let mut inj = Injector::new(pid, thread.tid)?;
             let read = (|| {
                 // Only reads: one ptrace stop per call instead of two where that is safe.
-                inj.use_single_step()?;
+                if thread.tid == pid {
+                    // The leader's status is the process's, read above after the freeze.
+                    inj.use_single_step_given(SigMask(ignored), SigMask(leader_blocked));
+                } else {
+                    inj.use_single_step()?;
+                }
+                // One scratch area for all of this session's readers: saved and put back
+                // once, not once per reader.
+                let signals = if i == 0 {
+                    caught | 1u64 << (libc::SIGCHLD - 1)
+                } else {
+                    0
+                };
+                inj.keep_scratch(inject::calls::readers_scratch_len(signals));
                 let links = thread_links(&mut inj)?;
                 let process = if i == 0 {
                     Some(handlers_and_timers(&mut inj, caught, ignored, &timers)?)
@@ -427,8 +441,7 @@ pub fn dump_thread(pid: i32, tid: i32) -> Result<proto::Thread, TaskError> {
 /// thread `inj` drives: its `clear_child_tid` address and its alternate signal stack,
 /// which no `/proc` file shows.
 fn thread_links(inj: &mut Injector) -> Result<(u64, proto::SigAltStack), InjectError> {
-    let tid_address = inject::tid_address(inj)?;
-    let alt = inject::sigaltstack(inj)?;
+    let (tid_address, alt) = inject::calls::tid_address_and_sigaltstack(inj)?;
     Ok((
         tid_address,
         proto::SigAltStack {

@@ -1,7 +1,9 @@
 //! One function per system call run inside a stopped thread, with typed arguments (as
 //! rustix types its own): `mmap(inj, addr, len, ProtFlags, MapFlags, fd, off)`,
 //! `rt_sigaction`, `sigaltstack`, `getitimer`, `prctl(PR_SET_MM_MAP)`, `clone3`, ... and
-//! the readers dump uses ([`sigactions`], [`itimers`], [`tid_address`], [`sigaltstack`]).
+//! the readers dump uses ([`sigactions`], [`itimers`], [`tid_address`], [`sigaltstack`],
+//! [`tid_address_and_sigaltstack`]); a reader of several values gives each call its own
+//! slot of scratch memory and reads them back at once.
 //!
 //! A call that passes a struct writes it (encoded by [`super::kstruct`]) into the tracee
 //! first: at an address the caller names (`at`: restore's trampoline page, where no stack
@@ -515,18 +517,47 @@ pub fn sigactions(inj: &mut Injector) -> Result<Vec<SigAction>> {
 /// reads only the signals `/proc/PID/status` says are caught.
 #[doc(alias = "rt_sigaction")]
 pub fn sigactions_of(inj: &mut Injector, set: u64) -> Result<Vec<SigAction>> {
-    inj.with_scratch(KSIGACTION_SIZE, |inj, at| {
-        let mut out = Vec::with_capacity(set.count_ones() as usize);
-        let wanted = |s: i32| set & (1u64 << (s - 1)) != 0;
-        for signo in (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP && wanted(s)) {
-            let args = [signo as u64, 0, at, SIGSET_SIZE, 0, 0];
+    let signals = read_signals(set);
+    if signals.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Each call's result in its own slot, all read back at once.
+    inj.with_scratch(signals.len() * KSIGACTION_SIZE, |inj, at| {
+        for (i, &signo) in signals.iter().enumerate() {
+            let slot = at + (i * KSIGACTION_SIZE) as u64;
+            let args = [signo as u64, 0, slot, SIGSET_SIZE, 0, 0];
             inj.syscall_checked(libc::SYS_rt_sigaction, args)?;
-            let mut raw = [0u8; KSIGACTION_SIZE];
-            inj.read_memory(at, &mut raw)?;
-            out.push(SigAction::from_bytes(signo, &raw));
         }
-        Ok(out)
+        let mut raw = vec![0u8; signals.len() * KSIGACTION_SIZE];
+        inj.read_memory(at, &mut raw)?;
+        Ok(signals
+            .iter()
+            .zip(raw.chunks_exact(KSIGACTION_SIZE))
+            .map(|(&signo, chunk)| {
+                let mut b = [0u8; KSIGACTION_SIZE];
+                b.copy_from_slice(chunk);
+                SigAction::from_bytes(signo, &b)
+            })
+            .collect())
     })
+}
+
+/// The signals of `set` [`sigactions_of`] reads: every one but `SIGKILL` and `SIGSTOP`.
+fn read_signals(set: u64) -> Vec<i32> {
+    let wanted = |s: i32| set & (1u64 << (s - 1)) != 0;
+    (1..=64)
+        .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP && wanted(s))
+        .collect()
+}
+
+/// The scratch memory dump's readers need at most in one session that reads the handlers
+/// of the signals in `set` ([`sigactions_of`]), the interval timers, POSIX timers,
+/// [`tid_address_and_sigaltstack`]: what to give [`Injector::keep_scratch`].
+pub fn readers_scratch_len(set: u64) -> usize {
+    (read_signals(set).len() * KSIGACTION_SIZE)
+        .max(3 * ITIMERVAL_SIZE)
+        .max(ITIMERSPEC_SIZE)
+        .max(8 + STACK_T_SIZE)
 }
 
 /// `setitimer(timer.which, &value, NULL)` in the tracee, the `struct itimerval` written at
@@ -549,19 +580,19 @@ pub fn setitimer_at(inj: &mut Injector, at: u64, timer: &ITimer) -> Result<()> {
 ///  - [Linux](https://man7.org/linux/man-pages/man2/getitimer.2.html)
 #[doc(alias = "getitimer")]
 pub fn itimers(inj: &mut Injector) -> Result<[ITimer; 3]> {
-    inj.with_scratch(ITIMERVAL_SIZE, |inj, at| {
-        let mut out = [ITimer {
-            which: 0,
-            interval_us: 0,
-            value_us: 0,
-        }; 3];
-        for (which, slot) in out.iter_mut().enumerate() {
-            inj.syscall_checked(libc::SYS_getitimer, [which as u64, at, 0, 0, 0, 0])?;
-            let mut raw = [0u8; ITIMERVAL_SIZE];
-            inj.read_memory(at, &mut raw)?;
-            *slot = ITimer::from_bytes(which as i32, &raw);
+    // Each timer in its own slot, all read back at once.
+    inj.with_scratch(3 * ITIMERVAL_SIZE, |inj, at| {
+        for which in 0..3u64 {
+            let slot = at + which * ITIMERVAL_SIZE as u64;
+            inj.syscall_checked(libc::SYS_getitimer, [which, slot, 0, 0, 0, 0])?;
         }
-        Ok(out)
+        let mut raw = [0u8; 3 * ITIMERVAL_SIZE];
+        inj.read_memory(at, &mut raw)?;
+        Ok(std::array::from_fn(|which| {
+            let mut b = [0u8; ITIMERVAL_SIZE];
+            b.copy_from_slice(&raw[which * ITIMERVAL_SIZE..][..ITIMERVAL_SIZE]);
+            ITimer::from_bytes(which as i32, &b)
+        }))
     })
 }
 
@@ -588,6 +619,22 @@ pub fn sigaltstack(inj: &mut Injector) -> Result<AltStack> {
         let mut raw = [0u8; STACK_T_SIZE];
         inj.read_memory(at, &mut raw)?;
         Ok(AltStack::from_bytes(&raw))
+    })
+}
+
+/// [`tid_address`] and [`sigaltstack`] in one scratch area, read back at once: a thread's
+/// `clear_child_tid` address and its alternate signal stack.
+pub fn tid_address_and_sigaltstack(inj: &mut Injector) -> Result<(u64, AltStack)> {
+    inj.with_scratch(8 + STACK_T_SIZE, |inj, at| {
+        prctl(inj, PR_GET_TID_ADDRESS, at, 0, 0)?;
+        inj.syscall_checked(libc::SYS_sigaltstack, [0, at + 8, 0, 0, 0, 0])?;
+        let mut raw = [0u8; 8 + STACK_T_SIZE];
+        inj.read_memory(at, &mut raw)?;
+        let mut tid = [0u8; 8];
+        tid.copy_from_slice(&raw[..8]);
+        let mut alt = [0u8; STACK_T_SIZE];
+        alt.copy_from_slice(&raw[8..]);
+        Ok((u64::from_ne_bytes(tid), AltStack::from_bytes(&alt)))
     })
 }
 

@@ -78,6 +78,13 @@ pub struct Injector {
     intercepted: Vec<libc::siginfo_t>,
     /// The thread's memory (`/proc/PID/task/TID/mem` opened on first need).
     mem: RemoteMem,
+    /// Bytes of scratch memory kept for the whole session (0: each reader saves and puts
+    /// back its own): see [`keep_scratch`](Self::keep_scratch).
+    kept_len: usize,
+    /// The kept scratch area, once first used.
+    kept: Option<KeptScratch>,
+    /// Whether a reader is using the kept area (a nested one gets its own).
+    kept_busy: bool,
     finished: bool,
     /// ptrace requests must come from the thread that attached.
     _not_send: PhantomData<*const ()>,
@@ -161,6 +168,9 @@ impl Injector {
             step: false,
             intercepted: Vec::new(),
             mem: RemoteMem::of_thread(pid, tid),
+            kept_len: 0,
+            kept: None,
+            kept_busy: false,
             finished: false,
             _not_send: PhantomData,
         })
@@ -204,8 +214,30 @@ impl Injector {
     /// logic still runs: hence not for restore.
     pub fn use_single_step(&mut self) -> Result<bool, InjectError> {
         let [ignored, blocked] = self.thread_status_masks(["SigIgn:", "SigBlk:"])?;
+        Ok(self.use_single_step_given(ignored, blocked))
+    }
+
+    /// [`use_single_step`](Self::use_single_step) with the thread's `SigIgn` and `SigBlk`
+    /// given by a caller that read its status file while the tree was already stopped
+    /// (they cannot change meanwhile), saving that read.
+    pub fn use_single_step_given(&mut self, ignored: SigMask, blocked: SigMask) -> bool {
         self.step = !ignored.contains(libc::SIGTRAP) && !blocked.contains(libc::SIGTRAP);
-        Ok(self.step)
+        self.step
+    }
+
+    /// Keeps one scratch area of `len` bytes (at most a page) for the rest of the
+    /// session: found and its old bytes saved at its first use, put back once by
+    /// [`finish`](Self::finish), instead of once per reader. For sessions of several
+    /// readers (dump's); `len` must cover the largest of them (a larger one gets its own
+    /// area, as without this call).
+    ///
+    /// The area lies below the stack's red zone, which the thread does not use while it
+    /// is stopped (a signal handler would overwrite it), so keeping it longer changes
+    /// nothing the thread could see.
+    pub fn keep_scratch(&mut self, len: usize) {
+        if self.kept.is_none() {
+            self.kept_len = len.min(PAGE as usize);
+        }
     }
 
     /// The address of the `syscall` instruction injections go through, once chosen.
@@ -414,6 +446,10 @@ impl Injector {
     /// were suppressed, for the caller to deliver or drop.
     pub fn release(mut self) -> Vec<libc::siginfo_t> {
         self.finished = true;
+        // Stack bytes only (no syscall can run now); restore keeps no scratch anyway.
+        if let Some(KeptScratch { at, old: Some(old) }) = self.kept.take() {
+            let _ = self.write_memory(at, &old);
+        }
         self.touched = false;
         std::mem::take(&mut self.intercepted)
     }
@@ -635,6 +671,13 @@ impl Injector {
         len: usize,
         f: impl FnOnce(&mut Self, u64) -> Result<R, InjectError>,
     ) -> Result<R, InjectError> {
+        if len <= self.kept_len && !self.kept_busy {
+            let at = self.kept_area()?;
+            self.kept_busy = true;
+            let out = f(self, at);
+            self.kept_busy = false;
+            return out;
+        }
         let at = self.saved.rsp.wrapping_sub(RED_ZONE + len as u64) & !15;
         let mut old = vec![0u8; len];
         if self.saved.rsp > RED_ZONE + len as u64 + 16 && self.read_memory(at, &mut old).is_ok() {
@@ -657,6 +700,44 @@ impl Injector {
         let out = out?;
         unmapped?;
         Ok(out)
+    }
+
+    /// The kept scratch area (see [`keep_scratch`](Self::keep_scratch)), found and its
+    /// old bytes saved on first use: below the red zone of the saved stack, or a page
+    /// mapped for the purpose when the stack cannot be used.
+    fn kept_area(&mut self) -> Result<u64, InjectError> {
+        if let Some(k) = &self.kept {
+            return Ok(k.at);
+        }
+        let len = self.kept_len;
+        let at = self.saved.rsp.wrapping_sub(RED_ZONE + len as u64) & !15;
+        let mut old = vec![0u8; len];
+        if self.saved.rsp > RED_ZONE + len as u64 + 16 && self.read_memory(at, &mut old).is_ok() {
+            self.kept = Some(KeptScratch { at, old: Some(old) });
+            return Ok(at);
+        }
+        let page = self.remote_mmap(
+            0,
+            PAGE,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS,
+            None,
+            0,
+        )?;
+        self.kept = Some(KeptScratch {
+            at: page,
+            old: None,
+        });
+        Ok(page)
+    }
+
+    /// Puts the kept scratch area back: its old bytes, or unmaps the page mapped for it.
+    fn put_back_scratch(&mut self) -> Result<(), InjectError> {
+        match self.kept.take() {
+            None => Ok(()),
+            Some(KeptScratch { at, old: Some(old) }) => self.write_memory(at, &old),
+            Some(KeptScratch { at, old: None }) => self.remote_munmap(at, PAGE),
+        }
     }
 
     /// Queues the signals intercepted during injection to the thread again, blocked, with
@@ -688,11 +769,22 @@ impl Injector {
     /// See [`finish`](Self::finish).
     fn put_back(&mut self) -> Result<(), InjectError> {
         if !self.touched {
-            return Ok(());
+            // At most stack bytes to put back (a mapped page means a syscall ran).
+            return self.put_back_scratch();
         }
-        let t = Pid::from_raw(self.tid);
         let requeued = !self.intercepted.is_empty();
-        self.requeue_intercepted()?;
+        let requeue = self.requeue_intercepted();
+        // The stack bytes go back even if requeueing failed; and a failure to put them
+        // back must not leave the thread with our registers: reported after.
+        let scratch = self.put_back_scratch();
+        requeue?;
+        self.put_back_thread(requeued)?;
+        scratch
+    }
+
+    /// The rest of [`put_back`](Self::put_back): registers, mask, the stop.
+    fn put_back_thread(&mut self, requeued: bool) -> Result<(), InjectError> {
+        let t = Pid::from_raw(self.tid);
         self.set_regs(self.saved)?;
         if self.interrupt_stop_found() && self.back_to_event_stop()? {
             if requeued {
@@ -829,6 +921,15 @@ impl Drop for Injector {
             let _ = self.put_back();
         }
     }
+}
+
+/// The scratch area an [`Injector`] keeps for a whole session.
+#[derive(Debug)]
+struct KeptScratch {
+    /// Its address in the tracee.
+    at: u64,
+    /// The stack bytes it covers, put back at the end; `None` for a page we mapped.
+    old: Option<Vec<u8>>,
 }
 
 /// How [`Injector::resume_to_stop`] lets a thread run.
