@@ -59,11 +59,25 @@ pub enum FreezeError {
         /// pipecr's own pid.
         me: i32,
     },
-    /// A process of the tree is a zombie: it has exited and its parent has not reaped it.
-    #[error("pid {pid} in the tree is a zombie (exited, not yet reaped by its parent)")]
+    /// The root is a zombie: it has exited and its parent (outside the tree) has not
+    /// reaped it. A zombie below the root is saved ([`FrozenTree::zombies`]).
+    #[error(
+        "pid {pid} is a zombie (exited, not yet reaped by its parent): there is nothing left to checkpoint"
+    )]
     Zombie {
         /// The zombie.
         pid: i32,
+    },
+    /// The main thread of a process has exited while other threads of it run on: its
+    /// leader is a zombie of a live process, which cannot be saved yet.
+    #[error(
+        "pid {pid}: its main thread has exited while {threads} other thread(s) run on (a zombie leader); pipecr cannot save that yet"
+    )]
+    ZombieLeader {
+        /// The process.
+        pid: i32,
+        /// Its threads still alive.
+        threads: usize,
     },
     /// A ptrace request failed.
     #[error("thread {tid} of pid {pid}: {op} failed")]
@@ -100,12 +114,31 @@ pub struct FrozenProcess {
     pub threads: Vec<i32>,
 }
 
+/// A child of a process of the tree that has exited and is not yet reaped: nothing of it
+/// is left but what its parent's `wait` returns. It is not seized (a zombie cannot be).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrozenZombie {
+    /// Its pid.
+    pub pid: i32,
+    /// Its parent, a process of the tree.
+    pub ppid: i32,
+    /// Process group it was in.
+    pub pgid: i32,
+    /// Session it was in.
+    pub sid: i32,
+    /// What its parent's `waitpid` returns: exit code << 8, or the terminating signal
+    /// (| 0x80 for a core dump).
+    pub exit_status: i32,
+}
+
 /// A stopped process tree. Dropping it resumes every thread exactly as it was.
 #[derive(Debug)]
 pub struct FrozenTree {
     root: i32,
     /// Processes by pid; a parent always has a smaller discovery index than its child.
     processes: Vec<FrozenProcess>,
+    /// The zombie children of processes of the tree, in discovery order.
+    zombies: Vec<FrozenZombie>,
     /// Every seized thread, with a signal to hand back on detach when the stop we saw
     /// was the delivery of that signal.
     seized: BTreeMap<i32, Option<Signal>>,
@@ -120,6 +153,12 @@ impl FrozenTree {
     /// The processes of the tree, parents before children.
     pub fn processes(&self) -> &[FrozenProcess] {
         &self.processes
+    }
+
+    /// The zombie children of the tree's processes (never the root): exited, not yet
+    /// reaped, and not stopped (nothing of them runs).
+    pub fn zombies(&self) -> &[FrozenZombie] {
+        &self.zombies
     }
 
     /// The number of threads stopped.
@@ -203,7 +242,9 @@ impl Drop for FrozenTree {
 /// Stops every thread of every process in the tree rooted at `root`.
 ///
 /// Refuses, leaving everything untouched: a pid that does not exist, a kernel thread, a
-/// process already traced, a zombie, a tree that contains the caller.
+/// process already traced, a root that is a zombie, a process whose main thread exited
+/// while others run, a tree that contains the caller. A zombie child of a process of the
+/// tree is recorded ([`FrozenTree::zombies`]), not seized.
 pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
     let me = std::process::id() as i32;
     let stat = proc::stat(root).map_err(|e| match e {
@@ -222,11 +263,18 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
     let mut tree = FrozenTree {
         root,
         processes: Vec::new(),
+        zombies: Vec::new(),
         seized: BTreeMap::new(),
     };
     // On any error below, `tree` is dropped and every thread seized so far resumes.
     let mut queue = vec![root];
     while let Some(pid) = queue.pop() {
+        if pid != root
+            && let Some(zombie) = zombie_child(pid)?
+        {
+            tree.zombies.push(zombie);
+            continue;
+        }
         let Some(process) = freeze_process(&mut tree, pid, me)? else {
             continue;
         };
@@ -246,6 +294,36 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
         queue.extend(children.into_iter().rev());
     }
     Ok(tree)
+}
+
+/// `pid`, a child of a stopped process of the tree, when it is a zombie: exited, with no
+/// thread left but its leader's. `None` for a live process (or one gone meanwhile).
+fn zombie_child(pid: i32) -> Result<Option<FrozenZombie>, FreezeError> {
+    let stat = match proc::stat(pid) {
+        Ok(stat) => stat,
+        Err(ProcError::NoSuchProcess { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if stat.state != 'Z' {
+        return Ok(None);
+    }
+    // A leader whose other threads run on is a zombie too: that process is alive, and
+    // freeze_process refuses it.
+    match proc::threads(pid) {
+        Ok(threads) if threads.len() > 1 => return Ok(None),
+        Ok(_) => {}
+        Err(ProcError::NoSuchProcess { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    // Its parent is stopped: nobody reaps it while we read.
+    let exit_status = proc::exit_code(pid)?;
+    Ok(Some(FrozenZombie {
+        pid,
+        ppid: stat.ppid,
+        pgid: stat.pgid,
+        sid: stat.sid,
+        exit_status,
+    }))
 }
 
 /// True when `pid` is `me` or one of `me`'s ancestors.
@@ -279,7 +357,13 @@ fn freeze_process(
         Err(e) => return Err(e.into()),
     };
     if stat.state == 'Z' {
-        return Err(FreezeError::Zombie { pid });
+        // Its other threads (a zombie leader of a live process), if any. A zombie child
+        // that is not the root never comes here (zombie_child).
+        let threads = proc::threads(pid).map_or(0, |t| t.len().saturating_sub(1));
+        if threads == 0 {
+            return Err(FreezeError::Zombie { pid });
+        }
+        return Err(FreezeError::ZombieLeader { pid, threads });
     }
     let tracer = proc::tracer(pid).unwrap_or(0);
     if tracer != 0 && tracer != me {
@@ -350,7 +434,11 @@ fn seize_thread(pid: i32, tid: i32) -> Result<Option<Option<Signal>>, FreezeErro
                 Ok(stat) if stat.state == 'X' || (stat.state == 'Z' && tid != pid) => {
                     return Ok(None);
                 }
-                Ok(stat) if stat.state == 'Z' => return Err(FreezeError::Zombie { pid }),
+                // A leader that died while we seized its threads.
+                Ok(stat) if stat.state == 'Z' => {
+                    let threads = proc::threads(pid).map_or(0, |t| t.len().saturating_sub(1));
+                    return Err(FreezeError::ZombieLeader { pid, threads });
+                }
                 _ => {}
             }
             return Err(fail("PTRACE_SEIZE")(Errno::EPERM));

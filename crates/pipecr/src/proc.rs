@@ -109,6 +109,30 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
+/// The exit status of a zombie, as `waitpid` would report it to its parent (field 52,
+/// `exit_code`, of `/proc/PID/stat`: the exit code shifted left by 8, or the terminating
+/// signal with 0x80 for a core dump). The kernel shows it only to a reader that may trace
+/// the process; 0 otherwise.
+pub fn exit_code(pid: i32) -> Result<i32, ProcError> {
+    let path = format!("/proc/{pid}/stat");
+    let text = read(pid, path.clone())?;
+    parse_exit_code(&text).ok_or(ProcError::Parse {
+        path: path.into(),
+        what: "exit_code (field 52)",
+    })
+}
+
+/// Parses field 52 (`exit_code`) out of the text of `/proc/PID/stat`.
+pub fn parse_exit_code(text: &str) -> Option<i32> {
+    let close = text.rfind(')')?;
+    // Field 3 (state) is the first after the command name: field 52 is the 50th.
+    text.get(close + 1..)?
+        .split_ascii_whitespace()
+        .nth(49)?
+        .parse()
+        .ok()
+}
+
 /// The `TracerPid:` of `/proc/PID/status`: the pid tracing this process, 0 for none.
 pub fn tracer(pid: i32) -> Result<i32, ProcError> {
     let path = format!("/proc/{pid}/status");
@@ -550,6 +574,15 @@ mod tests {
     fn kernel_thread_flag() {
         let stat = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0").unwrap();
         assert!(stat.is_kernel_thread());
+    }
+
+    #[test]
+    fn zombie_exit_code_is_field_52() {
+        // A real zombie's line (killed by SIGTERM: status 15), comm with a space and `)`.
+        let text = "77 (a) b) Z 76 76 76 0 -1 4227084 45 0 0 0 0 0 0 0 20 0 1 0 123 0 0 \
+                    18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 15\n";
+        assert_eq!(parse_exit_code(text), Some(15));
+        assert_eq!(parse_exit_code("77 (a) Z 76 76"), None);
     }
 
     #[test]

@@ -496,3 +496,127 @@ fn a_tree_creating_threads_and_processes_nonstop_is_frozen_whole() {
     drop(progress);
     drop(churn);
 }
+
+/// A python3 parent whose child exited with status 5 and is not reaped: it prints the
+/// child's pid once the child is a zombie (waitid WNOWAIT), then blocks reading stdin.
+fn parent_of_a_zombie() -> (Child, i32) {
+    let mut parent = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys\n\
+             p = os.fork()\n\
+             if p == 0: os._exit(5)\n\
+             os.waitid(os.P_PID, p, os.WEXITED | os.WNOWAIT)\n\
+             print(p, flush=True)\n\
+             sys.stdin.read()\n",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(parent.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let zombie = line.trim().parse().unwrap_or_else(|_| panic!("{line:?}"));
+    (parent, zombie)
+}
+
+#[test]
+fn a_zombie_child_is_recorded_with_its_wait_status_not_seized() {
+    let (mut parent, zombie) = parent_of_a_zombie();
+    let pid = parent.id() as i32;
+    let tree = freeze::freeze(pid).unwrap();
+    assert_eq!(
+        tree.processes().iter().map(|p| p.pid).collect::<Vec<_>>(),
+        [pid]
+    );
+    let stat = pipecr::proc::stat(pid).unwrap();
+    assert_eq!(
+        tree.zombies(),
+        [freeze::FrozenZombie {
+            pid: zombie,
+            ppid: pid,
+            pgid: stat.pgid,
+            sid: stat.sid,
+            exit_status: 5 << 8,
+        }]
+    );
+    assert_eq!(tree.thread_count(), 1, "only the parent's thread is seized");
+    drop(tree);
+    // Resumed, and the zombie is still its parent's to reap.
+    assert_eq!(state(zombie), 'Z');
+    drop(parent.stdin.take());
+    assert!(parent.wait().unwrap().success());
+}
+
+#[test]
+fn a_zombie_root_is_refused() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id() as i32;
+    // Exited, not reaped: waitid WNOWAIT waits for that and leaves it a zombie.
+    rustix::process::waitid(
+        rustix::process::WaitId::Pid(rustix::process::Pid::from_raw(pid).unwrap()),
+        rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+    )
+    .unwrap();
+    let err = freeze::freeze(pid).unwrap_err();
+    assert!(
+        matches!(err, FreezeError::Zombie { pid: p } if p == pid),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "pid {pid} is a zombie (exited, not yet reaped by its parent): there is nothing left \
+             to checkpoint"
+        )
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_process_whose_main_thread_exited_while_another_runs_is_refused() {
+    // The main thread ends with the exit syscall (60 on x86_64, 93 on aarch64), not
+    // exit_group: its leader is a zombie while the other thread reads stdin.
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import ctypes, platform, sys, threading\n\
+             t = threading.Thread(target=lambda: (print('up', flush=True), sys.stdin.read()))\n\
+             t.start()\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             libc.syscall(93 if platform.machine() == 'aarch64' else 60, 0)\n",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "up\n");
+    // Nothing can tell the test that a thread has exited: poll its state, with a deadline.
+    let start = std::time::Instant::now();
+    while state(pid) != 'Z' {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the main thread never exited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let err = freeze::freeze(pid).unwrap_err();
+    assert!(
+        matches!(err, FreezeError::ZombieLeader { pid: p, threads: 1 } if p == pid),
+        "{err:?}"
+    );
+    // Untouched: the other thread still reads, and ends the process when stdin closes.
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}

@@ -92,12 +92,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot restore pid {pid}; nothing was restored"))?;
     // In a new PID namespace, the saved PIDs are free.
     if !args.pidns
-        && let Some(p) = tree.iter().find(|p| restore_process::pid_in_use(p.pid()))
+        && let Some(p) = restore_process::tree_pids(&tree)
+            .into_iter()
+            .find(|&p| restore_process::pid_in_use(p))
     {
-        bail!(
-            "pid {} is in use by another process; nothing was restored",
-            p.pid()
-        );
+        bail!("pid {p} is in use by another process; nothing was restored");
     }
     // Only a dump asked not to inject (`--no-inject`) leaves these out: say once what
     // the processes come back without.

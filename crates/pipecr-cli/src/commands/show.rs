@@ -300,27 +300,33 @@ fn print_tree(shown: &Shown, holders: &Holders) {
             "{indent}pid {} ({}), pgid {}, sid {}{threads}",
             p.pid, p.comm, p.pgid, p.sid
         );
-        let Some(table) = shown.fd_tables.iter().find(|t| t.id == p.fd_table) else {
-            println!(
+        match shown.fd_tables.iter().find(|t| t.id == p.fd_table) {
+            None => println!(
                 "{indent}  descriptor table {} missing from the image",
                 p.fd_table
-            );
-            continue;
-        };
-        if table.shared {
-            println!(
-                "{indent}  descriptor table {} shared with other processes (CLONE_FILES)",
-                table.id
-            );
+            ),
+            Some(table) => {
+                if table.shared {
+                    println!(
+                        "{indent}  descriptor table {} shared with other processes (CLONE_FILES)",
+                        table.id
+                    );
+                }
+                for d in &table.descriptors {
+                    let file = shown.files.iter().find(|f| f.id == d.file_id);
+                    let what =
+                        file.map_or_else(|| "missing open file".to_owned(), |f| describe(shown, f));
+                    let cloexec = if d.cloexec { " [cloexec]" } else { "" };
+                    println!(
+                        "{indent}  fd {:<3} -> file {}: {what}{cloexec}",
+                        d.fd, d.file_id
+                    );
+                }
+            }
         }
-        for d in &table.descriptors {
-            let file = shown.files.iter().find(|f| f.id == d.file_id);
-            let what = file.map_or_else(|| "missing open file".to_owned(), |f| describe(shown, f));
-            let cloexec = if d.cloexec { " [cloexec]" } else { "" };
-            println!(
-                "{indent}  fd {:<3} -> file {}: {what}{cloexec}",
-                d.fd, d.file_id
-            );
+        // Its children that exited and are not reaped: one level below it, as children.
+        for z in &p.zombies {
+            println!("{indent}  pid {} (zombie, {})", z.pid, zombie_end(z));
         }
     }
     let shared = shared_files(holders);
@@ -331,6 +337,30 @@ fn print_tree(shown: &Shown, holders: &Holders) {
             println!("  file {id}: {}", descriptor_list(&list));
         }
     }
+}
+
+/// How a saved zombie ended, as its parent's `wait` will see it: `exit status 7`,
+/// `killed by SIGTERM`, `killed by SIGSEGV, core dumped`; a group or session it led.
+fn zombie_end(z: &proto::Zombie) -> String {
+    let status = z.exit_status;
+    let mut end = match status & 0x7f {
+        0 if status & !0xff00 == 0 => format!("exit status {}", status >> 8),
+        signo if signo != 0x7f && status & !0xff == 0 => {
+            let core = if status & 0x80 != 0 {
+                ", core dumped"
+            } else {
+                ""
+            };
+            format!("killed by {}{core}", signal_name(signo))
+        }
+        _ => format!("wait status {status:#x}, which no exit gives"),
+    };
+    if z.sid == z.pid {
+        end.push_str(", session leader");
+    } else if z.pgid == z.pid {
+        end.push_str(", process group leader");
+    }
+    end
 }
 
 /// One descriptor of one process: where a program finds an open file.

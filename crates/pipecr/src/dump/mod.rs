@@ -365,6 +365,18 @@ fn save_tree(
             threads: p.threads.clone(),
             fd_table: table.id,
             shares_fs_with: fs.get(&p.pid).copied().filter(|&l| l != p.pid).unwrap_or(0),
+            // Its children that exited and are not reaped: only their wait status is left.
+            zombies: tree
+                .zombies()
+                .iter()
+                .filter(|z| z.ppid == p.pid)
+                .map(|z| proto::Zombie {
+                    pid: z.pid,
+                    pgid: z.pgid,
+                    sid: z.sid,
+                    exit_status: z.exit_status,
+                })
+                .collect(),
         });
     }
     let mut fd_tables: Vec<proto::FdTable> = fd_tables.into_values().collect();

@@ -120,7 +120,8 @@ pub fn restore_tree_in_new_pidns(
     options: &RestoreOptions,
 ) -> Result<PidNsTree, PidNsError> {
     let root = tree.first().ok_or(PidNsError::EmptyTree)?.pid();
-    if tree.iter().any(|p| p.pid() == 1) {
+    // A saved zombie with PID 1 would take the init's PID too.
+    if super::process::tree_pids(tree).contains(&1) {
         return Err(PidNsError::PidOne);
     }
     let threads = crate::proc::threads(std::process::id() as i32)

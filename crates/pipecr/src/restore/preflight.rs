@@ -77,8 +77,8 @@ pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> 
 /// parent before its children) can be restored by the orchestrator (`process::restore_tree`)
 /// from a process in session `sid` and process group `pgid` (the restorer's).
 ///
-/// Each process must be the root or a child of an earlier one (the dump refuses zombies,
-/// so a parent missing from the image is an error), and each must pass
+/// Each process must be the root or a child of an earlier one (a zombie is saved inside
+/// its parent's record, so a parent missing from the image is an error), and each must pass
 /// [`check_supported`] against its parent's saved session and group: a process inherits
 /// them from the parent that creates it, or leads its own.
 pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
@@ -134,6 +134,49 @@ pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
             }
         })?;
         check_supported(p, parent.process.sid, parent.process.pgid)?;
+    }
+    check_zombies(tree)
+}
+
+/// Checks the saved zombies (each restored as a child of the process that holds it, which
+/// exits at once): a PID no other process or zombie of the tree has, a session and group
+/// its parent's or its own (it is created in its parent's and may lead new ones, never
+/// join another), and a wait status a process can end with.
+fn check_zombies(tree: &[SavedProcess]) -> Result<()> {
+    let mut pids: Vec<i32> = tree.iter().map(SavedProcess::pid).collect();
+    for parent in tree {
+        for z in &parent.process.zombies {
+            let invalid = |what: String| ProcessRestoreError::Invalid { pid: z.pid, what };
+            if z.pid <= 0 || pids.contains(&z.pid) {
+                return Err(invalid(format!(
+                    "zombie of pid {} with a pid taken twice in tree.img",
+                    parent.pid()
+                )));
+            }
+            pids.push(z.pid);
+            if super::saved::zombie_exit(z.exit_status).is_none() {
+                return Err(invalid(format!(
+                    "zombie of pid {} with wait status {:#x}, which no process ends with",
+                    parent.pid(),
+                    z.exit_status
+                )));
+            }
+            for (what, own, parents) in [
+                ("session", z.sid, parent.process.sid),
+                ("process group", z.pgid, parent.process.pgid),
+            ] {
+                if own != parents && own != z.pid {
+                    return Err(ProcessRestoreError::Unsupported {
+                        pid: z.pid,
+                        what: format!(
+                            "a zombie in {what} {own}, neither its parent {}'s ({parents}) nor \
+                             its own",
+                            parent.pid()
+                        ),
+                    });
+                }
+            }
+        }
     }
     Ok(())
 }

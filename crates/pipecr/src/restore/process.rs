@@ -25,6 +25,13 @@
 //!    installed theirs before they stopped), every other process when its parent
 //!    continues it from a first stop, then stopping again
 //!    ([`super::fdtable::LateFiles`]).
+//!    A process's saved zombie children ([`proto::Zombie`]) are created after its live
+//!    ones, with their PIDs, and exit at once with their saved status (`_exit`, or the
+//!    saved signal at its default action with no core written, `RLIMIT_CORE` 0 and not
+//!    dumpable, so a core dump's 0x80 bit does not come back); the parent waits for
+//!    each with `waitid(WEXITED | WNOWAIT)`, which leaves it a zombie for the restored
+//!    program's own `wait`, and checks its status, group and session. Nothing else touches them: they are not seized,
+//!    replaced nor released; a failed restore reaps them with the rest ([`tree_pids`]).
 //!    Only a single-threaded caller may do this: the children
 //!    allocate (see [`crate::sys::clone3::clone3_with_tid`]).
 //! 2. [`restore_tree`] continues them all, then replaces each one's address space,
@@ -72,6 +79,18 @@ use super::options::RestoreOptions;
 pub use super::error::ProcessRestoreError;
 pub use super::preflight::{check_supported, check_tree};
 pub use super::saved::{SavedProcess, load};
+
+/// Every PID a restore of `tree` creates: its processes' (tree order), then their saved
+/// zombie children's ([`proto::Zombie`]).
+pub fn tree_pids(tree: &[SavedProcess]) -> Vec<i32> {
+    tree.iter()
+        .map(SavedProcess::pid)
+        .chain(
+            tree.iter()
+                .flat_map(|p| p.process.zombies.iter().map(|z| z.pid)),
+        )
+        .collect()
+}
 
 /// Whether a process with this PID exists now.
 pub fn pid_in_use(pid: i32) -> bool {
@@ -151,7 +170,8 @@ fn restore_tree_inner(
     match steps() {
         Ok(()) => Ok(root),
         Err(e) => {
-            kill_tree(pids);
+            // The zombies too: their parents' deaths hand them to us, to reap.
+            kill_tree(&tree_pids(tree));
             Err(e)
         }
     }
@@ -171,7 +191,9 @@ pub fn kill_and_reap(pid: NixPid) {
 
 /// Kills every process of a tree being restored (all of them first, so that the orphans
 /// come to us, the subreaper) and reaps those that are ours: the root, and the orphans.
-/// The PIDs were free when the restore began, and ours since.
+/// The PIDs were free when the restore began, and ours since. Parents come before their
+/// children in `pids` (zombies last, [`tree_pids`]): once a parent is reaped, its
+/// children are ours.
 pub(super) fn kill_tree(pids: &[i32]) {
     // Threads we created and trace: each is a zombie until we reap it, and its group
     // leader is not reported before that.
@@ -248,11 +270,7 @@ fn spawn_tree(
     if threads != 1 {
         return Err(ProcessRestoreError::MultiThreadedCaller { threads });
     }
-    if let Some(&p) = tree
-        .iter()
-        .map(|p| &p.process.pid)
-        .find(|&&p| pid_in_use(p))
-    {
+    if let Some(p) = tree_pids(tree).into_iter().find(|&p| pid_in_use(p)) {
         return Err(ProcessRestoreError::PidInUse { pid: p });
     }
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -287,7 +305,7 @@ fn spawn_tree(
     drop(err_w);
     drop(rep_w);
     let child = NixPid::from_raw(child.as_raw_nonzero().get());
-    let pids: Vec<i32> = tree.iter().map(SavedProcess::pid).collect();
+    let pids = tree_pids(tree);
     loop {
         match waitpid(child, Some(WaitPidFlag::WUNTRACED)) {
             Err(Errno::EINTR) => continue,
@@ -425,7 +443,82 @@ fn spawn_children(
         wait_stopped(created)?;
         children.push(created);
     }
+    for zombie in &tree[idx].process.zombies {
+        spawn_zombie(zombie)?;
+    }
     Ok(children)
+}
+
+/// Creates the saved zombie child `zombie` of the calling process with its PID, and waits
+/// until it has exited, without reaping it: it stays for the restored program's own
+/// `wait`. Checks that it ended as saved (its status, its session and group).
+fn spawn_zombie(zombie: &proto::Zombie) -> std::result::Result<(), String> {
+    let zpid = zombie.pid;
+    let created = match crate::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[zpid]) {
+        Ok(Some(created)) => created,
+        Ok(None) => become_zombie(zombie),
+        Err(e) => return Err(format!("clone3 with set_tid {zpid} (zombie): {e}")),
+    };
+    // WNOWAIT: seen exited, left a zombie.
+    loop {
+        match rustix::process::waitid(
+            rustix::process::WaitId::Pid(created),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+        ) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(format!("waitid {zpid} (zombie): {e}")),
+        }
+    }
+    let stat = crate::proc::stat(zpid).map_err(|e| format!("zombie {zpid}: {e}"))?;
+    let status = crate::proc::exit_code(zpid).map_err(|e| format!("zombie {zpid}: {e}"))?;
+    // A core dump is not written again (become_zombie): its 0x80 bit cannot come back.
+    let core = zombie.exit_status & 0x80;
+    if status | core != zombie.exit_status || (stat.pgid, stat.sid) != (zombie.pgid, zombie.sid) {
+        return Err(format!(
+            "zombie {zpid} ended with wait status {status:#x} in group {} and session {}, \
+             not the saved {:#x} in group {} and session {}",
+            stat.pgid, stat.sid, zombie.exit_status, zombie.pgid, zombie.sid
+        ));
+    }
+    Ok(())
+}
+
+/// The child side of [`spawn_zombie`]: leads its session or group if it did, then ends
+/// as the saved zombie did, at once. Never returns.
+fn become_zombie(zombie: &proto::Zombie) -> ! {
+    let zpid = zombie.pid;
+    // Errors show in the status, group or session the parent checks.
+    if zombie.sid == zpid {
+        let _ = nix::unistd::setsid();
+    } else if zombie.pgid == zpid {
+        let _ = nix::unistd::setpgid(NixPid::from_raw(0), NixPid::from_raw(0));
+    }
+    match super::saved::zombie_exit(zombie.exit_status) {
+        Some(super::saved::ZombieExit::Exited(code)) => crate::sys::clone3::child_exit(code),
+        Some(super::saved::ZombieExit::Signaled { signal, .. }) => {
+            // Its default action, unblocked, and no core file written: the restorer's
+            // handlers (Rust's SIGSEGV one) and mask are not the saved process's. Not
+            // dumpable as well: a core_pattern that pipes to a program (systemd-coredump,
+            // apport) ignores RLIMIT_CORE 0.
+            let _ = crate::sys::rlimit::set_own_rlimit(libc::RLIMIT_CORE, 0, 0);
+            let _ = rustix::process::set_dumpable_behavior(
+                rustix::process::DumpableBehavior::NotDumpable,
+            );
+            let _ = crate::sys::signal::default_disposition(signal);
+            let _ = nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            );
+            let me = nix::unistd::getpid();
+            let _ = crate::sys::ptrace::tgkill(me, me, signal);
+        }
+        // Preflight refuses such a status.
+        None => {}
+    }
+    // Still alive: the status the parent checks says it went wrong.
+    crate::sys::clone3::child_exit(127)
 }
 
 /// Waits until our child `child` stops itself (`SIGSTOP`); an error if it dies first.
