@@ -77,7 +77,7 @@ impl From<&proto::PosixTimer> for TimerIdentity {
 }
 
 /// Checks that `timer`, held by process `pid` whose threads are `tids`, can be created
-/// again inside the restored process: a known clock (see [`clock`]), a known notification,
+/// again inside the restored process: a known clock (see `clock`), a known notification,
 /// a signal, and a target thread among `tids`.
 pub fn check(pid: i32, tids: &[i32], timer: impl Into<TimerIdentity>) -> Result<(), Unrestorable> {
     let t = timer.into();
