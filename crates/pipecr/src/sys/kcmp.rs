@@ -79,39 +79,17 @@ pub fn kcmp_files(pid1: Pid, fd1: TargetFd, pid2: Pid, fd2: TargetFd) -> io::Res
     }
 }
 
-/// `KCMP_FILES` from `<linux/kcmp.h>`: compare the descriptor tables of two processes.
-const KCMP_FILES: libc::c_long = 2;
-
 /// `kcmp(pid1, pid2, KCMP_FILES, 0, 0)`—Compares the descriptor tables of two processes.
 ///
 /// [`Ordering::Equal`] when they share one table (`clone(CLONE_FILES)`); otherwise a
-/// stable order for sorting. Errors as for [`kcmp_files`].
+/// stable order for sorting. Errors as for [`kcmp_files`]. [`kcmp_shared`] with
+/// [`Shared::Files`].
 ///
 /// # References
 ///  - [Linux](https://man7.org/linux/man-pages/man2/kcmp.2.html)
 #[doc(alias = "KCMP_FILES")]
 pub fn kcmp_fd_tables(pid1: Pid, pid2: Pid) -> io::Result<Ordering> {
-    // SAFETY: kcmp with KCMP_FILES takes integers and dereferences no user memory.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            libc::c_long::from(pid1.as_raw_nonzero().get()),
-            libc::c_long::from(pid2.as_raw_nonzero().get()),
-            KCMP_FILES,
-            0 as libc::c_long,
-            0 as libc::c_long,
-        )
-    };
-    match ret {
-        -1 => Err(io::Error::last_os_error()),
-        0 => Ok(Ordering::Equal),
-        1 => Ok(Ordering::Less),
-        2 => Ok(Ordering::Greater),
-        other => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("kcmp: no order between the descriptor tables ({other})"),
-        )),
-    }
+    kcmp_shared(pid1, pid2, Shared::Files)
 }
 
 /// `KCMP_VM` (`include/uapi/linux/kcmp.h`).
@@ -213,6 +191,16 @@ pub enum Shared {
 }
 
 impl Shared {
+    /// What two of them are called, for messages.
+    fn plural(self) -> &'static str {
+        match self {
+            Shared::Vm => "address spaces",
+            Shared::Files => "descriptor tables",
+            Shared::Fs => "filesystem contexts",
+            Shared::Sighand => "signal-handler tables",
+        }
+    }
+
     /// The `KCMP_*` type (`include/uapi/linux/kcmp.h`).
     fn kcmp_type(self) -> libc::c_long {
         match self {
@@ -251,7 +239,7 @@ pub fn kcmp_shared(pid1: Pid, pid2: Pid, what: Shared) -> io::Result<Ordering> {
         2 => Ok(Ordering::Greater),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("kcmp: no order between the two ({other})"),
+            format!("kcmp: no order between the {} ({other})", what.plural()),
         )),
     }
 }
