@@ -28,6 +28,7 @@ pub mod files;
 pub mod freeze;
 pub mod inject;
 pub mod mem;
+pub mod objects;
 pub mod pipe;
 pub mod posix_timers;
 pub mod proc;

@@ -1,8 +1,10 @@
 //! Shared mappings of files that still exist (`MAP_SHARED` with a path): their contents
 //! are the file's, so nothing of them is saved. Restore opens the file in the new
 //! process by path (read-write when the area is writable) and maps it `MAP_SHARED` at
-//! the saved offset. Shared mappings of files that exist nowhere else are
-//! [`super::memobj`]'s.
+//! the saved offset. The file must still be there and hold at least what was mapped of
+//! it when dumped (checked before anything is created): a file that shrank under a
+//! mapping would fault where the program read data before. Shared mappings of files that
+//! exist nowhere else are [`super::memobj`]'s.
 
 use nix::sys::mman::MapFlags;
 use pipecr_image::proto::{self, VmaKind};
@@ -38,6 +40,23 @@ impl AreaKind for FileSharedArea {
 
     fn mapped_file<'a>(&self, vma: &'a proto::Vma) -> Option<&'a str> {
         Some(&vma.path)
+    }
+
+    fn mapped_file_fits(&self, vma: &proto::Vma, now: &std::fs::Metadata) -> Result<(), String> {
+        // Its pages are the file's: what lay in the file when dumped must still be there,
+        // or the program would fault (SIGBUS) where it read data before.
+        let saved = vma.identity.as_ref().map_or(0, |i| i.size);
+        let needed = saved.min(vma.pgoff.saturating_add(vma.end - vma.start));
+        let have = now.len();
+        if !now.is_file() {
+            return Err("is no longer a regular file".into());
+        }
+        if have.next_multiple_of(4096) < needed.next_multiple_of(4096) {
+            return Err(format!(
+                "is {have} bytes, but {needed} bytes of it were mapped (it was {saved} bytes when dumped)"
+            ));
+        }
+        Ok(())
     }
 
     fn restores(&self, vma: &proto::Vma) -> bool {

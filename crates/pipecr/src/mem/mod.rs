@@ -44,7 +44,7 @@ pub mod pagemap;
 pub mod pages;
 pub mod refused;
 pub mod special;
-mod types;
+pub(crate) mod types;
 
 pub use types::{MemError, PAGE_SIZE};
 
@@ -374,36 +374,62 @@ impl MemDumper {
         raw: &mut RawWriter,
     ) -> Result<u64, MemError> {
         let path = format!("/proc/{source}/map_files/{}", e.map_files_name());
+        let what = format!("{path} ({})", display_path(e));
+        let file = File::open(&path).map_err(|source| MemError::Read {
+            pid,
+            what: what.clone(),
+            source,
+        })?;
+        self.save_object_from(pid, &file, kind, &e.path, &what, raw)
+    }
+
+    /// Saves the object `file` is open on, the first time it is met (by device and
+    /// inode); returns its id. `what` names it in errors.
+    fn save_object_from(
+        &mut self,
+        pid: i32,
+        file: &File,
+        kind: MemObjectKind,
+        name: &str,
+        what: &str,
+        raw: &mut RawWriter,
+    ) -> Result<u64, MemError> {
         let fail = |source| MemError::Read {
             pid,
-            what: format!("{path} ({})", display_path(e)),
+            what: what.to_owned(),
             source,
         };
-        let file = File::open(&path).map_err(fail)?;
         let meta = file.metadata().map_err(fail)?;
         if let Some(&id) = self.object_ids.get(&(meta.dev(), meta.ino())) {
             return Ok(id);
         }
         let id = self.objects.len() as u64 + 1;
         self.object_ids.insert((meta.dev(), meta.ino()), id);
+        let seals = match kind {
+            MemObjectKind::Memfd => rustix::fs::fcntl_get_seals(file)
+                .map(|s| s.bits())
+                .unwrap_or(0),
+            _ => 0,
+        };
         let mut object = proto::MemObject {
             id,
             kind: kind as i32,
             identity: Some(identity(&meta)),
-            name: e.path.clone(),
+            name: name.to_owned(),
             pages: Vec::new(),
+            seals,
         };
         let size = meta.len().next_multiple_of(PAGE_SIZE);
         let mut outcome = Vec::new();
         let mut off = 0;
         while off < size {
             // Holes read as zeros: skip them without reading.
-            let data = match rustix::fs::seek(&file, rustix::fs::SeekFrom::Data(off)) {
+            let data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(off)) {
                 Ok(d) => d,
                 Err(rustix::io::Errno::NXIO) => break,
                 Err(err) => return Err(fail(err.into())),
             };
-            let hole = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(data))
+            let hole = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(data))
                 .unwrap_or(size)
                 .next_multiple_of(PAGE_SIZE)
                 .min(size);
@@ -435,6 +461,20 @@ impl MemDumper {
         }
         self.objects.push(object);
         Ok(id)
+    }
+}
+
+impl crate::objects::ObjectSaver for MemDumper {
+    fn save_object(
+        &mut self,
+        writer: &mut ImageWriter,
+        pid: i32,
+        file: &File,
+        kind: MemObjectKind,
+        name: &str,
+    ) -> Result<u64, MemError> {
+        let raw = writer.raw(pipecr_image::PAGES)?;
+        self.save_object_from(pid, file, kind, name, name, raw)
     }
 }
 
@@ -631,22 +671,18 @@ mod tests {
         assert_eq!(restorable(&vma(Anonymous, 0, 0)), Ok(()));
         assert_eq!(restorable(&vma(Vdso, 0, 0)), Ok(()));
         assert_eq!(restorable(&vma(FileShared, 0, 0)), Ok(()));
+        assert_eq!(restorable(&vma(Object, 3, 0)), Ok(()));
         assert_eq!(
-            restorable(&vma(Object, 3, 0)),
-            Err("shared memory (a memory object)")
+            restorable(&vma(Object, 0, 0)),
+            Err("shared memory whose object is not in the image")
         );
         assert_eq!(
             restorable(&vma(OtherSpecial, 0, 0)),
             Err("a kernel special area")
         );
-        assert_eq!(
-            restorable(&vma(FilePrivate, 0, deleted)),
-            Err("a mapping of a deleted file or memfd")
-        );
-        assert_eq!(
-            restorable(&vma(FilePrivate, 2, 0)),
-            Err("a mapping of a deleted file or memfd")
-        );
+        assert_eq!(restorable(&vma(FilePrivate, 2, deleted)), Ok(()));
+        let memfd = vma(FilePrivate, 2, deleted);
+        assert_eq!(saved_kind(memfd.kind).unwrap().0.mapped_file(&memfd), None);
         let file = vma(FilePrivate, 0, 0);
         assert_eq!(
             saved_kind(file.kind).unwrap().0.mapped_file(&file),

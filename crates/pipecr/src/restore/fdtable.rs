@@ -237,6 +237,7 @@ fn create_in(
     ensure_nofile(top, ids.len() + inherited.len())?;
 
     let mut ctx = RestoreCtx::new(image)?;
+    ctx.set_objects(inherited.objects());
     for kind in kinds {
         kind.prepare(&mut ctx)?;
     }

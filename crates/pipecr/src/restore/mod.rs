@@ -20,6 +20,7 @@ pub mod external;
 pub mod fdtable;
 mod image;
 mod mm;
+mod objects;
 pub mod options;
 pub mod pidns;
 mod preflight;

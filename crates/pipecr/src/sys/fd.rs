@@ -141,3 +141,28 @@ pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// An empty, nameless, read-write file: `O_TMPFILE` in `dir`, else in `/tmp`, else a new
+/// file in `/tmp` that is unlinked right away (for file systems without `O_TMPFILE`).
+pub fn anonymous_file(dir: &std::path::Path, id: u64) -> io::Result<OwnedFd> {
+    let flags =
+        rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC;
+    let mode = rustix::fs::Mode::from_raw_mode(0o600);
+    if let Ok(fd) = rustix::fs::open(dir, flags, mode) {
+        return Ok(fd);
+    }
+    if let Ok(fd) = rustix::fs::open("/tmp", flags, mode) {
+        return Ok(fd);
+    }
+    let path = format!("/tmp/.pipecr-unlinked-{}-{id}", std::process::id());
+    let fd = rustix::fs::open(
+        &path,
+        rustix::fs::OFlags::CREATE
+            | rustix::fs::OFlags::EXCL
+            | rustix::fs::OFlags::RDWR
+            | rustix::fs::OFlags::CLOEXEC,
+        mode,
+    )?;
+    rustix::fs::unlink(&path)?;
+    Ok(fd)
+}
