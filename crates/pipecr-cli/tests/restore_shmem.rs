@@ -121,6 +121,54 @@ fn shared_memory_of_every_kind_comes_back_shared() {
         assert!(named.iter().all(|id| objects.iter().any(|o| o.id == *id)));
     }
 
+    // The shared file mappings: nothing of them in the image, the file holds it.
+    let data = root.join("out.data");
+    for mm in &mms {
+        let shared: Vec<&proto::Vma> = mm
+            .vmas
+            .iter()
+            .filter(|v| v.kind == proto::VmaKind::FileShared as i32)
+            .collect();
+        assert_eq!(shared.len(), 2, "pid {}: {shared:#?}", mm.pid);
+        for v in shared {
+            assert_eq!(v.path, data.to_str().unwrap());
+            assert_ne!(v.flags & proto::VmaFlag::NotSaved as u32, 0);
+            assert!(
+                !mm.pages
+                    .iter()
+                    .any(|r| r.start >= v.start && r.start < v.end)
+            );
+        }
+    }
+    let bytes = std::fs::read(&data).unwrap();
+    assert_eq!(bytes.len(), 4 * 4096);
+
+    // A file that shrank under its mapping, or is gone, is refused before anything is
+    // created, naming it.
+    let refused = |why: &str| {
+        let out = common::restore_command(&img).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{why}: {err}");
+        assert!(err.contains(data.to_str().unwrap()), "{why}: {err}");
+        for &p in &tree {
+            assert_eq!(common::state(p), None, "{why}: nothing left behind");
+        }
+        err
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let err = refused("shrunk");
+    assert!(err.contains("is 4096 bytes"), "{err}");
+    std::fs::rename(&data, root.join("moved")).unwrap();
+    let err = refused("missing");
+    assert!(err.contains("ENOENT"), "{err}");
+    std::fs::rename(root.join("moved"), &data).unwrap();
+    std::fs::write(&data, &bytes).unwrap();
+
     let _guard = KillOnDrop(tree.clone());
     let restore = common::restore(&img, pid);
     step(&mut ctl, &mut ack, b'v');

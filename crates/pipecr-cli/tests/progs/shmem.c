@@ -17,7 +17,9 @@
       pages 2-3 again read-only (offset 2 pages); C maps it a third time elsewhere;
    N  a memfd mapped shared whose descriptor is closed;
    Q  a memfd mapped privately, one page then written (a private copy);
-   D  a file in OUT's directory, mapped shared, then unlinked, its descriptor kept open.
+   D  a file in OUT's directory, mapped shared, then unlinked, its descriptor kept open;
+   F  a file OUT.data (4 pages), mapped shared whole (F) and pages 1-3 again (F1, offset
+      1 page), its descriptor closed.
    C and G inherit every area (at the same addresses).
    Once set up, P writes "ready\n" to OUT and acks on ACK. Per byte read from CTL:
    'v' checks everything (contents; writes by each process seen by the others through
@@ -26,7 +28,7 @@
    'q' ends C and G and exits 0. */
 #define PAGE 4096
 static int out;
-static char *A, *Z, *M, *M2, *N, *Q, *D, *MC;
+static char *A, *Z, *M, *M2, *N, *Q, *D, *F, *F1, *MC;
 static int mfd, dfd;
 static int to_c[2], from_c[2], to_g[2], from_g[2];
 static char bad[4096];
@@ -50,7 +52,7 @@ static int zero(const char *p, size_t len) {
     return 1;
 }
 /* The areas another process writes and the others read: one byte each. */
-static char *spots[6];
+static char *spots[7];
 static void set_spots(void) {
     spots[0] = A + 9 * PAGE + 17;
     spots[1] = Z + 3 * PAGE + 1;
@@ -58,12 +60,13 @@ static void set_spots(void) {
     spots[3] = N + PAGE + 2;
     spots[4] = D + 100;
     spots[5] = A + 15 * PAGE + 4095;
+    spots[6] = F1 + 2 * PAGE + 8;
 }
 static void write_spots(char v) {
-    for (int i = 0; i < 6; i++) *spots[i] = v;
+    for (int i = 0; i < 7; i++) *spots[i] = v;
 }
 static int spots_are(char v) {
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         if (*spots[i] != v) return 0;
     return 1;
 }
@@ -115,6 +118,8 @@ static void verify(void) {
     if (!same(Q, 64, 9)) fail("Q private page");
     if (!same(Q + PAGE, 64, 10)) fail("Q file page");
     if (!same(D, 64, 11)) fail("D contents");
+    if (!same(F + PAGE, 64, 12) || !same(F1, 64, 12)) fail("F contents");
+    if (F[3 * PAGE + 8] != *spots[6]) fail("F and F1 are not one file");
     /* The private page of Q is not the memfd's. */
     /* Sizes. */
     struct stat st;
@@ -124,6 +129,7 @@ static void verify(void) {
     if (!perms(A, "rw-s", 0)) fail("A maps line");
     if (!perms(M2, "r--s", 2 * PAGE)) fail("M second mapping maps line");
     if (!perms(Q, "rw-p", 0)) fail("Q maps line");
+    if (!perms(F1, "rw-s", PAGE) || !perms(F, "rw-s", 0)) fail("F maps lines");
     /* P's writes seen by C and G. */
     write_spots(v);
     if (cmd(to_c, from_c, 'c', v) != 'y') fail("C does not see P's writes");
@@ -198,6 +204,13 @@ int main(int argc, char **argv) {
     D = map(3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, dfd, 0);
     fill(D, 64, 11);
     if (unlink(path)) return 2;
+    snprintf(path, sizeof path, "%s.data", argv[1]);
+    int ffd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0640);
+    if (ffd < 0 || ftruncate(ffd, 4 * PAGE)) return 2;
+    F = map(4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, ffd, 0);
+    F1 = map(3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, ffd, PAGE);
+    close(ffd);
+    fill(F + PAGE, 64, 12);
     set_spots();
     if (pipe(to_c) || pipe(from_c) || pipe(to_g) || pipe(from_g)) return 2;
     pid_t c = fork();
