@@ -98,13 +98,16 @@ pub fn dup_own(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
 /// For a pipe this yields another end of the same pipe (a read end from a write-only
 /// descriptor, say); for a FIFO, another open of the same FIFO.
 ///
+/// `O_NOFOLLOW` is left out: the `/proc` link is a symbolic link to follow (with it the
+/// open fails with `ELOOP`), and the flag means nothing once a file is open.
+///
 /// # References
 ///  - [proc_pid_fd(5)](https://man7.org/linux/man-pages/man5/proc_pid_fd.5.html)
 pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> io::Result<OwnedFd> {
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     Ok(rustix::fs::open(
         path,
-        flags | OFlags::CLOEXEC,
+        (flags - OFlags::NOFOLLOW) | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
 }
