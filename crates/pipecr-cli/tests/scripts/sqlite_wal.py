@@ -1,8 +1,8 @@
 """sqlite3 in WAL mode: a writer process inserts rows (n, n*n) one transaction each, a
 reader process reads the table in transactions of its own and checks it is never broken
-(rows 1..max, every square right, never fewer than before), printing "reader N" every 100
-rows (N rounded down to a hundred). The parent waits for both, then prints "done [0, 0] ROWS SUM ok" (exit codes, rows,
-their sum, integrity_check). Used by tests/restore_shared_real.rs."""
+(rows 1..max, every square right, never fewer than before), printing "reader N" for each
+hundred rows it has seen. The parent waits for both, then prints
+"done [0, 0] ROWS SUM ok" (exit codes, rows, their sum, integrity_check). Used by tests/restore_shared_real.rs."""
 import os
 import sqlite3
 import sys
@@ -34,8 +34,8 @@ def reader():
         if n != total or bad or n < last:
             print("reader saw a broken table", n, total, bad, last, flush=True)
             os._exit(1)
-        if n // 100 > last // 100:
-            print("reader", n // 100 * 100, flush=True)
+        for h in range(last // 100 + 1, n // 100 + 1):
+            print("reader", h * 100, flush=True)
         last = n
         time.sleep(0.002)
     con.close()
