@@ -63,6 +63,16 @@ impl FileKind for MemfdKind {
             source: e.into(),
         })?;
         let size = file.stat.st_size as u64;
+        // Within the limit for contents kept in the image, whichever way they are kept.
+        if size > sink.options.max_inline_file {
+            return Err(FileError::TooLarge {
+                pid: file.pid,
+                fd: file.fd,
+                what: file.link.clone(),
+                size,
+                limit: sink.options.max_inline_file,
+            });
+        }
         // Its bytes are a memory object, saved once with the mappings of the same memfd
         // (sparse, page by page), when the dump saves objects.
         let reader = crate::sys::fd::reopen(file.file.as_fd(), OFlags::RDONLY).map_err(|e| {
