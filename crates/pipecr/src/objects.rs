@@ -1,5 +1,5 @@
 //! Memory objects that open files and memory areas share: a memfd both open and mapped,
-//! a deleted file still open and mapped. Their contents are one [`proto::MemObject`] in
+//! a deleted file still open and mapped. Their contents are one [`MemObject`](pipecr_image::proto::MemObject) in
 //! `mem-objects.img`, saved once whichever descriptor or mapping meets them first, and
 //! restore creates each once, for the descriptors and the mappings alike.
 //!
