@@ -105,6 +105,19 @@ static int perms(void *at, const char *want, unsigned long off) {
     fclose(f);
     return ok;
 }
+/* Whether the maps line of the area at `at` names `path`. */
+static int named(void *at, const char *path) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return 0;
+    char line[512];
+    int ok = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long s;
+        if (sscanf(line, "%lx-", &s) == 1 && s == (unsigned long)at) ok = strstr(line, path) != NULL;
+    }
+    fclose(f);
+    return ok;
+}
 static int round_no = 0;
 static void verify(void) {
     bad[0] = 0;
@@ -125,8 +138,17 @@ static void verify(void) {
     struct stat st;
     if (fstat(mfd, &st) || st.st_size != 8 * PAGE) fail("M size");
     if (fstat(dfd, &st) || st.st_size != 3 * PAGE || st.st_nlink != 0) fail("D size or links");
+    /* The shared anonymous objects keep their sizes. */
+    char mf[128];
+    snprintf(mf, sizeof mf, "/proc/self/map_files/%lx-%lx", (unsigned long)A, (unsigned long)A + 16 * PAGE);
+    if (stat(mf, &st) || st.st_size != 16 * PAGE) fail("A's object size");
+    snprintf(mf, sizeof mf, "/proc/self/map_files/%lx-%lx", (unsigned long)Z, (unsigned long)Z + 4 * PAGE);
+    if (stat(mf, &st) || st.st_size != 4 * PAGE) fail("Z's object size");
     /* Protections and offsets. */
     if (!perms(A, "rw-s", 0)) fail("A maps line");
+    if (!perms(Z, "rw-s", 0)) fail("Z maps line");
+    if (!named(A, " /dev/zero (deleted)") || !named(Z, " /dev/zero (deleted)")) fail("A or Z is not shared anonymous memory");
+    if (!named(M, " /memfd:shm-test (deleted)") || !named(N, " /memfd:mapped-only (deleted)")) fail("M or N is not its memfd");
     if (!perms(M2, "r--s", 2 * PAGE)) fail("M second mapping maps line");
     if (!perms(Q, "rw-p", 0)) fail("Q maps line");
     if (!perms(F1, "rw-s", PAGE) || !perms(F, "rw-s", 0)) fail("F maps lines");
