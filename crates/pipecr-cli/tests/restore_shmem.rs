@@ -1,7 +1,8 @@
 //! Shared memory of every kind through dump and restore (tests/progs/shmem.c): shared
 //! anonymous memory, a shared mapping of `/dev/zero`, memfds (open and mapped twice,
-//! mapped with the descriptor closed, mapped privately) and a deleted file still open and
-//! mapped, in a parent, its child and its grandchild. The program checks itself: the
+//! mapped with the descriptor closed, mapped privately), a deleted file still open and
+//! mapped, a file mapped shared twice, and a named POSIX semaphore (a `/dev/shm` file), in
+//! a parent, its child and its grandchild. The program checks itself: the
 //! contents, that a write by any of the three is seen by the others through every shared
 //! area, that a memfd's and the deleted file's descriptors are one file with their
 //! mappings, sizes, protections and offsets. The test checks the image: each object
@@ -127,11 +128,12 @@ fn shared_memory_of_every_kind_comes_back_shared() {
         let shared: Vec<&proto::Vma> = mm
             .vmas
             .iter()
-            .filter(|v| v.kind == proto::VmaKind::FileShared as i32)
+            .filter(|v| {
+                v.kind == proto::VmaKind::FileShared as i32 && v.path == data.to_str().unwrap()
+            })
             .collect();
         assert_eq!(shared.len(), 2, "pid {}: {shared:#?}", mm.pid);
         for v in shared {
-            assert_eq!(v.path, data.to_str().unwrap());
             assert_ne!(v.flags & proto::VmaFlag::NotSaved as u32, 0);
             assert!(
                 !mm.pages
@@ -139,6 +141,17 @@ fn shared_memory_of_every_kind_comes_back_shared() {
                     .any(|r| r.start >= v.start && r.start < v.end)
             );
         }
+    }
+    // The named semaphore: a /dev/shm file, mapped shared by path by all three.
+    let sem = format!("/dev/shm/sem.pipecr-shmem-{pid}");
+    for mm in &mms {
+        assert!(
+            mm.vmas
+                .iter()
+                .any(|v| v.path == sem && v.kind == proto::VmaKind::FileShared as i32),
+            "pid {}: {sem} mapped shared",
+            mm.pid
+        );
     }
     let bytes = std::fs::read(&data).unwrap();
     assert_eq!(bytes.len(), 4 * 4096);
@@ -177,4 +190,8 @@ fn shared_memory_of_every_kind_comes_back_shared() {
     assert_eq!(last_line(&out), "ok", "after the restore, a second round");
     ctl.write_all(b"q").unwrap();
     common::finish_restore(restore, 0);
+    assert!(
+        !Path::new(&sem).exists(),
+        "the program unlinked its semaphore"
+    );
 }

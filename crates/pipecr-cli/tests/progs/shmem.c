@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,9 @@
    Q  a memfd mapped privately, one page then written (a private copy);
    D  a file in OUT's directory, mapped shared, then unlinked, its descriptor kept open;
    F  a file OUT.data (4 pages), mapped shared whole (F) and pages 1-3 again (F1, offset
-      1 page), its descriptor closed.
+      1 page), its descriptor closed;
+   SEM a named POSIX semaphore (sem_open: /dev/shm/sem.pipecr-shmem-PID, mapped shared by
+      path), which P posts and C takes; unlinked when P exits.
    C and G inherit every area (at the same addresses).
    Once set up, P writes "ready\n" to OUT and acks on ACK. Per byte read from CTL:
    'v' checks everything (contents; writes by each process seen by the others through
@@ -32,6 +35,8 @@ static char *A, *Z, *M, *M2, *N, *Q, *D, *F, *F1, *MC;
 static int mfd, dfd;
 static int to_c[2], from_c[2], to_g[2], from_g[2];
 static char bad[4096];
+static sem_t *sem;
+static char sem_name[64];
 static void say(const char *line) {
     if (write(out, line, strlen(line)) < 0) _exit(2);
 }
@@ -86,6 +91,7 @@ static void serve(int in, int ack) {
         char r = 'y';
         if (m[0] == 'w') write_spots(m[1]);
         else if (m[0] == 'c') r = spots_are(m[1]) ? 'y' : 'n';
+        else if (m[0] == 's') r = sem_trywait(sem) == 0 ? 'y' : 'n';
         else if (m[0] == 'm') r = (MC == NULL || MC[7 * PAGE + 5] == m[1]) ? 'y' : 'n';
         else if (m[0] == 'q') _exit(0);
         if (write(ack, &r, 1) != 1) _exit(3);
@@ -161,6 +167,9 @@ static void verify(void) {
     if (cmd(to_c, from_c, 'w', v + 1) != 'y' || !spots_are(v + 1)) fail("P does not see C's writes");
     if (cmd(to_g, from_g, 'c', v + 1) != 'y') fail("G does not see C's writes");
     if (cmd(to_g, from_g, 'w', v + 2) != 'y' || !spots_are(v + 2)) fail("P does not see G's writes");
+    /* The named semaphore: P's post is C's to take, once. */
+    if (sem_post(sem) || cmd(to_c, from_c, 's', 0) != 'y') fail("C cannot take the semaphore P posted");
+    if (cmd(to_c, from_c, 's', 0) != 'n') fail("C took the semaphore twice");
     /* Descriptors and mappings: one file. */
     char b = v + 3, got = 0;
     if (pwrite(mfd, &b, 1, 3 * PAGE) != 1 || M[3 * PAGE] != b || M2[PAGE] != b) fail("write through M's fd not in its mappings");
@@ -233,6 +242,9 @@ int main(int argc, char **argv) {
     F1 = map(3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, ffd, PAGE);
     close(ffd);
     fill(F + PAGE, 64, 12);
+    snprintf(sem_name, sizeof sem_name, "/pipecr-shmem-%d", (int)getpid());
+    sem = sem_open(sem_name, O_CREAT | O_EXCL, 0600, 0);
+    if (sem == SEM_FAILED) return 2;
     set_spots();
     if (pipe(to_c) || pipe(from_c) || pipe(to_g) || pipe(from_g)) return 2;
     pid_t c = fork();
@@ -277,6 +289,7 @@ int main(int argc, char **argv) {
             cmd(to_c, from_c, 'q', 0);
             while (wait(NULL) > 0) {
             }
+            sem_unlink(sem_name);
             return 0;
         }
         if (write(ack, "k", 1) != 1) return 2;

@@ -51,7 +51,7 @@ pub use types::{MemError, PAGE_SIZE};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 
 use pipecr_image::{ImageError, ImageWriter, RawWriter, proto};
 use proto::{MemObjectKind, VmaFlag};
@@ -181,7 +181,8 @@ impl MemDumper {
         source: i32,
         writer: &mut ImageWriter,
     ) -> Result<proto::Mm, MemError> {
-        let entries = maps::smaps(source)?;
+        let mut entries = maps::smaps(source)?;
+        relink(pid, source, &mut entries)?;
         let mut mm = mm_fields(source)?;
         mm.pid = pid;
         mm.auxv =
@@ -476,6 +477,51 @@ impl crate::objects::ObjectSaver for MemDumper {
         let raw = writer.raw(pipecr_image::PAGES)?;
         self.save_object_from(pid, file, kind, name, name, raw)
     }
+}
+
+/// Gives back its name to each area whose file maps shows as deleted but still has a link
+/// in the same directory (what `sem_open` leaves: it maps a temporary name, links the
+/// real one and removes the temporary one), so that it is mapped again by that name, as
+/// the file it is, and not saved as a copy. A shared mapping of such a file whose other
+/// name is not found is refused: a copy would no longer be shared with the file.
+fn relink(pid: i32, source: i32, entries: &mut [MapEntry]) -> Result<(), MemError> {
+    for e in entries.iter_mut().filter(|e| e.deleted && e.inode != 0) {
+        let Ok(meta) =
+            std::fs::metadata(format!("/proc/{source}/map_files/{}", e.map_files_name()))
+        else {
+            continue;
+        };
+        if meta.nlink() == 0 {
+            continue;
+        }
+        let dir = std::path::Path::new(&e.path).parent();
+        let other = dir
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|entry| {
+                entry.ino() == meta.ino()
+                    && entry
+                        .metadata()
+                        .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+            });
+        match other {
+            Some(entry) => {
+                e.path = entry.path().to_string_lossy().into_owned();
+                e.deleted = false;
+            }
+            None if e.shared => {
+                return Err(unsupported(
+                    pid,
+                    e,
+                    "a shared mapping of a file whose name was removed while another link to it remains elsewhere",
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 /// Whether everything a dump saves of `pid`'s memory is private to it (pages of private
