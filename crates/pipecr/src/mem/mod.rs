@@ -18,7 +18,10 @@
 //!    initial user namespace, see [`pagemap`]); otherwise each process stores its own
 //!    copy.
 //!
-//! Shared memory that lives on no disk (shared anonymous, SysV, memfd, deleted files) is
+//! A mapped file that maps shows as deleted but that is still linked in the same
+//! directory (what `sem_open` leaves behind) is recorded under that name, as the file it
+//! is ([`relink`]). Shared memory that lives on no disk (shared anonymous, SysV, memfd,
+//! deleted files) is
 //! read through `/proc/PID/map_files` once per object (dev, inode), skipping holes with
 //! `SEEK_DATA`. `[vvar]`, `[vvar_vclock]`, `[vsyscall]` and `[vdso]` are recorded, never
 //! read. I/O and PFN mappings and hugetlb areas are refused with
