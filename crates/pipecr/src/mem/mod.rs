@@ -20,7 +20,7 @@
 //!
 //! A mapped file that maps shows as deleted but that is still linked in the same
 //! directory (what `sem_open` leaves behind) is recorded under that name, as the file it
-//! is ([`relink`]). Shared memory that lives on no disk (shared anonymous, SysV, memfd,
+//! is. Shared memory that lives on no disk (shared anonymous, SysV, memfd,
 //! deleted files) is
 //! read through `/proc/PID/map_files` once per object (dev, inode), skipping holes with
 //! `SEEK_DATA`. `[vvar]`, `[vvar_vclock]`, `[vsyscall]` and `[vdso]` are recorded, never
