@@ -73,3 +73,40 @@ impl AreaKind for FileSharedArea {
         map_file(to, vma, open_flags, MapFlags::MAP_SHARED, prot(vma, false))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that shrank below what was mapped of it cannot be mapped as it was; one
+    /// that grew, or shrank only past the mapped part, can.
+    #[test]
+    fn a_file_must_still_hold_what_was_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::File::create(&path).unwrap();
+        // Saved: a 4-page file, its pages 1-2 mapped.
+        let vma = proto::Vma {
+            start: 0x10000,
+            end: 0x12000,
+            pgoff: 4096,
+            kind: VmaKind::FileShared as i32,
+            identity: Some(proto::FileIdentity {
+                size: 4 * 4096,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let fits = |len: u64| {
+            file.set_len(len).unwrap();
+            FileSharedArea.mapped_file_fits(&vma, &std::fs::metadata(&path).unwrap())
+        };
+        assert_eq!(fits(4 * 4096), Ok(()));
+        assert_eq!(fits(8 * 4096), Ok(()));
+        assert_eq!(fits(3 * 4096), Ok(()), "page 3 was not mapped");
+        assert_eq!(fits(2 * 4096 + 1), Ok(()), "the last page is partly there");
+        let err = fits(2 * 4096).unwrap_err();
+        assert!(err.contains("is 8192 bytes, but 12288 bytes"), "{err}");
+        assert!(fits(0).is_err());
+    }
+}
