@@ -227,6 +227,20 @@ pub struct TreeDescriptor {
     pub file_id: u64,
 }
 
+/// What a PID or TID of the tree being dumped is (see [`DumpSink::task`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeTask {
+    /// A process (its main thread).
+    Process,
+    /// A thread other than the main one of process `of`.
+    Thread {
+        /// The process it is a thread of.
+        of: i32,
+    },
+    /// A zombie child of a process of the tree.
+    Zombie,
+}
+
 /// Where kinds put what they save: the image being written, the options of the dump and
 /// each kind's shared objects.
 pub struct DumpSink<'w> {
@@ -240,6 +254,8 @@ pub struct DumpSink<'w> {
     descriptors: BTreeMap<u64, Vec<TreeDescriptor>>,
     /// What kinds left out on the options' word (see [`DumpSink::drop_state`]).
     dropped: Vec<Dropped>,
+    /// Every PID and TID of the tree (see [`DumpSink::task`]).
+    tasks: BTreeMap<i32, TreeTask>,
 }
 
 impl<'w> DumpSink<'w> {
@@ -251,7 +267,20 @@ impl<'w> DumpSink<'w> {
             state: KindState::default(),
             descriptors: BTreeMap::new(),
             dropped: Vec::new(),
+            tasks: BTreeMap::new(),
         }
+    }
+
+    /// Tells the kinds every PID and TID of the tree, before any open file is dumped.
+    pub fn set_tasks(&mut self, tasks: impl IntoIterator<Item = (i32, TreeTask)>) {
+        self.tasks = tasks.into_iter().collect();
+    }
+
+    /// What `id` is in the tree being dumped, `None` when it is not in it (or the
+    /// orchestration did not call [`DumpSink::set_tasks`]): for a kind whose file names a
+    /// process (a pidfd), which a restore recreates only for processes it restores.
+    pub fn task(&self, id: i32) -> Option<TreeTask> {
+        self.tasks.get(&id).copied()
     }
 
     /// Records that a kind saved an open file without some of its state because the
