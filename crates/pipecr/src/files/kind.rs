@@ -283,6 +283,14 @@ impl<'w> DumpSink<'w> {
         self.tasks.get(&id).copied()
     }
 
+    /// The processes of the tree being dumped (main threads, no zombies), by PID.
+    pub fn processes(&self) -> impl Iterator<Item = i32> + '_ {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| **t == TreeTask::Process)
+            .map(|(&pid, _)| pid)
+    }
+
     /// Records that a kind saved an open file without some of its state because the
     /// options asked for it, so that the caller can say so.
     pub fn drop_state(&mut self, dropped: Dropped) {

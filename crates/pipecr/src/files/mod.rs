@@ -28,6 +28,7 @@ pub mod fifo;
 pub mod inotify;
 pub mod kind;
 pub mod memfd;
+pub mod namespace;
 pub mod pidfd;
 pub mod pipe;
 pub mod procfs;
@@ -49,6 +50,8 @@ pub static KINDS: &[&dyn FileKind] = &[
     &fifo::FifoKind,
     // Before regular: a memfd is a regular file too.
     &memfd::MemfdKind,
+    // Before regular: a namespace file (nsfs) is a regular file too.
+    &namespace::NamespaceKind,
     // Before regular: a file of /proc or /sys is a regular file too.
     &procfs::PseudoFileKind,
     &regular::RegularKind,
