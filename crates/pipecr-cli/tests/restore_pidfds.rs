@@ -3,7 +3,7 @@
 //! its own main thread (`PIDFD_THREAD`), of a zombie child, of a child that exited 9 and
 //! was reaped and of one killed by SIGTERM and reaped; and `O_PATH` descriptors of a file,
 //! of a directory, of a symbolic link itself (`O_NOFOLLOW`) and of a link removed after it
-//! was opened. After the restore the program checks, from inside: the same flags, each
+//! was opened, and of a directory removed after it was opened. After the restore the program checks, from inside: the same flags, each
 //! pidfd naming the restored process (fdinfo `Pid:`), readable exactly when its process
 //! has exited, the reaped ones' statuses through `PIDFD_GET_INFO`, `waitid(P_PIDFD)` on
 //! the zombie and on the live child after `pidfd_send_signal`, the `O_PATH` ones naming
@@ -124,6 +124,7 @@ fn pidfds_and_o_path_descriptors_come_back_naming_the_same_things() {
         format!("pidfd of thread {pid}"),
         "pidfd of a reaped process, exit status 0x900".to_owned(),
         format!("symbolic link {root_s}/gone -> nowhere (removed)"),
+        format!("directory {root_s}/sub (removed)"),
     ] {
         assert!(text.contains(&want), "{want:?} in:\n{text}");
     }
@@ -133,8 +134,8 @@ fn pidfds_and_o_path_descriptors_come_back_naming_the_same_things() {
     step(&mut ctl, &mut ack, b'v');
     assert_eq!(last_line(&out), "ok", "the restored program's own check");
     assert!(
-        !root.join("gone").exists(),
-        "the removed link is removed again"
+        !root.join("gone").exists() && !root.join("sub").exists(),
+        "the removed link and directory are removed again"
     );
     ctl.write_all(b"q").unwrap();
     common::finish_restore(restore, 0);

@@ -20,7 +20,8 @@
      rp   pidfd of a child R that exited 9 and was reaped; rs of one killed by SIGTERM
           and reaped;
      fa   O_PATH of DIR/file, fd O_PATH of DIR, fl O_PATH|O_NOFOLLOW of the link DIR/link
-          (-> "file"), fg the same of DIR/gone (-> "nowhere"), removed after opening.
+          (-> "file"), fg the same of DIR/gone (-> "nowhere"), removed after opening; fr
+          O_PATH|O_DIRECTORY of the directory DIR/sub, removed after opening.
    Prints "pids K Z" to OUT and acks. Per byte read from CTL: 'q' exits 0; 'v' checks
    everything from inside (flags, fdinfo, poll, PIDFD_GET_INFO, waitid through the
    pidfds, fstat and readlinkat of the O_PATH ones), prints "ok" or what differs, acks. */
@@ -44,8 +45,8 @@ static void say(const char *line) {
 }
 static int pidfd_open(pid_t pid, unsigned flags) { return syscall(SYS_pidfd_open, pid, flags); }
 
-enum { KP, KPN, SP, TP, ZP, RP, RS, FA, FD, FL, FG, N };
-static const char *names[N] = {"kp", "kpn", "sp", "tp", "zp", "rp", "rs", "fa", "fd", "fl", "fg"};
+enum { KP, KPN, SP, TP, ZP, RP, RS, FA, FD, FL, FG, FR, N };
+static const char *names[N] = {"kp", "kpn", "sp", "tp", "zp", "rp", "rs", "fa", "fd", "fl", "fg", "fr"};
 static int fds[N], flags[N];
 static ino_t ino_file, ino_dir;
 static pid_t kid, zombie;
@@ -124,6 +125,10 @@ static int check(void) {
     if (strcmp(target, "nowhere") != 0) FAIL("fg points to %s", target);
     if (fstat(fds[FG], &st) != 0 || !S_ISLNK(st.st_mode) || st.st_nlink != 0)
         FAIL("fg is not a removed link (nlink %lu)", (unsigned long)st.st_nlink);
+    if (fstat(fds[FR], &st) != 0 || !S_ISDIR(st.st_mode) || st.st_nlink != 0 ||
+        (st.st_mode & 07777) != 0750)
+        FAIL("fr is not a removed directory (mode %o nlink %lu)", st.st_mode,
+             (unsigned long)st.st_nlink);
     return 0;
 }
 
@@ -177,6 +182,10 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/gone", dir);
     fds[FG] = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (unlink(path) != 0) return 2;
+    snprintf(path, sizeof path, "%s/sub", dir);
+    if (mkdir(path, 0750) != 0 || chmod(path, 0750) != 0) return 2;
+    fds[FR] = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rmdir(path) != 0) return 2;
     for (int i = 0; i < N; i++) {
         if (fds[i] < 0) {
             fprintf(stderr, "%s: %s\n", names[i], strerror(errno));
