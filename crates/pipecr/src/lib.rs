@@ -36,3 +36,4 @@ pub mod restore;
 pub mod snapshot;
 pub mod sys;
 pub mod task;
+pub mod wait_status;

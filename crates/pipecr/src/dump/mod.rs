@@ -37,6 +37,7 @@ use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
 use crate::files::{
     self, Dropped, DumpOptions, DumpSink, ExternalEnd, FileError, LiveFile, Saved, TreeDescriptor,
+    TreeTask,
 };
 use crate::freeze::{self, FreezeError, FrozenTree};
 use crate::mem::{self, MemDumper, MemError, MemStats};
@@ -303,6 +304,21 @@ fn save_tree(
     // The bytes of memfds and deleted files are memory objects, which mappings of the
     // same files share: saved once, by the memory dump.
     sink.set_object_saver(&mut mem);
+    sink.set_tasks(
+        processes
+            .iter()
+            .flat_map(|p| {
+                p.threads.iter().map(move |&tid| {
+                    let task = if tid == p.pid {
+                        TreeTask::Process
+                    } else {
+                        TreeTask::Thread { of: p.pid }
+                    };
+                    (tid, task)
+                })
+            })
+            .chain(tree.zombies().iter().map(|z| (z.pid, TreeTask::Zombie))),
+    );
     sink.set_descriptors(
         slots
             .iter()

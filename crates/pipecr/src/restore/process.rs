@@ -498,31 +498,11 @@ fn become_zombie(zombie: &proto::Zombie) -> ! {
     } else if zombie.pgid == zpid {
         let _ = nix::unistd::setpgid(NixPid::from_raw(0), NixPid::from_raw(0));
     }
-    match super::saved::zombie_exit(zombie.exit_status) {
-        Some(super::saved::ZombieExit::Exited(code)) => crate::sys::clone3::child_exit(code),
-        Some(super::saved::ZombieExit::Signaled { signal, .. }) => {
-            // Its default action, unblocked, and no core file written: the restorer's
-            // handlers (Rust's SIGSEGV one) and mask are not the saved process's. Not
-            // dumpable as well: a core_pattern that pipes to a program (systemd-coredump,
-            // apport) ignores RLIMIT_CORE 0.
-            let _ = crate::sys::rlimit::set_own_rlimit(libc::RLIMIT_CORE, 0, 0);
-            let _ = rustix::process::set_dumpable_behavior(
-                rustix::process::DumpableBehavior::NotDumpable,
-            );
-            let _ = crate::sys::signal::default_disposition(signal);
-            let _ = nix::sys::signal::sigprocmask(
-                nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                Some(&nix::sys::signal::SigSet::empty()),
-                None,
-            );
-            let me = nix::unistd::getpid();
-            let _ = crate::sys::ptrace::tgkill(me, me, signal);
-        }
-        // Preflight refuses such a status.
-        None => {}
+    match crate::wait_status::decode(zombie.exit_status) {
+        Some(ending) => crate::wait_status::end_as(ending),
+        // Preflight refuses such a status; the parent sees 127 and says so.
+        None => crate::sys::clone3::child_exit(127),
     }
-    // Still alive: the status the parent checks says it went wrong.
-    crate::sys::clone3::child_exit(127)
 }
 
 /// Waits until our child `child` stops itself (`SIGSTOP`); an error if it dies first.
