@@ -13,6 +13,8 @@
 //! - [`posix_timers`]: which POSIX timers can be created again (dump and restore ask).
 //! - [`task`]: save a stopped process's registers, signals, limits, cwd and root.
 //! - [`arch`]: the saved registers and the kernel's register sets, per processor.
+//! - [`diagnose`]: every error mapped to a class (the exit code), a stable code and the
+//!   PID/fd/kind concerned, for programs.
 //! - [`check`]: probe the kernel features and capabilities the rest of pipecr relies on.
 //! - [`sys`]: the thin system-call layer; the only place where `unsafe` is allowed.
 //!
@@ -23,6 +25,7 @@
 
 pub mod arch;
 pub mod check;
+pub mod diagnose;
 pub mod dump;
 pub mod files;
 pub mod freeze;
