@@ -293,13 +293,11 @@ fn file(e: &FileError) -> Diagnosis {
                 .fd(*fd)
                 .kind(what.as_str())
         }
-        FileError::Restore { what, source, .. } => {
-            match source.kind() {
-                io::ErrorKind::NotFound => Diagnosis::new(ErrorClass::Conflict, "missing_file"),
-                _ => os("file_restore_failed", source),
-            }
-            .kind(what.as_str())
+        FileError::Restore { what, source, .. } => match source.kind() {
+            io::ErrorKind::NotFound => Diagnosis::new(ErrorClass::Conflict, "missing_file"),
+            _ => os("file_restore_failed", source),
         }
+        .kind(what.as_str()),
         FileError::Changed { path, .. } => {
             Diagnosis::new(ErrorClass::Conflict, "file_changed").file(path.as_str())
         }
@@ -313,11 +311,9 @@ fn file(e: &FileError) -> Diagnosis {
 
 fn pipe(e: &PipeError) -> Diagnosis {
     match e {
-        PipeError::NotAPipe { fd, kind } => {
-            Diagnosis::new(ErrorClass::BadArguments, "not_a_pipe")
-                .fd(*fd)
-                .kind(*kind)
-        }
+        PipeError::NotAPipe { fd, kind } => Diagnosis::new(ErrorClass::BadArguments, "not_a_pipe")
+            .fd(*fd)
+            .kind(*kind),
         PipeError::DifferentPipes { fd, .. } => {
             Diagnosis::new(ErrorClass::BadArguments, "different_pipes").fd(*fd)
         }
@@ -411,9 +407,7 @@ fn inject(e: &InjectError) -> Diagnosis {
 fn external(e: &ExternalError) -> Diagnosis {
     match e {
         ExternalError::Image(e) => image(e),
-        ExternalError::Unsupplied(_) => {
-            Diagnosis::new(ErrorClass::Conflict, "external_unsupplied")
-        }
+        ExternalError::Unsupplied(_) => Diagnosis::new(ErrorClass::Conflict, "external_unsupplied"),
         ExternalError::NoSuchEnd { .. } => {
             Diagnosis::new(ErrorClass::BadArguments, "no_such_external")
         }
@@ -455,9 +449,7 @@ fn restore(e: &ProcessRestoreError) -> Diagnosis {
         ProcessRestoreError::PidInUse { pid } => {
             Diagnosis::new(ErrorClass::Conflict, "pid_in_use").pid(*pid)
         }
-        ProcessRestoreError::Os { pid, source, .. } => {
-            os("system_call_failed", source).pid(*pid)
-        }
+        ProcessRestoreError::Os { pid, source, .. } => os("system_call_failed", source).pid(*pid),
         ProcessRestoreError::Child { pid, .. } => {
             Diagnosis::new(ErrorClass::Internal, "setup_failed").pid(*pid)
         }

@@ -227,7 +227,11 @@ impl FrozenTree {
 
     fn detach_all(&mut self) {
         if !self.seized.is_empty() {
-            tracing::debug!(root = self.root, threads = self.seized.len(), "detaching the tree");
+            tracing::debug!(
+                root = self.root,
+                threads = self.seized.len(),
+                "detaching the tree"
+            );
         }
         for (tid, signal) in std::mem::take(&mut self.seized) {
             // A thread that exited meanwhile answers ESRCH: nothing to resume.

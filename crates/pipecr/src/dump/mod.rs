@@ -137,7 +137,11 @@ impl DumpStats {
     /// Adds `took` to step `name` (appended on first use, so the order is the order of
     /// first use).
     fn stage(&mut self, name: &'static str, took: Duration) {
-        tracing::debug!(stage = name, ms = took.as_secs_f64() * 1e3, "dump step done");
+        tracing::debug!(
+            stage = name,
+            ms = took.as_secs_f64() * 1e3,
+            "dump step done"
+        );
         match self.stages.iter_mut().find(|(n, _)| *n == name) {
             Some((_, t)) => *t += took,
             None => self.stages.push((name, took)),

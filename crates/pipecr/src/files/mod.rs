@@ -106,10 +106,16 @@ pub fn dump_file(
     file: &LiveFile,
     sink: &mut DumpSink<'_>,
 ) -> Result<proto::OpenFile, FileError> {
-    let kind = kind_of(file).inspect_err(|e| tracing::debug!(pid = file.pid, fd = file.fd, "{e}"))?;
+    let kind =
+        kind_of(file).inspect_err(|e| tracing::debug!(pid = file.pid, fd = file.fd, "{e}"))?;
     tracing::debug!(pid = file.pid, fd = file.fd, kind = kind.name(), id, link = %file.link, "saving open file");
     let kind = kind.dump(file, sink).inspect_err(|e| {
-        tracing::debug!(pid = file.pid, fd = file.fd, kind = kind.name(), "cannot save: {e}")
+        tracing::debug!(
+            pid = file.pid,
+            fd = file.fd,
+            kind = kind.name(),
+            "cannot save: {e}"
+        )
     })?;
     Ok(proto::OpenFile {
         id,

@@ -193,7 +193,12 @@ impl MemDumper {
     ) -> Result<proto::Mm, MemError> {
         let _span = tracing::debug_span!("memory", pid).entered();
         let entries = maps::smaps(source)?;
-        tracing::debug!(pid, source, areas = entries.len(), "saving the address space");
+        tracing::debug!(
+            pid,
+            source,
+            areas = entries.len(),
+            "saving the address space"
+        );
         let mut mm = mm_fields(source)?;
         mm.pid = pid;
         mm.auxv =
@@ -347,14 +352,15 @@ impl MemDumper {
                 let read_time = &mut self.read_time;
                 self.store.store_with(raw, total, &mut outcome, |buf| {
                     let started = Instant::now();
-                    let read = reader
-                        .read(&ranges, buf)
-                        .map_err(|(addr, source)| MemError::Pages {
-                            pid,
-                            addr,
-                            path: display_path(e),
-                            source,
-                        });
+                    let read =
+                        reader
+                            .read(&ranges, buf)
+                            .map_err(|(addr, source)| MemError::Pages {
+                                pid,
+                                addr,
+                                path: display_path(e),
+                                source,
+                            });
                     *read_time += started.elapsed();
                     read
                 })?;

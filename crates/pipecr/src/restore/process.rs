@@ -154,7 +154,11 @@ pub struct RestoreTimings {
 impl RestoreTimings {
     fn stage(&mut self, name: &'static str, started: Instant) {
         let took = started.elapsed();
-        tracing::debug!(stage = name, ms = took.as_secs_f64() * 1e3, "restore step done");
+        tracing::debug!(
+            stage = name,
+            ms = took.as_secs_f64() * 1e3,
+            "restore step done"
+        );
         self.stages.push((name, took));
     }
 }
