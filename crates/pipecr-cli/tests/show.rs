@@ -352,13 +352,14 @@ fn a_reader_that_goes_away_ends_show_quietly() {
 // ---------------------------------------------------------------------------------------
 // Damage that the checksums of the inventory agree with.
 
-/// Exactly one line on stderr, nothing on stdout, a failing exit: what `show` must do
+/// Exactly one line on stderr, nothing on stdout, exit code 4: what `show` must do
 /// with a damaged image, in both output modes. Returns the line.
 fn refused(dir: &Path) -> String {
     let mut lines = Vec::new();
     for json in [false, true] {
         let out = show(dir, json);
-        assert_eq!(out.status.code(), Some(1), "json {json}: {:?}", out.status);
+        // A damaged image (docs/CLI-JSON.md).
+        assert_eq!(out.status.code(), Some(4), "json {json}: {:?}", out.status);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "", "json {json}");
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "json {json}: {err}");
