@@ -18,6 +18,17 @@
 //! - [`check`]: probe the kernel features and capabilities the rest of pipecr relies on.
 //! - [`sys`]: the thin system-call layer; the only place where `unsafe` is allowed.
 //!
+//! The entry points, each with a runnable example: [`pipe::checkpoint`] and
+//! [`pipe::restore`] (one pipe, in process), [`dump::dump_tree`] (a live tree into an
+//! image directory), [`restore::process::restore_tree`] (an image back into processes,
+//! with their PIDs). The examples that dump and restore need `CAP_SYS_PTRACE` and
+//! `CAP_CHECKPOINT_RESTORE` (root).
+//!
+//! Everything that matters is logged through [`tracing`](https://docs.rs/tracing) (spans
+//! `dump` and `restore` with the root's PID, `process` per process, an event per open
+//! file with its PID, fd and kind); the library installs no subscriber. Progress events
+//! go to the target [`mem::PROGRESS`].
+//!
 //! The on-disk format lives in the `pipecr-image` crate, which knows nothing of live
 //! processes.
 #![deny(unsafe_code)]

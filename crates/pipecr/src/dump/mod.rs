@@ -207,20 +207,31 @@ impl Slot {
 ///
 /// # Example
 ///
-/// Dump a child process (it is killed once the image is written), then bring it back with
-/// [`crate::restore::process::restore_tree`]. Needs `CAP_SYS_PTRACE` and
-/// `CAP_CHECKPOINT_RESTORE` (root).
+/// Dump a child process; it is killed once the image is written (see
+/// [`crate::restore::process::restore_tree`] to bring it back). Needs `CAP_SYS_PTRACE`
+/// (root).
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::process::{Command, Stdio};
 /// use pipecr::files::DumpOptions;
 ///
-/// let mut child = std::process::Command::new("sleep").arg("100").spawn()?;
+/// let mut child = Command::new("sleep")
+///     .arg("100")
+///     .stdin(Stdio::null())
+///     .stdout(Stdio::null())
+///     .stderr(Stdio::null())
+///     .spawn()?;
+/// // Killed once the image is written (the library's default lets it run on).
+/// let kill_after = DumpOptions { leave_running: false, ..DumpOptions::default() };
 /// let dir = tempfile::tempdir()?;
 /// let image = dir.path().join("img");
-/// let stats = pipecr::dump::dump_tree(child.id() as i32, &image, &DumpOptions::default())?;
-/// assert_eq!(stats.processes, 1);
-/// child.wait()?; // killed by the dump
+/// let stats = pipecr::dump::dump_tree(child.id() as i32, &image, &kill_after)?;
+/// assert_eq!((stats.processes, stats.threads), (1, 1));
+/// assert!(stats.memory.pages_stored > 0);
+/// assert!(image.join(pipecr_image::STATS).exists());
+/// // The dump killed it.
+/// assert!(!child.wait()?.success());
 /// # Ok(())
 /// # }
 /// ```

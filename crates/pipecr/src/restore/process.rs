@@ -134,6 +134,50 @@ pub fn restore(image: &Image, saved: &SavedProcess) -> Result<NixPid> {
 ///
 /// Everything is read through `image`: its files were checked when it was opened, and
 /// record files are checked again as they are read.
+///
+/// Each step is logged through `tracing` (a `restore` span with the root's PID, a
+/// `process` span per process); [`restore_tree_timed`] also says how long each took.
+///
+/// # Example
+///
+/// Dump a child with [`crate::dump::dump_tree`], bring it back with its PID, check that
+/// it runs, end it. Needs `CAP_SYS_PTRACE` and `CAP_CHECKPOINT_RESTORE` (root).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::process::{Command, Stdio};
+/// use pipecr::files::DumpOptions;
+/// use pipecr::restore::{RestoreOptions, process};
+///
+/// // The child holds only /dev/null: nothing leads outside the tree.
+/// pipecr::sys::fd::cloexec_from(3)?;
+/// let mut child = Command::new("sleep")
+///     .arg("100")
+///     .stdin(Stdio::null())
+///     .stdout(Stdio::null())
+///     .stderr(Stdio::null())
+///     .spawn()?;
+/// let pid = child.id() as i32;
+/// // Killed once the image is written (the library's default lets it run on).
+/// let kill_after = DumpOptions { leave_running: false, ..DumpOptions::default() };
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("img");
+/// pipecr::dump::dump_tree(pid, &path, &kill_after)?;
+/// child.wait()?; // killed by the dump; reaped, so its PID is free
+///
+/// let image = pipecr_image::Image::open(&path)?;
+/// let saved: Vec<pipecr_image::proto::Process> = image.read_records(pipecr_image::TREE)?;
+/// let tree = saved
+///     .iter()
+///     .map(|p| process::load(&image, p.pid))
+///     .collect::<Result<Vec<_>, _>>()?;
+/// let root = process::restore_tree(&image, &tree, &RestoreOptions::default())?;
+/// assert_eq!(root.as_raw(), pid);
+/// assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/comm"))?, "sleep\n");
+/// process::kill_and_reap(root);
+/// # Ok(())
+/// # }
+/// ```
 pub fn restore_tree(
     image: &Image,
     tree: &[SavedProcess],
