@@ -8,7 +8,7 @@
 //!   `RUST_LOG` says). It is written whether or not stderr is open.
 //! - progress: the library's `pipecr::progress` events (bytes expected, bytes moved) drive
 //!   a bar on stderr, only when stderr is a terminal, not with `-q`, and only for work
-//!   of [`PROGRESS_THRESHOLD`] or more.
+//!   of [`PROGRESS_THRESHOLD`] or more (`PIPECR_PROGRESS_MIN=BYTES` sets another).
 //!
 //! With `-q` and no `--log-file` no subscriber is installed at all: logging is off.
 
@@ -28,6 +28,15 @@ use pipecr::mem::PROGRESS;
 
 /// Work smaller than this (bytes) shows no progress bar: it is over before one helps.
 pub const PROGRESS_THRESHOLD: u64 = 256 << 20;
+
+/// [`PROGRESS_THRESHOLD`], or the byte count in `PIPECR_PROGRESS_MIN` (tests show the bar
+/// for small work that way).
+fn threshold() -> u64 {
+    std::env::var("PIPECR_PROGRESS_MIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PROGRESS_THRESHOLD)
+}
 
 /// The options every subcommand takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -181,10 +190,10 @@ impl<S: tracing::Subscriber> Layer<S> for ProgressLayer {
             if let Some(old) = bar.take() {
                 old.finish_and_clear();
             }
-            if total >= PROGRESS_THRESHOLD {
+            if total >= threshold() {
                 let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
                 if let Ok(style) = ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
                 ) {
                     b.set_style(style);
                 }

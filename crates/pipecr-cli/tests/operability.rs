@@ -455,6 +455,50 @@ fn a_damaged_image_exits_4_and_a_missing_executable_5() {
 }
 
 #[test]
+fn a_progress_bar_on_a_terminal_only() {
+    if !capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = sleeper();
+    let pid = child.id() as i32;
+    let _kill = KillOnDrop(vec![pid]);
+    // On a terminal (`script` gives the command one), with the threshold lowered to 1
+    // byte: the bar, then the result; `script` records what the terminal got.
+    let typescript = dir.path().join("typescript");
+    let img = dir.path().join("img");
+    let command = format!(
+        "{PIPECR} dump --leave-running -t {pid} -D {}",
+        img.display()
+    );
+    let status = Command::new("script")
+        .args(["-qec", &command])
+        .arg(&typescript)
+        .env("PIPECR_PROGRESS_MIN", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let seen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(seen.contains(" KiB/"), "no progress bar: {seen}");
+    assert!(seen.contains(&format!("dumped pid {pid} into")), "{seen}");
+    // Not on a terminal: nothing but the result.
+    let img2 = dir.path().join("img2");
+    let out = Command::new(PIPECR)
+        .args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
+        .arg(&img2)
+        .env("PIPECR_PROGRESS_MIN", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    common::kill(pid);
+    child.wait().unwrap();
+}
+
+#[test]
 fn check_json_lists_every_check() {
     let out = pipecr(&["check", "--json"]);
     let v = json_of(&out);
