@@ -358,7 +358,14 @@ fn dump_and_restore_json_stats_and_show() {
         stats["pages_stored"].as_u64().unwrap()
     );
 
-    let out = pipecr(&["restore", "-d", "--json", "-D", img.to_str().unwrap()]);
+    let out = pipecr(&[
+        "restore",
+        "-d",
+        "--json",
+        "--save-stats",
+        "-D",
+        img.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{out:?}");
     let v = json_of(&out);
     let _restored = KillOnDrop(vec![pid]);

@@ -71,8 +71,8 @@ pub const PAGES: &str = "pages.img";
 /// `stats.img`: one `DumpStats` record (timings and counts of the dump). Optional: a
 /// restore never reads it, and images written before it existed have none.
 pub const STATS: &str = "stats.img";
-/// `restore-stats.img`: one `RestoreStats` record, written next to the image by a restore
-/// (not listed in the inventory: the image itself is not changed).
+/// `restore-stats.img`: one `RestoreStats` record, written next to the image by `pipecr
+/// restore --save-stats` (not listed in the inventory: the image itself is not changed).
 pub const RESTORE_STATS: &str = "restore-stats.img";
 /// The inventory's `content` for an image of a process tree.
 pub const CONTENT_TREE: &str = "tree";

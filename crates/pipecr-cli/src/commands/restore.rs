@@ -63,6 +63,11 @@ pub struct Args {
     /// concerned (docs/CLI-JSON.md). On stdout, unless the tree writes there too.
     #[arg(long)]
     pub json: bool,
+    /// Once the tree runs, write its timings and counts as restore-stats.img next to the
+    /// image (replacing an earlier one; `pipecr show` prints it). Without it the image
+    /// directory is never written to; the stats are in --json and the -v log anyway.
+    #[arg(long)]
+    save_stats: bool,
 }
 
 /// Restores the image and waits for (or detaches from) the restored process.
@@ -187,7 +192,16 @@ pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     };
-    write_restore_stats(&args.dir, &stats);
+    tracing::info!(
+        pid,
+        ms = stats.total_ns as f64 / 1e6,
+        processes = stats.processes,
+        page_bytes = stats.page_bytes,
+        "restored"
+    );
+    if args.save_stats {
+        write_restore_stats(&args.dir, &stats);
+    }
     // One line once the process runs: what a caller waits for. On stdout, unless the
     // tree writes there too (an external end given our fd 1): then on stderr, so the
     // tree's output stays exactly its own.
@@ -301,8 +315,8 @@ fn nix_wait(pid: i32) -> std::io::Result<Option<u8>> {
 }
 
 /// Writes `restore-stats.img` next to the image (replacing the one of an earlier
-/// restore). Best effort: an image on a read-only disk restores all the same; the
-/// stats are in the log and in `--json` anyway.
+/// restore), for `--save-stats`. Best effort: an image on a read-only disk restores all
+/// the same; the stats are in the log and in `--json` anyway.
 fn write_restore_stats(dir: &std::path::Path, stats: &proto::RestoreStats) {
     let bytes = pipecr_image::encode_record_file(std::slice::from_ref(stats));
     let tmp = dir.join(format!(
