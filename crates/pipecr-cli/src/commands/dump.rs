@@ -172,6 +172,9 @@ fn to_json(args: &Args, stats: &DumpStats, logging: &Logging) -> serde_json::Val
         "pids": pids,
         "dir": stats.dir.display().to_string(),
         "left_running": args.leave_running,
+        // False after --no-inject: no signal handlers, interval timers, alternate stacks
+        // or clear_child_tid in the image.
+        "handlers_saved": !args.no_inject,
         "stats": stats_json,
         "external": stats.external.iter().flat_map(|end| end.holders.iter().map(|(pid, fd)| {
             json!({"pid": pid, "fd": fd, "what": end.what})
