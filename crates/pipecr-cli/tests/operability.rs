@@ -358,15 +358,29 @@ fn dump_and_restore_json_stats_and_show() {
         stats["pages_stored"].as_u64().unwrap()
     );
 
+    let log = dir.path().join("restore.log");
     let out = pipecr(&[
         "restore",
         "-d",
         "--json",
         "--save-stats",
+        "--log-file",
+        log.to_str().unwrap(),
         "-D",
         img.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{out:?}");
+    // The log names each descriptor as its open file is created, and the end.
+    let text = std::fs::read_to_string(&log).unwrap();
+    for fd in 0..3 {
+        assert!(
+            text.lines().any(|l| l.contains("opening saved file")
+                && l.contains(&format!(" fd={fd} "))
+                && l.contains("character device")),
+            "fd {fd}: {text}"
+        );
+    }
+    assert!(text.contains(&format!("restore done root={pid}")), "{text}");
     let v = json_of(&out);
     let _restored = KillOnDrop(vec![pid]);
     assert_eq!(v["command"], "restore");
