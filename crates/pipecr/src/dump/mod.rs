@@ -532,14 +532,7 @@ fn save_tree(
     writer.write_records(pipecr_image::FDS, &fd_tables)?;
     writer.write_records(pipecr_image::TREE, &records)?;
     stats.stage("files", files_started.elapsed());
-    let memory = save_processes(
-        tree,
-        writer,
-        options.read_handlers,
-        mem,
-        snapshots,
-        stats,
-    )?;
+    let memory = save_processes(tree, writer, options.read_handlers, mem, snapshots, stats)?;
     stats.processes = processes.len();
     stats.threads = tree.thread_count();
     stats.descriptors = descriptors;
