@@ -38,7 +38,7 @@ pub mod unix;
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
 pub use kind::{
     Description, Dropped, DumpOptions, DumpSink, External, ExternalEnd, FileError, FileKind,
-    KindState, LiveFile, PipeUse, RestoreCtx, Saved, Stage, TreeDescriptor,
+    KindState, LiveFile, PipeUse, Reconnect, RestoreCtx, Saved, Stage, TreeDescriptor,
 };
 
 /// Every kind of open file pipecr can save, in the order they are asked to claim a file.
@@ -107,11 +107,14 @@ pub fn dump_file(
     sink: &mut DumpSink<'_>,
 ) -> Result<proto::OpenFile, FileError> {
     let kind = kind_of(file)?.dump(file, sink)?;
+    let (owner, signal) = common::owner_and_signal(file)?;
     Ok(proto::OpenFile {
         id,
         flags: file.info.flags,
         pos: file.info.pos,
         kind: Some(kind),
+        owner,
+        signal,
     })
 }
 
@@ -154,6 +157,12 @@ pub fn restore_file(
     restorer_of(file)?.restore(file, ctx)
 }
 
+/// Lets the kind of `file` finish it once every open file exists (see
+/// [`FileKind::complete`]).
+pub fn complete_file(file: &proto::OpenFile, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
+    restorer_of(file)?.complete(file, ctx)
+}
+
 /// How `pipecr show` presents a saved open file (see [`FileKind::describe`]).
 pub fn describe_saved(file: &proto::OpenFile, saved: &Saved<'_>) -> Description {
     match restorer_of(file) {
@@ -194,6 +203,7 @@ pub fn external_ends(saved: &Saved<'_>) -> Vec<ExternalEnd> {
                 terminal: ext.terminal,
                 flags: file.flags,
                 pipe: ext.pipe,
+                reconnect: ext.reconnect,
             });
         }
     }
