@@ -203,6 +203,15 @@ pub fn restore_owner_and_signal(
         crate::sys::owner::set_file_signal(fd, file.signal)
             .map_err(|e| fail("fcntl(F_SETSIG)", e))?;
     }
+    // O_ASYNC last, once its signal is chosen (kinds set the flags they know).
+    let asynchronous = OFlags::ASYNC;
+    if OFlags::from_bits_retain(file.flags).contains(asynchronous) {
+        let now = rustix::fs::fcntl_getfl(fd).map_err(|e| fail("fcntl(F_GETFL)", e.into()))?;
+        if !now.contains(asynchronous) {
+            rustix::fs::fcntl_setfl(fd, now | asynchronous)
+                .map_err(|e| fail("fcntl(F_SETFL, O_ASYNC)", e.into()))?;
+        }
+    }
     let Some(owner) = &file.owner else {
         return Ok(true);
     };

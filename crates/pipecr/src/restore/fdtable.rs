@@ -620,6 +620,15 @@ fn install_one(d: &proto::Descriptor, file: BorrowedFd<'_>) -> Result<(), Rebuil
     let copy = file.try_clone_to_owned().map_err(|e| install("dup", e))?;
     let installed =
         crate::sys::fd::install_at(copy, d.fd, d.cloexec).map_err(|e| install("dup3", e))?;
+    // O_ASYNC remembers the descriptor number it was set through (the `si_fd` of the
+    // signals it sends): set it again through this one.
+    let flags =
+        rustix::fs::fcntl_getfl(&installed).map_err(|e| install("fcntl(F_GETFL)", e.into()))?;
+    if flags.contains(rustix::fs::OFlags::ASYNC) {
+        rustix::fs::fcntl_setfl(&installed, flags - rustix::fs::OFlags::ASYNC)
+            .and_then(|()| rustix::fs::fcntl_setfl(&installed, flags))
+            .map_err(|e| install("fcntl(F_SETFL, O_ASYNC)", e.into()))?;
+    }
     // The number now belongs to the table being rebuilt, not to this function.
     let _ = installed.into_raw_fd();
     Ok(())

@@ -159,3 +159,34 @@ pub fn recv_message(fd: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Resul
     }
     Ok(out)
 }
+
+/// The unix address for `sun_path` bytes (a leading NUL for an abstract name).
+fn unix_address(name: &[u8]) -> io::Result<rustix::net::SocketAddrUnix> {
+    use std::os::unix::ffi::OsStrExt;
+    match name.first() {
+        Some(0) => Ok(rustix::net::SocketAddrUnix::new_abstract_name(&name[1..])?),
+        _ => Ok(rustix::net::SocketAddrUnix::new(
+            std::ffi::OsStr::from_bytes(name),
+        )?),
+    }
+}
+
+/// `socket(AF_UNIX, socket_type)`, `bind(name)` unless `name` is empty, then
+/// `connect(peer)`—A new unix socket connected to the address `peer` (`sun_path` bytes,
+/// a leading NUL for an abstract name). Close-on-exec.
+///
+/// # References
+///  - [unix(7)](https://man7.org/linux/man-pages/man7/unix.7.html)
+pub fn connect_unix(socket_type: i32, name: &[u8], peer: &[u8]) -> io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::from_raw(socket_type as u32),
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    if !name.is_empty() {
+        rustix::net::bind(&fd, &unix_address(name)?)?;
+    }
+    rustix::net::connect(&fd, &unix_address(peer)?)?;
+    Ok(fd)
+}

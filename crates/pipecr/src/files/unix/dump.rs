@@ -69,7 +69,9 @@ fn describe(
     fd: BorrowedFd<'_>,
 ) -> Result<proto::UnixSocket, FileError> {
     let name = diag.name.clone().map(trim_path).unwrap_or_default();
-    let state = if diag.is_connected() {
+    // A datagram socket that others connected to reports itself connected too: only a
+    // peer makes it so.
+    let state = if diag.is_connected() && !(ty == SavedType::Dgram && diag.peer.is_none()) {
         UnixSocketState::Connected
     } else {
         UnixSocketState::Unconnected
@@ -168,6 +170,23 @@ fn waiting_connections(
                 type_name(ty),
                 display_name(name),
                 diag.icons.len()
+            ),
+        });
+    }
+    // Every client must be a socket of the tree (or gone): checked before anything is
+    // taken out of the queue.
+    if let Some(&outside) = diag
+        .icons
+        .iter()
+        .find(|&&c| c != 0 && sink.descriptors_of_inode(u64::from(c)).is_empty())
+    {
+        return Err(FileError::Unsupported {
+            pid: file.pid,
+            fd: file.fd,
+            kind: format!(
+                "unix {} socket listening on {} with a connection waiting to be accepted from                  socket:[{outside}], which no process of the tree holds",
+                type_name(ty),
+                display_name(name),
             ),
         });
     }
