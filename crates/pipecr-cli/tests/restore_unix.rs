@@ -243,3 +243,113 @@ fn a_peer_outside_the_tree_is_refused_or_connected_again() {
     assert!(out.ends_with("done ok\n"), "{out}");
     common::finish_restore(restore, 0);
 }
+
+/// Python's own `socketserver.UnixStreamServer` (an upper-casing line server) and a
+/// client in the middle of a conversation, in one tree: dumped (killed) while the client
+/// waits between two requests, restored; the conversation goes on on the same
+/// connection, and the restored server accepts a new client at its path.
+#[test]
+fn python_unix_stream_server_with_a_client_mid_conversation() {
+    const SCRIPT: &str = r#"
+import os, sys, socket, socketserver
+path, go, ready, out = sys.argv[1:5]
+class Upper(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line.upper())
+            self.wfile.flush()
+server = socketserver.UnixStreamServer(path, Upper)
+if os.fork() == 0:
+    server.socket.close()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    f = s.makefile("rwb")
+    f.write(b"hello\n"); f.flush()
+    first = f.readline()
+    f.write(b"world\n"); f.flush()
+    r = os.open(ready, os.O_WRONLY)
+    os.write(r, b"1")
+    with open(go, "rb") as g:
+        g.read(1)
+    second = f.readline()
+    f.write(b"third\n"); f.flush()
+    third = f.readline()
+    with open(out, "a") as o:
+        o.write(f"client {first!r} {second!r} {third!r} peer {s.getpeername()}\n")
+    os.write(r, b"2")
+    os._exit(0)
+server.serve_forever()
+"#;
+    if !common::capable() {
+        return_skip();
+    }
+    assert!(
+        common::have("python3"),
+        "python3 is needed (.ci/run installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let path = root.join("upper.sock");
+    for fifo in ["go", "ready"] {
+        common::mkfifo(&root.join(fifo));
+    }
+    let mut go = common::open_ctl(&root.join("go"));
+    let mut ready = common::open_ctl(&root.join("ready"));
+    let out = root.join("out");
+    let mut prog = common::only_stdio(
+        Command::new("python3")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(&path)
+            .arg(root.join("go"))
+            .arg(root.join("ready"))
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .spawn()
+    .unwrap();
+    let pid = prog.id() as i32;
+    let mut guard = KillOnDrop(vec![pid]);
+    let mut b = [0u8; 1];
+    assert!(
+        common::readable_within(&ready, common::DEADLINE),
+        "the client did not start"
+    );
+    ready.read_exact(&mut b).unwrap();
+    let children = common::children(pid);
+    assert_eq!(children.len(), 1);
+    guard.0.extend(&children);
+
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    common::wait_until("the dumped tree to be gone", || {
+        children.iter().all(|&c| common::state(c).is_none())
+    });
+    let restore = common::restore(&img, pid);
+    go.write_all(b"g").unwrap();
+    assert!(
+        common::readable_within(&ready, common::DEADLINE),
+        "the client did not finish"
+    );
+    ready.read_exact(&mut b).unwrap();
+    let report = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        report,
+        format!(
+            "client b'HELLO\\n' b'WORLD\\n' b'THIRD\\n' peer {}\n",
+            path.display()
+        )
+    );
+    // The restored server takes a new client at its path.
+    let mut again = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    again.write_all(b"again\n").unwrap();
+    let mut reply = [0u8; 6];
+    again.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"AGAIN\n");
+    drop(again);
+    common::kill(pid);
+    common::finish_restore(restore, 128 + libc::SIGKILL);
+}

@@ -711,3 +711,37 @@ fn seqpacket_end_whose_peer_was_closed_keeps_its_messages_then_end_of_file() {
         Err(Errno::PIPE)
     );
 }
+
+/// Connections waiting in a listener can only be read by accepting them: a dump that lets
+/// the tree run on refuses, naming them, and leaves them waiting; so does a dump that
+/// would kill the tree when a client is not the tree's.
+#[test]
+fn waiting_connections_are_refused_when_the_tree_runs_on_or_their_client_is_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    std::io::Write::write_all(&mut client, b"queued").unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let fds = [listener.as_fd(), client.as_fd()];
+    let err = dump(tmp.path(), &fds).unwrap_err().to_string();
+    assert!(
+        err.contains("--leave-running") && err.contains("1 connection(s) waiting"),
+        "{err}"
+    );
+    let options = DumpOptions {
+        leave_running: false,
+        ..DumpOptions::default()
+    };
+    let tmp2 = tempfile::tempdir().unwrap();
+    let err = dump_with(tmp2.path(), &[listener.as_fd()], options)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("which no process of the tree holds"), "{err}");
+    // Still waiting, with its bytes.
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = [0u8; 6];
+    std::io::Read::read_exact(&mut conn, &mut got).unwrap();
+    assert_eq!(&got, b"queued");
+}
