@@ -18,7 +18,7 @@ use crate::sys::socket::{peek_offset, recv_message, set_peek_offset};
 const PEEK_CHUNK: usize = 256 << 10;
 
 /// Server-side sockets taken out of a listener's queue to read them (see
-/// [`waiting_connections`]): kept open until the dump ends, so their clients still show
+/// `waiting_connections`): kept open until the dump ends, so their clients still show
 /// them as peers. This kind's state in the [`DumpSink`].
 #[derive(Default)]
 pub struct Accepted {

@@ -6,7 +6,7 @@
 //! and the options programs set.
 //!
 //! Each socket held by the tree is one open file (`socket:[N]`) saved as a `UnixSocket`
-//! record ([`dump`]): what `unix_diag` tells ([`crate::sys::sockdiag`]: its peer, state,
+//! record (`unix/dump.rs`): what `unix_diag` tells ([`crate::sys::sockdiag`]: its peer, state,
 //! name, socket file, the clients waiting in a listener), its options, and its queue
 //! read with `MSG_PEEK` from peek offset 0 (`SO_PEEK_OFF`), so nothing is consumed and
 //! the process's peek offset is put back. Peeking a message that carries descriptors
@@ -16,7 +16,7 @@
 //! dump takes them out of our copy of the listener (and so refuses with
 //! `--leave-running`), and saves each with what its client sent.
 //!
-//! Restore ([`restore`]) creates each socket with what it is tied to, and refills the
+//! Restore (`unix/restore.rs`) creates each socket with what it is tied to, and refills the
 //! queues once every open file exists (`complete`), sending the descriptors in flight
 //! again from the files created for them. A socket whose peer is outside the tree is
 //! external: it takes a descriptor given at restore (`--inherit-fd`) or, when its peer
