@@ -353,3 +353,89 @@ server.serve_forever()
     common::kill(pid);
     common::finish_restore(restore, 128 + libc::SIGKILL);
 }
+
+/// Two `socat`s relaying lines from a FIFO through a unix stream connection (one listens
+/// at a path, the other connects) into another FIFO: dumped (killed) after a first line
+/// went through, restored, and the next lines go through the same connection.
+#[test]
+fn socat_relays_through_a_unix_socket_across_a_restore() {
+    if !common::capable() {
+        return_skip();
+    }
+    assert!(
+        common::have("socat"),
+        "socat is needed (.ci/run installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sock = root.join("relay.sock");
+    for fifo in ["in", "out"] {
+        common::mkfifo(&root.join(fifo));
+    }
+    let mut input = common::open_ctl(&root.join("in"));
+    let mut output = common::open_ctl(&root.join("out"));
+    let mut prog = common::only_stdio(
+        Command::new("sh")
+            .arg("-c")
+            .arg(
+                "socat -u UNIX-LISTEN:\"$1\" OPEN:\"$3\" & \
+                 exec socat -u OPEN:\"$2\" UNIX-CONNECT:\"$1\",retry=100,interval=0.05",
+            )
+            .arg("relay")
+            .arg(&sock)
+            .arg(root.join("in"))
+            .arg(root.join("out"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .spawn()
+    .unwrap();
+    let pid = prog.id() as i32;
+    let mut guard = KillOnDrop(vec![pid]);
+    let read_line = |output: &mut File, want: &[u8]| {
+        let mut got = vec![0u8; want.len()];
+        let mut n = 0;
+        while n < want.len() {
+            assert!(
+                common::readable_within(output, common::DEADLINE),
+                "nothing came through (got {:?})",
+                String::from_utf8_lossy(&got[..n])
+            );
+            n += output.read(&mut got[n..]).unwrap();
+        }
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+    };
+    input.write_all(b"first line\n").unwrap();
+    read_line(&mut output, b"first line\n");
+    let children = common::children(pid);
+    guard.0.extend(&children);
+
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    common::wait_until("the dumped tree to be gone", || {
+        children.iter().all(|&c| common::state(c).is_none())
+    });
+    // The connection between the two is in the image, its two ends linked.
+    let image = pipecr_image::Image::open(&img).unwrap();
+    let socks = unix_records(&image);
+    assert!(
+        socks
+            .iter()
+            .any(|a| socks.iter().any(|b| a.peer_inode == b.inode
+                && b.peer_inode == a.inode
+                && a.name.ends_with(b"relay.sock"))),
+        "{socks:?}"
+    );
+    let restore = common::restore(&img, pid);
+    input.write_all(b"second line\n").unwrap();
+    read_line(&mut output, b"second line\n");
+    input.write_all(b"third line\n").unwrap();
+    read_line(&mut output, b"third line\n");
+    for c in &children {
+        common::kill(*c);
+    }
+    common::kill(pid);
+    let _ = common::finish_restore(restore, 128 + libc::SIGKILL);
+}
