@@ -280,7 +280,11 @@ fn create_in(
     // Open files no descriptor of any table holds: those that sat in a queue (passed
     // with SCM_RIGHTS, not yet received). Created like the others, for the kind whose
     // queue holds them to send them again ([`FileKind::complete`]).
-    let all_tables: Vec<proto::FdTable> = image.read_records(pipecr_image::FDS)?;
+    let all_tables: Vec<proto::FdTable> = if image.has_file(pipecr_image::FDS) {
+        image.read_records(pipecr_image::FDS)?
+    } else {
+        tables.to_vec()
+    };
     let held: BTreeSet<u64> = all_tables
         .iter()
         .flat_map(|t| t.descriptors.iter().map(|d| d.file_id))
