@@ -439,3 +439,50 @@ fn socat_relays_through_a_unix_socket_across_a_restore() {
     common::kill(pid);
     let _ = common::finish_restore(restore, 128 + libc::SIGKILL);
 }
+
+/// The same socket whose peer was outside the tree takes a descriptor given at restore
+/// (`--inherit-fd FD=fd:0`, one end of a socketpair the test holds the other end of).
+#[test]
+fn a_peer_outside_the_tree_takes_an_inherited_descriptor() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    if !common::capable() {
+        return_skip();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let exe = common::build("unixsocks", root).expect("no C compiler");
+    let peer = root.join("peer.sock");
+    let listener = UnixListener::bind(&peer).unwrap();
+    let (mut prog, mut ctl, mut ack) =
+        start(&exe, root, "external", &[peer.to_str().unwrap(), "anypeer"]);
+    let pid = prog.id() as i32;
+    let guard = KillOnDrop(vec![pid]);
+    let (first, _) = listener.accept().unwrap();
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    std::mem::forget(guard);
+    drop(first);
+    let ends = pipecr::restore::external::external_ends(&pipecr_image::Image::open(&img).unwrap())
+        .unwrap();
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    let fd = ends[0].holders[0].1;
+
+    let (mut mine, theirs) = UnixStream::pair().unwrap();
+    let mut cmd = common::restore_command(&img);
+    cmd.arg("--inherit-fd")
+        .arg(format!("{fd}=fd:0"))
+        .stdin(Stdio::from(OwnedFd::from(theirs)));
+    let restore = common::restore_started(&mut cmd, pid);
+    ctl.write_all(b"v").unwrap();
+    let mut b = [0u8; 5];
+    mine.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"after");
+    mine.write_all(b"ok").unwrap();
+    assert!(common::readable_within(&ack, common::DEADLINE));
+    let _ = ack.read_exact(&mut [0u8; 1]);
+    let out = std::fs::read_to_string(root.join("out")).unwrap();
+    assert!(out.ends_with("done ok\n"), "{out}");
+    common::finish_restore(restore, 0);
+}

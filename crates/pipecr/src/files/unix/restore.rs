@@ -55,6 +55,9 @@ pub struct PendingPeers {
     filled: bool,
     /// Paths to remove once the queues are refilled.
     unlink: Vec<PathBuf>,
+    /// Paths bound for good: removed again if the queues were never refilled (the
+    /// restore failed before).
+    bound: Vec<PathBuf>,
 }
 
 impl PendingPeers {
@@ -68,6 +71,11 @@ impl Drop for PendingPeers {
     fn drop(&mut self) {
         for p in &self.unlink {
             let _ = std::fs::remove_file(p);
+        }
+        if !self.filled {
+            for p in &self.bound {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }
@@ -294,6 +302,8 @@ impl PendingPeers {
             }
             if temporary || sock.name_unlinked {
                 self.unlink.push(path.to_owned());
+            } else {
+                self.bound.push(path.to_owned());
             }
         } else {
             rustix::net::bind(fd, &addr).map_err(|e| {
