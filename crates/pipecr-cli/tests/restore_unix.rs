@@ -131,7 +131,7 @@ fn unix_records(image: &pipecr_image::Image) -> Vec<pipecr_image::proto::UnixSoc
 
 #[test]
 fn stream_sockets_listening_accepted_waiting_half_closed_and_idle() {
-    let (_dir, image) = roundtrip("stream");
+    let (dir, image) = roundtrip("stream");
     let socks = unix_records(&image);
     let listener = socks
         .iter()
@@ -144,6 +144,21 @@ fn stream_sockets_listening_accepted_waiting_half_closed_and_idle() {
         .find(|s| s.name.ends_with(b"/gone.sock") && s.backlog == 3)
         .expect("the listener on a removed path");
     assert!(gone.name_unlinked);
+    // What `pipecr show` says of them.
+    let show = Command::new(common::PIPECR)
+        .arg("show")
+        .arg(dir.path().join("dumped/img"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("l.sock listening (backlog 7), 2 connection(s) waiting"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gone.sock (removed) listening (backlog 3)"),
+        "{text}"
+    );
 }
 
 #[test]

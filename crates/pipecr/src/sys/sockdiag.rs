@@ -225,6 +225,49 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
     }
 
+    /// A reply with a name, the socket file, the clients waiting and the queue lengths.
+    #[test]
+    fn listener_reply_attributes() {
+        let attr = |ty: u16, data: &[u8]| {
+            let mut a = Vec::new();
+            a.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+            a.extend_from_slice(&ty.to_ne_bytes());
+            a.extend_from_slice(data);
+            while a.len() % 4 != 0 {
+                a.push(0);
+            }
+            a
+        };
+        let mut msg = vec![libc::AF_UNIX as u8, libc::SOCK_STREAM as u8, TCP_LISTEN, 0];
+        msg.extend_from_slice(&77u32.to_ne_bytes()); // udiag_ino
+        msg.extend_from_slice(&[0; 8]); // cookie
+        msg.extend(attr(UNIX_DIAG_NAME, b"/run/x.sock\0"));
+        let mut vfs = 900u32.to_ne_bytes().to_vec();
+        vfs.extend_from_slice(&((8u32 << 20) | 3).to_ne_bytes());
+        msg.extend(attr(UNIX_DIAG_VFS, &vfs));
+        let mut icons = 11u32.to_ne_bytes().to_vec();
+        icons.extend_from_slice(&12u32.to_ne_bytes());
+        msg.extend(attr(UNIX_DIAG_ICONS, &icons));
+        let mut rq = 2u32.to_ne_bytes().to_vec();
+        rq.extend_from_slice(&7u32.to_ne_bytes());
+        msg.extend(attr(UNIX_DIAG_RQLEN, &rq));
+        msg.extend(attr(UNIX_DIAG_UID, &1000u32.to_ne_bytes()));
+        let mut b = Vec::new();
+        b.extend_from_slice(&((16 + msg.len()) as u32).to_ne_bytes());
+        b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        b.extend_from_slice(&[0; 10]);
+        b.extend_from_slice(&msg);
+        let d = parse_reply(&b, 77).unwrap();
+        assert!(d.is_listening());
+        assert_eq!(d.name.as_deref(), Some(&b"/run/x.sock\0"[..]));
+        assert_eq!(d.vfs, Some(((8 << 20) | 3, 900)));
+        assert_eq!(d.file_dev(), Some(libc::makedev(8, 3)));
+        assert_eq!(d.icons, [11, 12]);
+        assert_eq!((d.rqueue, d.wqueue), (Some(2), Some(7)));
+        assert_eq!(d.uid, Some(1000));
+        assert_eq!(d.peer, None);
+    }
+
     #[test]
     fn truncated_reply_is_an_error() {
         assert!(parse_reply(&[1, 2, 3], 5).is_err());
