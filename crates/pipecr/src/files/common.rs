@@ -177,6 +177,10 @@ pub fn owner_and_signal(file: &LiveFile) -> Result<(Option<proto::FileOwner>, i3
         op,
         source,
     };
+    // An O_PATH descriptor does no I/O: it has no owner (and fcntl refuses to say).
+    if OFlags::from_bits_retain(file.info.flags).contains(OFlags::PATH) {
+        return Ok((None, 0));
+    }
     let fd = file.file.as_fd();
     let (kind, id) =
         crate::sys::owner::file_owner(fd).map_err(|e| fail("fcntl(F_GETOWN_EX)", e))?;
