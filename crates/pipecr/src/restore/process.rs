@@ -196,10 +196,24 @@ pub fn kill_and_reap(pid: NixPid) {
 
 /// Kills every process of a tree being restored (all of them first, so that the orphans
 /// come to us, the subreaper) and reaps those that are ours: the root, and the orphans.
-/// The PIDs were free when the restore began, and ours since. Parents come before their
-/// children in `pids` (zombies last, [`tree_pids`]): once a parent is reaped, its
-/// children are ours.
+/// A PID held by a process that is not ours (taken after the checks) is left alone.
+/// Parents come before their children in `pids` (zombies last, [`tree_pids`]): once a
+/// parent is reaped, its children are ours.
 pub(super) fn kill_tree(pids: &[i32]) {
+    // Only what this restore created: a saved PID may have been taken, after the checks,
+    // by a process that is none of ours (that is often why the restore failed). Ours are
+    // our children and the children of ours (orphans come to us, the subreaper), and
+    // `pids` lists parents first.
+    let me = std::process::id() as i32;
+    let mut ours: Vec<i32> = Vec::with_capacity(pids.len());
+    for &pid in pids {
+        if let Ok(stat) = crate::proc::stat(pid)
+            && (stat.ppid == me || ours.contains(&stat.ppid))
+        {
+            ours.push(pid);
+        }
+    }
+    let pids = &ours[..];
     // Threads we created and trace: each is a zombie until we reap it, and its group
     // leader is not reported before that.
     let threads: Vec<i32> = pids
