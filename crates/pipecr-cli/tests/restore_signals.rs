@@ -81,6 +81,15 @@ fn handlers_pending_signals_and_timer_come_back() {
     let Some(mut s) = start() else { return };
     let pid = s.prog.id();
     let img = s.root.join("img");
+    // What sigaction says of two handlers: the handler, its flags, its mask.
+    let handlers = step(&s.root, &mut s.ctl, &mut s.ack, b'f');
+    let flags_usr1 = libc::SA_RESTART | libc::SA_NODEFER;
+    let flags_rt = libc::SA_RESTART | libc::SA_SIGINFO;
+    assert_eq!(
+        handlers,
+        format!("usr1 handler=1 flags={flags_usr1:x} mask=1 rt handler=1 flags={flags_rt:x}"),
+        "before the dump"
+    );
     dump(pid, &img, &[]);
     s.prog.kill().unwrap();
     s.prog.wait().unwrap();
@@ -99,6 +108,9 @@ fn handlers_pending_signals_and_timer_come_back() {
         line.starts_with("usr1=1 usr2=0 rt=0 rtval=0 alrm=0 left="),
         "{line}"
     );
+    // Each handler with its flags and its mask (the handler just returned through its
+    // saved restorer).
+    assert_eq!(step(&s.root, &mut s.ctl, &mut s.ack, b'f'), handlers);
     // Unblocking delivers the two signals pending at dump time, once each, with the
     // process-wide one's value.
     let line = step(&s.root, &mut s.ctl, &mut s.ack, b'u');
