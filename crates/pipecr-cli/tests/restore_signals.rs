@@ -226,3 +226,31 @@ fn alternate_signal_stacks_come_back_per_thread() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A signalfd (tests/progs/sigfd.c) comes back with its flags, and the signals pending
+/// for the process at the dump (SIGUSR2, and SIGRTMIN+2 queued twice with values 7 and
+/// 8) are read from it after the restore, in the kernel's order, each once, with its
+/// code, value and sender; a signal sent after the restore is read from it too.
+#[test]
+fn signals_pending_at_the_dump_are_read_from_a_signalfd_after_restore() {
+    let Some(mut s) = launch("sigfd") else { return };
+    let mut b = [0u8; 1];
+    s.ack.read_exact(&mut b).expect("the program is set up");
+    let pid = s.prog.id();
+    let img = s.root.join("img");
+    common::dump(pid as i32, &img, &[]);
+    s.prog.wait().unwrap();
+    let restore = restore(&img, pid);
+    let _guard = KillOnDrop(vec![pid as i32]);
+    // SI_USER 0, SI_QUEUE -1; SIGRTMIN+2 is printed as 1002 (SIGRTMIN+n as 1000 + n).
+    assert_eq!(
+        step(&s.root, &mut s.ctl, &mut s.ack, b'v'),
+        format!(
+            "sfd flags=11 {}/0/0/1 1002/-1/7/1 1002/-1/8/1 empty {}/0/0/1",
+            libc::SIGUSR2,
+            libc::SIGUSR2
+        )
+    );
+    s.ctl.write_all(b"q").unwrap();
+    common::finish_restore(restore, 0);
+}
