@@ -5,7 +5,8 @@
 //! child and counts in the shared memory), and one created with `clone(CLONE_VM)` alone
 //! (a vfork or posix_spawn child's window) shares the memory and keeps its own handlers.
 //! Same PIDs, same parent; the children's exit statuses reach the parent. The program
-//! checks all this itself after the restore.
+//! checks all this itself after the restore. Either child dumped without its parent is
+//! refused (the memory would be shared with a process outside the tree).
 //!
 //! The program is driven by ready bytes on FIFOs only; the restore runs in the `pipecr`
 //! binary.
@@ -37,6 +38,17 @@ fn last_line(out: &Path) -> String {
 
 #[test]
 fn a_shared_address_space_and_handler_table_come_back_shared() {
+    round_trip(&[]);
+}
+
+/// The same from a dump that lets the tree run on (its memory read from copy-on-write
+/// snapshots), the original killed afterwards.
+#[test]
+fn a_shared_address_space_comes_back_shared_from_a_dump_left_running() {
+    round_trip(&["--leave-running"]);
+}
+
+fn round_trip(options: &[&str]) {
     if !common::capable() {
         return;
     }
@@ -62,12 +74,36 @@ fn a_shared_address_space_and_handler_table_come_back_shared() {
     let [h, m] = pids[..] else { panic!("{first}") };
     std::mem::forget(guard);
     let _guard = KillOnDrop(vec![pid, h, m]);
+    // A child dumped without the parent whose memory it shares is refused, and the
+    // tree runs on untouched.
+    for (child, what) in [
+        (h, "its address space (CLONE_VM) outside the tree"),
+        (m, "its address space (CLONE_VM) outside the tree"),
+    ] {
+        let img = root.join(format!("alone-{child}"));
+        let refused = std::process::Command::new(common::PIPECR)
+            .args(["dump", "-t", &child.to_string(), "-D"])
+            .arg(&img)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("pid {child} shares {what} with pid {pid}")),
+            "{err}"
+        );
+        assert!(!img.exists(), "no image is left");
+    }
     // Before the dump, the program's own check passes (what the restore must keep).
     step(&mut ctl, &mut ack, b'v');
     assert_eq!(last_line(&out), "ok", "the program's check before the dump");
 
     let img = root.join("img");
-    common::dump(pid, &img, &[]);
+    common::dump(pid, &img, options);
+    if !options.is_empty() {
+        common::kill_tree(&[pid, h, m]);
+    }
     prog.wait().unwrap();
     for p in [h, m] {
         common::wait_until("the dumped children to be gone", || {

@@ -540,8 +540,9 @@ fn fetch(pidfds: &mut BTreeMap<i32, OwnedFd>, slot: &Slot) -> Result<LiveFile, D
     Ok(LiveFile::with_info(pid, fd, file, slot.info.clone())?)
 }
 
-/// Refuses what restore cannot bring back: a signal-handler table shared without the
-/// address space going with it (the kernel allows none); and, when the tree is to be
+/// Refuses what restore cannot bring back: anything the root shares with its parent,
+/// outside the tree; a signal-handler table shared without the address space going with
+/// it (the kernel allows none); and, when the tree is to be
 /// killed after the dump, a descriptor table (`CLONE_FILES`), filesystem context
 /// (`CLONE_FS`), address space (`CLONE_VM`) or signal-handler table (`CLONE_SIGHAND`)
 /// that a process shares with an earlier one but not with its parent (a restored process
@@ -554,6 +555,39 @@ fn refuse_shared(
     options: &DumpOptions,
 ) -> Result<(), DumpError> {
     let [tables, fs, vm, sighand] = groups;
+    let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
+    for p in processes.iter().filter(|p| !pids.contains(&p.ppid)) {
+        // A root sharing with its parent, outside the tree: a restored root is the
+        // restorer's child and can be given nothing of that parent's.
+        let (Some(me), Some(parent)) = (Pid::from_raw(p.pid), Pid::from_raw(p.ppid)) else {
+            continue;
+        };
+        for (what, said) in [
+            (Shared::Vm, "its address space (CLONE_VM) outside the tree"),
+            (
+                Shared::Sighand,
+                "its signal handlers (CLONE_SIGHAND) outside the tree",
+            ),
+            (
+                Shared::Files,
+                "its descriptor table (CLONE_FILES) outside the tree",
+            ),
+            (
+                Shared::Fs,
+                "its filesystem context (CLONE_FS) outside the tree",
+            ),
+        ] {
+            // A parent that cannot be compared (gone, or not ours to look at) shares
+            // nothing we could save either way.
+            if kcmp::kcmp_shared(me, parent, what).is_ok_and(|o| o == Ordering::Equal) {
+                return Err(DumpError::Shared {
+                    pid: p.pid,
+                    with: p.ppid,
+                    what: said,
+                });
+            }
+        }
+    }
     for p in processes {
         let leader = |groups: &BTreeMap<i32, i32>| groups.get(&p.pid).copied().unwrap_or(p.pid);
         if leader(sighand) != p.pid && leader(vm) != leader(sighand) {
