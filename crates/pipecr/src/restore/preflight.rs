@@ -110,7 +110,7 @@ pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
                 ),
             });
         }
-        let shared: [(i32, fn(&SavedProcess) -> i32, &str); 3] = [
+        let shared: [(i32, Group, &str); 3] = [
             (
                 p.process.shares_fs_with,
                 fs_group,
@@ -220,6 +220,10 @@ pub(super) fn fs_group(p: &SavedProcess) -> i32 {
         with => with,
     }
 }
+
+/// Which group of processes sharing one kernel object a process is in: the pid of the
+/// first of them ([`fs_group`], [`vm_group`], [`sighand_group`]).
+type Group = fn(&SavedProcess) -> i32;
 
 /// The pid of the first process that has the address space of `p` (itself when it
 /// shares it with no earlier process): the one whose image load brings back the memory
