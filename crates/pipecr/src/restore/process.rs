@@ -695,8 +695,20 @@ fn child_setup_inner(
 /// Replaces the address space and registers of our stopped child `saved.pid()` (stopped
 /// by [`spawn_tree_stopped`]) with the saved ones and lets it run (see the module
 /// documentation for the order and why).
+///
+/// A process whose memory is another's (`shares_vm_with`) is loaded only with that
+/// process, by [`restore_tree`]: refused here.
 pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     let pid = saved.pid();
+    if saved.process.shares_vm_with != 0 {
+        return Err(ProcessRestoreError::Unsupported {
+            pid,
+            what: format!(
+                "an address space shared with pid {} (CLONE_VM), loaded on its own",
+                saved.process.shares_vm_with
+            ),
+        });
+    }
     let t = NixPid::from_raw(pid);
     // Let it run on from its self-stop (into pause()), then take it under ptrace.
     kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
