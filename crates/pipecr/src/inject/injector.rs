@@ -52,7 +52,7 @@ const RED_ZONE: u64 = 128;
 const PAGE: u64 = 4096;
 
 /// Bytes of a process's batch code mapping ([`CodePage`]): the code at its start, then
-/// the table, 126 entries.
+/// the table: 127 entries (125 calls, an `munmap`, the end).
 const CODE_MAP_LEN: u64 = 2 * PAGE;
 
 /// Where the table starts in that mapping (the code is shorter).
@@ -460,7 +460,7 @@ impl Injector {
         last: bool,
     ) -> Result<BatchResults, InjectError> {
         let batch_ok = code.pid == self.pid && self.step && self.found_in_signal_path();
-        if batch_ok && code.state == PageState::NotYet {
+        if batch_ok && code.state == PageState::NotYet && !reads.is_empty() {
             self.map_code(code)?;
         }
         let results = match code.state {
@@ -513,8 +513,9 @@ impl Injector {
         );
         let addr = match mapped {
             Ok(addr) => addr,
-            // Refused (EPERM from a policy, ENOMEM from a limit): one call at a time.
-            Err(InjectError::Syscall { .. }) => {
+            // Refused (EPERM from a policy, ENOMEM from a limit, a seccomp filter's
+            // SIGSYS): one call at a time.
+            Err(InjectError::Syscall { .. } | InjectError::Fault { .. }) => {
                 code.state = PageState::Off;
                 return Ok(());
             }
