@@ -37,6 +37,7 @@ use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
 use crate::files::{
     self, Dropped, DumpOptions, DumpSink, ExternalEnd, FileError, LiveFile, Saved, TreeDescriptor,
+    TreeTask,
 };
 use crate::freeze::{self, FreezeError, FrozenTree};
 use crate::mem::{self, MemDumper, MemError, MemStats};
@@ -246,7 +247,7 @@ fn save_tree(
     tree: &FrozenTree,
     writer: &mut ImageWriter,
     options: &DumpOptions,
-    mem: MemDumper,
+    mut mem: MemDumper,
     snapshots: bool,
 ) -> Result<(DumpStats, MemoryLeft), DumpError> {
     let processes = tree.processes();
@@ -300,6 +301,24 @@ fn save_tree(
         }
     }
     let mut sink = DumpSink::new(writer, options.clone());
+    // The bytes of memfds and deleted files are memory objects, which mappings of the
+    // same files share: saved once, by the memory dump.
+    sink.set_object_saver(&mut mem);
+    sink.set_tasks(
+        processes
+            .iter()
+            .flat_map(|p| {
+                p.threads.iter().map(move |&tid| {
+                    let task = if tid == p.pid {
+                        TreeTask::Process
+                    } else {
+                        TreeTask::Thread { of: p.pid }
+                    };
+                    (tid, task)
+                })
+            })
+            .chain(tree.zombies().iter().map(|z| (z.pid, TreeTask::Zombie))),
+    );
     sink.set_descriptors(
         slots
             .iter()
@@ -391,11 +410,12 @@ fn save_tree(
         files: &open_files,
         pipes: &pipe_records,
     });
-    sink.writer
-        .write_records(pipecr_image::FILES, &open_files)?;
-    sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
-    sink.writer.write_records(pipecr_image::TREE, &records)?;
-    let memory = save_processes(tree, sink.writer, options.read_handlers, mem, snapshots)?;
+    let dropped = sink.dropped().to_vec();
+    drop(sink);
+    writer.write_records(pipecr_image::FILES, &open_files)?;
+    writer.write_records(pipecr_image::FDS, &fd_tables)?;
+    writer.write_records(pipecr_image::TREE, &records)?;
+    let memory = save_processes(tree, writer, options.read_handlers, mem, snapshots)?;
     let stats = DumpStats {
         processes: processes.len(),
         threads: tree.thread_count(),
@@ -405,7 +425,7 @@ fn save_tree(
         pipe_bytes,
         snapshots: memory.snapshots.len(),
         external,
-        dropped: sink.dropped().to_vec(),
+        dropped,
         ..Default::default()
     };
     Ok((stats, memory))

@@ -143,7 +143,11 @@ pub fn restore_tree(
         pid: 0,
         what: "tree.img holds no process".to_owned(),
     })?;
-    let inherited = super::external::resolve(image, options)?;
+    let mut inherited = super::external::resolve(image, options)?;
+    // The memory objects, once each, before any process: held here until the tree is
+    // released, handed to the root (which opens descriptors of memfds and deleted files
+    // from them) and to each process (which maps them).
+    inherited.set_objects(super::objects::create(image)?);
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(std::process::id() as i32))
         .map_err(|e| os(root_pid, "prctl(PR_SET_CHILD_SUBREAPER)")(e.into()))?;
     let result = restore_tree_inner(image, tree, &pids, &inherited);
@@ -163,7 +167,7 @@ fn restore_tree_inner(
             kill(NixPid::from_raw(pid), Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
         }
         for saved in tree {
-            load_image(image, tree, saved, &prefilled)?;
+            load_image(image, tree, saved, &prefilled, inherited.objects())?;
         }
         super::threads::release_tree(tree)
     };
@@ -494,31 +498,11 @@ fn become_zombie(zombie: &proto::Zombie) -> ! {
     } else if zombie.pgid == zpid {
         let _ = nix::unistd::setpgid(NixPid::from_raw(0), NixPid::from_raw(0));
     }
-    match super::saved::zombie_exit(zombie.exit_status) {
-        Some(super::saved::ZombieExit::Exited(code)) => crate::sys::clone3::child_exit(code),
-        Some(super::saved::ZombieExit::Signaled { signal, .. }) => {
-            // Its default action, unblocked, and no core file written: the restorer's
-            // handlers (Rust's SIGSEGV one) and mask are not the saved process's. Not
-            // dumpable as well: a core_pattern that pipes to a program (systemd-coredump,
-            // apport) ignores RLIMIT_CORE 0.
-            let _ = crate::sys::rlimit::set_own_rlimit(libc::RLIMIT_CORE, 0, 0);
-            let _ = rustix::process::set_dumpable_behavior(
-                rustix::process::DumpableBehavior::NotDumpable,
-            );
-            let _ = crate::sys::signal::default_disposition(signal);
-            let _ = nix::sys::signal::sigprocmask(
-                nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                Some(&nix::sys::signal::SigSet::empty()),
-                None,
-            );
-            let me = nix::unistd::getpid();
-            let _ = crate::sys::ptrace::tgkill(me, me, signal);
-        }
-        // Preflight refuses such a status.
-        None => {}
+    match crate::wait_status::decode(zombie.exit_status) {
+        Some(ending) => crate::wait_status::end_as(ending),
+        // Preflight refuses such a status; the parent sees 127 and says so.
+        None => crate::sys::clone3::child_exit(127),
     }
-    // Still alive: the status the parent checks says it went wrong.
-    crate::sys::clone3::child_exit(127)
 }
 
 /// Waits until our child `child` stops itself (`SIGSTOP`); an error if it dies first.
@@ -654,6 +638,7 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     let t = NixPid::from_raw(pid);
     // Let it run on from its self-stop (into pause()), then take it under ptrace.
     kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
-    load_image(image, std::slice::from_ref(saved), saved, &[])?;
+    let objects = super::objects::create(image)?;
+    load_image(image, std::slice::from_ref(saved), saved, &[], &objects)?;
     super::threads::release_tree(std::slice::from_ref(saved))
 }
