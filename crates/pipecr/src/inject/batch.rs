@@ -126,9 +126,12 @@ impl BatchResults {
     }
 }
 
+/// How a [`Pending`] value is read from the results.
+type Decode<T> = Box<dyn FnOnce(&BatchResults) -> Result<T, InjectError>>;
+
 /// A value decoded from [`BatchResults`] once its batch has run.
 pub struct Pending<T> {
-    decode: Box<dyn FnOnce(&BatchResults) -> Result<T, InjectError>>,
+    decode: Decode<T>,
 }
 
 impl<T> fmt::Debug for Pending<T> {

@@ -607,7 +607,7 @@ impl Injector {
         addr: u64,
         len: u64,
         unmap: bool,
-    ) -> Result<(Vec<i64>, Vec<Vec<u8>>, bool), InjectError> {
+    ) -> Result<TableRun, InjectError> {
         // Scratch: each output buffer (8-aligned), then one result slot per entry.
         let mut offsets = Vec::with_capacity(calls.len());
         let mut out_len = 0;
@@ -1361,6 +1361,10 @@ struct KeptScratch {
     /// The stack bytes it covers, put back at the end; `None` for a page we mapped.
     old: Option<Vec<u8>>,
 }
+
+/// What one run of the batch code returned: each call's raw result and output bytes,
+/// and whether the code unmapped itself.
+type TableRun = (Vec<i64>, Vec<Vec<u8>>, bool);
 
 /// How [`Injector::resume_to_stop`] lets a thread run.
 #[derive(Debug, Clone, Copy)]
