@@ -477,3 +477,42 @@ fn where_sigtrap_or_sigsegv_is_ignored_or_blocked() {
         }
     }
 }
+
+/// A batch larger than one run of the code holds (125 calls, a page of outputs) runs in
+/// several, each ending at the code's `int3`, the last one unmapping it; the results are
+/// those of the same calls injected one at a time.
+#[test]
+fn a_batch_larger_than_the_table_runs_in_several_runs() {
+    let mut child = start_state("plain");
+    let pid = child.0.id() as i32;
+    let tree = freeze::freeze(pid).unwrap();
+    let before = maps(pid);
+    let read = |code: &mut CodePage| {
+        let mut inj = Injector::new(pid, pid).unwrap();
+        inj.use_single_step().unwrap();
+        let mut reads = ReadBatch::new();
+        // 3 x 62 handlers, 186 calls.
+        let all: Vec<_> = (0..3)
+            .map(|_| calls::read_sigactions(&mut reads, !0))
+            .collect();
+        let alt = calls::read_sigaltstack(&mut reads);
+        assert_eq!(reads.len(), 187);
+        let done = inj.run_reads(&reads, code, true).unwrap();
+        let all: Vec<Vec<SigAction>> = all.into_iter().map(|p| p.get(&done).unwrap()).collect();
+        let alt = alt.get(&done).unwrap();
+        inj.finish().unwrap();
+        (all, alt, done.batched())
+    };
+    let (one_by_one, alt_a, batched_a) = read(&mut CodePage::off(pid));
+    let mut code = CodePage::new(pid);
+    let (batched, alt_b, batched_b) = read(&mut code);
+    assert!(!batched_a && batched_b);
+    assert_eq!(one_by_one, batched);
+    assert_eq!(batched[0], batched[2]);
+    assert_eq!(batched[0].len(), 62);
+    assert_eq!(alt_a, alt_b);
+    assert_eq!(code.mapped(), None);
+    assert_eq!(maps(pid), before);
+    drop(tree);
+    runs_on(&mut child);
+}
