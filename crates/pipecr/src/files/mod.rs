@@ -113,7 +113,17 @@ pub fn dump_file(
     file: &LiveFile,
     sink: &mut DumpSink<'_>,
 ) -> Result<proto::OpenFile, FileError> {
-    let kind = kind_of(file)?.dump(file, sink)?;
+    let kind =
+        kind_of(file).inspect_err(|e| tracing::debug!(pid = file.pid, fd = file.fd, "{e}"))?;
+    tracing::debug!(pid = file.pid, fd = file.fd, kind = kind.name(), id, link = %file.link, "saving open file");
+    let kind = kind.dump(file, sink).inspect_err(|e| {
+        tracing::debug!(
+            pid = file.pid,
+            fd = file.fd,
+            kind = kind.name(),
+            "cannot save: {e}"
+        )
+    })?;
     Ok(proto::OpenFile {
         id,
         flags: file.info.flags,
@@ -158,7 +168,10 @@ pub fn restore_file(
     file: &proto::OpenFile,
     ctx: &mut RestoreCtx<'_>,
 ) -> Result<OwnedFd, FileError> {
-    restorer_of(file)?.restore(file, ctx)
+    let kind = restorer_of(file)?;
+    tracing::debug!(id = file.id, kind = kind.name(), "opening saved file");
+    kind.restore(file, ctx)
+        .inspect_err(|e| tracing::debug!(id = file.id, kind = kind.name(), "cannot open: {e}"))
 }
 
 /// How `pipecr show` presents a saved open file (see [`FileKind::describe`]).
