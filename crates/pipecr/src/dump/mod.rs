@@ -167,8 +167,11 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
     };
     let tree = freeze::freeze(root)?;
     let frozen_at = Instant::now();
-    let (mut stats, memory) = save_tree(&tree, &mut writer, options, mem, snapshots)?;
+    // Dropped before `tree` on every error path: what kinds changed in the live tree is
+    // undone before it resumes.
+    let (mut stats, memory, holds) = save_tree(&tree, &mut writer, options, mem, snapshots)?;
     if options.leave_running {
+        holds.release(files::DumpEnd::RunsOn);
         // What is left to read is in snapshots, and what is left to write is in memory:
         // let the tree run while it is read, written and made durable.
         tree.resume();
@@ -181,6 +184,7 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
         stats.memory = memory.finish(&mut writer)?;
         stats.dir = writer.commit()?;
         tree.kill();
+        holds.release(files::DumpEnd::Killed);
         stats.frozen = frozen_at.elapsed();
     }
     stats.total = start.elapsed();
@@ -248,7 +252,7 @@ fn save_tree(
     options: &DumpOptions,
     mem: MemDumper,
     snapshots: bool,
-) -> Result<(DumpStats, MemoryLeft), DumpError> {
+) -> Result<(DumpStats, MemoryLeft, files::Holds), DumpError> {
     let processes = tree.processes();
     let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
     let tables = group_shared(pids.clone(), Shared::Files)?;
@@ -395,6 +399,7 @@ fn save_tree(
         .write_records(pipecr_image::FILES, &open_files)?;
     sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
     sink.writer.write_records(pipecr_image::TREE, &records)?;
+    let holds = sink.take_holds();
     let memory = save_processes(tree, sink.writer, options.read_handlers, mem, snapshots)?;
     let stats = DumpStats {
         processes: processes.len(),
@@ -408,7 +413,7 @@ fn save_tree(
         dropped: sink.dropped().to_vec(),
         ..Default::default()
     };
-    Ok((stats, memory))
+    Ok((stats, memory, holds))
 }
 
 /// Saves what each process is beyond its descriptors: its CPU and signal state

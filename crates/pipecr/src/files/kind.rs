@@ -240,6 +240,50 @@ pub struct DumpSink<'w> {
     descriptors: BTreeMap<u64, Vec<TreeDescriptor>>,
     /// What kinds left out on the options' word (see [`DumpSink::drop_state`]).
     dropped: Vec<Dropped>,
+    /// What kinds changed in the live tree until the dump ends (see [`DumpSink::hold`]).
+    holds: Vec<Box<dyn DumpHold>>,
+}
+
+/// How a dump ended, for what a kind changed in the live tree while dumping it
+/// ([`DumpHold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpEnd {
+    /// The image is committed and the tree was killed while still stopped.
+    Killed,
+    /// The tree runs on: the dump failed, or it succeeded with `--leave-running`. What
+    /// was changed must be undone before the tree runs.
+    RunsOn,
+}
+
+/// Something a kind changed in the live tree while dumping it that must last until the
+/// dump ends (a TCP connection in repair mode, so that killing the tree sends nothing,
+/// and the firewall rule that holds the peer's packets): kept or undone then.
+pub trait DumpHold {
+    /// The dump ended as `end`: undo the change ([`DumpEnd::RunsOn`]) or keep what must
+    /// outlive the tree ([`DumpEnd::Killed`]). Best effort: the tree's fate is decided.
+    fn release(self: Box<Self>, end: DumpEnd);
+}
+
+/// The [`DumpHold`]s of one dump: released with [`DumpEnd::RunsOn`] when dropped, unless
+/// [`Holds::release`] was called first (a dump that fails undoes them on its way out).
+#[derive(Default)]
+pub struct Holds(Vec<Box<dyn DumpHold>>);
+
+impl Holds {
+    /// Releases every hold, last taken first.
+    pub fn release(mut self, end: DumpEnd) {
+        while let Some(h) = self.0.pop() {
+            h.release(end);
+        }
+    }
+}
+
+impl Drop for Holds {
+    fn drop(&mut self) {
+        while let Some(h) = self.0.pop() {
+            h.release(DumpEnd::RunsOn);
+        }
+    }
 }
 
 impl<'w> DumpSink<'w> {
@@ -251,7 +295,19 @@ impl<'w> DumpSink<'w> {
             state: KindState::default(),
             descriptors: BTreeMap::new(),
             dropped: Vec::new(),
+            holds: Vec::new(),
         }
+    }
+
+    /// Keeps `hold` until the dump ends (see [`DumpHold`]).
+    pub fn hold(&mut self, hold: Box<dyn DumpHold>) {
+        self.holds.push(hold);
+    }
+
+    /// Hands over every [`DumpHold`] taken so far, for the orchestration to release when
+    /// it knows how the dump ends.
+    pub fn take_holds(&mut self) -> Holds {
+        Holds(std::mem::take(&mut self.holds))
     }
 
     /// Records that a kind saved an open file without some of its state because the
@@ -526,6 +582,16 @@ pub trait FileKind: Sync {
     /// targets here).
     fn complete(&self, file: &proto::OpenFile, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
         let _ = (file, ctx);
+        Ok(())
+    }
+
+    /// Called once for every open file of the image in the restoring process (pipecr),
+    /// after every process of the tree is ready and just before they are released: for
+    /// what must not be undone before the restore cannot fail any more (the firewall
+    /// rule that held a TCP connection's packets while it was away is removed here). An
+    /// error fails the restore.
+    fn before_release(&self, file: &proto::OpenFile) -> Result<(), FileError> {
+        let _ = file;
         Ok(())
     }
 

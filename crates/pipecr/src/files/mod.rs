@@ -25,20 +25,25 @@ pub mod directory;
 pub mod epoll;
 pub mod eventfd;
 pub mod fifo;
+pub mod inet;
 pub mod inotify;
 pub mod kind;
 pub mod memfd;
+pub mod netlink;
 pub mod pipe;
 pub mod procfs;
 pub mod regular;
 pub mod signalfd;
+pub mod tcp;
 pub mod timerfd;
+pub mod udp;
 pub mod unix;
 
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
 pub use kind::{
-    Description, Dropped, DumpOptions, DumpSink, External, ExternalEnd, FileError, FileKind,
-    KindState, LiveFile, PipeUse, RestoreCtx, Saved, Stage, TreeDescriptor,
+    Description, Dropped, DumpEnd, DumpHold, DumpOptions, DumpSink, External, ExternalEnd,
+    FileError, FileKind, Holds, KindState, LiveFile, PipeUse, RestoreCtx, Saved, Stage,
+    TreeDescriptor,
 };
 
 /// Every kind of open file pipecr can save, in the order they are asked to claim a file.
@@ -58,6 +63,9 @@ pub static KINDS: &[&dyn FileKind] = &[
     &inotify::InotifyKind,
     &epoll::EpollKind,
     &unix::UnixSocketKind,
+    &tcp::TcpSocketKind,
+    &udp::UdpSocketKind,
+    &netlink::NetlinkSocketKind,
 ];
 
 /// The kind that saves `file`, or why none does.
@@ -152,6 +160,15 @@ pub fn restore_file(
     ctx: &mut RestoreCtx<'_>,
 ) -> Result<OwnedFd, FileError> {
     restorer_of(file)?.restore(file, ctx)
+}
+
+/// Lets every open file's kind finish its restore just before the tree is released
+/// (see [`FileKind::before_release`]).
+pub fn before_release(files: &[proto::OpenFile]) -> Result<(), FileError> {
+    for file in files {
+        restorer_of(file)?.before_release(file)?;
+    }
+    Ok(())
 }
 
 /// How `pipecr show` presents a saved open file (see [`FileKind::describe`]).

@@ -165,6 +165,8 @@ fn restore_tree_inner(
         for saved in tree {
             load_image(image, tree, saved, &prefilled)?;
         }
+        let files: Vec<pipecr_image::proto::OpenFile> = image.read_records(pipecr_image::FILES)?;
+        crate::files::before_release(&files)?;
         super::threads::release_tree(tree)
     };
     match steps() {
