@@ -104,8 +104,6 @@ impl FileKind for UdpSocketKind {
             options: Some(options),
             queue,
             datagrams,
-            shut_read: false,
-            shut_write: false,
         }))
     }
 
