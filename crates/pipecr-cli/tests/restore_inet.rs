@@ -375,3 +375,86 @@ fn a_connection_in_another_state_is_refused_and_the_tree_runs_on() {
     assert!(status.success(), "{status:?}");
     assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "more after\n");
 }
+
+/// Holds one socket made by the Python expression argv[2], writes "ready" into argv[1],
+/// then waits for a byte on the FIFO argv[3] and exits 0.
+const HOLDER_PY: &str = r#"
+import socket, sys
+s = eval(sys.argv[2])
+with open(sys.argv[1], "w") as f:
+    f.write("ready\n")
+with open(sys.argv[3], "rb") as ctl:
+    ctl.read(1)
+"#;
+
+#[test]
+fn raw_packet_and_other_netlink_sockets_are_refused_naming_them() {
+    if !common::capable() {
+        return;
+    }
+    private_netns();
+    for (n, (expr, words)) in [
+        (
+            "socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
+            "raw IP socket",
+        ),
+        (
+            "socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)",
+            "packet socket",
+        ),
+        (
+            "socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)",
+            "netlink socket of protocol 16 (generic",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let ctl_path = root.join("ctl");
+        common::mkfifo(&ctl_path);
+        let (mut prog, _) = start_python(root, HOLDER_PY, &[expr, ctl_path.to_str().unwrap()]);
+        let pid = prog.id() as i32;
+        let _guard = KillOnDrop(vec![pid]);
+        let out = Command::new(common::PIPECR)
+            .args(["dump", "-t", &pid.to_string(), "-D"])
+            .arg(root.join(format!("img{n}")))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{expr}: the dump was refused");
+        assert!(
+            err.contains(&format!("pid {pid} fd 3: {words}")) && err.contains("not supported"),
+            "{expr}: {err}"
+        );
+        // The tree runs on: it reads its command and exits cleanly.
+        common::open_ctl(&ctl_path).write_all(b"x").unwrap();
+        let status = common::wait_child(&mut prog, "the program to finish");
+        assert!(status.success(), "{expr}: {status:?}");
+    }
+}
+
+#[test]
+fn leave_running_lets_the_connection_go_on_without_a_lock() {
+    if !common::capable() {
+        return;
+    }
+    private_netns();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (server, port) = start_python(root, ECHO_PY, &[]);
+    let pid = server.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    let stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    let mut conn = BufReader::new(stream);
+    round_trip(&mut conn, 1);
+    common::dump(pid, &root.join("img"), &["--leave-running"]);
+    // Repair mode is off again and the lock gone: the conversation goes on at once.
+    assert!(!nft_tables().contains("pipecr_lock_"), "{}", nft_tables());
+    for n in 2..50 {
+        round_trip(&mut conn, n);
+    }
+}

@@ -106,7 +106,7 @@ impl FileKind for NetlinkSocketKind {
             .map_err(|e| fail("SO_PROTOCOL", e))? as u32;
         if protocol != NETLINK_ROUTE && protocol != NETLINK_KOBJECT_UEVENT {
             return Err(unsupported(format!(
-                "netlink socket of protocol {protocol} ({}): only route and uevent sockets are saved",
+                "netlink socket of protocol {protocol} ({}; only route and uevent netlink sockets are saved)",
                 protocol_name(protocol)
             )));
         }

@@ -319,7 +319,7 @@ impl FileKind for TcpSocketKind {
             }
             other => {
                 return Err(unsupported(format!(
-                    "TCP connection {} -> {} in state {} (only ESTABLISHED connections can be repaired)",
+                    "TCP connection {} -> {} in state {} (only ESTABLISHED connections are restored)",
                     inet::show(saved.local.as_ref()),
                     inet::show(saved.peer.as_ref()),
                     state_name(other)
