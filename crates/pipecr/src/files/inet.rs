@@ -5,7 +5,7 @@
 //! backlog and the connections waiting in it.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
@@ -345,10 +345,10 @@ pub struct InetDiag {
     pub recv_queue: u32,
     /// For a listener: its backlog; otherwise bytes queued to send.
     pub send_queue: u32,
-    /// Its local port.
-    pub local_port: u16,
     /// Its local address.
-    pub local: IpAddr,
+    pub local: SocketAddr,
+    /// Its peer's address (the unspecified address and port 0 when it has none).
+    pub remote: SocketAddr,
 }
 
 /// Every socket of `family` and `protocol` (`IPPROTO_TCP`, `IPPROTO_UDP`) in the states
@@ -400,8 +400,14 @@ pub fn inet_diag(family: u32, protocol: u8, states: u32) -> io::Result<Vec<InetD
                         state: r.header.state,
                         recv_queue: r.header.recv_queue,
                         send_queue: r.header.send_queue,
-                        local_port: r.header.socket_id.source_port,
-                        local: r.header.socket_id.source_address,
+                        local: SocketAddr::new(
+                            r.header.socket_id.source_address,
+                            r.header.socket_id.source_port,
+                        ),
+                        remote: SocketAddr::new(
+                            r.header.socket_id.destination_address,
+                            r.header.socket_id.destination_port,
+                        ),
                     });
                 }
                 NetlinkPayload::Done(_) => return Ok(found),

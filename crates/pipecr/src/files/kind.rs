@@ -585,13 +585,13 @@ pub trait FileKind: Sync {
         Ok(())
     }
 
-    /// Called once for every open file of the image in the restoring process (pipecr),
-    /// after every process of the tree is ready and just before they are released: for
-    /// what must not be undone before the restore cannot fail any more (the firewall
-    /// rule that held a TCP connection's packets while it was away is removed here). An
-    /// error fails the restore.
-    fn before_release(&self, file: &proto::OpenFile) -> Result<(), FileError> {
-        let _ = file;
+    /// Called once per kind in the restoring process (pipecr) with every open file of
+    /// the image, after every process of the tree is ready and just before they are
+    /// released: for what must not be undone before the restore cannot fail any more
+    /// (the firewall rule that held TCP connections' packets while they were away is
+    /// removed here). An error fails the restore.
+    fn before_release(&self, files: &[proto::OpenFile]) -> Result<(), FileError> {
+        let _ = files;
         Ok(())
     }
 

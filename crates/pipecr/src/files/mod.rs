@@ -165,8 +165,8 @@ pub fn restore_file(
 /// Lets every open file's kind finish its restore just before the tree is released
 /// (see [`FileKind::before_release`]).
 pub fn before_release(files: &[proto::OpenFile]) -> Result<(), FileError> {
-    for file in files {
-        restorer_of(file)?.before_release(file)?;
+    for kind in KINDS {
+        kind.before_release(files)?;
     }
     Ok(())
 }

@@ -101,6 +101,9 @@ struct Repairs {
     table: Option<String>,
     /// pipecr's copies of the sockets in repair mode.
     sockets: Vec<OwnedFd>,
+    /// The connections locked so far, as (lower end, higher end): both ends of a
+    /// loopback connection in the tree need one set of rules.
+    locked: std::collections::BTreeSet<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 impl Repairs {
@@ -131,6 +134,7 @@ impl DumpHold for Repairs {
                 // table stays until the restore.
                 self.sockets.clear();
                 self.table = None;
+                self.locked.clear();
             }
         }
     }
@@ -179,14 +183,15 @@ fn nft_match(a: std::net::SocketAddr, b: std::net::SocketAddr) -> String {
     )
 }
 
-/// Adds the rules dropping the packets of the connection `local`-`peer`, in both
-/// directions, creating the dump's table first.
+/// Adds the rules dropping the packets of every connection of `conns` not locked yet,
+/// in both directions, in one `nft` run, creating the dump's table first. Returns the
+/// table's name.
 fn lock(
     repairs: &mut Repairs,
-    local: std::net::SocketAddr,
-    peer: std::net::SocketAddr,
+    conns: &[(std::net::SocketAddr, std::net::SocketAddr)],
 ) -> io::Result<String> {
     static DUMPS: AtomicU32 = AtomicU32::new(0);
+    let key = |(a, b): (std::net::SocketAddr, std::net::SocketAddr)| (a.min(b), a.max(b));
     let mut script = String::new();
     let table = match &repairs.table {
         Some(t) => t.clone(),
@@ -204,17 +209,48 @@ fn lock(
             t
         }
     };
-    for chain in ["input", "output"] {
-        for (a, b) in [(local, peer), (peer, local)] {
-            script.push_str(&format!(
-                "add rule inet {table} {chain} {} drop\n",
-                nft_match(a, b)
-            ));
+    let mut new = Vec::new();
+    for &c in conns {
+        let k = key(c);
+        if repairs.locked.contains(&k) || new.contains(&k) {
+            continue;
+        }
+        new.push(k);
+        for chain in ["input", "output"] {
+            for (a, b) in [(k.0, k.1), (k.1, k.0)] {
+                script.push_str(&format!(
+                    "add rule inet {table} {chain} {} drop\n",
+                    nft_match(a, b)
+                ));
+            }
         }
     }
-    nft(&script)?;
+    if !script.is_empty() {
+        nft(&script)?;
+    }
     repairs.table = Some(table.clone());
+    repairs.locked.extend(new);
     Ok(table)
+}
+
+/// Every established TCP connection of the network namespace whose socket some
+/// descriptor of the tree holds: locked together when the first is met, so that a dump
+/// runs `nft` once rather than once per connection.
+fn tree_connections(sink: &DumpSink<'_>) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let mut conns = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        // Best effort: a connection missed here is locked on its own when met.
+        let Ok(found) = inet::inet_diag(family, libc::IPPROTO_TCP as u8, 1 << TCP_ESTABLISHED)
+        else {
+            continue;
+        };
+        for d in found {
+            if !sink.descriptors_of_inode(u64::from(d.inode)).is_empty() {
+                conns.push((d.local, d.remote));
+            }
+        }
+    }
+    conns
 }
 
 impl FileKind for TcpSocketKind {
@@ -297,8 +333,15 @@ impl FileKind for TcpSocketKind {
                         io::Error::other("an established connection without addresses"),
                     ));
                 };
+                let mut conns = vec![(l, p)];
+                if sink
+                    .peek_state::<Repairs>()
+                    .is_none_or(|r| r.table.is_none())
+                {
+                    conns.extend(tree_connections(sink));
+                }
                 let repairs = sink.state::<Repairs>();
-                let table = lock(repairs, l, p).map_err(|e| fail("network lock (nft)", e))?;
+                let table = lock(repairs, &conns).map_err(|e| fail("network lock (nft)", e))?;
                 saved.network_lock = table;
                 let copy = file.file.try_clone().map_err(|e| fail("dup", e))?;
                 raw::set_int(fd, libc::IPPROTO_TCP, raw::TCP_REPAIR, 1)
@@ -415,22 +458,27 @@ impl FileKind for TcpSocketKind {
         Ok(sock)
     }
 
-    fn before_release(&self, file: &proto::OpenFile) -> Result<(), FileError> {
-        let Some(open_file::Kind::TcpSocket(s)) = &file.kind else {
-            return Ok(());
-        };
-        if s.network_lock.is_empty() {
-            return Ok(());
+    fn before_release(&self, files: &[proto::OpenFile]) -> Result<(), FileError> {
+        let mut tables = std::collections::BTreeMap::new();
+        for file in files {
+            if let Some(open_file::Kind::TcpSocket(s)) = &file.kind
+                && !s.network_lock.is_empty()
+            {
+                if !valid_table_name(&s.network_lock) {
+                    return Err(invalid(file.id, "a malformed network lock name"));
+                }
+                tables.entry(s.network_lock.clone()).or_insert(file.id);
+            }
         }
-        if !valid_table_name(&s.network_lock) {
-            return Err(invalid(file.id, "a malformed network lock name"));
+        for (table, id) in tables {
+            delete_table(&table).map_err(|e| FileError::Restore {
+                id,
+                what: format!("network lock {table}"),
+                op: "nft delete table",
+                source: e,
+            })?;
         }
-        delete_table(&s.network_lock).map_err(|e| FileError::Restore {
-            id: file.id,
-            what: format!("network lock {}", s.network_lock),
-            op: "nft delete table",
-            source: e,
-        })
+        Ok(())
     }
 
     fn describe(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Description {
