@@ -370,7 +370,9 @@ fn a_connection_in_another_state_is_refused_and_the_tree_runs_on() {
     // The established connection was locked and in repair mode during the dump: both
     // undone, it carries bytes again; the half-closed one works as before.
     assert!(!nft_tables().contains("pipecr_lock_"), "{}", nft_tables());
-    common::open_ctl(&ctl_path).write_all(b"x").unwrap();
+    // Kept open until the program has read it: a FIFO no one holds loses its bytes.
+    let mut ctl = common::open_ctl(&ctl_path);
+    ctl.write_all(b"x").unwrap();
     let status = common::wait_child(&mut prog, "the program to finish");
     assert!(status.success(), "{status:?}");
     assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "more after\n");
@@ -430,7 +432,9 @@ fn raw_packet_and_other_netlink_sockets_are_refused_naming_them() {
             "{expr}: {err}"
         );
         // The tree runs on: it reads its command and exits cleanly.
-        common::open_ctl(&ctl_path).write_all(b"x").unwrap();
+        // Kept open until the program has read it: a FIFO no one holds loses its bytes.
+        let mut ctl = common::open_ctl(&ctl_path);
+        ctl.write_all(b"x").unwrap();
         let status = common::wait_child(&mut prog, "the program to finish");
         assert!(status.success(), "{expr}: {status:?}");
     }
