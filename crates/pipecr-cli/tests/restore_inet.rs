@@ -378,11 +378,11 @@ fn a_connection_in_another_state_is_refused_and_the_tree_runs_on() {
     assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "more after\n");
 }
 
-/// Holds one socket made by the Python expression argv[2], writes "ready" into argv[1],
-/// then waits for a byte on the FIFO argv[3] and exits 0.
+/// Runs the Python statements argv[2] (which leave the socket under test at fd 3),
+/// writes "ready" into argv[1], then waits for a byte on the FIFO argv[3] and exits 0.
 const HOLDER_PY: &str = r#"
-import socket, sys
-s = eval(sys.argv[2])
+import socket, struct, sys
+exec(sys.argv[2])
 with open(sys.argv[1], "w") as f:
     f.write("ready\n")
 with open(sys.argv[3], "rb") as ctl:
@@ -390,23 +390,32 @@ with open(sys.argv[3], "rb") as ctl:
 "#;
 
 #[test]
-fn raw_packet_and_other_netlink_sockets_are_refused_naming_them() {
+fn raw_packet_netlink_and_ended_tcp_sockets_are_refused_naming_them() {
     if !common::capable() {
         return;
     }
     private_netns();
     for (n, (expr, words)) in [
         (
-            "socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
+            "s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
             "raw IP socket",
         ),
         (
-            "socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)",
+            "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)",
             "packet socket",
         ),
         (
-            "socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)",
+            "s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)",
             "netlink socket of protocol 16 (generic",
+        ),
+        // A connection reset by its peer: CLOSE, with ECONNRESET pending.
+        (
+            "s = socket.socket(); l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)
+s.connect(l.getsockname()); a, _ = l.accept()
+a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+a.close(); l.close()
+while s.getsockopt(socket.SOL_TCP, socket.TCP_INFO, 1)[0] != 7: pass",
+            "TCP socket",
         ),
     ]
     .into_iter()
@@ -428,7 +437,9 @@ fn raw_packet_and_other_netlink_sockets_are_refused_naming_them() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{expr}: the dump was refused");
         assert!(
-            err.contains(&format!("pid {pid} fd 3: {words}")) && err.contains("not supported"),
+            err.contains(&format!("pid {pid} fd 3: {words}"))
+                && err.contains("not supported")
+                && (n != 3 || err.contains("whose connection ended")),
             "{expr}: {err}"
         );
         // The tree runs on: it reads its command and exits cleanly.

@@ -304,7 +304,19 @@ impl FileKind for TcpSocketKind {
             ..Default::default()
         };
         match state {
-            TCP_CLOSE => {}
+            TCP_CLOSE => {
+                // A socket whose connection ended (closed, reset, or failed to connect)
+                // is in CLOSE too, but reads end of file or an error where a new one
+                // says ENOTCONN: only a never-connected socket is saved.
+                let segments = tcp_segments(fd).map_err(|e| fail("getsockopt(TCP_INFO)", e))?;
+                let error = sockopt::socket_error(fd).map_err(|e| fail("SO_ERROR", e.into()))?;
+                if segments != (0, 0) || error.is_err() {
+                    return Err(unsupported(format!(
+                        "TCP socket {} whose connection ended (only never-connected sockets in state CLOSE are restored)",
+                        inet::show(saved.local.as_ref())
+                    )));
+                }
+            }
             TCP_LISTEN => {
                 let diag = inet::inet_diag(family, libc::IPPROTO_TCP as u8, 1 << TCP_LISTEN)
                     .map_err(|e| fail("sock_diag(inet_diag)", e))?;
@@ -556,6 +568,21 @@ fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<[u8; 8]> {
     let mut head = [0u8; 8];
     head.copy_from_slice(&buf[..8]);
     Ok(head)
+}
+
+/// `tcpi_segs_out` and `tcpi_segs_in` of `TCP_INFO`: (0, 0) for a socket that never
+/// sent nor received a segment.
+fn tcp_segments(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    let mut buf = [0u8; 256];
+    let n = raw::get_bytes(fd, libc::IPPROTO_TCP, raw::TCP_INFO, &mut buf)?;
+    let word = |at: usize| {
+        buf[..n]
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+            .ok_or_else(|| io::Error::other("short tcp_info"))
+    };
+    Ok((word(136)?, word(140)?))
 }
 
 type Step<T> = Result<T, (&'static str, io::Error)>;
