@@ -86,7 +86,7 @@ pub fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
     }
 }
 
-/// "127.0.0.1:80" or "[::1]:80", or "-" for no address.
+/// `127.0.0.1:80` or `[::1]:80`, or `-` for no address.
 pub fn show(addr: Option<&proto::InetAddress>) -> String {
     match from_saved(addr) {
         Ok(Some(a)) => a.to_string(),

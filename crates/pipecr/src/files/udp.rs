@@ -243,7 +243,7 @@ fn peek_from_zero(fd: BorrowedFd<'_>) -> Step<(Vec<u8>, Vec<proto::UdpDatagram>)
     let mut bytes = Vec::new();
     let mut datagrams = Vec::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut space = [MaybeUninit::<u8>::uninit(); 0];
+    let mut space: [MaybeUninit<u8>; 0] = [];
     loop {
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let msg = match recvmsg(
