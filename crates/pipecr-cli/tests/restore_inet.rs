@@ -473,3 +473,54 @@ fn leave_running_lets_the_connection_go_on_without_a_lock() {
         round_trip(&mut conn, n);
     }
 }
+
+#[test]
+fn a_failed_restore_leaves_no_socket_and_a_second_one_takes_the_connection_over() {
+    if !common::capable() {
+        return;
+    }
+    private_netns();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (mut server, port) = start_python(root, ECHO_PY, &[]);
+    let pid = server.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    let stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    let mut conn = BufReader::new(stream);
+    round_trip(&mut conn, 1);
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    server.wait().unwrap();
+    wait_gone(&[pid]);
+    // Someone else listens on the server's port: the restore cannot bind its listener.
+    let blocker = std::net::TcpListener::bind(format!("127.0.0.1:{port}")).unwrap();
+    let out = common::restore_command(&img).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the restore failed");
+    assert!(
+        err.contains("bind") && err.contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(common::state(pid).is_none(), "no process is left");
+    // No socket of the server's is left: only the blocker and our own client end use
+    // its port; the connection's packets are still held for another try.
+    let ss = Command::new("ss").args(["-tanH"]).output().unwrap();
+    let ss = String::from_utf8_lossy(&ss.stdout);
+    let local = format!("127.0.0.1:{port}");
+    let mine: Vec<&str> = ss
+        .lines()
+        .filter(|l| l.split_whitespace().nth(3) == Some(local.as_str()))
+        .collect();
+    assert_eq!(mine.len(), 1, "{ss}");
+    assert!(mine[0].starts_with("LISTEN"), "{ss}");
+    assert!(nft_tables().contains("pipecr_lock_"), "{}", nft_tables());
+    drop(blocker);
+    let restore = common::restore(&img, pid);
+    for n in 2..20 {
+        round_trip(&mut conn, n);
+    }
+    assert!(!nft_tables().contains("pipecr_lock_"), "{}", nft_tables());
+    common::kill(pid);
+    common::finish_restore(restore, 128 + 9);
+}

@@ -454,6 +454,16 @@ pub struct Saved<'a> {
 }
 
 impl Saved<'_> {
+    /// A process and descriptor number that hold open file `file_id` (the first
+    /// process of `processes` whose table has it), if any.
+    pub fn holder(&self, file_id: u64) -> Option<(i32, RawFd)> {
+        self.processes.iter().find_map(|p| {
+            let table = self.tables.iter().find(|t| t.id == p.fd_table)?;
+            let d = table.descriptors.iter().find(|d| d.file_id == file_id)?;
+            Some((p.pid, d.fd))
+        })
+    }
+
     /// The pipe object `id`, if the image holds it.
     pub fn pipe(&self, id: u64) -> Option<&proto::Pipe> {
         self.pipes.iter().find(|p| p.id == id)
@@ -585,13 +595,14 @@ pub trait FileKind: Sync {
         Ok(())
     }
 
-    /// Called once per kind in the restoring process (pipecr) with every open file of
-    /// the image, after every process of the tree is ready and just before they are
-    /// released: for what must not be undone before the restore cannot fail any more
-    /// (the firewall rule that held TCP connections' packets while they were away is
-    /// removed here). An error fails the restore.
-    fn before_release(&self, files: &[proto::OpenFile]) -> Result<(), FileError> {
-        let _ = files;
+    /// Called once per kind in the restoring process (pipecr) with the image's records,
+    /// after every process of the tree is ready (stopped, descriptors installed) and just
+    /// before they are released: for what must wait until the restore cannot fail any
+    /// more (TCP connections leave repair mode, reached through a process holding them
+    /// with [`Saved::holder`], and the firewall rule that held their packets is
+    /// removed). An error fails the restore.
+    fn before_release(&self, saved: &Saved<'_>) -> Result<(), FileError> {
+        let _ = saved;
         Ok(())
     }
 

@@ -164,9 +164,9 @@ pub fn restore_file(
 
 /// Lets every open file's kind finish its restore just before the tree is released
 /// (see [`FileKind::before_release`]).
-pub fn before_release(files: &[proto::OpenFile]) -> Result<(), FileError> {
+pub fn before_release(saved: &Saved<'_>) -> Result<(), FileError> {
     for kind in KINDS {
-        kind.before_release(files)?;
+        kind.before_release(saved)?;
     }
     Ok(())
 }

@@ -25,10 +25,14 @@
 //! port with a listener), sets both sequence numbers, connects (no SYN in repair mode:
 //! the socket is established at once), sets the options negotiated, refills the receive
 //! queue and the sent part of the send queue in repair mode, sends the never-sent part
-//! normally, sets the window and leaves repair mode (the kernel then sends a window
-//! probe, dropped by the lock if it is still there). The table is deleted just before
-//! the tree is released ([`FileKind::before_release`]); from then on the peer's
-//! retransmissions reach the restored socket and are acknowledged.
+//! normally (dropped by the lock, sent again later by the kernel) and sets the window.
+//! It stays in repair mode while the rest of the tree is restored, so that a restore
+//! that fails closes it silently, leaving the connection to a second try. Once every
+//! process is ready, just before they are released ([`FileKind::before_release`]),
+//! pipecr takes each connection out of repair mode through a process holding it
+//! (`pidfd_getfd`; the kernel then sends a window probe), sets its options, and deletes
+//! the table: from then on the peer's retransmissions reach the restored socket and are
+//! acknowledged.
 //!
 //! **What the host needs**: CAP_NET_ADMIN (repair mode, nftables) and the `nft` program
 //! (nftables), in the network namespace of the tree. If pipecr is killed between the
@@ -470,7 +474,38 @@ impl FileKind for TcpSocketKind {
         Ok(sock)
     }
 
-    fn before_release(&self, files: &[proto::OpenFile]) -> Result<(), FileError> {
+    fn before_release(&self, saved: &Saved<'_>) -> Result<(), FileError> {
+        let files = saved.files;
+        for file in files {
+            let Some(open_file::Kind::TcpSocket(s)) = &file.kind else {
+                continue;
+            };
+            if s.state != TCP_ESTABLISHED {
+                continue;
+            }
+            let fail = |op: &'static str, source: io::Error| FileError::Restore {
+                id: file.id,
+                what: format!(
+                    "TCP connection {} -> {}",
+                    inet::show(s.local.as_ref()),
+                    inet::show(s.peer.as_ref())
+                ),
+                op,
+                source,
+            };
+            // Held by no descriptor: nothing was created for it.
+            let Some((pid, fd)) = saved.holder(file.id) else {
+                continue;
+            };
+            let sock = fetch(pid, fd).map_err(|e| fail("pidfd_getfd", e))?;
+            let default_opts = proto::InetOptions::default();
+            leave_repair(
+                sock.as_fd(),
+                s.family,
+                s.options.as_ref().unwrap_or(&default_opts),
+            )
+            .map_err(|(op, e)| fail(op, e))?;
+        }
         let mut tables = std::collections::BTreeMap::new();
         for file in files {
             if let Some(open_file::Kind::TcpSocket(s)) = &file.kind
@@ -528,6 +563,18 @@ impl FileKind for TcpSocketKind {
         };
         Description { text, pipe: None }
     }
+}
+
+/// Our own copy of descriptor `fd` of process `pid` (`pidfd_getfd`).
+fn fetch(pid: i32, fd: i32) -> io::Result<OwnedFd> {
+    let target = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    let pidfd = rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty())?;
+    Ok(rustix::process::pidfd_getfd(
+        &pidfd,
+        fd,
+        rustix::process::PidfdGetfdFlags::empty(),
+    )?)
 }
 
 /// Only what `lock` names a table: an image cannot make restore run another command.
@@ -691,8 +738,9 @@ fn refill(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Builds the connection again on the new socket `fd`, in repair mode, and leaves
-/// repair mode.
+/// Builds the connection again on the new socket `fd`, in repair mode, and leaves it
+/// in repair mode: [`leave_repair`] finishes it once the restore cannot fail any more,
+/// so that a restore that fails closes it without a FIN or a reset.
 #[allow(clippy::too_many_arguments)]
 fn repair_connection(
     fd: BorrowedFd<'_>,
@@ -790,8 +838,14 @@ fn repair_connection(
     }
     raw::set_bytes(fd, tcp, raw::TCP_REPAIR_WINDOW, &win).map_err(|e| ("TCP_REPAIR_WINDOW", e))?;
     set(raw::TCP_REPAIR_QUEUE, 0, "TCP_REPAIR_QUEUE")?;
-    set(raw::TCP_REPAIR, 0, "setsockopt(TCP_REPAIR, 0)")?;
-    // Out of repair mode, so that SO_REUSEADDR and the rest are the program's again.
+    Ok(())
+}
+
+/// Takes a restored connection out of repair mode (the kernel then sends a window
+/// probe) and sets its options, which repair mode would hide (`SO_REUSEADDR`).
+fn leave_repair(fd: BorrowedFd<'_>, family: u32, opts: &proto::InetOptions) -> Step<()> {
+    raw::set_int(fd, libc::IPPROTO_TCP, raw::TCP_REPAIR, 0)
+        .map_err(|e| ("setsockopt(TCP_REPAIR, 0)", e))?;
     inet::apply_options(fd, opts, family, true, true)?;
     if opts.sndbuf > 0 {
         sockopt::set_socket_send_buffer_size_force(fd, opts.sndbuf as usize / 2)
