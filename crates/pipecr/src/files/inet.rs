@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use netlink_packet_core::{
@@ -424,5 +424,113 @@ pub fn inet_diag(family: u32, protocol: u8, states: u32) -> io::Result<Vec<InetD
             }
             at += (len + 3) & !3;
         }
+    }
+}
+
+/// The internet checksum of `data` (one's complement sum of 16-bit words) added to
+/// `sum`, folded and complemented.
+pub fn checksum(data: &[u8], mut sum: u32) -> u16 {
+    for pair in data.chunks(2) {
+        let w = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += u32::from(w);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends the transport segment `l4` (a UDP datagram or a TCP segment, header included,
+/// its checksum field at `csum_at` left zero) of protocol `proto` from `src` to `dst`
+/// through a raw socket (`IPPROTO_RAW`: the IP header is ours), so that it arrives as if
+/// `src` had sent it. The checksum is computed here; `mark` is the packet's `SO_MARK`
+/// (0: none), which the TCP network lock lets through.
+pub fn inject(
+    src: SocketAddr,
+    dst: SocketAddr,
+    proto: u8,
+    mut l4: Vec<u8>,
+    csum_at: usize,
+    mark: u32,
+) -> io::Result<()> {
+    use std::net::IpAddr;
+    // An IPv4 address seen by an IPv6 socket is v4-mapped: send such packets as IPv4.
+    let v4 = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+    };
+    let len = u16::try_from(l4.len()).map_err(|_| io::Error::other("packet too long"))?;
+    let (s, d, af, to): (Vec<u8>, Vec<u8>, _, SocketAddr) =
+        if let (Some(s), Some(d)) = (v4(src), v4(dst)) {
+            (
+                s.octets().to_vec(),
+                d.octets().to_vec(),
+                AddressFamily::INET,
+                SocketAddr::new(IpAddr::V4(d), 0),
+            )
+        } else {
+            let (IpAddr::V6(s), IpAddr::V6(d)) = (src.ip(), dst.ip()) else {
+                return Err(io::Error::other("an IPv6 packet for an IPv4 socket"));
+            };
+            (
+                s.octets().to_vec(),
+                d.octets().to_vec(),
+                AddressFamily::INET6,
+                SocketAddr::new(IpAddr::V6(d), 0),
+            )
+        };
+    // Pseudo-header: addresses, protocol, length (RFC 768, RFC 793, RFC 8200 8.1).
+    let mut sum = 0u32;
+    for pair in s.chunks(2).chain(d.chunks(2)) {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    sum += u32::from(proto) + u32::from(len);
+    let mut c = checksum(&l4, sum);
+    if c == 0 && proto == libc::IPPROTO_UDP as u8 {
+        c = 0xffff;
+    }
+    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    let mut pkt = Vec::with_capacity(40 + l4.len());
+    if af == AddressFamily::INET {
+        // The kernel fills the total length and header checksum (IP_HDRINCL, raw(7)).
+        let total = len
+            .checked_add(20)
+            .ok_or_else(|| io::Error::other("packet too long"))?;
+        pkt.extend_from_slice(&[0x45, 0]);
+        pkt.extend_from_slice(&total.to_be_bytes());
+        pkt.extend_from_slice(&[0, 0, 0, 0, 64, proto, 0, 0]);
+    } else {
+        // IPPROTO_RAW on IPv6 implies IPV6_HDRINCL: the header is sent as is.
+        pkt.extend_from_slice(&[0x60, 0, 0, 0]);
+        pkt.extend_from_slice(&len.to_be_bytes());
+        pkt.extend_from_slice(&[proto, 64]);
+    }
+    pkt.extend_from_slice(&s);
+    pkt.extend_from_slice(&d);
+    pkt.extend_from_slice(&l4);
+    let sock = socket_with(
+        af,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(rustix::net::ipproto::RAW),
+    )?;
+    if mark != 0 {
+        raw::set_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, mark as i32)?;
+    }
+    rustix::net::sendto(&sock, &pkt, SendFlags::empty(), &to)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_of_a_known_header() {
+        // RFC 1071's example words: 0001 f203 f4f5 f6f7 sum to ddf2 (complement 220d).
+        assert_eq!(
+            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7], 0),
+            0x220d
+        );
     }
 }

@@ -23,8 +23,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use pipecr_image::proto::{self, open_file};
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvFlags, SendFlags, SocketFlags, SocketType, recvmsg,
-    sockopt,
+    AddressFamily, RecvAncillaryBuffer, RecvFlags, SocketFlags, SocketType, recvmsg, sockopt,
 };
 
 use super::inet::{self, AF_INET, AF_INET6};
@@ -289,26 +288,9 @@ fn deliverable(local: SocketAddr) -> SocketAddr {
     to
 }
 
-/// The internet checksum of `data` (one's complement sum of 16-bit words), folded.
-fn checksum(data: &[u8], mut sum: u32) -> u16 {
-    for pair in data.chunks(2) {
-        let w = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-        sum += u32::from(w);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Sends one UDP datagram with payload `data` from `src` to `dst` through a raw socket,
 /// so that it arrives as if `src` had sent it.
 fn inject(src: SocketAddr, dst: SocketAddr, data: &[u8]) -> io::Result<()> {
-    // An IPv4 source to an IPv6 socket arrives as a v4-mapped address: send it as IPv4.
-    let v4 = |a: SocketAddr| match a.ip() {
-        IpAddr::V4(ip) => Some(ip),
-        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
-    };
     let udp_len = u16::try_from(8 + data.len()).map_err(|_| io::Error::other("too long"))?;
     let mut udp = Vec::with_capacity(8 + data.len());
     udp.extend_from_slice(&src.port().to_be_bytes());
@@ -316,60 +298,7 @@ fn inject(src: SocketAddr, dst: SocketAddr, data: &[u8]) -> io::Result<()> {
     udp.extend_from_slice(&udp_len.to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(data);
-    if let (Some(s), Some(d)) = (v4(src), v4(dst)) {
-        // Checksum 0: none (allowed over IPv4). The kernel fills the IP header's total
-        // length and checksum (IP_HDRINCL, raw(7)).
-        let total = u16::try_from(20 + udp.len()).map_err(|_| io::Error::other("too long"))?;
-        let mut pkt = vec![0x45, 0];
-        pkt.extend_from_slice(&total.to_be_bytes());
-        pkt.extend_from_slice(&[0, 0, 0, 0, 64, libc::IPPROTO_UDP as u8, 0, 0]);
-        pkt.extend_from_slice(&s.octets());
-        pkt.extend_from_slice(&d.octets());
-        pkt.extend_from_slice(&udp);
-        let raw_sock = rustix::net::socket_with(
-            AddressFamily::INET,
-            SocketType::RAW,
-            SocketFlags::CLOEXEC,
-            Some(rustix::net::ipproto::RAW),
-        )?;
-        let to = SocketAddr::new(IpAddr::V4(d), 0);
-        rustix::net::sendto(&raw_sock, &pkt, SendFlags::empty(), &to)?;
-        return Ok(());
-    }
-    let (IpAddr::V6(s), IpAddr::V6(d)) = (src.ip(), dst.ip()) else {
-        return Err(io::Error::other("an IPv6 datagram for an IPv4 socket"));
-    };
-    // The UDP checksum is mandatory over IPv6: over the pseudo-header and the datagram.
-    let mut pseudo = Vec::with_capacity(40);
-    pseudo.extend_from_slice(&s.octets());
-    pseudo.extend_from_slice(&d.octets());
-    pseudo.extend_from_slice(&u32::from(udp_len).to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, libc::IPPROTO_UDP as u8]);
-    let mut sum = 0u32;
-    for pair in pseudo.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    let mut c = checksum(&udp, sum);
-    if c == 0 {
-        c = 0xffff;
-    }
-    udp[6..8].copy_from_slice(&c.to_be_bytes());
-    let mut pkt = vec![0x60, 0, 0, 0];
-    pkt.extend_from_slice(&udp_len.to_be_bytes());
-    pkt.extend_from_slice(&[libc::IPPROTO_UDP as u8, 64]);
-    pkt.extend_from_slice(&s.octets());
-    pkt.extend_from_slice(&d.octets());
-    pkt.extend_from_slice(&udp);
-    // IPPROTO_RAW on IPv6 implies IPV6_HDRINCL: the header above is sent as is.
-    let raw_sock = rustix::net::socket_with(
-        AddressFamily::INET6,
-        SocketType::RAW,
-        SocketFlags::CLOEXEC,
-        Some(rustix::net::ipproto::RAW),
-    )?;
-    let to = SocketAddr::new(IpAddr::V6(d), 0);
-    rustix::net::sendto(&raw_sock, &pkt, SendFlags::empty(), &to)?;
-    Ok(())
+    inet::inject(src, dst, libc::IPPROTO_UDP as u8, udp, 6, 0)
 }
 
 #[cfg(test)]
