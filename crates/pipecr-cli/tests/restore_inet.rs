@@ -12,8 +12,11 @@
 //!   and every line comes back once, in order, without a reset.
 //! - `python3 -m http.server` (HTTP/1.1, keep-alive) answers the next request on the
 //!   same connection after restore.
-//! - A connection in another state than ESTABLISHED is refused, naming it, and the tree
-//!   runs on with its connections working (no lock left, repair mode off).
+//! - Half-closed connections (CLOSE_WAIT and FIN_WAIT2 ends) come back in their states.
+//! - A connection in SYN_SENT is refused, naming it, and the tree runs on; raw, packet,
+//!   generic netlink sockets and a reset TCP socket are refused too.
+//! - A restore that fails leaves no socket behind, and a second restore takes the
+//!   connection over.
 
 mod common;
 
@@ -313,12 +316,13 @@ fn http_server_answers_the_next_request_on_the_same_connection_after_restore() {
     common::finish_restore(restore, 128 + 9);
 }
 
-/// A process holding, in this order: a listener, an established connection (both ends),
-/// and a connection whose client shut its sending side (the server's end in
-/// CLOSE_WAIT, the client's in FIN_WAIT2). On a byte from the FIFO argv[2] it sends
-/// "more" over the established connection, receives it on the other end, sends
-/// "after" from the CLOSE_WAIT end to the FIN_WAIT2 one, and writes what it received
-/// into argv[3].
+/// A process holding a listener, an established connection (both ends) and a
+/// connection whose client shut its sending side (the server's end in CLOSE_WAIT, the
+/// client's in FIN_WAIT2). On a byte from the FIFO argv[2] it checks them all and
+/// writes what it found into argv[3]: "more" over the established connection, then on
+/// the half-closed one: the server still reads end of file, its "after" reaches the
+/// client, the client cannot send, and once the server closes the client reads end of
+/// file.
 const HALF_CLOSED_PY: &str = r#"
 import socket, sys
 l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(4)
@@ -330,32 +334,104 @@ with open(sys.argv[1], "w") as f:
     f.write("ready\n")
 with open(sys.argv[2], "rb") as ctl:
     ctl.read(1)
-s2.sendall(b"more"); got = c2.recv(10)
-s.sendall(b"after"); got2 = c.recv(10)
+res = []
+s2.sendall(b"more"); res.append(c2.recv(10).decode())
+res.append("eof" if s.recv(10) == b"" else "data")
+s.sendall(b"after"); res.append(c.recv(10).decode())
+try:
+    c.send(b"x"); res.append("sent")
+except BrokenPipeError:
+    res.append("epipe")
+s.close()
+res.append("eof" if c.recv(10) == b"" else "data")
 with open(sys.argv[3], "w") as f:
-    f.write(f"{got.decode()} {got2.decode()}\n")
+    f.write(" ".join(res) + "\n")
 "#;
 
+/// Starts HALF_CLOSED_PY in `root`; returns it with its control FIFO's path and output
+/// file.
+fn start_half_closed(root: &Path) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
+    let ctl_path = root.join("ctl");
+    common::mkfifo(&ctl_path);
+    let out_path = root.join("out");
+    let (prog, _) = start_python(
+        root,
+        HALF_CLOSED_PY,
+        &[ctl_path.to_str().unwrap(), out_path.to_str().unwrap()],
+    );
+    (prog, ctl_path, out_path)
+}
+
+/// What HALF_CLOSED_PY finds when everything works.
+const HALF_CLOSED_OK: &str = "more eof after epipe eof\n";
+
 #[test]
-fn a_connection_in_another_state_is_refused_and_the_tree_runs_on() {
+fn half_closed_connections_come_back_in_their_states() {
     if !common::capable() {
         return;
     }
     private_netns();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let ctl_path = root.join("ctl");
-    common::mkfifo(&ctl_path);
-    let out_path = root.join("out");
-    let (mut prog, _) = start_python(
-        root,
-        HALF_CLOSED_PY,
-        &[ctl_path.to_str().unwrap(), out_path.to_str().unwrap()],
-    );
+    let (mut prog, ctl_path, out_path) = start_half_closed(root);
     let pid = prog.id() as i32;
     let _guard = KillOnDrop(vec![pid]);
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    wait_gone(&[pid]);
+    let show = Command::new(common::PIPECR)
+        .arg("show")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.contains("(CLOSE_WAIT)") && show.contains("(FIN_WAIT2)"),
+        "{show}"
+    );
+    let restore = common::restore(&img, pid);
+    let mut ctl = common::open_ctl(&ctl_path);
+    ctl.write_all(b"x").unwrap();
+    common::finish_restore(restore, 0);
+    assert_eq!(std::fs::read_to_string(&out_path).unwrap(), HALF_CLOSED_OK);
+}
+
+#[test]
+fn a_connection_in_syn_sent_is_refused_and_the_tree_runs_on() {
+    if !common::capable() {
+        return;
+    }
+    private_netns();
+    // SYNs to port 9 vanish in this namespace: a connect there stays in SYN_SENT.
+    let st = Command::new("nft")
+        .args(["add table inet blackhole; \
+             add chain inet blackhole out { type filter hook output priority 0; }; \
+             add rule inet blackhole out tcp dport 9 drop"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (mut prog, ctl_path, out_path) = start_half_closed(root);
+    let pid = prog.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    // The tree gets a SYN_SENT socket too: a second program holding one.
+    let dir2 = tempfile::tempdir().unwrap();
+    let hold_ctl = dir2.path().join("ctl");
+    common::mkfifo(&hold_ctl);
+    let (mut holder, _) = start_python(
+        dir2.path(),
+        HOLDER_PY,
+        &[
+            "s = socket.socket(); s.setblocking(False); s.connect_ex(('127.0.0.1', 9))",
+            hold_ctl.to_str().unwrap(),
+        ],
+    );
+    let hpid = holder.id() as i32;
+    let _hguard = KillOnDrop(vec![hpid]);
     let out = Command::new(common::PIPECR)
-        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .args(["dump", "-t", &hpid.to_string(), "-D"])
         .arg(root.join("img"))
         .stdin(Stdio::null())
         .output()
@@ -363,19 +439,22 @@ fn a_connection_in_another_state_is_refused_and_the_tree_runs_on() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the dump was refused");
     assert!(
-        err.contains(&format!("pid {pid} fd "))
-            && (err.contains("in state CLOSE_WAIT") || err.contains("in state FIN_WAIT2")),
+        err.contains(&format!("pid {hpid} fd 3: TCP connection"))
+            && err.contains("in state SYN_SENT"),
         "{err}"
     );
-    // The established connection was locked and in repair mode during the dump: both
-    // undone, it carries bytes again; the half-closed one works as before.
+    let mut hctl = common::open_ctl(&hold_ctl);
+    hctl.write_all(b"x").unwrap();
+    assert!(common::wait_child(&mut holder, "the holder to finish").success());
+    // The half-closed program, dumped with --leave-running (its connections locked and
+    // in repair mode meanwhile), goes on with no lock left.
+    common::dump(pid, &root.join("img2"), &["--leave-running"]);
     assert!(!nft_tables().contains("pipecr_lock_"), "{}", nft_tables());
-    // Kept open until the program has read it: a FIFO no one holds loses its bytes.
     let mut ctl = common::open_ctl(&ctl_path);
     ctl.write_all(b"x").unwrap();
     let status = common::wait_child(&mut prog, "the program to finish");
     assert!(status.success(), "{status:?}");
-    assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "more after\n");
+    assert_eq!(std::fs::read_to_string(&out_path).unwrap(), HALF_CLOSED_OK);
 }
 
 /// Runs the Python statements argv[2] (which leave the socket under test at fd 3),

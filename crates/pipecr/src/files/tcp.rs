@@ -42,10 +42,19 @@
 //! gone). A restore that fails leaves the table in place, so that a second restore can
 //! still take the connection over.
 //!
-//! **Refused**: connections in other states than ESTABLISHED (SYN_SENT, FIN_WAIT1/2,
-//! CLOSE_WAIT, LAST_ACK, CLOSING, TIME_WAIT: restoring a FIN in a queue needs a forged
-//! packet), and a listening socket with connections waiting to be accepted (the kernel
-//! offers no way to put a connection into a listener's queue).
+//! **Half-closed connections** (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING) are
+//! saved the same way; the FIN each side sent takes a sequence number but no byte, so
+//! restore builds the connection as established one sequence number lower and puts the
+//! FINs back in the order the state diagram met them: ours with `shutdown(SHUT_WR)` in
+//! repair mode (as already sent when the peer acknowledged it), the peer's with a forged
+//! FIN segment from the peer's address through a raw socket, and the peer's
+//! acknowledgement of our FIN with a forged ACK. The forged segments carry a mark
+//! ([`FORGED_MARK`]) the lock lets through.
+//!
+//! **Refused**: SYN_SENT, SYN_RECV, and a socket whose connection ended (CLOSE after
+//! segments, or an error pending: it would come back as a new socket), and a listening
+//! socket with connections waiting to be accepted (the kernel offers no way to put a
+//! connection into a listener's queue).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -66,6 +75,42 @@ pub struct TcpSocketKind;
 
 /// The kernel's TCP states (`include/net/tcp_states.h`).
 const TCP_ESTABLISHED: u32 = 1;
+const TCP_FIN_WAIT1: u32 = 4;
+const TCP_FIN_WAIT2: u32 = 5;
+const TCP_CLOSE_WAIT: u32 = 8;
+const TCP_LAST_ACK: u32 = 9;
+const TCP_CLOSING: u32 = 11;
+
+/// The states of a connection this kind saves: established, or half closed on either
+/// side or both (a FIN sent, received, or both, as the TCP state diagram goes).
+fn connected(state: u32) -> bool {
+    matches!(
+        state,
+        TCP_ESTABLISHED
+            | TCP_FIN_WAIT1
+            | TCP_FIN_WAIT2
+            | TCP_CLOSE_WAIT
+            | TCP_LAST_ACK
+            | TCP_CLOSING
+    )
+}
+
+/// Our FIN is in the send queue (sent; in FIN_WAIT2 also acknowledged).
+fn fin_sent(state: u32) -> bool {
+    matches!(
+        state,
+        TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSING | TCP_LAST_ACK
+    )
+}
+
+/// The peer's FIN is in the receive queue.
+fn fin_received(state: u32) -> bool {
+    matches!(state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING)
+}
+
+/// `SO_MARK` of the packets restore forges (a FIN, an ACK) to rebuild a half-closed
+/// connection: the network lock lets them through.
+const FORGED_MARK: u32 = 0x7063_6b31;
 const TCP_CLOSE: u32 = 7;
 const TCP_LISTEN: u32 = 10;
 
@@ -208,7 +253,9 @@ fn lock(
             script.push_str(&format!(
                 "add table inet {t}\n\
                  add chain inet {t} input {{ type filter hook input priority -300; policy accept; }}\n\
-                 add chain inet {t} output {{ type filter hook output priority -300; policy accept; }}\n"
+                 add chain inet {t} output {{ type filter hook output priority -300; policy accept; }}\n\
+                 add rule inet {t} input meta mark {FORGED_MARK:#x} accept\n\
+                 add rule inet {t} output meta mark {FORGED_MARK:#x} accept\n"
             ));
             t
         }
@@ -244,8 +291,17 @@ fn tree_connections(sink: &DumpSink<'_>) -> Vec<(std::net::SocketAddr, std::net:
     let mut conns = Vec::new();
     for family in [AF_INET, AF_INET6] {
         // Best effort: a connection missed here is locked on its own when met.
-        let Ok(found) = inet::inet_diag(family, libc::IPPROTO_TCP as u8, 1 << TCP_ESTABLISHED)
-        else {
+        let states = [
+            TCP_ESTABLISHED,
+            TCP_FIN_WAIT1,
+            TCP_FIN_WAIT2,
+            TCP_CLOSE_WAIT,
+            TCP_LAST_ACK,
+            TCP_CLOSING,
+        ]
+        .iter()
+        .fold(0, |m, s| m | 1 << s);
+        let Ok(found) = inet::inet_diag(family, libc::IPPROTO_TCP as u8, states) else {
             continue;
         };
         for d in found {
@@ -342,11 +398,11 @@ impl FileKind for TcpSocketKind {
                 }
                 saved.backlog = me.send_queue;
             }
-            TCP_ESTABLISHED => {
+            state if connected(state) => {
                 let (Some(l), Some(p)) = (local, peer) else {
                     return Err(fail(
                         "getpeername",
-                        io::Error::other("an established connection without addresses"),
+                        io::Error::other("a connection without addresses"),
                     ));
                 };
                 let mut conns = vec![(l, p)];
@@ -363,7 +419,7 @@ impl FileKind for TcpSocketKind {
                 raw::set_int(fd, libc::IPPROTO_TCP, raw::TCP_REPAIR, 1)
                     .map_err(|e| fail("setsockopt(TCP_REPAIR, 1)", e))?;
                 sink.state::<Repairs>().sockets.push(copy);
-                let conn = read_connection(fd).map_err(|(op, e)| fail(op, e))?;
+                let conn = read_connection(fd, state).map_err(|(op, e)| fail(op, e))?;
                 let (conn, send, recv) = conn;
                 let mut conn = conn;
                 if !send.is_empty() {
@@ -447,7 +503,7 @@ impl FileKind for TcpSocketKind {
                     rustix::net::listen(fd, backlog).map_err(|e| fail("listen", e.into()))?;
                 }
             }
-            TCP_ESTABLISHED => {
+            state if connected(state) => {
                 let (Some(l), Some(p)) = (local, peer) else {
                     return Err(invalid(file.id, "a connection without addresses"));
                 };
@@ -459,7 +515,7 @@ impl FileKind for TcpSocketKind {
                 if (c.unsent as usize) > send.len() {
                     return Err(invalid(file.id, "more unsent bytes than queued"));
                 }
-                repair_connection(fd, s.family, opts, l, p, c, &send, &recv)
+                repair_connection(fd, s.family, state, opts, l, p, c, &send, &recv)
                     .map_err(|(op, e)| fail(op, e))?;
             }
             other => {
@@ -480,7 +536,7 @@ impl FileKind for TcpSocketKind {
             let Some(open_file::Kind::TcpSocket(s)) = &file.kind else {
                 continue;
             };
-            if s.state != TCP_ESTABLISHED {
+            if !connected(s.state) {
                 continue;
             }
             let fail = |op: &'static str, source: io::Error| FileError::Restore {
@@ -542,15 +598,20 @@ impl FileKind for TcpSocketKind {
                 inet::show(s.local.as_ref()),
                 s.backlog
             ),
-            TCP_ESTABLISHED => {
+            state if connected(state) => {
                 let c = s.connection.clone().unwrap_or_default();
                 let lock = if s.network_lock.is_empty() {
                     String::new()
                 } else {
                     format!(", held by nft table inet {}", s.network_lock)
                 };
+                let st = if state == TCP_ESTABLISHED {
+                    String::new()
+                } else {
+                    format!(" ({})", state_name(state))
+                };
                 format!(
-                    "TCP{v} connection {} -> {}, {} B to send ({} unsent), {} B to read{lock}",
+                    "TCP{v} connection {} -> {}{st}, {} B to send ({} unsent), {} B to read{lock}",
                     inet::show(s.local.as_ref()),
                     inet::show(s.peer.as_ref()),
                     c.send_queue.map_or(0, |d| d.length),
@@ -636,10 +697,13 @@ type Step<T> = Result<T, (&'static str, io::Error)>;
 
 /// Reads an established connection in repair mode: its state and both queues (send,
 /// receive), without consuming anything.
-fn read_connection(fd: BorrowedFd<'_>) -> Step<(proto::TcpConnection, Vec<u8>, Vec<u8>)> {
+fn read_connection(
+    fd: BorrowedFd<'_>,
+    state: u32,
+) -> Step<(proto::TcpConnection, Vec<u8>, Vec<u8>)> {
     let tcp = libc::IPPROTO_TCP;
     let info = tcp_info(fd).map_err(|e| ("getsockopt(TCP_INFO)", e))?;
-    if u32::from(info[0]) != TCP_ESTABLISHED {
+    if u32::from(info[0]) != state {
         return Err((
             "getsockopt(TCP_INFO)",
             io::Error::other(format!(
@@ -649,8 +713,13 @@ fn read_connection(fd: BorrowedFd<'_>) -> Step<(proto::TcpConnection, Vec<u8>, V
         ));
     }
     let options = u32::from(info[5]);
-    let outq = raw::ioctl_int(fd, raw::SIOCOUTQ).map_err(|e| ("ioctl(SIOCOUTQ)", e))?;
-    let unsent = raw::ioctl_int(fd, raw::SIOCOUTQNSD).map_err(|e| ("ioctl(SIOCOUTQNSD)", e))?;
+    let mut outq = raw::ioctl_int(fd, raw::SIOCOUTQ).map_err(|e| ("ioctl(SIOCOUTQ)", e))?;
+    let mut unsent = raw::ioctl_int(fd, raw::SIOCOUTQNSD).map_err(|e| ("ioctl(SIOCOUTQNSD)", e))?;
+    if fin_sent(state) {
+        // The FIN counts in both and carries no byte.
+        outq = (outq - 1).max(0);
+        unsent = (unsent - 1).max(0);
+    }
     let inq = raw::ioctl_int(fd, raw::SIOCINQ).map_err(|e| ("ioctl(SIOCINQ)", e))?;
     let mss = raw::get_int(fd, tcp, raw::TCP_MAXSEG).map_err(|e| ("getsockopt(TCP_MAXSEG)", e))?;
     let timestamp = if options & TCPI_OPT_TIMESTAMPS != 0 {
@@ -745,6 +814,7 @@ fn refill(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
 fn repair_connection(
     fd: BorrowedFd<'_>,
     family: u32,
+    state: u32,
     opts: &proto::InetOptions,
     local: std::net::SocketAddr,
     peer: std::net::SocketAddr,
@@ -761,6 +831,10 @@ fn repair_connection(
         sockopt::set_ipv6_v6only(fd, opts.v6only).map_err(|e| ("IPV6_V6ONLY", e.into()))?;
     }
     rustix::net::bind(fd, &local).map_err(|e| ("bind", e.into()))?;
+    // A FIN takes a sequence number but no byte: the queues start one lower, and the
+    // FINs are put back last (below).
+    let recv_seq = c.recv_seq.wrapping_sub(u32::from(fin_received(state)));
+    let mut send_seq = c.send_seq.wrapping_sub(u32::from(fin_sent(state)));
     set(
         raw::TCP_REPAIR_QUEUE,
         raw::TCP_RECV_QUEUE,
@@ -768,7 +842,7 @@ fn repair_connection(
     )?;
     set(
         raw::TCP_QUEUE_SEQ,
-        c.recv_seq.wrapping_sub(recv.len() as u32) as i32,
+        recv_seq.wrapping_sub(recv.len() as u32) as i32,
         "TCP_QUEUE_SEQ (receive)",
     )?;
     set(
@@ -778,7 +852,7 @@ fn repair_connection(
     )?;
     set(
         raw::TCP_QUEUE_SEQ,
-        c.send_seq.wrapping_sub(send.len() as u32) as i32,
+        send_seq.wrapping_sub(send.len() as u32) as i32,
         "TCP_QUEUE_SEQ (send)",
     )?;
     rustix::net::connect(fd, &peer).map_err(|e| ("connect in repair mode", e.into()))?;
@@ -832,13 +906,79 @@ fn repair_connection(
         refill(fd, &send[sent..]).map_err(|e| ("send (unsent bytes)", e))?;
         set(raw::TCP_REPAIR, 1, "setsockopt(TCP_REPAIR, 1)")?;
     }
+    let (mut rcv_wup, mut rcv_wnd) = (c.rcv_wup, c.rcv_wnd);
+    if fin_received(state) {
+        // The peer's FIN is not in the receive queue yet: the window is counted from
+        // before it.
+        rcv_wup = rcv_wup.wrapping_sub(1);
+        rcv_wnd = rcv_wnd.wrapping_add(1);
+    }
     let mut win = Vec::with_capacity(20);
-    for v in [c.snd_wl1, c.snd_wnd, c.max_window, c.rcv_wnd, c.rcv_wup] {
+    for v in [c.snd_wl1, c.snd_wnd, c.max_window, rcv_wnd, rcv_wup] {
         win.extend_from_slice(&v.to_ne_bytes());
     }
     raw::set_bytes(fd, tcp, raw::TCP_REPAIR_WINDOW, &win).map_err(|e| ("TCP_REPAIR_WINDOW", e))?;
     set(raw::TCP_REPAIR_QUEUE, 0, "TCP_REPAIR_QUEUE")?;
+    // The FINs, in the order the state diagram met them: ours by shutdown(SHUT_WR) (as
+    // already sent, when the peer acknowledged it), the peer's by a forged FIN segment
+    // from the peer's address, and the peer's acknowledgement of ours by a forged ACK.
+    let una = send_seq.wrapping_sub(send.len() as u32);
+    let window = (c.snd_wnd >> c.snd_wscale.min(14)).min(0xffff) as u16;
+    let forge = |seq: u32, ack: u32, flags: u8| {
+        forge_segment(peer, local, seq, ack, flags, window).map_err(|e| ("forge a segment", e))
+    };
+    let shut = |acked: bool| -> Step<()> {
+        if acked {
+            set(
+                raw::TCP_REPAIR_QUEUE,
+                raw::TCP_SEND_QUEUE,
+                "TCP_REPAIR_QUEUE",
+            )?;
+        }
+        rustix::net::shutdown(fd, rustix::net::Shutdown::Write)
+            .map_err(|e| ("shutdown(SHUT_WR) in repair mode", e.into()))?;
+        set(raw::TCP_REPAIR_QUEUE, 0, "TCP_REPAIR_QUEUE")
+    };
+    if matches!(state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSING) {
+        shut(state == TCP_FIN_WAIT2)?;
+    }
+    if fin_received(state) {
+        forge(recv_seq, una, TH_FIN | TH_ACK)?;
+    }
+    if state == TCP_LAST_ACK {
+        shut(false)?;
+    }
+    if state == TCP_FIN_WAIT2 {
+        send_seq = send_seq.wrapping_add(1);
+        forge(recv_seq, send_seq.wrapping_sub(send.len() as u32), TH_ACK)?;
+    }
     Ok(())
+}
+
+/// TCP header flags.
+const TH_FIN: u8 = 0x01;
+const TH_ACK: u8 = 0x10;
+
+/// Sends a bare TCP segment (no options, no data) from `src` to `dst`, marked so that
+/// the network lock lets it through.
+fn forge_segment(
+    src: std::net::SocketAddr,
+    dst: std::net::SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+) -> io::Result<()> {
+    let mut h = Vec::with_capacity(20);
+    h.extend_from_slice(&src.port().to_be_bytes());
+    h.extend_from_slice(&dst.port().to_be_bytes());
+    h.extend_from_slice(&seq.to_be_bytes());
+    h.extend_from_slice(&ack.to_be_bytes());
+    h.push(5 << 4);
+    h.push(flags);
+    h.extend_from_slice(&window.to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0, 0]);
+    inet::inject(src, dst, libc::IPPROTO_TCP as u8, h, 16, FORGED_MARK)
 }
 
 /// Takes a restored connection out of repair mode (the kernel then sends a window
