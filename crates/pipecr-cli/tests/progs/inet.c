@@ -5,7 +5,7 @@
  *   - TCP over IPv4: a listener on 127.0.0.1 (SO_REUSEADDR, backlog 7), a connection to
  *     it (client end: TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE 77, TCP_KEEPINTVL 11,
  *     TCP_KEEPCNT 5), 300000 bytes sent by the client and 200000 by the server, none
- *     read;
+ *     read; a second connection never accepted, its client having sent 5000 bytes;
  *   - TCP over IPv6: a listener on [::1] (SO_REUSEPORT, IPV6_V6ONLY, backlog 3), a
  *     connection with 1000 bytes queued each way; a TCP socket bound and never
  *     listening or connected;
@@ -357,6 +357,8 @@ int main(int argc, char **argv)
     /* The kernel grows buffers as data comes: queue what fits without blocking. */
     send_pat(c4, 1, 0, 300000);
     send_pat(s4, 2, 0, 200000);
+    int c5 = connect_to(l4); /* left in the listener's queue */
+    send_pat(c5, 9, 0, 5000);
 
     /* TCP v6 */
     int l6 = tcp_listener(AF_INET6, SO_REUSEPORT, 3);
@@ -420,7 +422,26 @@ int main(int argc, char **argv)
             fail("v6 listener: SO_REUSEPORT or IPV6_V6ONLY lost");
         if (port_of(bound) != bound_port)
             fail("bound socket: port %d, want %d", port_of(bound), bound_port);
-        /* No connection waits in the listeners. */
+        /* The connection waiting in the v4 listener is accepted now, from its client,
+         * with the bytes it sent; then no other waits. */
+        {
+            int ns = accept(l4, NULL, NULL);
+            struct sockaddr_in pa, ca;
+            socklen_t pl = sizeof pa, cl = sizeof ca;
+            if (ns < 0)
+                fail("v4 listener: accept: %s", strerror(errno));
+            else {
+                getpeername(ns, (void *)&pa, &pl);
+                getsockname(c5, (void *)&ca, &cl);
+                if (pa.sin_port != ca.sin_port)
+                    fail("accepted a connection from port %d, want %d", ntohs(pa.sin_port),
+                         ntohs(ca.sin_port));
+                expect_queued(ns, 9, 5000, "waiting connection");
+                uint64_t x = 5000, y = 0;
+                exchange(c5, ns, 9, 10, &x, &y, 1 << 20, "waiting connection");
+                close(ns);
+            }
+        }
         fcntl(l4, F_SETFL, fcntl(l4, F_GETFL) | O_NONBLOCK);
         if (accept(l4, NULL, NULL) >= 0 || errno != EAGAIN)
             fail("v4 listener: accept did not say EAGAIN");

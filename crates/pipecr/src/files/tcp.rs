@@ -51,10 +51,20 @@
 //! acknowledgement of our FIN with a forged ACK. The forged segments carry a mark
 //! ([`FORGED_MARK`]) the lock lets through.
 //!
+//! **Connections waiting to be accepted** have a server end no descriptor holds, which
+//! only `accept` reaches, and the kernel offers no way to put a connection back into a
+//! listener's queue. When the client end is in the tree too (loopback), the dump takes
+//! them from the queue once every file is saved (`finish`), reads what the server end
+//! received, and saves the client end to connect again at restore: a real handshake
+//! with the restored listener (these connections are left out of the lock), then those
+//! bytes and the ones the client had not had acknowledged are sent as new data, so the
+//! program's `accept` returns a connection carrying the same stream. Refused with
+//! `--leave-running` (the tree would lose them) and when a client is outside the tree,
+//! both before anything is taken; a dump that fails after they were taken leaves the
+//! tree without them.
+//!
 //! **Refused**: SYN_SENT, SYN_RECV, and a socket whose connection ended (CLOSE after
-//! segments, or an error pending: it would come back as a new socket), and a listening
-//! socket with connections waiting to be accepted (the kernel offers no way to put a
-//! connection into a listener's queue).
+//! segments, or an error pending: it would come back as a new socket).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -153,6 +163,23 @@ struct Repairs {
     /// The connections locked so far, as (lower end, higher end): both ends of a
     /// loopback connection in the tree need one set of rules.
     locked: std::collections::BTreeSet<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// The connections whose server end waits in the accept queue of a listener of the
+    /// tree, as (lower end, higher end), once looked up: not locked (restore connects
+    /// them again for real).
+    pending: Option<std::collections::BTreeSet<(std::net::SocketAddr, std::net::SocketAddr)>>,
+    /// Listeners of the tree with connections waiting: (inode, pid, fd, our copy).
+    listeners: Vec<(u64, i32, i32, OwnedFd)>,
+    /// The client ends of those connections met so far: (local, peer) -> (send_seq,
+    /// unacknowledged bytes).
+    clients:
+        std::collections::BTreeMap<(std::net::SocketAddr, std::net::SocketAddr), (u32, Vec<u8>)>,
+}
+
+type Conn = (std::net::SocketAddr, std::net::SocketAddr);
+
+/// (lower end, higher end) of a connection, whichever end it is seen from.
+fn conn_key((a, b): Conn) -> Conn {
+    (a.min(b), a.max(b))
 }
 
 impl Repairs {
@@ -240,7 +267,7 @@ fn lock(
     conns: &[(std::net::SocketAddr, std::net::SocketAddr)],
 ) -> io::Result<String> {
     static DUMPS: AtomicU32 = AtomicU32::new(0);
-    let key = |(a, b): (std::net::SocketAddr, std::net::SocketAddr)| (a.min(b), a.max(b));
+    let key = conn_key;
     let mut script = String::new();
     let table = match &repairs.table {
         Some(t) => t.clone(),
@@ -263,7 +290,10 @@ fn lock(
     let mut new = Vec::new();
     for &c in conns {
         let k = key(c);
-        if repairs.locked.contains(&k) || new.contains(&k) {
+        if repairs.locked.contains(&k)
+            || new.contains(&k)
+            || repairs.pending.as_ref().is_some_and(|p| p.contains(&k))
+        {
             continue;
         }
         new.push(k);
@@ -282,6 +312,37 @@ fn lock(
     repairs.table = Some(table.clone());
     repairs.locked.extend(new);
     Ok(table)
+}
+
+/// The connections whose server end waits in the accept queue of a listener the tree
+/// holds (a socket without a file, on a listener's port), as [`conn_key`]s.
+fn pending_connections(sink: &DumpSink<'_>) -> std::collections::BTreeSet<Conn> {
+    let mut pending = std::collections::BTreeSet::new();
+    for family in [AF_INET, AF_INET6] {
+        let Ok(listening) = inet::inet_diag(family, libc::IPPROTO_TCP as u8, 1 << TCP_LISTEN)
+        else {
+            continue;
+        };
+        let ours: Vec<std::net::SocketAddr> = listening
+            .iter()
+            .filter(|d| !sink.descriptors_of_inode(u64::from(d.inode)).is_empty())
+            .map(|d| d.local)
+            .collect();
+        if ours.is_empty() {
+            continue;
+        }
+        let Ok(est) = inet::inet_diag(family, libc::IPPROTO_TCP as u8, 1 << TCP_ESTABLISHED) else {
+            continue;
+        };
+        for d in est.iter().filter(|d| d.inode == 0) {
+            if ours.iter().any(|l| {
+                l.port() == d.local.port() && (l.ip().is_unspecified() || l.ip() == d.local.ip())
+            }) {
+                pending.insert(conn_key((d.local, d.remote)));
+            }
+        }
+    }
+    pending
 }
 
 /// Every established TCP connection of the network namespace whose socket some
@@ -390,11 +451,21 @@ impl FileKind for TcpSocketKind {
                         )
                     })?;
                 if me.recv_queue > 0 {
-                    return Err(unsupported(format!(
-                        "TCP socket listening on {} with {} connection(s) waiting to be accepted",
-                        inet::show(saved.local.as_ref()),
-                        me.recv_queue
-                    )));
+                    if sink.options.leave_running {
+                        return Err(unsupported(format!(
+                            "TCP socket listening on {} with {} connection(s) waiting to be accepted, in a tree that runs on (saving them takes them from the queue)",
+                            inet::show(saved.local.as_ref()),
+                            me.recv_queue
+                        )));
+                    }
+                    // Taken from the queue once every file is saved (`finish`).
+                    let copy = file.file.try_clone().map_err(|e| fail("dup", e))?;
+                    sink.state::<Repairs>().listeners.push((
+                        file.stat.st_ino,
+                        file.pid,
+                        file.fd,
+                        copy,
+                    ));
                 }
                 saved.backlog = me.send_queue;
             }
@@ -405,6 +476,13 @@ impl FileKind for TcpSocketKind {
                         io::Error::other("a connection without addresses"),
                     ));
                 };
+                if sink
+                    .peek_state::<Repairs>()
+                    .is_none_or(|r| r.pending.is_none())
+                {
+                    let pending = pending_connections(sink);
+                    sink.state::<Repairs>().pending = Some(pending);
+                }
                 let mut conns = vec![(l, p)];
                 if sink
                     .peek_state::<Repairs>()
@@ -422,6 +500,16 @@ impl FileKind for TcpSocketKind {
                 let conn = read_connection(fd, state).map_err(|(op, e)| fail(op, e))?;
                 let (conn, send, recv) = conn;
                 let mut conn = conn;
+                let repairs = sink.state::<Repairs>();
+                if repairs
+                    .pending
+                    .as_ref()
+                    .is_some_and(|set| set.contains(&conn_key((l, p))))
+                {
+                    repairs
+                        .clients
+                        .insert((l, p), (conn.send_seq, send.clone()));
+                }
                 if !send.is_empty() {
                     conn.send_queue =
                         Some(sink.writer.raw(pipecr_image::SOCKETS_DATA)?.append(&send)?);
@@ -446,9 +534,10 @@ impl FileKind for TcpSocketKind {
 
     fn finish(
         &self,
-        _files: &mut [proto::OpenFile],
+        files: &mut [proto::OpenFile],
         sink: &mut DumpSink<'_>,
     ) -> Result<(), FileError> {
+        take_pending(files, sink)?;
         let repairs = std::mem::take(sink.state::<Repairs>());
         if repairs.table.is_some() || !repairs.sockets.is_empty() {
             sink.hold(Box::new(repairs));
@@ -503,6 +592,16 @@ impl FileKind for TcpSocketKind {
                     rustix::net::listen(fd, backlog).map_err(|e| fail("listen", e.into()))?;
                 }
             }
+            TCP_ESTABLISHED if s.pending_in != 0 => {
+                // Connected again for real in `complete`, once its listener listens.
+                inet::apply_options(fd, opts, s.family, true, false)
+                    .map_err(|(op, e)| fail(op, e))?;
+                let Some(l) = local else {
+                    return Err(invalid(file.id, "a connection without addresses"));
+                };
+                rustix::net::bind(fd, &l).map_err(|e| fail("bind", e.into()))?;
+                return Ok(sock);
+            }
             state if connected(state) => {
                 let (Some(l), Some(p)) = (local, peer) else {
                     return Err(invalid(file.id, "a connection without addresses"));
@@ -530,13 +629,60 @@ impl FileKind for TcpSocketKind {
         Ok(sock)
     }
 
+    fn complete(&self, file: &proto::OpenFile, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
+        let Some(open_file::Kind::TcpSocket(s)) = &file.kind else {
+            return Ok(());
+        };
+        if s.pending_in == 0 {
+            return Ok(());
+        }
+        let fail = |op: &'static str, source: io::Error| FileError::Restore {
+            id: file.id,
+            what: format!(
+                "TCP connection {} -> {} (waiting to be accepted)",
+                inet::show(s.local.as_ref()),
+                inet::show(s.peer.as_ref())
+            ),
+            op,
+            source,
+        };
+        let peer = inet::from_saved(s.peer.as_ref())
+            .map_err(|e| invalid(file.id, &e))?
+            .ok_or_else(|| invalid(file.id, "a connection without its peer"))?;
+        let data = match s.connection.as_ref().and_then(|c| c.send_queue.as_ref()) {
+            Some(d) => ctx.image.read_data(d)?,
+            None => Vec::new(),
+        };
+        let Some(fd) = ctx.opened(file.id) else {
+            return Err(invalid(file.id, "not created"));
+        };
+        // A real handshake with the listener restored beside it (the network lock
+        // leaves these connections alone): its accept returns the other end.
+        rustix::net::connect(fd, &peer).map_err(|e| fail("connect", e.into()))?;
+        let default_opts = proto::InetOptions::default();
+        let opts = s.options.as_ref().unwrap_or(&default_opts);
+        inet::apply_tcp_options(fd, opts).map_err(|(op, e)| fail(op, e))?;
+        if !data.is_empty() {
+            // Room for all of it, sent as the program would have: nothing blocks.
+            let room = (opts.sndbuf as usize / 2).max(data.len() + (64 << 10));
+            sockopt::set_socket_send_buffer_size_force(fd, room)
+                .map_err(|e| fail("SO_SNDBUFFORCE", e.into()))?;
+            rustix::fs::fcntl_setfl(fd, rustix::fs::OFlags::NONBLOCK)
+                .map_err(|e| fail("fcntl(F_SETFL)", e.into()))?;
+            refill(fd, &data).map_err(|e| fail("send", e))?;
+        }
+        let flags = rustix::fs::OFlags::from_bits_retain(file.flags) & rustix::fs::OFlags::NONBLOCK;
+        rustix::fs::fcntl_setfl(fd, flags).map_err(|e| fail("fcntl(F_SETFL)", e.into()))?;
+        Ok(())
+    }
+
     fn before_release(&self, saved: &Saved<'_>) -> Result<(), FileError> {
         let files = saved.files;
         for file in files {
             let Some(open_file::Kind::TcpSocket(s)) = &file.kind else {
                 continue;
             };
-            if !connected(s.state) {
+            if !connected(s.state) || s.pending_in != 0 {
                 continue;
             }
             let fail = |op: &'static str, source: io::Error| FileError::Restore {
@@ -624,6 +770,131 @@ impl FileKind for TcpSocketKind {
         };
         Description { text, pipe: None }
     }
+}
+
+/// Takes every connection waiting in a listener of the tree from its queue (the tree is
+/// killed after this dump: `--leave-running` refuses them), reads what its server end
+/// received, and rewrites the record of its client end (which must be in the tree) to
+/// connect again at restore and send those bytes then the ones it had not had
+/// acknowledged. The server ends are closed in repair mode: nothing is sent.
+fn take_pending(files: &mut [proto::OpenFile], sink: &mut DumpSink<'_>) -> Result<(), FileError> {
+    let listeners = std::mem::take(&mut sink.state::<Repairs>().listeners);
+    if listeners.is_empty() {
+        return Ok(());
+    }
+    // Every waiting connection must have its client in the tree: checked before any is
+    // taken from its queue, so that a refusal leaves the tree as it was.
+    if sink
+        .peek_state::<Repairs>()
+        .is_none_or(|r| r.pending.is_none())
+    {
+        let pending = pending_connections(sink);
+        sink.state::<Repairs>().pending = Some(pending);
+    }
+    let repairs = sink.state::<Repairs>();
+    let clients: std::collections::BTreeSet<Conn> =
+        repairs.clients.keys().map(|&c| conn_key(c)).collect();
+    if let Some(missing) = repairs
+        .pending
+        .iter()
+        .flatten()
+        .find(|k| !clients.contains(k))
+    {
+        let (_, pid, fd, _) = &listeners[0];
+        return Err(FileError::Unsupported {
+            pid: *pid,
+            fd: *fd,
+            kind: format!(
+                "TCP listener with a connection ({} - {}) waiting to be accepted whose client is outside the tree",
+                missing.0, missing.1
+            ),
+        });
+    }
+    for (inode, _pid, _fd, listener) in listeners {
+        let Some(listener_id) = files.iter().find_map(|f| match &f.kind {
+            Some(open_file::Kind::TcpSocket(s)) if s.inode == inode => Some(f.id),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let fail = |op: &'static str, source: io::Error| FileError::Restore {
+            id: listener_id,
+            what: format!("connections waiting in TCP listener socket:[{inode}]"),
+            op,
+            source,
+        };
+        loop {
+            // Only what waits now: the listener itself blocks (its flags are the tree's).
+            let mut pfd = [rustix::event::PollFd::new(
+                &listener,
+                rustix::event::PollFlags::IN,
+            )];
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            match rustix::event::poll(&mut pfd, Some(&zero)) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(fail("poll", e.into())),
+            }
+            let child = match rustix::net::accept_with(
+                &listener,
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            ) {
+                Ok(c) => c,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(fail("accept", e.into())),
+            };
+            let fd = child.as_fd();
+            raw::set_int(fd, libc::IPPROTO_TCP, raw::TCP_REPAIR, 1)
+                .map_err(|e| fail("setsockopt(TCP_REPAIR, 1)", e))?;
+            let local = inet::local_addr(fd).map_err(|e| fail("getsockname", e))?;
+            let peer = inet::peer_addr(fd).map_err(|e| fail("getpeername", e))?;
+            let (Some(local), Some(peer)) = (local, peer) else {
+                return Err(fail("getpeername", io::Error::other("no addresses")));
+            };
+            let inq = raw::ioctl_int(fd, raw::SIOCINQ).map_err(|e| fail("ioctl(SIOCINQ)", e))?;
+            let (rcv_nxt, mut data) = peek_queue(fd, raw::TCP_RECV_QUEUE, inq.max(0) as usize)
+                .map_err(|(op, e)| fail(op, e))?;
+            let client = sink.state::<Repairs>().clients.remove(&(peer, local));
+            let Some((send_seq, unacked)) = client else {
+                return Err(fail(
+                    "accept",
+                    io::Error::other(format!(
+                        "the connection from {peer} has no client in the tree"
+                    )),
+                ));
+            };
+            // What the client had not had acknowledged may overlap what the server end
+            // received (an ACK not sent yet): keep only what lies beyond.
+            let una = send_seq.wrapping_sub(unacked.len() as u32);
+            let skip = rcv_nxt.wrapping_sub(una) as usize;
+            if skip <= unacked.len() {
+                data.extend_from_slice(&unacked[skip..]);
+            }
+            let data_ref = if data.is_empty() {
+                None
+            } else {
+                Some(sink.writer.raw(pipecr_image::SOCKETS_DATA)?.append(&data)?)
+            };
+            for f in files.iter_mut() {
+                if let Some(open_file::Kind::TcpSocket(s)) = &mut f.kind
+                    && inet::from_saved(s.local.as_ref()).ok().flatten() == Some(peer)
+                    && inet::from_saved(s.peer.as_ref()).ok().flatten() == Some(local)
+                    && let Some(c) = &mut s.connection
+                {
+                    s.pending_in = listener_id;
+                    c.send_queue = data_ref.clone();
+                    c.unsent = data.len() as u32;
+                    c.recv_queue = None;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Our own copy of descriptor `fd` of process `pid` (`pidfd_getfd`).
