@@ -4,7 +4,8 @@
 //! other tests.
 //!
 //! - tests/progs/inet.c holds listeners (IPv4, IPv6), two loopback connections with
-//!   bytes queued both ways, a bound socket, UDP sockets with queued datagrams from
+//!   bytes queued both ways, one waiting to be accepted with bytes its client sent, a
+//!   bound socket, UDP sockets with queued datagrams from
 //!   three senders, route and uevent netlink sockets; after restore it checks all of it
 //!   from inside and moves 2 MB more each way.
 //! - A python3 asyncio echo server (a real program) with the test as its client outside
@@ -101,6 +102,23 @@ fn tcp_udp_and_netlink_sockets_come_back_with_their_queues() {
     assert_eq!(backlog_of(&v4), Some(7), "{}", listeners());
     assert_eq!(backlog_of(&v6), Some(3), "{}", listeners());
 
+    // A dump that lets the tree run on cannot take the waiting connection from its
+    // listener's queue: refused, and the tree is as it was (checked after restore).
+    let out = Command::new(common::PIPECR)
+        .args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
+        .arg(root.join("img-refused"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the dump was refused");
+    assert!(
+        err.contains(&format!(
+            "listening on {v4} with 1 connection(s) waiting to be accepted"
+        )),
+        "{err}"
+    );
+    assert!(!nft_tables().contains("pipecr_lock_"), "{}", nft_tables());
     let img = root.join("img");
     common::dump(pid, &img, &[]);
     prog.wait().unwrap();
