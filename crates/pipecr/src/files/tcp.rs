@@ -49,7 +49,7 @@
 //! repair mode (as already sent when the peer acknowledged it), the peer's with a forged
 //! FIN segment from the peer's address through a raw socket, and the peer's
 //! acknowledgement of our FIN with a forged ACK. The forged segments carry a mark
-//! ([`FORGED_MARK`]) the lock lets through.
+//! (`FORGED_MARK`, 0x70636b31) the lock lets through.
 //!
 //! **Connections waiting to be accepted** have a server end no descriptor holds, which
 //! only `accept` reaches, and the kernel offers no way to put a connection back into a
