@@ -45,7 +45,7 @@ pub mod unix;
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
 pub use kind::{
     Description, Dropped, DumpEnd, DumpHold, DumpOptions, DumpSink, External, ExternalEnd,
-    FileError, FileKind, Holds, KindState, LiveFile, PipeUse, RestoreCtx, Saved, Stage,
+    FileError, FileKind, Holds, KindState, LiveFile, PipeUse, Reconnect, RestoreCtx, Saved, Stage,
     TreeDescriptor, TreeTask,
 };
 
@@ -132,11 +132,14 @@ pub fn dump_file(
             "cannot save: {e}"
         )
     })?;
+    let (owner, signal) = common::owner_and_signal(file)?;
     Ok(proto::OpenFile {
         id,
         flags: file.info.flags,
         pos: file.info.pos,
         kind: Some(kind),
+        owner,
+        signal,
     })
 }
 
@@ -191,6 +194,12 @@ pub fn before_release(saved: &Saved<'_>) -> Result<(), FileError> {
     Ok(())
 }
 
+/// Lets the kind of `file` finish it once every open file exists (see
+/// [`FileKind::complete`]).
+pub fn complete_file(file: &proto::OpenFile, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
+    restorer_of(file)?.complete(file, ctx)
+}
+
 /// How `pipecr show` presents a saved open file (see [`FileKind::describe`]).
 pub fn describe_saved(file: &proto::OpenFile, saved: &Saved<'_>) -> Description {
     match restorer_of(file) {
@@ -231,6 +240,7 @@ pub fn external_ends(saved: &Saved<'_>) -> Vec<ExternalEnd> {
                 terminal: ext.terminal,
                 flags: file.flags,
                 pipe: ext.pipe,
+                reconnect: ext.reconnect,
             });
         }
     }
