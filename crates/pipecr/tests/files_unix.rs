@@ -634,16 +634,6 @@ fn named_datagram_socket_keeps_senders_and_options() {
     );
 }
 
-/// The message that stops a dump of our descriptor `fd`.
-fn unsupported(fd: BorrowedFd<'_>) -> String {
-    let live = LiveFile::fetch(me(), fd.as_raw_fd()).unwrap();
-    match files::kind_of(&live) {
-        Err(e @ FileError::Unsupported { .. }) => e.to_string(),
-        Err(e) => panic!("unexpected error: {e}"),
-        Ok(k) => panic!("claimed by {}", k.name()),
-    }
-}
-
 #[test]
 fn sock_diag_netlink_sockets_are_unsupported() {
     // TCP, UDP, route and uevent netlink sockets are saved (files/tcp.rs, udp.rs,
