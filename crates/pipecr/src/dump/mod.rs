@@ -269,9 +269,12 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
         let pids: Vec<i32> = tree.processes().iter().map(|p| p.pid).collect();
         tracing::info!(target: mem::PROGRESS, total = mem::saved_size_estimate(&pids));
     }
-    let memory = save_tree(&tree, &mut writer, options, mem, snapshots, &mut stats)?;
+    // Dropped before `tree` on every error path: what kinds changed in the live tree is
+    // undone before it resumes.
+    let (memory, holds) = save_tree(&tree, &mut writer, options, mem, snapshots, &mut stats)?;
     let committing;
     if options.leave_running {
+        holds.release(files::DumpEnd::RunsOn);
         // What is left to read is in snapshots, and what is left to write is in memory:
         // let the tree run while it is read, written and made durable.
         tree.resume();
@@ -291,6 +294,7 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
         committing = Instant::now();
         stats.dir = writer.commit()?;
         tree.kill();
+        holds.release(files::DumpEnd::Killed);
         stats.frozen = frozen_at.elapsed();
         tracing::info!(ms = stats.frozen.as_secs_f64() * 1e3, "tree killed");
     }
@@ -366,7 +370,7 @@ fn save_tree(
     mut mem: MemDumper,
     snapshots: bool,
     stats: &mut DumpStats,
-) -> Result<MemoryLeft, DumpError> {
+) -> Result<(MemoryLeft, files::Holds), DumpError> {
     let files_started = Instant::now();
     let processes = tree.processes();
     let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
@@ -546,6 +550,7 @@ fn save_tree(
         pipes: &pipe_records,
     });
     let dropped = sink.dropped().to_vec();
+    let holds = sink.take_holds();
     drop(sink);
     writer.write_records(pipecr_image::FILES, &open_files)?;
     writer.write_records(pipecr_image::FDS, &fd_tables)?;
@@ -575,7 +580,7 @@ fn save_tree(
     stats.snapshots = memory.snapshots.len();
     stats.external = external;
     stats.dropped = dropped;
-    Ok(memory)
+    Ok((memory, holds))
 }
 
 /// Saves what each process is beyond its descriptors: its CPU and signal state

@@ -256,6 +256,8 @@ pub struct DumpSink<'w> {
     descriptors: BTreeMap<u64, Vec<TreeDescriptor>>,
     /// What kinds left out on the options' word (see [`DumpSink::drop_state`]).
     dropped: Vec<Dropped>,
+    /// What kinds changed in the live tree until the dump ends (see [`DumpSink::hold`]).
+    holds: Vec<Box<dyn DumpHold>>,
     /// Where memory objects are saved (see [`DumpSink::save_object`]).
     objects: Option<&'w mut dyn ObjectSaver>,
     /// Every PID and TID of the tree (see [`DumpSink::task`]).
@@ -277,6 +279,48 @@ struct InFlight {
     pending: Vec<(u64, LiveFile)>,
 }
 
+/// How a dump ended, for what a kind changed in the live tree while dumping it
+/// ([`DumpHold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpEnd {
+    /// The image is committed and the tree was killed while still stopped.
+    Killed,
+    /// The tree runs on: the dump failed, or it succeeded with `--leave-running`. What
+    /// was changed must be undone before the tree runs.
+    RunsOn,
+}
+
+/// Something a kind changed in the live tree while dumping it that must last until the
+/// dump ends (a TCP connection in repair mode, so that killing the tree sends nothing,
+/// and the firewall rule that holds the peer's packets): kept or undone then.
+pub trait DumpHold {
+    /// The dump ended as `end`: undo the change ([`DumpEnd::RunsOn`]) or keep what must
+    /// outlive the tree ([`DumpEnd::Killed`]). Best effort: the tree's fate is decided.
+    fn release(self: Box<Self>, end: DumpEnd);
+}
+
+/// The [`DumpHold`]s of one dump: released with [`DumpEnd::RunsOn`] when dropped, unless
+/// [`Holds::release`] was called first (a dump that fails undoes them on its way out).
+#[derive(Default)]
+pub struct Holds(Vec<Box<dyn DumpHold>>);
+
+impl Holds {
+    /// Releases every hold, last taken first.
+    pub fn release(mut self, end: DumpEnd) {
+        while let Some(h) = self.0.pop() {
+            h.release(end);
+        }
+    }
+}
+
+impl Drop for Holds {
+    fn drop(&mut self) {
+        while let Some(h) = self.0.pop() {
+            h.release(DumpEnd::RunsOn);
+        }
+    }
+}
+
 impl<'w> DumpSink<'w> {
     /// A sink that writes into `writer`.
     pub fn new(writer: &'w mut ImageWriter, options: DumpOptions) -> Self {
@@ -286,6 +330,7 @@ impl<'w> DumpSink<'w> {
             state: KindState::default(),
             descriptors: BTreeMap::new(),
             dropped: Vec::new(),
+            holds: Vec::new(),
             objects: None,
             tasks: BTreeMap::new(),
             in_flight: InFlight {
@@ -340,6 +385,17 @@ impl<'w> DumpSink<'w> {
             .iter()
             .filter(|(_, t)| **t == TreeTask::Process)
             .map(|(&pid, _)| pid)
+    }
+
+    /// Keeps `hold` until the dump ends (see [`DumpHold`]).
+    pub fn hold(&mut self, hold: Box<dyn DumpHold>) {
+        self.holds.push(hold);
+    }
+
+    /// Hands over every [`DumpHold`] taken so far, for the orchestration to release when
+    /// it knows how the dump ends.
+    pub fn take_holds(&mut self) -> Holds {
+        Holds(std::mem::take(&mut self.holds))
     }
 
     /// The image id of `file`, an open file met in a queue (a descriptor passed with
@@ -561,6 +617,16 @@ pub struct Saved<'a> {
 }
 
 impl Saved<'_> {
+    /// A process and descriptor number that hold open file `file_id` (the first
+    /// process of `processes` whose table has it), if any.
+    pub fn holder(&self, file_id: u64) -> Option<(i32, RawFd)> {
+        self.processes.iter().find_map(|p| {
+            let table = self.tables.iter().find(|t| t.id == p.fd_table)?;
+            let d = table.descriptors.iter().find(|d| d.file_id == file_id)?;
+            Some((p.pid, d.fd))
+        })
+    }
+
     /// The pipe object `id`, if the image holds it.
     pub fn pipe(&self, id: u64) -> Option<&proto::Pipe> {
         self.pipes.iter().find(|p| p.id == id)
@@ -706,6 +772,17 @@ pub trait FileKind: Sync {
     /// targets here).
     fn complete(&self, file: &proto::OpenFile, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
         let _ = (file, ctx);
+        Ok(())
+    }
+
+    /// Called once per kind in the restoring process (pipecr) with the image's records,
+    /// after every process of the tree is ready (stopped, descriptors installed) and just
+    /// before they are released: for what must wait until the restore cannot fail any
+    /// more (TCP connections leave repair mode, reached through a process holding them
+    /// with [`Saved::holder`], and the firewall rule that held their packets is
+    /// removed). An error fails the restore.
+    fn before_release(&self, saved: &Saved<'_>) -> Result<(), FileError> {
+        let _ = saved;
         Ok(())
     }
 

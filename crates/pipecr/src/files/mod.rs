@@ -25,23 +25,28 @@ pub mod directory;
 pub mod epoll;
 pub mod eventfd;
 pub mod fifo;
+pub mod inet;
 pub mod inotify;
 pub mod kind;
 pub mod memfd;
 pub mod namespace;
+pub mod netlink;
 pub mod pidfd;
 pub mod pipe;
 pub mod procfs;
 pub mod regular;
 pub mod signalfd;
 pub mod symlink;
+pub mod tcp;
 pub mod timerfd;
+pub mod udp;
 pub mod unix;
 
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
 pub use kind::{
-    Description, Dropped, DumpOptions, DumpSink, External, ExternalEnd, FileError, FileKind,
-    KindState, LiveFile, PipeUse, Reconnect, RestoreCtx, Saved, Stage, TreeDescriptor, TreeTask,
+    Description, Dropped, DumpEnd, DumpHold, DumpOptions, DumpSink, External, ExternalEnd,
+    FileError, FileKind, Holds, KindState, LiveFile, PipeUse, Reconnect, RestoreCtx, Saved, Stage,
+    TreeDescriptor, TreeTask,
 };
 
 /// Every kind of open file pipecr can save, in the order they are asked to claim a file.
@@ -63,6 +68,9 @@ pub static KINDS: &[&dyn FileKind] = &[
     &inotify::InotifyKind,
     &epoll::EpollKind,
     &unix::UnixSocketKind,
+    &tcp::TcpSocketKind,
+    &udp::UdpSocketKind,
+    &netlink::NetlinkSocketKind,
     &pidfd::PidfdKind,
     &symlink::SymlinkKind,
 ];
@@ -175,6 +183,15 @@ pub fn restore_file(
     tracing::debug!(id = file.id, kind = kind.name(), "opening saved file");
     kind.restore(file, ctx)
         .inspect_err(|e| tracing::debug!(id = file.id, kind = kind.name(), "cannot open: {e}"))
+}
+
+/// Lets every open file's kind finish its restore just before the tree is released
+/// (see [`FileKind::before_release`]).
+pub fn before_release(saved: &Saved<'_>) -> Result<(), FileError> {
+    for kind in KINDS {
+        kind.before_release(saved)?;
+    }
+    Ok(())
 }
 
 /// Lets the kind of `file` finish it once every open file exists (see

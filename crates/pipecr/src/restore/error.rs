@@ -19,6 +19,9 @@ pub enum ProcessRestoreError {
     /// A descriptor that led outside the tree has no usable source.
     #[error(transparent)]
     External(#[from] ExternalError),
+    /// An open file could not finish its restore.
+    #[error(transparent)]
+    OpenFile(#[from] crate::files::FileError),
     /// The image does not hold what this process needs.
     #[error("pid {pid}: image: {what}")]
     Invalid {

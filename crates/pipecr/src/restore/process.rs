@@ -263,6 +263,18 @@ fn restore_tree_inner(
             load_image(image, tree, saved, &prefilled, inherited.objects())?;
         }
         timings.stage("replace", started);
+        // What open files finish once the tree is ready (TCP connections leave repair
+        // mode, their network lock goes): nothing can fail after this but the release.
+        let files: Vec<pipecr_image::proto::OpenFile> = image.read_records(pipecr_image::FILES)?;
+        let tables: Vec<pipecr_image::proto::FdTable> = image.read_records(pipecr_image::FDS)?;
+        let processes: Vec<pipecr_image::proto::Process> =
+            image.read_records(pipecr_image::TREE)?;
+        crate::files::before_release(&crate::files::Saved {
+            processes: &processes,
+            tables: &tables,
+            files: &files,
+            pipes: &[],
+        })?;
         let started = Instant::now();
         super::threads::release_tree(tree)?;
         timings.stage("release", started);

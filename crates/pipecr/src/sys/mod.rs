@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod epoll;
 pub mod fd;
 pub mod fhandle;
+pub mod inet;
 pub mod kcmp;
 pub mod mem;
 pub mod names;
