@@ -27,6 +27,7 @@ pub mod dump;
 pub mod files;
 pub mod freeze;
 pub mod inject;
+pub mod ipc;
 pub mod mem;
 pub mod pipe;
 pub mod posix_timers;

@@ -64,6 +64,9 @@ pub enum DumpError {
     /// An open file could not be saved.
     #[error(transparent)]
     File(#[from] FileError),
+    /// System V IPC objects of the tree could not be saved.
+    #[error(transparent)]
+    Ipc(#[from] crate::ipc::IpcError),
     /// The image could not be written.
     #[error(transparent)]
     Image(#[from] ImageError),
@@ -122,6 +125,8 @@ pub struct DumpStats {
     /// events, [`DumpOptions::drop_inotify_events`]): one per open file, for the caller
     /// to tell the user.
     pub dropped: Vec<Dropped>,
+    /// System V IPC objects saved (`ipc.img`).
+    pub ipc_objects: usize,
     /// How long the tree was stopped.
     pub frozen: Duration,
     /// The whole dump, commit included.
@@ -167,7 +172,7 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
     };
     let tree = freeze::freeze(root)?;
     let frozen_at = Instant::now();
-    let (mut stats, memory) = save_tree(&tree, &mut writer, options, mem, snapshots)?;
+    let (mut stats, memory, ipc) = save_tree(&tree, &mut writer, options, mem, snapshots)?;
     if options.leave_running {
         // What is left to read is in snapshots, and what is left to write is in memory:
         // let the tree run while it is read, written and made durable.
@@ -181,6 +186,9 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
         stats.memory = memory.finish(&mut writer)?;
         stats.dir = writer.commit()?;
         tree.kill();
+        // The tree's System V IPC objects went into the image with it: they go too, so
+        // that a restore can create them again with their ids.
+        crate::ipc::remove(&ipc);
         stats.frozen = frozen_at.elapsed();
     }
     stats.total = start.elapsed();
@@ -248,7 +256,7 @@ fn save_tree(
     options: &DumpOptions,
     mem: MemDumper,
     snapshots: bool,
-) -> Result<(DumpStats, MemoryLeft), DumpError> {
+) -> Result<(DumpStats, MemoryLeft, Vec<proto::IpcObject>), DumpError> {
     let processes = tree.processes();
     let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
     let tables = group_shared(pids.clone(), Shared::Files)?;
@@ -395,7 +403,17 @@ fn save_tree(
         .write_records(pipecr_image::FILES, &open_files)?;
     sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
     sink.writer.write_records(pipecr_image::TREE, &records)?;
-    let memory = save_processes(tree, sink.writer, options.read_handlers, mem, snapshots)?;
+    let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
+    let ipc = crate::ipc::dump(&pids, sink.writer)?;
+    let posix_locks = posix_locks_of(&slots, &records)?;
+    let memory = save_processes(
+        tree,
+        sink.writer,
+        options.read_handlers,
+        mem,
+        snapshots,
+        posix_locks,
+    )?;
     let stats = DumpStats {
         processes: processes.len(),
         threads: tree.thread_count(),
@@ -406,9 +424,10 @@ fn save_tree(
         snapshots: memory.snapshots.len(),
         external,
         dropped: sink.dropped().to_vec(),
+        ipc_objects: ipc.len(),
         ..Default::default()
     };
-    Ok((stats, memory))
+    Ok((stats, memory, ipc))
 }
 
 /// Saves what each process is beyond its descriptors: its CPU and signal state
@@ -421,6 +440,7 @@ fn save_processes(
     read_handlers: bool,
     mut mem: MemDumper,
     snapshots: bool,
+    mut posix_locks: BTreeMap<i32, Vec<proto::FileLock>>,
 ) -> Result<MemoryLeft, DumpError> {
     let processes = tree.processes();
     let mut cores = Vec::with_capacity(processes.len());
@@ -429,6 +449,7 @@ fn save_processes(
     for (i, p) in processes.iter().enumerate() {
         // The state first: it refuses what cannot be saved before any page is read.
         let mut core = task::dump_core(p, read_handlers)?;
+        core.posix_locks = posix_locks.remove(&p.pid).unwrap_or_default();
         for thread in &mut core.threads {
             // A signal the freeze caught in delivery is in no kernel queue any more:
             // without this it would be lost in the image (the live tree gets it back).
@@ -458,6 +479,52 @@ fn save_processes(
         mms,
         snapshots: taken,
     })
+}
+
+/// The POSIX record locks the tree holds, by holder (see [`files::locks`]): each lock
+/// once, with the first descriptor of its table it shows on. A lock whose holder is not a
+/// process of the tree (a descriptor table shared with one outside it) is refused.
+fn posix_locks_of(
+    slots: &[Slot],
+    processes: &[proto::Process],
+) -> Result<BTreeMap<i32, Vec<proto::FileLock>>, DumpError> {
+    let mut out: BTreeMap<i32, Vec<proto::FileLock>> = BTreeMap::new();
+    let mut ordered: Vec<&Slot> = slots.iter().collect();
+    ordered.sort_by_key(|s| (s.pid, s.fd));
+    for slot in ordered {
+        for (holder, lock) in files::locks::posix_locks(&slot.info, slot.fd) {
+            if !processes.iter().any(|p| p.pid == holder) {
+                return Err(DumpError::File(FileError::Unsupported {
+                    pid: slot.pid,
+                    fd: slot.fd,
+                    kind: format!(
+                        "a file with a POSIX lock held by pid {holder}, outside the tree"
+                    ),
+                }));
+            }
+            let held = out.entry(holder).or_default();
+            let same = |l: &proto::FileLock| {
+                (l.start, l.len, l.write, slot.object)
+                    == (lock.start, lock.len, lock.write, slot.object)
+            };
+            // The same lock seen again through another descriptor of the same file.
+            if !held
+                .iter()
+                .any(|l| same(l) && objects_of(slots, slot.pid, l.fd) == Some(slot.object))
+            {
+                held.push(lock);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The (mount, inode) of descriptor `fd` of `pid`, among `slots`.
+fn objects_of(slots: &[Slot], pid: i32, fd: RawFd) -> Option<(u64, u64)> {
+    slots
+        .iter()
+        .find(|s| s.pid == pid && s.fd == fd)
+        .map(|s| s.object)
 }
 
 /// The address spaces a dump has yet to finish once the tree may run: those to read
@@ -574,6 +641,7 @@ fn group_shared(pids: Vec<i32>, what: Shared) -> Result<BTreeMap<i32, i32>, Dump
         Shared::Files => "kcmp(KCMP_FILES)",
         Shared::Fs => "kcmp(KCMP_FS)",
         Shared::Sighand => "kcmp(KCMP_SIGHAND)",
+        Shared::Sysvsem => "kcmp(KCMP_SYSVSEM)",
     };
     let mut order: Vec<(usize, i32)> = pids.iter().copied().enumerate().collect();
     let mut failure = None;

@@ -27,6 +27,7 @@ pub mod eventfd;
 pub mod fifo;
 pub mod inotify;
 pub mod kind;
+pub mod locks;
 pub mod memfd;
 pub mod pipe;
 pub mod procfs;
@@ -111,6 +112,7 @@ pub fn dump_file(
         id,
         flags: file.info.flags,
         pos: file.info.pos,
+        locks: locks::open_file_locks(&file.info, file.pid, file.fd)?,
         kind: Some(kind),
     })
 }
@@ -151,7 +153,19 @@ pub fn restore_file(
     file: &proto::OpenFile,
     ctx: &mut RestoreCtx<'_>,
 ) -> Result<OwnedFd, FileError> {
-    restorer_of(file)?.restore(file, ctx)
+    restore_with(restorer_of(file)?, file, ctx)
+}
+
+/// Opens a saved open file again in the calling process with `kind`, then takes again
+/// the locks it held itself (flock, OFD: [`locks`]).
+pub fn restore_with(
+    kind: &dyn FileKind,
+    file: &proto::OpenFile,
+    ctx: &mut RestoreCtx<'_>,
+) -> Result<OwnedFd, FileError> {
+    let fd = kind.restore(file, ctx)?;
+    locks::take_open_file_locks(file, fd.as_fd())?;
+    Ok(fd)
 }
 
 /// How `pipecr show` presents a saved open file (see [`FileKind::describe`]).

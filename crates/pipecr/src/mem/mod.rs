@@ -44,6 +44,7 @@ pub mod pagemap;
 pub mod pages;
 pub mod refused;
 pub mod special;
+pub mod sysvshm;
 mod types;
 
 pub use types::{MemError, PAGE_SIZE};
@@ -74,6 +75,9 @@ pub static AREA_KINDS: &[&dyn AreaKind] = &[
     // First: these flags refuse any area but the kernel's special ones and named shared
     // anonymous memory.
     &refused::RefusedArea,
+    // Before memobj: `/SYSVKEY (deleted)` is an attachment of a System V segment, saved
+    // with the segment in ipc.img.
+    &sysvshm::SysvShmArea,
     // Before memobj and special: `[heap]`, `[stack]`, `[anon:NAME]` and areas without a
     // path are anonymous memory.
     &anon::AnonArea,
@@ -246,6 +250,9 @@ impl MemDumper {
                 }
             }
             vma.flags = flags;
+            if let Some(kind) = AREA_KINDS.iter().find(|k| k.claims(e)) {
+                kind.record(e, &mut vma);
+            }
             mm.vmas.push(vma);
         }
         if self.pfns_visible.is_none() {
@@ -602,7 +609,7 @@ mod tests {
         let kinds: Vec<proto::VmaKind> = (1..64)
             .filter_map(|k| proto::VmaKind::try_from(k).ok())
             .collect();
-        assert_eq!(kinds.len(), 11);
+        assert_eq!(kinds.len(), 12);
         let mut names = Vec::new();
         for k in kinds {
             let owners = AREA_KINDS
@@ -614,7 +621,7 @@ mod tests {
         }
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 11, "distinct names");
+        assert_eq!(names.len(), 12, "distinct names");
         assert!(saved_kind(proto::VmaKind::Unspecified as i32).is_none());
         assert!(saved_kind(999).is_none());
 

@@ -280,7 +280,7 @@ fn create_in(
             deferred.insert(file.id, (stage, file.clone()));
             continue;
         }
-        let parked = park(kind.restore(file, &mut ctx)?.as_fd(), at)?;
+        let parked = park(files::restore_with(kind, file, &mut ctx)?.as_fd(), at)?;
         ctx.add_opened(file.id, parked);
         now.push((file, kind));
     }
@@ -515,7 +515,8 @@ impl Deferred<'_> {
                 let Some(file) = self.files.get(&d.file_id) else {
                     continue;
                 };
-                let fd = files::restorer_in(self.kinds, file)?.restore(file, &mut ctx)?;
+                let kind = files::restorer_in(self.kinds, file)?;
+                let fd = files::restore_with(kind, file, &mut ctx)?;
                 // Above every saved number, so installing it never closes one still to
                 // come.
                 let fd = rustix::io::fcntl_dupfd_cloexec(&fd, self.top + 1).map_err(|e| {

@@ -19,6 +19,7 @@ mod error;
 pub mod external;
 pub mod fdtable;
 mod image;
+mod locks;
 mod mm;
 pub mod options;
 pub mod pidns;

@@ -157,6 +157,12 @@ fn restore_tree_inner(
     pids: &[i32],
     inherited: &Inherited,
 ) -> Result<NixPid> {
+    // System V IPC objects first, with their ids (refused before anything is created
+    // when one is taken): the processes attach segments as their images are loaded.
+    // Dropping `ipc` before it is finished removes every object it created.
+    let objects = crate::ipc::load(image)?;
+    crate::ipc::check(&objects)?;
+    let ipc = crate::ipc::create(image, &objects)?;
     let (root, prefilled) = spawn_tree(image, tree, inherited)?;
     let steps = || -> Result<()> {
         for &pid in pids {
@@ -165,6 +171,7 @@ fn restore_tree_inner(
         for saved in tree {
             load_image(image, tree, saved, &prefilled)?;
         }
+        ipc.finish()?;
         super::threads::release_tree(tree)
     };
     match steps() {

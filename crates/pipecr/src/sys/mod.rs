@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod epoll;
 pub mod fd;
 pub mod fhandle;
+pub mod ipc;
 pub mod kcmp;
 pub mod mem;
 pub mod names;
