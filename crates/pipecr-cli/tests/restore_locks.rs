@@ -1,0 +1,215 @@
+//! File locks through dump and restore (tests/progs/locks.c): an flock lock, OFD locks
+//! and POSIX record locks held by a program, and its child blocked waiting for one of
+//! them. The image holds the flock and OFD locks with their open files and the POSIX
+//! locks with the process; after the restore another process (this test) sees every
+//! lock held, with its range, type and holder, the child is blocked again, and the
+//! program releases its lock (the child then gets it) and takes the others again. A
+//! restore is refused, naming the process, while one outside the tree holds a
+//! conflicting lock, and leaves nothing behind.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::KillOnDrop;
+use pipecr_image::Image;
+use pipecr_image::proto::{self, FileLockKind};
+
+fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
+    ctl.write_all(&[cmd]).unwrap();
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b)
+        .expect("the program acknowledges the step");
+}
+
+fn last_line(out: &Path) -> String {
+    let text = std::fs::read_to_string(out).unwrap();
+    text.lines().last().unwrap_or("").to_owned()
+}
+
+/// Whether `/proc/locks` shows `pid` blocked waiting for a POSIX lock.
+fn blocked(pid: i32) -> bool {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1) == Some(&"->")
+                && cols.get(2) == Some(&"POSIX")
+                && cols.get(5) == Some(&pid.to_string().as_str())
+        })
+}
+
+/// What `F_GETLK` (or `F_OFD_GETLK`) reports for a write lock on `start..start+len` of
+/// `file`: the conflicting lock's type and pid.
+fn conflict(file: &File, cmd: i32, start: i64, len: i64) -> (i32, i32) {
+    let mut fl = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: start,
+        l_len: len,
+        l_pid: 0,
+    };
+    let arg = match cmd {
+        libc::F_GETLK => nix::fcntl::FcntlArg::F_GETLK(&mut fl),
+        _ => nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl),
+    };
+    nix::fcntl::fcntl(file.as_fd(), arg).unwrap();
+    (i32::from(fl.l_type), fl.l_pid)
+}
+
+#[test]
+fn flock_ofd_and_posix_locks_come_back_held_and_a_waiter_waits_again() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Some(exe) = common::build("locks", root) else {
+        return;
+    };
+    let (f1, f2) = (root.join("file1"), root.join("file2"));
+    std::fs::write(&f1, b"one").unwrap();
+    std::fs::write(&f2, vec![b'2'; 400]).unwrap();
+    for fifo in ["ctl", "ack"] {
+        common::mkfifo(&root.join(fifo));
+    }
+    let mut ctl = common::open_ctl(&root.join("ctl"));
+    let mut prog = common::only_stdio(&mut Command::new(&exe))
+        .args([
+            root.join("out"),
+            root.join("ctl"),
+            root.join("ack"),
+            f1.clone(),
+            f2.clone(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = prog.id() as i32;
+    let guard = KillOnDrop(vec![pid]);
+    let mut ack = File::open(root.join("ack")).unwrap();
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b).expect("the program took its locks");
+    let out = root.join("out");
+    let first = last_line(&out);
+    let kid: i32 = first
+        .strip_prefix(&format!("pids {pid} "))
+        .unwrap_or_else(|| panic!("{first}"))
+        .parse()
+        .unwrap();
+    std::mem::forget(guard);
+    let _guard = KillOnDrop(vec![pid, kid]);
+    common::wait_until("the child to wait for the lock", || blocked(kid));
+
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    common::wait_until("the dumped child to be gone", || {
+        !Path::new(&format!("/proc/{kid}")).exists()
+    });
+
+    let image = Image::open(&img).unwrap();
+    let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
+    let mut held: Vec<(i32, bool, u64, u64)> = files
+        .iter()
+        .flat_map(|f| f.locks.iter().map(|l| (l.kind, l.write, l.start, l.len)))
+        .collect();
+    held.sort_unstable();
+    let (flock, ofd, posix) = (
+        FileLockKind::Flock as i32,
+        FileLockKind::Ofd as i32,
+        FileLockKind::Posix as i32,
+    );
+    assert_eq!(
+        held,
+        [
+            (flock, true, 0, 0),
+            (ofd, false, 0, 100),
+            (ofd, true, 200, 100)
+        ]
+    );
+    let cores: Vec<proto::Core> = image.read_records(pipecr_image::CORE).unwrap();
+    let posix_of = |p: i32| -> Vec<(i32, i32, bool, u64, u64)> {
+        let core = cores.iter().find(|c| c.pid == p).unwrap();
+        let mut v: Vec<_> = core
+            .posix_locks
+            .iter()
+            .map(|l| (l.kind, l.fd, l.write, l.start, l.len))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(
+        posix_of(pid),
+        [(posix, 5, false, 300, 0), (posix, 5, true, 100, 100)]
+    );
+    assert_eq!(posix_of(kid), [], "a waiter holds nothing");
+
+    // Someone outside the tree holds a conflicting flock lock: refused, naming it.
+    let outsider = File::open(&f1).unwrap();
+    rustix::fs::flock(
+        &outsider,
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    )
+    .unwrap();
+    let refused = common::restore_command(&img).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    let me = std::process::id();
+    assert!(
+        stderr.contains("cannot take its flock write lock again")
+            && stderr.contains(&format!("pid {me} (FLOCK lock)")),
+        "{stderr}"
+    );
+    for p in [pid, kid] {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "pid {p} left behind"
+        );
+    }
+    drop(outsider);
+
+    let restore = common::restore(&img, pid);
+    common::wait_until("the restored child to wait for the lock again", || {
+        blocked(kid)
+    });
+    let (file1, file2) = (File::open(&f1).unwrap(), File::open(&f2).unwrap());
+    let wr = i32::from(libc::F_WRLCK as i16);
+    let rd = i32::from(libc::F_RDLCK as i16);
+    assert_eq!(
+        conflict(&file2, libc::F_GETLK, 100, 100),
+        (wr, pid),
+        "POSIX write"
+    );
+    assert_eq!(
+        conflict(&file2, libc::F_GETLK, 350, 10),
+        (rd, pid),
+        "POSIX read to EOF"
+    );
+    assert_eq!(
+        conflict(&file2, libc::F_OFD_GETLK, 0, 100),
+        (rd, -1),
+        "OFD read"
+    );
+    assert_eq!(
+        conflict(&file2, libc::F_OFD_GETLK, 250, 1),
+        (wr, -1),
+        "OFD write"
+    );
+    assert_eq!(
+        rustix::fs::flock(&file1, rustix::fs::FlockOperation::NonBlockingLockShared),
+        Err(rustix::io::Errno::WOULDBLOCK),
+        "the flock lock is held"
+    );
+    step(&mut ctl, &mut ack, b'u');
+    assert_eq!(last_line(&out), "ok", "the restored program's own check");
+    ctl.write_all(b"q").unwrap();
+    common::finish_restore(restore, 0);
+}
