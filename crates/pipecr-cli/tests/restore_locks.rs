@@ -213,3 +213,78 @@ fn flock_ofd_and_posix_locks_come_back_held_and_a_waiter_waits_again() {
     ctl.write_all(b"q").unwrap();
     common::finish_restore(restore, 0);
 }
+
+/// `flock -n FILE` exit status: 0 when the lock is free, 1 when someone holds it.
+fn flock_free(file: &Path) -> bool {
+    let st = Command::new("flock")
+        .arg("-n")
+        .arg(file)
+        .arg("true")
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    match st.code() {
+        Some(0) => true,
+        Some(1) => false,
+        other => panic!("flock -n: {other:?}"),
+    }
+}
+
+/// A real program: `flock(1)` (util-linux) holding a lock while its command (a shell
+/// waiting for a line on a FIFO) runs. After the restore the lock is held again; once the
+/// command has its line it finishes, flock exits 0 and the lock is free.
+#[test]
+fn flock_1_holds_its_lock_across_a_restore() {
+    if !common::capable() || !common::have("flock") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let lock = root.join("lock");
+    std::fs::write(&lock, b"").unwrap();
+    let fifo = root.join("line");
+    common::mkfifo(&fifo);
+    let mut feed = common::open_ctl(&fifo);
+    let out = root.join("out");
+    let script = format!(
+        "read x < '{}'; echo \"got $x\" > '{}'",
+        fifo.display(),
+        out.display()
+    );
+    let mut prog = common::only_stdio(&mut Command::new("flock"))
+        .arg(&lock)
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = prog.id() as i32;
+    let guard = KillOnDrop(vec![pid]);
+    common::wait_until("flock to start its command", || {
+        !common::children(pid).is_empty()
+    });
+    let sh = common::children(pid)[0];
+    std::mem::forget(guard);
+    let _guard = KillOnDrop(vec![pid, sh]);
+    common::wait_in(sh, "pipe_read");
+    assert!(!flock_free(&lock), "flock holds its lock");
+
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    common::wait_until("the dumped shell to be gone", || {
+        !Path::new(&format!("/proc/{sh}")).exists()
+    });
+    assert!(flock_free(&lock), "the dump killed the tree and its lock");
+
+    let restore = common::restore(&img, pid);
+    assert!(
+        !flock_free(&lock),
+        "the restored flock holds its lock again"
+    );
+    feed.write_all(b"hello\n").unwrap();
+    common::finish_restore(restore, 0);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "got hello\n");
+    assert!(flock_free(&lock), "released when its command finished");
+}

@@ -283,10 +283,14 @@ pub fn dump(pids: &[i32], writer: &mut ImageWriter) -> Result<Vec<proto::IpcObje
         };
         let mut sems = Vec::with_capacity(nsems);
         for num in 0..nsems {
-            sems.push(proto::Semaphore {
-                value: 0,
-                pid: sys::sem_pid(id, num as i32).map_err(sys("semctl(GETPID)"))?,
-            });
+            let pid = match sys::sem_pid(id, num as i32) {
+                Ok(pid) => pid,
+                // A set this dumper may not read is not one the tree's processes use
+                // under the dumper's own credentials; it is left alone.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => 0,
+                Err(e) => return Err(sys("semctl(GETPID)")(e)),
+            };
+            sems.push(proto::Semaphore { value: 0, pid });
         }
         if !sems.iter().any(|s| tree.contains(&s.pid)) {
             continue;
