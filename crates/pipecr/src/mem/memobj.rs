@@ -1,7 +1,8 @@
 //! Areas that map a memory object living on no disk, saved once per object (dev, inode)
 //! whichever areas and processes map it: named shared anonymous memory
 //! (`[anon_shmem:NAME]`) and `MAP_SHARED` mappings of a file that exists nowhere else
-//! (shared `/dev/zero`, SysV shared memory, a memfd, a deleted file). Reading the object
+//! (shared `/dev/zero`, a memfd, a deleted file; System V attachments are
+//! [`super::sysvshm`]'s, asked first). Reading the object
 //! is left to [`super`]; restore does not map these areas yet (it refuses them before it
 //! starts), so no saved area is this kind's to map.
 

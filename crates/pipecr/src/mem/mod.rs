@@ -26,7 +26,7 @@
 //!
 //! What an area is and how it is saved is for the kinds of memory area to say: one
 //! module each ([`anon`], [`file_private`], [`file_shared`], [`memobj`], [`special`],
-//! [`refused`]) implementing [`area::AreaKind`], all listed in [`AREA_KINDS`], which the
+//! [`sysvshm`], [`refused`]) implementing [`area::AreaKind`], all listed in [`AREA_KINDS`], which the
 //! dump here, the restore (`crate::restore`) and `pipecr show` go through
 //! ([`saved_kind`]). This module reads what the kinds ask for (pages, objects) and knows
 //! no kind by name.

@@ -8,6 +8,12 @@
 //! all re-exported here); the descriptor table comes from [`super::fdtable`], the injection
 //! mechanics from [`crate::inject`], the raw calls from [`crate::sys`].
 //!
+//! Before any process, [`restore_tree`] creates the System V IPC objects of the image with
+//! their ids ([`crate::ipc`]; refused before anything is created when one is taken,
+//! removed again when the restore fails); the processes attach their segments as their
+//! images are replaced (step 2), and segments saved as removed are removed again once all
+//! have.
+//!
 //! 1. [`spawn_tree_stopped`]: `clone3` with `set_tid` = the saved PID of the root. Each new
 //!    process sets its name and session/group, creates its own saved children the same way
 //!    (they inherit session and group; first, it maps and fills with its saved pages each
@@ -42,8 +48,7 @@
 //!    handlers.
 //!
 //! Known gaps (each refused with [`ProcessRestoreError::Unsupported`] unless said):
-//! shared anonymous memory, memfds, SysV shm and deleted files
-//! mapped (memory objects); other kernel special areas; a root other than `/`; a
+//! shared anonymous memory, memfds and deleted files mapped (memory objects); other kernel special areas; a root other than `/`; a
 //! session or process group other than its parent's (the caller's, for the root) unless the
 //! process leads it (unless the caller restores a shell job); a descriptor table or
 //! filesystem context shared with a process other than the parent (one shared with the
