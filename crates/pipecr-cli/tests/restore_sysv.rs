@@ -183,6 +183,29 @@ fn segments_semaphores_and_messages_come_back_with_their_ids() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     pipecr::sys::ipc::msg_remove(squatter).unwrap();
 
+    // A restore that fails once the objects exist (the program's flock lock on its
+    // output file is held by us) removes every object it created.
+    let outsider = File::open(&out).unwrap();
+    rustix::fs::flock(
+        &outsider,
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    )
+    .unwrap();
+    let refused = common::restore_command(&img).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot take its flock read lock again"),
+        "{stderr}"
+    );
+    for (name, id) in [("shm", a), ("shm", c), ("shm", d), ("sem", s), ("msg", m)] {
+        assert!(
+            !listed(name, id),
+            "{name} {id} left behind by a failed restore"
+        );
+    }
+    drop(outsider);
+
     let restore = common::restore(&img, pid);
     step(&mut ctl, &mut ack, b'v');
     assert_eq!(last_line(&out), "ok", "the restored program's own check");

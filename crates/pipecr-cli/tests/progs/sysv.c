@@ -20,6 +20,7 @@
    attachments and a write by the child is seen by the parent; that the child's second
    attachment is read-only; the semaphore values 4 0 42; the four messages in order with
    their types and texts. Prints "ok" or what differs, acks.
+   Holds a shared flock lock on OUT throughout.
    'q': removes every object, tells the child to exit, exits. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
@@ -173,6 +175,9 @@ int main(int argc, char **argv) {
     int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (out < 0 || dup2(out, 1) < 0) return 2;
     close(out);
+    /* Held across the restore; the test takes a conflicting one to make a restore fail
+       after the objects exist. */
+    if (flock(1, LOCK_SH | LOCK_NB) < 0) return 2;
     int undo = argc > 4 && !strcmp(argv[4], "undo");
     key_t base = 0x5e000000 | ((getpid() & 0xfffff) << 4);
     ka = base + 1, kc = base + 2, ks = base + 3, km = base + 4;
