@@ -45,9 +45,9 @@ fn listed(name: &str, id: i32) -> bool {
 
 fn perm_of(o: &proto::IpcObject) -> (char, proto::IpcPerm) {
     match o.kind.as_ref().unwrap() {
-        ipc_object::Kind::Shm(s) => ('m', s.perm.clone().unwrap()),
-        ipc_object::Kind::Sem(s) => ('s', s.perm.clone().unwrap()),
-        ipc_object::Kind::Msg(m) => ('q', m.perm.clone().unwrap()),
+        ipc_object::Kind::Shm(s) => ('m', s.perm.unwrap()),
+        ipc_object::Kind::Sem(s) => ('s', s.perm.unwrap()),
+        ipc_object::Kind::Msg(m) => ('q', m.perm.unwrap()),
     }
 }
 

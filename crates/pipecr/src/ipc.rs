@@ -164,7 +164,7 @@ pub fn describe(object: &proto::IpcObject) -> String {
         Some(ipc_object::Kind::Msg(m)) => ("message queue", &m.perm),
         None => return "an IPC object of a kind this version does not know".to_owned(),
     };
-    let perm = perm.clone().unwrap_or_default();
+    let perm = (*perm).unwrap_or_default();
     format!("{kind} id {} (key {:#x})", perm.id, perm.key as u32)
 }
 
@@ -448,7 +448,7 @@ fn kind_of(object: &proto::IpcObject) -> Result<(Kind, proto::IpcPerm), IpcError
             });
         }
     };
-    let perm = perm.clone().ok_or_else(|| IpcError::Unsupported {
+    let perm = (*perm).ok_or_else(|| IpcError::Unsupported {
         what: format!("{}: no id in the image", describe(object)),
     })?;
     Ok((kind, perm))

@@ -658,6 +658,7 @@ mod tests {
                 count,
                 semaphore: false,
             })),
+            ..Default::default()
         }
     }
 
