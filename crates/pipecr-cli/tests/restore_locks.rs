@@ -175,6 +175,32 @@ fn flock_ofd_and_posix_locks_come_back_held_and_a_waiter_waits_again() {
         );
     }
     drop(outsider);
+    // A POSIX lock of ours on the range the program's POSIX write lock covers: refused,
+    // naming us.
+    let fl = libc::flock {
+        l_type: libc::F_RDLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 150,
+        l_len: 1,
+        l_pid: 0,
+    };
+    let outsider_read = File::open(&f2).unwrap();
+    nix::fcntl::fcntl(outsider_read.as_fd(), nix::fcntl::FcntlArg::F_SETLK(&fl)).unwrap();
+    let refused = common::restore_command(&img).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("fd 5: its POSIX write lock on bytes 100..200")
+            && stderr.contains(&format!("pid {me} (POSIX lock)")),
+        "{stderr}"
+    );
+    for p in [pid, kid] {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "pid {p} left behind"
+        );
+    }
+    drop(outsider_read);
 
     let restore = common::restore(&img, pid);
     common::wait_until("the restored child to wait for the lock again", || {

@@ -83,6 +83,23 @@ fn segments_semaphores_and_messages_come_back_with_their_ids() {
     let _guard = KillOnDrop(vec![pid, kid]);
 
     let img = root.join("img");
+    // Attached outside the tree too: refused, and the tree runs on untouched.
+    let outside = pipecr::sys::ipc::ShmAttachment::attach(a, 3 * 4096 + 100, true).unwrap();
+    let refused = Command::new(PIPECR)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("shared memory segment id {a}"))
+            && stderr.contains("processes outside the tree attach it too"),
+        "{stderr}"
+    );
+    assert!(!img.exists());
+    drop(outside);
+
     common::dump(pid, &img, &[]);
     prog.wait().unwrap();
     common::wait_until("the dumped child to be gone", || {
