@@ -152,6 +152,21 @@ fn flock_ofd_and_posix_locks_come_back_held_and_a_waiter_waits_again() {
     );
     assert_eq!(posix_of(kid), [], "a waiter holds nothing");
 
+    let show = Command::new(common::PIPECR)
+        .arg("show")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(show.status.success(), "{text}");
+    for want in [
+        "posix locks:  fd 5: POSIX write lock on bytes 100..200, fd 5: POSIX read lock on bytes 300..EOF",
+        "flock write lock",
+        "OFD read lock on bytes 0..100, OFD write lock on bytes 200..300",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+
     // Someone outside the tree holds a conflicting flock lock: refused, naming it.
     let outsider = File::open(&f1).unwrap();
     rustix::fs::flock(

@@ -180,6 +180,21 @@ fn segments_semaphores_and_messages_come_back_with_their_ids() {
     want.sort_unstable();
     assert_eq!(attachments, want);
 
+    // What `pipecr show` tells a person.
+    let show = Command::new(PIPECR).arg("show").arg(&img).output().unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(show.status.success(), "{text}");
+    for want in [
+        "System V IPC objects".to_owned(),
+        format!("semaphore set id {s} (key "),
+        "values [4, 0, 42]".to_owned(),
+        "4 message(s) of types [2, 1, 3, 7]".to_owned(),
+        "3 attachment(s)".to_owned(),
+        "2 attachment(s), removed".to_owned(),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in:\n{text}");
+    }
+
     // An id taken: refused before anything is created, nothing left behind.
     std::fs::write("/proc/sys/kernel/msg_next_id", m.to_string()).unwrap();
     let squatter = pipecr::sys::ipc::msgget(0, libc::IPC_CREAT | 0o600).unwrap();
