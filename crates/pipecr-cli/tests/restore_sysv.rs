@@ -265,18 +265,22 @@ fn semaphore_undo_adjustments_are_refused_at_dump_naming_the_process() {
         common::mkfifo(&root.join(fifo));
     }
     let mut ctl = common::open_ctl(&root.join("ctl"));
-    let mut prog = Command::new(&exe)
+    let mut prog = common::only_stdio(&mut Command::new(&exe))
         .args([root.join("out"), root.join("ctl"), root.join("ack")])
         .arg("undo")
         .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let pid = prog.id() as i32;
-    let _guard = KillOnDrop(vec![pid]);
+    let guard = KillOnDrop(vec![pid]);
     let mut ack = File::open(root.join("ack")).unwrap();
     let mut b = [0u8; 1];
     ack.read_exact(&mut b)
         .expect("the program set up its objects");
+    let kid = common::children(pid)[0];
+    std::mem::forget(guard);
+    let _guard = KillOnDrop(vec![pid, kid]);
     let img = root.join("img");
     let out = Command::new(PIPECR)
         .args(["dump", "-t", &pid.to_string(), "-D"])
@@ -286,9 +290,7 @@ fn semaphore_undo_adjustments_are_refused_at_dump_naming_the_process() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!(
-            "pid {pid} has System V semaphore undo adjustments"
-        )),
+        stderr.contains(&format!("pid {pid} has a System V semaphore undo list")),
         "{stderr}"
     );
     assert!(!img.exists());

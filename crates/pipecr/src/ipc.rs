@@ -12,7 +12,8 @@
 //!   `lrpid`).
 //!
 //! A tree in an IPC namespace of its own is refused (its objects are not visible here);
-//! so is a process with a semaphore undo list (`semop` with `SEM_UNDO`): the kernel shows
+//! so is, when the tree uses semaphore sets, a process with a semaphore undo list
+//! (`semop` with `SEM_UNDO`; every process with threads has one too): the kernel shows
 //! the adjustments nowhere, so they could be neither saved nor given back.
 //!
 //! Restore ([`check`], then [`create`]) refuses before creating anything when a saved id
@@ -186,11 +187,9 @@ fn attached_segments(pid: i32) -> Result<Vec<i32>, IpcError> {
         .collect())
 }
 
-/// Refuses what cannot be saved of the processes `pids` (frozen): an IPC namespace other
-/// than ours, a semaphore undo list.
-fn refuse(pids: &[i32]) -> Result<(), IpcError> {
+/// Refuses a tree in an IPC namespace other than ours: its objects are not visible here.
+fn refuse_namespace(pids: &[i32]) -> Result<(), IpcError> {
     let ours = std::fs::read_link("/proc/self/ns/ipc").ok();
-    let me = rustix::process::getpid();
     for &pid in pids {
         if std::fs::read_link(format!("/proc/{pid}/ns/ipc")).ok() != ours {
             return Err(IpcError::Unsupported {
@@ -200,22 +199,42 @@ fn refuse(pids: &[i32]) -> Result<(), IpcError> {
                 ),
             });
         }
+    }
+    Ok(())
+}
+
+/// Refuses a process of `pids` with a semaphore undo list: its adjustments (`semop` with
+/// `SEM_UNDO`) are shown nowhere, so they can be neither saved nor given back. A list
+/// exists once a process used `SEM_UNDO`, and in every process with threads (glibc
+/// creates them with `CLONE_SYSVSEM`), so this is asked only when the tree uses
+/// semaphore sets.
+fn refuse_undo(pids: &[i32]) -> Result<(), IpcError> {
+    let sys = |pid: i32, op| {
+        move |source| IpcError::Sys {
+            what: format!("pid {pid}"),
+            op,
+            source,
+        }
+    };
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    // A process known to have none, to compare with.
+    let blank = sys::IdleChild::spawn().map_err(sys(me, "fork"))?;
+    let Some(reference) = rustix::process::Pid::from_raw(blank.pid()) else {
+        return Ok(());
+    };
+    for &pid in pids {
         let Some(target) = rustix::process::Pid::from_raw(pid) else {
             continue;
         };
-        // pipecr never uses SEM_UNDO, so it has no undo list: a process that compares
-        // different has one.
-        let same = crate::sys::kcmp::kcmp_shared(target, me, crate::sys::kcmp::Shared::Sysvsem)
-            .map_err(|source| IpcError::Sys {
-                what: format!("pid {pid}"),
-                op: "kcmp(KCMP_SYSVSEM)",
-                source,
-            })?;
+        let same =
+            crate::sys::kcmp::kcmp_shared(target, reference, crate::sys::kcmp::Shared::Sysvsem)
+                .map_err(sys(pid, "kcmp(KCMP_SYSVSEM)"))?;
         if same != std::cmp::Ordering::Equal {
             return Err(IpcError::Unsupported {
                 what: format!(
-                    "pid {pid} has System V semaphore undo adjustments (semop with SEM_UNDO), \
-                     which the kernel does not show and pipecr cannot save"
+                    "pid {pid} has a System V semaphore undo list (semop with SEM_UNDO, or \
+                     threads, which share one) while the tree uses semaphore sets: its \
+                     adjustments are not shown by the kernel, so pipecr cannot save them"
                 ),
             });
         }
@@ -228,7 +247,7 @@ fn refuse(pids: &[i32]) -> Result<(), IpcError> {
 /// them. Reads without changing them, except a segment's last-attach pid and times
 /// (pipecr attaches it, read-only, to read it).
 pub fn dump(pids: &[i32], writer: &mut ImageWriter) -> Result<Vec<proto::IpcObject>, IpcError> {
-    refuse(pids)?;
+    refuse_namespace(pids)?;
     let tree: BTreeSet<i32> = pids.iter().copied().collect();
     let mut attached: Vec<i32> = Vec::new();
     for &pid in pids {
@@ -349,6 +368,12 @@ pub fn dump(pids: &[i32], writer: &mut ImageWriter) -> Result<Vec<proto::IpcObje
                 messages,
             })),
         });
+    }
+    if objects
+        .iter()
+        .any(|o| matches!(o.kind, Some(ipc_object::Kind::Sem(_))))
+    {
+        refuse_undo(pids)?;
     }
     writer.write_records(pipecr_image::IPC, &objects)?;
     Ok(objects)

@@ -234,3 +234,48 @@ pub fn msg_send(id: i32, mtype: i64, text: &[u8]) -> io::Result<()> {
     // SAFETY: `buf` holds a long and `text.len()` bytes, as msgsz says.
     check(unsafe { libc::msgsnd(id, buf.as_ptr().cast(), text.len(), libc::IPC_NOWAIT) }).map(drop)
 }
+
+/// A child of the calling process that does nothing until dropped (then it is killed
+/// and reaped): a process with no System V semaphore undo list (`fork` shares none), to
+/// compare others with (`kcmp(KCMP_SYSVSEM)`). The calling thread may have one: glibc
+/// creates threads with `CLONE_SYSVSEM`, which allocates one to share.
+#[derive(Debug)]
+pub struct IdleChild {
+    pid: i32,
+}
+
+impl IdleChild {
+    /// `fork()`; the child only calls `pause()`, forever (async-signal-safe, so a
+    /// multi-threaded caller is fine).
+    pub fn spawn() -> io::Result<IdleChild> {
+        // SAFETY: the child runs only async-signal-safe calls (pause) and never returns.
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => Err(io::Error::last_os_error()),
+            0 => loop {
+                // SAFETY: pause takes no arguments.
+                unsafe { libc::pause() };
+            },
+            pid => Ok(IdleChild { pid }),
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+impl Drop for IdleChild {
+    fn drop(&mut self) {
+        // SAFETY: plain integer arguments; the pid is our own child, not yet reaped.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        loop {
+            // SAFETY: a null status pointer is allowed; we wait for this child only.
+            let r = unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), libc::__WALL) };
+            if r != -1 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+        }
+    }
+}
