@@ -503,15 +503,12 @@ fn posix_locks_of(
                 }));
             }
             let held = out.entry(holder).or_default();
-            let same = |l: &proto::FileLock| {
-                (l.start, l.len, l.write, slot.object)
-                    == (lock.start, lock.len, lock.write, slot.object)
-            };
-            // The same lock seen again through another descriptor of the same file.
-            if !held
-                .iter()
-                .any(|l| same(l) && objects_of(slots, slot.pid, l.fd) == Some(slot.object))
-            {
+            // The same lock seen again through another descriptor of the same open file.
+            let key = |l: &proto::FileLock, object| (object, l.start, l.len, l.write);
+            let seen = held.iter().any(|l| {
+                key(l, objects_of(slots, slot.pid, l.fd)) == key(&lock, Some(slot.object))
+            });
+            if !seen {
                 held.push(lock);
             }
         }
