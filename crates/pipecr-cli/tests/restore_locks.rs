@@ -329,3 +329,79 @@ fn flock_1_holds_its_lock_across_a_restore() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "got hello\n");
     assert!(flock_free(&lock), "released when its command finished");
 }
+
+/// Holds a POSIX lock on bytes 0-9 of argv[1] (Python's `fcntl.lockf`), says so, waits for
+/// a line on the FIFO argv[2], writes it into the file under the lock, releases it.
+const LOCKF_PY: &str = r#"
+import fcntl, sys
+f = open(sys.argv[1], "r+")
+fcntl.lockf(f, fcntl.LOCK_EX, 10, 0)
+print("locked", flush=True)
+line = open(sys.argv[2]).readline()
+f.write(line)
+f.flush()
+fcntl.lockf(f, fcntl.LOCK_UN, 10, 0)
+print("done", flush=True)
+"#;
+
+/// A real program: Python's `fcntl.lockf` holding a record lock while it waits. After the
+/// restore another process sees the lock held by the same pid; the program then writes
+/// under it and releases it.
+#[test]
+fn python_lockf_holds_its_record_lock_across_a_restore() {
+    if !common::capable() || !common::have("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = root.join("data");
+    std::fs::write(&data, b"0123456789abcdef").unwrap();
+    let fifo = root.join("line");
+    common::mkfifo(&fifo);
+    let mut feed = common::open_ctl(&fifo);
+    let script = root.join("lockf.py");
+    std::fs::write(&script, LOCKF_PY).unwrap();
+    let out = root.join("out");
+    let mut prog = common::only_stdio(&mut Command::new("python3"))
+        .arg(&script)
+        .arg(&data)
+        .arg(&fifo)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = prog.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    common::wait_until("the program to take its lock", || {
+        std::fs::read_to_string(&out).unwrap() == "locked\n"
+    });
+    common::wait_in(pid, "pipe_read");
+    let file = File::open(&data).unwrap();
+    let wr = i32::from(libc::F_WRLCK as i16);
+    assert_eq!(conflict(&file, libc::F_GETLK, 0, 10), (wr, pid));
+
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    assert_eq!(
+        conflict(&file, libc::F_GETLK, 0, 10).0,
+        i32::from(libc::F_UNLCK as i16),
+        "the dump killed the program and its lock"
+    );
+
+    let restore = common::restore(&img, pid);
+    assert_eq!(
+        conflict(&file, libc::F_GETLK, 0, 10),
+        (wr, pid),
+        "held again by the restored program"
+    );
+    feed.write_all(b"hello\n").unwrap();
+    common::finish_restore(restore, 0);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "locked\ndone\n");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "hello\n6789abcdef");
+    assert_eq!(
+        conflict(&file, libc::F_GETLK, 0, 10).0,
+        i32::from(libc::F_UNLCK as i16)
+    );
+}
