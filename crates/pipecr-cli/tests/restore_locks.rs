@@ -276,9 +276,13 @@ fn flock_free(file: &Path) -> bool {
 /// command has its line it finishes, flock exits 0 and the lock is free.
 #[test]
 fn flock_1_holds_its_lock_across_a_restore() {
-    if !common::capable() || !common::have("flock") {
+    if !common::capable() {
         return;
     }
+    assert!(
+        common::have("flock"),
+        "flock(1) (util-linux) is needed: .ci/run installs it"
+    );
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let lock = root.join("lock");
@@ -349,9 +353,13 @@ print("done", flush=True)
 /// under it and releases it.
 #[test]
 fn python_lockf_holds_its_record_lock_across_a_restore() {
-    if !common::capable() || !common::have("python3") {
+    if !common::capable() {
         return;
     }
+    assert!(
+        common::have("python3"),
+        "python3 is needed: .ci/run installs it"
+    );
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let data = root.join("data");
