@@ -257,6 +257,12 @@ fn create_in(
         if let Some(given) = inherited.get(d.file_id, d.fd) {
             if let std::collections::btree_map::Entry::Vacant(slot) = slots.entry((d.file_id, d.fd))
             {
+                // The locks the open file held: already held when the caller gave the
+                // same open file back (taking them again changes nothing), taken on the
+                // one given otherwise, or refused when someone else holds them.
+                if let Some(file) = files.get(&d.file_id) {
+                    files::locks::take_open_file_locks(file, given)?;
+                }
                 slot.insert(park(given, d.fd)?);
             }
             continue;
