@@ -637,9 +637,10 @@ pub fn create(image: &Image, objects: &[proto::IpcObject]) -> Result<Created, Ip
             Some(ipc_object::Kind::Msg(m)) => {
                 // Room for every saved message whatever msg_qbytes was, then the saved
                 // limit: the kernel keeps messages already queued beyond it.
+                // The kernel bounds both the bytes and the number of messages by it.
                 let total: u64 = m.messages.iter().map(|x| x.text.len() as u64).sum();
-                let owner = |qbytes| sys::msg_set(id, 0, 0, 0o600, qbytes);
-                owner(total.max(m.qbytes)).map_err(sys("msgctl(IPC_SET)"))?;
+                let room = total.max(m.messages.len() as u64).max(m.qbytes);
+                sys::msg_set(id, 0, 0, 0o600, room).map_err(sys("msgctl(IPC_SET)"))?;
                 for msg in &m.messages {
                     sys::msg_send(id, msg.mtype, &msg.text).map_err(sys("msgsnd"))?;
                 }
