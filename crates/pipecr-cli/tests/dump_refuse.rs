@@ -555,7 +555,34 @@ fn saved_contents(img: &Path, pid: i32, fd: i32) -> Vec<u8> {
         panic!("pid {pid} fd {fd} not saved as a regular file: {file:?}");
     };
     assert!(regular.unlinked, "{regular:?}");
-    image.read_data(regular.contents.as_ref().unwrap()).unwrap()
+    if let Some(data) = &regular.contents {
+        return image.read_data(data).unwrap();
+    }
+    // Kept as the memory object of the same file (device and inode), which a mapping of
+    // it would share: its pages, zeros where none is stored.
+    let id = regular.identity.as_ref().unwrap();
+    let objects: Vec<proto::MemObject> = image.read_records(pipecr_image::MEM_OBJECTS).unwrap();
+    let object = objects
+        .iter()
+        .find(|o| {
+            o.identity
+                .as_ref()
+                .is_some_and(|i| (i.dev, i.inode) == (id.dev, id.inode))
+        })
+        .unwrap_or_else(|| panic!("no contents and no object for {regular:?}"));
+    let pages = std::fs::read(img.join(pipecr_image::PAGES)).unwrap();
+    let size = object.identity.as_ref().unwrap().size as usize;
+    let mut bytes = vec![0u8; size.next_multiple_of(4096)];
+    for run in object.pages.iter().filter(|r| !r.zero) {
+        let (at, from, len) = (
+            run.start as usize,
+            run.store_index as usize * 4096,
+            run.nr_pages as usize * 4096,
+        );
+        bytes[at..at + len].copy_from_slice(&pages[from..from + len]);
+    }
+    bytes.truncate(size);
+    bytes
 }
 
 #[test]

@@ -29,6 +29,7 @@ pub mod freeze;
 pub mod inject;
 pub mod ipc;
 pub mod mem;
+pub mod objects;
 pub mod pipe;
 pub mod posix_timers;
 pub mod proc;

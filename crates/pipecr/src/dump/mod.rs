@@ -254,7 +254,7 @@ fn save_tree(
     tree: &FrozenTree,
     writer: &mut ImageWriter,
     options: &DumpOptions,
-    mem: MemDumper,
+    mut mem: MemDumper,
     snapshots: bool,
 ) -> Result<(DumpStats, MemoryLeft, Vec<proto::IpcObject>), DumpError> {
     let processes = tree.processes();
@@ -308,6 +308,9 @@ fn save_tree(
         }
     }
     let mut sink = DumpSink::new(writer, options.clone());
+    // The bytes of memfds and deleted files are memory objects, which mappings of the
+    // same files share: saved once, by the memory dump.
+    sink.set_object_saver(&mut mem);
     sink.set_descriptors(
         slots
             .iter()
@@ -399,16 +402,17 @@ fn save_tree(
         files: &open_files,
         pipes: &pipe_records,
     });
-    sink.writer
-        .write_records(pipecr_image::FILES, &open_files)?;
-    sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
-    sink.writer.write_records(pipecr_image::TREE, &records)?;
+    let dropped = sink.dropped().to_vec();
+    drop(sink);
+    writer.write_records(pipecr_image::FILES, &open_files)?;
+    writer.write_records(pipecr_image::FDS, &fd_tables)?;
+    writer.write_records(pipecr_image::TREE, &records)?;
     let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
-    let ipc = crate::ipc::dump(&pids, sink.writer)?;
+    let ipc = crate::ipc::dump(&pids, writer)?;
     let posix_locks = posix_locks_of(&slots, &records)?;
     let memory = save_processes(
         tree,
-        sink.writer,
+        writer,
         options.read_handlers,
         mem,
         snapshots,
@@ -423,7 +427,7 @@ fn save_tree(
         pipe_bytes,
         snapshots: memory.snapshots.len(),
         external,
-        dropped: sink.dropped().to_vec(),
+        dropped,
         ipc_objects: ipc.len(),
         ..Default::default()
     };

@@ -17,6 +17,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use pipecr_image::proto::{self, open_file};
 use pipecr_image::{Image, ImageError, ImageWriter};
 
+use crate::mem::MemError;
+use crate::objects::{ObjectFds, ObjectSaver};
 use crate::pipe::PipeError;
 use crate::proc::FdInfo;
 
@@ -240,6 +242,8 @@ pub struct DumpSink<'w> {
     descriptors: BTreeMap<u64, Vec<TreeDescriptor>>,
     /// What kinds left out on the options' word (see [`DumpSink::drop_state`]).
     dropped: Vec<Dropped>,
+    /// Where memory objects are saved (see [`DumpSink::save_object`]).
+    objects: Option<&'w mut dyn ObjectSaver>,
 }
 
 impl<'w> DumpSink<'w> {
@@ -251,6 +255,34 @@ impl<'w> DumpSink<'w> {
             state: KindState::default(),
             descriptors: BTreeMap::new(),
             dropped: Vec::new(),
+            objects: None,
+        }
+    }
+
+    /// Lets the kinds save memory objects (the contents of a memfd or a deleted file,
+    /// which mappings may share) through `saver`, the memory dump of the same image.
+    pub fn set_object_saver(&mut self, saver: &'w mut dyn ObjectSaver) {
+        self.objects = Some(saver);
+    }
+
+    /// Saves the memory object `file` (a read-only descriptor) is open on, once for the
+    /// image however many descriptors and mappings name it; returns its id in
+    /// `mem-objects.img`, or `None` when this sink saves no objects (the kind then keeps
+    /// the contents itself).
+    pub fn save_object(
+        &mut self,
+        pid: i32,
+        file: &std::fs::File,
+        kind: proto::MemObjectKind,
+        name: &str,
+    ) -> Result<Option<u64>, FileError> {
+        match self.objects.as_deref_mut() {
+            Some(saver) => Ok(Some(
+                saver
+                    .save_object(self.writer, pid, file, kind, name)
+                    .map_err(Box::new)?,
+            )),
+            None => Ok(None),
         }
     }
 
@@ -308,6 +340,8 @@ pub struct RestoreCtx<'i> {
     /// Every open-file record of the image (`files.img`), read on first use by
     /// [`RestoreCtx::open_files`].
     open_files: Option<Vec<proto::OpenFile>>,
+    /// The memory objects the restore created (see [`RestoreCtx::object`]).
+    objects: Option<&'i ObjectFds>,
 }
 
 impl<'i> RestoreCtx<'i> {
@@ -320,7 +354,25 @@ impl<'i> RestoreCtx<'i> {
             opened: BTreeMap::new(),
             installed: BTreeMap::new(),
             open_files: None,
+            objects: None,
         })
+    }
+
+    /// Lends the kinds the memory objects the restore created (a memfd that is also
+    /// mapped is opened from its object, so that the descriptor and the mappings are one
+    /// file).
+    pub fn set_objects(&mut self, objects: &'i ObjectFds) {
+        self.objects = Some(objects);
+    }
+
+    /// The memory object `id` of `mem-objects.img`, as the restore created it.
+    pub fn object(&self, id: u64) -> Option<BorrowedFd<'_>> {
+        self.objects?.get(id)
+    }
+
+    /// The memory object that had device `dev` and inode `ino` at the dump.
+    pub fn object_by_identity(&self, dev: u64, ino: u64) -> Option<BorrowedFd<'_>> {
+        self.objects?.by_identity(dev, ino)
     }
 
     /// The per-kind state of type `T` (created empty on first use).
@@ -642,4 +694,7 @@ pub enum FileError {
     /// The image could not be written or read.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A memory object (the contents of a memfd or a deleted file) could not be saved.
+    #[error(transparent)]
+    Memory(#[from] Box<MemError>),
 }

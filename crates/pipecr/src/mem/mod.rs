@@ -18,7 +18,10 @@
 //!    initial user namespace, see [`pagemap`]); otherwise each process stores its own
 //!    copy.
 //!
-//! Shared memory that lives on no disk (shared anonymous, SysV, memfd, deleted files) is
+//! A mapped file that maps shows as deleted but that is still linked in the same
+//! directory (what `sem_open` leaves behind) is recorded under that name, as the file it
+//! is. Shared memory that lives on no disk (shared anonymous, SysV, memfd,
+//! deleted files) is
 //! read through `/proc/PID/map_files` once per object (dev, inode), skipping holes with
 //! `SEEK_DATA`. `[vvar]`, `[vvar_vclock]`, `[vsyscall]` and `[vdso]` are recorded, never
 //! read. I/O and PFN mappings and hugetlb areas are refused with
@@ -45,14 +48,14 @@ pub mod pages;
 pub mod refused;
 pub mod special;
 pub mod sysvshm;
-mod types;
+pub(crate) mod types;
 
 pub use types::{MemError, PAGE_SIZE};
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 
 use pipecr_image::{ImageError, ImageWriter, RawWriter, proto};
 use proto::{MemObjectKind, VmaFlag};
@@ -185,7 +188,8 @@ impl MemDumper {
         source: i32,
         writer: &mut ImageWriter,
     ) -> Result<proto::Mm, MemError> {
-        let entries = maps::smaps(source)?;
+        let mut entries = maps::smaps(source)?;
+        relink(pid, source, &mut entries)?;
         let mut mm = mm_fields(source)?;
         mm.pid = pid;
         mm.auxv =
@@ -381,36 +385,62 @@ impl MemDumper {
         raw: &mut RawWriter,
     ) -> Result<u64, MemError> {
         let path = format!("/proc/{source}/map_files/{}", e.map_files_name());
+        let what = format!("{path} ({})", display_path(e));
+        let file = File::open(&path).map_err(|source| MemError::Read {
+            pid,
+            what: what.clone(),
+            source,
+        })?;
+        self.save_object_from(pid, &file, kind, &e.path, &what, raw)
+    }
+
+    /// Saves the object `file` is open on, the first time it is met (by device and
+    /// inode); returns its id. `what` names it in errors.
+    fn save_object_from(
+        &mut self,
+        pid: i32,
+        file: &File,
+        kind: MemObjectKind,
+        name: &str,
+        what: &str,
+        raw: &mut RawWriter,
+    ) -> Result<u64, MemError> {
         let fail = |source| MemError::Read {
             pid,
-            what: format!("{path} ({})", display_path(e)),
+            what: what.to_owned(),
             source,
         };
-        let file = File::open(&path).map_err(fail)?;
         let meta = file.metadata().map_err(fail)?;
         if let Some(&id) = self.object_ids.get(&(meta.dev(), meta.ino())) {
             return Ok(id);
         }
         let id = self.objects.len() as u64 + 1;
         self.object_ids.insert((meta.dev(), meta.ino()), id);
+        let seals = match kind {
+            MemObjectKind::Memfd => rustix::fs::fcntl_get_seals(file)
+                .map(|s| s.bits())
+                .unwrap_or(0),
+            _ => 0,
+        };
         let mut object = proto::MemObject {
             id,
             kind: kind as i32,
             identity: Some(identity(&meta)),
-            name: e.path.clone(),
+            name: name.to_owned(),
             pages: Vec::new(),
+            seals,
         };
         let size = meta.len().next_multiple_of(PAGE_SIZE);
         let mut outcome = Vec::new();
         let mut off = 0;
         while off < size {
             // Holes read as zeros: skip them without reading.
-            let data = match rustix::fs::seek(&file, rustix::fs::SeekFrom::Data(off)) {
+            let data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(off)) {
                 Ok(d) => d,
                 Err(rustix::io::Errno::NXIO) => break,
                 Err(err) => return Err(fail(err.into())),
             };
-            let hole = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(data))
+            let hole = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(data))
                 .unwrap_or(size)
                 .next_multiple_of(PAGE_SIZE)
                 .min(size);
@@ -443,6 +473,65 @@ impl MemDumper {
         self.objects.push(object);
         Ok(id)
     }
+}
+
+impl crate::objects::ObjectSaver for MemDumper {
+    fn save_object(
+        &mut self,
+        writer: &mut ImageWriter,
+        pid: i32,
+        file: &File,
+        kind: MemObjectKind,
+        name: &str,
+    ) -> Result<u64, MemError> {
+        let raw = writer.raw(pipecr_image::PAGES)?;
+        self.save_object_from(pid, file, kind, name, name, raw)
+    }
+}
+
+/// Gives back its name to each area whose file maps shows as deleted but still has a link
+/// in the same directory (what `sem_open` leaves: it maps a temporary name, links the
+/// real one and removes the temporary one), so that it is mapped again by that name, as
+/// the file it is, and not saved as a copy. A shared mapping of such a file whose other
+/// name is not found is refused: a copy would no longer be shared with the file.
+fn relink(pid: i32, source: i32, entries: &mut [MapEntry]) -> Result<(), MemError> {
+    for e in entries.iter_mut().filter(|e| e.deleted && e.inode != 0) {
+        let Ok(meta) =
+            std::fs::metadata(format!("/proc/{source}/map_files/{}", e.map_files_name()))
+        else {
+            continue;
+        };
+        if meta.nlink() == 0 {
+            continue;
+        }
+        let dir = std::path::Path::new(&e.path).parent();
+        let other = dir
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|entry| {
+                entry.ino() == meta.ino()
+                    && entry
+                        .metadata()
+                        .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+            });
+        match other {
+            Some(entry) => {
+                e.path = entry.path().to_string_lossy().into_owned();
+                e.deleted = false;
+            }
+            None if e.shared => {
+                return Err(unsupported(
+                    pid,
+                    e,
+                    "a shared mapping of a file whose name was removed while another link to it remains elsewhere",
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 /// Whether everything a dump saves of `pid`'s memory is private to it (pages of private
@@ -638,22 +727,18 @@ mod tests {
         assert_eq!(restorable(&vma(Anonymous, 0, 0)), Ok(()));
         assert_eq!(restorable(&vma(Vdso, 0, 0)), Ok(()));
         assert_eq!(restorable(&vma(FileShared, 0, 0)), Ok(()));
+        assert_eq!(restorable(&vma(Object, 3, 0)), Ok(()));
         assert_eq!(
-            restorable(&vma(Object, 3, 0)),
-            Err("shared memory (a memory object)")
+            restorable(&vma(Object, 0, 0)),
+            Err("shared memory whose object is not in the image")
         );
         assert_eq!(
             restorable(&vma(OtherSpecial, 0, 0)),
             Err("a kernel special area")
         );
-        assert_eq!(
-            restorable(&vma(FilePrivate, 0, deleted)),
-            Err("a mapping of a deleted file or memfd")
-        );
-        assert_eq!(
-            restorable(&vma(FilePrivate, 2, 0)),
-            Err("a mapping of a deleted file or memfd")
-        );
+        assert_eq!(restorable(&vma(FilePrivate, 2, deleted)), Ok(()));
+        let memfd = vma(FilePrivate, 2, deleted);
+        assert_eq!(saved_kind(memfd.kind).unwrap().0.mapped_file(&memfd), None);
         let file = vma(FilePrivate, 0, 0);
         assert_eq!(
             saved_kind(file.kind).unwrap().0.mapped_file(&file),

@@ -148,7 +148,11 @@ pub fn restore_tree(
         pid: 0,
         what: "tree.img holds no process".to_owned(),
     })?;
-    let inherited = super::external::resolve(image, options)?;
+    let mut inherited = super::external::resolve(image, options)?;
+    // The memory objects, once each, before any process: held here until the tree is
+    // released, handed to the root (which opens descriptors of memfds and deleted files
+    // from them) and to each process (which maps them).
+    inherited.set_objects(super::objects::create(image)?);
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(std::process::id() as i32))
         .map_err(|e| os(root_pid, "prctl(PR_SET_CHILD_SUBREAPER)")(e.into()))?;
     let result = restore_tree_inner(image, tree, &pids, &inherited);
@@ -174,7 +178,7 @@ fn restore_tree_inner(
             kill(NixPid::from_raw(pid), Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
         }
         for saved in tree {
-            load_image(image, tree, saved, &prefilled)?;
+            load_image(image, tree, saved, &prefilled, inherited.objects())?;
         }
         ipc.finish()?;
         super::threads::release_tree(tree)
@@ -666,6 +670,7 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     let t = NixPid::from_raw(pid);
     // Let it run on from its self-stop (into pause()), then take it under ptrace.
     kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
-    load_image(image, std::slice::from_ref(saved), saved, &[])?;
+    let objects = super::objects::create(image)?;
+    load_image(image, std::slice::from_ref(saved), saved, &[], &objects)?;
     super::threads::release_tree(std::slice::from_ref(saved))
 }
