@@ -692,6 +692,34 @@ fn fill_segment(image: &Image, id: i32, s: &proto::ShmSegment) -> Result<(), Ipc
     Ok(())
 }
 
+/// Whether this system lets System V IPC objects be saved and given their ids again:
+/// `msgrcv(MSG_COPY)` reads a message without removing it (tried on a private queue,
+/// removed at once), and `/proc/sys/kernel/{shm,sem,msg}_next_id` exist and are writable
+/// by this process. For `pipecr check`.
+pub fn probe() -> Result<String, String> {
+    let id = sys::msgget(sys::IPC_PRIVATE, libc::IPC_CREAT | 0o600)
+        .map_err(|e| format!("msgget: {e}"))?;
+    let copied = sys::msg_send(id, 1, b"probe").and_then(|()| sys::msg_copy(id, 0));
+    let left = sys::msg_copy(id, 0);
+    let _ = sys::msg_remove(id);
+    match (copied, left) {
+        (Ok(Some((1, text))), Ok(Some(_))) if text == b"probe" => {}
+        (Err(e), _) | (_, Err(e)) => {
+            return Err(format!(
+                "msgrcv(MSG_COPY) failed ({e}): message queues cannot be read without \
+                 emptying them (CONFIG_CHECKPOINT_RESTORE)"
+            ));
+        }
+        _ => return Err("msgrcv(MSG_COPY) did not copy the message".to_owned()),
+    }
+    for kind in [Kind::Shm, Kind::Sem, Kind::Msg] {
+        let path = format!("/proc/sys/kernel/{}_next_id", kind.name());
+        rustix::fs::access(path.as_str(), rustix::fs::Access::WRITE_OK)
+            .map_err(|e| format!("{path}: {e}: System V IPC objects cannot be given their ids"))?;
+    }
+    Ok("msgrcv(MSG_COPY) and /proc/sys/kernel/{shm,sem,msg}_next_id: objects come back with their ids".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
