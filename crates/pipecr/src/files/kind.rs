@@ -229,6 +229,20 @@ pub struct TreeDescriptor {
     pub file_id: u64,
 }
 
+/// What a PID or TID of the tree being dumped is (see [`DumpSink::task`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeTask {
+    /// A process (its main thread).
+    Process,
+    /// A thread other than the main one of process `of`.
+    Thread {
+        /// The process it is a thread of.
+        of: i32,
+    },
+    /// A zombie child of a process of the tree.
+    Zombie,
+}
+
 /// Where kinds put what they save: the image being written, the options of the dump and
 /// each kind's shared objects.
 pub struct DumpSink<'w> {
@@ -244,6 +258,8 @@ pub struct DumpSink<'w> {
     dropped: Vec<Dropped>,
     /// Where memory objects are saved (see [`DumpSink::save_object`]).
     objects: Option<&'w mut dyn ObjectSaver>,
+    /// Every PID and TID of the tree (see [`DumpSink::task`]).
+    tasks: BTreeMap<i32, TreeTask>,
 }
 
 impl<'w> DumpSink<'w> {
@@ -256,6 +272,7 @@ impl<'w> DumpSink<'w> {
             descriptors: BTreeMap::new(),
             dropped: Vec::new(),
             objects: None,
+            tasks: BTreeMap::new(),
         }
     }
 
@@ -284,6 +301,26 @@ impl<'w> DumpSink<'w> {
             )),
             None => Ok(None),
         }
+    }
+
+    /// Tells the kinds every PID and TID of the tree, before any open file is dumped.
+    pub fn set_tasks(&mut self, tasks: impl IntoIterator<Item = (i32, TreeTask)>) {
+        self.tasks = tasks.into_iter().collect();
+    }
+
+    /// What `id` is in the tree being dumped, `None` when it is not in it (or the
+    /// orchestration did not call [`DumpSink::set_tasks`]): for a kind whose file names a
+    /// process (a pidfd), which a restore recreates only for processes it restores.
+    pub fn task(&self, id: i32) -> Option<TreeTask> {
+        self.tasks.get(&id).copied()
+    }
+
+    /// The processes of the tree being dumped (main threads, no zombies), by PID.
+    pub fn processes(&self) -> impl Iterator<Item = i32> + '_ {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| **t == TreeTask::Process)
+            .map(|(&pid, _)| pid)
     }
 
     /// Records that a kind saved an open file without some of its state because the

@@ -56,6 +56,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
+use std::time::{Duration, Instant};
 
 use pipecr_image::{ImageError, ImageWriter, RawWriter, proto};
 use proto::{MemObjectKind, VmaFlag};
@@ -116,7 +117,15 @@ pub struct MemStats {
     pub pages_zero: u64,
     /// Whether pagemap showed physical frames (`None`: no present page was met).
     pub pfns_visible: Option<bool>,
+    /// Time spent reading process memory (the rest of a memory dump is pagemap, `/proc`
+    /// and writing the page store).
+    pub read_time: Duration,
 }
+
+/// Tracing target of the progress events: `total` (bytes a dump or restore expects to
+/// move) once, then `done` (bytes just moved) as it goes. A progress bar listens to
+/// them; nothing is computed for them unless a subscriber does.
+pub const PROGRESS: &str = "pipecr::progress";
 
 /// Saves the address spaces of the processes of one image: holds the page store and the
 /// memory objects met so far, so that what processes share is stored once.
@@ -129,6 +138,7 @@ pub struct MemDumper {
     objects: Vec<proto::MemObject>,
     object_ids: HashMap<(u64, u64), u64>,
     pfns_visible: Option<bool>,
+    read_time: Duration,
 }
 
 /// Pages a dump has read but not written yet (see [`MemDumper::with_write_behind`]):
@@ -188,8 +198,15 @@ impl MemDumper {
         source: i32,
         writer: &mut ImageWriter,
     ) -> Result<proto::Mm, MemError> {
+        let _span = tracing::debug_span!("memory", pid).entered();
         let mut entries = maps::smaps(source)?;
         relink(pid, source, &mut entries)?;
+        tracing::debug!(
+            pid,
+            source,
+            areas = entries.len(),
+            "saving the address space"
+        );
         let mut mm = mm_fields(source)?;
         mm.pid = pid;
         mm.auxv =
@@ -280,6 +297,7 @@ impl MemDumper {
             pages_reused: self.store.reused,
             pages_zero: self.store.zero,
             pfns_visible: self.pfns_visible,
+            read_time: self.read_time,
         };
         (self.objects, stats, HeldPages(self.store))
     }
@@ -342,16 +360,22 @@ impl MemDumper {
             }
             if !ranges.is_empty() {
                 let total = ranges.iter().map(|r| r.1).sum();
+                let read_time = &mut self.read_time;
                 self.store.store_with(raw, total, &mut outcome, |buf| {
-                    reader
-                        .read(&ranges, buf)
-                        .map_err(|(addr, source)| MemError::Pages {
-                            pid,
-                            addr,
-                            path: display_path(e),
-                            source,
-                        })
+                    let started = Instant::now();
+                    let read =
+                        reader
+                            .read(&ranges, buf)
+                            .map_err(|(addr, source)| MemError::Pages {
+                                pid,
+                                addr,
+                                path: display_path(e),
+                                source,
+                            });
+                    *read_time += started.elapsed();
+                    read
                 })?;
+                tracing::info!(target: PROGRESS, done = total as u64);
             }
             let mut read = outcome.iter();
             for &(addr, known, pfn) in &plan {
@@ -447,7 +471,9 @@ impl MemDumper {
             let mut at = data - data % PAGE_SIZE;
             while at < hole {
                 let len = OBJECT_BATCH.min(hole - at) as usize;
+                let read_time = &mut self.read_time;
                 self.store.store_with(raw, len, &mut outcome, |buf| {
+                    let _time = Timed(read_time, Instant::now());
                     let mut got = 0;
                     while got < len {
                         match file.read_at(&mut buf[got..], at + got as u64) {
@@ -461,6 +487,7 @@ impl MemDumper {
                     buf[got..].fill(0);
                     Ok(())
                 })?;
+                tracing::info!(target: PROGRESS, done = len as u64);
                 for (i, &s) in outcome.iter().enumerate() {
                     if s != Stored::Zero {
                         push_run(&mut object.pages, at + i as u64 * PAGE_SIZE, s);
@@ -563,23 +590,46 @@ pub fn only_private(pid: i32) -> Result<bool, MemError> {
 /// count once over the tree) plus swap, with an eighth to spare, and never more than half
 /// of `MemAvailable`. Best effort: a process that is gone or unreadable counts 0.
 pub fn write_behind_size(pids: &[i32]) -> usize {
-    let kib = |text: &str, key: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let mut want = 0u64;
-    for pid in pids {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
-            want += kib(&text, "Pss_Anon:") + kib(&text, "Pss_Shmem:") + kib(&text, "SwapPss:");
-        }
-    }
+    let want = saved_size_estimate(pids) / 1024;
     let available = std::fs::read_to_string("/proc/meminfo")
-        .map(|t| kib(&t, "MemAvailable:"))
+        .map(|t| kib_of(&t, "MemAvailable:"))
         .unwrap_or(0);
     let bytes = (want + want / 8).min(available / 2).saturating_mul(1024);
     usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+/// About how many bytes of memory a dump of the processes `pids` saves: their private and
+/// shared anonymous memory (proportional shares) plus swap, from `smaps_rollup`. What a
+/// progress bar and the write-behind buffer are sized from. Best effort: a process that
+/// is gone or unreadable counts 0.
+pub fn saved_size_estimate(pids: &[i32]) -> u64 {
+    let mut kib = 0u64;
+    for pid in pids {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+            kib += kib_of(&text, "Pss_Anon:")
+                + kib_of(&text, "Pss_Shmem:")
+                + kib_of(&text, "SwapPss:");
+        }
+    }
+    kib.saturating_mul(1024)
+}
+
+/// The value of the `key` line of a `/proc` file in kB (`MemAvailable:   123 kB`); 0 when
+/// absent.
+fn kib_of(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Adds the time since `.1` to `.0` when dropped: times a closure with several exits.
+struct Timed<'a>(&'a mut Duration, Instant);
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        *self.0 += self.1.elapsed();
+    }
 }
 
 /// Appends one page to a list of runs, extending the last run when both its address and

@@ -287,7 +287,22 @@ fn create_in(
             deferred.insert(file.id, (stage, file.clone()));
             continue;
         }
-        let parked = park(files::restore_with(kind, file, &mut ctx)?.as_fd(), at)?;
+        // Logged here, in the root before any table is installed (see restore::process).
+        tracing::debug!(
+            file = file.id,
+            fd = at,
+            kind = kind.name(),
+            "opening saved file"
+        );
+        let opened = files::restore_with(kind, file, &mut ctx).inspect_err(|e| {
+            tracing::debug!(
+                file = file.id,
+                fd = at,
+                kind = kind.name(),
+                "cannot open: {e}"
+            )
+        })?;
+        let parked = park(opened.as_fd(), at)?;
         ctx.add_opened(file.id, parked);
         now.push((file, kind));
     }

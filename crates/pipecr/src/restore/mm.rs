@@ -440,6 +440,7 @@ impl<'a> PageWriter<'a> {
         }
         let remote = std::mem::take(&mut self.remote);
         let filled = std::mem::replace(&mut self.filled, 0);
+        tracing::info!(target: crate::mem::PROGRESS, done = filled as u64);
         if let Some(map) = self.map
             && let Ok(start) = usize::try_from(self.file_start)
             && start + filled <= map.len()

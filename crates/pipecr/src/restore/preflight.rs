@@ -154,7 +154,7 @@ fn check_zombies(tree: &[SavedProcess]) -> Result<()> {
                 )));
             }
             pids.push(z.pid);
-            if super::saved::zombie_exit(z.exit_status).is_none() {
+            if crate::wait_status::decode(z.exit_status).is_none() {
                 return Err(invalid(format!(
                     "zombie of pid {} with wait status {:#x}, which no process ends with",
                     parent.pid(),
