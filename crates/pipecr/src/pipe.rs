@@ -667,6 +667,7 @@ impl PipeImage {
                         End::Write => PipeEndKind::Write,
                     } as i32,
                 })),
+                ..Default::default()
             })
             .collect()
     }

@@ -463,6 +463,19 @@ fn save_tree(
         open_files.push(files::dump_file(id, &live, &mut sink)?);
     }
     drop(pidfds);
+    // Open files met in flight in a queue (passed with SCM_RIGHTS, not yet received) that
+    // no descriptor holds: saved the same way, under the ids the kinds gave them; saving
+    // one may meet more (a socket queued in a socket).
+    loop {
+        let batch = sink.take_in_flight();
+        if batch.is_empty() {
+            break;
+        }
+        for (id, live) in batch {
+            open_files.push(files::dump_file(id, &live, &mut sink)?);
+        }
+    }
+    open_files.sort_by_key(|f| f.id);
     files::finish_dump(&mut open_files, &mut sink)?;
     let pipe_records = files::pipe_records(&sink);
     let pipes = pipe_records.len();
