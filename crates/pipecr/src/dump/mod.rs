@@ -574,9 +574,11 @@ fn save_tree(
         options.read_handlers,
         mem,
         snapshots,
-        posix_locks,
+        FromDescriptors {
+            posix_locks,
+            vm_sharers: &vm_sharers,
+        },
         stats,
-        &vm_sharers,
     )?;
     stats.processes = processes.len();
     stats.threads = tree.thread_count();
@@ -602,10 +604,13 @@ fn save_processes(
     read_handlers: bool,
     mut mem: MemDumper,
     snapshots: bool,
-    mut posix_locks: BTreeMap<i32, Vec<proto::FileLock>>,
+    shared: FromDescriptors<'_>,
     stats: &mut DumpStats,
-    vm_sharers: &[i32],
 ) -> Result<MemoryLeft, DumpError> {
+    let FromDescriptors {
+        mut posix_locks,
+        vm_sharers,
+    } = shared;
     let processes = tree.processes();
     let mut cores = Vec::with_capacity(processes.len());
     let mut mms = Vec::with_capacity(processes.len());
@@ -700,6 +705,13 @@ fn objects_of(slots: &[Slot], pid: i32, fd: RawFd) -> Option<(u64, u64)> {
         .iter()
         .find(|s| s.pid == pid && s.fd == fd)
         .map(|s| s.object)
+}
+
+/// What the dump of the descriptors tells the saving of each process: the POSIX locks
+/// each holds, and the processes whose address space an earlier one saves.
+struct FromDescriptors<'a> {
+    posix_locks: BTreeMap<i32, Vec<proto::FileLock>>,
+    vm_sharers: &'a [i32],
 }
 
 /// The address spaces a dump has yet to finish once the tree may run: those to read
