@@ -17,10 +17,18 @@ shell catching two signals). Each round, for each variant: start the tree, `pipe
 command. Prints the median per variant and, against the first variant, the ratio of the
 medians and the median of the per-round ratios. Run as root (restore needs
 CAP_CHECKPOINT_RESTORE).
+
+The order of the variants within a round is shuffled (seeded, so a run can be repeated):
+on a loaded machine the first and last command of a round do not see the same load, and
+a fixed order turns that into a difference between variants. `BENCH_ORDER=fixed` keeps
+the order given. `BENCH_PAIRS=A:B,C:D` also prints, for each pair, the median of the
+per-round ratios A/B (dump, stopped, restore), e.g. each binary's default against its
+own `--no-inject`.
 """
 
 import ctypes
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -114,9 +122,14 @@ def main():
         variants.append((label, binary, extra))
     ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     times = {label: ([], [], []) for label, _, _ in variants}
+    shuffle = os.environ.get("BENCH_ORDER") != "fixed"
+    rng = random.Random(11)
     with tempfile.TemporaryDirectory() as workdir:
         for n in range(rounds):
-            for label, binary, extra in variants:
+            order = list(variants)
+            if shuffle:
+                rng.shuffle(order)
+            for label, binary, extra in order:
                 for i, t in enumerate(one(binary, extra, workdir, n, label)):
                     times[label][i].append(t)
     ms = lambda v: statistics.median(v) * 1e3
@@ -132,6 +145,11 @@ def main():
               f"{ms(st) / ms(bs):.3f} / {pair(st, bs):.3f}   "
               f"{ms(r) / ms(br):.3f} / {pair(r, br):.3f}")
     print(f"(medians of {rounds} rounds)")
+    for spec in filter(None, os.environ.get("BENCH_PAIRS", "").split(",")):
+        a, b = spec.split(":")
+        (ad, ar, ast), (bd_, br_, bst) = times[a], times[b]
+        print(f"{a} / {b}: median of per-round ratios: dump {pair(ad, bd_):.3f}, "
+              f"stopped {pair(ast, bst):.3f}, restore {pair(ar, br_):.3f}")
 
 
 if __name__ == "__main__":

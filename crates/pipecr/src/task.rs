@@ -28,7 +28,7 @@ use pipecr_image::proto;
 use rustix::process::Pid;
 
 use crate::freeze::FrozenProcess;
-use crate::inject::{self, InjectError, Injector, SigHandler};
+use crate::inject::{CodePage, InjectError, Injector, Pending, ReadBatch, SigHandler, calls};
 use crate::sys::names::RLIMIT_NLIMITS;
 use crate::sys::ptrace::{self as sys_ptrace, SigMask, SigQueue};
 use crate::sys::rlimit;
@@ -120,46 +120,23 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
         threads.push(dump_thread(pid, tid)?);
     }
     let (sigactions, itimers, posix_timers) = if read_handlers {
-        // One injection session per thread: the first thread also reads the process's
-        // handlers and timers, so no thread is taken over twice.
+        // A process under a seccomp filter gets only the reads themselves, one at a time,
+        // never the batch code's mmap and munmap: its filter could refuse them by
+        // killing it (docs/INJECTION.md).
+        let seccomp = status_field(&status, "Seccomp:").is_some_and(|m| m != "0");
+        let code = if seccomp {
+            CodePage::off(pid)
+        } else {
+            CodePage::new(pid)
+        };
         let leader_blocked = status_mask(pid, &status, "SigBlk:")?;
-        let mut out = (Vec::new(), Vec::new(), Vec::new());
-        for (i, thread) in threads.iter_mut().enumerate() {
-            let mut inj = Injector::new(pid, thread.tid)?;
-            let read = (|| {
-                // Only reads: one ptrace stop per call instead of two where that is safe.
-                if thread.tid == pid {
-                    // The leader's status is the process's, read above after the freeze.
-                    inj.use_single_step_given(SigMask(ignored), SigMask(leader_blocked));
-                } else {
-                    inj.use_single_step()?;
-                }
-                // One scratch area for all of this session's readers: saved and put back
-                // once, not once per reader.
-                let signals = if i == 0 {
-                    caught | 1u64 << (libc::SIGCHLD - 1)
-                } else {
-                    0
-                };
-                inj.keep_scratch(inject::calls::readers_scratch_len(signals));
-                let links = thread_links(&mut inj)?;
-                let process = if i == 0 {
-                    Some(handlers_and_timers(&mut inj, caught, ignored, &timers)?)
-                } else {
-                    None
-                };
-                Ok::<_, InjectError>((links, process))
-            })();
-            let finished = inj.finish();
-            let ((clear_child_tid, altstack), process) = read?;
-            finished?;
-            thread.clear_child_tid = clear_child_tid;
-            thread.altstack = Some(altstack);
-            if let Some(process) = process {
-                out = process;
-            }
-        }
-        out
+        read_injected(
+            process,
+            &mut threads,
+            code,
+            (caught, ignored, leader_blocked),
+            &timers,
+        )?
     } else {
         (Vec::new(), Vec::new(), Vec::new())
     };
@@ -234,6 +211,72 @@ fn limits_file(text: &str) -> Option<Vec<proto::Rlimit>> {
         })
         .collect::<Option<_>>()?;
     (rlimits.len() == RLIMIT_NLIMITS as usize).then_some(rlimits)
+}
+
+/// One injection session per thread: the first thread also reads the process's handlers
+/// and timers, so no thread is taken over twice. Each session's reads are one batch, run
+/// by the batch code in one ptrace stop where it can ([`Injector::run_reads`]); `code`
+/// is mapped by the first session that can use it and unmapped by the last. `masks`:
+/// the process's `SigCgt` and `SigIgn` and the leader's `SigBlk`.
+fn read_injected(
+    process: &FrozenProcess,
+    threads: &mut [proto::Thread],
+    mut code: CodePage,
+    masks: (u64, u64, u64),
+    timers: &[crate::proc::ProcTimer],
+) -> Result<HandlersAndTimers, TaskError> {
+    let pid = process.pid;
+    let (caught, ignored, leader_blocked) = masks;
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    let count = threads.len();
+    let mut sessions = || -> Result<(), TaskError> {
+        for (i, thread) in threads.iter_mut().enumerate() {
+            let mut inj = Injector::new(pid, thread.tid)?;
+            let read = (|| {
+                // Only reads: one ptrace stop per call instead of two where that is safe,
+                // and the batch code under the same condition.
+                if thread.tid == pid {
+                    // The leader's status is the process's, read after the freeze.
+                    inj.use_single_step_given(SigMask(ignored), SigMask(leader_blocked));
+                } else {
+                    inj.use_single_step()?;
+                }
+                let mut reads = ReadBatch::new();
+                let links = thread_links(&mut reads);
+                let process =
+                    (i == 0).then(|| handlers_and_timers(&mut reads, caught, ignored, timers));
+                let done = inj.run_reads(&reads, &mut code, i + 1 == count)?;
+                let links = links.get(&done)?;
+                let process = process.map(|p| p.get(&done)).transpose()?;
+                Ok::<_, InjectError>((links, process))
+            })();
+            let finished = inj.finish();
+            let ((clear_child_tid, altstack), process) = read?;
+            finished?;
+            thread.clear_child_tid = clear_child_tid;
+            thread.altstack = Some(altstack);
+            if let Some(process) = process {
+                out = process;
+            }
+        }
+        Ok(())
+    };
+    let read = sessions();
+    if read.is_err() && code.mapped().is_some() {
+        // A failed dump leaves the tree as it was: the batch code goes too, from whichever
+        // thread can still be driven.
+        for &tid in &process.threads {
+            let Ok(mut inj) = Injector::new(pid, tid) else {
+                continue;
+            };
+            let unmapped = inj.unmap_code(&mut code);
+            if inj.finish().is_ok() && unmapped.is_ok() {
+                break;
+            }
+        }
+    }
+    read?;
+    Ok(out)
 }
 
 /// The credentials in `/proc/PID/status`, and whether the process is dumpable (see
@@ -313,6 +356,14 @@ pub fn intercepted_siginfo(
     Ok(saved)
 }
 
+/// The value of a line of `/proc/PID/status` (`Seccomp:`, ...), trimmed.
+fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+}
+
 /// A signal mask line of `/proc/PID/status` (`SigCgt:`, `SigIgn:`, ...), in hex.
 fn status_mask(pid: i32, status: &str, key: &'static str) -> Result<u64, TaskError> {
     status
@@ -322,70 +373,79 @@ fn status_mask(pid: i32, status: &str, key: &'static str) -> Result<u64, TaskErr
         .ok_or_else(|| parse_error(pid, "status"))
 }
 
-/// The signal dispositions other than `SIG_DFL`, the armed interval timers, and the
-/// POSIX timers `listed` (from `/proc/PID/timers`) with their settings and overruns.
-///
-/// Each injected syscall costs a ptrace stop or two, so `rt_sigaction` is injected only for
-/// the signals the status shows `caught` (and `SIGCHLD`): the `ignored` ones are all
-/// `SigIgn` says, and the rest are default. The three interval timers are read in every process: an armed
-/// `ITIMER_REAL` matters even to a process that catches nothing (its `SIGALRM` kills it).
+/// The process's signal handlers, interval timers and POSIX timers, added to a session's
+/// batch: `rt_sigaction` for the caught signals and `SIGCHLD`, the three `getitimer`, and
+/// `timer_gettime` and `timer_getoverrun` for each timer `/proc/PID/timers` listed.
 fn handlers_and_timers(
-    inj: &mut Injector,
+    reads: &mut ReadBatch,
     caught: u64,
     ignored: u64,
     listed: &[crate::proc::ProcTimer],
-) -> Result<HandlersAndTimers, InjectError> {
+) -> Pending<HandlersAndTimers> {
     // Caught signals need their handler, flags and mask; SIGCHLD also its flags
     // (SA_NOCLDWAIT changes reaping even under SIG_DFL). Every other signal is
     // ignored or default, which SigIgn tells.
     let read = caught | 1u64 << (libc::SIGCHLD - 1);
-    let mut actions: Vec<proto::SigAction> = inject::sigactions_of(inj, read)?
-        .into_iter()
-        .filter(|a| a.handler != SigHandler::Default || !a.flags.is_empty())
-        .map(|a| proto::SigAction {
-            signo: a.signo,
-            handler: a.handler.raw(),
-            flags: a.flags.bits(),
-            restorer: a.restorer,
-            mask: a.mask.0,
+    let actions = calls::read_sigactions(reads, read);
+    let itimers = calls::read_itimers(reads);
+    let posix: Vec<_> = listed
+        .iter()
+        .map(|t| {
+            let spec = calls::read_timer_gettime(reads, t.id);
+            let overrun = calls::read_timer_getoverrun(reads, t.id);
+            (*t, spec, overrun)
         })
         .collect();
-    actions.extend(
-        (1..=64)
-            .filter(|&s| ignored & !read & (1u64 << (s - 1)) != 0)
-            .map(|signo| proto::SigAction {
-                signo,
-                handler: 1,
-                ..Default::default()
-            }),
-    );
-    actions.sort_by_key(|a| a.signo);
-    let timers = inject::itimers(inj)?
-        .into_iter()
-        .filter(|t| t.value_us != 0)
-        .map(|t| proto::ITimer {
-            which: t.which,
-            interval_us: t.interval_us,
-            value_us: t.value_us,
-        })
-        .collect();
-    let mut posix = Vec::with_capacity(listed.len());
-    for t in listed {
-        let spec = inject::calls::timer_gettime(inj, t.id)?;
-        let overrun = inject::calls::timer_getoverrun(inj, t.id)?;
-        posix.push(proto::PosixTimer {
-            id: t.id,
-            clock: t.clock,
-            notify: t.notify,
-            signo: t.signo,
-            value: t.value,
-            target: t.target,
-            interval_ns: spec.interval_ns,
-            value_ns: spec.value_ns,
-            overrun,
-        });
-    }
-    Ok((actions, timers, posix))
+    Pending::new(move |done| {
+        let mut actions: Vec<proto::SigAction> = actions
+            .get(done)?
+            .into_iter()
+            .filter(|a| a.handler != SigHandler::Default || !a.flags.is_empty())
+            .map(|a| proto::SigAction {
+                signo: a.signo,
+                handler: a.handler.raw(),
+                flags: a.flags.bits(),
+                restorer: a.restorer,
+                mask: a.mask.0,
+            })
+            .collect();
+        actions.extend(
+            (1..=64)
+                .filter(|&s| ignored & !read & (1u64 << (s - 1)) != 0)
+                .map(|signo| proto::SigAction {
+                    signo,
+                    handler: 1,
+                    ..Default::default()
+                }),
+        );
+        actions.sort_by_key(|a| a.signo);
+        let timers = itimers
+            .get(done)?
+            .into_iter()
+            .filter(|t| t.value_us != 0)
+            .map(|t| proto::ITimer {
+                which: t.which,
+                interval_us: t.interval_us,
+                value_us: t.value_us,
+            })
+            .collect();
+        let mut out = Vec::with_capacity(posix.len());
+        for (t, spec, overrun) in posix {
+            let spec = spec.get(done)?;
+            out.push(proto::PosixTimer {
+                id: t.id,
+                clock: t.clock,
+                notify: t.notify,
+                signo: t.signo,
+                value: t.value,
+                target: t.target,
+                interval_ns: spec.interval_ns,
+                value_ns: spec.value_ns,
+                overrun: overrun.get(done)?,
+            });
+        }
+        Ok((actions, timers, out))
+    })
 }
 
 /// What [`handlers_and_timers`] reads: handlers, interval timers, POSIX timers.
@@ -439,19 +499,23 @@ pub fn dump_thread(pid: i32, tid: i32) -> Result<proto::Thread, TaskError> {
     })
 }
 
-/// `prctl(PR_GET_TID_ADDRESS, &addr)` and `sigaltstack(NULL, &old)` injected into the
-/// thread `inj` drives: its `clear_child_tid` address and its alternate signal stack,
-/// which no `/proc` file shows.
-fn thread_links(inj: &mut Injector) -> Result<(u64, proto::SigAltStack), InjectError> {
-    let (tid_address, alt) = inject::calls::tid_address_and_sigaltstack(inj)?;
-    Ok((
-        tid_address,
-        proto::SigAltStack {
-            sp: alt.sp,
-            flags: alt.flags as u32,
-            size: alt.size,
-        },
-    ))
+/// `prctl(PR_GET_TID_ADDRESS, &addr)` and `sigaltstack(NULL, &old)`, added to a thread's
+/// batch: its `clear_child_tid` address and its alternate signal stack, which no `/proc`
+/// file shows.
+fn thread_links(reads: &mut ReadBatch) -> Pending<(u64, proto::SigAltStack)> {
+    let tid_address = calls::read_tid_address(reads);
+    let alt = calls::read_sigaltstack(reads);
+    Pending::new(move |done| {
+        let alt = alt.get(done)?;
+        Ok((
+            tid_address.get(done)?,
+            proto::SigAltStack {
+                sp: alt.sp,
+                flags: alt.flags as u32,
+                size: alt.size,
+            },
+        ))
+    })
 }
 
 /// The general registers (`struct user_regs_struct`, NT_PRSTATUS).

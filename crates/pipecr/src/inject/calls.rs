@@ -1,9 +1,21 @@
 //! One function per system call run inside a stopped thread, with typed arguments (as
 //! rustix types its own): `mmap(inj, addr, len, ProtFlags, MapFlags, fd, off)`,
 //! `rt_sigaction`, `sigaltstack`, `getitimer`, `prctl(PR_SET_MM_MAP)`, `clone3`, ... and
-//! the readers dump uses ([`sigactions`], [`itimers`], [`tid_address`], [`sigaltstack`],
-//! [`tid_address_and_sigaltstack`]); a reader of several values gives each call its own
-//! slot of scratch memory and reads them back at once.
+//! the readers dump uses.
+//!
+//! # Readers: batched
+//!
+//! Each read-only call is defined once, as a `read_*` function that adds it to a
+//! [`ReadBatch`] and returns a [`Pending`] value ([`read_tid_address`],
+//! [`read_sigaltstack`], [`read_sigactions`], [`read_itimers`], [`read_timer_gettime`],
+//! [`read_timer_getoverrun`]). A dump session adds every read it needs to one batch and
+//! runs it with [`Injector::run_reads`]: all of them in one ptrace stop where the batch
+//! code can run, one at a time where it cannot; then each `Pending` decodes its value. A
+//! new read-only call is one more `read_*` function here (its number, its arguments with
+//! [`Arg::Out`] for the buffer it fills, and a decoder that checks its result), added to
+//! the session's batch in [`crate::task`]: it is batched with the others. The plain forms
+//! ([`tid_address`], [`sigaltstack`], [`sigactions_of`], [`itimers`], ...) run one such
+//! read at once, one call at a time.
 //!
 //! A call that passes a struct writes it (encoded by [`super::kstruct`]) into the tracee
 //! first: at an address the caller names (`at`: restore's trampoline page, where no stack
@@ -14,6 +26,7 @@
 use nix::fcntl::OFlag;
 use nix::sys::mman::{MRemapFlags, MapFlags, MmapAdvise, ProtFlags};
 
+use super::batch::{Arg, Pending, ReadBatch};
 use super::error::InjectError;
 use super::injector::Injector;
 use super::kstruct::{
@@ -323,11 +336,21 @@ pub fn prctl_set_mm_map(inj: &mut Injector, at: u64, map: &PrctlMmMap) -> Result
 ///  - [Linux](https://man7.org/linux/man-pages/man2/PR_GET_TID_ADDRESS.2const.html)
 #[doc(alias = "PR_GET_TID_ADDRESS")]
 pub fn tid_address(inj: &mut Injector) -> Result<u64> {
-    inj.with_scratch(8, |inj, at| {
-        prctl(inj, PR_GET_TID_ADDRESS, at, 0, 0)?;
-        let mut raw = [0u8; 8];
-        inj.read_memory(at, &mut raw)?;
-        Ok(u64::from_ne_bytes(raw))
+    now(inj, read_tid_address)
+}
+
+/// [`tid_address`], added to a batch.
+#[doc(alias = "PR_GET_TID_ADDRESS")]
+pub fn read_tid_address(reads: &mut ReadBatch) -> Pending<u64> {
+    let v = Arg::Value;
+    let i = reads.push(
+        libc::SYS_prctl,
+        [v(PR_GET_TID_ADDRESS), Arg::Out, v(0), v(0), v(0), v(0)],
+        8,
+    );
+    Pending::new(move |r| {
+        r.checked(i)?;
+        Ok(u64::from_ne_bytes(r.out_array(i)))
     })
 }
 
@@ -396,11 +419,21 @@ pub fn timer_settime_at(
 /// # References
 ///  - [Linux](https://man7.org/linux/man-pages/man2/timer_gettime.2.html)
 pub fn timer_gettime(inj: &mut Injector, id: i32) -> Result<ITimerSpec> {
-    inj.with_scratch(ITIMERSPEC_SIZE, |inj, at| {
-        inj.syscall_checked(libc::SYS_timer_gettime, [id as u64, at, 0, 0, 0, 0])?;
-        let mut raw = [0u8; ITIMERSPEC_SIZE];
-        inj.read_memory(at, &mut raw)?;
-        Ok(ITimerSpec::from_bytes(&raw))
+    now(inj, |reads| read_timer_gettime(reads, id))
+}
+
+/// [`timer_gettime`], added to a batch.
+#[doc(alias = "timer_gettime")]
+pub fn read_timer_gettime(reads: &mut ReadBatch, id: i32) -> Pending<ITimerSpec> {
+    let v = Arg::Value;
+    let i = reads.push(
+        libc::SYS_timer_gettime,
+        [v(id as u64), Arg::Out, v(0), v(0), v(0), v(0)],
+        ITIMERSPEC_SIZE,
+    );
+    Pending::new(move |r| {
+        r.checked(i)?;
+        Ok(ITimerSpec::from_bytes(&r.out_array(i)))
     })
 }
 
@@ -410,7 +443,30 @@ pub fn timer_gettime(inj: &mut Injector, id: i32) -> Result<ITimerSpec> {
 /// # References
 ///  - [Linux](https://man7.org/linux/man-pages/man2/timer_getoverrun.2.html)
 pub fn timer_getoverrun(inj: &mut Injector, id: i32) -> Result<i32> {
-    Ok(inj.syscall_checked(libc::SYS_timer_getoverrun, [id as u64, 0, 0, 0, 0, 0])? as i32)
+    now(inj, |reads| read_timer_getoverrun(reads, id))
+}
+
+/// [`timer_getoverrun`], added to a batch.
+#[doc(alias = "timer_getoverrun")]
+pub fn read_timer_getoverrun(reads: &mut ReadBatch, id: i32) -> Pending<i32> {
+    let v = Arg::Value;
+    let i = reads.push(
+        libc::SYS_timer_getoverrun,
+        [v(id as u64), v(0), v(0), v(0), v(0), v(0)],
+        0,
+    );
+    Pending::new(move |r| Ok(r.checked(i)? as i32))
+}
+
+/// Runs one reader now, its calls injected one at a time.
+fn now<T: 'static>(
+    inj: &mut Injector,
+    read: impl FnOnce(&mut ReadBatch) -> Pending<T>,
+) -> Result<T> {
+    let mut reads = ReadBatch::new();
+    let value = read(&mut reads);
+    let done = inj.run_reads_one_by_one(&reads)?;
+    value.get(&done)
 }
 
 // ---- credentials ----
@@ -518,28 +574,32 @@ pub fn sigactions(inj: &mut Injector) -> Result<Vec<SigAction>> {
 /// reads only the signals `/proc/PID/status` says are caught.
 #[doc(alias = "rt_sigaction")]
 pub fn sigactions_of(inj: &mut Injector, set: u64) -> Result<Vec<SigAction>> {
-    let signals = read_signals(set);
-    if signals.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Each call's result in its own slot, all read back at once.
-    inj.with_scratch(signals.len() * KSIGACTION_SIZE, |inj, at| {
-        for (i, &signo) in signals.iter().enumerate() {
-            let slot = at + (i * KSIGACTION_SIZE) as u64;
-            let args = [signo as u64, 0, slot, SIGSET_SIZE, 0, 0];
-            inj.syscall_checked(libc::SYS_rt_sigaction, args)?;
-        }
-        let mut raw = vec![0u8; signals.len() * KSIGACTION_SIZE];
-        inj.read_memory(at, &mut raw)?;
-        Ok(signals
-            .iter()
-            .zip(raw.chunks_exact(KSIGACTION_SIZE))
-            .map(|(&signo, chunk)| {
-                let mut b = [0u8; KSIGACTION_SIZE];
-                b.copy_from_slice(chunk);
-                SigAction::from_bytes(signo, &b)
+    now(inj, |reads| read_sigactions(reads, set))
+}
+
+/// [`sigactions_of`], added to a batch: one `rt_sigaction` per signal, each result in
+/// its own buffer.
+#[doc(alias = "rt_sigaction")]
+pub fn read_sigactions(reads: &mut ReadBatch, set: u64) -> Pending<Vec<SigAction>> {
+    let v = Arg::Value;
+    let calls: Vec<(i32, usize)> = read_signals(set)
+        .into_iter()
+        .map(|signo| {
+            let args = [v(signo as u64), v(0), Arg::Out, v(SIGSET_SIZE), v(0), v(0)];
+            (
+                signo,
+                reads.push(libc::SYS_rt_sigaction, args, KSIGACTION_SIZE),
+            )
+        })
+        .collect();
+    Pending::new(move |r| {
+        calls
+            .into_iter()
+            .map(|(signo, i)| {
+                r.checked(i)?;
+                Ok(SigAction::from_bytes(signo, &r.out_array(i)))
             })
-            .collect())
+            .collect()
     })
 }
 
@@ -549,16 +609,6 @@ fn read_signals(set: u64) -> Vec<i32> {
     (1..=64)
         .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP && wanted(s))
         .collect()
-}
-
-/// The scratch memory dump's readers need at most in one session that reads the handlers
-/// of the signals in `set` ([`sigactions_of`]), the interval timers, POSIX timers,
-/// [`tid_address_and_sigaltstack`]: what to give [`Injector::keep_scratch`].
-pub fn readers_scratch_len(set: u64) -> usize {
-    (read_signals(set).len() * KSIGACTION_SIZE)
-        .max(3 * ITIMERVAL_SIZE)
-        .max(ITIMERSPEC_SIZE)
-        .max(8 + STACK_T_SIZE)
 }
 
 /// `setitimer(timer.which, &value, NULL)` in the tracee, the `struct itimerval` written at
@@ -581,18 +631,23 @@ pub fn setitimer_at(inj: &mut Injector, at: u64, timer: &ITimer) -> Result<()> {
 ///  - [Linux](https://man7.org/linux/man-pages/man2/getitimer.2.html)
 #[doc(alias = "getitimer")]
 pub fn itimers(inj: &mut Injector) -> Result<[ITimer; 3]> {
-    // Each timer in its own slot, all read back at once.
-    inj.with_scratch(3 * ITIMERVAL_SIZE, |inj, at| {
-        for which in 0..3u64 {
-            let slot = at + which * ITIMERVAL_SIZE as u64;
-            inj.syscall_checked(libc::SYS_getitimer, [which, slot, 0, 0, 0, 0])?;
+    now(inj, read_itimers)
+}
+
+/// [`itimers`], added to a batch: `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`.
+#[doc(alias = "getitimer")]
+pub fn read_itimers(reads: &mut ReadBatch) -> Pending<[ITimer; 3]> {
+    let v = Arg::Value;
+    let calls: [usize; 3] = std::array::from_fn(|which| {
+        let args = [v(which as u64), Arg::Out, v(0), v(0), v(0), v(0)];
+        reads.push(libc::SYS_getitimer, args, ITIMERVAL_SIZE)
+    });
+    Pending::new(move |r| {
+        for &i in &calls {
+            r.checked(i)?;
         }
-        let mut raw = [0u8; 3 * ITIMERVAL_SIZE];
-        inj.read_memory(at, &mut raw)?;
         Ok(std::array::from_fn(|which| {
-            let mut b = [0u8; ITIMERVAL_SIZE];
-            b.copy_from_slice(&raw[which * ITIMERVAL_SIZE..][..ITIMERVAL_SIZE]);
-            ITimer::from_bytes(which as i32, &b)
+            ITimer::from_bytes(which as i32, &r.out_array(calls[which]))
         }))
     })
 }
@@ -630,27 +685,21 @@ pub fn fcntl_setlk_at(inj: &mut Injector, at: u64, fd: TargetFd, lock: &Flock) -
 /// # References
 ///  - [Linux](https://man7.org/linux/man-pages/man2/sigaltstack.2.html)
 pub fn sigaltstack(inj: &mut Injector) -> Result<AltStack> {
-    inj.with_scratch(STACK_T_SIZE, |inj, at| {
-        inj.syscall_checked(libc::SYS_sigaltstack, [0, at, 0, 0, 0, 0])?;
-        let mut raw = [0u8; STACK_T_SIZE];
-        inj.read_memory(at, &mut raw)?;
-        Ok(AltStack::from_bytes(&raw))
-    })
+    now(inj, read_sigaltstack)
 }
 
-/// [`tid_address`] and [`sigaltstack`] in one scratch area, read back at once: a thread's
-/// `clear_child_tid` address and its alternate signal stack.
-pub fn tid_address_and_sigaltstack(inj: &mut Injector) -> Result<(u64, AltStack)> {
-    inj.with_scratch(8 + STACK_T_SIZE, |inj, at| {
-        prctl(inj, PR_GET_TID_ADDRESS, at, 0, 0)?;
-        inj.syscall_checked(libc::SYS_sigaltstack, [0, at + 8, 0, 0, 0, 0])?;
-        let mut raw = [0u8; 8 + STACK_T_SIZE];
-        inj.read_memory(at, &mut raw)?;
-        let mut tid = [0u8; 8];
-        tid.copy_from_slice(&raw[..8]);
-        let mut alt = [0u8; STACK_T_SIZE];
-        alt.copy_from_slice(&raw[8..]);
-        Ok((u64::from_ne_bytes(tid), AltStack::from_bytes(&alt)))
+/// [`sigaltstack`], added to a batch.
+#[doc(alias = "sigaltstack")]
+pub fn read_sigaltstack(reads: &mut ReadBatch) -> Pending<AltStack> {
+    let v = Arg::Value;
+    let i = reads.push(
+        libc::SYS_sigaltstack,
+        [v(0), Arg::Out, v(0), v(0), v(0), v(0)],
+        STACK_T_SIZE,
+    );
+    Pending::new(move |r| {
+        r.checked(i)?;
+        Ok(AltStack::from_bytes(&r.out_array(i)))
     })
 }
 

@@ -15,8 +15,10 @@ use nix::sys::ptrace;
 use nix::sys::ptrace::regset::NT_PRSTATUS;
 use nix::unistd::Pid;
 
+use super::batch::{Arg, BatchResults, Call, CodePage, PageState, ReadBatch};
 use super::error::{InjectError, syscall_name};
 use crate::arch::x86_64::is_restart_code;
+use crate::sys::batch_code::{self, END, ENTRY_SIZE};
 use crate::sys::kcmp::TargetFd;
 use crate::sys::mem::{RemoteMem, RemoteMemError};
 use crate::sys::ptrace::{self as sysptrace, SigMask, ThreadWait};
@@ -37,6 +39,9 @@ const EVENTMSG_SYSCALL_EXIT: libc::c_long = 2;
 const TRAP_BRKPT: i32 = 1;
 const TRAP_TRACE: i32 = 2;
 
+/// `si_code` of a `SIGSEGV` for an address with no mapping (`<asm-generic/siginfo.h>`).
+const SEGV_MAPERR: i32 = 1;
+
 /// `PTRACE_EVENT_STOP` (`<linux/ptrace.h>`).
 const PTRACE_EVENT_STOP: i32 = 128;
 
@@ -45,6 +50,17 @@ const PTRACE_EVENT_STOP: i32 = 128;
 const RED_ZONE: u64 = 128;
 
 const PAGE: u64 = 4096;
+
+/// Bytes of a process's batch code mapping ([`CodePage`]): the code at its start, then
+/// the table: 127 entries (125 calls, an `munmap`, the end).
+const CODE_MAP_LEN: u64 = 2 * PAGE;
+
+/// Where the table starts in that mapping (the code is shorter).
+const TABLE_OFFSET: u64 = 64;
+
+/// Output bytes (buffers and results) one run of the batch code writes at most: a batch
+/// that needs more runs in several.
+const BATCH_SCRATCH_MAX: usize = PAGE as usize;
 
 /// Drives one thread in a ptrace-stop through injected system calls.
 ///
@@ -74,6 +90,12 @@ pub struct Injector {
     /// Whether each syscall runs under `PTRACE_SINGLESTEP` (one stop) rather than
     /// `PTRACE_SYSCALL` (two): see [`use_single_step`](Self::use_single_step).
     step: bool,
+    /// The process's ignored signals and the thread's blocked ones (`SigIgn`, `SigBlk`),
+    /// once [`use_single_step`](Self::use_single_step) has read them.
+    dispositions: Option<(SigMask, SigMask)>,
+    /// Whether the thread is in the stop that ends a run of the batch code (a
+    /// signal-delivery-stop reached by `PTRACE_CONT`), with nothing injected since.
+    at_landing: bool,
     /// Signals that arrived during injection and were suppressed: queued again at the end.
     intercepted: Vec<libc::siginfo_t>,
     /// The thread's memory (`/proc/PID/task/TID/mem` opened on first need).
@@ -167,6 +189,8 @@ impl Injector {
             syscall_addr: None,
             touched: false,
             step: false,
+            dispositions: None,
+            at_landing: false,
             intercepted: Vec::new(),
             mem: RemoteMem::of_thread(pid, tid),
             kept_len: 0,
@@ -222,8 +246,17 @@ impl Injector {
     /// given by a caller that read its status file while the tree was already stopped
     /// (they cannot change meanwhile), saving that read.
     pub fn use_single_step_given(&mut self, ignored: SigMask, blocked: SigMask) -> bool {
-        self.step = !ignored.contains(libc::SIGTRAP) && !blocked.contains(libc::SIGTRAP);
+        self.dispositions = Some((ignored, blocked));
+        self.step = self.may_force(libc::SIGTRAP);
         self.step
+    }
+
+    /// True when the kernel may force signal `sig` on the thread without changing its
+    /// disposition: neither ignored by the process nor blocked in the thread, as
+    /// [`use_single_step`](Self::use_single_step) read them (false before that).
+    fn may_force(&self, sig: i32) -> bool {
+        self.dispositions
+            .is_some_and(|(ignored, blocked)| !ignored.contains(sig) && !blocked.contains(sig))
     }
 
     /// Keeps one scratch area of `len` bytes (at most a page) for the rest of the
@@ -321,6 +354,7 @@ impl Injector {
             regs.orig_rax = u64::MAX;
             self.set_regs(regs)?;
             self.touched = true;
+            self.at_landing = false;
             let out = if self.step {
                 self.run_single_step(nr, addr)?
             } else {
@@ -399,6 +433,399 @@ impl Injector {
             .map(drop)
     }
 
+    /// Runs the read-only calls of `reads` in the thread and returns what each returned.
+    ///
+    /// With the batch code (see the [module documentation](super)): the whole batch in
+    /// one ptrace stop, from the mapping `code` holds for this process, mapped here by an
+    /// injected `mmap` if no earlier session of the process did (one more stop). The
+    /// batch code ends in a signal-delivery-stop inside signal handling, so the thread is
+    /// put back right there, with no further stop: registers and siginfo restored, its
+    /// mask never changed (see [`finish`](Self::finish)). With `last` (the process's
+    /// last session), the mapping is unmapped afterwards: by the batch code itself where
+    /// the `SIGSEGV` of the next instruction fetch may be taken (neither ignored nor
+    /// blocked), else by one more injected `munmap`.
+    ///
+    /// One call at a time, as [`syscall`](Self::syscall) does, when the batch code cannot
+    /// run here: single-stepping is not safe for this thread (see
+    /// [`use_single_step`](Self::use_single_step); the batch code's `int3` forces a
+    /// `SIGTRAP` just as a single step does), the thread was not found in a stop inside
+    /// signal handling, `code` is [`CodePage::off`], or the `mmap` was refused (by a
+    /// security policy, a limit: it then stays off for the process).
+    ///
+    /// On an error the mapping may still be there: unmap it with
+    /// [`unmap_code`](Self::unmap_code) from any session of the process.
+    pub fn run_reads(
+        &mut self,
+        reads: &ReadBatch,
+        code: &mut CodePage,
+        last: bool,
+    ) -> Result<BatchResults, InjectError> {
+        let batch_ok = code.pid == self.pid && self.step && self.found_in_signal_path();
+        if batch_ok && code.state == PageState::NotYet && !reads.is_empty() {
+            self.map_code(code)?;
+        }
+        let results = match code.state {
+            PageState::Mapped { addr, len } if batch_ok => {
+                let (results, unmapped) = self.run_batched(reads, addr, len, last)?;
+                if unmapped {
+                    code.state = PageState::Off;
+                }
+                results
+            }
+            _ => self.run_one_by_one(reads)?,
+        };
+        if last {
+            self.unmap_code(code)?;
+        }
+        self.settle_at_landing()?;
+        Ok(results)
+    }
+
+    /// Runs the calls of `reads` one at a time ([`syscall`](Self::syscall)), each
+    /// output buffer in scratch memory, all read back at once.
+    pub fn run_reads_one_by_one(&mut self, reads: &ReadBatch) -> Result<BatchResults, InjectError> {
+        self.run_one_by_one(reads)
+    }
+
+    /// Unmaps the batch code of `code`, if mapped, with an injected `munmap`; it is not
+    /// mapped again.
+    pub fn unmap_code(&mut self, code: &mut CodePage) -> Result<(), InjectError> {
+        if code.pid != self.pid {
+            return Ok(());
+        }
+        if let PageState::Mapped { addr, len } = code.state {
+            self.remote_munmap(addr, len)?;
+        }
+        code.state = PageState::Off;
+        Ok(())
+    }
+
+    /// Maps the batch code for `code`'s process: `mmap` of [`CODE_MAP_LEN`] bytes, read
+    /// and execute only, the code written through `/proc/PID/mem` (as a debugger writes a
+    /// breakpoint). A refused `mmap` or write turns batching off for the process.
+    fn map_code(&mut self, code: &mut CodePage) -> Result<(), InjectError> {
+        let mapped = self.remote_mmap(
+            0,
+            CODE_MAP_LEN,
+            ProtFlags::PROT_READ | ProtFlags::PROT_EXEC,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS,
+            None,
+            0,
+        );
+        let addr = match mapped {
+            Ok(addr) => addr,
+            // Refused (EPERM from a policy, ENOMEM from a limit, a seccomp filter's
+            // SIGSYS): one call at a time.
+            Err(InjectError::Syscall { .. } | InjectError::Fault { .. }) => {
+                code.state = PageState::Off;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if self
+            .mem
+            .write_unpinned(addr, batch_code::batch_code().bytes)
+            .is_err()
+        {
+            code.state = PageState::Off;
+            return self.remote_munmap(addr, CODE_MAP_LEN);
+        }
+        code.state = PageState::Mapped {
+            addr,
+            len: CODE_MAP_LEN,
+        };
+        Ok(())
+    }
+
+    /// The thread was found in a stop inside signal handling (the freeze's
+    /// `PTRACE_EVENT_STOP`, or a signal-delivery-stop), where the batch code's own stop
+    /// can stand in for it: see [`settle_at_landing`](Self::settle_at_landing).
+    fn found_in_signal_path(&self) -> bool {
+        self.saved_siginfo.is_some_and(|i| !is_syscall_stop(&i))
+    }
+
+    /// Runs `reads` through the batch code mapped at `addr` (`len` bytes), in as many
+    /// runs as the table and scratch sizes ask (one, for every session a dump has);
+    /// with `unmap`, the last run also unmaps the code where it may. Returns the results
+    /// and whether the code was unmapped.
+    fn run_batched(
+        &mut self,
+        reads: &ReadBatch,
+        addr: u64,
+        len: u64,
+        unmap: bool,
+    ) -> Result<(BatchResults, bool), InjectError> {
+        let calls = reads.calls();
+        // Room for an munmap entry and the END entry.
+        let capacity = ((len - TABLE_OFFSET) as usize / ENTRY_SIZE).saturating_sub(2);
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < calls.len() {
+            let mut end = start;
+            let mut scratch = 0;
+            while end < calls.len() && end - start < capacity {
+                let more = calls[end].out_len.next_multiple_of(8) + 8;
+                if end > start && scratch + more > BATCH_SCRATCH_MAX {
+                    break;
+                }
+                scratch += more;
+                end += 1;
+            }
+            chunks.push(start..end);
+            start = end;
+        }
+        let unmap_here = unmap && self.may_force(libc::SIGSEGV);
+        if chunks.is_empty() && unmap_here {
+            chunks.push(0..0);
+        }
+        let mut results = BatchResults {
+            pid: self.pid,
+            tid: self.tid,
+            nrs: calls.iter().map(|c| c.nr).collect(),
+            rets: Vec::with_capacity(calls.len()),
+            outs: Vec::with_capacity(calls.len()),
+            batched: true,
+        };
+        let mut unmapped = false;
+        let n = chunks.len();
+        for (k, range) in chunks.into_iter().enumerate() {
+            let (rets, outs, gone) =
+                self.run_table(&calls[range], addr, len, unmap_here && k + 1 == n)?;
+            results.rets.extend(rets);
+            results.outs.extend(outs);
+            unmapped = gone;
+        }
+        Ok((results, unmapped))
+    }
+
+    /// One run of the batch code over `calls` (and, with `unmap`, an `munmap` of the code
+    /// itself last): writes the table after the code, points the thread at the code and
+    /// lets it run (`PTRACE_CONT`) to its end. Returns each call's result and output, and
+    /// whether the code unmapped itself.
+    fn run_table(
+        &mut self,
+        calls: &[Call],
+        addr: u64,
+        len: u64,
+        unmap: bool,
+    ) -> Result<TableRun, InjectError> {
+        // Scratch: each output buffer (8-aligned), then one result slot per entry.
+        let mut offsets = Vec::with_capacity(calls.len());
+        let mut out_len = 0;
+        for c in calls {
+            offsets.push(out_len);
+            out_len += c.out_len.next_multiple_of(8);
+        }
+        let entries = calls.len() + usize::from(unmap);
+        let scratch_len = (out_len + 8 * entries).max(8);
+        let table_at = addr + TABLE_OFFSET;
+        self.with_scratch(scratch_len, |inj, at| {
+            let mut table = Vec::with_capacity((entries + 1) * ENTRY_SIZE);
+            let mut entry = |nr: u64, args: [u64; 6], slot: u64| {
+                table.extend(nr.to_ne_bytes());
+                args.iter().for_each(|a| table.extend(a.to_ne_bytes()));
+                table.extend(slot.to_ne_bytes());
+            };
+            let slot = |i: usize| at + (out_len + 8 * i) as u64;
+            for (i, c) in calls.iter().enumerate() {
+                let out = at + offsets[i] as u64;
+                let args = c.args.map(|a| match a {
+                    Arg::Value(v) => v,
+                    Arg::Out => out,
+                });
+                entry(c.nr as u64, args, slot(i));
+            }
+            if unmap {
+                entry(
+                    libc::SYS_munmap as u64,
+                    [addr, len, 0, 0, 0, 0],
+                    slot(calls.len()),
+                );
+            }
+            entry(END, [0; 6], 0);
+            let pid = inj.pid;
+            inj.mem
+                .write_unpinned(table_at, &table)
+                .map_err(|e| memory_error(pid, "write", e))?;
+
+            let mut regs = inj.saved;
+            regs.rip = addr;
+            regs.rbx = table_at;
+            // No syscall of ours to restart (see `syscall`).
+            regs.orig_rax = u64::MAX;
+            inj.set_regs(regs)?;
+            inj.touched = true;
+            let unmapped = inj.run_to_landing(calls, addr, len, unmap)?;
+
+            let mut raw = vec![0u8; scratch_len];
+            inj.read_memory(at, &mut raw)?;
+            let word = |off: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&raw[off..off + 8]);
+                i64::from_ne_bytes(w)
+            };
+            if unmap && !unmapped {
+                // The munmap failed (the code went on to its end): say why.
+                let ret = word(out_len + 8 * calls.len());
+                return Err(InjectError::Syscall {
+                    pid: inj.pid,
+                    tid: inj.tid,
+                    nr: libc::SYS_munmap,
+                    name: syscall_name(libc::SYS_munmap),
+                    source: io::Error::from_raw_os_error((-ret) as i32),
+                });
+            }
+            let rets = (0..calls.len()).map(|i| word(out_len + 8 * i)).collect();
+            let outs = calls
+                .iter()
+                .zip(&offsets)
+                .map(|(c, &off)| raw[off..off + c.out_len].to_vec())
+                .collect();
+            Ok((rets, outs, unmapped))
+        })
+    }
+
+    /// Lets the thread run the batch code (`PTRACE_CONT`) to its end: the `int3`'s
+    /// `SIGTRAP` (`rip` just past it), or with `unmap` the `SIGSEGV` of fetching the
+    /// instruction after the `munmap` that removed the code (returns true). Every other
+    /// signal is recorded and suppressed; a fault inside the code is an error naming the
+    /// call that was running.
+    fn run_to_landing(
+        &mut self,
+        calls: &[Call],
+        addr: u64,
+        len: u64,
+        unmap: bool,
+    ) -> Result<bool, InjectError> {
+        let t = Pid::from_raw(self.tid);
+        let code = batch_code::batch_code();
+        let trap_rip = addr + code.trap as u64 + 1;
+        let after = addr + code.after_syscall as u64;
+        loop {
+            let sig = match self.resume_to_stop(Resume::Cont, -1, "(the batch code)")? {
+                ThreadWait::Signal(sig) => sig,
+                // The freeze's pending interrupt, a group-stop: go on.
+                _ => continue,
+            };
+            let info = ptrace::getsiginfo(t)
+                .map_err(errno_io)
+                .map_err(self.ptrace_err("PTRACE_GETSIGINFO"))?;
+            let regs = self.get_regs()?;
+            if sig == libc::SIGTRAP && regs.rip == trap_rip {
+                // A SIGTRAP someone sent to this thread may have taken the place of ours
+                // (one of a kind is pending at a time): keep it.
+                if info.si_code != libc::SI_KERNEL {
+                    self.intercepted.push(info);
+                }
+                self.at_landing = true;
+                return Ok(false);
+            }
+            if unmap
+                && sig == libc::SIGSEGV
+                && info.si_code == SEGV_MAPERR
+                && regs.rip == after
+                && regs.rax == 0
+            {
+                self.at_landing = true;
+                return Ok(true);
+            }
+            let synchronous = [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGILL,
+                libc::SIGFPE,
+                libc::SIGTRAP,
+                libc::SIGSYS,
+            ]
+            .contains(&info.si_signo);
+            if synchronous && info.si_code > 0 && (addr..addr + len).contains(&regs.rip) {
+                let entry =
+                    (regs.rbx.wrapping_sub(addr + TABLE_OFFSET) / ENTRY_SIZE as u64) as usize;
+                let nr = match calls.get(entry) {
+                    Some(c) => c.nr,
+                    None if unmap && entry == calls.len() => libc::SYS_munmap,
+                    None => -1,
+                };
+                return Err(InjectError::Fault {
+                    pid: self.pid,
+                    tid: self.tid,
+                    nr,
+                    name: syscall_name(nr),
+                    signo: info.si_signo,
+                    addr: regs.rip,
+                });
+            }
+            self.intercepted.push(info);
+        }
+    }
+
+    /// Puts the thread back where the batch code stopped it, with no further stop: that
+    /// is a signal-delivery-stop inside signal handling, reached by `PTRACE_CONT` (no
+    /// single-step flag), so restoring the registers (the kernel's syscall-restart logic
+    /// runs after it, on them) and the siginfo of the stop the thread was found in makes
+    /// it equivalent to that stop. The mask was never changed. Not when signals were
+    /// intercepted (they are queued again by [`finish`](Self::finish), which puts the
+    /// thread back its usual way) or when anything was injected after the batch code.
+    fn settle_at_landing(&mut self) -> Result<(), InjectError> {
+        if !self.at_landing || !self.intercepted.is_empty() {
+            return Ok(());
+        }
+        let Some(info) = self.saved_siginfo.filter(|i| !is_syscall_stop(i)) else {
+            return Ok(());
+        };
+        self.set_regs(self.saved)?;
+        ptrace::setsiginfo(Pid::from_raw(self.tid), &info)
+            .map_err(errno_io)
+            .map_err(self.ptrace_err("PTRACE_SETSIGINFO"))?;
+        self.touched = false;
+        self.at_landing = false;
+        Ok(())
+    }
+
+    /// [`run_reads_one_by_one`](Self::run_reads_one_by_one).
+    fn run_one_by_one(&mut self, reads: &ReadBatch) -> Result<BatchResults, InjectError> {
+        let calls = reads.calls();
+        let mut offsets = Vec::with_capacity(calls.len());
+        let mut out_len = 0;
+        for c in calls {
+            offsets.push(out_len);
+            out_len += c.out_len.next_multiple_of(8);
+        }
+        let run = |inj: &mut Self, at: u64| -> Result<(Vec<i64>, Vec<u8>), InjectError> {
+            let mut rets = Vec::with_capacity(calls.len());
+            for (c, &off) in calls.iter().zip(&offsets) {
+                let out = at + off as u64;
+                let args = c.args.map(|a| match a {
+                    Arg::Value(v) => v,
+                    Arg::Out => out,
+                });
+                rets.push(inj.syscall(c.nr, args)?);
+            }
+            let mut raw = vec![0u8; out_len];
+            if out_len > 0 {
+                inj.read_memory(at, &mut raw)?;
+            }
+            Ok((rets, raw))
+        };
+        let (rets, raw) = if out_len == 0 {
+            run(self, 0)?
+        } else {
+            self.with_scratch(out_len, run)?
+        };
+        Ok(BatchResults {
+            pid: self.pid,
+            tid: self.tid,
+            nrs: calls.iter().map(|c| c.nr).collect(),
+            rets,
+            outs: calls
+                .iter()
+                .zip(&offsets)
+                .map(|(c, &off)| raw[off..off + c.out_len].to_vec())
+                .collect(),
+            batched: false,
+        })
+    }
+
     /// Reads `buf.len()` bytes of the tracee's memory at `addr`.
     ///
     /// Uses `process_vm_readv`; pages it cannot read (`PROT_NONE`, say) are read through
@@ -426,9 +853,11 @@ impl Injector {
     ///
     /// Afterwards the thread is in a stop of the kind it was found in (unless nothing was
     /// injected, in which case it is untouched in its original stop): a
-    /// `PTRACE_EVENT_STOP` if it was found in one, else a signal-delivery-stop; with its
-    /// original registers, signal mask and siginfo; signals that arrived meanwhile are
-    /// pending again. Resume or detach it with the signal the original stop was
+    /// `PTRACE_EVENT_STOP` if it was found in one, else a signal-delivery-stop; or, after
+    /// [`run_reads`](Self::run_reads) ran the batch code, the signal-delivery-stop where
+    /// that code ended, which resumes exactly as the stop it was found in (both are inside
+    /// signal handling, before the restart logic); with its original registers, signal
+    /// mask and siginfo; signals that arrived meanwhile are pending again. Resume or detach it with the signal the original stop was
     /// delivering, or none: freeze's detach does exactly that.
     pub fn finish(mut self) -> Result<(), InjectError> {
         self.finished = true;
@@ -698,16 +1127,17 @@ impl Injector {
             put_back?;
             return Ok(out);
         }
+        let pages = (len as u64).next_multiple_of(PAGE).max(PAGE);
         let page = self.remote_mmap(
             0,
-            PAGE,
+            pages,
             ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
             MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS,
             None,
             0,
         )?;
         let out = f(self, page);
-        let unmapped = self.remote_munmap(page, PAGE);
+        let unmapped = self.remote_munmap(page, pages);
         let out = out?;
         unmapped?;
         Ok(out)
@@ -947,6 +1377,10 @@ struct KeptScratch {
     /// The stack bytes it covers, put back at the end; `None` for a page we mapped.
     old: Option<Vec<u8>>,
 }
+
+/// What one run of the batch code returned: each call's raw result and output bytes,
+/// and whether the code unmapped itself.
+type TableRun = (Vec<i64>, Vec<Vec<u8>>, bool);
 
 /// How [`Injector::resume_to_stop`] lets a thread run.
 #[derive(Debug, Clone, Copy)]

@@ -13,9 +13,12 @@
 //! The module is layered, each part importing only those below it:
 //!
 //! - [`calls`]: one typed function per remote syscall (`mmap`, `rt_sigaction`,
-//!   `sigaltstack`, `prctl(PR_SET_MM_MAP)`, `clone3`, ...) and the readers dump uses;
+//!   `sigaltstack`, `prctl(PR_SET_MM_MAP)`, `clone3`, ...) and the readers dump uses,
+//!   each also in a batched form (`read_*`);
 //! - `injector`: the [`Injector`]: seizing state, finding a `syscall` instruction,
-//!   running one syscall, scratch memory, putting the thread back;
+//!   running one syscall or a [`ReadBatch`], scratch memory, putting the thread back;
+//! - `batch`: [`ReadBatch`], [`BatchResults`], [`Pending`] and [`CodePage`], the data of
+//!   a batch (its machine code is [`crate::sys::batch_code`]);
 //! - [`kstruct`]: the kernel structs those calls pass, each encoded once;
 //! - `error`: [`InjectError`].
 //!
@@ -40,6 +43,16 @@
 //!    Or, after [`Injector::use_single_step`] (dump's readers), `PTRACE_SINGLESTEP`: one
 //!    stop instead of two, the single-step trap the kernel reports at the syscall's exit
 //!    (a `SIGTRAP`, `TRAP_BRKPT`, `rip` just past the instruction), discarded on resume.
+//!
+//! 4. Or, for a [`ReadBatch`] of read-only calls ([`Injector::run_reads`], dump's
+//!    sessions): every call in one stop. The batch code ([`crate::sys::batch_code`]) is
+//!    mapped once per process (an injected `mmap`, read + execute, the code written
+//!    through `/proc/PID/mem`), each session writes its table of calls after it and
+//!    lets the thread run it with `PTRACE_CONT` to its final `int3`; the process's last
+//!    session ends the table with the `munmap` of the code, whose next instruction fetch
+//!    faults (`SIGSEGV`) in place of the `int3`. Under the same condition as
+//!    single-stepping (both force a signal), for threads found in a stop inside signal
+//!    handling, else one call at a time.
 //!
 //! Single-stepping only where it changes nothing: the trap is a *forced* `SIGTRAP`, and
 //! the kernel resets the tracee's `SIGTRAP` handler to `SIG_DFL` when it forces one that
@@ -70,6 +83,10 @@
 //!   back, so that the caller can resume or detach with the signal it meant to hand
 //!   back.
 //!
+//! - left where the batch code ended (a signal-delivery-stop reached by `PTRACE_CONT`,
+//!   no single-step flag): registers and siginfo restored in place, no further stop;
+//!   the kernel's restart logic runs after that stop too.
+//!
 //! Signals that arrive while we inject stop the thread in a signal-delivery-stop instead
 //! of our syscall stop; they are recorded, suppressed, and queued again (with their
 //! siginfo, by an injected `rt_tgsigqueueinfo`) before the thread is put back, so none is
@@ -82,11 +99,13 @@
 //!   not be aborted if it is preempted after resume.
 //! - 64-bit tracees only (`cs == 0x33`); 32-bit and x32 processes are refused.
 
+mod batch;
 pub mod calls;
 mod error;
 mod injector;
 pub mod kstruct;
 
+pub use batch::{Arg, BatchResults, CodePage, Pending, ReadBatch};
 pub use calls::{itimers, set_sigaction, sigactions, sigactions_of, sigaltstack, tid_address};
 pub use error::InjectError;
 pub use injector::{Injector, StoppedAt};

@@ -6,6 +6,7 @@
 //! names and fixed values for the numbers it deals in (signals, resource limits).
 #![allow(unsafe_code)]
 
+pub mod batch_code;
 pub mod clone3;
 pub mod cpu;
 pub mod epoll;
