@@ -30,6 +30,7 @@ fn check_reports_every_feature_and_exits_by_the_required_ones() {
         "ptrace seize",
         "clone3 set_tid",
         "timer_create chosen IDs",
+        "System V IPC ids",
         "CAP_CHECKPOINT_RESTORE",
         "CAP_SYS_PTRACE",
         "CAP_SYS_RESOURCE",

@@ -66,6 +66,10 @@ pub const CORE: &str = "core.img";
 /// `mem-objects.img`: one `MemObject` record per memory object saved once (shared
 /// anonymous memory, SysV shm, memfds, deleted files).
 pub const MEM_OBJECTS: &str = "mem-objects.img";
+/// `ipc.img`: one `IpcObject` record per System V IPC object of a tree dump.
+pub const IPC: &str = "ipc.img";
+/// `ipc-data.img`: contents of System V shared memory segments.
+pub const IPC_DATA: &str = "ipc-data.img";
 /// `pages.img`: the raw page store; page `i` is at byte offset `i * PAGE_SIZE`.
 pub const PAGES: &str = "pages.img";
 /// `stats.img`: one `DumpStats` record (timings and counts of the dump). Optional: a

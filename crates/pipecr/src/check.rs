@@ -93,6 +93,7 @@ pub fn run_checks() -> Vec<Check> {
         probe("ptrace seize", true, probe_ptrace),
         probe("clone3 set_tid", true, probe_clone3),
         probe("timer_create chosen IDs", false, probe_timer_ids),
+        probe("System V IPC ids", false, crate::ipc::probe),
     ];
     checks.push(cap_check(
         "CAP_CHECKPOINT_RESTORE",
@@ -449,6 +450,7 @@ mod tests {
             "ptrace seize",
             "pipe-max-size",
             "kernel",
+            "System V IPC ids",
         ] {
             let c = by_name(&checks, name);
             assert!(c.is_ok(), "{c}");

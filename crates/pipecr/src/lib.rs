@@ -41,6 +41,7 @@ pub mod dump;
 pub mod files;
 pub mod freeze;
 pub mod inject;
+pub mod ipc;
 pub mod mem;
 pub mod objects;
 pub mod pipe;

@@ -656,6 +656,7 @@ impl PipeImage {
         (first_id..)
             .zip(&self.ends)
             .map(|(id, state)| proto::OpenFile {
+                locks: Vec::new(),
                 id,
                 flags: state.flags.bits(),
                 pos: 0,

@@ -154,6 +154,8 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
         handlers_read: read_handlers,
         creds: Some(creds(pid, &status)?),
         posix_timers,
+        // Filled by the dump from the descriptors (POSIX locks).
+        ..Default::default()
     })
 }
 

@@ -126,6 +126,17 @@ pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
             stats.snapshots
         );
     }
+    if stats.ipc_objects > 0 {
+        println!(
+            "System V IPC: {} object(s) saved; {}",
+            stats.ipc_objects,
+            if args.leave_running {
+                "left in place, so a restore on this system needs them removed first"
+            } else {
+                "removed with the tree, for a restore to create them again with their ids"
+            }
+        );
+    }
     println!(
         "tree stopped for {:.1} ms; dump took {:.1} ms; {}",
         stats.frozen.as_secs_f64() * 1e3,

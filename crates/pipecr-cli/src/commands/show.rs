@@ -64,6 +64,7 @@ struct Shown {
     core: Vec<proto::Core>,
     mm: Vec<proto::Mm>,
     mem_objects: Vec<proto::MemObject>,
+    ipc: Vec<proto::IpcObject>,
     /// `stats.img` (none in images of older versions).
     stats: Vec<proto::DumpStats>,
     /// `restore-stats.img` beside the image, from its last restore (none before one).
@@ -85,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         core: records(&image, CORE)?,
         mm: records(&image, MM)?,
         mem_objects: records(&image, MEM_OBJECTS)?,
+        ipc: records(&image, pipecr_image::IPC)?,
         stats: records(&image, pipecr_image::STATS)?,
         restore_stats: restore_stats(&image)?,
     };
@@ -231,9 +233,65 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
             );
         }
     }
+    let locked: Vec<_> = shown.files.iter().filter(|f| !f.locks.is_empty()).collect();
+    if !locked.is_empty() {
+        println!();
+        println!("file locks held by open files");
+        for f in locked {
+            let locks: Vec<String> = f
+                .locks
+                .iter()
+                .map(pipecr::files::locks::describe_lock)
+                .collect();
+            println!("  file {}: {}", f.id, locks.join(", "));
+        }
+    }
+    print_ipc(shown);
     print_processes(image, shown);
     print_stats(shown);
     Ok(())
+}
+
+/// The System V IPC objects of the image, one line each.
+fn print_ipc(shown: &Shown) {
+    use proto::ipc_object::Kind;
+    if shown.ipc.is_empty() {
+        return;
+    }
+    println!();
+    println!("System V IPC objects");
+    for o in &shown.ipc {
+        let mode = |p: &Option<proto::IpcPerm>| p.map_or(0, |p| p.mode);
+        let detail = match &o.kind {
+            Some(Kind::Shm(s)) => format!(
+                "{}, mode {:04o}, {} attachment(s){}{}, {} stored",
+                format::bytes(s.size),
+                mode(&s.perm),
+                s.nattch,
+                if s.removed { ", removed" } else { "" },
+                if s.locked { ", locked" } else { "" },
+                format::bytes(
+                    s.extents
+                        .iter()
+                        .map(|e| e.data.as_ref().map_or(0, |d| d.length))
+                        .sum()
+                )
+            ),
+            Some(Kind::Sem(s)) => format!(
+                "mode {:04o}, values {:?}",
+                mode(&s.perm),
+                s.sems.iter().map(|x| x.value).collect::<Vec<_>>()
+            ),
+            Some(Kind::Msg(m)) => format!(
+                "mode {:04o}, {} message(s) of types {:?}",
+                mode(&m.perm),
+                m.messages.len(),
+                m.messages.iter().map(|x| x.mtype).collect::<Vec<_>>()
+            ),
+            None => String::new(),
+        };
+        println!("  {}: {detail}", pipecr::ipc::describe(o));
+    }
 }
 
 /// The records of `restore-stats.img` beside the image, when a restore wrote one. It is
@@ -695,6 +753,14 @@ fn print_core(core: &proto::Core) {
         println!("  root:         {}", core.root);
     }
     println!("  umask:        {:04o}", core.umask);
+    if !core.posix_locks.is_empty() {
+        let locks: Vec<String> = core
+            .posix_locks
+            .iter()
+            .map(|l| format!("fd {}: {}", l.fd, pipecr::files::locks::describe_lock(l)))
+            .collect();
+        println!("  posix locks:  {}", locks.join(", "));
+    }
     if core.personality != 0 {
         println!("  personality:  {:#x}", core.personality);
     }
@@ -1035,6 +1101,7 @@ struct JsonView<'a> {
     core: Vec<CoreView<'a>>,
     mm: Vec<MmView<'a>>,
     mem_objects: &'a [proto::MemObject],
+    ipc: &'a [proto::IpcObject],
     stats: &'a [proto::DumpStats],
     restore_stats: &'a [proto::RestoreStats],
     /// Derived, as the human output shows it: each pipe with its readers and writers.
@@ -1056,6 +1123,7 @@ fn json_view(shown: &Shown) -> JsonView<'_> {
         core: shown.core.iter().map(CoreView::from).collect(),
         mm: shown.mm.iter().map(MmView::from).collect(),
         mem_objects: &shown.mem_objects,
+        ipc: &shown.ipc,
         stats: &shown.stats,
         restore_stats: &shown.restore_stats,
     }
@@ -1072,6 +1140,7 @@ struct CoreView<'a> {
     personality: u32,
     shared_pending: Vec<SiginfoView>,
     threads: Vec<ThreadView<'a>>,
+    posix_locks: &'a [proto::FileLock],
 }
 
 /// `Thread`: `regs` as `"x86_64": {...}`; the XSAVE area as its length and XCR0.
@@ -1121,6 +1190,7 @@ impl<'a> From<&'a proto::Core> for CoreView<'a> {
             rlimits: &c.rlimits,
             personality: c.personality,
             shared_pending: c.shared_pending.iter().map(SiginfoView::from).collect(),
+            posix_locks: &c.posix_locks,
             threads: c
                 .threads
                 .iter()

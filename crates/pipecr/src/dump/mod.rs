@@ -67,6 +67,9 @@ pub enum DumpError {
     /// An open file could not be saved.
     #[error(transparent)]
     File(#[from] FileError),
+    /// System V IPC objects of the tree could not be saved.
+    #[error(transparent)]
+    Ipc(#[from] crate::ipc::IpcError),
     /// The image could not be written.
     #[error(transparent)]
     Image(#[from] ImageError),
@@ -125,6 +128,8 @@ pub struct DumpStats {
     /// events, [`DumpOptions::drop_inotify_events`]): one per open file, for the caller
     /// to tell the user.
     pub dropped: Vec<Dropped>,
+    /// System V IPC objects saved (`ipc.img`).
+    pub ipc_objects: usize,
     /// How long the tree was stopped.
     pub frozen: Duration,
     /// The whole dump, commit included.
@@ -271,7 +276,7 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
     }
     // Dropped before `tree` on every error path: what kinds changed in the live tree is
     // undone before it resumes.
-    let (memory, holds) = save_tree(&tree, &mut writer, options, mem, snapshots, &mut stats)?;
+    let (memory, holds, ipc) = save_tree(&tree, &mut writer, options, mem, snapshots, &mut stats)?;
     let committing;
     if options.leave_running {
         holds.release(files::DumpEnd::RunsOn);
@@ -295,6 +300,9 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
         stats.dir = writer.commit()?;
         tree.kill();
         holds.release(files::DumpEnd::Killed);
+        // The tree's System V IPC objects went into the image with it: they go too, so
+        // that a restore can create them again with their ids.
+        crate::ipc::remove(&ipc);
         stats.frozen = frozen_at.elapsed();
         tracing::info!(ms = stats.frozen.as_secs_f64() * 1e3, "tree killed");
     }
@@ -370,7 +378,7 @@ fn save_tree(
     mut mem: MemDumper,
     snapshots: bool,
     stats: &mut DumpStats,
-) -> Result<(MemoryLeft, files::Holds), DumpError> {
+) -> Result<(MemoryLeft, files::Holds, Vec<proto::IpcObject>), DumpError> {
     let files_started = Instant::now();
     let processes = tree.processes();
     let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
@@ -555,6 +563,9 @@ fn save_tree(
     writer.write_records(pipecr_image::FILES, &open_files)?;
     writer.write_records(pipecr_image::FDS, &fd_tables)?;
     writer.write_records(pipecr_image::TREE, &records)?;
+    let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
+    let ipc = crate::ipc::dump(&pids, writer)?;
+    let posix_locks = posix_locks_of(&slots, &records)?;
     stats.stage("files", files_started.elapsed());
     // An address space shared with an earlier process is that process's to save.
     let vm_sharers: Vec<i32> = records
@@ -568,8 +579,11 @@ fn save_tree(
         options.read_handlers,
         mem,
         snapshots,
+        FromDescriptors {
+            posix_locks,
+            vm_sharers: &vm_sharers,
+        },
         stats,
-        &vm_sharers,
     )?;
     stats.processes = processes.len();
     stats.threads = tree.thread_count();
@@ -580,7 +594,8 @@ fn save_tree(
     stats.snapshots = memory.snapshots.len();
     stats.external = external;
     stats.dropped = dropped;
-    Ok((memory, holds))
+    stats.ipc_objects = ipc.len();
+    Ok((memory, holds, ipc))
 }
 
 /// Saves what each process is beyond its descriptors: its CPU and signal state
@@ -594,9 +609,13 @@ fn save_processes(
     read_handlers: bool,
     mut mem: MemDumper,
     snapshots: bool,
+    shared: FromDescriptors<'_>,
     stats: &mut DumpStats,
-    vm_sharers: &[i32],
 ) -> Result<MemoryLeft, DumpError> {
+    let FromDescriptors {
+        mut posix_locks,
+        vm_sharers,
+    } = shared;
     let processes = tree.processes();
     let mut cores = Vec::with_capacity(processes.len());
     let mut mms = Vec::with_capacity(processes.len());
@@ -607,6 +626,7 @@ fn save_processes(
         let started = Instant::now();
         // The state first: it refuses what cannot be saved before any page is read.
         let mut core = task::dump_core(p, read_handlers)?;
+        core.posix_locks = posix_locks.remove(&p.pid).unwrap_or_default();
         for thread in &mut core.threads {
             // A signal the freeze caught in delivery is in no kernel queue any more:
             // without this it would be lost in the image (the live tree gets it back).
@@ -647,6 +667,56 @@ fn save_processes(
         mms,
         snapshots: taken,
     })
+}
+
+/// The POSIX record locks the tree holds, by holder (see [`files::locks`]): each lock
+/// once, with the first descriptor of its table it shows on. A lock whose holder is not a
+/// process of the tree (a descriptor table shared with one outside it) is refused.
+fn posix_locks_of(
+    slots: &[Slot],
+    processes: &[proto::Process],
+) -> Result<BTreeMap<i32, Vec<proto::FileLock>>, DumpError> {
+    let mut out: BTreeMap<i32, Vec<proto::FileLock>> = BTreeMap::new();
+    let mut ordered: Vec<&Slot> = slots.iter().collect();
+    ordered.sort_by_key(|s| (s.pid, s.fd));
+    for slot in ordered {
+        for (holder, lock) in files::locks::posix_locks(&slot.info, slot.fd) {
+            if !processes.iter().any(|p| p.pid == holder) {
+                return Err(DumpError::File(FileError::Unsupported {
+                    pid: slot.pid,
+                    fd: slot.fd,
+                    kind: format!(
+                        "a file with a POSIX lock held by pid {holder}, outside the tree"
+                    ),
+                }));
+            }
+            let held = out.entry(holder).or_default();
+            // The same lock seen again through another descriptor of the same open file.
+            let key = |l: &proto::FileLock, object| (object, l.start, l.len, l.write);
+            let seen = held.iter().any(|l| {
+                key(l, objects_of(slots, slot.pid, l.fd)) == key(&lock, Some(slot.object))
+            });
+            if !seen {
+                held.push(lock);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The (mount, inode) of descriptor `fd` of `pid`, among `slots`.
+fn objects_of(slots: &[Slot], pid: i32, fd: RawFd) -> Option<(u64, u64)> {
+    slots
+        .iter()
+        .find(|s| s.pid == pid && s.fd == fd)
+        .map(|s| s.object)
+}
+
+/// What the dump of the descriptors tells the saving of each process: the POSIX locks
+/// each holds, and the processes whose address space an earlier one saves.
+struct FromDescriptors<'a> {
+    posix_locks: BTreeMap<i32, Vec<proto::FileLock>>,
+    vm_sharers: &'a [i32],
 }
 
 /// The address spaces a dump has yet to finish once the tree may run: those to read
@@ -814,6 +884,7 @@ fn group_shared(pids: Vec<i32>, what: Shared) -> Result<BTreeMap<i32, i32>, Dump
         Shared::Files => "kcmp(KCMP_FILES)",
         Shared::Fs => "kcmp(KCMP_FS)",
         Shared::Sighand => "kcmp(KCMP_SIGHAND)",
+        Shared::Sysvsem => "kcmp(KCMP_SYSVSEM)",
     };
     let mut order: Vec<(usize, i32)> = pids.iter().copied().enumerate().collect();
     let mut failure = None;

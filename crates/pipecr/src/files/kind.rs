@@ -865,6 +865,16 @@ pub enum FileError {
         #[source]
         source: io::Error,
     },
+    /// A lock the open file held is held by a process outside the tree now.
+    #[error("open file {id}: cannot take its {lock} again: {holder} holds a conflicting lock")]
+    LockHeld {
+        /// The open file's id in the image.
+        id: u64,
+        /// The lock, in words.
+        lock: String,
+        /// Who holds the conflicting lock, in words (`pid 1234 (POSIX lock)`).
+        holder: String,
+    },
     /// The file on disk is not the one that was saved.
     #[error("open file {id}: {path} changed since the dump ({what})")]
     Changed {

@@ -28,6 +28,7 @@ pub mod fifo;
 pub mod inet;
 pub mod inotify;
 pub mod kind;
+pub mod locks;
 pub mod memfd;
 pub mod namespace;
 pub mod netlink;
@@ -137,6 +138,7 @@ pub fn dump_file(
         id,
         flags: file.info.flags,
         pos: file.info.pos,
+        locks: locks::open_file_locks(&file.info, file.pid, file.fd)?,
         kind: Some(kind),
         owner,
         signal,
@@ -181,7 +183,7 @@ pub fn restore_file(
 ) -> Result<OwnedFd, FileError> {
     let kind = restorer_of(file)?;
     tracing::debug!(id = file.id, kind = kind.name(), "opening saved file");
-    kind.restore(file, ctx)
+    restore_with(kind, file, ctx)
         .inspect_err(|e| tracing::debug!(id = file.id, kind = kind.name(), "cannot open: {e}"))
 }
 
@@ -192,6 +194,18 @@ pub fn before_release(saved: &Saved<'_>) -> Result<(), FileError> {
         kind.before_release(saved)?;
     }
     Ok(())
+}
+
+/// Opens a saved open file again in the calling process with `kind`, then takes again
+/// the locks it held itself (flock, OFD: [`locks`]).
+pub fn restore_with(
+    kind: &dyn FileKind,
+    file: &proto::OpenFile,
+    ctx: &mut RestoreCtx<'_>,
+) -> Result<OwnedFd, FileError> {
+    let fd = kind.restore(file, ctx)?;
+    locks::take_open_file_locks(file, fd.as_fd())?;
+    Ok(fd)
 }
 
 /// Lets the kind of `file` finish it once every open file exists (see

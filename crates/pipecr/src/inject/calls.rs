@@ -30,8 +30,9 @@ use super::batch::{Arg, Pending, ReadBatch};
 use super::error::InjectError;
 use super::injector::Injector;
 use super::kstruct::{
-    AltStack, CLONE_ARGS_SIZE, CapSets, CloneArgs, ITIMERSPEC_SIZE, ITIMERVAL_SIZE, ITimer,
-    ITimerSpec, KSIGACTION_SIZE, PrctlMmMap, SIGEVENT_SIZE, STACK_T_SIZE, SigAction, SigEvent,
+    AltStack, CLONE_ARGS_SIZE, CapSets, CloneArgs, FLOCK_SIZE, Flock, ITIMERSPEC_SIZE,
+    ITIMERVAL_SIZE, ITimer, ITimerSpec, KSIGACTION_SIZE, PrctlMmMap, SIGEVENT_SIZE, STACK_T_SIZE,
+    SigAction, SigEvent,
 };
 use crate::sys::kcmp::TargetFd;
 
@@ -661,6 +662,21 @@ pub fn set_sigaltstack_at(inj: &mut Injector, at: u64, stack: &AltStack) -> Resu
     inj.write_memory(at, &stack.to_bytes())?;
     inj.syscall_checked(libc::SYS_sigaltstack, [at, 0, 0, 0, 0, 0])
         .map(drop)
+}
+
+/// `fcntl(fd, F_SETLK, &lock)` in the tracee, the `struct flock` written at `at`—Takes a
+/// POSIX record lock for the tracee (its descriptor table owns it), without waiting.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html)
+pub fn fcntl_setlk_at(inj: &mut Injector, at: u64, fd: TargetFd, lock: &Flock) -> Result<()> {
+    let bytes: [u8; FLOCK_SIZE] = lock.to_bytes();
+    inj.write_memory(at, &bytes)?;
+    inj.syscall_checked(
+        libc::SYS_fcntl,
+        [fd.0 as u64, libc::F_SETLK as u64, at, 0, 0, 0],
+    )
+    .map(drop)
 }
 
 /// `sigaltstack(NULL, &old)` in the tracee—Reads the thread's alternate signal stack,

@@ -266,6 +266,33 @@ impl AltStack {
     }
 }
 
+/// A record lock (`struct flock`, see fcntl(2)), relative to the start of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flock {
+    /// `l_type`: `F_RDLCK` or `F_WRLCK`.
+    pub kind: i16,
+    /// `l_start`: the first byte.
+    pub start: u64,
+    /// `l_len`: bytes locked, 0 to the end of the file.
+    pub len: u64,
+}
+
+/// Size of `struct flock` on x86_64: two shorts (padded to 8), two off_t, a pid_t
+/// (padded to 8).
+pub const FLOCK_SIZE: usize = 32;
+
+impl Flock {
+    /// The `struct flock` bytes the kernel reads (`l_whence` `SEEK_SET`, `l_pid` 0).
+    pub fn to_bytes(self) -> [u8; FLOCK_SIZE] {
+        let mut b = [0u8; FLOCK_SIZE];
+        b[0..2].copy_from_slice(&self.kind.to_ne_bytes());
+        b[2..4].copy_from_slice(&(libc::SEEK_SET as i16).to_ne_bytes());
+        b[8..16].copy_from_slice(&self.start.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.len.to_ne_bytes());
+        b
+    }
+}
+
 /// `struct prctl_mm_map` (`<linux/prctl.h>`): the mm fields `PR_SET_MM_MAP` sets at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PrctlMmMap {

@@ -129,6 +129,11 @@ pub trait AreaKind: Sync {
         None
     }
 
+    /// Adds to the saved area `vma` what this kind records of `e` beyond its kind, flags
+    /// and contents (a System V attachment: its segment's id and `shmat` flags). Nothing
+    /// by default.
+    fn record(&self, _e: &MapEntry, _vma: &mut proto::Vma) {}
+
     /// The saved kinds ([`VmaKind`]) this kind records areas as, each with the short
     /// name `pipecr show` lists such areas under ([`super::saved_kind`]).
     fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)];

@@ -12,8 +12,8 @@
 //! mapped the object maps it again `MAP_SHARED` from that object (through
 //! [`MapTarget::object`]), so the processes share it again; a descriptor of the same
 //! memfd or deleted file is opened from it too (`crate::files`). The private mappings of
-//! such objects are [`super::file_private`]'s. System V shared memory is saved here
-//! too, and refused at restore until a kind of its own, listed before this one, takes it.
+//! such objects are [`super::file_private`]'s. System V attachments are
+//! [`super::sysvshm`]'s, asked first.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;

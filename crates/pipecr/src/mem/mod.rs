@@ -29,7 +29,7 @@
 //!
 //! What an area is and how it is saved is for the kinds of memory area to say: one
 //! module each ([`anon`], [`file_private`], [`file_shared`], [`memobj`], [`special`],
-//! [`refused`]) implementing [`area::AreaKind`], all listed in [`AREA_KINDS`], which the
+//! [`sysvshm`], [`refused`]) implementing [`area::AreaKind`], all listed in [`AREA_KINDS`], which the
 //! dump here, the restore (`crate::restore`) and `pipecr show` go through
 //! ([`saved_kind`]). This module reads what the kinds ask for (pages, objects) and knows
 //! no kind by name.
@@ -47,6 +47,7 @@ pub mod pagemap;
 pub mod pages;
 pub mod refused;
 pub mod special;
+pub mod sysvshm;
 pub(crate) mod types;
 
 pub use types::{MemError, PAGE_SIZE};
@@ -78,6 +79,9 @@ pub static AREA_KINDS: &[&dyn AreaKind] = &[
     // First: these flags refuse any area but the kernel's special ones and named shared
     // anonymous memory.
     &refused::RefusedArea,
+    // Before memobj: `/SYSVKEY (deleted)` is an attachment of a System V segment, saved
+    // with the segment in ipc.img.
+    &sysvshm::SysvShmArea,
     // Before memobj and special: `[heap]`, `[stack]`, `[anon:NAME]` and areas without a
     // path are anonymous memory.
     &anon::AnonArea,
@@ -267,6 +271,9 @@ impl MemDumper {
                 }
             }
             vma.flags = flags;
+            if let Some(kind) = AREA_KINDS.iter().find(|k| k.claims(e)) {
+                kind.record(e, &mut vma);
+            }
             mm.vmas.push(vma);
         }
         if self.pfns_visible.is_none() {
@@ -741,7 +748,7 @@ mod tests {
         let kinds: Vec<proto::VmaKind> = (1..64)
             .filter_map(|k| proto::VmaKind::try_from(k).ok())
             .collect();
-        assert_eq!(kinds.len(), 11);
+        assert_eq!(kinds.len(), 12);
         let mut names = Vec::new();
         for k in kinds {
             let owners = AREA_KINDS
@@ -753,7 +760,7 @@ mod tests {
         }
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 11, "distinct names");
+        assert_eq!(names.len(), 12, "distinct names");
         assert!(saved_kind(proto::VmaKind::Unspecified as i32).is_none());
         assert!(saved_kind(999).is_none());
 

@@ -16,6 +16,9 @@ pub enum ProcessRestoreError {
     /// The image could not be read.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// System V IPC objects could not be created again (nothing of them is left).
+    #[error(transparent)]
+    Ipc(#[from] crate::ipc::IpcError),
     /// A descriptor that led outside the tree has no usable source.
     #[error(transparent)]
     External(#[from] ExternalError),

@@ -277,6 +277,12 @@ fn create_in(
         if let Some(given) = inherited.get(d.file_id, d.fd) {
             if let std::collections::btree_map::Entry::Vacant(slot) = slots.entry((d.file_id, d.fd))
             {
+                // The locks the open file held: already held when the caller gave the
+                // same open file back (taking them again changes nothing), taken on the
+                // one given otherwise, or refused when someone else holds them.
+                if let Some(file) = files.get(&d.file_id) {
+                    files::locks::take_open_file_locks(file, given)?;
+                }
                 slot.insert(park(given, d.fd)?);
             }
             continue;
@@ -331,7 +337,7 @@ fn create_in(
             kind = kind.name(),
             "opening saved file"
         );
-        let opened = kind.restore(file, &mut ctx).inspect_err(|e| {
+        let opened = files::restore_with(kind, file, &mut ctx).inspect_err(|e| {
             tracing::debug!(
                 file = file.id,
                 fd = at,
@@ -617,7 +623,8 @@ impl Deferred<'_> {
                 let Some(file) = self.files.get(&d.file_id) else {
                     continue;
                 };
-                let fd = files::restorer_in(self.kinds, file)?.restore(file, &mut ctx)?;
+                let kind = files::restorer_in(self.kinds, file)?;
+                let fd = files::restore_with(kind, file, &mut ctx)?;
                 if !files::common::restore_owner_and_signal(fd.as_fd(), file)? {
                     return Err(RebuildError::Invalid(format!(
                         "fd {}: the owner of its I/O signals does not exist yet",

@@ -20,9 +20,10 @@
 //! thread, `rt_sigqueueinfo` process-wide: any `si_code` is allowed to oneself); creates
 //! the other threads with their TIDs and state ([`super::threads`]); creates the POSIX
 //! timers with their IDs and arms them ([`super::timers`]); sets the
-//! alternate signal stack; loads, through the same trampoline, each process that shares
-//! this address space (`CLONE_VM`, seized before anything was unmapped: what is its own,
-//! [`load_sharer`]); last, sets the credentials ([`super::creds`]); unmaps the
+//! alternate signal stack; takes its POSIX record locks ([`super::locks`]); loads,
+//! through the same trampoline, each process that shares this address space (`CLONE_VM`,
+//! seized before anything was unmapped: what is its own, [`load_sharer`]); last, sets
+//! the credentials ([`super::creds`]); unmaps the
 //! trampoline from inside its own `munmap` (the syscall-exit stop comes first); then sets
 //! the saved registers, XSAVE area and blocked mask, and leaves the process in a
 //! ptrace-stop, ready to be detached.
@@ -204,6 +205,8 @@ pub(super) fn load_image(
     // every signal blocked: an expiry now is delivered after release.
     super::timers::restore(&mut inj, pid, &saved.core)?;
     restore_altstack(&mut inj, pid, tramp, thread)?;
+    // Its POSIX record locks, once no descriptor of it will be closed any more.
+    super::locks::restore(&mut inj, pid, tramp, &saved.core)?;
     for sharer in sharers {
         load_sharer(sharer, tramp)?;
     }

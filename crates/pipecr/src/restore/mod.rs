@@ -20,6 +20,7 @@ mod error;
 pub mod external;
 pub mod fdtable;
 mod image;
+mod locks;
 mod mm;
 mod objects;
 pub mod options;

@@ -8,6 +8,12 @@
 //! all re-exported here); the descriptor table comes from [`super::fdtable`], the injection
 //! mechanics from [`crate::inject`], the raw calls from [`crate::sys`].
 //!
+//! Before any process, [`restore_tree`] creates the System V IPC objects of the image with
+//! their ids ([`crate::ipc`]; refused before anything is created when one is taken,
+//! removed again when the restore fails); the processes attach their segments as their
+//! images are replaced (step 2), and segments saved as removed are removed again once all
+//! have.
+//!
 //! 1. [`spawn_tree_stopped`]: `clone3` with `set_tid` = the saved PID of the root. Each new
 //!    process sets its name and session/group, creates its own saved children the same way
 //!    (they inherit session and group; first, it maps and fills with its saved pages each
@@ -42,8 +48,7 @@
 //!    handlers.
 //!
 //! Known gaps (each refused with [`ProcessRestoreError::Unsupported`] unless said):
-//! shared anonymous memory, memfds, SysV shm and deleted files
-//! mapped (memory objects); other kernel special areas; a root other than `/`; a
+//! shared anonymous memory, memfds and deleted files mapped (memory objects); other kernel special areas; a root other than `/`; a
 //! session or process group other than its parent's (the caller's, for the root) unless the
 //! process leads it (unless the caller restores a shell job); a descriptor table,
 //! filesystem context, address space or signal-handler table shared with a process other
@@ -248,10 +253,16 @@ fn restore_tree_inner(
     inherited: &Inherited,
     timings: &mut RestoreTimings,
 ) -> Result<NixPid> {
+    // System V IPC objects first, with their ids (refused before anything is created
+    // when one is taken): the processes attach segments as their images are loaded.
+    // Dropping `ipc` before it is finished removes every object it created.
+    let objects = crate::ipc::load(image)?;
+    crate::ipc::check(&objects)?;
+    let ipc = crate::ipc::create(image, &objects)?;
     let started = Instant::now();
     let (root, prefilled) = spawn_tree(image, tree, inherited)?;
     timings.stage("create", started);
-    let mut steps = || -> Result<()> {
+    let steps = || -> Result<()> {
         for &pid in pids {
             kill(NixPid::from_raw(pid), Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
         }
@@ -262,6 +273,7 @@ fn restore_tree_inner(
             tracing::debug!(pid = saved.pid(), "replacing the image");
             load_image(image, tree, saved, &prefilled, inherited.objects())?;
         }
+        ipc.finish()?;
         timings.stage("replace", started);
         // What open files finish once the tree is ready (TCP connections leave repair
         // mode, their network lock goes): nothing can fail after this but the release.

@@ -188,6 +188,9 @@ pub enum Shared {
     Fs,
     /// `KCMP_SIGHAND`: the signal-handler table (`CLONE_SIGHAND`).
     Sighand,
+    /// `KCMP_SYSVSEM`: the System V semaphore undo list (`CLONE_SYSVSEM`); two
+    /// processes without one (no `semop` with `SEM_UNDO` yet) compare equal.
+    Sysvsem,
 }
 
 impl Shared {
@@ -198,6 +201,7 @@ impl Shared {
             Shared::Files => "descriptor tables",
             Shared::Fs => "filesystem contexts",
             Shared::Sighand => "signal-handler tables",
+            Shared::Sysvsem => "semaphore undo lists",
         }
     }
 
@@ -208,6 +212,7 @@ impl Shared {
             Shared::Files => 2,
             Shared::Fs => 3,
             Shared::Sighand => 4,
+            Shared::Sysvsem => 6,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod epoll;
 pub mod fd;
 pub mod fhandle;
 pub mod inet;
+pub mod ipc;
 pub mod kcmp;
 pub mod mem;
 pub mod names;
