@@ -93,6 +93,17 @@ pub enum TaskError {
 /// restore could create again, and with [`TaskError::PosixTimers`] one that has POSIX
 /// timers when `read_handlers` is false; both before anything is injected.
 pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::Core, TaskError> {
+    dump_core_in_tree(process, read_handlers, &[])
+}
+
+/// [`dump_core`] for a process whose live children in the tree are `children`: with
+/// `read_handlers`, the stops and continues of theirs it has not yet collected with
+/// `waitpid` are read too (`Core.child_reports`, by an injected `waitid(WNOWAIT)`).
+pub fn dump_core_in_tree(
+    process: &FrozenProcess,
+    read_handlers: bool,
+    children: &[i32],
+) -> Result<proto::Core, TaskError> {
     let pid = process.pid;
     let timers = crate::proc::timers(pid)?;
     for t in &timers {
@@ -119,6 +130,16 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
     for &tid in &process.threads {
         threads.push(dump_thread(pid, tid)?);
     }
+    let process_creds = creds(pid, &status)?;
+    for thread in &mut threads {
+        thread_state(pid, thread, &process_creds)?;
+    }
+    let thp_disabled_status = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .is_some_and(|v| v.trim() == "0");
+    let mut process_prctl = None;
+    let mut child_reports = Vec::new();
     let (sigactions, itimers, posix_timers) = if read_handlers {
         // One injection session per thread: the first thread also reads the process's
         // handlers and timers, so no thread is taken over twice.
@@ -143,20 +164,42 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
                 };
                 inj.keep_scratch(inject::calls::readers_scratch_len(signals));
                 let links = thread_links(&mut inj)?;
+                let (securebits, pdeathsig) = inject::calls::thread_prctls(&mut inj)?;
                 let process = if i == 0 {
-                    Some(handlers_and_timers(&mut inj, caught, ignored, &timers)?)
+                    let prctls = inject::calls::process_prctls(&mut inj)?;
+                    let mut reports = Vec::new();
+                    for &child in children {
+                        if let Some(code) = inject::calls::child_report(&mut inj, child)? {
+                            reports.push(proto::ChildReport { pid: child, code });
+                        }
+                    }
+                    Some((
+                        handlers_and_timers(&mut inj, caught, ignored, &timers)?,
+                        prctls,
+                        reports,
+                    ))
                 } else {
                     None
                 };
-                Ok::<_, InjectError>((links, process))
+                Ok::<_, InjectError>((links, (securebits, pdeathsig), process))
             })();
             let finished = inj.finish();
-            let ((clear_child_tid, altstack), process) = read?;
+            let ((clear_child_tid, altstack), (securebits, pdeathsig), process) = read?;
             finished?;
             thread.clear_child_tid = clear_child_tid;
             thread.altstack = Some(altstack);
-            if let Some(process) = process {
+            thread.prctl = Some(proto::ThreadPrctl {
+                securebits,
+                pdeathsig,
+            });
+            if let Some((process, prctls, reports)) = process {
                 out = process;
+                process_prctl = Some(proto::ProcessPrctl {
+                    dumpable: prctls.dumpable,
+                    child_subreaper: prctls.child_subreaper,
+                    thp_disable: prctls.thp_disable,
+                });
+                child_reports = reports;
             }
         }
         out
@@ -175,9 +218,89 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
         sigactions,
         itimers,
         handlers_read: read_handlers,
-        creds: Some(creds(pid, &status)?),
+        creds: Some(process_creds),
         posix_timers,
+        prctl: process_prctl,
+        stop_signal: process.stop_signal,
+        thp_disabled_status,
+        child_reports,
     })
+}
+
+/// What `/proc/PID/task/TID/` shows of one thread that a program sets and relies on:
+/// its name, its credentials where they differ from the process's (`process`), its
+/// no_new_privs bit, its seccomp mode and filters (`PTRACE_SECCOMP_GET_FILTER`, oldest
+/// first), its timer slack (`/proc/TID/timerslack_ns`).
+fn thread_state(
+    pid: i32,
+    thread: &mut proto::Thread,
+    process: &proto::Creds,
+) -> Result<(), TaskError> {
+    let tid = thread.tid;
+    let task = |name: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/{name}")).map_err(|source| {
+            TaskError::Read {
+                pid,
+                what: "/proc/PID/task/TID",
+                source,
+            }
+        })
+    };
+    let status = task("status")?;
+    thread.comm = task("comm")?.trim_end_matches('\n').to_owned();
+    let mut creds = creds_from_status(&status).ok_or_else(|| parse_error(pid, "task status"))?;
+    creds.not_dumpable = process.not_dumpable;
+    if creds != *process {
+        thread.creds = Some(creds);
+    }
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| parse_error(pid, "task status"))
+    };
+    thread.no_new_privs = field("NoNewPrivs:")? != 0;
+    let mode = field("Seccomp:")? as u32;
+    if mode != 0 {
+        let mut filters = Vec::new();
+        if mode == 2 {
+            let count = field("Seccomp_filters:")?;
+            let t = nix::unistd::Pid::from_raw(tid);
+            let fail = |op| {
+                move |source| TaskError::Ptrace {
+                    pid,
+                    tid,
+                    op,
+                    source,
+                }
+            };
+            // Index 0 is the oldest (`get_nth_filter` in kernel/seccomp.c counts from
+            // the first installed, whatever ptrace(2) says).
+            for index in 0..count {
+                let program = sys_ptrace::seccomp_filter(t, index)
+                    .map_err(fail("PTRACE_SECCOMP_GET_FILTER"))?;
+                let flags = sys_ptrace::seccomp_filter_flags(t, index)
+                    .map_err(fail("PTRACE_SECCOMP_GET_METADATA"))?;
+                filters.push(proto::SeccompFilter { program, flags });
+            }
+        }
+        thread.seccomp = Some(proto::Seccomp { mode, filters });
+    }
+    // Only /proc/TID has it (not /proc/PID/task/TID).
+    let slack =
+        std::fs::read_to_string(format!("/proc/{tid}/timerslack_ns")).map_err(|source| {
+            TaskError::Read {
+                pid,
+                what: "/proc/TID/timerslack_ns",
+                source,
+            }
+        })?;
+    thread.timer_slack_ns = slack
+        .trim()
+        .parse()
+        .map_err(|_| parse_error(pid, "timerslack_ns"))?;
+    Ok(())
 }
 
 /// All resource limits of `pid`, from prlimit(2); from `/proc/PID/limits` when prlimit is
@@ -434,6 +557,7 @@ pub fn dump_thread(pid: i32, tid: i32) -> Result<proto::Thread, TaskError> {
         robust_list_len,
         clear_child_tid: 0,
         altstack: None,
+        ..Default::default()
     })
 }
 

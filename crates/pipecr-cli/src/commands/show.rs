@@ -601,6 +601,41 @@ fn print_core(core: &proto::Core) {
     if core.personality != 0 {
         println!("  personality:  {:#x}", core.personality);
     }
+    if core.stop_signal != 0 {
+        println!(
+            "  stopped:      by {} (a group stop; restored stopped)",
+            signal_name(core.stop_signal)
+        );
+    }
+    match &core.prctl {
+        Some(p) => {
+            let mut what = vec![format!("dumpable {}", p.dumpable)];
+            if p.child_subreaper {
+                what.push("child subreaper".to_owned());
+            }
+            match p.thp_disable {
+                0 => {}
+                1 => what.push("THP disabled".to_owned()),
+                v => what.push(format!("THP disabled except where advised ({v:#x})")),
+            }
+            println!("  prctl:        {}", what.join(", "));
+        }
+        None if core.thp_disabled_status => {
+            println!("  prctl:        THP disabled (dumpable and subreaper not read)")
+        }
+        None => {}
+    }
+    for r in &core.child_reports {
+        let what = match r.code {
+            5 => "stopped",
+            6 => "continued",
+            _ => "changed state",
+        };
+        println!(
+            "  child {} {what}: its waitpid had yet to collect that",
+            r.pid
+        );
+    }
     let get = |r: u32| core.rlimits.iter().find(|l| l.resource == r);
     let main: Vec<String> = MAIN_LIMITS
         .iter()
@@ -627,7 +662,11 @@ fn print_core(core: &proto::Core) {
     );
     for t in &core.threads {
         let leader = if t.tid == core.pid { " (leader)" } else { "" };
-        println!("  thread {}{leader}", t.tid);
+        if t.comm.is_empty() {
+            println!("  thread {}{leader}", t.tid);
+        } else {
+            println!("  thread {} \"{}\"{leader}", t.tid, t.comm);
+        }
         match &t.regs {
             Some(proto::thread::Regs::X8664(r)) => {
                 println!("    rip {:#018x}  rsp {:#018x}", r.rip, r.rsp);
@@ -649,6 +688,56 @@ fn print_core(core: &proto::Core) {
             None => extra.push("no rseq".to_owned()),
         }
         println!("    {}", extra.join(", "));
+        let mut state = Vec::new();
+        if let Some(p) = &t.prctl {
+            if p.securebits != 0 {
+                state.push(format!("securebits {:#x}", p.securebits));
+            }
+            if p.pdeathsig != 0 {
+                state.push(format!("parent-death signal {}", signal_name(p.pdeathsig)));
+            }
+        }
+        if t.timer_slack_ns != 0 {
+            state.push(format!("timer slack {} ns", t.timer_slack_ns));
+        }
+        if t.no_new_privs {
+            state.push("no_new_privs".to_owned());
+        }
+        if !state.is_empty() {
+            println!("    {}", state.join(", "));
+        }
+        if let Some(c) = &t.creds {
+            println!(
+                "    own credentials: uid {}/{}/{}/{}, gid {}/{}/{}/{}, groups {:?}, capabilities effective {:#x} permitted {:#x}",
+                c.ruid,
+                c.euid,
+                c.suid,
+                c.fsuid,
+                c.rgid,
+                c.egid,
+                c.sgid,
+                c.fsgid,
+                c.groups,
+                c.cap_effective,
+                c.cap_permitted
+            );
+        }
+        match &t.seccomp {
+            Some(sc) if sc.mode == 1 => println!("    seccomp: strict"),
+            Some(sc) => {
+                let sizes: Vec<String> = sc
+                    .filters
+                    .iter()
+                    .map(|f| (f.program.len() / 8).to_string())
+                    .collect();
+                println!(
+                    "    seccomp: {} filter(s), oldest first, of {} instruction(s)",
+                    sc.filters.len(),
+                    sizes.join(", ")
+                );
+            }
+            None => {}
+        }
     }
 }
 
@@ -971,6 +1060,17 @@ struct CoreView<'a> {
     personality: u32,
     shared_pending: Vec<SiginfoView>,
     threads: Vec<ThreadView<'a>>,
+    prctl: Option<&'a proto::ProcessPrctl>,
+    stop_signal: i32,
+    thp_disabled_status: bool,
+    child_reports: &'a [proto::ChildReport],
+}
+
+/// `Seccomp`: the mode and each filter's instruction count and flags.
+#[derive(Debug, Serialize)]
+struct SeccompView {
+    mode: u32,
+    filters: Vec<(usize, u64)>,
 }
 
 /// `Thread`: `regs` as `"x86_64": {...}`; the XSAVE area as its length and XCR0.
@@ -983,6 +1083,12 @@ struct ThreadView<'a> {
     blocked: u64,
     pending: Vec<SiginfoView>,
     rseq: Option<&'a proto::Rseq>,
+    comm: &'a str,
+    creds: Option<&'a proto::Creds>,
+    prctl: Option<&'a proto::ThreadPrctl>,
+    no_new_privs: bool,
+    seccomp: Option<SeccompView>,
+    timer_slack_ns: u64,
 }
 
 /// `Siginfo`: the signal and the two fields every siginfo_t starts with after it, instead
@@ -1020,6 +1126,10 @@ impl<'a> From<&'a proto::Core> for CoreView<'a> {
             rlimits: &c.rlimits,
             personality: c.personality,
             shared_pending: c.shared_pending.iter().map(SiginfoView::from).collect(),
+            prctl: c.prctl.as_ref(),
+            stop_signal: c.stop_signal,
+            thp_disabled_status: c.thp_disabled_status,
+            child_reports: &c.child_reports,
             threads: c
                 .threads
                 .iter()
@@ -1034,6 +1144,19 @@ impl<'a> From<&'a proto::Core> for CoreView<'a> {
                     blocked: t.blocked,
                     pending: t.pending.iter().map(SiginfoView::from).collect(),
                     rseq: t.rseq.as_ref(),
+                    comm: &t.comm,
+                    creds: t.creds.as_ref(),
+                    prctl: t.prctl.as_ref(),
+                    no_new_privs: t.no_new_privs,
+                    seccomp: t.seccomp.as_ref().map(|s| SeccompView {
+                        mode: s.mode,
+                        filters: s
+                            .filters
+                            .iter()
+                            .map(|f| (f.program.len() / 8, f.flags))
+                            .collect(),
+                    }),
+                    timer_slack_ns: t.timer_slack_ns,
                 })
                 .collect(),
         }

@@ -428,7 +428,12 @@ fn save_processes(
     let mut taken = Vec::new();
     for (i, p) in processes.iter().enumerate() {
         // The state first: it refuses what cannot be saved before any page is read.
-        let mut core = task::dump_core(p, read_handlers)?;
+        let children: Vec<i32> = processes
+            .iter()
+            .filter(|c| c.ppid == p.pid && c.pid != p.pid)
+            .map(|c| c.pid)
+            .collect();
+        let mut core = task::dump_core_in_tree(p, read_handlers, &children)?;
         for thread in &mut core.threads {
             // A signal the freeze caught in delivery is in no kernel queue any more:
             // without this it would be lost in the image (the live tree gets it back).

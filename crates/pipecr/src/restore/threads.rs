@@ -77,7 +77,7 @@ pub(super) fn create(inj: &mut Injector, saved: &SavedProcess, tramp: u64) -> Re
     .map_err(errno(pid, "PTRACE_SETOPTIONS PTRACE_O_TRACECLONE"))?;
     for thread in others {
         let tid = clone_thread(inj, pid, tramp, thread.tid)?;
-        set_up(pid, tid, tramp, thread, saved.core.creds.as_ref())?;
+        set_up(pid, tid, tramp, thread, saved)?;
     }
     ptrace::setoptions(main, ptrace::Options::PTRACE_O_EXITKILL)
         .map_err(errno(pid, "PTRACE_SETOPTIONS"))?;
@@ -106,6 +106,12 @@ pub(super) fn release_tree(tree: &[SavedProcess]) -> Result<()> {
                 .map_err(errno(t.tid, "PTRACE_SETOPTIONS"))?;
         }
     }
+    // A process saved in a group stop is stopped again while every thread is still held.
+    for saved in tree.iter().filter(|s| s.core.stop_signal != 0) {
+        super::procstate::stop(saved)?;
+    }
+    // Their parents had collected the news of some of those stops already.
+    super::procstate::collect_stop_reports(tree)?;
     for saved in tree.iter().rev() {
         detach(saved)?;
     }
@@ -119,7 +125,12 @@ fn detach(saved: &SavedProcess) -> Result<()> {
     let (main, others): (Vec<&proto::Thread>, Vec<&proto::Thread>) =
         saved.core.threads.iter().partition(|t| t.tid == pid);
     for t in others.into_iter().chain(main) {
-        release(pid, t)?;
+        if saved.core.stop_signal != 0 {
+            // In its group stop (super::procstate::stop): detached, it stays there.
+            ptrace::detach(NixPid::from_raw(t.tid), None).map_err(errno(t.tid, "PTRACE_DETACH"))?;
+        } else {
+            release(pid, t)?;
+        }
     }
     Ok(())
 }
@@ -205,7 +216,7 @@ fn set_up(
     tid: i32,
     tramp: u64,
     thread: &proto::Thread,
-    creds: Option<&proto::Creds>,
+    saved: &SavedProcess,
 ) -> Result<()> {
     let mut inj = Injector::new(pid, tid)?;
     inj.set_syscall_address(tramp)?;
@@ -233,10 +244,16 @@ fn set_up(
         )?;
     }
     super::signals::restore_altstack(&mut inj, pid, tramp, thread)?;
-    // Credentials are per thread: each gets the process's, last.
-    if let Some(creds) = creds {
-        super::creds::restore(&mut inj, pid, tramp, creds, false)?;
+    // It was created with the main thread's name (the process's).
+    super::procstate::thread_attrs(&mut inj, tramp, thread, &saved.process.comm)?;
+    // Credentials are per thread: each gets its own (the process's unless saved apart),
+    // then what a change of ids resets. Its seccomp filters come once every thread is
+    // made (super::procstate::seccomp).
+    if let Some(creds) = thread.creds.as_ref().or(saved.core.creds.as_ref()) {
+        let securebits = thread.prctl.as_ref().map(|p| p.securebits);
+        super::creds::restore(&mut inj, pid, tramp, creds, securebits)?;
     }
+    super::creds::after(&mut inj, pid, thread, None)?;
     // Anything that arrived meanwhile was meant for nobody restored.
     let _ = inj.release();
     super::regs::set_final(pid, tid, thread)
