@@ -95,7 +95,11 @@ fn stopped_children_come_back_stopped_with_their_reports() {
 
     let _guard = KillOnDrop(vec![pid, a, b]);
     let restore = common::restore(&img, pid);
-    assert_eq!((common::state(a), common::state(b)), (Some('T'), Some('T')));
+    // Detached from their group-stop traps, they pass through running on their way
+    // back into the stop.
+    common::wait_until("A and B to be stopped again", || {
+        (common::state(a), common::state(b)) == (Some('T'), Some('T'))
+    });
     step(&mut ctl, &mut ack, b'w');
     assert_eq!(last_line(&out), "reports ok");
     step(&mut ctl, &mut ack, b'a');
@@ -151,7 +155,11 @@ fn a_shells_stopped_job_comes_back_stopped_and_finishes() {
 
     let _guard = KillOnDrop(vec![pid, sleep]);
     let restore = common::restore(&img, pid);
-    assert_eq!(common::state(sleep), Some('T'), "stopped again");
+    // Detached from its group-stop trap, it passes through running on its way back
+    // into the stop (its parent's waitpid already sees it stopped).
+    common::wait_until("sleep to be stopped again", || {
+        common::state(sleep) == Some('T')
+    });
     common::kill_with(sleep, libc::SIGCONT);
     common::wait_until("sleep to run again", || common::state(sleep) == Some('S'));
     assert!(!out.exists(), "the shell still waits");
