@@ -662,7 +662,13 @@ fn print_core(core: &proto::Core) {
     );
     for t in &core.threads {
         let leader = if t.tid == core.pid { " (leader)" } else { "" };
-        if t.comm.is_empty() {
+        // Named when its name is its own, not the process's (the leader's).
+        let process_name = core
+            .threads
+            .iter()
+            .find(|l| l.tid == core.pid)
+            .map_or("", |l| l.comm.as_str());
+        if t.comm.is_empty() || t.comm == process_name {
             println!("  thread {}{leader}", t.tid);
         } else {
             println!("  thread {} \"{}\"{leader}", t.tid, t.comm);
