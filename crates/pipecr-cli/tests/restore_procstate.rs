@@ -159,3 +159,58 @@ fn process_and_thread_state_comes_back() {
     ctl.write_all(b"q").unwrap();
     common::finish_restore(restore, 0);
 }
+
+/// A process in strict seccomp mode (tests/progs/strict.c) comes back in it: `read` and
+/// `write` work, any other call kills it.
+#[test]
+fn strict_seccomp_mode_comes_back() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Some(exe) = common::build("strict", root) else {
+        return;
+    };
+    let (mut prog, mut ctl, mut ack) = common::start_driven(&exe, root);
+    let pid = prog.id() as i32;
+    let guard = KillOnDrop(vec![pid]);
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b)
+        .expect("the program is in strict mode");
+    step(&mut ctl, &mut ack, b'p');
+    let img = root.join("img");
+    // Injecting would kill it: refused, and it runs on.
+    let out = Command::new(PIPECR)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&img)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "thread {pid} of pid {pid} is in strict seccomp mode: the calls a dump injects"
+        )) && err.contains("dump with --no-inject"),
+        "{err}"
+    );
+    step(&mut ctl, &mut ack, b'p');
+    common::dump(pid, &img, &["--no-inject"]);
+    prog.wait().unwrap();
+    std::mem::forget(guard);
+    common::wait_until("its pid to be free", || common::state(pid).is_none());
+
+    let image = Image::open(&img).unwrap();
+    let cores: Vec<proto::Core> = image.read_records(pipecr_image::CORE).unwrap();
+    let seccomp = cores[0].threads[0].seccomp.as_ref().expect("saved");
+    assert_eq!((seccomp.mode, seccomp.filters.len()), (1, 0));
+
+    let _guard = KillOnDrop(vec![pid]);
+    let restore = common::restore(&img, pid);
+    assert_eq!(task_status(pid, pid, "Seccomp:"), "1");
+    step(&mut ctl, &mut ack, b'p');
+    // getpid: killed, as strict mode does.
+    ctl.write_all(b"x").unwrap();
+    common::finish_restore(restore, 128 + libc::SIGKILL);
+}

@@ -77,6 +77,19 @@ pub enum TaskError {
     /// default, killing the tree) would lose the program.
     #[error(transparent)]
     UnrestorableTimer(#[from] crate::posix_timers::Unrestorable),
+    /// A thread is in strict seccomp mode, where any injected call but `read`, `write`,
+    /// `_exit` and `sigreturn` kills it: its handlers and the rest cannot be read.
+    #[error(
+        "thread {tid} of pid {pid} is in strict seccomp mode: the calls a dump injects to \
+         read its signal handlers, timers and prctl settings would kill it; dump with \
+         --no-inject (the restore then gives it default handlers and no timers)"
+    )]
+    StrictSeccomp {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+    },
     /// A syscall injected to read signal handlers or interval timers failed.
     #[error(transparent)]
     Inject(#[from] InjectError),
@@ -140,6 +153,13 @@ pub fn dump_core_in_tree(
         .is_some_and(|v| v.trim() == "0");
     let mut process_prctl = None;
     let mut child_reports = Vec::new();
+    if read_handlers
+        && let Some(t) = threads
+            .iter()
+            .find(|t| t.seccomp.as_ref().is_some_and(|s| s.mode == 1))
+    {
+        return Err(TaskError::StrictSeccomp { pid, tid: t.tid });
+    }
     let (sigactions, itimers, posix_timers) = if read_handlers {
         // One injection session per thread: the first thread also reads the process's
         // handlers and timers, so no thread is taken over twice.
