@@ -1,14 +1,20 @@
 //! The state of a stopped process other than its memory and descriptors, turned into a
 //! [`proto::Core`]: per thread the registers (general and XSAVE), the blocked mask, the
-//! pending signals and the rseq registration; per process cwd, root, umask, resource
+//! pending signals and the rseq registration, its name, its credentials where they
+//! differ from the process's, no_new_privs, seccomp mode and filters
+//! (`PTRACE_SECCOMP_GET_FILTER`) and timer slack; per process cwd, root, umask, resource
 //! limits, personality, credentials (ids, groups, capabilities: all from
-//! `/proc/PID/status`) and the process-wide pending signals.
+//! `/proc/PID/status`), the process-wide pending signals and the group stop it was in
+//! (seen by the freeze).
 //!
 //! Signal handlers and interval timers have no `/proc` interface: when asked, they are
 //! read by injecting `getitimer` into every process, and `rt_sigaction` into those whose
 //! `/proc/PID/status` says they catch a signal (`SigCgt`); ignored signals come from
 //! `SigIgn` without injection ([`crate::inject`]). Likewise, per thread, the
-//! `clear_child_tid` address and the alternate signal stack. POSIX timers are listed by
+//! `clear_child_tid` address, the alternate signal stack, the securebits and the
+//! parent-death signal; per process the dumpable flag, the child-subreaper bit, the THP
+//! setting and the stops and continues of its children its `waitpid` has yet to collect
+//! (`waitid(WNOWAIT)`, which collects nothing). POSIX timers are listed by
 //! `/proc/PID/timers` (ID, signal, value, target, clock); their setting and overrun are
 //! read by the same injection (`timer_gettime`, `timer_getoverrun`). Each thread is taken
 //! over once, for all of its reads (docs/INJECTION.md: the shorter, the safer).
@@ -16,7 +22,8 @@
 //! Also what cannot be saved is refused here, naming the process: a POSIX timer no
 //! restore could create again ([`TaskError::UnrestorableTimer`], the rule of
 //! [`crate::posix_timers`] the restore preflight applies too), and POSIX timers when the
-//! dump may not inject ([`TaskError::PosixTimers`]).
+//! dump may not inject ([`TaskError::PosixTimers`]), and a thread in strict seccomp
+//! mode when it may ([`TaskError::StrictSeccomp`]: any injected call would kill it).
 //!
 //! The ptrace requests must come from the thread that froze the tree (ptrace belongs to
 //! the attaching *thread*, see [`crate::freeze`]): call [`dump_core`] on that thread,
