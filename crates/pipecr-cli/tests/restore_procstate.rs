@@ -214,3 +214,53 @@ fn strict_seccomp_mode_comes_back() {
     ctl.write_all(b"x").unwrap();
     common::finish_restore(restore, 128 + libc::SIGKILL);
 }
+
+/// A process whose seccomp filter kills it on a call the dump would inject
+/// (tests/progs/guarded.c: getitimer) is refused, naming the call and the filter's
+/// answer, and runs on; dumped without injection, it comes back under its filter, which
+/// still kills it on that call.
+#[test]
+fn a_filter_that_would_kill_on_an_injected_call_is_refused_and_restored() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Some(exe) = common::build("guarded", root) else {
+        return;
+    };
+    let (mut prog, mut ctl, mut ack) = common::start_driven(&exe, root);
+    let pid = prog.id() as i32;
+    let guard = KillOnDrop(vec![pid]);
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b)
+        .expect("the program is under its filter");
+    let img = root.join("img");
+    let out = Command::new(PIPECR)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&img)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "thread {pid} of pid {pid}: its seccomp filters answer getitimer(0, ...), which \
+             the dump injects to read its state, with SECCOMP_RET_KILL_PROCESS"
+        )),
+        "{err}"
+    );
+    step(&mut ctl, &mut ack, b'p');
+    common::dump(pid, &img, &["--no-inject"]);
+    prog.wait().unwrap();
+    std::mem::forget(guard);
+    common::wait_until("its pid to be free", || common::state(pid).is_none());
+
+    let _guard = KillOnDrop(vec![pid]);
+    let restore = common::restore(&img, pid);
+    assert_eq!(task_status(pid, pid, "Seccomp_filters:"), "1");
+    step(&mut ctl, &mut ack, b'p');
+    ctl.write_all(b"x").unwrap();
+    common::finish_restore(restore, 128 + libc::SIGSYS);
+}

@@ -97,6 +97,23 @@ pub enum TaskError {
         /// The thread.
         tid: i32,
     },
+    /// A thread's seccomp filters would not let a call the dump injects run (they
+    /// would kill it, trap, or fail the call).
+    #[error(
+        "thread {tid} of pid {pid}: its seccomp filters answer {call}, which the dump \
+         injects to read its state, with {action}; dump with --no-inject (the restore \
+         then gives it default handlers and no timers)"
+    )]
+    SeccompDenies {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+        /// The call, with its first argument.
+        call: String,
+        /// What the filters answer.
+        action: String,
+    },
     /// A syscall injected to read signal handlers or interval timers failed.
     #[error(transparent)]
     Inject(#[from] InjectError),
@@ -166,6 +183,12 @@ pub fn dump_core_in_tree(
             .find(|t| t.seccomp.as_ref().is_some_and(|s| s.mode == 1))
     {
         return Err(TaskError::StrictSeccomp { pid, tid: t.tid });
+    }
+    if read_handlers {
+        for (i, thread) in threads.iter().enumerate() {
+            let process_calls = (i == 0).then_some((caught, children, timers.as_slice()));
+            check_filters(pid, thread, process_calls)?;
+        }
     }
     let (sigactions, itimers, posix_timers) = if read_handlers {
         // One injection session per thread: the first thread also reads the process's
@@ -252,6 +275,87 @@ pub fn dump_core_in_tree(
         thp_disabled_status,
         child_reports,
     })
+}
+
+/// Refuses, before anything is injected, a thread whose seccomp filters would not let
+/// one of the calls of its injection session run (see [`crate::seccomp`]): those every
+/// thread's session makes, and with `process` (the first thread's: the signals it
+/// catches, its children, its POSIX timers) the process's. Pointer arguments are given
+/// the thread's stack pointer, and the instruction pointer its own: filters that look
+/// at them are rare, and these are the likeliest values.
+fn check_filters(
+    pid: i32,
+    thread: &proto::Thread,
+    process: Option<(u64, &[i32], &[crate::proc::ProcTimer])>,
+) -> Result<(), TaskError> {
+    let Some(sc) = thread.seccomp.as_ref().filter(|s| !s.filters.is_empty()) else {
+        return Ok(());
+    };
+    let (ip, sp) = match &thread.regs {
+        Some(proto::thread::Regs::X8664(r)) => (r.rip, r.rsp),
+        None => (0, 0),
+    };
+    let prctl = |option: i32, arg: u64| (libc::SYS_prctl, "prctl", [option as u64, arg, 0, 0]);
+    let mut calls = vec![
+        prctl(libc::PR_GET_TID_ADDRESS, sp),
+        (libc::SYS_sigaltstack, "sigaltstack", [0, sp, 0, 0]),
+        prctl(libc::PR_GET_SECUREBITS, 0),
+        prctl(libc::PR_GET_PDEATHSIG, sp),
+    ];
+    if let Some((caught, children, timers)) = process {
+        calls.push(prctl(libc::PR_GET_DUMPABLE, 0));
+        calls.push(prctl(libc::PR_GET_THP_DISABLE, 0));
+        calls.push(prctl(libc::PR_GET_CHILD_SUBREAPER, sp));
+        let options = (libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT) as u64;
+        for &child in children {
+            calls.push((libc::SYS_waitid, "waitid", [1, child as u64, sp, options]));
+        }
+        let read = caught | 1u64 << (libc::SIGCHLD - 1);
+        for signo in (1..=64)
+            .filter(|&s| read & (1u64 << (s - 1)) != 0 && s != libc::SIGKILL && s != libc::SIGSTOP)
+        {
+            calls.push((
+                libc::SYS_rt_sigaction,
+                "rt_sigaction",
+                [signo as u64, 0, sp, 8],
+            ));
+        }
+        for which in 0..3 {
+            calls.push((libc::SYS_getitimer, "getitimer", [which, sp, 0, 0]));
+        }
+        for t in timers {
+            let id = t.id as u64;
+            calls.push((libc::SYS_timer_gettime, "timer_gettime", [id, sp, 0, 0]));
+            calls.push((
+                libc::SYS_timer_getoverrun,
+                "timer_getoverrun",
+                [id, 0, 0, 0],
+            ));
+        }
+    }
+    for (nr, name, [a0, a1, a2, a3]) in calls {
+        let data = crate::seccomp::SeccompData {
+            nr: nr as i32,
+            arch: crate::seccomp::AUDIT_ARCH_X86_64,
+            instruction_pointer: ip,
+            args: [a0, a1, a2, a3, 0, 0],
+        };
+        let programs = sc.filters.iter().map(|f| f.program.as_slice());
+        let verdict = crate::seccomp::allows(programs, &data).map_err(|e| TaskError::Read {
+            pid,
+            what: "a seccomp filter",
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        if let Err(ret) = verdict {
+            return Err(TaskError::SeccompDenies {
+                pid,
+                tid: thread.tid,
+                call: format!("{name}({a0}, ...)"),
+                action: crate::seccomp::action_name(ret),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What `/proc/PID/task/TID/` shows of one thread that a program sets and relies on:
