@@ -386,22 +386,6 @@ pub fn siginfo_bytes(info: &libc::siginfo_t) -> [u8; std::mem::size_of::<libc::s
     unsafe { std::mem::transmute_copy(info) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sigmask_bits() {
-        let m = SigMask::EMPTY.with(libc::SIGUSR1).with(64);
-        assert!(m.contains(libc::SIGUSR1));
-        assert!(m.contains(64));
-        assert!(!m.contains(libc::SIGUSR2));
-        assert!(!m.contains(0) && !m.contains(65));
-        assert_eq!(m.without(libc::SIGUSR1).without(64), SigMask::EMPTY);
-        assert_eq!(m.with(0).with(65), m);
-    }
-}
-
 /// `PTRACE_SECCOMP_GET_FILTER` from `<linux/ptrace.h>`.
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
 /// `PTRACE_SECCOMP_GET_METADATA` from `<linux/ptrace.h>`.
@@ -470,4 +454,20 @@ pub fn seccomp_filter_flags(tid: Pid, index: u64) -> io::Result<u64> {
         )
     })?;
     Ok(meta[1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigmask_bits() {
+        let m = SigMask::EMPTY.with(libc::SIGUSR1).with(64);
+        assert!(m.contains(libc::SIGUSR1));
+        assert!(m.contains(64));
+        assert!(!m.contains(libc::SIGUSR2));
+        assert!(!m.contains(0) && !m.contains(65));
+        assert_eq!(m.without(libc::SIGUSR1).without(64), SigMask::EMPTY);
+        assert_eq!(m.with(0).with(65), m);
+    }
 }
