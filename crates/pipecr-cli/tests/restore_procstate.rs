@@ -1,6 +1,7 @@
 //! The state a program sets for itself and relies on comes back, checked from inside the
 //! restored program (tests/progs/procstate.c): per thread its name, credentials,
-//! capabilities, securebits, parent-death signal, timer slack, no_new_privs and seccomp
+//! capabilities, securebits, parent-death signal, personality, timer slack, no_new_privs
+//! and seccomp
 //! filters (the one it shares with the main thread still shared, so a later TSYNC of its
 //! own succeeds; each still denies the call it denied); per process personality,
 //! dumpable, THP setting and child subreaper (an orphaned grandchild is re-parented to
@@ -112,6 +113,11 @@ fn process_and_thread_state_comes_back() {
         (main.timer_slack_ns, worker.timer_slack_ns),
         (123456, 654321)
     );
+    assert_eq!(
+        (main.personality, worker.personality),
+        (None, Some(0x60000))
+    );
+    assert_eq!(core.personality, 0x40000);
     let filters = |t: &proto::Thread| t.seccomp.as_ref().map_or(0, |s| s.filters.len());
     assert_eq!((filters(main), filters(worker)), (1, 2));
     assert_eq!(
@@ -128,7 +134,8 @@ fn process_and_thread_state_comes_back() {
     for want in [
         "prctl:        dumpable 0, child subreaper, THP disabled".to_owned(),
         format!("thread {worker_tid} \"ps-worker\""),
-        "securebits 0x10, parent-death signal SIGURG, timer slack 654321 ns, no_new_privs"
+        "securebits 0x10, parent-death signal SIGURG, personality 0x60000, timer slack \
+         654321 ns, no_new_privs"
             .to_owned(),
         "seccomp: 2 filter(s), oldest first, of 7, 7 instruction(s)".to_owned(),
     ] {

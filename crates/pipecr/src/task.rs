@@ -169,7 +169,7 @@ pub fn dump_core_in_tree(
     }
     let process_creds = creds(pid, &status)?;
     for thread in &mut threads {
-        thread_state(pid, thread, &process_creds)?;
+        thread_state(pid, thread, &process_creds, personality)?;
     }
     let thp_disabled_status = status
         .lines()
@@ -361,11 +361,13 @@ fn check_filters(
 /// What `/proc/PID/task/TID/` shows of one thread that a program sets and relies on:
 /// its name, its credentials where they differ from the process's (`process`), its
 /// no_new_privs bit, its seccomp mode and filters (`PTRACE_SECCOMP_GET_FILTER`, oldest
-/// first), its timer slack (`/proc/TID/timerslack_ns`).
+/// first), its personality where it differs from the process's (`process_personality`),
+/// its timer slack (`/proc/TID/timerslack_ns`).
 fn thread_state(
     pid: i32,
     thread: &mut proto::Thread,
     process: &proto::Creds,
+    process_personality: u32,
 ) -> Result<(), TaskError> {
     let tid = thread.tid;
     let task = |name: &str| {
@@ -392,6 +394,9 @@ fn thread_state(
             .ok_or_else(|| parse_error(pid, "task status"))
     };
     thread.no_new_privs = field("NoNewPrivs:")? != 0;
+    let persona = u32::from_str_radix(task("personality")?.trim(), 16)
+        .map_err(|_| parse_error(pid, "task personality"))?;
+    thread.personality = (persona != process_personality).then_some(persona);
     let mode = field("Seccomp:")? as u32;
     if mode != 0 {
         let mut filters = Vec::new();

@@ -703,6 +703,9 @@ fn print_core(core: &proto::Core) {
                 state.push(format!("parent-death signal {}", signal_name(p.pdeathsig)));
             }
         }
+        if let Some(persona) = t.personality {
+            state.push(format!("personality {persona:#x}"));
+        }
         if t.timer_slack_ns != 0 {
             state.push(format!("timer slack {} ns", t.timer_slack_ns));
         }
@@ -1095,6 +1098,7 @@ struct ThreadView<'a> {
     no_new_privs: bool,
     seccomp: Option<SeccompView>,
     timer_slack_ns: u64,
+    personality: Option<u32>,
 }
 
 /// `Siginfo`: the signal and the two fields every siginfo_t starts with after it, instead
@@ -1163,6 +1167,7 @@ impl<'a> From<&'a proto::Core> for CoreView<'a> {
                             .collect(),
                     }),
                     timer_slack_ns: t.timer_slack_ns,
+                    personality: t.personality,
                 })
                 .collect(),
         }

@@ -24,6 +24,7 @@
      SECBIT_NO_SETUID_FIXUP, parent-death signal SIGWINCH, child subreaper, not dumpable;
    - a worker thread "ps-worker" (created after F1, so it shares it): its own effective
      gid 1234 (raw setresgid: that thread only), CAP_NET_RAW out of its effective set,
+     its own personality ADDR_NO_RANDOMIZE | UNAME26,
      securebits SECBIT_KEEP_CAPS, parent-death signal SIGURG, timer slack 654321 ns, and a
      second filter F2 of its own that makes getsid fail with ENOTTY;
    - a child C with a child G: C exits on demand, and G must then be re-parented to us.
@@ -142,6 +143,7 @@ static void *worker(void *arg) {
     if (prctl(PR_SET_SECUREBITS, SECBIT_KEEP_CAPS)) _exit(24);
     if (prctl(PR_SET_PDEATHSIG, SIGURG)) _exit(25);
     if (prctl(PR_SET_TIMERSLACK, 654321)) _exit(26);
+    if (personality(ADDR_NO_RANDOMIZE | UNAME26) < 0) _exit(26);
     if (deny(SYS_getsid, ENOTTY, 0)) _exit(27);
     take(&worker_before);
     for (;;) {

@@ -127,7 +127,8 @@ pub(super) fn thp(inj: &mut Injector, core: &proto::Core) -> Result<()> {
 }
 
 /// Gives the thread `inj` drives its saved name (when it differs from `inherited`, the
-/// one it has: the process's, set when it was created) and timer slack.
+/// one it has: the process's, set when it was created), personality (when its own) and
+/// timer slack.
 pub(super) fn thread_attrs(
     inj: &mut Injector,
     tramp: u64,
@@ -136,6 +137,9 @@ pub(super) fn thread_attrs(
 ) -> Result<()> {
     if !thread.comm.is_empty() && thread.comm != inherited {
         calls::prctl_set_name_at(inj, tramp + SCRATCH_AT, thread.comm.as_bytes())?;
+    }
+    if let Some(persona) = thread.personality {
+        calls::personality(inj, persona)?;
     }
     if thread.timer_slack_ns != 0 {
         calls::prctl_set_timerslack(inj, thread.timer_slack_ns)?;
