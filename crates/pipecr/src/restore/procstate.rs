@@ -23,19 +23,16 @@
 //! `SECCOMP_FILTER_FLAG_SPEC_ALLOW` (every restored filter force-disables speculative
 //! store bypass).
 
-use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
-use nix::sys::ptrace;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use pipecr_image::proto;
 
-use super::error::{ProcessRestoreError, Result, errno};
+use super::error::{ProcessRestoreError, Result, os};
 use super::saved::{SavedProcess, main_thread};
 use super::trampoline::SCRATCH_AT;
 use crate::inject::{Injector, calls};
-use crate::sys::ptrace::SOCK_FILTER_SIZE;
+use crate::sys::ptrace::{self as sys_ptrace, Resume, SOCK_FILTER_SIZE, ThreadWait};
 
 /// `SECCOMP_FILTER_FLAG_TSYNC`.
 const TSYNC: u64 = 1;
@@ -304,36 +301,52 @@ pub(super) fn stop(saved: &SavedProcess) -> Result<()> {
             ),
         });
     }
-    crate::sys::ptrace::tgkill(main, main, libc::SIGSTOP).map_err(|e| ProcessRestoreError::Os {
-        pid,
-        op: "tgkill SIGSTOP",
-        source: e,
-    })?;
-    let mut pass = None;
+    crate::sys::ptrace::tgkill(main, main, libc::SIGSTOP).map_err(os(pid, "tgkill SIGSTOP"))?;
+    let mut pass = 0;
     loop {
-        ptrace::cont(main, pass).map_err(errno(pid, "PTRACE_CONT"))?;
-        match waitpid(main, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => break,
+        sys_ptrace::resume(main, Resume::Cont, pass).map_err(os(pid, "PTRACE_CONT"))?;
+        // Any signal number: a real-time one may be delivered first.
+        match sys_ptrace::wait_thread(main).map_err(os(pid, "waitpid"))? {
+            ThreadWait::Signal(libc::SIGSTOP) => break,
             // Delivered first, as after a SIGCONT it would be.
-            Ok(WaitStatus::Stopped(_, other)) => pass = Some(other),
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+            ThreadWait::Signal(other) => pass = other,
+            ThreadWait::Event => pass = 0,
+            ThreadWait::Gone => {
                 return Err(ProcessRestoreError::Child {
                     pid,
                     message: "it died as it was stopped".to_owned(),
                 });
             }
-            Err(Errno::EINTR) | Ok(_) => pass = None,
-            Err(e) => return Err(errno(pid, "waitpid")(e)),
         }
     }
-    ptrace::cont(main, Some(stop_sig)).map_err(errno(pid, "PTRACE_CONT"))?;
+    sys_ptrace::resume(main, Resume::Cont, sig).map_err(os(pid, "PTRACE_CONT"))?;
     wait_group_stop(pid, pid)?;
     for t in saved.core.threads.iter().filter(|t| t.tid != pid) {
         let tid = NixPid::from_raw(t.tid);
-        ptrace::cont(tid, None).map_err(errno(t.tid, "PTRACE_CONT"))?;
+        sys_ptrace::resume(tid, Resume::Cont, 0).map_err(os(t.tid, "PTRACE_CONT"))?;
         wait_group_stop(pid, t.tid)?;
     }
     Ok(())
+}
+
+/// Waits until thread `tid` of `pid` traps in a group stop (`PTRACE_EVENT_STOP`),
+/// letting through the signals it is delivered on the way.
+fn wait_group_stop(pid: i32, tid: i32) -> Result<()> {
+    let t = NixPid::from_raw(tid);
+    loop {
+        match sys_ptrace::wait_thread(t).map_err(os(tid, "waitpid"))? {
+            ThreadWait::Event => return Ok(()),
+            ThreadWait::Signal(other) => {
+                sys_ptrace::resume(t, Resume::Cont, other).map_err(os(tid, "PTRACE_CONT"))?;
+            }
+            ThreadWait::Gone => {
+                return Err(ProcessRestoreError::Child {
+                    pid,
+                    message: format!("thread {tid} died as it was stopped"),
+                });
+            }
+        }
+    }
 }
 
 /// Collects, in each process of `tree` (every thread held in a ptrace-stop with its
@@ -380,28 +393,6 @@ pub(super) fn collect_stop_reports(tree: &[SavedProcess]) -> Result<()> {
         super::regs::set_final(pid, main.tid, main)?;
     }
     Ok(())
-}
-
-/// Waits until thread `tid` of `pid` traps in a group stop (`PTRACE_EVENT_STOP`),
-/// letting through the signals it is delivered on the way.
-fn wait_group_stop(pid: i32, tid: i32) -> Result<()> {
-    let t = NixPid::from_raw(tid);
-    loop {
-        match waitpid(t, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP)) => return Ok(()),
-            Ok(WaitStatus::Stopped(_, other)) => {
-                ptrace::cont(t, Some(other)).map_err(errno(tid, "PTRACE_CONT"))?;
-            }
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
-                return Err(ProcessRestoreError::Child {
-                    pid,
-                    message: format!("thread {tid} died as it was stopped"),
-                });
-            }
-            Err(Errno::EINTR) | Ok(_) => {}
-            Err(e) => return Err(errno(tid, "waitpid")(e)),
-        }
-    }
 }
 
 /// Whether process group `pgid` is orphaned now, by the kernel's rule

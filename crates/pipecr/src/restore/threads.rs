@@ -45,6 +45,7 @@ use super::saved::{SavedProcess, main_thread};
 use super::trampoline::{CLONE_ARGS_AT, SCRATCH_AT, SET_TID_AT};
 use crate::inject::kstruct::CloneArgs;
 use crate::inject::{Injector, calls};
+use crate::sys::ptrace::{self as sys_ptrace, Resume, ThreadWait};
 
 /// The flags of a thread `clone3`, as glibc's `pthread_create` uses them (minus the TLS,
 /// tid and futex bits: registers are set afterwards).
@@ -143,33 +144,40 @@ fn detach(saved: &SavedProcess) -> Result<()> {
 /// must take before that (one restored as pending) is handed back on detach.
 fn release(pid: i32, t: &proto::Thread) -> Result<()> {
     let tid = NixPid::from_raw(t.tid);
-    let mut signal = None;
+    let os = |op: &'static str| {
+        let tid = t.tid;
+        move |source: std::io::Error| ProcessRestoreError::Os {
+            pid: tid,
+            op,
+            source,
+        }
+    };
+    let mut signal = 0;
     if super::regs::in_restarted_syscall(pid, t)? {
         ptrace::setoptions(tid, ptrace::Options::PTRACE_O_TRACESYSGOOD)
             .map_err(errno(t.tid, "PTRACE_SETOPTIONS"))?;
-        ptrace::syscall(tid, None).map_err(errno(t.tid, "PTRACE_SYSCALL"))?;
+        sys_ptrace::resume(tid, Resume::Syscall, 0).map_err(os("PTRACE_SYSCALL"))?;
         loop {
-            match waitpid(tid, Some(WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::PtraceSyscall(_)) => break,
-                Ok(WaitStatus::Stopped(_, sig)) => {
-                    signal = Some(sig);
+            // Any signal number: a real-time one (a POSIX timer's) may come first.
+            match sys_ptrace::wait_thread(tid).map_err(os("waitpid"))? {
+                ThreadWait::Signal(s) if s == libc::SIGTRAP | 0x80 => break,
+                ThreadWait::Signal(s) => {
+                    signal = s;
                     break;
                 }
-                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                ThreadWait::Gone => {
                     return Err(ProcessRestoreError::Child {
                         pid,
                         message: format!("thread {} died as it was released", t.tid),
                     });
                 }
-                Err(Errno::EINTR) => continue,
-                Ok(_) => {
-                    ptrace::syscall(tid, None).map_err(errno(t.tid, "PTRACE_SYSCALL"))?;
+                ThreadWait::Event => {
+                    sys_ptrace::resume(tid, Resume::Syscall, 0).map_err(os("PTRACE_SYSCALL"))?;
                 }
-                Err(e) => return Err(errno(t.tid, "waitpid")(e)),
             }
         }
     }
-    ptrace::detach(tid, signal).map_err(errno(t.tid, "PTRACE_DETACH"))
+    sys_ptrace::resume(tid, Resume::Detach, signal).map_err(os("PTRACE_DETACH"))
 }
 
 /// The injected `clone3` creating thread `tid`; waits for its first stop.

@@ -386,6 +386,43 @@ pub fn siginfo_bytes(info: &libc::siginfo_t) -> [u8; std::mem::size_of::<libc::s
     unsafe { std::mem::transmute_copy(info) }
 }
 
+/// How [`resume`] lets a stopped thread go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// `PTRACE_CONT`.
+    Cont,
+    /// `PTRACE_SYSCALL`.
+    Syscall,
+    /// `PTRACE_DETACH`.
+    Detach,
+}
+
+/// `ptrace(PTRACE_CONT | PTRACE_SYSCALL | PTRACE_DETACH, tid, 0, sig)`—Lets a stopped
+/// thread go, delivering signal `sig` (0: none) when the stop was a signal-delivery-stop.
+/// Any signal number, real-time ones included (which `nix`'s `Signal` cannot name).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/ptrace.2.html)
+#[doc(alias = "PTRACE_CONT")]
+#[doc(alias = "PTRACE_DETACH")]
+pub fn resume(tid: Pid, how: Resume, sig: i32) -> io::Result<()> {
+    let request = match how {
+        Resume::Cont => libc::PTRACE_CONT,
+        Resume::Syscall => libc::PTRACE_SYSCALL,
+        Resume::Detach => libc::PTRACE_DETACH,
+    };
+    // SAFETY: these requests take the signal number as `data` and dereference no memory.
+    check(unsafe {
+        libc::ptrace(
+            request,
+            tid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as libc::c_long,
+        )
+    })?;
+    Ok(())
+}
+
 /// `PTRACE_SECCOMP_GET_FILTER` from `<linux/ptrace.h>`.
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
 /// `PTRACE_SECCOMP_GET_METADATA` from `<linux/ptrace.h>`.
