@@ -293,6 +293,9 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
     if is_ancestor_or_self(root, me)? {
         return Err(FreezeError::ContainsSelf { root, me });
     }
+    // Who traces whom, read before anything is stopped: a scan of every process costs
+    // milliseconds on a busy machine, which the tree should not spend stopped.
+    let traced_now = traced_processes(me);
     let mut tree = FrozenTree {
         root,
         processes: Vec::new(),
@@ -327,7 +330,7 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
         children.sort_unstable();
         queue.extend(children.into_iter().rev());
     }
-    refuse_tracing_outside(&tree)?;
+    refuse_tracing_outside(&tree, &traced_now)?;
     Ok(tree)
 }
 
@@ -364,40 +367,37 @@ fn traced(tree: &FrozenTree, pid: i32, tracer: i32) -> FreezeError {
     }
 }
 
-/// Refuses a tree one of whose processes traces a process outside it (a tracee inside
-/// the tree was refused when it was seized): every process of the system whose
-/// `TracerPid` is a thread of the tree.
-fn refuse_tracing_outside(tree: &FrozenTree) -> Result<(), FreezeError> {
-    let me = std::process::id() as i32;
+/// Every process traced by another than `me`, with its tracer: `(pid, tracer tid)`, from
+/// the `TracerPid:` of each process's main thread (a tracer that traces some threads of a
+/// process but not its main one is not seen).
+fn traced_processes(me: i32) -> Vec<(i32, i32)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Ok(());
+        return Vec::new();
     };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let tracer = proc::tracer(pid).ok()?;
+            (tracer != 0 && tracer != me).then_some((pid, tracer))
+        })
+        .collect()
+}
+
+/// Refuses a tree one of whose processes traces a process outside it (a tracee inside
+/// the tree was refused when it was seized), among `traced` ([`traced_processes`], read
+/// just before the freeze: a tracer that attached in between is not seen).
+fn refuse_tracing_outside(tree: &FrozenTree, traced: &[(i32, i32)]) -> Result<(), FreezeError> {
+    for &(pid, tracer) in traced {
         if tree.processes.iter().any(|p| p.pid == pid) {
             continue;
         }
-        for tid in proc::threads(pid).unwrap_or_default() {
-            let Ok(tracer) = proc::tracer(tid) else {
-                continue;
-            };
-            if tracer == 0 || tracer == me {
-                continue;
-            }
-            if let Some(p) = tree.processes.iter().find(|p| p.threads.contains(&tracer)) {
-                return Err(FreezeError::TracesOutside {
-                    tracer: p.pid,
-                    tracer_comm: p.comm.clone(),
-                    pid,
-                    comm: comm_of(pid),
-                });
-            }
+        if let Some(p) = tree.processes.iter().find(|p| p.threads.contains(&tracer)) {
+            return Err(FreezeError::TracesOutside {
+                tracer: p.pid,
+                tracer_comm: p.comm.clone(),
+                pid,
+                comm: comm_of(pid),
+            });
         }
     }
     Ok(())
