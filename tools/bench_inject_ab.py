@@ -6,7 +6,9 @@ from other work hits all alike.
 
 e.g. `tools/bench_inject_ab.py 30 base=/tmp/pipecr-base base+h=/tmp/pipecr-base,--read-handlers
 new=target/release/pipecr new+h=target/release/pipecr,--read-handlers`. Each variant is a
-pipecr binary and extra `pipecr dump` arguments.
+pipecr binary and extra `pipecr dump` arguments; an argument written `+ARG` is given as
+ARG to both `pipecr dump` and `pipecr restore`, before the subcommand (`+-q`,
+`+--log-file`, `+/tmp/x.log`: options of every subcommand, such as logging).
 
 The tree: `sh -c 'trap ... USR1 TERM; sleep 1000 | sleep 1000 & wait'` (3 processes, the
 shell catching two signals). Each round, for each variant: start the tree, `pipecr dump`
@@ -80,7 +82,9 @@ def comm(pid):
 def one(pipecr, extra, workdir, n, mode):
     root = start_tree()
     img = os.path.join(workdir, f"img-{mode}-{n}")
-    args = [pipecr, "dump", "-t", str(root), "-D", img] + extra
+    both = [a[1:] for a in extra if a.startswith("+")]
+    extra = [a for a in extra if not a.startswith("+")]
+    args = [pipecr] + both + ["dump", "-t", str(root), "-D", img] + extra
     t0 = time.perf_counter()
     out = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout
     t1 = time.perf_counter()
@@ -88,7 +92,7 @@ def one(pipecr, extra, workdir, n, mode):
     # start of the pipecr process.
     stopped = float(out.split("tree stopped for ")[1].split(" ms")[0]) / 1e3
     reap_all()
-    r = subprocess.Popen([pipecr, "restore", "-D", img], stdin=subprocess.DEVNULL,
+    r = subprocess.Popen([pipecr] + both + ["restore", "-D", img], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     line = r.stdout.readline()
     t2 = time.perf_counter()

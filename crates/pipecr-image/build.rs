@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "pipecr/image/v1/tree.proto",
     "pipecr/image/v1/mm.proto",
     "pipecr/image/v1/core.proto",
+    "pipecr/image/v1/stats.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

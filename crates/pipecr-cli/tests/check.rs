@@ -76,7 +76,8 @@ fn check_without_capabilities_fails_naming_what_is_missing() {
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    // A missing privilege or kernel feature (docs/CLI-JSON.md).
+    assert_eq!(out.status.code(), Some(6), "{stdout}{stderr}");
     for name in ["CAP_CHECKPOINT_RESTORE", "CAP_SYS_PTRACE"] {
         assert!(
             stdout

@@ -104,7 +104,8 @@ fn a_non_empty_dir_is_refused_and_left_untouched() {
             img.display()
         )
     );
-    assert_eq!(out.status.code(), Some(1));
+    // A conflict (docs/CLI-JSON.md).
+    assert_eq!(out.status.code(), Some(5));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     assert_eq!(common::snapshot(&img), before);
     assert!(!names(root).iter().any(|n| n.starts_with("img.tmp-")));

@@ -3,7 +3,7 @@
 //! traced by another tracer (the root or a member below it), a descriptor kind pipecr
 //! cannot save, an unlinked file above the `--max-inline-file` limit.
 //!
-//! Each refusal must be one line on stderr, exit code 1, no image directory (nor a
+//! Each refusal must be one line on stderr, its exit code (2, 3 or 5), no image directory (nor a
 //! temporary one beside it), and the tree untouched: every process sleeping or running
 //! as before, traced by nobody new, and still working. The tree is `progs/refusee.c`:
 //! a root that passes each ping byte from the test through a pipe to its child, which
@@ -184,9 +184,9 @@ fn assert_empty(dir: &Path) {
 }
 
 /// Runs `pipecr dump --leave-running [OPTIONS] -t PID -D DIR/img` and asserts the
-/// refusal: exactly the line `want` on stderr, nothing on stdout, exit code 1, nothing
-/// left in DIR.
-fn refuse(pid: i32, options: &[&str], want: &str) {
+/// refusal: exactly the line `want` on stderr, nothing on stdout, exit code `code` (2 bad
+/// arguments, 3 unsupported, 5 conflict: docs/CLI-JSON.md), nothing left in DIR.
+fn refuse(code: i32, pid: i32, options: &[&str], want: &str) {
     let (parent, img) = image_parent();
     let out = Command::new(PIPECR)
         .args(["dump", "--leave-running"])
@@ -197,7 +197,7 @@ fn refuse(pid: i32, options: &[&str], want: &str) {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{want}\n"));
-    assert_eq!(out.status.code(), Some(1), "pipecr dump: {}", out.status);
+    assert_eq!(out.status.code(), Some(code), "pipecr dump: {}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     assert_empty(parent.path());
 }
@@ -224,6 +224,7 @@ fn a_pid_that_does_not_exist() {
     // Above PID_MAX_LIMIT (4194304 on 64-bit kernels): no process can ever have it.
     let pid = 99_999_999;
     refuse(
+        2,
         pid,
         &[],
         &format!("{}no process with pid {pid}", failed(pid)),
@@ -278,6 +279,7 @@ fn a_kernel_thread() {
         return;
     };
     refuse(
+        3,
         pid,
         &[],
         &format!(
@@ -324,7 +326,8 @@ fn dump_from_inside(depth: usize) {
     let [tag, me, code, shell] = fields[..] else {
         panic!("unexpected line from the shell: {line:?}");
     };
-    assert_eq!((tag, code), ("pipecr", "1"), "{line:?}");
+    // Bad arguments: the tree asked for holds pipecr (docs/CLI-JSON.md).
+    assert_eq!((tag, code), ("pipecr", "2"), "{line:?}");
     // pipecr's parent: the root itself, or a shell below it.
     assert_eq!(shell == root.to_string(), depth == 1, "{line:?}");
     let mut err = String::new();
@@ -415,6 +418,7 @@ fn a_root_already_traced() {
     let seized = Seized::new(root);
     let me = rustix::thread::gettid().as_raw_nonzero().get();
     refuse(
+        5,
         root,
         &[],
         &format!(
@@ -443,6 +447,7 @@ fn a_child_already_traced() {
     // The root is stopped first, then the child is found traced: the root must be
     // resumed, and the child left with its own tracer only.
     refuse(
+        5,
         root,
         &[],
         &format!(
@@ -468,6 +473,7 @@ fn unsupported(kind: &str, words: &str) {
     tree.ping();
     let (root, child) = (tree.root(), tree.child);
     refuse(
+        3,
         root,
         &[],
         &format!(
@@ -497,6 +503,7 @@ fn an_inotify_instance_with_unread_events_needs_drop_inotify_events() {
     let (root, child) = (tree.root(), tree.child);
     // One IN_CREATE event for "x": a 16-byte header and the name padded to 16 bytes.
     refuse(
+        3,
         root,
         &[],
         &format!(
@@ -565,7 +572,34 @@ fn saved_contents(img: &Path, pid: i32, fd: i32) -> Vec<u8> {
         panic!("pid {pid} fd {fd} not saved as a regular file: {file:?}");
     };
     assert!(regular.unlinked, "{regular:?}");
-    image.read_data(regular.contents.as_ref().unwrap()).unwrap()
+    if let Some(data) = &regular.contents {
+        return image.read_data(data).unwrap();
+    }
+    // Kept as the memory object of the same file (device and inode), which a mapping of
+    // it would share: its pages, zeros where none is stored.
+    let id = regular.identity.as_ref().unwrap();
+    let objects: Vec<proto::MemObject> = image.read_records(pipecr_image::MEM_OBJECTS).unwrap();
+    let object = objects
+        .iter()
+        .find(|o| {
+            o.identity
+                .as_ref()
+                .is_some_and(|i| (i.dev, i.inode) == (id.dev, id.inode))
+        })
+        .unwrap_or_else(|| panic!("no contents and no object for {regular:?}"));
+    let pages = std::fs::read(img.join(pipecr_image::PAGES)).unwrap();
+    let size = object.identity.as_ref().unwrap().size as usize;
+    let mut bytes = vec![0u8; size.next_multiple_of(4096)];
+    for run in object.pages.iter().filter(|r| !r.zero) {
+        let (at, from, len) = (
+            run.start as usize,
+            run.store_index as usize * 4096,
+            run.nr_pages as usize * 4096,
+        );
+        bytes[at..at + len].copy_from_slice(&pages[from..from + len]);
+    }
+    bytes.truncate(size);
+    bytes
 }
 
 #[test]
@@ -592,7 +626,7 @@ fn a_failed_dump_into_an_empty_dir_leaves_it_empty() {
         err.starts_with(&format!("{}pid {child} fd 10 ", failed(root))),
         "{err}"
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     // DIR is still there, still empty, and nothing is beside it.
     assert_empty(&img);
     let beside: Vec<_> = std::fs::read_dir(parent.path())
@@ -632,6 +666,7 @@ fn an_unlinked_file_one_byte_above_the_limit_needs_max_inline_file() {
     let mut tree = Tree::start(&exe, &["unlinked", path.to_str().unwrap(), &size]);
     let (root, child) = (tree.root(), tree.child);
     refuse(
+        3,
         root,
         &[],
         &format!(
@@ -645,6 +680,7 @@ fn an_unlinked_file_one_byte_above_the_limit_needs_max_inline_file() {
     tree.assert_working(0, 0);
     // A limit one byte too small is still a refusal; a larger one saves the file.
     refuse(
+        3,
         root,
         &["--max-inline-file", "1048576"],
         &format!(
@@ -749,7 +785,7 @@ impl TimerHolder {
 
 /// Runs a default `pipecr dump -t PID -D DIR/img` (one that would kill the tree on
 /// success) and asserts the refusal: exactly the line `want` on stderr, nothing on
-/// stdout, exit code 1, nothing left in DIR.
+/// stdout, exit code 3 (unsupported), nothing left in DIR.
 fn refuse_default_dump(pid: i32, want: &str) {
     let (parent, img) = image_parent();
     let out = Command::new(PIPECR)
@@ -759,7 +795,7 @@ fn refuse_default_dump(pid: i32, want: &str) {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{want}\n"));
-    assert_eq!(out.status.code(), Some(1), "pipecr dump: {}", out.status);
+    assert_eq!(out.status.code(), Some(3), "pipecr dump: {}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     assert_empty(parent.path());
 }

@@ -8,7 +8,9 @@
 //!   objects and the program are byte-identical to an uninterrupted build's;
 //! - `top -b`: its iteration headers and process list keep coming;
 //! - a `bash` script with `trap` handlers, which gets SIGUSR1 after the restore;
-//! - a C program with four threads, each ticking on its own timer (tests/progs/tickers.c).
+//! - a C program with four threads, each ticking on its own timer (tests/progs/tickers.c);
+//! - `python3` waiting on a child through a pidfd (`select`, then `waitid(P_PIDFD)`),
+//!   which sees the child exit after the restore (issue 15 §5).
 //!
 //! The programs tick on their own timers (that is the point); the test never sleeps: it
 //! reads their output lines from a pipe (or a FIFO, for make's compiler wrapper), each
@@ -828,4 +830,68 @@ fn threads_each_go_on_ticking() {
     }
     common::finish_restore(restore, 0);
     assert_eq!(out.line(), None, "nothing after the join");
+}
+
+/// Waits on its child through a pidfd (issue 15 §5): `select` on the pidfd, then
+/// `waitid(P_PIDFD)`. The child, `sh`, blocks reading a FIFO the test writes to only after
+/// the restore.
+const PIDFD_WAIT_PY: &str = r#"
+import os, select, subprocess, sys
+fifo = os.open(sys.argv[1], os.O_RDWR)
+child = subprocess.Popen(["sh", "-c", "read line; exit 3"], stdin=fifo)
+os.close(fifo)
+fd = os.pidfd_open(child.pid)
+print("waiting on", child.pid, flush=True)
+ready, _, _ = select.select([fd], [], [])
+info = os.waitid(os.P_PIDFD, fd, os.WEXITED)
+print("child", info.si_pid, "exited", info.si_status, "ready", ready == [fd], flush=True)
+"#;
+
+#[test]
+fn python_waiting_on_a_child_through_a_pidfd_sees_it_exit_after_restore() {
+    if !capable() {
+        return;
+    }
+    let python = python();
+    require("sh");
+    let (dir, err) = workdir();
+    let script = dir.path().join("pidfd_wait.py");
+    std::fs::write(&script, PIDFD_WAIT_PY).unwrap();
+    let fifo = dir.path().join("go");
+    common::mkfifo(&fifo);
+    let (mut out, write) = stdout_pipe(&dir.path().join("stderr"));
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script)
+        .arg(&fifo)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(write.try_clone().unwrap())
+        .stderr(err);
+    let mut prog = spawn(cmd);
+    let pid = prog.id() as i32;
+    let mut guard = KillOnDrop(vec![pid]);
+    let line = out.line().expect("python says which child it waits on");
+    let child: i32 = line
+        .strip_prefix("waiting on ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+
+    let img = dir.path().join("img");
+    guard.0 = dump_kill(&mut prog, &img);
+    assert!(guard.0.contains(&child), "{:?}", guard.0);
+    let restore = restore(&img, pid, &inherit_stdout(&write));
+    drop(write);
+    // The child reads its line and exits 3; python, in select on the pidfd, sees it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    assert_eq!(
+        out.line().as_deref(),
+        Some(format!("child {child} exited 3 ready True").as_str())
+    );
+    common::finish_restore(restore, 0);
+    assert_eq!(out.line(), None, "nothing after its last line");
 }

@@ -126,3 +126,77 @@ fn pages_shared_copy_on_write_come_back_shared() {
     ctl.write_all(b"q").unwrap();
     finish_restore(restore, 0);
 }
+
+/// A grandchild that still shares pages copy-on-write with its grandparent, pages its
+/// parent (in between) rewrote, shares them again after restore
+/// (tests/progs/cowdeep.c).
+#[test]
+fn pages_shared_with_a_grandchild_come_back_shared() {
+    if !capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let exe = build("cowdeep", root).expect("cc builds cowdeep.c");
+    set_subreaper();
+    let (mut prog, mut ctl, mut ack) = common::start_driven(&exe, root);
+    let p = prog.id() as i32;
+    let guard = KillOnDrop(vec![p]);
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b).expect("the program is set up");
+    let out = root.join("out");
+    let last = || {
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let line = last();
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let addr = u64::from_str_radix(w[1], 16).unwrap();
+    let (c, g): (i32, i32) = (w[2].parse().unwrap(), w[3].parse().unwrap());
+    let mut guard = guard;
+    guard.0.extend([c, g]);
+    let check = |ctl: &mut File, ack: &mut File| {
+        ctl.write_all(b"v").unwrap();
+        ack.read_exact(&mut [0u8; 1]).unwrap();
+        last()
+    };
+    assert_eq!(check(&mut ctl, &mut ack), "ok", "before the dump");
+    let own = addr;
+    if pfn(p, own) == Some(0) {
+        eprintln!("skipped: /proc/PID/pagemap shows no frame numbers here (CAP_SYS_ADMIN)");
+        return;
+    }
+    assert_eq!(
+        pfn(p, own),
+        pfn(g, own),
+        "P and G share page 0 before the dump"
+    );
+    assert_ne!(pfn(p, own), pfn(c, own));
+
+    let img = root.join("img");
+    dump(p, &img, &[]);
+    drop(guard);
+    prog.wait().unwrap();
+    reap(&[c, g]);
+    for pid in [p, c, g] {
+        common::wait_until("every pid of the tree to be gone", || {
+            common::state(pid).is_none()
+        });
+    }
+
+    let restore = restore(&img, p);
+    let _guard = KillOnDrop(vec![p, c, g]);
+    assert_eq!(check(&mut ctl, &mut ack), "ok", "after the restore");
+    for page in [0, 7, 31, 63] {
+        let at = addr + page * PAGE;
+        assert!(pfn(p, at).is_some_and(|f| f != 0), "page {page} present");
+        assert_eq!(pfn(p, at), pfn(g, at), "page {page}: one frame for P and G");
+        assert_ne!(pfn(p, at), pfn(c, at), "page {page}: C's own");
+    }
+    ctl.write_all(b"q").unwrap();
+    finish_restore(restore, 0);
+}

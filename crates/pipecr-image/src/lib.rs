@@ -68,6 +68,12 @@ pub const CORE: &str = "core.img";
 pub const MEM_OBJECTS: &str = "mem-objects.img";
 /// `pages.img`: the raw page store; page `i` is at byte offset `i * PAGE_SIZE`.
 pub const PAGES: &str = "pages.img";
+/// `stats.img`: one `DumpStats` record (timings and counts of the dump). Optional: a
+/// restore never reads it, and images written before it existed have none.
+pub const STATS: &str = "stats.img";
+/// `restore-stats.img`: one `RestoreStats` record, written next to the image by `pipecr
+/// restore --save-stats` (not listed in the inventory: the image itself is not changed).
+pub const RESTORE_STATS: &str = "restore-stats.img";
 /// The inventory's `content` for an image of a process tree.
 pub const CONTENT_TREE: &str = "tree";
 /// The inventory's `content` for an image of one in-process pipe.

@@ -259,6 +259,13 @@ impl FrozenTree {
     }
 
     fn detach_all(&mut self) {
+        if !self.seized.is_empty() {
+            tracing::debug!(
+                root = self.root,
+                threads = self.seized.len(),
+                "detaching the tree"
+            );
+        }
         for (tid, signal) in std::mem::take(&mut self.seized) {
             // A thread that exited meanwhile answers ESRCH: nothing to resume.
             let _ = ptrace::detach(Pid::from_raw(tid), signal);
@@ -279,6 +286,7 @@ impl Drop for FrozenTree {
 /// while others run, a tree that contains the caller. A zombie child of a process of the
 /// tree is recorded ([`FrozenTree::zombies`]), not seized.
 pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
+    tracing::debug!(root, "freezing the tree");
     let me = std::process::id() as i32;
     let stat = proc::stat(root).map_err(|e| match e {
         ProcError::NoSuchProcess { pid } => FreezeError::NoSuchProcess { pid },
@@ -312,9 +320,12 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
             tree.zombies.push(zombie);
             continue;
         }
-        let Some(process) = freeze_process(&mut tree, pid, me)? else {
+        let Some(process) = freeze_process(&mut tree, pid, me)
+            .inspect_err(|e| tracing::debug!(pid, "cannot freeze: {e}"))?
+        else {
             continue;
         };
+        tracing::debug!(pid, threads = process.threads.len(), comm = %process.comm, "stopped");
         let mut children = Vec::new();
         for &tid in &process.threads {
             match proc::children(pid, tid) {

@@ -15,8 +15,21 @@
 //!   injects).
 //! - [`task`]: save a stopped process's registers, signals, limits, cwd and root.
 //! - [`arch`]: the saved registers and the kernel's register sets, per processor.
+//! - [`diagnose`]: every error mapped to a class (the exit code), a stable code and the
+//!   PID/fd/kind concerned, for programs.
 //! - [`check`]: probe the kernel features and capabilities the rest of pipecr relies on.
 //! - [`sys`]: the thin system-call layer; the only place where `unsafe` is allowed.
+//!
+//! The entry points, each with a runnable example: [`pipe::checkpoint`] and
+//! [`pipe::restore`] (one pipe, in process), [`dump::dump_tree`] (a live tree into an
+//! image directory), [`restore::process::restore_tree`] (an image back into processes,
+//! with their PIDs). The examples that dump and restore need `CAP_SYS_PTRACE` and
+//! `CAP_CHECKPOINT_RESTORE` (root).
+//!
+//! Everything that matters is logged through [`tracing`](https://docs.rs/tracing) (spans
+//! `dump` and `restore` with the root's PID, `process` per process, an event per open
+//! file with its PID, fd and kind); the library installs no subscriber. Progress events
+//! go to the target [`mem::PROGRESS`].
 //!
 //! The on-disk format lives in the `pipecr-image` crate, which knows nothing of live
 //! processes.
@@ -25,11 +38,13 @@
 
 pub mod arch;
 pub mod check;
+pub mod diagnose;
 pub mod dump;
 pub mod files;
 pub mod freeze;
 pub mod inject;
 pub mod mem;
+pub mod objects;
 pub mod pipe;
 pub mod posix_timers;
 pub mod proc;
@@ -38,3 +53,4 @@ pub mod seccomp;
 pub mod snapshot;
 pub mod sys;
 pub mod task;
+pub mod wait_status;

@@ -237,6 +237,30 @@ fn sys_err(fd: impl AsFd, op: &'static str) -> impl FnOnce(Errno) -> PipeError {
 /// packet of two bytes or more loses its tail to a short read, which a probe on a `tee`'d
 /// copy detects. A single one-byte packet (or no packet at all) cannot be told from a
 /// byte stream and is saved as one; any reader sees the same bytes either way.
+///
+/// # Example
+///
+/// Save a pipe with bytes in flight, then make a new pipe holding the same bytes with
+/// [`restore`]; the original keeps its own.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::os::fd::AsFd;
+///
+/// let (read, write) = rustix::pipe::pipe()?;
+/// rustix::io::write(&write, b"in flight")?;
+/// let image = pipecr::pipe::checkpoint(read.as_fd())?;
+/// assert_eq!(image.data, b"in flight");
+///
+/// let (copy, _copy_write) = pipecr::pipe::restore(&image)?;
+/// let mut buf = [0u8; 16];
+/// assert_eq!(rustix::io::read(&copy, &mut buf)?, 9);
+/// assert_eq!(&buf[..9], b"in flight");
+/// // Nothing was consumed from the original.
+/// assert_eq!(rustix::io::read(&read, &mut buf)?, 9);
+/// # Ok(())
+/// # }
+/// ```
 pub fn checkpoint(fd: BorrowedFd<'_>) -> Result<PipeImage, PipeError> {
     checkpoint_ends(&[fd])
 }

@@ -6,9 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use pipecr::dump::DumpStats;
 use pipecr::files::DumpOptions;
+use pipecr_image::{Image, proto};
+use serde_json::json;
 
-use crate::format;
+use crate::logging::Logging;
+use crate::{format, outcome};
 
 /// Save a running process tree into an image directory.
 ///
@@ -58,6 +62,11 @@ pub struct Args {
     /// events".
     #[arg(long)]
     drop_inotify_events: bool,
+    /// Print one JSON object on stdout instead of the lines for people: the outcome, the
+    /// PIDs saved, the stats and, on failure, the error's class, code and the PID/fd/kind
+    /// concerned (docs/CLI-JSON.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What a dump with --no-inject did not save, as it says once.
@@ -66,7 +75,7 @@ const NOT_SAVED: &str = "not saved (--no-inject): signal handlers, interval time
      subreapers, waitpid reports not yet collected; a restore gives the processes defaults";
 
 /// Dumps the tree and prints what was saved.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
     let options = DumpOptions {
         max_inline_file: args.max_inline_file,
         read_handlers: !args.no_inject,
@@ -82,6 +91,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.pid
         )
     })?;
+    logging.finish_progress();
+    if args.json {
+        outcome::print_json(&to_json(&args, &stats, logging));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "dumped pid {} into {}: {} process(es), {} thread(s), {} descriptor(s), {} open file(s), \
          {} pipe(s) holding {}",
@@ -124,4 +138,72 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--json` object of a successful dump (docs/CLI-JSON.md).
+fn to_json(args: &Args, stats: &DumpStats, logging: &Logging) -> serde_json::Value {
+    // The PIDs as the image holds them (tree order), and the stats record as written.
+    let image = Image::open(&stats.dir).ok();
+    let pids: Vec<i32> = image
+        .as_ref()
+        .and_then(|i| i.read_records::<proto::Process>(pipecr_image::TREE).ok())
+        .map(|p| p.iter().map(|p| p.pid).collect())
+        .unwrap_or_default();
+    let record = image
+        .as_ref()
+        .and_then(|i| i.read_records::<proto::DumpStats>(pipecr_image::STATS).ok())
+        .and_then(|r| r.into_iter().next());
+    let mut stats_json = record
+        .as_ref()
+        .map(dump_stats_json)
+        .unwrap_or_else(|| json!({}));
+    // What only the end of the dump knows: the whole stop, the whole dump.
+    stats_json["frozen_ms"] = json!(stats.frozen.as_secs_f64() * 1e3);
+    stats_json["total_ms"] = json!(stats.total.as_secs_f64() * 1e3);
+    stats_json["stages"] = stats
+        .stages
+        .iter()
+        .map(|(name, took)| json!({"name": name, "ms": took.as_secs_f64() * 1e3}))
+        .collect();
+    json!({
+        "command": "dump",
+        "outcome": "ok",
+        "exit_code": 0,
+        "root_pid": args.pid,
+        "pids": pids,
+        "dir": stats.dir.display().to_string(),
+        "left_running": args.leave_running,
+        // False after --no-inject: no signal handlers, interval timers, alternate stacks
+        // or clear_child_tid in the image.
+        "handlers_saved": !args.no_inject,
+        "stats": stats_json,
+        "external": stats.external.iter().flat_map(|end| end.holders.iter().map(|(pid, fd)| {
+            json!({"pid": pid, "fd": fd, "what": end.what})
+        })).collect::<Vec<_>>(),
+        "dropped": stats.dropped.iter().map(|d| {
+            json!({"pid": d.pid, "fd": d.fd, "what": d.what})
+        }).collect::<Vec<_>>(),
+        "log_file": logging.log_file.as_ref().map(|p| p.display().to_string()),
+    })
+}
+
+/// A `stats.img` record as JSON (times in milliseconds).
+pub fn dump_stats_json(s: &proto::DumpStats) -> serde_json::Value {
+    json!({
+        "frozen_ms": outcome::ms(s.frozen_ns),
+        "total_ms": outcome::ms(s.total_ns),
+        "memory_read_ms": outcome::ms(s.memory_read_ns),
+        "processes": s.processes,
+        "threads": s.threads,
+        "descriptors": s.descriptors,
+        "open_files": s.open_files,
+        "pipes": s.pipes,
+        "pipe_bytes": s.pipe_bytes,
+        "pages_stored": s.pages_stored,
+        "pages_reused": s.pages_reused,
+        "pages_zero": s.pages_zero,
+        "page_bytes": s.page_bytes,
+        "snapshots": s.snapshots,
+        "stages": s.stages.iter().map(|t| json!({"name": t.name, "ms": outcome::ms(t.ns)})).collect::<Vec<_>>(),
+    })
 }

@@ -7,6 +7,7 @@ pub mod demo_pipes;
 pub mod demo_stage;
 pub mod demo_workdir;
 pub mod dump;
+pub mod generate;
 pub mod peek;
 pub mod restore;
 pub mod show;

@@ -11,10 +11,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use pipecr::diagnose::ErrorClass;
 use pipecr::restore::options::{Inherit, RestoreOptions, Source};
-use pipecr::restore::process as restore_process;
+use pipecr::restore::process::{self as restore_process, ProcessRestoreError};
 use pipecr_image::{Image, proto};
+use serde_json::json;
+
+use crate::logging::Logging;
+use crate::outcome::{self, Refusal};
 
 /// Restore a dumped process (with the same PID) and wait for it.
 ///
@@ -51,10 +58,21 @@ pub struct Args {
     /// foreground job until it ends.
     #[arg(long, conflicts_with = "pidns")]
     shell_job: bool,
+    /// Print one JSON object instead of `restored pid N` once the tree runs: the outcome,
+    /// the PIDs, the stats and, on failure, the error's class, code and the PID/fd/kind
+    /// concerned (docs/CLI-JSON.md). On stdout, unless the tree writes there too.
+    #[arg(long)]
+    pub json: bool,
+    /// Once the tree runs, write its timings and counts as restore-stats.img next to the
+    /// image (replacing an earlier one; `pipecr show` prints it). Without it the image
+    /// directory is never written to; the stats are in --json and the -v log anyway.
+    #[arg(long)]
+    save_stats: bool,
 }
 
 /// Restores the image and waits for (or detaches from) the restored process.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
     let image = Image::open(&args.dir)
         .with_context(|| format!("cannot read the image in {}", args.dir.display()))?;
     // Registers, XSAVE areas and syscall numbers are the machine's own: refuse an image
@@ -63,13 +81,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let here = here.machine().to_string_lossy();
     let arch = &image.inventory().arch;
     if *arch != here {
-        bail!("image was taken on {arch}; this machine is {here}; nothing was restored");
+        return Err(Refusal::err(
+            ErrorClass::Unsupported,
+            "arch_mismatch",
+            format!("image was taken on {arch}; this machine is {here}; nothing was restored"),
+        ));
     }
     let processes: Vec<proto::Process> = image
         .read_records(pipecr_image::TREE)
         .context("cannot read the process tree")?;
     let Some(root) = processes.first() else {
-        bail!("the image holds no process");
+        return Err(Refusal::err(
+            ErrorClass::DamagedImage,
+            "empty_image",
+            "the image holds no process",
+        ));
     };
     let pid = root.pid;
     let tree = processes
@@ -96,7 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .into_iter()
             .find(|&p| restore_process::pid_in_use(p))
     {
-        bail!("pid {p} is in use by another process; nothing was restored");
+        return Err(ProcessRestoreError::PidInUse { pid: p }.into());
     }
     // Only a dump asked not to inject (`--no-inject`) leaves these out: say once what
     // the processes come back without.
@@ -123,6 +149,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shares_stdout = pipecr::restore::external::plan(&image, &options)
         .map(|plan| plan.iter().any(|(_, r)| r.source == Source::Fd(1)))
         .unwrap_or(false);
+    let checked = started.elapsed();
+    let pages: u64 = tree
+        .iter()
+        .flat_map(|p| &p.mm.pages)
+        .filter(|r| !r.zero)
+        .map(|r| r.nr_pages)
+        .sum();
+    let page_bytes = pages * pipecr_image::PAGE_SIZE;
+    tracing::info!(target: pipecr::mem::PROGRESS, total = page_bytes);
+    let mut stages = vec![("check", checked)];
     let child = if args.pidns {
         // The init is the child we wait for: it exits with the root's status.
         let ns = pipecr::restore::pidns::restore_tree_in_new_pidns(&image, &tree, &options)
@@ -133,16 +169,63 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         ns.init()
     } else {
-        restore_process::restore_tree(&image, &tree, &options)
-            .with_context(|| format!("restore of pid {pid} failed; nothing was left running"))?
+        let (root, timings) = restore_process::restore_tree_timed(&image, &tree, &options)
+            .with_context(|| format!("restore of pid {pid} failed; nothing was left running"))?;
+        stages.extend(timings.stages);
+        root
     };
+    logging.finish_progress();
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let stats = proto::RestoreStats {
+        total_ns: ns(started.elapsed()),
+        processes: tree.len() as u64,
+        threads: tree.iter().map(|p| p.core.threads.len() as u64).sum(),
+        pages,
+        page_bytes,
+        stages: stages
+            .iter()
+            .map(|&(name, took)| proto::StageTime {
+                name: name.to_owned(),
+                ns: ns(took),
+            })
+            .collect(),
+        created_unix_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    tracing::info!(
+        pid,
+        ms = stats.total_ns as f64 / 1e6,
+        processes = stats.processes,
+        page_bytes = stats.page_bytes,
+        "restored"
+    );
+    if args.save_stats {
+        write_restore_stats(&args.dir, &stats);
+    }
     // One line once the process runs: what a caller waits for. On stdout, unless the
     // tree writes there too (an external end given our fd 1): then on stderr, so the
     // tree's output stays exactly its own.
-    if shares_stdout {
-        eprintln!("restored pid {pid}");
+    let line = if args.json {
+        json!({
+            "command": "restore",
+            "outcome": "ok",
+            "exit_code": 0,
+            "root_pid": pid,
+            "pids": restore_process::tree_pids(&tree),
+            "pidns_init": args.pidns.then(|| child.as_raw()),
+            "detached": args.detach,
+            "stats": restore_stats_json(&stats),
+            "log_file": logging.log_file.as_ref().map(|p| p.display().to_string()),
+        })
+        .to_string()
     } else {
-        println!("restored pid {pid}");
+        format!("restored pid {pid}")
+    };
+    if shares_stdout {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
     }
     if args.detach {
         return Ok(ExitCode::SUCCESS);
@@ -230,4 +313,34 @@ fn nix_wait(pid: i32) -> std::io::Result<Option<u8>> {
         Err(rustix::io::Errno::INTR) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Writes `restore-stats.img` next to the image (replacing the one of an earlier
+/// restore), for `--save-stats`. Best effort: an image on a read-only disk restores all
+/// the same; the stats are in the log and in `--json` anyway.
+fn write_restore_stats(dir: &std::path::Path, stats: &proto::RestoreStats) {
+    let bytes = pipecr_image::encode_record_file(std::slice::from_ref(stats));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        pipecr_image::RESTORE_STATS,
+        std::process::id()
+    ));
+    let written = std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, dir.join(pipecr_image::RESTORE_STATS)));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!("cannot write {}: {e}", pipecr_image::RESTORE_STATS);
+    }
+}
+
+/// A `restore-stats.img` record as JSON (times in milliseconds).
+pub fn restore_stats_json(s: &proto::RestoreStats) -> serde_json::Value {
+    json!({
+        "total_ms": outcome::ms(s.total_ns),
+        "processes": s.processes,
+        "threads": s.threads,
+        "pages": s.pages,
+        "page_bytes": s.page_bytes,
+        "stages": s.stages.iter().map(|t| json!({"name": t.name, "ms": outcome::ms(t.ns)})).collect::<Vec<_>>(),
+    })
 }

@@ -64,6 +64,10 @@ struct Shown {
     core: Vec<proto::Core>,
     mm: Vec<proto::Mm>,
     mem_objects: Vec<proto::MemObject>,
+    /// `stats.img` (none in images of older versions).
+    stats: Vec<proto::DumpStats>,
+    /// `restore-stats.img` beside the image, from its last restore (none before one).
+    restore_stats: Vec<proto::RestoreStats>,
 }
 
 /// Opens and verifies the image, then prints it.
@@ -81,6 +85,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         core: records(&image, CORE)?,
         mm: records(&image, MM)?,
         mem_objects: records(&image, MEM_OBJECTS)?,
+        stats: records(&image, pipecr_image::STATS)?,
+        restore_stats: restore_stats(&image)?,
     };
     if args.json {
         let text =
@@ -226,7 +232,89 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
         }
     }
     print_processes(image, shown);
+    print_stats(shown);
     Ok(())
+}
+
+/// The records of `restore-stats.img` beside the image, when a restore wrote one. It is
+/// not listed in the inventory, so its own envelope is all that checks it.
+fn restore_stats(image: &Image) -> anyhow::Result<Vec<proto::RestoreStats>> {
+    let path = image.dir().join(pipecr_image::RESTORE_STATS);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let file = pipecr_image::decode_record_file(&path.to_string_lossy(), &bytes)?;
+    file.records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            prost::Message::decode(*r)
+                .with_context(|| format!("{} record {i}: cannot decode", path.display()))
+        })
+        .collect()
+}
+
+/// Milliseconds, for people.
+fn ms(ns: u64) -> String {
+    format!("{:.1} ms", ns as f64 / 1e6)
+}
+
+fn print_stats(shown: &Shown) {
+    for s in &shown.stats {
+        println!();
+        println!("dump stats");
+        println!(
+            "  tree stopped {} (to the writing of stats.img); dump {}; memory read {}",
+            ms(s.frozen_ns),
+            ms(s.total_ns),
+            ms(s.memory_read_ns)
+        );
+        println!(
+            "  {} process(es), {} thread(s), {} descriptor(s), {} open file(s), {} pipe(s) \
+             holding {}",
+            s.processes,
+            s.threads,
+            s.descriptors,
+            s.open_files,
+            s.pipes,
+            format::bytes(s.pipe_bytes)
+        );
+        println!(
+            "  pages: {} stored ({}), {} shared copy-on-write, {} zero; {} snapshot(s)",
+            s.pages_stored,
+            format::bytes(s.page_bytes),
+            s.pages_reused,
+            s.pages_zero,
+            s.snapshots
+        );
+        print_stages(&s.stages);
+    }
+    for s in &shown.restore_stats {
+        println!();
+        println!("last restore ({})", format::unix_ms(s.created_unix_ms));
+        println!(
+            "  {} process(es), {} thread(s), {} page(s) ({}) written; took {}",
+            s.processes,
+            s.threads,
+            s.pages,
+            format::bytes(s.page_bytes),
+            ms(s.total_ns)
+        );
+        print_stages(&s.stages);
+    }
+}
+
+fn print_stages(stages: &[proto::StageTime]) {
+    if stages.is_empty() {
+        return;
+    }
+    let list: Vec<String> = stages
+        .iter()
+        .map(|t| format!("{} {}", t.name, ms(t.ns)))
+        .collect();
+    println!("  steps: {}", list.join(", "));
 }
 
 /// The first `limit` bytes of a data reference, read without loading the whole blob.
@@ -1036,6 +1124,8 @@ struct JsonView<'a> {
     core: Vec<CoreView<'a>>,
     mm: Vec<MmView<'a>>,
     mem_objects: &'a [proto::MemObject],
+    stats: &'a [proto::DumpStats],
+    restore_stats: &'a [proto::RestoreStats],
     /// Derived, as the human output shows it: each pipe with its readers and writers.
     pipe_graph: Vec<PipeNode>,
     /// Derived: open file id -> its descriptors, for files held by several processes.
@@ -1055,6 +1145,8 @@ fn json_view(shown: &Shown) -> JsonView<'_> {
         core: shown.core.iter().map(CoreView::from).collect(),
         mm: shown.mm.iter().map(MmView::from).collect(),
         mem_objects: &shown.mem_objects,
+        stats: &shown.stats,
+        restore_stats: &shown.restore_stats,
     }
 }
 

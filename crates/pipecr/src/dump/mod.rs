@@ -37,6 +37,7 @@ use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 
 use crate::files::{
     self, Dropped, DumpOptions, DumpSink, ExternalEnd, FileError, LiveFile, Saved, TreeDescriptor,
+    TreeTask,
 };
 use crate::freeze::{self, FreezeError, FrozenTree};
 use crate::mem::{self, MemDumper, MemError, MemStats};
@@ -126,6 +127,56 @@ pub struct DumpStats {
     pub frozen: Duration,
     /// The whole dump, commit included.
     pub total: Duration,
+    /// How long each step took, in the order they ran: `freeze`, `files` (listing,
+    /// grouping and saving the open files), `core` (registers, signals, limits), `memory`
+    /// (address spaces read while stopped), `snapshots` (read after the tree resumed),
+    /// `memory-write` (pages held back, written after the tree resumed), `commit`.
+    pub stages: Vec<(&'static str, Duration)>,
+}
+
+impl DumpStats {
+    /// Adds `took` to step `name` (appended on first use, so the order is the order of
+    /// first use).
+    fn stage(&mut self, name: &'static str, took: Duration) {
+        tracing::debug!(
+            stage = name,
+            ms = took.as_secs_f64() * 1e3,
+            "dump step done"
+        );
+        match self.stages.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, t)) => *t += took,
+            None => self.stages.push((name, took)),
+        }
+    }
+
+    /// The `stats.img` record of this dump so far, `frozen` and `total` as given.
+    fn record(&self, frozen: Duration, total: Duration) -> proto::DumpStats {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        proto::DumpStats {
+            frozen_ns: ns(frozen),
+            total_ns: ns(total),
+            memory_read_ns: ns(self.memory.read_time),
+            processes: self.processes as u64,
+            threads: self.threads as u64,
+            descriptors: self.descriptors as u64,
+            open_files: self.open_files as u64,
+            pipes: self.pipes as u64,
+            pipe_bytes: self.pipe_bytes,
+            pages_stored: self.memory.pages_stored,
+            pages_reused: self.memory.pages_reused,
+            pages_zero: self.memory.pages_zero,
+            page_bytes: self.memory.pages_stored * mem::PAGE_SIZE,
+            snapshots: self.snapshots as u64,
+            stages: self
+                .stages
+                .iter()
+                .map(|&(name, took)| proto::StageTime {
+                    name: name.to_owned(),
+                    ns: ns(took),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One descriptor of one process, as listed before grouping.
@@ -150,7 +201,44 @@ impl Slot {
 /// directory that the image replaces), then lets the tree run on or kills it
 /// ([`DumpOptions::leave_running`]). On error, the tree is resumed untouched and `dir` is
 /// left as it was (absent or empty).
+///
+/// Every step is logged through `tracing` (a `dump` span with the root's PID, a
+/// `process` span per process, an event per open file with its PID, fd and kind), and
+/// the image gets a `stats.img` with the timings and counts (also returned).
+///
+/// # Example
+///
+/// Dump a child process; it is killed once the image is written (see
+/// [`crate::restore::process::restore_tree`] to bring it back). Needs `CAP_SYS_PTRACE`
+/// (root).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::process::{Command, Stdio};
+/// use pipecr::files::DumpOptions;
+///
+/// let mut child = Command::new("sleep")
+///     .arg("100")
+///     .stdin(Stdio::null())
+///     .stdout(Stdio::null())
+///     .stderr(Stdio::null())
+///     .spawn()?;
+/// // Killed once the image is written (the library's default lets it run on).
+/// let kill_after = DumpOptions { leave_running: false, ..DumpOptions::default() };
+/// let dir = tempfile::tempdir()?;
+/// let image = dir.path().join("img");
+/// let stats = pipecr::dump::dump_tree(child.id() as i32, &image, &kill_after)?;
+/// assert_eq!((stats.processes, stats.threads), (1, 1));
+/// assert!(stats.memory.pages_stored > 0);
+/// assert!(image.join(pipecr_image::STATS).exists());
+/// // The dump killed it.
+/// assert!(!child.wait()?.success());
+/// # Ok(())
+/// # }
+/// ```
 pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpStats, DumpError> {
+    let _span = tracing::info_span!("dump", root).entered();
+    tracing::info!(root, dir = %dir.display(), "dump starts");
     let start = Instant::now();
     remove_abandoned_temp_dirs(dir);
     let mut writer = ImageWriter::create(dir, crate::pipe::image_meta(pipecr_image::CONTENT_TREE))?;
@@ -165,25 +253,52 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
     } else {
         MemDumper::new()
     };
+    let freezing = Instant::now();
     let tree = freeze::freeze(root)?;
     let frozen_at = Instant::now();
-    let (mut stats, memory) = save_tree(&tree, &mut writer, options, mem, snapshots)?;
+    let mut stats = DumpStats::default();
+    stats.stage("freeze", frozen_at - freezing);
+    tracing::info!(
+        processes = tree.processes().len(),
+        threads = tree.thread_count(),
+        "tree frozen"
+    );
+    if tracing::enabled!(target: mem::PROGRESS, tracing::Level::INFO) {
+        let pids: Vec<i32> = tree.processes().iter().map(|p| p.pid).collect();
+        tracing::info!(target: mem::PROGRESS, total = mem::saved_size_estimate(&pids));
+    }
+    let memory = save_tree(&tree, &mut writer, options, mem, snapshots, &mut stats)?;
+    let committing;
     if options.leave_running {
         // What is left to read is in snapshots, and what is left to write is in memory:
         // let the tree run while it is read, written and made durable.
         tree.resume();
         stats.frozen = frozen_at.elapsed();
-        stats.memory = memory.finish(&mut writer)?;
+        tracing::info!(ms = stats.frozen.as_secs_f64() * 1e3, "tree resumed");
+        stats.memory = memory.finish(&mut writer, &mut stats)?;
+        let record = stats.record(stats.frozen, start.elapsed());
+        writer.write_records(pipecr_image::STATS, &[record])?;
+        committing = Instant::now();
         stats.dir = writer.commit()?;
     } else {
         // Only a durable image may replace the tree; if the commit fails, dropping
         // `tree` resumes it.
-        stats.memory = memory.finish(&mut writer)?;
+        stats.memory = memory.finish(&mut writer, &mut stats)?;
+        let record = stats.record(frozen_at.elapsed(), start.elapsed());
+        writer.write_records(pipecr_image::STATS, &[record])?;
+        committing = Instant::now();
         stats.dir = writer.commit()?;
         tree.kill();
         stats.frozen = frozen_at.elapsed();
+        tracing::info!(ms = stats.frozen.as_secs_f64() * 1e3, "tree killed");
     }
+    stats.stage("commit", committing.elapsed());
     stats.total = start.elapsed();
+    tracing::info!(
+        dir = %stats.dir.display(),
+        ms = stats.total.as_secs_f64() * 1e3,
+        "dump done"
+    );
     Ok(stats)
 }
 
@@ -246,9 +361,11 @@ fn save_tree(
     tree: &FrozenTree,
     writer: &mut ImageWriter,
     options: &DumpOptions,
-    mem: MemDumper,
+    mut mem: MemDumper,
     snapshots: bool,
-) -> Result<(DumpStats, MemoryLeft), DumpError> {
+    stats: &mut DumpStats,
+) -> Result<MemoryLeft, DumpError> {
+    let files_started = Instant::now();
     let processes = tree.processes();
     let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
     let tables = group_shared(pids.clone(), Shared::Files)?;
@@ -300,6 +417,24 @@ fn save_tree(
         }
     }
     let mut sink = DumpSink::new(writer, options.clone());
+    // The bytes of memfds and deleted files are memory objects, which mappings of the
+    // same files share: saved once, by the memory dump.
+    sink.set_object_saver(&mut mem);
+    sink.set_tasks(
+        processes
+            .iter()
+            .flat_map(|p| {
+                p.threads.iter().map(move |&tid| {
+                    let task = if tid == p.pid {
+                        TreeTask::Process
+                    } else {
+                        TreeTask::Thread { of: p.pid }
+                    };
+                    (tid, task)
+                })
+            })
+            .chain(tree.zombies().iter().map(|z| (z.pid, TreeTask::Zombie))),
+    );
     sink.set_descriptors(
         slots
             .iter()
@@ -391,24 +526,23 @@ fn save_tree(
         files: &open_files,
         pipes: &pipe_records,
     });
-    sink.writer
-        .write_records(pipecr_image::FILES, &open_files)?;
-    sink.writer.write_records(pipecr_image::FDS, &fd_tables)?;
-    sink.writer.write_records(pipecr_image::TREE, &records)?;
-    let memory = save_processes(tree, sink.writer, options.read_handlers, mem, snapshots)?;
-    let stats = DumpStats {
-        processes: processes.len(),
-        threads: tree.thread_count(),
-        descriptors,
-        open_files: open_files.len(),
-        pipes,
-        pipe_bytes,
-        snapshots: memory.snapshots.len(),
-        external,
-        dropped: sink.dropped().to_vec(),
-        ..Default::default()
-    };
-    Ok((stats, memory))
+    let dropped = sink.dropped().to_vec();
+    drop(sink);
+    writer.write_records(pipecr_image::FILES, &open_files)?;
+    writer.write_records(pipecr_image::FDS, &fd_tables)?;
+    writer.write_records(pipecr_image::TREE, &records)?;
+    stats.stage("files", files_started.elapsed());
+    let memory = save_processes(tree, writer, options.read_handlers, mem, snapshots, stats)?;
+    stats.processes = processes.len();
+    stats.threads = tree.thread_count();
+    stats.descriptors = descriptors;
+    stats.open_files = open_files.len();
+    stats.pipes = pipes;
+    stats.pipe_bytes = pipe_bytes;
+    stats.snapshots = memory.snapshots.len();
+    stats.external = external;
+    stats.dropped = dropped;
+    Ok(memory)
 }
 
 /// Saves what each process is beyond its descriptors: its CPU and signal state
@@ -421,12 +555,16 @@ fn save_processes(
     read_handlers: bool,
     mut mem: MemDumper,
     snapshots: bool,
+    stats: &mut DumpStats,
 ) -> Result<MemoryLeft, DumpError> {
     let processes = tree.processes();
     let mut cores = Vec::with_capacity(processes.len());
     let mut mms = Vec::with_capacity(processes.len());
     let mut taken = Vec::new();
     for (i, p) in processes.iter().enumerate() {
+        let _span = tracing::debug_span!("process", pid = p.pid).entered();
+        tracing::debug!(pid = p.pid, comm = %p.comm, threads = p.threads.len(), "saving");
+        let started = Instant::now();
         // The state first: it refuses what cannot be saved before any page is read.
         let children: Vec<i32> = processes
             .iter()
@@ -444,17 +582,21 @@ fn save_processes(
             }
         }
         cores.push(core);
+        let core_done = Instant::now();
+        stats.stage("core", core_done - started);
         // A process that cannot be forked exactly, or whose fork fails, is read now.
         let snapshot = (snapshots && snapshot::eligible(p.pid))
             .then(|| Snapshot::take(p).ok())
             .flatten();
         match snapshot {
             Some(s) => {
+                tracing::debug!(pid = p.pid, snapshot = s.pid(), "memory left to a snapshot");
                 mms.push(None);
                 taken.push((i, s));
             }
             None => mms.push(Some(mem.dump_process(p.pid, writer)?)),
         }
+        stats.stage("memory", core_done.elapsed());
     }
     writer.write_records(pipecr_image::CORE, &cores)?;
     Ok(MemoryLeft {
@@ -478,15 +620,26 @@ struct MemoryLeft {
 
 impl MemoryLeft {
     /// Reads each snapshot (and kills it), writes the held pages and the memory records.
-    fn finish(mut self, writer: &mut ImageWriter) -> Result<MemStats, DumpError> {
+    fn finish(
+        mut self,
+        writer: &mut ImageWriter,
+        dump: &mut DumpStats,
+    ) -> Result<MemStats, DumpError> {
         for (i, snapshot) in std::mem::take(&mut self.snapshots) {
+            let started = Instant::now();
             let mm = self
                 .mem
                 .dump_process_from(self.pids[i], snapshot.pid(), writer)?;
             self.mms[i] = Some(mm);
+            dump.stage("snapshots", started.elapsed());
         }
         let (objects, stats, held) = self.mem.finish();
+        let started = Instant::now();
+        let bytes = held.bytes();
         held.write(writer)?;
+        if bytes > 0 {
+            dump.stage("memory-write", started.elapsed());
+        }
         let mms: Vec<proto::Mm> = self.mms.into_iter().flatten().collect();
         writer.write_records(pipecr_image::MM, &mms)?;
         writer.write_records(pipecr_image::MEM_OBJECTS, &objects)?;

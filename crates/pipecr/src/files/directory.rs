@@ -6,7 +6,10 @@
 //! sign that it is another directory. The position is the opaque cookie of `getdents64`,
 //! which `lseek` accepts back on the common file systems (ext4, xfs, btrfs, tmpfs); a
 //! listing resumed after entries changed may skip or repeat some, as it would have in the
-//! original process. A directory removed while open is not supported.
+//! original process. A directory removed while open (its descriptor can still be a
+//! working directory or an `O_PATH` base, and lists nothing) is created again, empty, at
+//! its path if that is free or beside it, opened and removed: the descriptor again names
+//! a removed, empty directory.
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -33,24 +36,23 @@ impl FileKind for DirectoryKind {
         file: &LiveFile,
         _sink: &mut DumpSink<'_>,
     ) -> Result<open_file::Kind, FileError> {
-        if file.stat.st_nlink == 0 {
-            let path = file.link.strip_suffix(DELETED).unwrap_or(&file.link);
+        // A removed directory has no links left (not even its own "."): st_nlink 0.
+        let unlinked = file.stat.st_nlink == 0;
+        let path = match file.link.strip_suffix(DELETED) {
+            Some(path) if unlinked => path,
+            _ => &file.link,
+        };
+        if !path.starts_with('/') {
             return Err(FileError::Unsupported {
                 pid: file.pid,
                 fd: file.fd,
-                kind: format!("directory {path}, removed while open"),
-            });
-        }
-        if !file.link.starts_with('/') {
-            return Err(FileError::Unsupported {
-                pid: file.pid,
-                fd: file.fd,
-                kind: format!("directory {} outside the process's root", file.link),
+                kind: format!("directory {path} outside the process's root"),
             });
         }
         Ok(open_file::Kind::Directory(proto::Directory {
-            path: file.link.clone(),
+            path: path.to_owned(),
             identity: Some(identity(&file.stat)),
+            unlinked,
         }))
     }
 
@@ -72,6 +74,16 @@ impl FileKind for DirectoryKind {
         // A directory is only ever open for reading (or as O_PATH); O_DIRECTORY makes a
         // path that is no longer a directory fail here rather than open something else.
         let flags = (open_flags(file.flags) & !OFlags::RWMODE) | OFlags::RDONLY | OFlags::DIRECTORY;
+        if dir.unlinked {
+            let fd = recreate_removed(dir, flags).map_err(|(op, e)| FileError::Restore {
+                id: file.id,
+                what: format!("{}{DELETED}", dir.path),
+                op,
+                source: e.into(),
+            })?;
+            set_position_and_flags(fd.as_fd(), file, &dir.path)?;
+            return Ok(fd);
+        }
         let fd = rustix::fs::open(&dir.path, flags, Mode::empty()).map_err(|e| match e {
             rustix::io::Errno::NOTDIR => FileError::Changed {
                 id: file.id,
@@ -92,9 +104,43 @@ impl FileKind for DirectoryKind {
 
     fn describe(&self, file: &proto::OpenFile, _saved: &Saved<'_>) -> Description {
         let text = match &file.kind {
+            Some(open_file::Kind::Directory(x)) if x.unlinked => {
+                format!("directory {} (removed)", x.path)
+            }
             Some(open_file::Kind::Directory(x)) => format!("directory {}", x.path),
             _ => "not a directory".into(),
         };
         Description { text, pipe: None }
     }
+}
+
+/// Creates the removed directory `dir` again, empty and with its mode, at its old path
+/// when that is free, else beside it, opens it with `flags` and removes it.
+fn recreate_removed(
+    dir: &proto::Directory,
+    flags: OFlags,
+) -> Result<OwnedFd, (&'static str, rustix::io::Errno)> {
+    let old = std::path::Path::new(&dir.path);
+    let parent = old.parent().unwrap_or(std::path::Path::new("/"));
+    let mode = dir.identity.as_ref().map_or(0o700, |i| i.mode & 0o7777);
+    let candidates = [
+        old.to_path_buf(),
+        parent.join(format!(".pipecr-removed-dir-{}", std::process::id())),
+    ];
+    let mut last = rustix::io::Errno::EXIST;
+    for path in &candidates {
+        match rustix::fs::mkdir(path, Mode::from_raw_mode(mode)) {
+            Ok(()) => {
+                // The mode exactly, whatever the umask.
+                let _ = rustix::fs::chmod(path, Mode::from_raw_mode(mode));
+                let fd = rustix::fs::open(path, flags, Mode::empty());
+                let removed = rustix::fs::rmdir(path);
+                let fd = fd.map_err(|e| ("open", e))?;
+                removed.map_err(|e| ("rmdir", e))?;
+                return Ok(fd);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(("mkdir", last))
 }

@@ -17,6 +17,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use pipecr_image::proto::{self, open_file};
 use pipecr_image::{Image, ImageError, ImageWriter};
 
+use crate::mem::MemError;
+use crate::objects::{ObjectFds, ObjectSaver};
 use crate::pipe::PipeError;
 use crate::proc::FdInfo;
 
@@ -227,6 +229,20 @@ pub struct TreeDescriptor {
     pub file_id: u64,
 }
 
+/// What a PID or TID of the tree being dumped is (see [`DumpSink::task`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeTask {
+    /// A process (its main thread).
+    Process,
+    /// A thread other than the main one of process `of`.
+    Thread {
+        /// The process it is a thread of.
+        of: i32,
+    },
+    /// A zombie child of a process of the tree.
+    Zombie,
+}
+
 /// Where kinds put what they save: the image being written, the options of the dump and
 /// each kind's shared objects.
 pub struct DumpSink<'w> {
@@ -240,6 +256,10 @@ pub struct DumpSink<'w> {
     descriptors: BTreeMap<u64, Vec<TreeDescriptor>>,
     /// What kinds left out on the options' word (see [`DumpSink::drop_state`]).
     dropped: Vec<Dropped>,
+    /// Where memory objects are saved (see [`DumpSink::save_object`]).
+    objects: Option<&'w mut dyn ObjectSaver>,
+    /// Every PID and TID of the tree (see [`DumpSink::task`]).
+    tasks: BTreeMap<i32, TreeTask>,
 }
 
 impl<'w> DumpSink<'w> {
@@ -251,7 +271,56 @@ impl<'w> DumpSink<'w> {
             state: KindState::default(),
             descriptors: BTreeMap::new(),
             dropped: Vec::new(),
+            objects: None,
+            tasks: BTreeMap::new(),
         }
+    }
+
+    /// Lets the kinds save memory objects (the contents of a memfd or a deleted file,
+    /// which mappings may share) through `saver`, the memory dump of the same image.
+    pub fn set_object_saver(&mut self, saver: &'w mut dyn ObjectSaver) {
+        self.objects = Some(saver);
+    }
+
+    /// Saves the memory object `file` (a read-only descriptor) is open on, once for the
+    /// image however many descriptors and mappings name it; returns its id in
+    /// `mem-objects.img`, or `None` when this sink saves no objects (the kind then keeps
+    /// the contents itself).
+    pub fn save_object(
+        &mut self,
+        pid: i32,
+        file: &std::fs::File,
+        kind: proto::MemObjectKind,
+        name: &str,
+    ) -> Result<Option<u64>, FileError> {
+        match self.objects.as_deref_mut() {
+            Some(saver) => Ok(Some(
+                saver
+                    .save_object(self.writer, pid, file, kind, name)
+                    .map_err(Box::new)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Tells the kinds every PID and TID of the tree, before any open file is dumped.
+    pub fn set_tasks(&mut self, tasks: impl IntoIterator<Item = (i32, TreeTask)>) {
+        self.tasks = tasks.into_iter().collect();
+    }
+
+    /// What `id` is in the tree being dumped, `None` when it is not in it (or the
+    /// orchestration did not call [`DumpSink::set_tasks`]): for a kind whose file names a
+    /// process (a pidfd), which a restore recreates only for processes it restores.
+    pub fn task(&self, id: i32) -> Option<TreeTask> {
+        self.tasks.get(&id).copied()
+    }
+
+    /// The processes of the tree being dumped (main threads, no zombies), by PID.
+    pub fn processes(&self) -> impl Iterator<Item = i32> + '_ {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| **t == TreeTask::Process)
+            .map(|(&pid, _)| pid)
     }
 
     /// Records that a kind saved an open file without some of its state because the
@@ -308,6 +377,8 @@ pub struct RestoreCtx<'i> {
     /// Every open-file record of the image (`files.img`), read on first use by
     /// [`RestoreCtx::open_files`].
     open_files: Option<Vec<proto::OpenFile>>,
+    /// The memory objects the restore created (see [`RestoreCtx::object`]).
+    objects: Option<&'i ObjectFds>,
 }
 
 impl<'i> RestoreCtx<'i> {
@@ -320,7 +391,25 @@ impl<'i> RestoreCtx<'i> {
             opened: BTreeMap::new(),
             installed: BTreeMap::new(),
             open_files: None,
+            objects: None,
         })
+    }
+
+    /// Lends the kinds the memory objects the restore created (a memfd that is also
+    /// mapped is opened from its object, so that the descriptor and the mappings are one
+    /// file).
+    pub fn set_objects(&mut self, objects: &'i ObjectFds) {
+        self.objects = Some(objects);
+    }
+
+    /// The memory object `id` of `mem-objects.img`, as the restore created it.
+    pub fn object(&self, id: u64) -> Option<BorrowedFd<'_>> {
+        self.objects?.get(id)
+    }
+
+    /// The memory object that had device `dev` and inode `ino` at the dump.
+    pub fn object_by_identity(&self, dev: u64, ino: u64) -> Option<BorrowedFd<'_>> {
+        self.objects?.by_identity(dev, ino)
     }
 
     /// The per-kind state of type `T` (created empty on first use).
@@ -632,4 +721,7 @@ pub enum FileError {
     /// The image could not be written or read.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A memory object (the contents of a memfd or a deleted file) could not be saved.
+    #[error(transparent)]
+    Memory(#[from] Box<MemError>),
 }

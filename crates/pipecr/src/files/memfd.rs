@@ -9,12 +9,18 @@
 //! `F_SEAL_SEAL`; restore always creates the memfd with sealing allowed and adds the saved
 //! seals last, so `F_SEAL_SEAL` alone reproduces that state. Hugetlbfs memfds (`MFD_HUGETLB`) are not claimed.
 //!
-//! What a memfd was mapped as (its shared mappings) belongs to the memory dump, not here.
+//! Where the dump saves memory objects, the bytes and seals are the memfd's memory object
+//! (`mem-objects.img`, [`DumpSink::save_object`]), saved once with every mapping of the
+//! same memfd, and restore opens the object the restore created for it
+//! ([`RestoreCtx::object`]): a write through the descriptor is seen in the mappings.
+//! Otherwise (an image of an older version, a sink without objects) the bytes are in
+//! `files-data.img` and restore creates the memfd here. What a memfd was mapped as
+//! belongs to the memory dump, not here.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use pipecr_image::proto::{self, open_file};
+use pipecr_image::proto::{self, MemObjectKind, open_file};
 use rustix::fs::{FileType, MemfdFlags, OFlags, SealFlags};
 
 use super::common::{
@@ -57,13 +63,43 @@ impl FileKind for MemfdKind {
             source: e.into(),
         })?;
         let size = file.stat.st_size as u64;
-        let bytes = read_contents(file, size, sink.options.max_inline_file)?;
-        let contents = sink.writer.raw(pipecr_image::FILES_DATA)?.append(&bytes)?;
+        // Within the limit for contents kept in the image, whichever way they are kept.
+        if size > sink.options.max_inline_file {
+            return Err(FileError::TooLarge {
+                pid: file.pid,
+                fd: file.fd,
+                what: file.link.clone(),
+                size,
+                limit: sink.options.max_inline_file,
+            });
+        }
+        // Its bytes are a memory object, saved once with the mappings of the same memfd
+        // (sparse, page by page), when the dump saves objects.
+        let reader = crate::sys::fd::reopen(file.file.as_fd(), OFlags::RDONLY).map_err(|e| {
+            FileError::Dump {
+                pid: file.pid,
+                fd: file.fd,
+                what: file.link.clone(),
+                op: "open(/proc/self/fd) for reading",
+                source: e,
+            }
+        })?;
+        let name = file.link.strip_suffix(DELETED).unwrap_or(&file.link);
+        let object_id = sink
+            .save_object(file.pid, &reader.into(), MemObjectKind::Memfd, name)?
+            .unwrap_or(0);
+        let contents = if object_id == 0 {
+            let bytes = read_contents(file, size, sink.options.max_inline_file)?;
+            Some(sink.writer.raw(pipecr_image::FILES_DATA)?.append(&bytes)?)
+        } else {
+            None
+        };
         Ok(open_file::Kind::Memfd(proto::Memfd {
             name: name_of(&file.link).to_owned(),
-            contents: Some(contents),
+            contents,
             size,
             seals: seals.bits(),
+            object_id,
         }))
     }
 
@@ -89,6 +125,23 @@ impl FileKind for MemfdKind {
             op,
             source,
         };
+        if memfd.object_id != 0 {
+            // The object the restore created, with its contents and seals, shared with
+            // its mappings: a new open file of it.
+            let object = ctx
+                .object(memfd.object_id)
+                .ok_or_else(|| FileError::Invalid {
+                    id: file.id,
+                    reason: format!(
+                        "memfd {} names memory object {}, which the restore did not create",
+                        memfd.name, memfd.object_id
+                    ),
+                })?;
+            let fd = crate::sys::fd::reopen(object, open_flags(file.flags))
+                .map_err(|e| fail("open(/proc/self/fd)", e))?;
+            set_position_and_flags(fd.as_fd(), file, &what)?;
+            return Ok(fd);
+        }
         let bytes = match &memfd.contents {
             Some(data) => ctx.image.read_data(data)?,
             None => Vec::new(),

@@ -28,17 +28,20 @@ pub mod fifo;
 pub mod inotify;
 pub mod kind;
 pub mod memfd;
+pub mod namespace;
+pub mod pidfd;
 pub mod pipe;
 pub mod procfs;
 pub mod regular;
 pub mod signalfd;
+pub mod symlink;
 pub mod timerfd;
 pub mod unix;
 
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
 pub use kind::{
     Description, Dropped, DumpOptions, DumpSink, External, ExternalEnd, FileError, FileKind,
-    KindState, LiveFile, PipeUse, RestoreCtx, Saved, Stage, TreeDescriptor,
+    KindState, LiveFile, PipeUse, RestoreCtx, Saved, Stage, TreeDescriptor, TreeTask,
 };
 
 /// Every kind of open file pipecr can save, in the order they are asked to claim a file.
@@ -47,6 +50,8 @@ pub static KINDS: &[&dyn FileKind] = &[
     &fifo::FifoKind,
     // Before regular: a memfd is a regular file too.
     &memfd::MemfdKind,
+    // Before regular: a namespace file (nsfs) is a regular file too.
+    &namespace::NamespaceKind,
     // Before regular: a file of /proc or /sys is a regular file too.
     &procfs::PseudoFileKind,
     &regular::RegularKind,
@@ -58,6 +63,8 @@ pub static KINDS: &[&dyn FileKind] = &[
     &inotify::InotifyKind,
     &epoll::EpollKind,
     &unix::UnixSocketKind,
+    &pidfd::PidfdKind,
+    &symlink::SymlinkKind,
 ];
 
 /// The kind that saves `file`, or why none does.
@@ -106,7 +113,17 @@ pub fn dump_file(
     file: &LiveFile,
     sink: &mut DumpSink<'_>,
 ) -> Result<proto::OpenFile, FileError> {
-    let kind = kind_of(file)?.dump(file, sink)?;
+    let kind =
+        kind_of(file).inspect_err(|e| tracing::debug!(pid = file.pid, fd = file.fd, "{e}"))?;
+    tracing::debug!(pid = file.pid, fd = file.fd, kind = kind.name(), id, link = %file.link, "saving open file");
+    let kind = kind.dump(file, sink).inspect_err(|e| {
+        tracing::debug!(
+            pid = file.pid,
+            fd = file.fd,
+            kind = kind.name(),
+            "cannot save: {e}"
+        )
+    })?;
     Ok(proto::OpenFile {
         id,
         flags: file.info.flags,
@@ -151,7 +168,10 @@ pub fn restore_file(
     file: &proto::OpenFile,
     ctx: &mut RestoreCtx<'_>,
 ) -> Result<OwnedFd, FileError> {
-    restorer_of(file)?.restore(file, ctx)
+    let kind = restorer_of(file)?;
+    tracing::debug!(id = file.id, kind = kind.name(), "opening saved file");
+    kind.restore(file, ctx)
+        .inspect_err(|e| tracing::debug!(id = file.id, kind = kind.name(), "cannot open: {e}"))
 }
 
 /// How `pipecr show` presents a saved open file (see [`FileKind::describe`]).

@@ -11,7 +11,10 @@
 //! on another machine holding the same files; a file replaced by another with the same
 //! size and the same nanosecond mtime is not detected.
 //!
-//! An unlinked file (`st_nlink == 0`) keeps its bytes in `files-data.img`, up to
+//! An unlinked file (`st_nlink == 0`) keeps its bytes as a memory object
+//! (`mem-objects.img`, saved once with any mapping of the same file; restore opens the
+//! object it created, found by the file's device and inode, so that the descriptor and
+//! the mappings are one file), or in `files-data.img` when the dump saves no objects, up to
 //! [`DumpOptions::max_inline_file`](super::kind::DumpOptions::max_inline_file). Restore creates
 //! an anonymous file (`O_TMPFILE`) in the old directory, or in `/tmp` if that is not
 //! possible, fills it, and opens it again through `/proc/self/fd` with the saved flags.
@@ -20,7 +23,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use pipecr_image::proto::{self, open_file};
+use pipecr_image::proto::{self, MemObjectKind, open_file};
 use rustix::fs::{FileType, Mode, OFlags};
 
 use super::common::{
@@ -78,8 +81,35 @@ impl FileKind for RegularKind {
         }
         let contents = if unlinked {
             let size = file.stat.st_size as u64;
-            let bytes = read_contents(file, size, sink.options.max_inline_file)?;
-            Some(sink.writer.raw(pipecr_image::FILES_DATA)?.append(&bytes)?)
+            // Within the limit for contents kept in the image, whichever way they are
+            // kept: as the memory object a mapping of the file may share (saved once,
+            // found again at restore by the file's identity), or inline.
+            if size > sink.options.max_inline_file {
+                return Err(FileError::TooLarge {
+                    pid: file.pid,
+                    fd: file.fd,
+                    what: file.link.clone(),
+                    size,
+                    limit: sink.options.max_inline_file,
+                });
+            }
+            let reader =
+                crate::sys::fd::reopen(file.file.as_fd(), OFlags::RDONLY).map_err(|e| {
+                    FileError::Dump {
+                        pid: file.pid,
+                        fd: file.fd,
+                        what: file.link.clone(),
+                        op: "open(/proc/self/fd) for reading",
+                        source: e,
+                    }
+                })?;
+            match sink.save_object(file.pid, &reader.into(), MemObjectKind::DeletedFile, path)? {
+                Some(_) => None,
+                None => {
+                    let bytes = read_contents(file, size, sink.options.max_inline_file)?;
+                    Some(sink.writer.raw(pipecr_image::FILES_DATA)?.append(&bytes)?)
+                }
+            }
         } else {
             None
         };
@@ -106,7 +136,23 @@ impl FileKind for RegularKind {
                 reason: "not a regular file".into(),
             });
         };
-        let fd = if regular.unlinked {
+        let object = regular
+            .identity
+            .as_ref()
+            .filter(|_| regular.unlinked && regular.contents.is_none())
+            .and_then(|id| ctx.object_by_identity(id.dev, id.inode));
+        let fd = if let Some(object) = object {
+            // The memory object holding its bytes, which its mappings share: a new open
+            // file of it.
+            crate::sys::fd::reopen(object, open_flags(file.flags)).map_err(|e| {
+                FileError::Restore {
+                    id: file.id,
+                    what: format!("{}{DELETED}", regular.path),
+                    op: "open(/proc/self/fd)",
+                    source: e,
+                }
+            })?
+        } else if regular.unlinked {
             recreate(file, regular, ctx)?
         } else {
             // Non-blocking, so that a FIFO put where the file was cannot hang the open;
@@ -172,7 +218,8 @@ fn recreate(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("/tmp"));
-    let anon = anonymous_file(dir, file.id).map_err(|e| fail("create an anonymous file", e))?;
+    let anon = crate::sys::fd::anonymous_file(dir, file.id)
+        .map_err(|e| fail("create an anonymous file", e))?;
     let mut off = 0usize;
     while off < bytes.len() {
         let n = rustix::io::pwrite(&anon, &bytes[off..], off as u64)
@@ -187,26 +234,5 @@ fn recreate(
         rustix::fs::fchmod(&anon, Mode::from_raw_mode(saved.mode & 0o7777))
             .map_err(|e| fail("fchmod", e.into()))?;
     }
-    Ok(fd)
-}
-
-/// An empty, nameless, read-write file: `O_TMPFILE` in `dir`, else in `/tmp`, else a new
-/// file in `/tmp` that is unlinked right away (for file systems without `O_TMPFILE`).
-fn anonymous_file(dir: &Path, id: u64) -> io::Result<OwnedFd> {
-    let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
-    let mode = Mode::from_raw_mode(0o600);
-    if let Ok(fd) = rustix::fs::open(dir, flags, mode) {
-        return Ok(fd);
-    }
-    if let Ok(fd) = rustix::fs::open("/tmp", flags, mode) {
-        return Ok(fd);
-    }
-    let path = format!("/tmp/.pipecr-unlinked-{}-{id}", std::process::id());
-    let fd = rustix::fs::open(
-        &path,
-        OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
-        mode,
-    )?;
-    rustix::fs::unlink(&path)?;
     Ok(fd)
 }

@@ -157,6 +157,7 @@ impl Injector {
         let saved_mask = sysptrace::get_sigmask(t).map_err(ptrace_err("PTRACE_GETSIGMASK"))?;
         // EINVAL: a stop without siginfo (none of the stops we are given, but harmless).
         let saved_siginfo = ptrace::getsiginfo(t).ok();
+        tracing::trace!(pid, tid, "injection session starts");
         Ok(Injector {
             pid,
             tid,
@@ -431,6 +432,11 @@ impl Injector {
     /// delivering, or none: freeze's detach does exactly that.
     pub fn finish(mut self) -> Result<(), InjectError> {
         self.finished = true;
+        tracing::trace!(
+            pid = self.pid,
+            tid = self.tid,
+            "injection session ends (put back)"
+        );
         self.put_back()
     }
 
@@ -446,6 +452,11 @@ impl Injector {
     /// were suppressed, for the caller to deliver or drop.
     pub fn release(mut self) -> Vec<libc::siginfo_t> {
         self.finished = true;
+        tracing::trace!(
+            pid = self.pid,
+            tid = self.tid,
+            "injection session ends (released)"
+        );
         // Stack bytes only (no syscall can run now); restore keeps no scratch anyway.
         if let Some(KeptScratch { at, old: Some(old) }) = self.kept.take() {
             let _ = self.write_memory(at, &old);
@@ -917,6 +928,11 @@ impl Injector {
 impl Drop for Injector {
     fn drop(&mut self) {
         if !self.finished {
+            tracing::trace!(
+                pid = self.pid,
+                tid = self.tid,
+                "injection session abandoned"
+            );
             // Best effort: the thread is put back as well as it can be.
             let _ = self.put_back();
         }

@@ -12,6 +12,8 @@
 //! restore steps to `crate::restore`. This module sits below the kinds and the table, so
 //! a kind imports it and never [`super`].
 
+use std::os::fd::{BorrowedFd, OwnedFd};
+
 use nix::sys::mman::{MapFlags, ProtFlags};
 use pipecr_image::proto::{self, MemObjectKind, VmaFlag, VmaKind};
 
@@ -92,7 +94,15 @@ pub trait MapTarget {
     /// A descriptor of that process for `path` opened with the open `flags`: opened once
     /// per path and flags, closed by restore when every area is mapped.
     fn open(&mut self, path: &str, flags: i32) -> Result<TargetFd, MapError>;
+    /// A descriptor of that process for the memory object `id` of `mem-objects.img`, as
+    /// restore created it ([`AreaKind::create_object`]), opened with the open `flags`:
+    /// every process that maps it maps the same object.
+    fn object(&mut self, id: u64, flags: i32) -> Result<TargetFd, MapError>;
 }
+
+/// Fills a memory object just created with its saved pages (lent by restore to
+/// [`AreaKind::create_object`]).
+pub type FillObject<'a> = dyn FnMut(BorrowedFd<'_>) -> Result<(), MapError> + 'a;
 
 /// One kind of memory area.
 ///
@@ -125,10 +135,16 @@ pub trait AreaKind: Sync {
 
     /// Whether restore can bring back the saved area `vma`, one this kind recorded
     /// ([`saved_kinds`](Self::saved_kinds)); what the area is, for the refusal, when it
-    /// cannot. Asked before anything is created. By default an area is restorable unless
-    /// it maps a memory object or a deleted file ([`refuse_objects`]).
-    fn restorable(&self, vma: &proto::Vma) -> Result<(), &'static str> {
-        refuse_objects(vma)
+    /// cannot. Asked before anything is created. By default an area is restorable.
+    fn restorable(&self, _vma: &proto::Vma) -> Result<(), &'static str> {
+        Ok(())
+    }
+
+    /// Whether the file at [`mapped_file`](Self::mapped_file), whose metadata where
+    /// restore runs is `now`, can still be mapped as the saved area `vma`; what is wrong
+    /// with it otherwise. Asked before anything is created. By default any file will do.
+    fn mapped_file_fits(&self, _vma: &proto::Vma, _now: &std::fs::Metadata) -> Result<(), String> {
+        Ok(())
     }
 
     /// The file that must exist where restore runs for the saved area `vma` to be mapped
@@ -160,6 +176,20 @@ pub trait AreaKind: Sync {
         None
     }
 
+    /// Creates, in the restorer and before any process of the tree, the memory object
+    /// `object` of `mem-objects.img` when it is of a kind this kind of area creates
+    /// (`None` otherwise): empty and of its saved size, filled by `fill` with its saved
+    /// pages, then given what must come after its contents (seals, mode). Restore holds
+    /// the descriptor until every process is restored; descriptors and mappings of the
+    /// object are opened from it.
+    fn create_object(
+        &self,
+        _object: &proto::MemObject,
+        _fill: &mut FillObject<'_>,
+    ) -> Option<Result<OwnedFd, MapError>> {
+        None
+    }
+
     /// Maps the saved area `vma` at its address in the process of `to`: writable when
     /// `written` (its pages are written next, then its protection set), with its saved
     /// protection otherwise. By default: [`not_restorable`].
@@ -167,15 +197,6 @@ pub trait AreaKind: Sync {
         let _ = (written, to);
         Err(not_restorable(vma))
     }
-}
-
-/// The refusal, for [`AreaKind::restorable`], of a saved area that maps a memory object
-/// (shared memory, a memfd) or a deleted file: restore cannot map those again yet.
-pub fn refuse_objects(vma: &proto::Vma) -> Result<(), &'static str> {
-    if vma.object_id != 0 || vma.flags & VmaFlag::Deleted as u32 != 0 {
-        return Err("a mapping of a deleted file or memfd");
-    }
-    Ok(())
 }
 
 /// The error for a saved area no kind can map again.
@@ -241,8 +262,9 @@ pub fn prot(vma: &proto::Vma, written: bool) -> ProtFlags {
     }
 }
 
-/// Maps the file at `vma.path`, opened with `open_flags` in the process of `to`, at the
-/// area's address with `flags` and `prot` (`MAP_FIXED` added).
+/// Maps the file at `vma.path`, or the memory object `vma.object_id` when it names one,
+/// opened with `open_flags` in the process of `to`, at the area's address with `flags`
+/// and `prot` (`MAP_FIXED` added).
 pub fn map_file(
     to: &mut dyn MapTarget,
     vma: &proto::Vma,
@@ -250,7 +272,11 @@ pub fn map_file(
     flags: MapFlags,
     prot: ProtFlags,
 ) -> Result<(), MapError> {
-    let fd = to.open(&vma.path, open_flags)?;
+    let fd = if vma.object_id != 0 {
+        to.object(vma.object_id, open_flags)?
+    } else {
+        to.open(&vma.path, open_flags)?
+    };
     to.injector().remote_mmap(
         vma.start,
         vma.end - vma.start,

@@ -2,7 +2,9 @@
 //! executable and libraries, private mappings of any file. The pages written since they
 //! were mapped are saved (from pagemap, by [`super`]); when the file exists nowhere else
 //! (deleted, a memfd, ...) the object behind it is saved too. Restore opens the file in
-//! the new process by path, read-only, and maps it `MAP_PRIVATE` at the saved offset.
+//! the new process by path (or, for such a file, the object restore created from the
+//! saved one, [`MapTarget::object`]), read-only, and maps it `MAP_PRIVATE` at the saved
+//! offset; the saved pages are written over it.
 
 use nix::sys::mman::MapFlags;
 use pipecr_image::proto::{self, VmaKind};
@@ -48,7 +50,8 @@ impl AreaKind for FilePrivateArea {
     }
 
     fn mapped_file<'a>(&self, vma: &'a proto::Vma) -> Option<&'a str> {
-        Some(&vma.path)
+        // A file that exists nowhere else is mapped from its object, not by path.
+        (vma.object_id == 0).then_some(vma.path.as_str())
     }
 
     fn restores(&self, vma: &proto::Vma) -> bool {

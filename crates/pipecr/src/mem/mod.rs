@@ -18,7 +18,10 @@
 //!    initial user namespace, see [`pagemap`]); otherwise each process stores its own
 //!    copy.
 //!
-//! Shared memory that lives on no disk (shared anonymous, SysV, memfd, deleted files) is
+//! A mapped file that maps shows as deleted but that is still linked in the same
+//! directory (what `sem_open` leaves behind) is recorded under that name, as the file it
+//! is. Shared memory that lives on no disk (shared anonymous, SysV, memfd,
+//! deleted files) is
 //! read through `/proc/PID/map_files` once per object (dev, inode), skipping holes with
 //! `SEEK_DATA`. `[vvar]`, `[vvar_vclock]`, `[vsyscall]` and `[vdso]` are recorded, never
 //! read. I/O and PFN mappings and hugetlb areas are refused with
@@ -44,14 +47,15 @@ pub mod pagemap;
 pub mod pages;
 pub mod refused;
 pub mod special;
-mod types;
+pub(crate) mod types;
 
 pub use types::{MemError, PAGE_SIZE};
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
+use std::time::{Duration, Instant};
 
 use pipecr_image::{ImageError, ImageWriter, RawWriter, proto};
 use proto::{MemObjectKind, VmaFlag};
@@ -109,7 +113,15 @@ pub struct MemStats {
     pub pages_zero: u64,
     /// Whether pagemap showed physical frames (`None`: no present page was met).
     pub pfns_visible: Option<bool>,
+    /// Time spent reading process memory (the rest of a memory dump is pagemap, `/proc`
+    /// and writing the page store).
+    pub read_time: Duration,
 }
+
+/// Tracing target of the progress events: `total` (bytes a dump or restore expects to
+/// move) once, then `done` (bytes just moved) as it goes. A progress bar listens to
+/// them; nothing is computed for them unless a subscriber does.
+pub const PROGRESS: &str = "pipecr::progress";
 
 /// Saves the address spaces of the processes of one image: holds the page store and the
 /// memory objects met so far, so that what processes share is stored once.
@@ -122,6 +134,7 @@ pub struct MemDumper {
     objects: Vec<proto::MemObject>,
     object_ids: HashMap<(u64, u64), u64>,
     pfns_visible: Option<bool>,
+    read_time: Duration,
 }
 
 /// Pages a dump has read but not written yet (see [`MemDumper::with_write_behind`]):
@@ -181,7 +194,15 @@ impl MemDumper {
         source: i32,
         writer: &mut ImageWriter,
     ) -> Result<proto::Mm, MemError> {
-        let entries = maps::smaps(source)?;
+        let _span = tracing::debug_span!("memory", pid).entered();
+        let mut entries = maps::smaps(source)?;
+        relink(pid, source, &mut entries)?;
+        tracing::debug!(
+            pid,
+            source,
+            areas = entries.len(),
+            "saving the address space"
+        );
         let mut mm = mm_fields(source)?;
         mm.pid = pid;
         mm.auxv =
@@ -269,6 +290,7 @@ impl MemDumper {
             pages_reused: self.store.reused,
             pages_zero: self.store.zero,
             pfns_visible: self.pfns_visible,
+            read_time: self.read_time,
         };
         (self.objects, stats, HeldPages(self.store))
     }
@@ -331,16 +353,22 @@ impl MemDumper {
             }
             if !ranges.is_empty() {
                 let total = ranges.iter().map(|r| r.1).sum();
+                let read_time = &mut self.read_time;
                 self.store.store_with(raw, total, &mut outcome, |buf| {
-                    reader
-                        .read(&ranges, buf)
-                        .map_err(|(addr, source)| MemError::Pages {
-                            pid,
-                            addr,
-                            path: display_path(e),
-                            source,
-                        })
+                    let started = Instant::now();
+                    let read =
+                        reader
+                            .read(&ranges, buf)
+                            .map_err(|(addr, source)| MemError::Pages {
+                                pid,
+                                addr,
+                                path: display_path(e),
+                                source,
+                            });
+                    *read_time += started.elapsed();
+                    read
                 })?;
+                tracing::info!(target: PROGRESS, done = total as u64);
             }
             let mut read = outcome.iter();
             for &(addr, known, pfn) in &plan {
@@ -374,43 +402,71 @@ impl MemDumper {
         raw: &mut RawWriter,
     ) -> Result<u64, MemError> {
         let path = format!("/proc/{source}/map_files/{}", e.map_files_name());
+        let what = format!("{path} ({})", display_path(e));
+        let file = File::open(&path).map_err(|source| MemError::Read {
+            pid,
+            what: what.clone(),
+            source,
+        })?;
+        self.save_object_from(pid, &file, kind, &e.path, &what, raw)
+    }
+
+    /// Saves the object `file` is open on, the first time it is met (by device and
+    /// inode); returns its id. `what` names it in errors.
+    fn save_object_from(
+        &mut self,
+        pid: i32,
+        file: &File,
+        kind: MemObjectKind,
+        name: &str,
+        what: &str,
+        raw: &mut RawWriter,
+    ) -> Result<u64, MemError> {
         let fail = |source| MemError::Read {
             pid,
-            what: format!("{path} ({})", display_path(e)),
+            what: what.to_owned(),
             source,
         };
-        let file = File::open(&path).map_err(fail)?;
         let meta = file.metadata().map_err(fail)?;
         if let Some(&id) = self.object_ids.get(&(meta.dev(), meta.ino())) {
             return Ok(id);
         }
         let id = self.objects.len() as u64 + 1;
         self.object_ids.insert((meta.dev(), meta.ino()), id);
+        let seals = match kind {
+            MemObjectKind::Memfd => rustix::fs::fcntl_get_seals(file)
+                .map(|s| s.bits())
+                .unwrap_or(0),
+            _ => 0,
+        };
         let mut object = proto::MemObject {
             id,
             kind: kind as i32,
             identity: Some(identity(&meta)),
-            name: e.path.clone(),
+            name: name.to_owned(),
             pages: Vec::new(),
+            seals,
         };
         let size = meta.len().next_multiple_of(PAGE_SIZE);
         let mut outcome = Vec::new();
         let mut off = 0;
         while off < size {
             // Holes read as zeros: skip them without reading.
-            let data = match rustix::fs::seek(&file, rustix::fs::SeekFrom::Data(off)) {
+            let data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(off)) {
                 Ok(d) => d,
                 Err(rustix::io::Errno::NXIO) => break,
                 Err(err) => return Err(fail(err.into())),
             };
-            let hole = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(data))
+            let hole = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(data))
                 .unwrap_or(size)
                 .next_multiple_of(PAGE_SIZE)
                 .min(size);
             let mut at = data - data % PAGE_SIZE;
             while at < hole {
                 let len = OBJECT_BATCH.min(hole - at) as usize;
+                let read_time = &mut self.read_time;
                 self.store.store_with(raw, len, &mut outcome, |buf| {
+                    let _time = Timed(read_time, Instant::now());
                     let mut got = 0;
                     while got < len {
                         match file.read_at(&mut buf[got..], at + got as u64) {
@@ -424,6 +480,7 @@ impl MemDumper {
                     buf[got..].fill(0);
                     Ok(())
                 })?;
+                tracing::info!(target: PROGRESS, done = len as u64);
                 for (i, &s) in outcome.iter().enumerate() {
                     if s != Stored::Zero {
                         push_run(&mut object.pages, at + i as u64 * PAGE_SIZE, s);
@@ -436,6 +493,65 @@ impl MemDumper {
         self.objects.push(object);
         Ok(id)
     }
+}
+
+impl crate::objects::ObjectSaver for MemDumper {
+    fn save_object(
+        &mut self,
+        writer: &mut ImageWriter,
+        pid: i32,
+        file: &File,
+        kind: MemObjectKind,
+        name: &str,
+    ) -> Result<u64, MemError> {
+        let raw = writer.raw(pipecr_image::PAGES)?;
+        self.save_object_from(pid, file, kind, name, name, raw)
+    }
+}
+
+/// Gives back its name to each area whose file maps shows as deleted but still has a link
+/// in the same directory (what `sem_open` leaves: it maps a temporary name, links the
+/// real one and removes the temporary one), so that it is mapped again by that name, as
+/// the file it is, and not saved as a copy. A shared mapping of such a file whose other
+/// name is not found is refused: a copy would no longer be shared with the file.
+fn relink(pid: i32, source: i32, entries: &mut [MapEntry]) -> Result<(), MemError> {
+    for e in entries.iter_mut().filter(|e| e.deleted && e.inode != 0) {
+        let Ok(meta) =
+            std::fs::metadata(format!("/proc/{source}/map_files/{}", e.map_files_name()))
+        else {
+            continue;
+        };
+        if meta.nlink() == 0 {
+            continue;
+        }
+        let dir = std::path::Path::new(&e.path).parent();
+        let other = dir
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|entry| {
+                entry.ino() == meta.ino()
+                    && entry
+                        .metadata()
+                        .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+            });
+        match other {
+            Some(entry) => {
+                e.path = entry.path().to_string_lossy().into_owned();
+                e.deleted = false;
+            }
+            None if e.shared => {
+                return Err(unsupported(
+                    pid,
+                    e,
+                    "a shared mapping of a file whose name was removed while another link to it remains elsewhere",
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 /// Whether everything a dump saves of `pid`'s memory is private to it (pages of private
@@ -467,23 +583,46 @@ pub fn only_private(pid: i32) -> Result<bool, MemError> {
 /// count once over the tree) plus swap, with an eighth to spare, and never more than half
 /// of `MemAvailable`. Best effort: a process that is gone or unreadable counts 0.
 pub fn write_behind_size(pids: &[i32]) -> usize {
-    let kib = |text: &str, key: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let mut want = 0u64;
-    for pid in pids {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
-            want += kib(&text, "Pss_Anon:") + kib(&text, "Pss_Shmem:") + kib(&text, "SwapPss:");
-        }
-    }
+    let want = saved_size_estimate(pids) / 1024;
     let available = std::fs::read_to_string("/proc/meminfo")
-        .map(|t| kib(&t, "MemAvailable:"))
+        .map(|t| kib_of(&t, "MemAvailable:"))
         .unwrap_or(0);
     let bytes = (want + want / 8).min(available / 2).saturating_mul(1024);
     usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+/// About how many bytes of memory a dump of the processes `pids` saves: their private and
+/// shared anonymous memory (proportional shares) plus swap, from `smaps_rollup`. What a
+/// progress bar and the write-behind buffer are sized from. Best effort: a process that
+/// is gone or unreadable counts 0.
+pub fn saved_size_estimate(pids: &[i32]) -> u64 {
+    let mut kib = 0u64;
+    for pid in pids {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+            kib += kib_of(&text, "Pss_Anon:")
+                + kib_of(&text, "Pss_Shmem:")
+                + kib_of(&text, "SwapPss:");
+        }
+    }
+    kib.saturating_mul(1024)
+}
+
+/// The value of the `key` line of a `/proc` file in kB (`MemAvailable:   123 kB`); 0 when
+/// absent.
+fn kib_of(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Adds the time since `.1` to `.0` when dropped: times a closure with several exits.
+struct Timed<'a>(&'a mut Duration, Instant);
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        *self.0 += self.1.elapsed();
+    }
 }
 
 /// Appends one page to a list of runs, extending the last run when both its address and
@@ -631,22 +770,18 @@ mod tests {
         assert_eq!(restorable(&vma(Anonymous, 0, 0)), Ok(()));
         assert_eq!(restorable(&vma(Vdso, 0, 0)), Ok(()));
         assert_eq!(restorable(&vma(FileShared, 0, 0)), Ok(()));
+        assert_eq!(restorable(&vma(Object, 3, 0)), Ok(()));
         assert_eq!(
-            restorable(&vma(Object, 3, 0)),
-            Err("shared memory (a memory object)")
+            restorable(&vma(Object, 0, 0)),
+            Err("shared memory whose object is not in the image")
         );
         assert_eq!(
             restorable(&vma(OtherSpecial, 0, 0)),
             Err("a kernel special area")
         );
-        assert_eq!(
-            restorable(&vma(FilePrivate, 0, deleted)),
-            Err("a mapping of a deleted file or memfd")
-        );
-        assert_eq!(
-            restorable(&vma(FilePrivate, 2, 0)),
-            Err("a mapping of a deleted file or memfd")
-        );
+        assert_eq!(restorable(&vma(FilePrivate, 2, deleted)), Ok(()));
+        let memfd = vma(FilePrivate, 2, deleted);
+        assert_eq!(saved_kind(memfd.kind).unwrap().0.mapped_file(&memfd), None);
         let file = vma(FilePrivate, 0, 0);
         assert_eq!(
             saved_kind(file.kind).unwrap().0.mapped_file(&file),

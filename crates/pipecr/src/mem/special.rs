@@ -8,7 +8,7 @@
 
 use pipecr_image::proto::{self, VmaKind};
 
-use super::area::{AreaKind, Classified, MapError, MapTarget, Save, refuse_objects};
+use super::area::{AreaKind, Classified, MapError, MapTarget, Save};
 use super::maps::MapEntry;
 use super::types::MemError;
 
@@ -59,7 +59,7 @@ impl AreaKind for SpecialArea {
         if vma.kind == VmaKind::OtherSpecial as i32 {
             return Err("a kernel special area");
         }
-        refuse_objects(vma)
+        Ok(())
     }
 
     fn restores(&self, vma: &proto::Vma) -> bool {

@@ -3,8 +3,9 @@
 //!
 //! The image stores such a page once; the child's page run points at the parent's store
 //! indices. While the tree is being created ([`super::process`]), a process about to
-//! create its children first maps each private anonymous area that one of its children
-//! has too (same range) and shares pages in ([`prefill`]), at its saved address
+//! create its children first maps each private anonymous area that one of its
+//! descendants (a child, a grandchild, ...) has too (same range) and shares pages in
+//! ([`prefill`]), at its saved address
 //! (`MAP_FIXED_NOREPLACE`: skipped where the restorer has something mapped), and fills it
 //! with its own saved pages from `pages.img`; it reports the area on a pipe to the
 //! restorer. The children created next inherit the area copy-on-write (and their own
@@ -101,12 +102,18 @@ pub(super) fn prefill(
 ) -> Result<(), String> {
     let saved = &tree[idx];
     let pid = saved.pid();
-    let children: Vec<&SavedProcess> = tree
-        .iter()
-        .skip(idx + 1)
-        .filter(|c| c.process.ppid == pid)
-        .collect();
-    if children.is_empty() {
+    // Its descendants, not only its children: a grandchild may share pages with it that
+    // the child in between rewrote, and inherits whatever the child inherited when the
+    // child creates it (tree order puts every parent before its children).
+    let mut below = vec![pid];
+    let mut descendants: Vec<&SavedProcess> = Vec::new();
+    for c in tree.iter().skip(idx + 1) {
+        if below.contains(&c.process.ppid) {
+            below.push(c.pid());
+            descendants.push(c);
+        }
+    }
+    if descendants.is_empty() {
         return Ok(());
     }
     let mut pages: Option<File> = None;
@@ -115,7 +122,7 @@ pub(super) fn prefill(
         if mine.is_empty() {
             continue;
         }
-        let shared = children.iter().any(|c| {
+        let shared = descendants.iter().any(|c| {
             c.mm.vmas
                 .iter()
                 .any(|v| v.start == vma.start && v.end == vma.end && prefillable(v))

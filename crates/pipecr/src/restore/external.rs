@@ -32,6 +32,7 @@ use super::options::RestoreOptions;
 pub use super::options::{Inherit, Source};
 pub use crate::files::ExternalEnd;
 use crate::files::Saved;
+use crate::objects::ObjectFds;
 use crate::pipe::{PipeError, PipeImage};
 
 /// Why the external ends could not be given descriptors.
@@ -136,6 +137,8 @@ pub fn external_ends(image: &Image) -> Result<Vec<ExternalEnd>, ImageError> {
 #[derive(Debug, Default)]
 pub struct Inherited {
     slots: BTreeMap<(u64, RawFd), OwnedFd>,
+    /// The memory objects the restorer created for the tree.
+    objects: ObjectFds,
 }
 
 impl Inherited {
@@ -158,6 +161,17 @@ impl Inherited {
     /// Whether nothing is substituted.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// Hands the tree the memory objects the restorer created (descriptors of memfds and
+    /// deleted files are opened from them).
+    pub fn set_objects(&mut self, objects: ObjectFds) {
+        self.objects = objects;
+    }
+
+    /// The memory objects the restorer created for the tree.
+    pub fn objects(&self) -> &ObjectFds {
+        &self.objects
     }
 }
 

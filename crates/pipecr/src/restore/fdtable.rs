@@ -237,6 +237,7 @@ fn create_in(
     ensure_nofile(top, ids.len() + inherited.len())?;
 
     let mut ctx = RestoreCtx::new(image)?;
+    ctx.set_objects(inherited.objects());
     for kind in kinds {
         kind.prepare(&mut ctx)?;
     }
@@ -280,7 +281,22 @@ fn create_in(
             deferred.insert(file.id, (stage, file.clone()));
             continue;
         }
-        let parked = park(kind.restore(file, &mut ctx)?.as_fd(), at)?;
+        // Logged here, in the root before any table is installed (see restore::process).
+        tracing::debug!(
+            file = file.id,
+            fd = at,
+            kind = kind.name(),
+            "opening saved file"
+        );
+        let opened = kind.restore(file, &mut ctx).inspect_err(|e| {
+            tracing::debug!(
+                file = file.id,
+                fd = at,
+                kind = kind.name(),
+                "cannot open: {e}"
+            )
+        })?;
+        let parked = park(opened.as_fd(), at)?;
         ctx.add_opened(file.id, parked);
         now.push((file, kind));
     }
@@ -574,7 +590,12 @@ fn rebuilt(installed: BTreeMap<RawFd, u64>) -> Rebuilt {
 pub fn rebuild(dir: &Path, pid: i32) -> Result<Rebuilt, RebuildError> {
     let image = Image::open(dir)?;
     let table = saved_table(&image, pid)?;
-    let parked = create(&image, std::slice::from_ref(&table), &Inherited::none())?;
+    // The memory objects (memfds, unlinked files) its descriptors are opened from.
+    let mut inherited = Inherited::none();
+    inherited.set_objects(
+        super::objects::create(&image).map_err(|e| RebuildError::Invalid(e.to_string()))?,
+    );
+    let parked = create(&image, std::slice::from_ref(&table), &inherited)?;
     let mut rebuilt = install(&table, &parked)?;
     let late = install_after_tree(&table, &parked)?;
     if !late.fds.is_empty() {

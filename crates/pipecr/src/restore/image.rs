@@ -47,6 +47,7 @@ use super::mm::{
 use super::saved::{SavedProcess, main_thread};
 use super::signals::{restore_altstack, restore_signals};
 use crate::inject::{Injector, calls};
+use crate::objects::ObjectFds;
 use crate::sys::ptrace::{self as sys_ptrace, SigMask};
 
 /// Seizes `saved.pid()` (continued from its self-stop, waiting in `pause()`), replaces
@@ -54,12 +55,14 @@ use crate::sys::ptrace::{self as sys_ptrace, SigMask};
 /// and leaves it in a ptrace-stop of the calling thread, ready to be detached.
 ///
 /// Areas filled ahead (`prefilled`, see [`super::cow`]) that it inherited or filled are
-/// kept, and only the pages where it differs are written. `tree` holds `saved`.
+/// kept, and only the pages where it differs are written. `tree` holds `saved`. The
+/// memory objects it maps are opened from `objects` (see [`super::objects`]).
 pub(super) fn load_image(
     image: &Image,
     tree: &[SavedProcess],
     saved: &SavedProcess,
     prefilled: &[Prefilled],
+    objects: &ObjectFds,
 ) -> Result<()> {
     let pid = saved.pid();
     let t = NixPid::from_raw(pid);
@@ -150,7 +153,7 @@ pub(super) fn load_image(
     let mut files = MapFiles::default();
     for vma in saved.mm.vmas.iter().filter(|v| !is_kept(v.start, v.end)) {
         let w = written(vma.start, vma.end);
-        map_area(&mut inj, pid, tramp, vma, w, &mut files)
+        map_area(&mut inj, pid, tramp, vma, w, &mut files, objects)
             .map_err(|e| area_error(pid, vma, "map", e))?;
     }
     files.close(&mut inj)?;

@@ -23,6 +23,7 @@ use crate::inject::{Injector, calls};
 use crate::mem::AREA_KINDS;
 use crate::mem::area::{AreaKind, MapError, MapTarget, not_restorable};
 use crate::mem::maps::{MapEntry, parse_maps};
+use crate::objects::ObjectFds;
 use crate::sys::kcmp::TargetFd;
 use crate::sys::mem::{FileMapping, IOV_MAX, RemoteMem, write_in_batches};
 
@@ -224,8 +225,14 @@ pub(super) fn map_area(
     vma: &proto::Vma,
     written: bool,
     files: &mut MapFiles,
+    objects: &ObjectFds,
 ) -> Result<()> {
-    let mut target = Target { inj, tramp, files };
+    let mut target = Target {
+        inj,
+        tramp,
+        files,
+        objects,
+    };
     match area_kind(vma) {
         Some(kind) => kind.map(vma, written, &mut target),
         None => Err(not_restorable(vma)),
@@ -234,11 +241,13 @@ pub(super) fn map_area(
 }
 
 /// What a kind of memory area is lent to map an area of the process being restored:
-/// its injector, and its files opened by path once each.
+/// its injector, its files opened by path once each, and the memory objects the
+/// restorer holds.
 struct Target<'a> {
     inj: &'a mut Injector,
     tramp: u64,
     files: &'a mut MapFiles,
+    objects: &'a ObjectFds,
 }
 
 impl MapTarget for Target<'_> {
@@ -262,6 +271,16 @@ impl MapTarget for Target<'_> {
             }
         };
         Ok(TargetFd(fd))
+    }
+
+    fn object(&mut self, id: u64, flags: i32) -> std::result::Result<TargetFd, MapError> {
+        use std::os::fd::AsRawFd;
+        let fd = self.objects.get(id).ok_or_else(|| MapError::Invalid {
+            what: format!("memory object {id} is not in mem-objects.img"),
+        })?;
+        // The restorer's descriptor, opened again in the process: the same object.
+        let path = format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd());
+        self.open(&path, flags)
     }
 }
 
@@ -421,6 +440,7 @@ impl<'a> PageWriter<'a> {
         }
         let remote = std::mem::take(&mut self.remote);
         let filled = std::mem::replace(&mut self.filled, 0);
+        tracing::info!(target: crate::mem::PROGRESS, done = filled as u64);
         if let Some(map) = self.map
             && let Ok(start) = usize::try_from(self.file_start)
             && start + filled <= map.len()

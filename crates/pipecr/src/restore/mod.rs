@@ -7,7 +7,8 @@
 //   new PID namespace); no step imports them;
 // - the checks run before anything is made: `preflight`;
 // - one process's image replaced: `image`, over its steps `threads`, `signals`,
-//   `timers`, `creds`, `regs`, `mm` and `cow`; the descriptor tables: `fdtable`;
+//   `timers`, `creds`, `regs`, `mm` and `cow`; the descriptor tables: `fdtable`; the
+//   memory objects both of those open, created once before the tree: `objects`;
 // - the external ends (`external`, over `options`) and `error` (over `external`);
 // - at the bottom: `options` (the caller's choices: `RestoreOptions`, `Inherit`,
 //   `Source`), `saved`, `trampoline`.
@@ -20,6 +21,7 @@ pub mod external;
 pub mod fdtable;
 mod image;
 mod mm;
+mod objects;
 pub mod options;
 pub mod pidns;
 mod preflight;

@@ -155,7 +155,7 @@ fn check_zombies(tree: &[SavedProcess]) -> Result<()> {
                 )));
             }
             pids.push(z.pid);
-            if super::saved::zombie_exit(z.exit_status).is_none() {
+            if crate::wait_status::decode(z.exit_status).is_none() {
                 return Err(invalid(format!(
                     "zombie of pid {} with wait status {:#x}, which no process ends with",
                     parent.pid(),
@@ -305,6 +305,30 @@ fn check_files(saved: &SavedProcess) -> Result<()> {
                 path: path.to_owned(),
                 errno: errno_name(&source),
                 source,
+            });
+        }
+    }
+    // Each kind says whether the file it maps can still be mapped as it was.
+    for vma in &saved.mm.vmas {
+        let Some((kind, _)) = crate::mem::saved_kind(vma.kind) else {
+            continue;
+        };
+        let Some(path) = kind.mapped_file(vma) else {
+            continue;
+        };
+        let fits = std::fs::metadata(path)
+            .map_err(|e| e.to_string())
+            .and_then(|now| kind.mapped_file_fits(vma, &now));
+        if let Err(why) = fits {
+            return Err(ProcessRestoreError::File {
+                pid,
+                what: "mapped file",
+                path: path.to_owned(),
+                errno: "cannot be mapped again as it was",
+                source: io::Error::other(format!(
+                    "area {:#x}-{:#x}: the file {why}",
+                    vma.start, vma.end
+                )),
             });
         }
     }

@@ -65,6 +65,7 @@ use std::fs::File;
 use std::io::Read as _;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
@@ -136,22 +137,107 @@ pub fn restore(image: &Image, saved: &SavedProcess) -> Result<NixPid> {
 ///
 /// Everything is read through `image`: its files were checked when it was opened, and
 /// record files are checked again as they are read.
+///
+/// Each step is logged through `tracing` (a `restore` span with the root's PID, a
+/// `process` span per process); [`restore_tree_timed`] also says how long each took.
+///
+/// # Example
+///
+/// Dump a child with [`crate::dump::dump_tree`], bring it back with its PID, check that
+/// it runs, end it. Needs `CAP_SYS_PTRACE` and `CAP_CHECKPOINT_RESTORE` (root).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::process::{Command, Stdio};
+/// use pipecr::files::DumpOptions;
+/// use pipecr::restore::{RestoreOptions, process};
+///
+/// // The child holds only /dev/null: nothing leads outside the tree.
+/// pipecr::sys::fd::cloexec_from(3)?;
+/// let mut child = Command::new("sleep")
+///     .arg("100")
+///     .stdin(Stdio::null())
+///     .stdout(Stdio::null())
+///     .stderr(Stdio::null())
+///     .spawn()?;
+/// let pid = child.id() as i32;
+/// // Killed once the image is written (the library's default lets it run on).
+/// let kill_after = DumpOptions { leave_running: false, ..DumpOptions::default() };
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("img");
+/// pipecr::dump::dump_tree(pid, &path, &kill_after)?;
+/// child.wait()?; // killed by the dump; reaped, so its PID is free
+///
+/// let image = pipecr_image::Image::open(&path)?;
+/// let saved: Vec<pipecr_image::proto::Process> = image.read_records(pipecr_image::TREE)?;
+/// let tree = saved
+///     .iter()
+///     .map(|p| process::load(&image, p.pid))
+///     .collect::<Result<Vec<_>, _>>()?;
+/// let root = process::restore_tree(&image, &tree, &RestoreOptions::default())?;
+/// assert_eq!(root.as_raw(), pid);
+/// assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/comm"))?, "sleep\n");
+/// process::kill_and_reap(root);
+/// # Ok(())
+/// # }
+/// ```
 pub fn restore_tree(
     image: &Image,
     tree: &[SavedProcess],
     options: &RestoreOptions,
 ) -> Result<NixPid> {
+    restore_tree_timed(image, tree, options).map(|(root, _)| root)
+}
+
+/// How long each step of a restore took, in the order they ran: `create` (processes,
+/// open files and descriptor tables), `replace` (address spaces, signals, threads,
+/// registers), `release` (every process let run).
+#[derive(Debug, Clone, Default)]
+pub struct RestoreTimings {
+    /// The steps and their wall-clock time.
+    pub stages: Vec<(&'static str, Duration)>,
+}
+
+impl RestoreTimings {
+    fn stage(&mut self, name: &'static str, started: Instant) {
+        let took = started.elapsed();
+        tracing::debug!(
+            stage = name,
+            ms = took.as_secs_f64() * 1e3,
+            "restore step done"
+        );
+        self.stages.push((name, took));
+    }
+}
+
+/// [`restore_tree`], returning as well how long each step took.
+pub fn restore_tree_timed(
+    image: &Image,
+    tree: &[SavedProcess],
+    options: &RestoreOptions,
+) -> Result<(NixPid, RestoreTimings)> {
     let pids: Vec<i32> = tree.iter().map(SavedProcess::pid).collect();
     let root_pid = *pids.first().ok_or_else(|| ProcessRestoreError::Invalid {
         pid: 0,
         what: "tree.img holds no process".to_owned(),
     })?;
-    let inherited = super::external::resolve(image, options)?;
+    let mut inherited = super::external::resolve(image, options)?;
+    // The memory objects, once each, before any process: held here until the tree is
+    // released, handed to the root (which opens descriptors of memfds and deleted files
+    // from them) and to each process (which maps them).
+    inherited.set_objects(super::objects::create(image)?);
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(std::process::id() as i32))
         .map_err(|e| os(root_pid, "prctl(PR_SET_CHILD_SUBREAPER)")(e.into()))?;
-    let result = restore_tree_inner(image, tree, &pids, &inherited);
+    let _span = tracing::info_span!("restore", root = root_pid).entered();
+    tracing::info!(root = root_pid, processes = pids.len(), "restore starts");
+    let mut timings = RestoreTimings::default();
+    let result = restore_tree_inner(image, tree, &pids, &inherited, &mut timings);
     let _ = rustix::process::set_child_subreaper(None);
-    result
+    match &result {
+        Ok(_) => tracing::info!(root = root_pid, "restore done"),
+        Err(e) => tracing::debug!(root = root_pid, "restore failed, tree killed: {e}"),
+    }
+    result.map(|root| (root, timings))
 }
 
 fn restore_tree_inner(
@@ -159,16 +245,26 @@ fn restore_tree_inner(
     tree: &[SavedProcess],
     pids: &[i32],
     inherited: &Inherited,
+    timings: &mut RestoreTimings,
 ) -> Result<NixPid> {
+    let started = Instant::now();
     let (root, prefilled) = spawn_tree(image, tree, inherited)?;
-    let steps = || -> Result<()> {
+    timings.stage("create", started);
+    let mut steps = || -> Result<()> {
         for &pid in pids {
             kill(NixPid::from_raw(pid), Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
         }
+        let started = Instant::now();
         for saved in tree {
-            load_image(image, tree, saved, &prefilled)?;
+            let _span = tracing::debug_span!("process", pid = saved.pid()).entered();
+            tracing::debug!(pid = saved.pid(), "replacing the image");
+            load_image(image, tree, saved, &prefilled, inherited.objects())?;
         }
-        super::threads::release_tree(tree)
+        timings.stage("replace", started);
+        let started = Instant::now();
+        super::threads::release_tree(tree)?;
+        timings.stage("release", started);
+        Ok(())
     };
     match steps() {
         Ok(()) => Ok(root),
@@ -363,6 +459,11 @@ fn child_setup(
     files: OpenFiles<'_>,
 ) -> ! {
     let saved = &tree[idx];
+    // Below the root nothing is logged: a process installs its descriptor table (its
+    // own fd 2, a log file's number given to one of its files) while the others run.
+    if idx != 0 {
+        std::mem::forget(tracing::dispatcher::set_default(&tracing::Dispatch::none()));
+    }
     // If the parent died before this took effect, it never will: leave at once.
     if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .is_err()
@@ -497,31 +598,11 @@ fn become_zombie(zombie: &proto::Zombie) -> ! {
     } else if zombie.pgid == zpid {
         let _ = nix::unistd::setpgid(NixPid::from_raw(0), NixPid::from_raw(0));
     }
-    match super::saved::zombie_exit(zombie.exit_status) {
-        Some(super::saved::ZombieExit::Exited(code)) => crate::sys::clone3::child_exit(code),
-        Some(super::saved::ZombieExit::Signaled { signal, .. }) => {
-            // Its default action, unblocked, and no core file written: the restorer's
-            // handlers (Rust's SIGSEGV one) and mask are not the saved process's. Not
-            // dumpable as well: a core_pattern that pipes to a program (systemd-coredump,
-            // apport) ignores RLIMIT_CORE 0.
-            let _ = crate::sys::rlimit::set_own_rlimit(libc::RLIMIT_CORE, 0, 0);
-            let _ = rustix::process::set_dumpable_behavior(
-                rustix::process::DumpableBehavior::NotDumpable,
-            );
-            let _ = crate::sys::signal::default_disposition(signal);
-            let _ = nix::sys::signal::sigprocmask(
-                nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                Some(&nix::sys::signal::SigSet::empty()),
-                None,
-            );
-            let me = nix::unistd::getpid();
-            let _ = crate::sys::ptrace::tgkill(me, me, signal);
-        }
-        // Preflight refuses such a status.
-        None => {}
+    match crate::wait_status::decode(zombie.exit_status) {
+        Some(ending) => crate::wait_status::end_as(ending),
+        // Preflight refuses such a status; the parent sees 127 and says so.
+        None => crate::sys::clone3::child_exit(127),
     }
-    // Still alive: the status the parent checks says it went wrong.
-    crate::sys::clone3::child_exit(127)
 }
 
 /// Waits until our child `child` stops itself (`SIGSTOP`); an error if it dies first.
@@ -612,6 +693,9 @@ fn child_setup_inner(
     // The open files that wait for every table of the tree; none (and no waiting) unless
     // one of its kinds asks for that stage.
     let late = parked.late();
+    // From here on the descriptors are the saved process's (fd 2 among them): nothing
+    // more may be written to the restorer's stderr or log file.
+    std::mem::forget(tracing::dispatcher::set_default(&tracing::Dispatch::none()));
     if own_table {
         let rebuilt = super::fdtable::install(table, parked).map_err(|e| format!("{e}"))?;
         // The parked set and everything else (the restorer's descriptors) go.
@@ -657,6 +741,7 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     let t = NixPid::from_raw(pid);
     // Let it run on from its self-stop (into pause()), then take it under ptrace.
     kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
-    load_image(image, std::slice::from_ref(saved), saved, &[])?;
+    let objects = super::objects::create(image)?;
+    load_image(image, std::slice::from_ref(saved), saved, &[], &objects)?;
     super::threads::release_tree(std::slice::from_ref(saved))
 }

@@ -1,5 +1,5 @@
 //! What the image says about one process ([`SavedProcess`], read by [`load`]) and the
-//! questions about it that several restore steps ask ([`main_thread`], [`zombie_exit`]). Plain data read
+//! questions about it that several restore steps ask ([`main_thread`]; how a zombie ended is [`crate::wait_status`]'s). Plain data read
 //! from the image; what is done with it is left to the steps above.
 
 use pipecr_image::Image;
@@ -56,82 +56,4 @@ pub(super) fn main_thread(pid: i32, core: &proto::Core) -> Option<&proto::Thread
         .iter()
         .find(|t| t.tid == pid)
         .or_else(|| core.threads.first())
-}
-
-/// How a saved zombie ended, decoded from its wait status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ZombieExit {
-    /// `_exit(code)`.
-    Exited(i32),
-    /// Killed by `signal` at its default action; `core` when it dumped core.
-    Signaled {
-        /// The signal.
-        signal: i32,
-        /// The 0x80 bit: a core was dumped.
-        core: bool,
-    },
-}
-
-/// Decodes a zombie's saved wait status; `None` for one no process can end with (a stop
-/// or continue status, stray bits, a signal whose default action does not end a process).
-pub fn zombie_exit(status: i32) -> Option<ZombieExit> {
-    if status & !0xffff != 0 {
-        return None;
-    }
-    let signal = status & 0x7f;
-    if signal == 0 {
-        return (status & 0xff == 0).then_some(ZombieExit::Exited(status >> 8));
-    }
-    // Anything above the low byte, or 0x7f (a stop), is no death by a signal.
-    if status & !0xff != 0 || signal == 0x7f || signal > 64 {
-        return None;
-    }
-    let ignored_or_stops = [
-        libc::SIGCHLD,
-        libc::SIGCONT,
-        libc::SIGSTOP,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-        libc::SIGURG,
-        libc::SIGWINCH,
-    ];
-    if ignored_or_stops.contains(&signal) {
-        return None;
-    }
-    Some(ZombieExit::Signaled {
-        signal,
-        core: status & 0x80 != 0,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zombie_statuses_decode_as_wait_does() {
-        assert_eq!(zombie_exit(7 << 8), Some(ZombieExit::Exited(7)));
-        assert_eq!(zombie_exit(0), Some(ZombieExit::Exited(0)));
-        assert_eq!(
-            zombie_exit(libc::SIGTERM),
-            Some(ZombieExit::Signaled {
-                signal: libc::SIGTERM,
-                core: false
-            })
-        );
-        assert_eq!(
-            zombie_exit(libc::SIGSEGV | 0x80),
-            Some(ZombieExit::Signaled {
-                signal: libc::SIGSEGV,
-                core: true
-            })
-        );
-        // A stop status, a continue status, a signal that ends nothing, stray bits.
-        assert_eq!(zombie_exit((libc::SIGSTOP << 8) | 0x7f), None);
-        assert_eq!(zombie_exit(0xffff), None);
-        assert_eq!(zombie_exit(libc::SIGCHLD), None);
-        assert_eq!(zombie_exit(1 << 16), None);
-        assert_eq!(zombie_exit((1 << 8) | 3), None);
-    }
 }

@@ -190,6 +190,28 @@ pub fn clone3_with_tid(
     }
 }
 
+/// `clone3({.exit_signal = SIGCHLD})`—`fork()`: a child on a copy of the caller's address
+/// space, with a PID the kernel chooses.
+///
+/// Returns `Ok(Some(pid))` in the parent and `Ok(None)` in the child. The child has the
+/// duty described under "Safety of the child" in [`clone3_with_tid`] when the caller is
+/// multi-threaded.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/clone3.2.html)
+pub fn fork() -> io::Result<Option<Pid>> {
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    match raw_clone3(&args)? {
+        Cloned::Child => Ok(None),
+        Cloned::Parent(pid) => Pid::from_raw(pid)
+            .map(Some)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "clone3: pid 0")),
+    }
+}
+
 /// The namespace flags [`clone3_into_namespaces`] accepts.
 const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWPID
     | libc::CLONE_NEWNS

@@ -98,13 +98,16 @@ pub fn dup_own(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
 /// For a pipe this yields another end of the same pipe (a read end from a write-only
 /// descriptor, say); for a FIFO, another open of the same FIFO.
 ///
+/// `O_NOFOLLOW` is left out: the `/proc` link is a symbolic link to follow (with it the
+/// open fails with `ELOOP`), and the flag means nothing once a file is open.
+///
 /// # References
 ///  - [proc_pid_fd(5)](https://man7.org/linux/man-pages/man5/proc_pid_fd.5.html)
 pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> io::Result<OwnedFd> {
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     Ok(rustix::fs::open(
         path,
-        flags | OFlags::CLOEXEC,
+        (flags - OFlags::NOFOLLOW) | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
 }
@@ -140,4 +143,29 @@ pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
         first = fd.saturating_add(1);
     }
     Ok(())
+}
+
+/// An empty, nameless, read-write file: `O_TMPFILE` in `dir`, else in `/tmp`, else a new
+/// file in `/tmp` that is unlinked right away (for file systems without `O_TMPFILE`).
+pub fn anonymous_file(dir: &std::path::Path, id: u64) -> io::Result<OwnedFd> {
+    let flags =
+        rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC;
+    let mode = rustix::fs::Mode::from_raw_mode(0o600);
+    if let Ok(fd) = rustix::fs::open(dir, flags, mode) {
+        return Ok(fd);
+    }
+    if let Ok(fd) = rustix::fs::open("/tmp", flags, mode) {
+        return Ok(fd);
+    }
+    let path = format!("/tmp/.pipecr-unlinked-{}-{id}", std::process::id());
+    let fd = rustix::fs::open(
+        &path,
+        rustix::fs::OFlags::CREATE
+            | rustix::fs::OFlags::EXCL
+            | rustix::fs::OFlags::RDWR
+            | rustix::fs::OFlags::CLOEXEC,
+        mode,
+    )?;
+    rustix::fs::unlink(&path)?;
+    Ok(fd)
 }

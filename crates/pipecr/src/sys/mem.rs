@@ -233,6 +233,52 @@ pub fn write_in_batches<E>(
     Ok(())
 }
 
+/// `mmap(NULL, len, PROT_NONE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)`, then
+/// `open("/proc/self/map_files/START-END", O_RDWR)` and `munmap`—Creates the shmem
+/// object the kernel makes for shared anonymous memory (maps shows it as
+/// `/dev/zero (deleted)`), of `len` bytes, and returns a read-write descriptor of it:
+/// whatever maps that descriptor shares the memory, as processes forked after a
+/// `MAP_SHARED | MAP_ANONYMOUS` mapping do. Opening `map_files` needs
+/// `CAP_CHECKPOINT_RESTORE` (or `CAP_SYS_ADMIN`).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/mmap.2.html)
+///  - [Linux](https://man7.org/linux/man-pages/man5/proc_pid_map_files.5.html)
+#[doc(alias = "mmap")]
+pub fn shared_anonymous(len: u64) -> io::Result<std::os::fd::OwnedFd> {
+    let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::ENOMEM))?;
+    if len == 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: a new mapping at an address the kernel chooses: it replaces nothing, is
+    // never accessed (PROT_NONE) and is unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let start = addr as usize;
+    let path = format!("/proc/self/map_files/{:x}-{:x}", start, start + len);
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path);
+    // SAFETY: the mapping made above, which holds no Rust data; the object lives on
+    // in the descriptor.
+    unsafe {
+        libc::munmap(addr, len);
+    }
+    Ok(opened?.into())
+}
+
 /// A read-only shared mapping of the first `len` bytes of a file (see the module
 /// documentation). Unmapped on drop.
 #[derive(Debug)]
@@ -282,6 +328,54 @@ impl FileMapping {
     /// Always false: a mapping is never empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// `pwrite(fd, mapping + offset, len, at)` until done—Copies `len` bytes of the
+    /// mapping from `offset` on into the file `fd` at `at` (an error past the mapping's
+    /// end, or when the mapped file is shorter than the mapping says).
+    ///
+    /// # References
+    ///  - [Linux](https://man7.org/linux/man-pages/man2/pwrite.2.html)
+    #[doc(alias = "pwrite")]
+    pub fn write_to_file(
+        &self,
+        offset: usize,
+        len: usize,
+        fd: std::os::fd::BorrowedFd<'_>,
+        at: u64,
+    ) -> io::Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => {}
+            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+        let mut done = 0usize;
+        while done < len {
+            let to = at
+                .checked_add(done as u64)
+                .and_then(|o| i64::try_from(o).ok())
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+            // SAFETY: the source lies inside the mapping (checked above), which lives as
+            // long as `self`; the kernel only reads it.
+            let n = unsafe {
+                libc::pwrite(
+                    fd.as_raw_fd(),
+                    (self.addr + offset + done) as *const libc::c_void,
+                    len - done,
+                    to,
+                )
+            };
+            match n {
+                n if n > 0 => done += n as usize,
+                0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `process_vm_writev(pid, {mapping + offset, total}, remote)`—Copies consecutive

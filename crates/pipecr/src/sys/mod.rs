@@ -15,6 +15,7 @@ pub mod kcmp;
 pub mod mem;
 pub mod names;
 pub mod ns;
+pub mod pidfd;
 pub mod pipe;
 pub mod ptrace;
 pub mod rlimit;
