@@ -114,6 +114,14 @@ impl FileKind for PidfdKind {
     }
 
     fn prepare(&self, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
+        // An image of open files only (no tree.img) holds no pidfd to check.
+        let any = ctx
+            .open_files()?
+            .iter()
+            .any(|f| matches!(f.kind, Some(open_file::Kind::Pidfd(_))));
+        if !any {
+            return Ok(());
+        }
         let tree: Vec<proto::Process> = ctx.image.read_records(pipecr_image::TREE)?;
         let in_tree = |pid: i32| {
             tree.iter()
