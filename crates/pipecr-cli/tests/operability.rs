@@ -539,3 +539,49 @@ fn check_json_lists_every_check() {
         "{v}"
     );
 }
+
+#[test]
+fn an_open_file_gone_since_the_dump_is_a_conflict_exit_5() {
+    if !capable() {
+        return;
+    }
+    common::set_subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, b"kept open").unwrap();
+    // sleep holding the file open at fd 3 (the shell opens it and becomes sleep).
+    let mut child = only_stdio(&mut Command::new("sh"))
+        .arg("-c")
+        .arg(format!("exec 3<{} && exec sleep 1000", data.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let _kill = KillOnDrop(vec![pid]);
+    common::wait_until("sleep to hold the file at fd 3", || {
+        std::fs::read_link(format!("/proc/{pid}/fd/3")).is_ok_and(|l| l == data)
+            && common::comm(pid).as_deref() == Some("sleep")
+    });
+    let img = dir.path().join("img");
+    common::dump(pid, &img, &[]);
+    child.wait().unwrap();
+    common::wait_until("the dumped process to be gone", || {
+        common::state(pid).is_none()
+    });
+
+    std::fs::remove_file(&data).unwrap();
+    let out = pipecr(&["restore", "-d", "--json", "-D", img.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(v["error"]["class"], "conflict");
+    assert_eq!(v["error"]["code"], "file_missing_or_changed");
+    assert_eq!(v["error"]["pid"], pid);
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&data.display().to_string()) && !message.contains("[conflict]"),
+        "{v}"
+    );
+    assert!(common::state(pid).is_none(), "nothing was restored");
+}

@@ -466,6 +466,9 @@ fn restore(e: &ProcessRestoreError) -> Diagnosis {
         ProcessRestoreError::Child { pid, .. } => {
             Diagnosis::new(ErrorClass::Internal, "setup_failed").pid(*pid)
         }
+        ProcessRestoreError::ChildConflict { pid, .. } => {
+            Diagnosis::new(ErrorClass::Conflict, "file_missing_or_changed").pid(*pid)
+        }
         ProcessRestoreError::Area {
             pid, what, source, ..
         } => {

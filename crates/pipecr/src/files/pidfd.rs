@@ -114,12 +114,15 @@ impl FileKind for PidfdKind {
     }
 
     fn prepare(&self, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
-        // An image of open files only (no tree.img) holds no pidfd to check.
-        let any = ctx
+        let pidfds: Vec<(u64, proto::Pidfd)> = ctx
             .open_files()?
             .iter()
-            .any(|f| matches!(f.kind, Some(open_file::Kind::Pidfd(_))));
-        if !any {
+            .filter_map(|f| match &f.kind {
+                Some(open_file::Kind::Pidfd(p)) => Some((f.id, p.clone())),
+                _ => None,
+            })
+            .collect();
+        if pidfds.is_empty() {
             return Ok(());
         }
         let tree: Vec<proto::Process> = ctx.image.read_records(pipecr_image::TREE)?;
@@ -127,10 +130,7 @@ impl FileKind for PidfdKind {
             tree.iter()
                 .any(|p| p.pid == pid || p.zombies.iter().any(|z| z.pid == pid))
         };
-        for file in ctx.open_files()? {
-            let Some(open_file::Kind::Pidfd(p)) = &file.kind else {
-                continue;
-            };
+        for (id, p) in &pidfds {
             let bad = match p.pid {
                 0 if wait_status::decode(p.exit_status).is_none() => Some(format!(
                     "pidfd of a reaped process with exit status {:#x}, which no process can end with",
@@ -143,10 +143,7 @@ impl FileKind for PidfdKind {
                 _ => None,
             };
             if let Some(reason) = bad {
-                return Err(FileError::Invalid {
-                    id: file.id,
-                    reason,
-                });
+                return Err(FileError::Invalid { id: *id, reason });
             }
         }
         Ok(())

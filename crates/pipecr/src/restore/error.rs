@@ -108,6 +108,15 @@ pub enum ProcessRestoreError {
         /// What it reported.
         message: String,
     },
+    /// The new process could not open a file again because it is missing or changed on
+    /// this machine (a conflict the user can resolve, not a fault of the restore).
+    #[error("pid {pid}: {message}")]
+    ChildConflict {
+        /// The process.
+        pid: i32,
+        /// What it reported.
+        message: String,
+    },
     /// An area could not be recreated.
     #[error("pid {pid}: area {start:#x}-{end:#x} ({what}) could not be restored")]
     Area {

@@ -86,6 +86,21 @@ pub enum RebuildError {
     },
 }
 
+impl RebuildError {
+    /// True when an open file could not be created because its file is missing or no
+    /// longer the one saved: something on this machine to fix, not a fault of the image
+    /// or of the restore.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            RebuildError::File(FileError::Changed { .. }) => true,
+            RebuildError::File(FileError::Restore { source, .. }) => {
+                source.kind() == std::io::ErrorKind::NotFound
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What a rebuild installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rebuilt {

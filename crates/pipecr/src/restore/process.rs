@@ -421,6 +421,10 @@ fn spawn_tree(
                 if message.is_empty() {
                     message = "it died without saying why".to_owned();
                 }
+                if message.contains(CONFLICT) {
+                    let message = message.replace(CONFLICT, "");
+                    return Err(ProcessRestoreError::ChildConflict { pid, message });
+                }
                 return Err(ProcessRestoreError::Child { pid, message });
             }
             Ok(_) => continue,
@@ -482,7 +486,7 @@ fn child_setup(
         .unwrap_or(0);
     let err_w = rustix::io::fcntl_dupfd_cloexec(&err_w, top + 1).unwrap_or(err_w);
     let result = table
-        .map_err(|e| format!("{e}"))
+        .map_err(child_error)
         .and_then(|table| child_setup_inner(image, tree, idx, &err_w, report, files, &table));
     match result {
         Ok(()) => {
@@ -605,6 +609,20 @@ fn become_zombie(zombie: &proto::Zombie) -> ! {
     }
 }
 
+/// Marks a line a new process reports as a conflict ([`ProcessRestoreError::ChildConflict`]):
+/// the parent reads the reports as text.
+const CONFLICT: &str = "[conflict] ";
+
+/// What a new process reports when it could not create or install its open files: the
+/// error, marked when it is a file missing or changed on this machine.
+fn child_error(e: super::fdtable::RebuildError) -> String {
+    if e.is_conflict() {
+        format!("{CONFLICT}{e}")
+    } else {
+        e.to_string()
+    }
+}
+
 /// Waits until our child `child` stops itself (`SIGSTOP`); an error if it dies first.
 fn wait_stopped(child: NixPid) -> std::result::Result<(), String> {
     loop {
@@ -638,7 +656,7 @@ fn install_late(
         nix::sys::signal::raise(Signal::SIGSTOP).map_err(|e| format!("raise(SIGSTOP): {e}"))?;
     }
     if install {
-        late.install(table).map_err(|e| format!("{e}"))?;
+        late.install(table).map_err(child_error)?;
     }
     for &child in children {
         kill(child, Signal::SIGCONT).map_err(|e| format!("kill {child} SIGCONT: {e}"))?;
@@ -675,7 +693,7 @@ fn child_setup_inner(
     let (owned, inherited) = match files {
         OpenFiles::Parked(parked) | OpenFiles::Shared(parked) => (None, Some(parked)),
         OpenFiles::Create(external) => (
-            Some(super::fdtable::create_all(image, external).map_err(|e| format!("{e}"))?),
+            Some(super::fdtable::create_all(image, external).map_err(child_error)?),
             None,
         ),
     };
@@ -697,7 +715,7 @@ fn child_setup_inner(
     // more may be written to the restorer's stderr or log file.
     std::mem::forget(tracing::dispatcher::set_default(&tracing::Dispatch::none()));
     if own_table {
-        let rebuilt = super::fdtable::install(table, parked).map_err(|e| format!("{e}"))?;
+        let rebuilt = super::fdtable::install(table, parked).map_err(child_error)?;
         // The parked set and everything else (the restorer's descriptors) go.
         drop(owned);
         let mut keep = rebuilt.fds.clone();
