@@ -118,7 +118,7 @@ impl FileKind for PidfdKind {
             .open_files()?
             .iter()
             .filter_map(|f| match &f.kind {
-                Some(open_file::Kind::Pidfd(p)) => Some((f.id, p.clone())),
+                Some(open_file::Kind::Pidfd(p)) => Some((f.id, *p)),
                 _ => None,
             })
             .collect();
