@@ -1,9 +1,10 @@
-//! What processes share that a restore cannot give back shared: an address space
-//! (CLONE_VM) is refused by every dump; a descriptor table shared with a process other
-//! than the parent (a sibling's, through CLONE_FILES | CLONE_PARENT) is refused by a dump
-//! that would kill the tree (which runs on), and an image that records it is refused by
-//! restore before anything is created. (Tables and filesystem contexts shared with the
-//! parent come back shared: restore_sharing.rs.)
+//! What processes share that a restore cannot give back shared: a descriptor table or an
+//! address space shared with a process other than the parent (a sibling's, through
+//! CLONE_FILES | CLONE_PARENT or CLONE_VM | CLONE_PARENT) is refused by a dump that would
+//! kill the tree (which runs on), and an image that records it is refused by restore
+//! before anything is created. (Tables, filesystem contexts, address spaces and handler
+//! tables shared with the parent come back shared: restore_sharing.rs,
+//! restore_vmshare.rs.)
 
 mod common;
 
@@ -49,48 +50,67 @@ fn dump(pid: u32, img: &std::path::Path, options: &[&str]) -> std::process::Outp
 }
 
 #[test]
-fn a_shared_address_space_is_refused_and_the_tree_runs_on() {
+fn a_parent_waiting_in_vfork_is_refused_and_the_tree_runs_on() {
     if !common::capable() {
         return;
     }
-    for (mode, what) in [
-        ("vm", "its address space (CLONE_VM)"),
-        (
-            "sighand",
-            "its address space and signal handlers (CLONE_VM | CLONE_SIGHAND)",
-        ),
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let Some(mut prog) = start(mode, dir.path()) else {
-            return;
-        };
-        let [child] = children(prog.id())[..] else {
-            panic!("one child: {:?}", children(prog.id()));
-        };
-        let _guard = KillOnDrop(vec![prog.id() as i32, child]);
-        for options in [&[][..], &["--leave-running"][..]] {
-            let out = dump(prog.id(), &dir.path().join("img"), options);
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "{options:?}: {err}");
-            assert!(
-                err.contains(&format!("pid {child} shares {what} with pid {}", prog.id())),
-                "{err}"
-            );
-            assert!(!dir.path().join("img").exists(), "no image is left");
-        }
-        // Both still run.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut prog) = start("vfork", dir.path()) else {
+        return;
+    };
+    let [child] = children(prog.id())[..] else {
+        panic!("one child: {:?}", children(prog.id()));
+    };
+    let _guard = KillOnDrop(vec![prog.id() as i32, child]);
+    for options in [&[][..], &["--leave-running"][..]] {
+        let out = dump(prog.id(), &dir.path().join("img"), options);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{options:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "thread {0} of pid {0} waits in vfork until its child execs or exits",
+                prog.id()
+            )),
+            "{err}"
+        );
+        assert!(!dir.path().join("img").exists(), "no image is left");
+        // Both still there, untraced: the parent still waits for its child.
         assert!(prog.try_wait().unwrap().is_none());
-        assert!(std::path::Path::new(&format!("/proc/{child}")).exists());
+        for pid in [prog.id() as i32, child] {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            assert!(status.contains("TracerPid:\t0\n"), "{status}");
+        }
+        assert_eq!(common::state(prog.id() as i32), Some('D'));
     }
 }
 
 #[test]
 fn a_table_shared_with_a_sibling_is_refused_by_a_killing_dump_and_by_restore() {
+    refused_with_a_sibling(
+        "sibling",
+        "its descriptor table (CLONE_FILES; not through its parent)",
+        "a descriptor table shared with pid {first} (CLONE_FILES)",
+    );
+}
+
+#[test]
+fn an_address_space_shared_with_a_sibling_is_refused_by_a_killing_dump_and_by_restore() {
+    refused_with_a_sibling(
+        "vmsibling",
+        "its address space (CLONE_VM; not through its parent)",
+        "an address space shared with pid {first} (CLONE_VM)",
+    );
+}
+
+/// `sharer MODE`: the second child shares `dump_what` with the first; a killing dump
+/// refuses it, a `--leave-running` one records it and restore refuses the image, saying
+/// `restore_what` (`{first}` is the first child's pid).
+fn refused_with_a_sibling(mode: &str, dump_what: &str, restore_what: &str) {
     if !common::capable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut prog) = start("sibling", dir.path()) else {
+    let Some(mut prog) = start(mode, dir.path()) else {
         return;
     };
     let [first, second] = children(prog.id())[..] else {
@@ -102,10 +122,7 @@ fn a_table_shared_with_a_sibling_is_refused_by_a_killing_dump_and_by_restore() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains(&format!(
-            "pid {second} shares its descriptor table (CLONE_FILES; not through its parent) \
-             with pid {first}"
-        )),
+        err.contains(&format!("pid {second} shares {dump_what} with pid {first}")),
         "{err}"
     );
     assert!(prog.try_wait().unwrap().is_none(), "the tree runs on");
@@ -137,8 +154,8 @@ fn a_table_shared_with_a_sibling_is_refused_by_a_killing_dump_and_by_restore() {
     assert!(
         err.contains("nothing was restored")
             && err.contains(&format!(
-                "pid {second}: cannot restore a descriptor table shared with pid {first} \
-                 (CLONE_FILES) but not with its parent {}",
+                "pid {second}: cannot restore {} but not with its parent {}",
+                restore_what.replace("{first}", &first.to_string()),
                 prog.id()
             )),
         "{err}"

@@ -1,6 +1,7 @@
 //! What an operator or a program driving pipecr sees (issue 14): the log file naming the
 //! failing pid and fd (also with stderr closed), `RUST_LOG` and `-v`, the `--json`
-//! objects of dump, restore and check on success and failure, each exit code, the stats
+//! objects of dump, restore and check on success and failure, each exit code (1: a dump
+//! into a full 64 KiB tmpfs; 5: a restore whose open file is gone), the stats
 //! that `show` prints, completions that parse, the man page, `--version`.
 //!
 //! Trees: `sleep` with stdio on /dev/null (nothing leads outside it), and
@@ -584,4 +585,61 @@ fn an_open_file_gone_since_the_dump_is_a_conflict_exit_5() {
         "{v}"
     );
     assert!(common::state(pid).is_none(), "nothing was restored");
+}
+
+/// Unmounts a test's tmpfs when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn a_full_disk_is_an_internal_error_exit_1_and_the_tree_runs_on() {
+    if !capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A 64 KiB file system: the image of a process's memory does not fit.
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &small,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=64k",
+    )
+    .unwrap();
+    let _unmount = Unmount(small.clone());
+    let mut child = sleeper();
+    let pid = child.id() as i32;
+    let _kill = KillOnDrop(vec![pid]);
+
+    let img = small.join("img");
+    let out = pipecr(&[
+        "dump",
+        "--json",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(v["error"]["class"], "internal");
+    assert_eq!(v["error"]["code"], "image_io_failed");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space left on device"),
+        "{v}"
+    );
+    assert!(!img.exists());
+    // The tree was resumed: sleep still runs, and is not stopped.
+    assert_eq!(common::state(pid), Some('S'));
+    assert!(child.try_wait().unwrap().is_none());
 }

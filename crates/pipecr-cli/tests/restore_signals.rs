@@ -81,6 +81,15 @@ fn handlers_pending_signals_and_timer_come_back() {
     let Some(mut s) = start() else { return };
     let pid = s.prog.id();
     let img = s.root.join("img");
+    // What sigaction says of two handlers: the handler, its flags, its mask.
+    let handlers = step(&s.root, &mut s.ctl, &mut s.ack, b'f');
+    let flags_usr1 = libc::SA_RESTART | libc::SA_NODEFER;
+    let flags_rt = libc::SA_RESTART | libc::SA_SIGINFO;
+    assert_eq!(
+        handlers,
+        format!("usr1 handler=1 flags={flags_usr1:x} mask=1 rt handler=1 flags={flags_rt:x}"),
+        "before the dump"
+    );
     dump(pid, &img, &[]);
     s.prog.kill().unwrap();
     s.prog.wait().unwrap();
@@ -99,6 +108,9 @@ fn handlers_pending_signals_and_timer_come_back() {
         line.starts_with("usr1=1 usr2=0 rt=0 rtval=0 alrm=0 left="),
         "{line}"
     );
+    // Each handler with its flags and its mask (the handler just returned through its
+    // saved restorer).
+    assert_eq!(step(&s.root, &mut s.ctl, &mut s.ack, b'f'), handlers);
     // Unblocking delivers the two signals pending at dump time, once each, with the
     // process-wide one's value.
     let line = step(&s.root, &mut s.ctl, &mut s.ack, b'u');
@@ -216,4 +228,32 @@ fn alternate_signal_stacks_come_back_per_thread() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A signalfd (tests/progs/sigfd.c) comes back with its flags, and the signals pending
+/// for the process at the dump (SIGUSR2, and SIGRTMIN+2 queued twice with values 7 and
+/// 8) are read from it after the restore, in the kernel's order, each once, with its
+/// code, value and sender; a signal sent after the restore is read from it too.
+#[test]
+fn signals_pending_at_the_dump_are_read_from_a_signalfd_after_restore() {
+    let Some(mut s) = launch("sigfd") else { return };
+    let mut b = [0u8; 1];
+    s.ack.read_exact(&mut b).expect("the program is set up");
+    let pid = s.prog.id();
+    let img = s.root.join("img");
+    common::dump(pid as i32, &img, &[]);
+    s.prog.wait().unwrap();
+    let restore = restore(&img, pid);
+    let _guard = KillOnDrop(vec![pid as i32]);
+    // SI_USER 0, SI_QUEUE -1; SIGRTMIN+2 is printed as 1002 (SIGRTMIN+n as 1000 + n).
+    assert_eq!(
+        step(&s.root, &mut s.ctl, &mut s.ack, b'v'),
+        format!(
+            "sfd flags=11 {}/0/0/1 1002/-1/7/1 1002/-1/8/1 empty {}/0/0/1",
+            libc::SIGUSR2,
+            libc::SIGUSR2
+        )
+    );
+    s.ctl.write_all(b"q").unwrap();
+    common::finish_restore(restore, 0);
 }

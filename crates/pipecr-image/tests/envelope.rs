@@ -337,6 +337,7 @@ fn open_file() -> impl Strategy<Value = OpenFile> {
             flags,
             pos,
             kind: kind.map(|(pipe_id, end)| open_file::Kind::Pipe(PipeEnd { pipe_id, end })),
+            ..Default::default()
         })
 }
 

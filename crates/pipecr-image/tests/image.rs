@@ -57,6 +57,7 @@ fn write_sample(parent: &Path) -> PathBuf {
             pipe_id: 1,
             end: proto::PipeEndKind::Write as i32,
         })),
+        ..Default::default()
     }];
     w.write_records(FILES, &files).unwrap();
     assert_eq!(w.commit().unwrap(), dir);

@@ -105,6 +105,18 @@ pub enum FreezeError {
         /// Its threads still alive.
         threads: usize,
     },
+    /// A thread waits in `vfork` until its child execs or exits: the kernel lets no
+    /// tracer stop it there, and the child runs in its memory.
+    #[error(
+        "thread {tid} of pid {pid} waits in vfork until its child execs or exits; a vfork \
+         parent cannot be stopped: dump again once the child has exec'd or exited"
+    )]
+    InVfork {
+        /// The process.
+        pid: i32,
+        /// The thread blocked in vfork.
+        tid: i32,
+    },
     /// A ptrace request failed.
     #[error("thread {tid} of pid {pid}: {op} failed")]
     Ptrace {
@@ -568,6 +580,10 @@ fn seize_thread(pid: i32, tid: i32) -> Result<Option<Seized>, SeizeError> {
             source: std::io::Error::from_raw_os_error(e as i32),
         }
     };
+    // A vfork parent would never stop: refused before it is seized.
+    if proc::in_vfork_wait(pid, tid).map_err(FreezeError::from)? {
+        return Err(FreezeError::InVfork { pid, tid }.into());
+    }
     match ptrace::seize(t, ptrace::Options::empty()) {
         Ok(()) => {}
         Err(Errno::ESRCH) => return Ok(None),
@@ -603,6 +619,14 @@ fn seize_thread(pid: i32, tid: i32) -> Result<Option<Seized>, SeizeError> {
         Ok(()) => {}
         Err(Errno::ESRCH) => return Ok(None),
         Err(e) => return Err(detach_on_error(fail("PTRACE_INTERRUPT")(e)).into()),
+    }
+    // Entered vfork between the check and the seize: interrupted from now on, it can
+    // enter no other (a clone with a stop pending restarts after the stop), so a second
+    // look is final. Not stopped, it cannot be detached: the tracer's exit, or the
+    // child's exec, lets it go on untouched.
+    if proc::in_vfork_wait(pid, tid).map_err(FreezeError::from)? {
+        let _ = ptrace::detach(t, None);
+        return Err(FreezeError::InVfork { pid, tid }.into());
     }
     loop {
         match waitpid(t, Some(WaitPidFlag::__WALL)) {

@@ -666,6 +666,7 @@ impl PipeImage {
                         End::Write => PipeEndKind::Write,
                     } as i32,
                 })),
+                ..Default::default()
             })
             .collect()
     }

@@ -146,6 +146,46 @@ pub fn tracer(pid: i32) -> Result<i32, ProcError> {
         })
 }
 
+/// Whether thread `tid` of process `pid` is blocked in `vfork` (or in a `clone` or
+/// `clone3` that gives `CLONE_VFORK`), waiting until its child execs or exits: an
+/// uninterruptible wait (`D`) in that syscall, from `/proc/PID/task/TID/stat` and
+/// `.../syscall`. Such a thread cannot be stopped by ptrace until its child lets it go.
+/// `Ok(false)` for a thread gone meanwhile.
+pub fn in_vfork_wait(pid: i32, tid: i32) -> Result<bool, ProcError> {
+    let state = match read(pid, format!("/proc/{pid}/task/{tid}/stat")) {
+        Ok(text) => parse_stat(&text).map(|s| s.state),
+        Err(ProcError::NoSuchProcess { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if state != Some('D') {
+        return Ok(false);
+    }
+    let text = match read(pid, format!("/proc/{pid}/task/{tid}/syscall")) {
+        Ok(text) => text,
+        Err(ProcError::NoSuchProcess { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(parse_vfork_syscall(&text))
+}
+
+/// Whether a `/proc/PID/task/TID/syscall` line names a syscall that waits for a vfork
+/// child: `vfork`, `clone` with `CLONE_VFORK` in its flags (first argument), or `clone3`
+/// (its flags are in memory; a `clone3` that blocks is one that waits so).
+pub fn parse_vfork_syscall(text: &str) -> bool {
+    let mut fields = text.split_whitespace();
+    let flags = |f: Option<&str>| {
+        f.and_then(|f| f.strip_prefix("0x"))
+            .and_then(|f| u64::from_str_radix(f, 16).ok())
+    };
+    match fields.next().and_then(|nr| nr.parse::<i64>().ok()) {
+        Some(libc::SYS_vfork) | Some(libc::SYS_clone3) => true,
+        Some(libc::SYS_clone) => {
+            flags(fields.next()).is_some_and(|f| f & libc::CLONE_VFORK as u64 != 0)
+        }
+        _ => false,
+    }
+}
+
 fn numbers_in_dir(pid: i32, path: String) -> Result<Vec<i32>, ProcError> {
     let entries = std::fs::read_dir(&path).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
@@ -535,6 +575,28 @@ pub fn parse_timers(text: &str) -> Option<Vec<ProcTimer>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vfork_wait_is_told_from_other_syscalls() {
+        assert!(parse_vfork_syscall(
+            "58 0x1 0x2 0x3 0x4 0x5 0x6 0x7ffc 0x7f00\n"
+        ));
+        assert!(parse_vfork_syscall(
+            "435 0x7ffc 0x58 0x0 0x0 0x0 0x0 0x7ffc 0x7f00\n"
+        ));
+        // clone(CLONE_VM | CLONE_VFORK | SIGCHLD), and a plain fork-like clone.
+        assert!(parse_vfork_syscall(
+            "56 0x4111 0x0 0x0 0x0 0x0 0x0 0x7ffc 0x7f00\n"
+        ));
+        assert!(!parse_vfork_syscall(
+            "56 0x1200011 0x0 0x0 0x0 0x0 0x0 0x7ffc 0x7f00\n"
+        ));
+        assert!(!parse_vfork_syscall(
+            "0 0x3 0x7ffc 0x1 0x0 0x0 0x0 0x7ffc 0x7f00\n"
+        ));
+        assert!(!parse_vfork_syscall("running\n"));
+        assert!(!parse_vfork_syscall("-1 0x7ffc 0x7f00\n"));
+    }
 
     #[test]
     fn timers_are_parsed() {

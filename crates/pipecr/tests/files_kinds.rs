@@ -1406,3 +1406,55 @@ fn fifo_no_one_kept_open_is_refilled_from_the_image() {
     assert_eq!(rustix::io::read(&restored[0], &mut buf), Ok(5));
     assert_eq!(&buf[..5], b"saved");
 }
+
+#[test]
+fn fifo_read_end_whose_writer_was_closed_reads_its_bytes_then_end_of_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fifo");
+    mkfifo(&path);
+    let tree = open(&path, OFlags::RDONLY | OFlags::NONBLOCK);
+    let writer = open(&path, OFlags::WRONLY);
+    assert_eq!(rustix::io::write(&writer, b"last bytes").unwrap(), 10);
+    // Every writer gone: no process outside holds the FIFO either.
+    drop(writer);
+    let (image, saved) = dump_all(dir.path(), &[tree.as_fd()]);
+    // Not external: a FIFO is opened again by path, and has then the writers it had
+    // (none) once the restore's own anchor is closed.
+    let (_, externals) = pipe_and_externals(&image, &saved);
+    assert!(externals.is_empty(), "{externals:?}");
+    // The original keeps its bytes.
+    assert_eq!(pending(tree.as_fd()), 10);
+    drop(tree);
+
+    let restored = restore_all(&image, &saved);
+    assert_eq!(read_rest(restored[0].as_fd()), b"last bytes");
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        rustix::io::read(&restored[0], &mut buf),
+        Ok(0),
+        "end of file: no writer"
+    );
+}
+
+#[test]
+fn fifo_write_end_whose_reader_was_closed_gets_epipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fifo");
+    mkfifo(&path);
+    let reader = open(&path, OFlags::RDONLY | OFlags::NONBLOCK);
+    let tree = open(&path, OFlags::WRONLY);
+    drop(reader);
+    assert_eq!(rustix::io::write(&tree, b"x"), Err(Errno::PIPE));
+    let (image, saved) = dump_all(dir.path(), &[tree.as_fd()]);
+    let (_, externals) = pipe_and_externals(&image, &saved);
+    assert!(externals.is_empty(), "{externals:?}");
+    drop(tree);
+
+    let restored = restore_all(&image, &saved);
+    // The test harness ignores SIGPIPE, as Rust programs do: the write fails instead.
+    assert_eq!(rustix::io::write(&restored[0], b"x"), Err(Errno::PIPE));
+    assert_eq!(
+        fdinfo_flags(restored[0].as_fd()) & libc::O_ACCMODE as u32,
+        libc::O_WRONLY as u32
+    );
+}

@@ -39,18 +39,70 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 /// Dumps our descriptors `fds` (open file ids 1, 2, ...) into a new image under `dir`.
 fn dump(dir: &Path, fds: &[BorrowedFd<'_>]) -> Result<(PathBuf, Vec<proto::OpenFile>), FileError> {
+    dump_with(dir, fds, DumpOptions::default())
+}
+
+/// [`dump`] with `options`, as the orchestration does it: the descriptors told first,
+/// then each saved, then the open files met in flight.
+fn dump_with(
+    dir: &Path,
+    fds: &[BorrowedFd<'_>],
+    options: DumpOptions,
+) -> Result<(PathBuf, Vec<proto::OpenFile>), FileError> {
     let path = dir.join("img");
     let mut writer = ImageWriter::create(&path, ImageMeta::default())?;
-    let mut sink = DumpSink::new(&mut writer, DumpOptions::default());
+    let mut sink = DumpSink::new(&mut writer, options);
+    sink.set_descriptors(fds.iter().enumerate().map(|(i, fd)| files::TreeDescriptor {
+        pid: me(),
+        fd: fd.as_raw_fd(),
+        ino: inode(*fd),
+        file_id: i as u64 + 1,
+    }));
     let mut saved = Vec::new();
     for (i, fd) in fds.iter().enumerate() {
         let live = LiveFile::fetch(me(), fd.as_raw_fd())?;
         saved.push(files::dump_file(i as u64 + 1, &live, &mut sink)?);
     }
+    loop {
+        let batch = sink.take_in_flight();
+        if batch.is_empty() {
+            break;
+        }
+        for (id, live) in batch {
+            saved.push(files::dump_file(id, &live, &mut sink)?);
+        }
+    }
     files::finish_dump(&mut saved, &mut sink)?;
     writer.write_records(pipecr_image::FILES, &saved)?;
     writer.commit()?;
     Ok((path, saved))
+}
+
+/// Opens every saved open file again, then lets each kind finish (refill queues, send
+/// the descriptors in flight), as the restore of a tree does; by id.
+fn restore_all(
+    records: &[proto::OpenFile],
+    ctx: &mut RestoreCtx<'_>,
+) -> std::collections::BTreeMap<u64, OwnedFd> {
+    let mut out = std::collections::BTreeMap::new();
+    for f in records {
+        let fd = files::restore_file(f, ctx).unwrap();
+        ctx.add_opened(f.id, fd.try_clone().unwrap());
+        out.insert(f.id, fd);
+    }
+    for f in records {
+        files::complete_file(f, ctx).unwrap();
+    }
+    out
+}
+
+/// Opens a saved socket again and lets the kind finish what it created (refill queues),
+/// as the restore of a tree does once every open file exists.
+fn restore_one(file: &proto::OpenFile, ctx: &mut RestoreCtx<'_>) -> Result<OwnedFd, FileError> {
+    let fd = files::restore_file(file, ctx)?;
+    ctx.add_opened(file.id, fd.try_clone().unwrap());
+    files::complete_file(file, ctx)?;
+    Ok(fd)
 }
 
 fn socket_of(f: &proto::OpenFile) -> &proto::UnixSocket {
@@ -162,12 +214,12 @@ fn roundtrip(ty: SocketType, to_a: Vec<Vec<u8>>, to_b: Vec<Vec<u8>>, restore_b_f
     let records: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
     let mut ctx = RestoreCtx::new(&image).unwrap();
     let (ra, rb) = if restore_b_first {
-        let rb = files::restore_file(&records[1], &mut ctx).unwrap();
-        let ra = files::restore_file(&records[0], &mut ctx).unwrap();
+        let rb = restore_one(&records[1], &mut ctx).unwrap();
+        let ra = restore_one(&records[0], &mut ctx).unwrap();
         (ra, rb)
     } else {
-        let ra = files::restore_file(&records[0], &mut ctx).unwrap();
-        let rb = files::restore_file(&records[1], &mut ctx).unwrap();
+        let ra = restore_one(&records[0], &mut ctx).unwrap();
+        let rb = restore_one(&records[1], &mut ctx).unwrap();
         (ra, rb)
     };
     assert!(ctx.state::<files::unix::PendingPeers>().is_empty());
@@ -248,8 +300,8 @@ fn shutdown_is_kept() {
 
     let image = Image::open(&image).unwrap();
     let mut ctx = RestoreCtx::new(&image).unwrap();
-    let ra = files::restore_file(&saved[0], &mut ctx).unwrap();
-    let rb = files::restore_file(&saved[1], &mut ctx).unwrap();
+    let ra = restore_one(&saved[0], &mut ctx).unwrap();
+    let rb = restore_one(&saved[1], &mut ctx).unwrap();
     // b reads the bytes, then end of file.
     assert_eq!(drain(rb.as_fd()), vec![b"last words".to_vec(), Vec::new()]);
     assert_eq!(
@@ -276,7 +328,7 @@ fn closed_peer_restores_as_closed() {
 
     let image = Image::open(&image).unwrap();
     let mut ctx = RestoreCtx::new(&image).unwrap();
-    let ra = files::restore_file(&saved[0], &mut ctx).unwrap();
+    let ra = restore_one(&saved[0], &mut ctx).unwrap();
     assert!(ctx.state::<files::unix::PendingPeers>().is_empty());
     assert_eq!(drain(ra.as_fd()), vec![b"bye".to_vec(), Vec::new()]);
 }
@@ -293,7 +345,7 @@ fn peer_outside_the_tree_is_external_and_not_restored() {
 
     let image = Image::open(&image).unwrap();
     let mut ctx = RestoreCtx::new(&image).unwrap();
-    let err = files::restore_file(&saved[0], &mut ctx).unwrap_err();
+    let err = restore_one(&saved[0], &mut ctx).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, FileError::Invalid { id: 1, .. }), "{msg}");
     assert!(
@@ -303,26 +355,283 @@ fn peer_outside_the_tree_is_external_and_not_restored() {
     assert!(msg.contains("no process of the dumped tree"), "{msg}");
 }
 
-#[test]
-fn descriptors_in_the_queue_are_refused_and_kept() {
+/// Receives one message with up to 8 descriptors; returns its bytes and descriptors.
+fn recv_with_fds(fd: BorrowedFd<'_>) -> (Vec<u8>, Vec<OwnedFd>) {
+    let mut buf = vec![0u8; 4096];
+    let msg = pipecr::sys::socket::recv_message(fd, &mut buf, libc::MSG_DONTWAIT).unwrap();
+    buf.truncate(msg.bytes);
+    (buf, msg.fds)
+}
+
+fn send_fds(through: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, sendmsg};
     use std::io::IoSlice;
     use std::mem::MaybeUninit;
-
-    let (a, b) = pair(SocketType::STREAM);
-    let passed = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, 0.into()).unwrap();
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [MaybeUninit::uninit(); 512];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds = [passed.as_fd()];
-    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-    sendmsg(&b, &[IoSlice::new(b"fd")], &mut control, SendFlags::empty()).unwrap();
+    assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+    sendmsg(
+        through,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .unwrap();
+}
+
+/// Descriptors sitting in a queue (SCM_RIGHTS): a file only the queue holds (an eventfd
+/// with a count), the socket itself (queued in its own queue) and /dev/null are saved
+/// (the first as an open file of its own), nothing is consumed, and after the restore
+/// they arrive with their message, usable.
+#[test]
+fn descriptors_in_the_queue_are_saved_and_sent_again() {
+    let (a, b) = pair(SocketType::STREAM);
+    let counter = rustix::event::eventfd(5, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, 0.into()).unwrap();
+    send(&b, b"before", SendFlags::empty()).unwrap();
+    send_fds(
+        b.as_fd(),
+        b"fds",
+        &[counter.as_fd(), a.as_fd(), null.as_fd()],
+    );
+    send(&b, b"after", SendFlags::empty()).unwrap();
+    drop(counter);
 
     let dir = tempfile::tempdir().unwrap();
-    let err = dump(dir.path(), &[a.as_fd()]).unwrap_err();
-    assert!(matches!(err, FileError::Unsupported { .. }), "{err}");
-    assert!(err.to_string().contains("SCM_RIGHTS"), "{err}");
+    let (image, saved) = dump(dir.path(), &[a.as_fd(), b.as_fd(), null.as_fd()]).unwrap();
+    assert_eq!(saved.len(), 4, "a, b, /dev/null and the eventfd in flight");
+    let sa = socket_of(&saved[0]);
+    assert_eq!(sa.ancillary.len(), 2, "{:?}", sa.ancillary);
+    // A peek returns the descriptors with the bytes glued before them: they are saved
+    // at the start of that stretch, and the bytes after them start one of their own.
+    assert_eq!(
+        (sa.ancillary[0].at, sa.ancillary[1].at),
+        (0, 9),
+        "{:?}",
+        sa.ancillary
+    );
+    assert_eq!(sa.ancillary[0].file_ids, [4, 1, 3]);
+    assert!(matches!(
+        saved[3].kind,
+        Some(open_file::Kind::Eventfd(proto::EventFd { count: 5, .. }))
+    ));
+    // Nothing consumed: the original still reads the same.
     assert_eq!(peek_offset(a.as_fd()).unwrap(), -1);
-    assert_eq!(drain(a.as_fd()), vec![b"fd".to_vec()]);
+    let mut buf = [0u8; 6];
+    assert_eq!(recv(&a, &mut buf, RecvFlags::PEEK).unwrap().0, 6);
+    drop((a, b));
+
+    let image = Image::open(&image).unwrap();
+    let records: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
+    let mut ctx = RestoreCtx::new(&image).unwrap();
+    let restored = restore_all(&records, &mut ctx);
+    drop(ctx);
+    let ra = restored[&1].as_fd();
+    let (bytes, fds) = recv_with_fds(ra);
+    assert_eq!((bytes.as_slice(), fds.len()), (&b"beforefds"[..], 3));
+    let mut count = [0u8; 8];
+    assert_eq!(rustix::io::read(&fds[0], &mut count).unwrap(), 8);
+    assert_eq!(
+        u64::from_ne_bytes(count),
+        5,
+        "the eventfd in flight kept its count"
+    );
+    assert_eq!(
+        inode(fds[1].as_fd()),
+        inode(ra),
+        "the socket came back inside its own queue"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/self/fd/{}", fds[2].as_raw_fd())).unwrap(),
+        Path::new("/dev/null")
+    );
+    let (bytes, fds) = recv_with_fds(ra);
+    assert_eq!((bytes.as_slice(), fds.len()), (&b"after"[..], 0));
+}
+
+fn unique(tag: &str) -> Vec<u8> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "\0pipecr-test-{tag}-{}-{}",
+        me(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+    .into_bytes()
+}
+
+fn name_of(addr: Option<rustix::net::SocketAddrAny>) -> Vec<u8> {
+    let Some(addr) = addr else { return Vec::new() };
+    let u = rustix::net::SocketAddrUnix::try_from(addr).unwrap();
+    if let Some(a) = u.abstract_name() {
+        let mut v = vec![0];
+        v.extend_from_slice(a);
+        v
+    } else {
+        u.path_bytes()
+            .map(|p| p.iter().copied().take_while(|&b| b != 0).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A listener bound to a path with a connection waiting to be accepted (its client sent
+/// bytes), an accepted connection with bytes each way, and a client bound to an abstract
+/// name: saved and restored with names, backlog, the waiting connection and every byte.
+#[test]
+fn named_stream_sockets_listening_accepted_and_waiting() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&listener, &rustix::net::SocketAddrUnix::new(&path).unwrap()).unwrap();
+    rustix::net::listen(&listener, 7).unwrap();
+    let addr = rustix::net::SocketAddrUnix::new(&path).unwrap();
+    // An accepted connection whose client has an abstract name.
+    let client = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    let cname = unique("client");
+    rustix::net::bind(
+        &client,
+        &rustix::net::SocketAddrUnix::new_abstract_name(&cname[1..]).unwrap(),
+    )
+    .unwrap();
+    rustix::net::connect(&client, &addr).unwrap();
+    let server = rustix::net::accept(&listener).unwrap();
+    send(&client, b"to server", SendFlags::empty()).unwrap();
+    send(&server, b"to client", SendFlags::empty()).unwrap();
+    // A connection waiting to be accepted, with what its client sent.
+    let waiting = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    rustix::net::connect(&waiting, &addr).unwrap();
+    send(&waiting, b"hello before accept", SendFlags::empty()).unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let options = DumpOptions {
+        leave_running: false,
+        ..DumpOptions::default()
+    };
+    let fds = [
+        listener.as_fd(),
+        client.as_fd(),
+        server.as_fd(),
+        waiting.as_fd(),
+    ];
+    let (image, saved) = dump_with(tmp.path(), &fds, options).unwrap();
+    let sl = socket_of(&saved[0]);
+    assert_eq!(sl.state, proto::UnixSocketState::Listening as i32);
+    assert_eq!(sl.backlog, 7);
+    assert_eq!(sl.name, path.as_os_str().as_bytes());
+    assert_eq!(sl.waiting.len(), 1);
+    assert_eq!(sl.waiting[0].peer_inode, inode(waiting.as_fd()));
+    assert_eq!(socket_of(&saved[2]).name, path.as_os_str().as_bytes());
+    assert_eq!(socket_of(&saved[1]).name, cname);
+    assert!(saved.iter().all(|f| !socket_of(f).external));
+    drop((listener, client, server, waiting));
+
+    let image = Image::open(&image).unwrap();
+    let records: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
+    let mut ctx = RestoreCtx::new(&image).unwrap();
+    let r = restore_all(&records, &mut ctx);
+    drop(ctx);
+    let (listener, client, server, waiting) = (&r[&1], &r[&2], &r[&3], &r[&4]);
+    assert_eq!(
+        name_of(Some(rustix::net::getsockname(listener).unwrap())),
+        path.as_os_str().as_bytes()
+    );
+    assert!(sockopt::socket_acceptconn(listener).unwrap());
+    assert_eq!(
+        name_of(Some(rustix::net::getsockname(server).unwrap())),
+        path.as_os_str().as_bytes()
+    );
+    assert_eq!(
+        name_of(rustix::net::getpeername(client).unwrap()),
+        path.as_os_str().as_bytes()
+    );
+    assert_eq!(
+        name_of(Some(rustix::net::getsockname(client).unwrap())),
+        cname
+    );
+    assert_eq!(name_of(rustix::net::getpeername(server).unwrap()), cname);
+    assert_eq!(concat(&drain(server.as_fd())), b"to server");
+    assert_eq!(concat(&drain(client.as_fd())), b"to client");
+    assert_connected(client.as_fd(), server.as_fd());
+    // accept returns the waiting connection, with what its client had sent.
+    let conn = rustix::net::accept(listener).unwrap();
+    assert_eq!(concat(&drain(conn.as_fd())), b"hello before accept");
+    assert_connected(waiting.as_fd(), conn.as_fd());
+    // And the listener takes new connections at its path.
+    let again = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let conn2 = rustix::net::accept(listener).unwrap();
+    assert_connected(again.as_fd(), conn2.as_fd());
+}
+
+/// A datagram socket bound to an abstract name with messages from a named sender and an
+/// unnamed one, and options set: each message comes back with its sender's address.
+#[test]
+fn named_datagram_socket_keeps_senders_and_options() {
+    let rname = unique("dgram");
+    let sname = unique("sender");
+    let recv_sock = rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None).unwrap();
+    let raddr = rustix::net::SocketAddrUnix::new_abstract_name(&rname[1..]).unwrap();
+    rustix::net::bind(&recv_sock, &raddr).unwrap();
+    let named = rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None).unwrap();
+    rustix::net::bind(
+        &named,
+        &rustix::net::SocketAddrUnix::new_abstract_name(&sname[1..]).unwrap(),
+    )
+    .unwrap();
+    let unnamed = rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None).unwrap();
+    rustix::net::sendto(&named, b"one", SendFlags::empty(), &raddr).unwrap();
+    rustix::net::sendto(&unnamed, b"two!", SendFlags::empty(), &raddr).unwrap();
+    rustix::net::sendto(&named, b"three", SendFlags::empty(), &raddr).unwrap();
+    sockopt::set_socket_passcred(&recv_sock, true).unwrap();
+    sockopt::set_socket_timeout(
+        &recv_sock,
+        sockopt::Timeout::Recv,
+        Some(std::time::Duration::from_millis(1500)),
+    )
+    .unwrap();
+    pipecr::sys::sockopt::set_int_option(recv_sock.as_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, 3)
+        .unwrap();
+    sockopt::set_socket_recv_buffer_size(&recv_sock, 100_000).unwrap();
+    let rcvbuf = sockopt::socket_recv_buffer_size(&recv_sock).unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, saved) = dump(tmp.path(), &[recv_sock.as_fd(), named.as_fd()]).unwrap();
+    let s = socket_of(&saved[0]);
+    assert_eq!(s.message_lengths, [3, 4, 5]);
+    assert_eq!(s.sources, [sname.clone(), Vec::new(), sname.clone()]);
+    drop((recv_sock, named, unnamed));
+
+    let image = Image::open(&image).unwrap();
+    let records: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
+    let mut ctx = RestoreCtx::new(&image).unwrap();
+    let r = restore_all(&records, &mut ctx);
+    drop(ctx);
+    let rs = r[&1].as_fd();
+    assert_eq!(name_of(Some(rustix::net::getsockname(rs).unwrap())), rname);
+    assert!(sockopt::socket_passcred(rs).unwrap());
+    assert_eq!(
+        sockopt::socket_timeout(rs, sockopt::Timeout::Recv).unwrap(),
+        Some(std::time::Duration::from_millis(1500))
+    );
+    assert_eq!(
+        pipecr::sys::sockopt::int_option(rs, libc::SOL_SOCKET, libc::SO_RCVLOWAT).unwrap(),
+        3
+    );
+    assert_eq!(sockopt::socket_recv_buffer_size(rs).unwrap(), rcvbuf);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        let (n, _, from) = rustix::net::recvfrom(rs, &mut buf, RecvFlags::DONTWAIT).unwrap();
+        got.push((buf[..n].to_vec(), name_of(from)));
+    }
+    assert_eq!(
+        got,
+        [
+            (b"one".to_vec(), sname.clone()),
+            (b"two!".to_vec(), Vec::new()),
+            (b"three".to_vec(), sname.clone())
+        ]
+    );
 }
 
 /// The message that stops a dump of our descriptor `fd`.
@@ -333,41 +642,6 @@ fn unsupported(fd: BorrowedFd<'_>) -> String {
         Err(e) => panic!("unexpected error: {e}"),
         Ok(k) => panic!("claimed by {}", k.name()),
     }
-}
-
-#[test]
-fn named_unix_sockets_are_unsupported() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let msg = unsupported(listener.as_fd());
-    assert!(
-        msg.contains(&format!(
-            "unix stream socket listening on {}",
-            path.display()
-        )),
-        "{msg}"
-    );
-
-    let client = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    let msg = unsupported(client.as_fd());
-    assert!(
-        msg.contains(&format!(
-            "unix stream socket connected to {}",
-            path.display()
-        )),
-        "{msg}"
-    );
-    let msg = unsupported(server.as_fd());
-    assert!(
-        msg.contains(&format!("unix stream socket bound to {}", path.display())),
-        "{msg}"
-    );
-
-    let unbound = rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None).unwrap();
-    let msg = unsupported(unbound.as_fd());
-    assert!(msg.contains("unconnected unix datagram socket"), "{msg}");
 }
 
 #[test]
@@ -425,7 +699,7 @@ fn seqpacket_end_whose_peer_was_closed_keeps_its_messages_then_end_of_file() {
 
     let image = Image::open(&image).unwrap();
     let mut ctx = RestoreCtx::new(&image).unwrap();
-    let ra = files::restore_file(&saved[0], &mut ctx).unwrap();
+    let ra = restore_one(&saved[0], &mut ctx).unwrap();
     drop(ctx);
     let mut buf = [0u8; 16];
     for want in [&b"one"[..], b"two!", b""] {
@@ -436,4 +710,38 @@ fn seqpacket_end_whose_peer_was_closed_keeps_its_messages_then_end_of_file() {
         send(&ra, b"x", SendFlags::DONTWAIT | SendFlags::NOSIGNAL),
         Err(Errno::PIPE)
     );
+}
+
+/// Connections waiting in a listener can only be read by accepting them: a dump that lets
+/// the tree run on refuses, naming them, and leaves them waiting; so does a dump that
+/// would kill the tree when a client is not the tree's.
+#[test]
+fn waiting_connections_are_refused_when_the_tree_runs_on_or_their_client_is_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    std::io::Write::write_all(&mut client, b"queued").unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let fds = [listener.as_fd(), client.as_fd()];
+    let err = dump(tmp.path(), &fds).unwrap_err().to_string();
+    assert!(
+        err.contains("--leave-running") && err.contains("1 connection(s) waiting"),
+        "{err}"
+    );
+    let options = DumpOptions {
+        leave_running: false,
+        ..DumpOptions::default()
+    };
+    let tmp2 = tempfile::tempdir().unwrap();
+    let err = dump_with(tmp2.path(), &[listener.as_fd()], options)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("which no process of the tree holds"), "{err}");
+    // Still waiting, with its bytes.
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = [0u8; 6];
+    std::io::Read::read_exact(&mut conn, &mut got).unwrap();
+    assert_eq!(&got, b"queued");
 }

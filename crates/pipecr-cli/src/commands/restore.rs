@@ -52,6 +52,12 @@ pub struct Args {
     /// written into the source when it is a pipe.
     #[arg(long = "inherit-fd", value_name = "[PID:]FD=SOURCE")]
     inherit_fd: Vec<Inherit>,
+    /// A unix socket of the tree whose peer was outside it, at this address (a path, or
+    /// `@name` for an abstract one), gets a new socket of the same type connected to that
+    /// address again (bound to its own saved name, if it had one). Repeatable. Without it
+    /// (or --inherit-fd) such a socket stops the restore.
+    #[arg(long = "external-unix", value_name = "ADDRESS")]
+    external_unix: Vec<String>,
     /// The tree is a job of an interactive shell (dumped from its own process group in
     /// the shell's session, on the shell's terminal): restore it into this command's
     /// session and onto its terminal, and, in the foreground, make it the terminal's
@@ -145,6 +151,7 @@ pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
     let options = RestoreOptions {
         inherit: args.inherit_fd.clone(),
         shell_job: args.shell_job,
+        external_unix: args.external_unix.clone(),
     };
     let shares_stdout = pipecr::restore::external::plan(&image, &options)
         .map(|plan| plan.iter().any(|(_, r)| r.source == Source::Fd(1)))

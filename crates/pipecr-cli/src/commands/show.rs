@@ -388,6 +388,15 @@ fn print_tree(shown: &Shown, holders: &Holders) {
             "{indent}pid {} ({}), pgid {}, sid {}{threads}",
             p.pid, p.comm, p.pgid, p.sid
         );
+        for (with, what) in [
+            (p.shares_vm_with, "address space (CLONE_VM)"),
+            (p.shares_sighand_with, "signal handlers (CLONE_SIGHAND)"),
+            (p.shares_fs_with, "filesystem context (CLONE_FS)"),
+        ] {
+            if with != 0 {
+                println!("{indent}  shares its {what} with pid {with}");
+            }
+        }
         match shown.fd_tables.iter().find(|t| t.id == p.fd_table) {
             None => println!(
                 "{indent}  descriptor table {} missing from the image",

@@ -1,8 +1,8 @@
-/* A parent and a child that share its address space ("vm", clone with CLONE_VM; "sighand",
- * with CLONE_VM | CLONE_SIGHAND as vfork-like runtimes do), or a
- * child and a sibling that share the child's descriptor table ("sibling": the child
- * clones with CLONE_FILES | CLONE_PARENT, so the parent does not share it): what restore
- * cannot give back shared. Prints "ready\n" once every process runs, then all wait until
+/* A child and a sibling that share the child's descriptor table ("sibling": the child
+ * clones with CLONE_FILES | CLONE_PARENT, so the parent does not share it) or its
+ * address space ("vmsibling": CLONE_VM | CLONE_PARENT): what restore cannot give back
+ * shared (a process is given its parent's). "vfork": a parent waiting in vfork for a
+ * child that neither execs nor exits, which no tracer can stop. Prints "ready\n" once every process runs, then all wait until
  * killed. */
 #define _GNU_SOURCE
 #include <sched.h>
@@ -25,7 +25,7 @@ static int sibling(void *arg) {
 }
 
 static int child(void *arg) {
-    if (arg && clone(sibling, stack2 + sizeof stack2, CLONE_FILES | CLONE_PARENT | SIGCHLD,
+    if (arg && clone(sibling, stack2 + sizeof stack2, *(int *)arg | CLONE_PARENT | SIGCHLD,
                      NULL) < 0)
         _exit(2);
     char c = 'x';
@@ -36,13 +36,21 @@ static int child(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc != 2) return 2;
-    int flags = SIGCHLD;
-    int sib = strcmp(argv[1], "sibling") == 0;
-    if (strcmp(argv[1], "vm") == 0) flags |= CLONE_VM;
-    else if (strcmp(argv[1], "sighand") == 0) flags |= CLONE_VM | CLONE_SIGHAND;
-    else if (!sib) return 2;
+    static int share;
+    if (strcmp(argv[1], "vfork") == 0) {
+        /* The child says ready (the parent waits in vfork until it execs or exits). */
+        if (vfork() == 0) {
+            if (write(1, "ready\n", 6) != 6) _exit(2);
+            for (;;) pause();
+        }
+        return 0;
+    }
+    if (strcmp(argv[1], "sibling") == 0) share = CLONE_FILES;
+    else if (strcmp(argv[1], "vmsibling") == 0) share = CLONE_VM;
+    else return 2;
+    int sib = 1;
     if (pipe(pipefd) != 0) return 2;
-    if (clone(child, stack + sizeof stack, flags, sib ? "" : NULL) < 0) {
+    if (clone(child, stack + sizeof stack, SIGCHLD, &share) < 0) {
         perror("clone");
         return 2;
     }

@@ -8,8 +8,10 @@
 //!    sharing is decided in O(n log n) kcmp calls, never O(n²).
 //! 3. Group processes into descriptor tables the same way (`KCMP_FILES`), so a table
 //!    shared through `CLONE_FILES` is saved once; likewise filesystem contexts
-//!    (`KCMP_FS`, `CLONE_FS`). Address spaces and signal-handler tables shared between
-//!    processes (`KCMP_VM`, `KCMP_SIGHAND`: `vfork`, `clone(CLONE_VM)`) are refused.
+//!    (`KCMP_FS`, `CLONE_FS`), address spaces (`KCMP_VM`: `clone(CLONE_VM)`) and
+//!    signal-handler tables (`KCMP_SIGHAND`) shared by processes that are not threads of
+//!    one another: each is recorded with the first process that has it, and an address
+//!    space is saved once, with that process.
 //! 4. Save each open file once: fetch it with `pidfd_getfd`, let its kind save it, close
 //!    it. pipecr holds one borrowed descriptor at a time, whatever the tree's size.
 //! 5. Let the kinds finish (shared records, external ends), write the tree and the
@@ -369,8 +371,10 @@ fn save_tree(
     let processes = tree.processes();
     let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
     let tables = group_shared(pids.clone(), Shared::Files)?;
-    let fs = group_shared(pids, Shared::Fs)?;
-    refuse_shared(processes, &tables, &fs, options)?;
+    let fs = group_shared(pids.clone(), Shared::Fs)?;
+    let vm = group_shared(pids.clone(), Shared::Vm)?;
+    let sighand = group_shared(pids, Shared::Sighand)?;
+    refuse_shared(processes, [&tables, &fs, &vm, &sighand], options)?;
 
     // Every descriptor of every distinct table: processes that share a table
     // (CLONE_FILES) map to one leader, listed once.
@@ -455,6 +459,19 @@ fn save_tree(
         open_files.push(files::dump_file(id, &live, &mut sink)?);
     }
     drop(pidfds);
+    // Open files met in flight in a queue (passed with SCM_RIGHTS, not yet received) that
+    // no descriptor holds: saved the same way, under the ids the kinds gave them; saving
+    // one may meet more (a socket queued in a socket).
+    loop {
+        let batch = sink.take_in_flight();
+        if batch.is_empty() {
+            break;
+        }
+        for (id, live) in batch {
+            open_files.push(files::dump_file(id, &live, &mut sink)?);
+        }
+    }
+    open_files.sort_by_key(|f| f.id);
     files::finish_dump(&mut open_files, &mut sink)?;
     let pipe_records = files::pipe_records(&sink);
     let pipes = pipe_records.len();
@@ -499,7 +516,9 @@ fn save_tree(
             comm: p.comm.clone(),
             threads: p.threads.clone(),
             fd_table: table.id,
-            shares_fs_with: fs.get(&p.pid).copied().filter(|&l| l != p.pid).unwrap_or(0),
+            shares_fs_with: shared_with(&fs, p.pid),
+            shares_vm_with: shared_with(&vm, p.pid),
+            shares_sighand_with: shared_with(&sighand, p.pid),
             // Its children that exited and are not reaped: only their wait status is left.
             zombies: tree
                 .zombies()
@@ -532,7 +551,21 @@ fn save_tree(
     writer.write_records(pipecr_image::FDS, &fd_tables)?;
     writer.write_records(pipecr_image::TREE, &records)?;
     stats.stage("files", files_started.elapsed());
-    let memory = save_processes(tree, writer, options.read_handlers, mem, snapshots, stats)?;
+    // An address space shared with an earlier process is that process's to save.
+    let vm_sharers: Vec<i32> = records
+        .iter()
+        .filter(|r| r.shares_vm_with != 0)
+        .map(|r| r.pid)
+        .collect();
+    let memory = save_processes(
+        tree,
+        writer,
+        options.read_handlers,
+        mem,
+        snapshots,
+        stats,
+        &vm_sharers,
+    )?;
     stats.processes = processes.len();
     stats.threads = tree.thread_count();
     stats.descriptors = descriptors;
@@ -548,7 +581,8 @@ fn save_tree(
 /// Saves what each process is beyond its descriptors: its CPU and signal state
 /// ([`crate::task`], `core.img`) and, unless `snapshots` lets it wait for a snapshot of
 /// the process ([`crate::snapshot`]), its address space ([`crate::mem`]). Must run on
-/// the thread that froze the tree.
+/// the thread that froze the tree. The processes in `vm_sharers` share the address space
+/// of an earlier one, saved with it: theirs get an empty record.
 fn save_processes(
     tree: &FrozenTree,
     writer: &mut ImageWriter,
@@ -556,6 +590,7 @@ fn save_processes(
     mut mem: MemDumper,
     snapshots: bool,
     stats: &mut DumpStats,
+    vm_sharers: &[i32],
 ) -> Result<MemoryLeft, DumpError> {
     let processes = tree.processes();
     let mut cores = Vec::with_capacity(processes.len());
@@ -584,6 +619,13 @@ fn save_processes(
         cores.push(core);
         let core_done = Instant::now();
         stats.stage("core", core_done - started);
+        if vm_sharers.contains(&p.pid) {
+            mms.push(Some(proto::Mm {
+                pid: p.pid,
+                ..Default::default()
+            }));
+            continue;
+        }
         // A process that cannot be forked exactly, or whose fork fails, is read now.
         let snapshot = (snapshots && snapshot::eligible(p.pid))
             .then(|| Snapshot::take(p).ok())
@@ -670,58 +712,98 @@ fn fetch(pidfds: &mut BTreeMap<i32, OwnedFd>, slot: &Slot) -> Result<LiveFile, D
     Ok(LiveFile::with_info(pid, fd, file, slot.info.clone())?)
 }
 
-/// Refuses what restore cannot bring back: processes sharing one address space or one
-/// signal-handler table (`CLONE_VM`, `CLONE_SIGHAND` without `CLONE_THREAD`: `vfork`,
-/// `clone(CLONE_VM)`), always; and, when the tree is to be killed after the dump, a
-/// descriptor table (`CLONE_FILES`) or filesystem context (`CLONE_FS`) that a process
-/// shares with an earlier one but not with its parent (a restored process can only be
-/// given its parent's). A `--leave-running` image records those, and restore refuses
-/// them.
+/// Refuses what restore cannot bring back: anything the root shares with its parent,
+/// outside the tree; a signal-handler table shared without the address space going with
+/// it (the kernel allows none); and, when the tree is to be
+/// killed after the dump, a descriptor table (`CLONE_FILES`), filesystem context
+/// (`CLONE_FS`), address space (`CLONE_VM`) or signal-handler table (`CLONE_SIGHAND`)
+/// that a process shares with an earlier one but not with its parent (a restored process
+/// can only be given its parent's). A `--leave-running` image records those, and restore
+/// refuses them. `groups` are the leaders of descriptor tables, filesystem contexts,
+/// address spaces and signal-handler tables, in that order.
 fn refuse_shared(
     processes: &[crate::freeze::FrozenProcess],
-    tables: &BTreeMap<i32, i32>,
-    fs: &BTreeMap<i32, i32>,
+    groups: [&BTreeMap<i32, i32>; 4],
     options: &DumpOptions,
 ) -> Result<(), DumpError> {
+    let [tables, fs, vm, sighand] = groups;
     let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
-    let vm = group_shared(pids.clone(), Shared::Vm)?;
-    let sighand = group_shared(pids, Shared::Sighand)?;
+    for p in processes.iter().filter(|p| !pids.contains(&p.ppid)) {
+        // A root sharing with its parent, outside the tree: a restored root is the
+        // restorer's child and can be given nothing of that parent's.
+        let (Some(me), Some(parent)) = (Pid::from_raw(p.pid), Pid::from_raw(p.ppid)) else {
+            continue;
+        };
+        for (what, said) in [
+            (Shared::Vm, "its address space (CLONE_VM) outside the tree"),
+            (
+                Shared::Sighand,
+                "its signal handlers (CLONE_SIGHAND) outside the tree",
+            ),
+            (
+                Shared::Files,
+                "its descriptor table (CLONE_FILES) outside the tree",
+            ),
+            (
+                Shared::Fs,
+                "its filesystem context (CLONE_FS) outside the tree",
+            ),
+        ] {
+            // A parent that cannot be compared (gone, or not ours to look at) shares
+            // nothing we could save either way.
+            if kcmp::kcmp_shared(me, parent, what).is_ok_and(|o| o == Ordering::Equal) {
+                return Err(DumpError::Shared {
+                    pid: p.pid,
+                    with: p.ppid,
+                    what: said,
+                });
+            }
+        }
+    }
     for p in processes {
         let leader = |groups: &BTreeMap<i32, i32>| groups.get(&p.pid).copied().unwrap_or(p.pid);
-        if leader(&sighand) != p.pid {
+        if leader(sighand) != p.pid && leader(vm) != leader(sighand) {
             return Err(DumpError::Shared {
                 pid: p.pid,
-                with: leader(&sighand),
-                what: "its address space and signal handlers (CLONE_VM | CLONE_SIGHAND)",
-            });
-        }
-        if leader(&vm) != p.pid {
-            return Err(DumpError::Shared {
-                pid: p.pid,
-                with: leader(&vm),
-                what: "its address space (CLONE_VM)",
+                with: leader(sighand),
+                what: "its signal handlers (CLONE_SIGHAND) without its address space",
             });
         }
         if options.leave_running {
             continue;
         }
         let parent = |groups: &BTreeMap<i32, i32>| groups.get(&p.ppid).copied();
-        if leader(tables) != p.pid && parent(tables) != Some(leader(tables)) {
-            return Err(DumpError::Shared {
-                pid: p.pid,
-                with: leader(tables),
-                what: "its descriptor table (CLONE_FILES; not through its parent)",
-            });
-        }
-        if leader(fs) != p.pid && parent(fs) != Some(leader(fs)) {
-            return Err(DumpError::Shared {
-                pid: p.pid,
-                with: leader(fs),
-                what: "its filesystem context (CLONE_FS; not through its parent)",
-            });
+        for (groups, what) in [
+            (
+                tables,
+                "its descriptor table (CLONE_FILES; not through its parent)",
+            ),
+            (
+                fs,
+                "its filesystem context (CLONE_FS; not through its parent)",
+            ),
+            (vm, "its address space (CLONE_VM; not through its parent)"),
+            (
+                sighand,
+                "its signal handlers (CLONE_SIGHAND; not through its parent)",
+            ),
+        ] {
+            if leader(groups) != p.pid && parent(groups) != Some(leader(groups)) {
+                return Err(DumpError::Shared {
+                    pid: p.pid,
+                    with: leader(groups),
+                    what,
+                });
+            }
         }
     }
     Ok(())
+}
+
+/// The leader of `pid`'s group in `groups` ([`group_shared`]), or 0 when that is `pid`
+/// itself: what the image records.
+fn shared_with(groups: &BTreeMap<i32, i32>, pid: i32) -> i32 {
+    groups.get(&pid).copied().filter(|&l| l != pid).unwrap_or(0)
 }
 
 /// Maps every pid to the pid of the first process (in tree order) that shares its `what`

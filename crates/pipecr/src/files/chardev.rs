@@ -154,6 +154,7 @@ impl FileKind for CharDeviceKind {
                 pending: 0,
                 terminal: true,
                 pipe: None,
+                reconnect: None,
             }),
             _ => None,
         }

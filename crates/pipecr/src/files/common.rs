@@ -166,6 +166,66 @@ pub fn check_identity(
     }
 }
 
+/// The owner of `file`'s I/O signals (`F_GETOWN_EX`; `None` when nobody owns them) and
+/// the signal sent for them (`F_GETSIG`, 0 for `SIGIO`): state of every open file, which
+/// `O_ASYNC` delivers to.
+pub fn owner_and_signal(file: &LiveFile) -> Result<(Option<proto::FileOwner>, i32), FileError> {
+    let fail = |op, source: io::Error| FileError::Dump {
+        pid: file.pid,
+        fd: file.fd,
+        what: file.link.clone(),
+        op,
+        source,
+    };
+    // An O_PATH descriptor does no I/O: it has no owner (and fcntl refuses to say).
+    if OFlags::from_bits_retain(file.info.flags).contains(OFlags::PATH) {
+        return Ok((None, 0));
+    }
+    let fd = file.file.as_fd();
+    let (kind, id) =
+        crate::sys::owner::file_owner(fd).map_err(|e| fail("fcntl(F_GETOWN_EX)", e))?;
+    let signal = crate::sys::owner::file_signal(fd).map_err(|e| fail("fcntl(F_GETSIG)", e))?;
+    let owner = (id != 0).then_some(proto::FileOwner { r#type: kind, id });
+    Ok((owner, signal))
+}
+
+/// Gives the restored `fd` of `file` its saved I/O signal (`F_SETSIG`) and owner
+/// (`F_SETOWN_EX`). Returns false, having set the signal only, when the owner does not
+/// exist yet (`ESRCH`: a process of the tree created later): the caller sets it again
+/// once every process exists.
+pub fn restore_owner_and_signal(
+    fd: BorrowedFd<'_>,
+    file: &proto::OpenFile,
+) -> Result<bool, FileError> {
+    let fail = |op, source: io::Error| FileError::Restore {
+        id: file.id,
+        what: "its I/O signal owner".to_owned(),
+        op,
+        source,
+    };
+    if file.signal != 0 {
+        crate::sys::owner::set_file_signal(fd, file.signal)
+            .map_err(|e| fail("fcntl(F_SETSIG)", e))?;
+    }
+    // O_ASYNC last, once its signal is chosen (kinds set the flags they know).
+    let asynchronous = OFlags::ASYNC;
+    if OFlags::from_bits_retain(file.flags).contains(asynchronous) {
+        let now = rustix::fs::fcntl_getfl(fd).map_err(|e| fail("fcntl(F_GETFL)", e.into()))?;
+        if !now.contains(asynchronous) {
+            rustix::fs::fcntl_setfl(fd, now | asynchronous)
+                .map_err(|e| fail("fcntl(F_SETFL, O_ASYNC)", e.into()))?;
+        }
+    }
+    let Some(owner) = &file.owner else {
+        return Ok(true);
+    };
+    match crate::sys::owner::set_file_owner(fd, owner.r#type, owner.id) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(e) => Err(fail("fcntl(F_SETOWN_EX)", e)),
+    }
+}
+
 /// Reads the whole content of a file we hold, from offset 0, refusing more than `limit`
 /// bytes; for unlinked files and memfds, whose bytes live only in the kernel.
 pub fn read_contents(file: &LiveFile, size: u64, limit: u64) -> Result<Vec<u8>, FileError> {

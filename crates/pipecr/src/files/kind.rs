@@ -260,6 +260,21 @@ pub struct DumpSink<'w> {
     objects: Option<&'w mut dyn ObjectSaver>,
     /// Every PID and TID of the tree (see [`DumpSink::task`]).
     tasks: BTreeMap<i32, TreeTask>,
+    /// Open files met in flight (see [`DumpSink::file_id_of`]).
+    in_flight: InFlight,
+}
+
+/// Open files met in a queue (passed with `SCM_RIGHTS` and not yet received) that no
+/// descriptor of the tree holds: each gets an id after those of the tree's open files and
+/// is saved like them, by the orchestration ([`DumpSink::take_in_flight`]).
+#[derive(Default)]
+struct InFlight {
+    /// The next id to give.
+    next_id: u64,
+    /// Saved or to be saved, by id: a copy of each, to recognise it when met again.
+    known: Vec<(u64, OwnedFd)>,
+    /// Met and not yet handed to the orchestration.
+    pending: Vec<(u64, LiveFile)>,
 }
 
 impl<'w> DumpSink<'w> {
@@ -273,6 +288,10 @@ impl<'w> DumpSink<'w> {
             dropped: Vec::new(),
             objects: None,
             tasks: BTreeMap::new(),
+            in_flight: InFlight {
+                next_id: 1,
+                ..InFlight::default()
+            },
         }
     }
 
@@ -323,6 +342,60 @@ impl<'w> DumpSink<'w> {
             .map(|(&pid, _)| pid)
     }
 
+    /// The image id of `file`, an open file met in a queue (a descriptor passed with
+    /// `SCM_RIGHTS` and installed in pipecr by peeking): the id of the tree's open file
+    /// when a descriptor of the tree holds it (told by `kcmp`), else the id it got when
+    /// it was met before, else a new id, and it is saved with the others
+    /// ([`DumpSink::take_in_flight`]). `holder` names the queue, for messages.
+    pub fn file_id_of(&mut self, file: OwnedFd, holder: &str) -> Result<u64, FileError> {
+        use crate::sys::kcmp::{TargetFd, kcmp_files};
+        use std::os::fd::AsRawFd;
+        let me = std::process::id() as i32;
+        let fail = |op, source: io::Error| FileError::Dump {
+            pid: me,
+            fd: file.as_raw_fd(),
+            what: format!("a descriptor in flight in {holder}"),
+            op,
+            source,
+        };
+        let stat = rustix::fs::fstat(&file).map_err(|e| fail("fstat", e.into()))?;
+        let pid_of = rustix::process::Pid::from_raw;
+        let same = |pid: i32, fd: RawFd| match (pid_of(me), pid_of(pid)) {
+            (Some(a), Some(b)) => kcmp_files(a, TargetFd(file.as_raw_fd()), b, TargetFd(fd))
+                .is_ok_and(|o| o == std::cmp::Ordering::Equal),
+            _ => false,
+        };
+        if let Some(d) = self
+            .descriptors_of_inode(stat.st_ino)
+            .iter()
+            .find(|d| same(d.pid, d.fd))
+        {
+            return Ok(d.file_id);
+        }
+        if let Some((id, _)) = self
+            .in_flight
+            .known
+            .iter()
+            .find(|(_, f)| same(me, f.as_raw_fd()))
+        {
+            return Ok(*id);
+        }
+        let id = self.in_flight.next_id;
+        self.in_flight.next_id += 1;
+        let copy = file.try_clone().map_err(|e| fail("dup", e))?;
+        let fd = file.as_raw_fd();
+        let live = LiveFile::from_fetched(me, fd, file)?;
+        self.in_flight.known.push((id, copy));
+        self.in_flight.pending.push((id, live));
+        Ok(id)
+    }
+
+    /// The open files met in flight since the last call, with their ids, for the
+    /// orchestration to save like the others (saving them may meet more).
+    pub fn take_in_flight(&mut self) -> Vec<(u64, LiveFile)> {
+        std::mem::take(&mut self.in_flight.pending)
+    }
+
     /// Records that a kind saved an open file without some of its state because the
     /// options asked for it, so that the caller can say so.
     pub fn drop_state(&mut self, dropped: Dropped) {
@@ -339,6 +412,7 @@ impl<'w> DumpSink<'w> {
     pub fn set_descriptors(&mut self, descriptors: impl IntoIterator<Item = TreeDescriptor>) {
         self.descriptors.clear();
         for d in descriptors {
+            self.in_flight.next_id = self.in_flight.next_id.max(d.file_id + 1);
             self.descriptors.entry(d.ino).or_default().push(d);
         }
     }
@@ -506,6 +580,21 @@ pub struct External {
     pub terminal: bool,
     /// The saved pipe, for a pipe end (its bytes are handed over at restore).
     pub pipe: Option<proto::Pipe>,
+    /// For a socket whose peer had a name: how to connect a new socket to it, when the
+    /// caller allows that.
+    pub reconnect: Option<Reconnect>,
+}
+
+/// How a new socket can take the place of a saved one whose peer was outside the tree:
+/// a unix socket of the same type, bound to the same name, connected to the peer's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnect {
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    pub socket_type: i32,
+    /// The peer's address (`sun_path` bytes; a leading NUL for an abstract name).
+    pub peer_name: Vec<u8>,
+    /// The socket's own address, empty when unnamed.
+    pub name: Vec<u8>,
 }
 
 /// One open file of the image whose other side is outside the tree, with the
@@ -527,6 +616,8 @@ pub struct ExternalEnd {
     pub flags: u32,
     /// The saved pipe, for a pipe end (its bytes are handed over at restore).
     pub pipe: Option<proto::Pipe>,
+    /// For a socket whose peer had a name: how to connect again.
+    pub reconnect: Option<Reconnect>,
 }
 
 /// How `pipecr show` presents one saved open file.

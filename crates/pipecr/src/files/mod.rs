@@ -41,7 +41,7 @@ pub mod unix;
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
 pub use kind::{
     Description, Dropped, DumpOptions, DumpSink, External, ExternalEnd, FileError, FileKind,
-    KindState, LiveFile, PipeUse, RestoreCtx, Saved, Stage, TreeDescriptor, TreeTask,
+    KindState, LiveFile, PipeUse, Reconnect, RestoreCtx, Saved, Stage, TreeDescriptor, TreeTask,
 };
 
 /// Every kind of open file pipecr can save, in the order they are asked to claim a file.
@@ -124,11 +124,14 @@ pub fn dump_file(
             "cannot save: {e}"
         )
     })?;
+    let (owner, signal) = common::owner_and_signal(file)?;
     Ok(proto::OpenFile {
         id,
         flags: file.info.flags,
         pos: file.info.pos,
         kind: Some(kind),
+        owner,
+        signal,
     })
 }
 
@@ -174,6 +177,12 @@ pub fn restore_file(
         .inspect_err(|e| tracing::debug!(id = file.id, kind = kind.name(), "cannot open: {e}"))
 }
 
+/// Lets the kind of `file` finish it once every open file exists (see
+/// [`FileKind::complete`]).
+pub fn complete_file(file: &proto::OpenFile, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
+    restorer_of(file)?.complete(file, ctx)
+}
+
 /// How `pipecr show` presents a saved open file (see [`FileKind::describe`]).
 pub fn describe_saved(file: &proto::OpenFile, saved: &Saved<'_>) -> Description {
     match restorer_of(file) {
@@ -214,6 +223,7 @@ pub fn external_ends(saved: &Saved<'_>) -> Vec<ExternalEnd> {
                 terminal: ext.terminal,
                 flags: file.flags,
                 pipe: ext.pipe,
+                reconnect: ext.reconnect,
             });
         }
     }

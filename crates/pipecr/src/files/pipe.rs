@@ -152,6 +152,7 @@ impl FileKind for PipeKind {
             pending,
             terminal: false,
             pipe: Some(p.clone()),
+            reconnect: None,
         })
     }
 

@@ -217,8 +217,15 @@ pub fn plan(
                         .iter()
                         .any(|&(pid, n)| n == fd && r.pid.is_none_or(|p| p == pid))
             });
+            let reconnect = end.reconnect.as_ref().is_some_and(|r| {
+                options
+                    .external_unix
+                    .iter()
+                    .any(|a| address_matches(a, &r.peer_name))
+            });
             let source = match request {
                 Some(r) => Some(r.source.clone()),
+                None if reconnect => Some(Source::Reconnect),
                 None if (0..=2).contains(&fd) => Some(Source::Fd(fd)),
                 None if end.terminal && options.shell_job => tty.map(Source::Fd),
                 None => None,
@@ -259,6 +266,15 @@ pub fn resolve(image: &Image, options: &RestoreOptions) -> Result<Inherited, Ext
         inherited.slots.insert((end.file_id, request.fd), fd);
     }
     Ok(inherited)
+}
+
+/// Whether `--external-unix` address `given` (a path, `@name` for an abstract one)
+/// names the saved address `saved` (`sun_path` bytes, a leading NUL when abstract).
+fn address_matches(given: &str, saved: &[u8]) -> bool {
+    match given.strip_prefix('@') {
+        Some(name) => saved.first() == Some(&0) && &saved[1..] == name.as_bytes(),
+        None => saved == given.as_bytes(),
+    }
 }
 
 fn request_text(r: &Inherit) -> String {
@@ -315,6 +331,25 @@ fn open_source(request: &Inherit, end: &ExternalEnd) -> Result<OwnedFd, External
         Ok(fd)
     };
     match &request.source {
+        Source::Reconnect => {
+            let Some(r) = &end.reconnect else {
+                return Err(fail("it is not a socket whose peer had an address".into()));
+            };
+            let fd = crate::sys::socket::connect_unix(r.socket_type, &r.name, &r.peer_name)
+                .map_err(|e| {
+                    fail(format!(
+                        "cannot connect a new unix socket to {}: {e}",
+                        String::from_utf8_lossy(&r.peer_name)
+                    ))
+                })?;
+            // Created here: it takes the saved status flags.
+            rustix::fs::fcntl_setfl(
+                &fd,
+                OFlags::from_bits_retain(end.flags) & (OFlags::NONBLOCK | OFlags::ASYNC),
+            )
+            .map_err(|e| fail(format!("fcntl(F_SETFL): {e}")))?;
+            Ok(fd)
+        }
         Source::Null => open(std::path::Path::new("/dev/null")),
         Source::Path(path) => open(path),
         Source::Fd(n) => {

@@ -148,6 +148,9 @@ pub struct ParkedFiles {
     slots: BTreeMap<(u64, RawFd), OwnedFd>,
     /// The highest descriptor number of any table the set was made for.
     top: RawFd,
+    /// Open files whose I/O signal owner did not exist yet when they were created (a
+    /// process of the tree made later): set by [`LateFiles::install`].
+    owners_due: BTreeMap<u64, proto::OpenFile>,
 }
 
 impl std::fmt::Debug for ParkedFiles {
@@ -173,13 +176,14 @@ impl ParkedFiles {
             .filter(|(_, (stage, _))| *stage == Stage::AfterTree)
             .map(|(&id, (_, file))| (id, file.clone()))
             .collect();
-        if deferred.is_empty() {
+        if deferred.is_empty() && self.owners_due.is_empty() {
             return None;
         }
         Some(LateFiles {
             kinds: self.kinds,
             image: self.image.clone(),
             deferred,
+            owners_due: self.owners_due.clone(),
             external: self.slots.keys().copied().collect(),
             top: self.top,
         })
@@ -289,10 +293,34 @@ fn create_in(
         let kind = files::restorer_in(kinds, file)?;
         wanted.push((file, kind, kind.stage(file), d.fd));
     }
+    // Open files no descriptor of any table holds: those that sat in a queue (passed
+    // with SCM_RIGHTS, not yet received). Created like the others, for the kind whose
+    // queue holds them to send them again ([`FileKind::complete`]).
+    let all_tables: Vec<proto::FdTable> = if image.has_file(pipecr_image::FDS) {
+        image.read_records(pipecr_image::FDS)?
+    } else {
+        tables.to_vec()
+    };
+    let held: BTreeSet<u64> = all_tables
+        .iter()
+        .flat_map(|t| t.descriptors.iter().map(|d| d.file_id))
+        .collect();
+    for file in files.values().filter(|f| !held.contains(&f.id)) {
+        let kind = files::restorer_in(kinds, file)?;
+        wanted.push((file, kind, kind.stage(file), top + 1));
+    }
     let mut deferred = BTreeMap::new();
     let mut now = Vec::new();
+    let mut owners_due = BTreeMap::new();
     for (file, kind, stage, at) in wanted {
         if stage != Stage::Open {
+            if !held.contains(&file.id) {
+                return Err(RebuildError::Invalid(format!(
+                    "open file {} ({}) sits only in a queue, and its kind is created later                      than the queues are filled",
+                    file.id,
+                    kind.name()
+                )));
+            }
             deferred.insert(file.id, (stage, file.clone()));
             continue;
         }
@@ -312,6 +340,9 @@ fn create_in(
             )
         })?;
         let parked = park(opened.as_fd(), at)?;
+        if !files::common::restore_owner_and_signal(parked.as_fd(), file)? {
+            owners_due.insert(file.id, file.clone());
+        }
         ctx.add_opened(file.id, parked);
         now.push((file, kind));
     }
@@ -342,6 +373,7 @@ fn create_in(
         image: image.clone(),
         slots,
         top,
+        owners_due,
     })
 }
 
@@ -451,6 +483,8 @@ pub struct LateFiles {
     image: Image,
     /// The open files of that stage, by id.
     deferred: BTreeMap<u64, proto::OpenFile>,
+    /// Open files created earlier whose I/O signal owner is set now, by id.
+    owners_due: BTreeMap<u64, proto::OpenFile>,
     /// The descriptors given for external ends (open-file id, number): installed already.
     external: BTreeSet<(u64, RawFd)>,
     /// The highest descriptor number of any table of the tree.
@@ -477,6 +511,7 @@ impl LateFiles {
         let late = |d: &proto::Descriptor| {
             !self.external.contains(&(d.file_id, d.fd)) && self.deferred.contains_key(&d.file_id)
         };
+        self.set_owners(table)?;
         if !table.descriptors.iter().any(late) {
             return Ok(rebuilt(BTreeMap::new()));
         }
@@ -504,6 +539,42 @@ impl LateFiles {
             .map(|d| (d.fd, d.file_id))
             .collect();
         Ok(rebuilt(added))
+    }
+}
+
+impl LateFiles {
+    /// Sets the I/O signal owner of the open files of `table` that could not get it when
+    /// created (every process of the tree exists now), through the installed descriptors.
+    fn set_owners(&self, table: &proto::FdTable) -> Result<(), RebuildError> {
+        let mut done = BTreeSet::new();
+        for d in &table.descriptors {
+            let Some(file) = self.owners_due.get(&d.file_id) else {
+                continue;
+            };
+            if !done.insert(d.file_id) {
+                continue;
+            }
+            let own =
+                crate::sys::fd::dup_own(d.fd, self.top + 1).map_err(|e| RebuildError::Install {
+                    fd: d.fd,
+                    op: "fcntl(F_DUPFD_CLOEXEC)",
+                    source: e,
+                })?;
+            if !files::common::restore_owner_and_signal(own.as_fd(), file)? {
+                let owner = file.owner.unwrap_or_default();
+                return Err(RebuildError::Invalid(format!(
+                    "fd {}: the owner of its I/O signals, {} {}, is not a process of the tree                      and does not exist",
+                    d.fd,
+                    match owner.r#type {
+                        crate::sys::owner::OWNER_TID => "thread",
+                        crate::sys::owner::OWNER_PGRP => "process group",
+                        _ => "process",
+                    },
+                    owner.id
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -547,6 +618,12 @@ impl Deferred<'_> {
                     continue;
                 };
                 let fd = files::restorer_in(self.kinds, file)?.restore(file, &mut ctx)?;
+                if !files::common::restore_owner_and_signal(fd.as_fd(), file)? {
+                    return Err(RebuildError::Invalid(format!(
+                        "fd {}: the owner of its I/O signals does not exist yet",
+                        d.fd
+                    )));
+                }
                 // Above every saved number, so installing it never closes one still to
                 // come.
                 let fd = rustix::io::fcntl_dupfd_cloexec(&fd, self.top + 1).map_err(|e| {
@@ -578,6 +655,15 @@ fn install_one(d: &proto::Descriptor, file: BorrowedFd<'_>) -> Result<(), Rebuil
     let copy = file.try_clone_to_owned().map_err(|e| install("dup", e))?;
     let installed =
         crate::sys::fd::install_at(copy, d.fd, d.cloexec).map_err(|e| install("dup3", e))?;
+    // O_ASYNC remembers the descriptor number it was set through (the `si_fd` of the
+    // signals it sends): set it again through this one.
+    let flags =
+        rustix::fs::fcntl_getfl(&installed).map_err(|e| install("fcntl(F_GETFL)", e.into()))?;
+    if flags.contains(rustix::fs::OFlags::ASYNC) {
+        rustix::fs::fcntl_setfl(&installed, flags - rustix::fs::OFlags::ASYNC)
+            .and_then(|()| rustix::fs::fcntl_setfl(&installed, flags))
+            .map_err(|e| install("fcntl(F_SETFL, O_ASYNC)", e.into()))?;
+    }
     // The number now belongs to the table being rebuilt, not to this function.
     let _ = installed.into_raw_fd();
     Ok(())
@@ -693,6 +779,7 @@ mod tests {
                 count,
                 semaphore: false,
             })),
+            ..Default::default()
         }
     }
 

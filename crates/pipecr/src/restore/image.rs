@@ -20,7 +20,9 @@
 //! thread, `rt_sigqueueinfo` process-wide: any `si_code` is allowed to oneself); creates
 //! the other threads with their TIDs and state ([`super::threads`]); creates the POSIX
 //! timers with their IDs and arms them ([`super::timers`]); sets the
-//! alternate signal stack, the thread's name and timer slack, then the credentials
+//! alternate signal stack; loads, through the same trampoline, each process that shares
+//! this address space (`CLONE_VM`, seized before anything was unmapped: what is its own,
+//! [`load_sharer`]); sets the thread's name and timer slack, then the credentials
 //! ([`super::creds`]) and what a change of ids resets (no_new_privs, parent-death
 //! signal, dumpable, child subreaper); the seccomp filters of every thread
 //! ([`super::procstate`]: nothing else must need a syscall they might deny); unmaps the
@@ -72,20 +74,15 @@ pub(super) fn load_image(
     })?;
     // EXITKILL: if the restorer dies while it holds the process half-made, the kernel
     // kills it rather than letting it run.
-    ptrace::seize(t, ptrace::Options::PTRACE_O_EXITKILL).map_err(errno(pid, "PTRACE_SEIZE"))?;
-    ptrace::interrupt(t).map_err(errno(pid, "PTRACE_INTERRUPT"))?;
-    loop {
-        match waitpid(t, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => break,
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
-                return Err(ProcessRestoreError::Child {
-                    pid,
-                    message: "it died before it could be seized".to_owned(),
-                });
-            }
-            Err(Errno::EINTR) | Ok(_) => continue,
-            Err(e) => return Err(errno(pid, "waitpid")(e)),
-        }
+    seize(pid)?;
+    // The processes sharing its address space (`CLONE_VM`, created so by their parents):
+    // held before the memory they run in goes, and loaded below, with it.
+    let sharers: Vec<&SavedProcess> = tree
+        .iter()
+        .filter(|p| p.process.shares_vm_with == pid)
+        .collect();
+    for sharer in &sharers {
+        seize(sharer.pid())?;
     }
     let mut inj = Injector::new(pid, pid)?;
     let current = current_maps(pid)?;
@@ -215,6 +212,9 @@ pub(super) fn load_image(
     // every signal blocked: an expiry now is delivered after release.
     super::timers::restore(&mut inj, pid, &saved.core)?;
     restore_altstack(&mut inj, pid, tramp, thread)?;
+    for sharer in sharers {
+        load_sharer(sharer, tramp)?;
+    }
     // The main thread's name is the process's, set when it was created.
     super::procstate::thread_attrs(&mut inj, tramp, thread, &saved.process.comm)?;
     // Then the credentials (creating the threads above needed the restorer's), and
@@ -236,5 +236,71 @@ pub(super) fn load_image(
     // meant for the process that no longer exists.
     let _ = inj.release();
 
+    super::regs::set_final(pid, pid, thread)
+}
+
+/// Seizes our child `pid` (running, or blocked in `pause()`) and interrupts it: on
+/// return it is in a ptrace-stop of the calling thread, and dies if the restorer dies
+/// (`PTRACE_O_EXITKILL`).
+fn seize(pid: i32) -> Result<()> {
+    let t = NixPid::from_raw(pid);
+    ptrace::seize(t, ptrace::Options::PTRACE_O_EXITKILL).map_err(errno(pid, "PTRACE_SEIZE"))?;
+    ptrace::interrupt(t).map_err(errno(pid, "PTRACE_INTERRUPT"))?;
+    loop {
+        match waitpid(t, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => return Ok(()),
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                return Err(ProcessRestoreError::Child {
+                    pid,
+                    message: "it died before it could be seized".to_owned(),
+                });
+            }
+            Err(Errno::EINTR) | Ok(_) => continue,
+            Err(e) => return Err(errno(pid, "waitpid")(e)),
+        }
+    }
+}
+
+/// Loads `saved`, a process sharing the address space just restored (`CLONE_VM`; seized
+/// by [`seize`]), through the trampoline page at `tramp` in that address space: what is
+/// its own beyond the memory (personality, rseq area, handlers unless it shares them
+/// too, interval and POSIX timers, pending signals, threads, alternate stack,
+/// credentials, registers), as for the first process of the address space. Its memory
+/// is that process's: its own image holds none. It was created with `CLONE_VM`, which
+/// gives no rseq area to unregister. Leaves it in a ptrace-stop, ready to be detached.
+fn load_sharer(saved: &SavedProcess, tramp: u64) -> Result<()> {
+    let pid = saved.pid();
+    let t = NixPid::from_raw(pid);
+    let thread = main_thread(pid, &saved.core).ok_or_else(|| ProcessRestoreError::Invalid {
+        pid,
+        what: "no thread in core.img".to_owned(),
+    })?;
+    let mut inj = Injector::new(pid, pid)?;
+    inj.set_syscall_address(tramp)?;
+    calls::personality(&mut inj, saved.core.personality).map_err(|e| {
+        ProcessRestoreError::Unsupported {
+            pid,
+            what: format!("personality {:#x}: {e}", saved.core.personality),
+        }
+    })?;
+    calls::prctl_set_pdeathsig(&mut inj, 0)?;
+    super::threads::register_rseq(&mut inj, thread)?;
+    sys_ptrace::set_sigmask(t, SigMask(!0)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
+    // A shared table of handlers gets the same handlers again: the saved ones are the
+    // table's.
+    restore_signals(&mut inj, pid, tramp, &saved.core)?;
+    super::threads::create(&mut inj, saved, tramp)?;
+    super::timers::restore(&mut inj, pid, &saved.core)?;
+    restore_altstack(&mut inj, pid, tramp, thread)?;
+    super::procstate::thread_attrs(&mut inj, tramp, thread, &saved.process.comm)?;
+    if let Some(creds) = thread.creds.as_ref().or(saved.core.creds.as_ref()) {
+        let securebits = thread.prctl.as_ref().map(|p| p.securebits);
+        super::creds::restore(&mut inj, pid, tramp, creds, securebits)?;
+    }
+    super::creds::after(&mut inj, pid, thread, Some(&saved.core))?;
+    if let Some((at, len)) = super::procstate::seccomp(&mut inj, saved, tramp)? {
+        inj.remote_munmap(at, len)?;
+    }
+    let _ = inj.release();
     super::regs::set_final(pid, pid, thread)
 }

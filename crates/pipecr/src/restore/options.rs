@@ -18,6 +18,9 @@ pub struct RestoreOptions {
     /// session (its own was the shell's, which is not restored), keeps its own process
     /// group, and every descriptor of its old terminal gets the caller's terminal.
     pub shell_job: bool,
+    /// Addresses (a path, `@name` for an abstract name) that unix sockets whose peer was
+    /// outside the tree connect to again (`--external-unix`), as [`Source::Reconnect`].
+    pub external_unix: Vec<String>,
 }
 
 /// Where the descriptor for an external end comes from.
@@ -29,6 +32,9 @@ pub enum Source {
     Path(PathBuf),
     /// `/dev/null`: reads see end of file, writes vanish.
     Null,
+    /// A new unix socket of the saved type, bound to the saved name, connected to the
+    /// saved peer's address (`--external-unix`); not written in `--inherit-fd`.
+    Reconnect,
 }
 
 impl FromStr for Source {
@@ -59,6 +65,7 @@ impl fmt::Display for Source {
             Source::Fd(n) => write!(f, "fd:{n}"),
             Source::Path(p) => write!(f, "{}", p.display()),
             Source::Null => write!(f, "null"),
+            Source::Reconnect => write!(f, "a new connection"),
         }
     }
 }

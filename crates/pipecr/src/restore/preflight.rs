@@ -111,14 +111,45 @@ pub fn check_tree(tree: &[SavedProcess], sid: i32, pgid: i32) -> Result<()> {
                 ),
             });
         }
-        let with = p.process.shares_fs_with;
-        if with != 0 && parent.is_none_or(|parent| fs_group(parent) != with) {
-            return Err(ProcessRestoreError::Unsupported {
+        let shared: [(i32, Group, &str); 3] = [
+            (
+                p.process.shares_fs_with,
+                fs_group,
+                "a filesystem context shared with pid {} (CLONE_FS)",
+            ),
+            (
+                p.process.shares_vm_with,
+                vm_group,
+                "an address space shared with pid {} (CLONE_VM)",
+            ),
+            (
+                p.process.shares_sighand_with,
+                sighand_group,
+                "a signal-handler table shared with pid {} (CLONE_SIGHAND)",
+            ),
+        ];
+        for (with, group, what) in shared {
+            if with != 0 && parent.is_none_or(|parent| group(parent) != with) {
+                return Err(ProcessRestoreError::Unsupported {
+                    pid: p.pid(),
+                    what: format!(
+                        "{} but not with its parent {}",
+                        what.replacen("{}", &with.to_string(), 1),
+                        p.process.ppid
+                    ),
+                });
+            }
+        }
+        // CLONE_SIGHAND needs CLONE_VM, and their leaders are the first in tree order of
+        // each: one table of handlers goes with one address space.
+        if p.process.shares_sighand_with != 0
+            && p.process.shares_sighand_with != p.process.shares_vm_with
+        {
+            return Err(ProcessRestoreError::Invalid {
                 pid: p.pid(),
                 what: format!(
-                    "a filesystem context shared with pid {with} (CLONE_FS) but not with its \
-                     parent {}",
-                    p.process.ppid
+                    "signal handlers shared with pid {} but its address space with pid {}",
+                    p.process.shares_sighand_with, p.process.shares_vm_with
                 ),
             });
         }
@@ -186,6 +217,29 @@ fn check_zombies(tree: &[SavedProcess]) -> Result<()> {
 /// it shares it with no earlier process).
 pub(super) fn fs_group(p: &SavedProcess) -> i32 {
     match p.process.shares_fs_with {
+        0 => p.pid(),
+        with => with,
+    }
+}
+
+/// Which group of processes sharing one kernel object a process is in: the pid of the
+/// first of them ([`fs_group`], [`vm_group`], [`sighand_group`]).
+type Group = fn(&SavedProcess) -> i32;
+
+/// The pid of the first process that has the address space of `p` (itself when it
+/// shares it with no earlier process): the one whose image load brings back the memory
+/// and the processes sharing it.
+pub(super) fn vm_group(p: &SavedProcess) -> i32 {
+    match p.process.shares_vm_with {
+        0 => p.pid(),
+        with => with,
+    }
+}
+
+/// The pid of the first process that has the signal-handler table of `p` (itself when
+/// it shares it with no earlier process).
+pub(super) fn sighand_group(p: &SavedProcess) -> i32 {
+    match p.process.shares_sighand_with {
         0 => p.pid(),
         with => with,
     }

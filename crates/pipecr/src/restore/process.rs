@@ -45,10 +45,14 @@
 //! shared anonymous memory, memfds, SysV shm and deleted files
 //! mapped (memory objects); other kernel special areas; a root other than `/`; a
 //! session or process group other than its parent's (the caller's, for the root) unless the
-//! process leads it (unless the caller restores a shell job); a descriptor table or
-//! filesystem context shared with a process other than the parent (one shared with the
-//! parent is given back: the child is created with `CLONE_FILES` / `CLONE_FS`, and the
-//! parent installs the shared table for both). Not refused: an exit signal other than
+//! process leads it (unless the caller restores a shell job); a descriptor table,
+//! filesystem context, address space or signal-handler table shared with a process other
+//! than the parent (one shared with the parent is given back: the child is created with
+//! `CLONE_FILES` / `CLONE_FS` / `CLONE_VM` / `CLONE_SIGHAND`, the parent installs the
+//! shared table for both, and a child sharing the address space runs its set-up on a
+//! stack of its own while its parent waits for it to stop,
+//! [`crate::sys::clone3::clone3_vm_with_tid`], and is loaded with the first process of
+//! that address space). Not refused: an exit signal other than
 //! `SIGCHLD` becomes `SIGCHLD`; a pdeathsig fires when the restored parent's main
 //! thread exits (the saved process may have been created by another of its threads); a
 //! process restored stopped may find a `SIGCHLD` its parent had already taken queued to
@@ -255,7 +259,8 @@ fn restore_tree_inner(
             kill(NixPid::from_raw(pid), Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
         }
         let started = Instant::now();
-        for saved in tree {
+        // A process sharing an earlier one's address space is loaded with it.
+        for saved in tree.iter().filter(|p| p.process.shares_vm_with == 0) {
             let _span = tracing::debug_span!("process", pid = saved.pid()).entered();
             tracing::debug!(pid = saved.pid(), "replacing the image");
             load_image(image, tree, saved, &prefilled, inherited.objects())?;
@@ -290,10 +295,24 @@ pub fn kill_and_reap(pid: NixPid) {
 
 /// Kills every process of a tree being restored (all of them first, so that the orphans
 /// come to us, the subreaper) and reaps those that are ours: the root, and the orphans.
-/// The PIDs were free when the restore began, and ours since. Parents come before their
-/// children in `pids` (zombies last, [`tree_pids`]): once a parent is reaped, its
-/// children are ours.
+/// A PID held by a process that is not ours (taken after the checks) is left alone.
+/// Parents come before their children in `pids` (zombies last, [`tree_pids`]): once a
+/// parent is reaped, its children are ours.
 pub(super) fn kill_tree(pids: &[i32]) {
+    // Only what this restore created: a saved PID may have been taken, after the checks,
+    // by a process that is none of ours (that is often why the restore failed). Ours are
+    // our children and the children of ours (orphans come to us, the subreaper), and
+    // `pids` lists parents first.
+    let me = std::process::id() as i32;
+    let mut ours: Vec<i32> = Vec::with_capacity(pids.len());
+    for &pid in pids {
+        if let Ok(stat) = crate::proc::stat(pid)
+            && (stat.ppid == me || ours.contains(&stat.ppid))
+        {
+            ours.push(pid);
+        }
+    }
+    let pids = &ours[..];
     // Threads we created and trace: each is a zombie until we reap it, and its group
     // leader is not reported before that.
     let threads: Vec<i32> = pids
@@ -473,7 +492,7 @@ fn child_setup(
         .is_err()
         || rustix::process::getppid() != Some(parent)
     {
-        std::process::exit(1);
+        crate::sys::clone3::child_exit(1);
     }
     // The image was opened and checked by the restorer (this process is its fork):
     // record files are checked again as they are read.
@@ -500,7 +519,9 @@ fn child_setup(
         Err(message) => {
             let line = format!("pid {}: {message}\n", saved.pid());
             let _ = rustix::io::write(&err_w, line.as_bytes());
-            std::process::exit(1)
+            // `_exit`: the restorer's buffers and exit handlers are its own (and, for a
+            // process sharing its parent's memory, its parent's), not ours to run.
+            crate::sys::clone3::child_exit(1)
         }
     }
 }
@@ -525,20 +546,45 @@ fn spawn_children(
         let err = err_w.try_clone().map_err(|e| format!("dup: {e}"))?;
         let me = rustix::process::getpid();
         // What it shares with us (preflight allows no other sharing): our descriptor
-        // table, our filesystem context.
+        // table, our filesystem context, our address space, our signal handlers.
+        use super::preflight::{fs_group, sighand_group, vm_group};
         let files = child.process.fd_table == tree[idx].process.fd_table;
-        let fs = super::preflight::fs_group(child) == super::preflight::fs_group(&tree[idx]);
+        let fs = fs_group(child) == fs_group(&tree[idx]);
+        let vm = vm_group(child) == vm_group(&tree[idx]);
+        let sighand = sighand_group(child) == sighand_group(&tree[idx]);
         let flags = if files { libc::CLONE_FILES as u64 } else { 0 }
-            | if fs { libc::CLONE_FS as u64 } else { 0 };
+            | if fs { libc::CLONE_FS as u64 } else { 0 }
+            | if sighand {
+                libc::CLONE_SIGHAND as u64
+            } else {
+                0
+            };
         let open_files = if files {
             OpenFiles::Shared(parked)
         } else {
             OpenFiles::Parked(parked)
         };
-        let created = match crate::sys::clone3::clone3_with_tid(flags, libc::SIGCHLD, &[cpid]) {
-            Ok(Some(created)) => created,
-            Ok(None) => child_setup(image, tree, c, me, err, report, open_files),
-            Err(e) => return Err(format!("clone3 with set_tid {cpid}: {e}")),
+        let created = if vm {
+            // It runs its set-up in our memory, on a stack of its own, while we wait
+            // until it has stopped; its image is loaded with the image of the first
+            // process of the address space (`restore::image`).
+            let mut work = || match err.try_clone() {
+                Ok(err) => child_setup(image, tree, c, me, err, report, open_files),
+                Err(_) => crate::sys::clone3::child_exit(1),
+            };
+            crate::sys::clone3::clone3_vm_with_tid(
+                flags | libc::CLONE_VM as u64,
+                libc::SIGCHLD,
+                &[cpid],
+                &mut work,
+            )
+            .map_err(|e| format!("clone3 CLONE_VM with set_tid {cpid}: {e}"))?
+        } else {
+            match crate::sys::clone3::clone3_with_tid(flags, libc::SIGCHLD, &[cpid]) {
+                Ok(Some(created)) => created,
+                Ok(None) => child_setup(image, tree, c, me, err, report, open_files),
+                Err(e) => return Err(format!("clone3 with set_tid {cpid}: {e}")),
+            }
         };
         if files {
             // The descriptor is in the table the child shares: it is the child's to close
@@ -754,8 +800,20 @@ fn child_setup_inner(
 /// Replaces the address space and registers of our stopped child `saved.pid()` (stopped
 /// by [`spawn_tree_stopped`]) with the saved ones and lets it run (see the module
 /// documentation for the order and why).
+///
+/// A process whose memory is another's (`shares_vm_with`) is loaded only with that
+/// process, by [`restore_tree`]: refused here.
 pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     let pid = saved.pid();
+    if saved.process.shares_vm_with != 0 {
+        return Err(ProcessRestoreError::Unsupported {
+            pid,
+            what: format!(
+                "an address space shared with pid {} (CLONE_VM), loaded on its own",
+                saved.process.shares_vm_with
+            ),
+        });
+    }
     let t = NixPid::from_raw(pid);
     // Let it run on from its self-stop (into pause()), then take it under ptrace.
     kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;

@@ -7,6 +7,8 @@
 //!   creating a process.
 //! - [`fork_parked`] creates a throw-away child that waits, blocked in `read(2)`, until it
 //!   is dropped: a harmless target for probing ptrace.
+//! - [`clone3_vm_with_tid`] creates a child sharing the caller's address space (and
+//!   signal handlers), with its chosen PID, running a given function on its own stack.
 //! - [`clone3_into_namespaces`] creates a child (fork-like) in new namespaces: the init
 //!   of `pipecr restore --pidns`.
 //!
@@ -187,6 +189,138 @@ pub fn clone3_with_tid(
         Cloned::Parent(pid) => Pid::from_raw(pid)
             .map(Some)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "clone3: pid 0")),
+    }
+}
+
+/// Size of the stack a [`clone3_vm_with_tid`] child runs on: ample for the restore code
+/// it runs, and only touched pages cost memory (`MAP_NORESERVE`).
+const VM_CHILD_STACK: usize = 8 << 20;
+
+/// What the child of [`clone3_vm_with_tid`] finds at its entry: the work to run.
+type VmChildWork<'a> = &'a mut dyn FnMut();
+
+/// The entry point of a [`clone3_vm_with_tid`] child, on its own stack: runs the work
+/// `arg` points at, then ends the child if the work returned.
+extern "C" fn vm_child_entry(arg: usize) -> ! {
+    // SAFETY: `arg` is the address of the `VmChildWork` in the frame of
+    // `clone3_vm_with_tid`, in the memory this child shares with its parent, and that
+    // frame stays alive, its parent blocked in `waitid`, until this child stops or exits.
+    let work = unsafe { &mut *(arg as *mut VmChildWork<'_>) };
+    work();
+    child_exit(0)
+}
+
+/// `clone3({.flags = CLONE_VM | flags, .stack, .set_tid})`—Creates a child *sharing the
+/// caller's address space* (and, with `CLONE_SIGHAND`, its signal-handler table), with
+/// the PID (one entry per PID-namespace level, innermost first) the caller chooses. The
+/// child runs `work` on a stack of its own and ends (`_exit(0)`) if `work` returns.
+///
+/// Returns the child's PID once the child has *stopped* (`SIGSTOP`, e.g. `raise`) or
+/// exited, without consuming that report (`waitid(WNOWAIT)`): until then the caller is
+/// blocked, so the two never run the caller's code at once (they share its heap, its
+/// thread-local storage and its allocator's state, and glibc thinks the process has a
+/// single thread). When the child is continued it must not run anything but raw system
+/// calls while the caller runs, or stop again while the caller waits for it.
+///
+/// `flags` must hold `CLONE_VM` and must not hold `CLONE_THREAD`, `CLONE_VFORK` or
+/// `CLONE_SETTLS` (refused with `EINVAL` before any call). The stack is mapped here and
+/// never unmapped: it belongs to the address space the child shares, which outlives this
+/// call. Needs `CAP_CHECKPOINT_RESTORE` as [`clone3_with_tid`] does; the caller must be
+/// single-threaded as there.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/clone3.2.html)
+#[doc(alias = "clone3")]
+#[doc(alias = "CLONE_VM")]
+pub fn clone3_vm_with_tid(
+    flags: u64,
+    exit_signal: libc::c_int,
+    set_tid: &[libc::pid_t],
+    work: &mut dyn FnMut(),
+) -> io::Result<Pid> {
+    let forbidden = (libc::CLONE_THREAD | libc::CLONE_VFORK | libc::CLONE_SETTLS) as u64;
+    if flags & libc::CLONE_VM as u64 == 0
+        || flags & forbidden != 0
+        || set_tid.is_empty()
+        || exit_signal < 0
+    {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: a new anonymous private mapping at an address the kernel chooses: it
+    // overlaps nothing of ours.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            VM_CHILD_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let args = CloneArgs {
+        flags,
+        exit_signal: exit_signal as u64,
+        // The stack top is page-aligned, so 16-aligned as the ABI wants before `call`.
+        stack: stack as u64,
+        stack_size: VM_CHILD_STACK as u64,
+        set_tid: set_tid.as_ptr() as u64,
+        set_tid_size: set_tid.len() as u64,
+        ..CloneArgs::default()
+    };
+    let mut work: VmChildWork<'_> = work;
+    let arg = std::ptr::from_mut(&mut work) as usize;
+    let ret: i64;
+    // SAFETY: `args` is a valid `struct clone_args` that outlives the call, its size
+    // passed along; `stack` is a fresh mapping of `VM_CHILD_STACK` bytes. In the parent
+    // the asm is one `syscall` (rcx and r11 clobbered, memory possibly read). In the
+    // child (rax 0), already on its new stack, it clears the frame pointer and calls
+    // `vm_child_entry(arg)`, which never returns (`ud2` would trap if it did); `arg`
+    // points at `work`, alive in this frame until the wait below sees the child stopped
+    // or exited.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") std::ptr::from_ref(&args),
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") arg,
+            in("r13") vm_child_entry as extern "C" fn(usize) -> ! as usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    if ret < 0 {
+        // SAFETY: the mapping made above, which no child uses (none was created).
+        unsafe { libc::munmap(stack, VM_CHILD_STACK) };
+        return Err(io::Error::from_raw_os_error(-ret as i32));
+    }
+    let pid = libc::pid_t::try_from(ret)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "clone3: pid out of range"))?;
+    // Blocked until the child stops or exits; the report stays for the caller.
+    loop {
+        match rustix::process::waitid(
+            rustix::process::WaitId::Pid(pid),
+            rustix::process::WaitIdOptions::EXITED
+                | rustix::process::WaitIdOptions::STOPPED
+                | rustix::process::WaitIdOptions::NOWAIT,
+        ) {
+            Ok(_) => return Ok(pid),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -452,6 +586,55 @@ mod tests {
             }
         }
         panic!("no free pid found in 10 tries");
+    }
+
+    #[test]
+    fn a_clone3_vm_child_writes_into_our_memory_with_its_pid() {
+        if !(has_cap(40) || has_cap(21)) {
+            eprintln!("skipped: needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN");
+            return;
+        }
+        use std::sync::atomic::{AtomicI32, Ordering};
+        let seen = AtomicI32::new(0);
+        for want in free_pids().take(10) {
+            // Raw system calls only in the child: this test process has other threads.
+            let mut work = || {
+                seen.store(
+                    rustix::process::getpid().as_raw_nonzero().get(),
+                    Ordering::SeqCst,
+                );
+                child_exit(5)
+            };
+            match clone3_vm_with_tid(libc::CLONE_VM as u64, libc::SIGCHLD, &[want], &mut work) {
+                Ok(pid) => {
+                    assert_eq!(pid.as_raw_nonzero().get(), want);
+                    let status =
+                        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(want), None).unwrap();
+                    assert_eq!(
+                        status,
+                        nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(want), 5)
+                    );
+                    assert_eq!(
+                        seen.load(Ordering::SeqCst),
+                        want,
+                        "the child's write is ours"
+                    );
+                    return;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                Err(e) => panic!("clone3 CLONE_VM with set_tid {want}: {e}"),
+            }
+        }
+        panic!("no free pid found");
+    }
+
+    #[test]
+    fn clone3_vm_refuses_a_child_without_its_own_process() {
+        let mut work = || {};
+        for flags in [0, libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND] {
+            let e = clone3_vm_with_tid(flags as u64, libc::SIGCHLD, &[1], &mut work).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        }
     }
 
     #[test]
