@@ -401,6 +401,12 @@ impl Drop for Seized {
     }
 }
 
+/// The name of thread `tid` of this process, as the kernel shows it.
+fn thread_comm(tid: i32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).unwrap();
+    comm.trim_end().to_owned()
+}
+
 #[test]
 fn a_root_already_traced() {
     let dir = tempfile::tempdir().unwrap();
@@ -416,8 +422,10 @@ fn a_root_already_traced() {
         root,
         &[],
         &format!(
-            "{}pid {root} is already traced by pid {me}; detach that tracer first",
-            failed(root)
+            "{}pid {root} (refusee) is traced by pid {me} ({}, outside the tree); a restore \
+             cannot give a tracer its tracee back: detach the tracer first",
+            failed(root),
+            thread_comm(me)
         ),
     );
     tree.assert_working(me, 0);
@@ -443,8 +451,10 @@ fn a_child_already_traced() {
         root,
         &[],
         &format!(
-            "{}pid {child} is already traced by pid {me}; detach that tracer first",
-            failed(root)
+            "{}pid {child} (refusee) is traced by pid {me} ({}, outside the tree); a restore \
+             cannot give a tracer its tracee back: detach the tracer first",
+            failed(root),
+            thread_comm(me)
         ),
     );
     tree.assert_working(0, me);

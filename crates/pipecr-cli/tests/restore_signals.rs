@@ -144,7 +144,9 @@ fn no_inject_says_what_it_loses_and_restores_defaults() {
         said,
         [
             "not saved (--no-inject): signal handlers, interval timers, alternate signal \
-             stacks, threads' clear_child_tid; a restore gives the processes defaults"
+             stacks, threads' clear_child_tid, securebits and parent-death signals, child \
+             subreapers, waitpid reports not yet collected; a restore gives the processes \
+             defaults"
         ],
         "{out}"
     );
@@ -168,7 +170,8 @@ fn no_inject_says_what_it_loses_and_restores_defaults() {
         [
             "pipecr: the image has no signal handlers (dumped with --no-inject, or by an older \
              pipecr without --read-handlers): handlers, interval timers, alternate signal \
-             stacks and clear_child_tid come back as defaults"
+             stacks, clear_child_tid, securebits, parent-death signals and child subreapers \
+             come back as defaults"
         ],
         "{err}"
     );

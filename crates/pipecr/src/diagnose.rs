@@ -235,6 +235,9 @@ fn freeze(e: &FreezeError) -> Diagnosis {
         FreezeError::AlreadyTraced { pid, .. } => {
             Diagnosis::new(ErrorClass::Conflict, "already_traced").pid(*pid)
         }
+        FreezeError::TracesOutside { tracer, .. } => {
+            Diagnosis::new(ErrorClass::Conflict, "traces_outside").pid(*tracer)
+        }
         FreezeError::ContainsSelf { root, .. } => {
             Diagnosis::new(ErrorClass::BadArguments, "tree_contains_pipecr").pid(*root)
         }
@@ -357,6 +360,16 @@ fn task(e: &TaskError) -> Diagnosis {
             Diagnosis::new(ErrorClass::Unsupported, "posix_timers_need_injection").pid(*pid)
         }
         TaskError::UnrestorableTimer(e) => timer(e),
+        TaskError::StrictSeccomp { pid, tid } => {
+            Diagnosis::new(ErrorClass::Unsupported, "strict_seccomp_needs_no_inject")
+                .pid(*pid)
+                .tid(*tid)
+        }
+        TaskError::SeccompDenies { pid, tid, .. } => {
+            Diagnosis::new(ErrorClass::Unsupported, "seccomp_denies_injection")
+                .pid(*pid)
+                .tid(*tid)
+        }
         TaskError::Inject(e) => inject(e),
         TaskError::Proc(e) => proc(e),
         #[allow(unreachable_patterns)]

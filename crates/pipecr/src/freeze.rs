@@ -41,13 +41,39 @@ pub enum FreezeError {
         /// Its name.
         comm: String,
     },
-    /// A process of the tree is already traced (by a debugger, strace, another dump).
-    #[error("pid {pid} is already traced by pid {tracer}; detach that tracer first")]
+    /// A process of the tree is already traced (by a debugger, strace, another dump):
+    /// a restore could not give the tracer its tracee back.
+    #[error(
+        "pid {pid} ({comm}) is traced by pid {tracer} ({tracer_comm}, {where_}); a restore \
+         cannot give a tracer its tracee back: detach the tracer first"
+    )]
     AlreadyTraced {
         /// The traced process.
         pid: i32,
+        /// Its name.
+        comm: String,
         /// Its tracer.
         tracer: i32,
+        /// The tracer's name.
+        tracer_comm: String,
+        /// "a process of the tree" or "outside the tree".
+        where_: &'static str,
+    },
+    /// A process of the tree traces a process outside it: a restore could not give it
+    /// its tracee back.
+    #[error(
+        "pid {tracer} ({tracer_comm}) of the tree traces pid {pid} ({comm}), outside the \
+         tree; a restore cannot give a tracer its tracee back: detach it first"
+    )]
+    TracesOutside {
+        /// The tracer, in the tree.
+        tracer: i32,
+        /// Its name.
+        tracer_comm: String,
+        /// The traced process, outside the tree.
+        pid: i32,
+        /// Its name.
+        comm: String,
     },
     /// The tree contains pipecr itself (or one of its ancestors is the root).
     #[error(
@@ -124,6 +150,11 @@ pub struct FrozenProcess {
     pub comm: String,
     /// Thread ids, sorted; the first equals `pid`.
     pub threads: Vec<i32>,
+    /// The signal of the group stop it was in (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`,
+    /// `SIGTTOU`), 0 when it was running: the freeze sees it as the signal of the
+    /// `PTRACE_EVENT_STOP` each seized thread reports (`SIGTRAP` for a running one). The
+    /// tree's detach puts it back into that stop (the kernel does: `__ptrace_unlink`).
+    pub stop_signal: i32,
 }
 
 /// A child of a process of the tree that has exited and is not yet reaped: nothing of it
@@ -154,6 +185,8 @@ pub struct FrozenTree {
     /// Every seized thread, with a signal to hand back on detach when the stop we saw
     /// was the delivery of that signal.
     seized: BTreeMap<i32, Option<Signal>>,
+    /// The threads found in a group stop, with its signal.
+    group_stopped: BTreeMap<i32, i32>,
 }
 
 impl FrozenTree {
@@ -280,11 +313,15 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
     if is_ancestor_or_self(root, me)? {
         return Err(FreezeError::ContainsSelf { root, me });
     }
+    // Who traces whom, read before anything is stopped: a scan of every process costs
+    // milliseconds on a busy machine, which the tree should not spend stopped.
+    let traced_now = traced_processes(me);
     let mut tree = FrozenTree {
         root,
         processes: Vec::new(),
         zombies: Vec::new(),
         seized: BTreeMap::new(),
+        group_stopped: BTreeMap::new(),
     };
     // On any error below, `tree` is dropped and every thread seized so far resumes.
     let mut queue = vec![root];
@@ -316,7 +353,77 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
         children.sort_unstable();
         queue.extend(children.into_iter().rev());
     }
+    refuse_tracing_outside(&tree, &traced_now)?;
     Ok(tree)
+}
+
+/// The name of `pid` for messages, `?` once it is gone.
+fn comm_of(pid: i32) -> String {
+    proc::stat(pid).map_or_else(|_| "?".to_owned(), |s| s.comm)
+}
+
+/// The refusal of a process `pid` traced by `tracer` (not pipecr), naming both and
+/// saying whether the tracer is in the tree (discovered so far, or below `pid`).
+fn traced(tree: &FrozenTree, pid: i32, tracer: i32) -> FreezeError {
+    let mut in_tree = tree
+        .processes
+        .iter()
+        .any(|p| p.pid == tracer || p.threads.contains(&tracer));
+    // A tracer below the root not frozen yet: one of its ancestors is the root.
+    let mut cur = tracer;
+    while !in_tree && cur > 1 {
+        if cur == tree.root {
+            in_tree = true;
+        }
+        cur = proc::stat(cur).map_or(0, |s| s.ppid);
+    }
+    FreezeError::AlreadyTraced {
+        pid,
+        comm: comm_of(pid),
+        tracer,
+        tracer_comm: comm_of(tracer),
+        where_: if in_tree {
+            "a process of the tree"
+        } else {
+            "outside the tree"
+        },
+    }
+}
+
+/// Every process traced by another than `me`, with its tracer: `(pid, tracer tid)`, from
+/// the `TracerPid:` of each process's main thread (a tracer that traces some threads of a
+/// process but not its main one is not seen).
+fn traced_processes(me: i32) -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let tracer = proc::tracer(pid).ok()?;
+            (tracer != 0 && tracer != me).then_some((pid, tracer))
+        })
+        .collect()
+}
+
+/// Refuses a tree one of whose processes traces a process outside it (a tracee inside
+/// the tree was refused when it was seized), among `traced` ([`traced_processes`], read
+/// just before the freeze: a tracer that attached in between is not seen).
+fn refuse_tracing_outside(tree: &FrozenTree, traced: &[(i32, i32)]) -> Result<(), FreezeError> {
+    for &(pid, tracer) in traced {
+        if tree.processes.iter().any(|p| p.pid == pid) {
+            continue;
+        }
+        if let Some(p) = tree.processes.iter().find(|p| p.threads.contains(&tracer)) {
+            return Err(FreezeError::TracesOutside {
+                tracer: p.pid,
+                tracer_comm: p.comm.clone(),
+                pid,
+                comm: comm_of(pid),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `pid`, a child of a stopped process of the tree, when it is a zombie: exited, with no
@@ -390,7 +497,7 @@ fn freeze_process(
     }
     let tracer = proc::tracer(pid).unwrap_or(0);
     if tracer != 0 && tracer != me {
-        return Err(FreezeError::AlreadyTraced { pid, tracer });
+        return Err(traced(tree, pid, tracer));
     }
     loop {
         let threads = match proc::threads(pid) {
@@ -404,8 +511,16 @@ fn freeze_process(
                 continue;
             }
             new = true;
-            if let Some(signal) = seize_thread(pid, tid)? {
-                tree.seized.insert(tid, signal);
+            match seize_thread(pid, tid) {
+                Ok(Some(Seized { signal, group_stop })) => {
+                    tree.seized.insert(tid, signal);
+                    if let Some(sig) = group_stop {
+                        tree.group_stopped.insert(tid, sig);
+                    }
+                }
+                Ok(None) => {}
+                Err(SeizeError::Traced(tracer)) => return Err(traced(tree, pid, tracer)),
+                Err(SeizeError::Freeze(e)) => return Err(e),
             }
         }
         if !new {
@@ -416,6 +531,10 @@ fn freeze_process(
             if threads.is_empty() {
                 return Ok(None);
             }
+            let stop_signal = threads
+                .iter()
+                .find_map(|t| tree.group_stopped.get(t).copied())
+                .unwrap_or(0);
             return Ok(Some(FrozenProcess {
                 pid,
                 ppid: stat.ppid,
@@ -423,15 +542,35 @@ fn freeze_process(
                 sid: stat.sid,
                 comm: stat.comm,
                 threads,
+                stop_signal,
             }));
         }
     }
 }
 
-/// Seizes one thread and waits until it is stopped. `Ok(None)` when it exited first;
-/// `Ok(Some(signal))` otherwise, where `signal` is one whose delivery we intercepted and
-/// must hand back on detach.
-fn seize_thread(pid: i32, tid: i32) -> Result<Option<Option<Signal>>, FreezeError> {
+/// A thread seized and stopped.
+struct Seized {
+    /// A signal whose delivery we intercepted and must hand back on detach.
+    signal: Option<Signal>,
+    /// The signal of the group stop it was in, if it was.
+    group_stop: Option<i32>,
+}
+
+/// Why [`seize_thread`] failed.
+enum SeizeError {
+    /// Another tracer has it.
+    Traced(i32),
+    Freeze(FreezeError),
+}
+
+impl From<FreezeError> for SeizeError {
+    fn from(e: FreezeError) -> Self {
+        SeizeError::Freeze(e)
+    }
+}
+
+/// Seizes one thread and waits until it is stopped. `Ok(None)` when it exited first.
+fn seize_thread(pid: i32, tid: i32) -> Result<Option<Seized>, SeizeError> {
     let t = Pid::from_raw(tid);
     let fail = |op: &'static str| {
         move |e: Errno| FreezeError::Ptrace {
@@ -442,8 +581,8 @@ fn seize_thread(pid: i32, tid: i32) -> Result<Option<Option<Signal>>, FreezeErro
         }
     };
     // A vfork parent would never stop: refused before it is seized.
-    if proc::in_vfork_wait(pid, tid)? {
-        return Err(FreezeError::InVfork { pid, tid });
+    if proc::in_vfork_wait(pid, tid).map_err(FreezeError::from)? {
+        return Err(FreezeError::InVfork { pid, tid }.into());
     }
     match ptrace::seize(t, ptrace::Options::empty()) {
         Ok(()) => {}
@@ -452,7 +591,7 @@ fn seize_thread(pid: i32, tid: i32) -> Result<Option<Option<Signal>>, FreezeErro
             if let Ok(tracer) = proc::tracer(tid)
                 && tracer != 0
             {
-                return Err(FreezeError::AlreadyTraced { pid, tracer });
+                return Err(SeizeError::Traced(tracer));
             }
             // The kernel answers EPERM, not ESRCH, for a thread that has begun to exit
             // and is not yet gone: such a thread exited first. A dead leader is a zombie.
@@ -464,13 +603,13 @@ fn seize_thread(pid: i32, tid: i32) -> Result<Option<Option<Signal>>, FreezeErro
                 // A leader that died while we seized its threads.
                 Ok(stat) if stat.state == 'Z' => {
                     let threads = proc::threads(pid).map_or(0, |t| t.len().saturating_sub(1));
-                    return Err(FreezeError::ZombieLeader { pid, threads });
+                    return Err(FreezeError::ZombieLeader { pid, threads }.into());
                 }
                 _ => {}
             }
-            return Err(fail("PTRACE_SEIZE")(Errno::EPERM));
+            return Err(fail("PTRACE_SEIZE")(Errno::EPERM).into());
         }
-        Err(e) => return Err(fail("PTRACE_SEIZE")(e)),
+        Err(e) => return Err(fail("PTRACE_SEIZE")(e).into()),
     }
     let detach_on_error = |e: FreezeError| {
         let _ = ptrace::detach(t, None);
@@ -479,28 +618,39 @@ fn seize_thread(pid: i32, tid: i32) -> Result<Option<Option<Signal>>, FreezeErro
     match ptrace::interrupt(t) {
         Ok(()) => {}
         Err(Errno::ESRCH) => return Ok(None),
-        Err(e) => return Err(detach_on_error(fail("PTRACE_INTERRUPT")(e))),
+        Err(e) => return Err(detach_on_error(fail("PTRACE_INTERRUPT")(e)).into()),
     }
     // Entered vfork between the check and the seize: interrupted from now on, it can
     // enter no other (a clone with a stop pending restarts after the stop), so a second
     // look is final. Not stopped, it cannot be detached: the tracer's exit, or the
     // child's exec, lets it go on untouched.
-    if proc::in_vfork_wait(pid, tid)? {
+    if proc::in_vfork_wait(pid, tid).map_err(FreezeError::from)? {
         let _ = ptrace::detach(t, None);
-        return Err(FreezeError::InVfork { pid, tid });
+        return Err(FreezeError::InVfork { pid, tid }.into());
     }
     loop {
         match waitpid(t, Some(WaitPidFlag::__WALL)) {
-            // The stop PTRACE_INTERRUPT asked for.
-            Ok(WaitStatus::PtraceEvent(_, _, _)) => return Ok(Some(None)),
+            // The stop PTRACE_INTERRUPT asked for: SIGTRAP, or for a thread in a group
+            // stop (or one under way) that stop's signal (`do_jobctl_trap`).
+            Ok(WaitStatus::PtraceEvent(_, signal, _)) => {
+                return Ok(Some(Seized {
+                    signal: None,
+                    group_stop: (signal != Signal::SIGTRAP).then_some(signal as i32),
+                }));
+            }
             // A signal arrived first: the thread is stopped in its delivery. Keep it
             // stopped there and hand the signal back when the tree resumes.
-            Ok(WaitStatus::Stopped(_, signal)) => return Ok(Some(Some(signal))),
+            Ok(WaitStatus::Stopped(_, signal)) => {
+                return Ok(Some(Seized {
+                    signal: Some(signal),
+                    group_stop: None,
+                }));
+            }
             Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return Ok(None),
             Ok(_) => continue,
             Err(Errno::EINTR) => continue,
             Err(Errno::ECHILD) => return Ok(None),
-            Err(e) => return Err(detach_on_error(fail("waitpid")(e))),
+            Err(e) => return Err(detach_on_error(fail("waitpid")(e)).into()),
         }
     }
 }

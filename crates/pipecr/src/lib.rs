@@ -11,6 +11,8 @@
 //! - [`proc`]: readers of `/proc/PID/...`.
 //! - [`mem`]: save a stopped process's address space (areas, pages, shared objects).
 //! - [`posix_timers`]: which POSIX timers can be created again (dump and restore ask).
+//! - [`seccomp`]: what a thread's seccomp filters answer to a call (dump asks before it
+//!   injects).
 //! - [`task`]: save a stopped process's registers, signals, limits, cwd and root.
 //! - [`arch`]: the saved registers and the kernel's register sets, per processor.
 //! - [`diagnose`]: every error mapped to a class (the exit code), a stable code and the
@@ -48,6 +50,7 @@ pub mod pipe;
 pub mod posix_timers;
 pub mod proc;
 pub mod restore;
+pub mod seccomp;
 pub mod snapshot;
 pub mod sys;
 pub mod task;

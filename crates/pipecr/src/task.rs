@@ -1,14 +1,20 @@
 //! The state of a stopped process other than its memory and descriptors, turned into a
 //! [`proto::Core`]: per thread the registers (general and XSAVE), the blocked mask, the
-//! pending signals and the rseq registration; per process cwd, root, umask, resource
+//! pending signals and the rseq registration, its name, its credentials where they
+//! differ from the process's, no_new_privs, seccomp mode and filters
+//! (`PTRACE_SECCOMP_GET_FILTER`) and timer slack; per process cwd, root, umask, resource
 //! limits, personality, credentials (ids, groups, capabilities: all from
-//! `/proc/PID/status`) and the process-wide pending signals.
+//! `/proc/PID/status`), the process-wide pending signals and the group stop it was in
+//! (seen by the freeze).
 //!
 //! Signal handlers and interval timers have no `/proc` interface: when asked, they are
 //! read by injecting `getitimer` into every process, and `rt_sigaction` into those whose
 //! `/proc/PID/status` says they catch a signal (`SigCgt`); ignored signals come from
 //! `SigIgn` without injection ([`crate::inject`]). Likewise, per thread, the
-//! `clear_child_tid` address and the alternate signal stack. POSIX timers are listed by
+//! `clear_child_tid` address, the alternate signal stack, the securebits and the
+//! parent-death signal; per process the dumpable flag, the child-subreaper bit, the THP
+//! setting and the stops and continues of its children its `waitpid` has yet to collect
+//! (`waitid(WNOWAIT)`, which collects nothing). POSIX timers are listed by
 //! `/proc/PID/timers` (ID, signal, value, target, clock); their setting and overrun are
 //! read by the same injection (`timer_gettime`, `timer_getoverrun`). Each thread is taken
 //! over once, for all of its reads (docs/INJECTION.md: the shorter, the safer).
@@ -16,7 +22,8 @@
 //! Also what cannot be saved is refused here, naming the process: a POSIX timer no
 //! restore could create again ([`TaskError::UnrestorableTimer`], the rule of
 //! [`crate::posix_timers`] the restore preflight applies too), and POSIX timers when the
-//! dump may not inject ([`TaskError::PosixTimers`]).
+//! dump may not inject ([`TaskError::PosixTimers`]), and a thread in strict seccomp
+//! mode when it may ([`TaskError::StrictSeccomp`]: any injected call would kill it).
 //!
 //! The ptrace requests must come from the thread that froze the tree (ptrace belongs to
 //! the attaching *thread*, see [`crate::freeze`]): call [`dump_core`] on that thread,
@@ -77,6 +84,36 @@ pub enum TaskError {
     /// default, killing the tree) would lose the program.
     #[error(transparent)]
     UnrestorableTimer(#[from] crate::posix_timers::Unrestorable),
+    /// A thread is in strict seccomp mode, where any injected call but `read`, `write`,
+    /// `_exit` and `sigreturn` kills it: its handlers and the rest cannot be read.
+    #[error(
+        "thread {tid} of pid {pid} is in strict seccomp mode: the calls a dump injects to \
+         read its signal handlers, timers and prctl settings would kill it; dump with \
+         --no-inject (the restore then gives it default handlers and no timers)"
+    )]
+    StrictSeccomp {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+    },
+    /// A thread's seccomp filters would not let a call the dump injects run (they
+    /// would kill it, trap, or fail the call).
+    #[error(
+        "thread {tid} of pid {pid}: its seccomp filters answer {call}, which the dump \
+         injects to read its state, with {action}; dump with --no-inject (the restore \
+         then gives it default handlers and no timers)"
+    )]
+    SeccompDenies {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+        /// The call, with its first argument.
+        call: String,
+        /// What the filters answer.
+        action: String,
+    },
     /// A syscall injected to read signal handlers or interval timers failed.
     #[error(transparent)]
     Inject(#[from] InjectError),
@@ -93,6 +130,17 @@ pub enum TaskError {
 /// restore could create again, and with [`TaskError::PosixTimers`] one that has POSIX
 /// timers when `read_handlers` is false; both before anything is injected.
 pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::Core, TaskError> {
+    dump_core_in_tree(process, read_handlers, &[])
+}
+
+/// [`dump_core`] for a process whose live children in the tree are `children`: with
+/// `read_handlers`, the stops and continues of theirs it has not yet collected with
+/// `waitpid` are read too (`Core.child_reports`, by an injected `waitid(WNOWAIT)`).
+pub fn dump_core_in_tree(
+    process: &FrozenProcess,
+    read_handlers: bool,
+    children: &[i32],
+) -> Result<proto::Core, TaskError> {
     let pid = process.pid;
     let timers = crate::proc::timers(pid)?;
     for t in &timers {
@@ -119,6 +167,29 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
     for &tid in &process.threads {
         threads.push(dump_thread(pid, tid)?);
     }
+    let process_creds = creds(pid, &status)?;
+    for thread in &mut threads {
+        thread_state(pid, thread, &process_creds, personality)?;
+    }
+    let thp_disabled_status = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .is_some_and(|v| v.trim() == "0");
+    let mut process_prctl = None;
+    let mut child_reports = Vec::new();
+    if read_handlers
+        && let Some(t) = threads
+            .iter()
+            .find(|t| t.seccomp.as_ref().is_some_and(|s| s.mode == 1))
+    {
+        return Err(TaskError::StrictSeccomp { pid, tid: t.tid });
+    }
+    if read_handlers {
+        for (i, thread) in threads.iter().enumerate() {
+            let process_calls = (i == 0).then_some((caught, children, timers.as_slice()));
+            check_filters(pid, thread, process_calls)?;
+        }
+    }
     let (sigactions, itimers, posix_timers) = if read_handlers {
         // A process under a seccomp filter gets only the reads themselves, one at a time,
         // never the batch code's mmap and munmap: its filter could refuse them by
@@ -130,13 +201,28 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
             CodePage::new(pid)
         };
         let leader_blocked = status_mask(pid, &status, "SigBlk:")?;
-        read_injected(
+        let (process_reads, thread_reads) = read_injected(
             process,
             &mut threads,
             code,
             (caught, ignored, leader_blocked),
             &timers,
-        )?
+            children,
+        )?;
+        for (thread, (securebits, pdeathsig)) in threads.iter_mut().zip(thread_reads) {
+            thread.prctl = Some(proto::ThreadPrctl {
+                securebits,
+                pdeathsig,
+            });
+        }
+        let (handlers, prctls, reports) = process_reads;
+        process_prctl = Some(proto::ProcessPrctl {
+            dumpable: prctls.dumpable,
+            child_subreaper: prctls.child_subreaper,
+            thp_disable: prctls.thp_disable,
+        });
+        child_reports = reports;
+        handlers
     } else {
         (Vec::new(), Vec::new(), Vec::new())
     };
@@ -152,11 +238,177 @@ pub fn dump_core(process: &FrozenProcess, read_handlers: bool) -> Result<proto::
         sigactions,
         itimers,
         handlers_read: read_handlers,
-        creds: Some(creds(pid, &status)?),
+        creds: Some(process_creds),
         posix_timers,
+        prctl: process_prctl,
+        stop_signal: process.stop_signal,
+        thp_disabled_status,
+        child_reports,
         // Filled by the dump from the descriptors (POSIX locks).
         ..Default::default()
     })
+}
+
+/// Refuses, before anything is injected, a thread whose seccomp filters would not let
+/// one of the calls of its injection session run (see [`crate::seccomp`]): those every
+/// thread's session makes, and with `process` (the first thread's: the signals it
+/// catches, its children, its POSIX timers) the process's. Pointer arguments are given
+/// the thread's stack pointer, and the instruction pointer its own: filters that look
+/// at them are rare, and these are the likeliest values.
+fn check_filters(
+    pid: i32,
+    thread: &proto::Thread,
+    process: Option<(u64, &[i32], &[crate::proc::ProcTimer])>,
+) -> Result<(), TaskError> {
+    let Some(sc) = thread.seccomp.as_ref().filter(|s| !s.filters.is_empty()) else {
+        return Ok(());
+    };
+    let (ip, sp) = match &thread.regs {
+        Some(proto::thread::Regs::X8664(r)) => (r.rip, r.rsp),
+        None => (0, 0),
+    };
+    let prctl = |option: i32, arg: u64| (libc::SYS_prctl, "prctl", [option as u64, arg, 0, 0]);
+    let mut calls = vec![
+        prctl(libc::PR_GET_TID_ADDRESS, sp),
+        (libc::SYS_sigaltstack, "sigaltstack", [0, sp, 0, 0]),
+        prctl(libc::PR_GET_SECUREBITS, 0),
+        prctl(libc::PR_GET_PDEATHSIG, sp),
+    ];
+    if let Some((caught, children, timers)) = process {
+        calls.push(prctl(libc::PR_GET_DUMPABLE, 0));
+        calls.push(prctl(libc::PR_GET_THP_DISABLE, 0));
+        calls.push(prctl(libc::PR_GET_CHILD_SUBREAPER, sp));
+        let options = (libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT) as u64;
+        for &child in children {
+            calls.push((libc::SYS_waitid, "waitid", [1, child as u64, sp, options]));
+        }
+        let read = caught | 1u64 << (libc::SIGCHLD - 1);
+        for signo in (1..=64)
+            .filter(|&s| read & (1u64 << (s - 1)) != 0 && s != libc::SIGKILL && s != libc::SIGSTOP)
+        {
+            calls.push((
+                libc::SYS_rt_sigaction,
+                "rt_sigaction",
+                [signo as u64, 0, sp, 8],
+            ));
+        }
+        for which in 0..3 {
+            calls.push((libc::SYS_getitimer, "getitimer", [which, sp, 0, 0]));
+        }
+        for t in timers {
+            let id = t.id as u64;
+            calls.push((libc::SYS_timer_gettime, "timer_gettime", [id, sp, 0, 0]));
+            calls.push((
+                libc::SYS_timer_getoverrun,
+                "timer_getoverrun",
+                [id, 0, 0, 0],
+            ));
+        }
+    }
+    for (nr, name, [a0, a1, a2, a3]) in calls {
+        let data = crate::seccomp::SeccompData {
+            nr: nr as i32,
+            arch: crate::seccomp::AUDIT_ARCH_X86_64,
+            instruction_pointer: ip,
+            args: [a0, a1, a2, a3, 0, 0],
+        };
+        let programs = sc.filters.iter().map(|f| f.program.as_slice());
+        let verdict = crate::seccomp::allows(programs, &data).map_err(|e| TaskError::Read {
+            pid,
+            what: "a seccomp filter",
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        if let Err(ret) = verdict {
+            return Err(TaskError::SeccompDenies {
+                pid,
+                tid: thread.tid,
+                call: format!("{name}({a0}, ...)"),
+                action: crate::seccomp::action_name(ret),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What `/proc/PID/task/TID/` shows of one thread that a program sets and relies on:
+/// its name, its credentials where they differ from the process's (`process`), its
+/// no_new_privs bit, its seccomp mode and filters (`PTRACE_SECCOMP_GET_FILTER`, oldest
+/// first), its personality where it differs from the process's (`process_personality`),
+/// its timer slack (`/proc/TID/timerslack_ns`).
+fn thread_state(
+    pid: i32,
+    thread: &mut proto::Thread,
+    process: &proto::Creds,
+    process_personality: u32,
+) -> Result<(), TaskError> {
+    let tid = thread.tid;
+    let task = |name: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/{name}")).map_err(|source| {
+            TaskError::Read {
+                pid,
+                what: "/proc/PID/task/TID",
+                source,
+            }
+        })
+    };
+    let status = task("status")?;
+    thread.comm = task("comm")?.trim_end_matches('\n').to_owned();
+    let mut creds = creds_from_status(&status).ok_or_else(|| parse_error(pid, "task status"))?;
+    creds.not_dumpable = process.not_dumpable;
+    if creds != *process {
+        thread.creds = Some(creds);
+    }
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| parse_error(pid, "task status"))
+    };
+    thread.no_new_privs = field("NoNewPrivs:")? != 0;
+    let persona = u32::from_str_radix(task("personality")?.trim(), 16)
+        .map_err(|_| parse_error(pid, "task personality"))?;
+    thread.personality = (persona != process_personality).then_some(persona);
+    let mode = field("Seccomp:")? as u32;
+    if mode != 0 {
+        let mut filters = Vec::new();
+        if mode == 2 {
+            let count = field("Seccomp_filters:")?;
+            let t = nix::unistd::Pid::from_raw(tid);
+            let fail = |op| {
+                move |source| TaskError::Ptrace {
+                    pid,
+                    tid,
+                    op,
+                    source,
+                }
+            };
+            // Index 0 is the oldest (`get_nth_filter` in kernel/seccomp.c counts from
+            // the first installed, whatever ptrace(2) says).
+            for index in 0..count {
+                let program = sys_ptrace::seccomp_filter(t, index)
+                    .map_err(fail("PTRACE_SECCOMP_GET_FILTER"))?;
+                let flags = sys_ptrace::seccomp_filter_flags(t, index)
+                    .map_err(fail("PTRACE_SECCOMP_GET_METADATA"))?;
+                filters.push(proto::SeccompFilter { program, flags });
+            }
+        }
+        thread.seccomp = Some(proto::Seccomp { mode, filters });
+    }
+    // Only /proc/TID has it (not /proc/PID/task/TID).
+    let slack =
+        std::fs::read_to_string(format!("/proc/{tid}/timerslack_ns")).map_err(|source| {
+            TaskError::Read {
+                pid,
+                what: "/proc/TID/timerslack_ns",
+                source,
+            }
+        })?;
+    thread.timer_slack_ns = slack
+        .trim()
+        .parse()
+        .map_err(|_| parse_error(pid, "timerslack_ns"))?;
+    Ok(())
 }
 
 /// All resource limits of `pid`, from prlimit(2); from `/proc/PID/limits` when prlimit is
@@ -224,10 +476,16 @@ fn read_injected(
     mut code: CodePage,
     masks: (u64, u64, u64),
     timers: &[crate::proc::ProcTimer],
-) -> Result<HandlersAndTimers, TaskError> {
+    children: &[i32],
+) -> Result<(ProcessReads, Vec<(u32, i32)>), TaskError> {
     let pid = process.pid;
     let (caught, ignored, leader_blocked) = masks;
-    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    let mut out = (
+        (Vec::new(), Vec::new(), Vec::new()),
+        calls::ProcessPrctls::default(),
+        Vec::new(),
+    );
+    let mut per_thread = Vec::with_capacity(threads.len());
     let count = threads.len();
     let mut sessions = || -> Result<(), TaskError> {
         for (i, thread) in threads.iter_mut().enumerate() {
@@ -243,18 +501,39 @@ fn read_injected(
                 }
                 let mut reads = ReadBatch::new();
                 let links = thread_links(&mut reads);
-                let process =
-                    (i == 0).then(|| handlers_and_timers(&mut reads, caught, ignored, timers));
+                let prctls = calls::read_thread_prctls(&mut reads);
+                let process = (i == 0).then(|| {
+                    let handlers = handlers_and_timers(&mut reads, caught, ignored, timers);
+                    let prctls = calls::read_process_prctls(&mut reads);
+                    let reports: Vec<(i32, Pending<Option<i32>>)> = children
+                        .iter()
+                        .map(|&c| (c, calls::read_child_report(&mut reads, c)))
+                        .collect();
+                    (handlers, prctls, reports)
+                });
                 let done = inj.run_reads(&reads, &mut code, i + 1 == count)?;
                 let links = links.get(&done)?;
-                let process = process.map(|p| p.get(&done)).transpose()?;
-                Ok::<_, InjectError>((links, process))
+                let prctls = prctls.get(&done)?;
+                let process = match process {
+                    Some((handlers, prctls, reports)) => {
+                        let mut saved = Vec::new();
+                        for (child, report) in reports {
+                            if let Some(code) = report.get(&done)? {
+                                saved.push(proto::ChildReport { pid: child, code });
+                            }
+                        }
+                        Some((handlers.get(&done)?, prctls.get(&done)?, saved))
+                    }
+                    None => None,
+                };
+                Ok::<_, InjectError>((links, prctls, process))
             })();
             let finished = inj.finish();
-            let ((clear_child_tid, altstack), process) = read?;
+            let ((clear_child_tid, altstack), prctls, process) = read?;
             finished?;
             thread.clear_child_tid = clear_child_tid;
             thread.altstack = Some(altstack);
+            per_thread.push(prctls);
             if let Some(process) = process {
                 out = process;
             }
@@ -276,8 +555,16 @@ fn read_injected(
         }
     }
     read?;
-    Ok(out)
+    Ok((out, per_thread))
 }
+
+/// What the first thread's session reads of its process: handlers and timers, the prctl
+/// settings, and the wait reports its parent has yet to collect.
+type ProcessReads = (
+    HandlersAndTimers,
+    calls::ProcessPrctls,
+    Vec<proto::ChildReport>,
+);
 
 /// The credentials in `/proc/PID/status`, and whether the process is dumpable (see
 /// `Creds.not_dumpable` in core.proto).
@@ -496,6 +783,7 @@ pub fn dump_thread(pid: i32, tid: i32) -> Result<proto::Thread, TaskError> {
         robust_list_len,
         clear_child_tid: 0,
         altstack: None,
+        ..Default::default()
     })
 }
 

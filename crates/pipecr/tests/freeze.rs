@@ -286,9 +286,15 @@ fn a_process_traced_by_someone_else_is_refused_untouched() {
     assert_eq!(&line, b"seized\n");
     let err = freeze::freeze(pid).unwrap_err();
     match err {
-        FreezeError::AlreadyTraced { pid: p, tracer: t } => {
+        FreezeError::AlreadyTraced {
+            pid: p,
+            tracer: t,
+            where_,
+            ..
+        } => {
             assert_eq!(p, pid);
             assert_eq!(t, tracer.id() as i32);
+            assert_eq!(where_, "outside the tree");
         }
         other => panic!("expected AlreadyTraced, got {other:?}"),
     }

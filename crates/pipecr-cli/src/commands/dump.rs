@@ -71,7 +71,8 @@ pub struct Args {
 
 /// What a dump with --no-inject did not save, as it says once.
 const NOT_SAVED: &str = "not saved (--no-inject): signal handlers, interval timers, alternate \
-     signal stacks, threads' clear_child_tid; a restore gives the processes defaults";
+     signal stacks, threads' clear_child_tid, securebits and parent-death signals, child \
+     subreapers, waitpid reports not yet collected; a restore gives the processes defaults";
 
 /// Dumps the tree and prints what was saved.
 pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {

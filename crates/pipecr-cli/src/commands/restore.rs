@@ -144,7 +144,8 @@ pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
         eprintln!(
             "pipecr: the image has no signal handlers (dumped with --no-inject, or by an older \
              pipecr without --read-handlers): handlers, interval timers, alternate signal \
-             stacks and clear_child_tid come back as defaults{threads}"
+             stacks, clear_child_tid, securebits, parent-death signals and child subreapers \
+             come back as defaults{threads}"
         );
     }
     let options = RestoreOptions {

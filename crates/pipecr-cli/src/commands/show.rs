@@ -764,6 +764,41 @@ fn print_core(core: &proto::Core) {
     if core.personality != 0 {
         println!("  personality:  {:#x}", core.personality);
     }
+    if core.stop_signal != 0 {
+        println!(
+            "  stopped:      by {} (a group stop; restored stopped)",
+            signal_name(core.stop_signal)
+        );
+    }
+    match &core.prctl {
+        Some(p) => {
+            let mut what = vec![format!("dumpable {}", p.dumpable)];
+            if p.child_subreaper {
+                what.push("child subreaper".to_owned());
+            }
+            match p.thp_disable {
+                0 => {}
+                1 => what.push("THP disabled".to_owned()),
+                v => what.push(format!("THP disabled except where advised ({v:#x})")),
+            }
+            println!("  prctl:        {}", what.join(", "));
+        }
+        None if core.thp_disabled_status => {
+            println!("  prctl:        THP disabled (dumpable and subreaper not read)")
+        }
+        None => {}
+    }
+    for r in &core.child_reports {
+        let what = match r.code {
+            5 => "stopped",
+            6 => "continued",
+            _ => "changed state",
+        };
+        println!(
+            "  child {} {what}: its waitpid had yet to collect that",
+            r.pid
+        );
+    }
     let get = |r: u32| core.rlimits.iter().find(|l| l.resource == r);
     let main: Vec<String> = MAIN_LIMITS
         .iter()
@@ -790,7 +825,17 @@ fn print_core(core: &proto::Core) {
     );
     for t in &core.threads {
         let leader = if t.tid == core.pid { " (leader)" } else { "" };
-        println!("  thread {}{leader}", t.tid);
+        // Named when its name is its own, not the process's (the leader's).
+        let process_name = core
+            .threads
+            .iter()
+            .find(|l| l.tid == core.pid)
+            .map_or("", |l| l.comm.as_str());
+        if t.comm.is_empty() || t.comm == process_name {
+            println!("  thread {}{leader}", t.tid);
+        } else {
+            println!("  thread {} \"{}\"{leader}", t.tid, t.comm);
+        }
         match &t.regs {
             Some(proto::thread::Regs::X8664(r)) => {
                 println!("    rip {:#018x}  rsp {:#018x}", r.rip, r.rsp);
@@ -812,6 +857,59 @@ fn print_core(core: &proto::Core) {
             None => extra.push("no rseq".to_owned()),
         }
         println!("    {}", extra.join(", "));
+        let mut state = Vec::new();
+        if let Some(p) = &t.prctl {
+            if p.securebits != 0 {
+                state.push(format!("securebits {:#x}", p.securebits));
+            }
+            if p.pdeathsig != 0 {
+                state.push(format!("parent-death signal {}", signal_name(p.pdeathsig)));
+            }
+        }
+        if let Some(persona) = t.personality {
+            state.push(format!("personality {persona:#x}"));
+        }
+        if t.timer_slack_ns != 0 {
+            state.push(format!("timer slack {} ns", t.timer_slack_ns));
+        }
+        if t.no_new_privs {
+            state.push("no_new_privs".to_owned());
+        }
+        if !state.is_empty() {
+            println!("    {}", state.join(", "));
+        }
+        if let Some(c) = &t.creds {
+            println!(
+                "    own credentials: uid {}/{}/{}/{}, gid {}/{}/{}/{}, groups {:?}, capabilities effective {:#x} permitted {:#x}",
+                c.ruid,
+                c.euid,
+                c.suid,
+                c.fsuid,
+                c.rgid,
+                c.egid,
+                c.sgid,
+                c.fsgid,
+                c.groups,
+                c.cap_effective,
+                c.cap_permitted
+            );
+        }
+        match &t.seccomp {
+            Some(sc) if sc.mode == 1 => println!("    seccomp: strict"),
+            Some(sc) => {
+                let sizes: Vec<String> = sc
+                    .filters
+                    .iter()
+                    .map(|f| (f.program.len() / 8).to_string())
+                    .collect();
+                println!(
+                    "    seccomp: {} filter(s), oldest first, of {} instruction(s)",
+                    sc.filters.len(),
+                    sizes.join(", ")
+                );
+            }
+            None => {}
+        }
     }
 }
 
@@ -1141,6 +1239,17 @@ struct CoreView<'a> {
     shared_pending: Vec<SiginfoView>,
     threads: Vec<ThreadView<'a>>,
     posix_locks: &'a [proto::FileLock],
+    prctl: Option<&'a proto::ProcessPrctl>,
+    stop_signal: i32,
+    thp_disabled_status: bool,
+    child_reports: &'a [proto::ChildReport],
+}
+
+/// `Seccomp`: the mode and each filter's instruction count and flags.
+#[derive(Debug, Serialize)]
+struct SeccompView {
+    mode: u32,
+    filters: Vec<(usize, u64)>,
 }
 
 /// `Thread`: `regs` as `"x86_64": {...}`; the XSAVE area as its length and XCR0.
@@ -1153,6 +1262,13 @@ struct ThreadView<'a> {
     blocked: u64,
     pending: Vec<SiginfoView>,
     rseq: Option<&'a proto::Rseq>,
+    comm: &'a str,
+    creds: Option<&'a proto::Creds>,
+    prctl: Option<&'a proto::ThreadPrctl>,
+    no_new_privs: bool,
+    seccomp: Option<SeccompView>,
+    timer_slack_ns: u64,
+    personality: Option<u32>,
 }
 
 /// `Siginfo`: the signal and the two fields every siginfo_t starts with after it, instead
@@ -1191,6 +1307,10 @@ impl<'a> From<&'a proto::Core> for CoreView<'a> {
             personality: c.personality,
             shared_pending: c.shared_pending.iter().map(SiginfoView::from).collect(),
             posix_locks: &c.posix_locks,
+            prctl: c.prctl.as_ref(),
+            stop_signal: c.stop_signal,
+            thp_disabled_status: c.thp_disabled_status,
+            child_reports: &c.child_reports,
             threads: c
                 .threads
                 .iter()
@@ -1205,6 +1325,20 @@ impl<'a> From<&'a proto::Core> for CoreView<'a> {
                     blocked: t.blocked,
                     pending: t.pending.iter().map(SiginfoView::from).collect(),
                     rseq: t.rseq.as_ref(),
+                    comm: &t.comm,
+                    creds: t.creds.as_ref(),
+                    prctl: t.prctl.as_ref(),
+                    no_new_privs: t.no_new_privs,
+                    seccomp: t.seccomp.as_ref().map(|s| SeccompView {
+                        mode: s.mode,
+                        filters: s
+                            .filters
+                            .iter()
+                            .map(|f| (f.program.len() / 8, f.flags))
+                            .collect(),
+                    }),
+                    timer_slack_ns: t.timer_slack_ns,
+                    personality: t.personality,
                 })
                 .collect(),
         }

@@ -543,3 +543,10 @@ pub fn pipecr_as_nobody(dir: &Path) -> Command {
         .stdin(Stdio::null());
     cmd
 }
+
+/// Sends signal `sig` to `pid` (panics if it cannot).
+pub fn kill_with(pid: i32, sig: i32) {
+    let signal = nix::sys::signal::Signal::try_from(sig).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .unwrap_or_else(|e| panic!("kill {pid} {signal}: {e}"));
+}

@@ -625,7 +625,12 @@ fn save_processes(
         tracing::debug!(pid = p.pid, comm = %p.comm, threads = p.threads.len(), "saving");
         let started = Instant::now();
         // The state first: it refuses what cannot be saved before any page is read.
-        let mut core = task::dump_core(p, read_handlers)?;
+        let children: Vec<i32> = processes
+            .iter()
+            .filter(|c| c.ppid == p.pid && c.pid != p.pid)
+            .map(|c| c.pid)
+            .collect();
+        let mut core = task::dump_core_in_tree(p, read_handlers, &children)?;
         core.posix_locks = posix_locks.remove(&p.pid).unwrap_or_default();
         for thread in &mut core.threads {
             // A signal the freeze caught in delivery is in no kernel queue any more:

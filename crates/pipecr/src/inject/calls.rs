@@ -43,9 +43,21 @@ const SIGSET_SIZE: u64 = 8;
 
 /// `prctl` options from `<linux/prctl.h>`.
 const PR_SET_PDEATHSIG: u64 = 1;
+const PR_GET_PDEATHSIG: u64 = 2;
+const PR_GET_DUMPABLE: u64 = 3;
 const PR_SET_DUMPABLE: u64 = 4;
 const PR_SET_KEEPCAPS: u64 = 8;
+const PR_SET_NAME: u64 = 15;
+const PR_SET_SECCOMP: u64 = 22;
 const PR_CAPBSET_DROP: u64 = 24;
+const PR_GET_SECUREBITS: u64 = 27;
+const PR_SET_SECUREBITS: u64 = 28;
+const PR_SET_TIMERSLACK: u64 = 29;
+const PR_SET_CHILD_SUBREAPER: u64 = 36;
+const PR_GET_CHILD_SUBREAPER: u64 = 37;
+const PR_SET_NO_NEW_PRIVS: u64 = 38;
+const PR_SET_THP_DISABLE: u64 = 41;
+const PR_GET_THP_DISABLE: u64 = 42;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const PR_GET_TID_ADDRESS: u64 = 40;
@@ -55,6 +67,19 @@ const PR_CAP_AMBIENT_CLEAR_ALL: u64 = 4;
 const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
 const PR_TIMER_CREATE_RESTORE_IDS_OFF: u64 = 0;
 const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
+
+/// `SECCOMP_SET_MODE_STRICT`, `SECCOMP_SET_MODE_FILTER` (operations of seccomp(2)) and
+/// `SECCOMP_MODE_STRICT` (of `PR_SET_SECCOMP`).
+const SECCOMP_SET_MODE_FILTER: u64 = 1;
+const SECCOMP_MODE_STRICT: u64 = 1;
+
+/// `struct sock_fprog` on x86_64: `unsigned short len`, padding, a pointer.
+pub const SOCK_FPROG_SIZE: usize = 16;
+
+/// `P_PID`, `WNOHANG`, `WSTOPPED`, `WCONTINUED`, `WNOWAIT` for waitid(2).
+const P_PID: u64 = 1;
+/// waitid's `siginfo_t` (128 bytes).
+const SIGINFO_SIZE: usize = 128;
 
 /// `RSEQ_FLAG_UNREGISTER`.
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -368,6 +393,263 @@ pub fn prctl_timer_create_restore_ids(inj: &mut Injector, on: bool) -> Result<()
         PR_TIMER_CREATE_RESTORE_IDS_OFF
     };
     prctl(inj, PR_TIMER_CREATE_RESTORE_IDS, mode, 0, 0).map(drop)
+}
+
+/// What [`process_prctls`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessPrctls {
+    /// `PR_GET_DUMPABLE`: 0, 1, or 2 (`SUID_DUMP_ROOT`).
+    pub dumpable: u32,
+    /// `PR_GET_CHILD_SUBREAPER`.
+    pub child_subreaper: bool,
+    /// `PR_GET_THP_DISABLE`: 0, 1, or 1 | `PR_THP_DISABLE_EXCEPT_ADVISED` (2).
+    pub thp_disable: u32,
+}
+
+/// `prctl(PR_GET_DUMPABLE)`, `prctl(PR_GET_CHILD_SUBREAPER, &int)` and
+/// `prctl(PR_GET_THP_DISABLE)` in the tracee—Reads what only prctl shows of the
+/// process: its dumpable flag, whether it is a child subreaper, and its THP setting.
+/// Only reads.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/prctl.2.html)
+#[doc(alias = "PR_GET_DUMPABLE")]
+#[doc(alias = "PR_GET_CHILD_SUBREAPER")]
+#[doc(alias = "PR_GET_THP_DISABLE")]
+pub fn process_prctls(inj: &mut Injector) -> Result<ProcessPrctls> {
+    now(inj, read_process_prctls)
+}
+
+/// [`process_prctls`], added to a batch.
+pub fn read_process_prctls(reads: &mut ReadBatch) -> Pending<ProcessPrctls> {
+    let v = Arg::Value;
+    let dumpable = reads.push(
+        libc::SYS_prctl,
+        [v(PR_GET_DUMPABLE), v(0), v(0), v(0), v(0), v(0)],
+        0,
+    );
+    let thp = reads.push(
+        libc::SYS_prctl,
+        [v(PR_GET_THP_DISABLE), v(0), v(0), v(0), v(0), v(0)],
+        0,
+    );
+    let subreaper = reads.push(
+        libc::SYS_prctl,
+        [v(PR_GET_CHILD_SUBREAPER), Arg::Out, v(0), v(0), v(0), v(0)],
+        4,
+    );
+    Pending::new(move |r| {
+        let dumpable = r.checked(dumpable)? as u32;
+        let thp_disable = r.checked(thp)? as u32;
+        r.checked(subreaper)?;
+        Ok(ProcessPrctls {
+            dumpable,
+            child_subreaper: i32::from_ne_bytes(r.out_array(subreaper)) != 0,
+            thp_disable,
+        })
+    })
+}
+
+/// `prctl(PR_GET_SECUREBITS)` and `prctl(PR_GET_PDEATHSIG, &int)` in the tracee—Reads
+/// the thread's securebits and parent-death signal, which `/proc` does not show. Only
+/// reads.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/prctl.2.html)
+#[doc(alias = "PR_GET_SECUREBITS")]
+#[doc(alias = "PR_GET_PDEATHSIG")]
+pub fn thread_prctls(inj: &mut Injector) -> Result<(u32, i32)> {
+    now(inj, read_thread_prctls)
+}
+
+/// [`thread_prctls`], added to a batch.
+pub fn read_thread_prctls(reads: &mut ReadBatch) -> Pending<(u32, i32)> {
+    let v = Arg::Value;
+    let securebits = reads.push(
+        libc::SYS_prctl,
+        [v(PR_GET_SECUREBITS), v(0), v(0), v(0), v(0), v(0)],
+        0,
+    );
+    let pdeathsig = reads.push(
+        libc::SYS_prctl,
+        [v(PR_GET_PDEATHSIG), Arg::Out, v(0), v(0), v(0), v(0)],
+        4,
+    );
+    Pending::new(move |r| {
+        let securebits = r.checked(securebits)? as u32;
+        r.checked(pdeathsig)?;
+        Ok((securebits, i32::from_ne_bytes(r.out_array(pdeathsig))))
+    })
+}
+
+/// `prctl(PR_GET_DUMPABLE)` in the tracee—Its dumpable flag (0, 1 or 2).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_GET_DUMPABLE.2const.html)
+#[doc(alias = "PR_GET_DUMPABLE")]
+pub fn prctl_get_dumpable(inj: &mut Injector) -> Result<u32> {
+    Ok(prctl(inj, PR_GET_DUMPABLE, 0, 0, 0)? as u32)
+}
+
+/// `prctl(PR_SET_NAME, name)` in the tracee, the name (truncated to 15 bytes, then NUL)
+/// written at `at`—Sets the thread's name (its `comm`).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_NAME.2const.html)
+#[doc(alias = "PR_SET_NAME")]
+pub fn prctl_set_name_at(inj: &mut Injector, at: u64, name: &[u8]) -> Result<()> {
+    let mut raw = [0u8; 16];
+    let len = name.len().min(15);
+    raw[..len].copy_from_slice(&name[..len]);
+    inj.write_memory(at, &raw)?;
+    prctl(inj, PR_SET_NAME, at, 0, 0).map(drop)
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, on)` in the tracee—Makes it (or stops it being) a child
+/// subreaper.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_CHILD_SUBREAPER.2const.html)
+#[doc(alias = "PR_SET_CHILD_SUBREAPER")]
+pub fn prctl_set_child_subreaper(inj: &mut Injector, on: bool) -> Result<()> {
+    prctl(inj, PR_SET_CHILD_SUBREAPER, u64::from(on), 0, 0).map(drop)
+}
+
+/// `prctl(PR_SET_THP_DISABLE, value & 1, value & ~1)` in the tracee—Sets its
+/// transparent-huge-page setting to what `PR_GET_THP_DISABLE` returned (`value`).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_THP_DISABLE.2const.html)
+#[doc(alias = "PR_SET_THP_DISABLE")]
+pub fn prctl_set_thp_disable(inj: &mut Injector, value: u32) -> Result<()> {
+    let (on, flags) = (u64::from(value & 1), u64::from(value & !1));
+    prctl(
+        inj,
+        PR_SET_THP_DISABLE,
+        on,
+        if on == 0 { 0 } else { flags },
+        0,
+    )
+    .map(drop)
+}
+
+/// `prctl(PR_SET_SECUREBITS, bits)` in the tracee—Sets the thread's securebits (needs
+/// `CAP_SETPCAP`).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_SECUREBITS.2const.html)
+#[doc(alias = "PR_SET_SECUREBITS")]
+pub fn prctl_set_securebits(inj: &mut Injector, bits: u32) -> Result<()> {
+    prctl(inj, PR_SET_SECUREBITS, u64::from(bits), 0, 0).map(drop)
+}
+
+/// `prctl(PR_GET_SECUREBITS)` in the tracee—The thread's securebits.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_GET_SECUREBITS.2const.html)
+#[doc(alias = "PR_GET_SECUREBITS")]
+pub fn prctl_get_securebits(inj: &mut Injector) -> Result<u32> {
+    Ok(prctl(inj, PR_GET_SECUREBITS, 0, 0, 0)? as u32)
+}
+
+/// `prctl(PR_SET_NO_NEW_PRIVS, 1)` in the tracee—Sets the thread's no_new_privs bit
+/// (which cannot be cleared).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_NO_NEW_PRIVS.2const.html)
+#[doc(alias = "PR_SET_NO_NEW_PRIVS")]
+pub fn prctl_set_no_new_privs(inj: &mut Injector) -> Result<()> {
+    prctl(inj, PR_SET_NO_NEW_PRIVS, 1, 0, 0).map(drop)
+}
+
+/// `prctl(PR_SET_TIMERSLACK, ns)` in the tracee—Sets the thread's current timer slack
+/// (0 would reset it to its default instead).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_TIMERSLACK.2const.html)
+#[doc(alias = "PR_SET_TIMERSLACK")]
+pub fn prctl_set_timerslack(inj: &mut Injector, ns: u64) -> Result<()> {
+    prctl(inj, PR_SET_TIMERSLACK, ns, 0, 0).map(drop)
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, &prog)` in the tracee, the `struct
+/// sock_fprog` and the instructions written at `at`—Installs one classic BPF seccomp
+/// filter on the calling thread (`SECCOMP_FILTER_FLAG_TSYNC` in `flags`: on every
+/// thread of the process). Needs no_new_privs or `CAP_SYS_ADMIN`.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/seccomp.2.html)
+#[doc(alias = "SECCOMP_SET_MODE_FILTER")]
+pub fn seccomp_set_filter_at(
+    inj: &mut Injector,
+    at: u64,
+    program: &[u8],
+    flags: u64,
+) -> Result<()> {
+    let insns = program.len() / crate::sys::ptrace::SOCK_FILTER_SIZE;
+    let code = at + SOCK_FPROG_SIZE as u64;
+    let mut fprog = [0u8; SOCK_FPROG_SIZE];
+    fprog[..2].copy_from_slice(&(insns as u16).to_ne_bytes());
+    fprog[8..].copy_from_slice(&code.to_ne_bytes());
+    inj.write_memory(at, &fprog)?;
+    inj.write_memory(code, program)?;
+    inj.syscall_checked(
+        libc::SYS_seccomp,
+        [SECCOMP_SET_MODE_FILTER, flags, at, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+/// `prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT)` in the tracee—Puts the thread in strict
+/// seccomp mode: from then on only `read`, `write`, `_exit` and `sigreturn` are allowed.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/PR_SET_SECCOMP.2const.html)
+#[doc(alias = "SECCOMP_MODE_STRICT")]
+pub fn seccomp_set_strict(inj: &mut Injector) -> Result<()> {
+    prctl(inj, PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0).map(drop)
+}
+
+/// `waitid(P_PID, pid, &info, WSTOPPED | WCONTINUED | WNOHANG | WNOWAIT)` in the
+/// tracee—The stop or continue of its child `pid` its own `waitpid` has yet to collect:
+/// `CLD_STOPPED` or `CLD_CONTINUED`, or `None`. Collects nothing (`WNOWAIT`): only reads.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/waitid.2.html)
+#[doc(alias = "waitid")]
+pub fn child_report(inj: &mut Injector, pid: i32) -> Result<Option<i32>> {
+    now(inj, |reads| read_child_report(reads, pid))
+}
+
+/// [`child_report`], added to a batch.
+pub fn read_child_report(reads: &mut ReadBatch, pid: i32) -> Pending<Option<i32>> {
+    let v = Arg::Value;
+    let options = (libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT) as u64;
+    let i = reads.push(
+        libc::SYS_waitid,
+        [v(P_PID), v(pid as u64), Arg::Out, v(options), v(0), v(0)],
+        SIGINFO_SIZE,
+    );
+    Pending::new(move |r| {
+        r.checked(i)?;
+        let raw: [u8; 12] = r.out_array(i);
+        let signo = i32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+        let code = i32::from_ne_bytes([raw[8], raw[9], raw[10], raw[11]]);
+        Ok((signo != 0).then_some(code))
+    })
+}
+
+/// `waitid(P_PID, pid, NULL, options | WNOHANG)` in the tracee—Collects one report of
+/// its child `pid`, if there is one (`WSTOPPED`, `WCONTINUED`: not its exit unless
+/// `WEXITED` is in `options`), without saying which.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/waitid.2.html)
+#[doc(alias = "waitid")]
+pub fn collect_child_report(inj: &mut Injector, pid: i32, options: i32) -> Result<()> {
+    let options = (options | libc::WNOHANG) as u64;
+    inj.syscall_checked(libc::SYS_waitid, [P_PID, pid as u64, 0, options, 0, 0])
+        .map(drop)
 }
 
 // ---- POSIX timers ----

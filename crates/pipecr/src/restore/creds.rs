@@ -9,16 +9,22 @@
 //! created (other ids need `CAP_SETUID`/`CAP_SETGID`, other groups `CAP_SETGID`, a
 //! permitted or bounding set is never widened); the kernel checks each call again.
 //!
-//! Order in each thread ([`restore`]): `setgroups`; the bounding set (`PR_CAPBSET_DROP`,
-//! needs `CAP_SETPCAP`); `setresgid`, `setfsgid`; with `PR_SET_KEEPCAPS` (so that the
-//! permitted set survives leaving uid 0) `setresuid`, `setfsuid`; `capset`; the ambient
-//! set. In the main thread, last, `PR_SET_DUMPABLE`: changing the effective uid made the
-//! process non-dumpable; it becomes dumpable again unless it was not (`not_dumpable`).
-//! The restorer stays attached throughout, so the process remains under its control
-//! until it is detached.
+//! Order in each thread ([`restore`]), each thread its own credentials (`Thread.creds`
+//! where they differ from the process's): `setgroups`; the bounding set
+//! (`PR_CAPBSET_DROP`, needs `CAP_SETPCAP`); `setresgid`, `setfsgid`; with
+//! `PR_SET_KEEPCAPS` (so that the permitted set survives leaving uid 0) `setresuid`,
+//! `setfsuid`; a `capset` keeping the restorer's permitted set effective, with the saved
+//! inheritable set; the ambient set (before the securebits: `SECBIT_NO_CAP_AMBIENT_RAISE`
+//! would forbid it); the securebits (`PR_SET_SECUREBITS` needs `CAP_SETPCAP`, still
+//! effective; it also sets or clears keep-caps as saved); the saved `capset`. Then,
+//! as a change of effective or filesystem ids clears them, what follows credentials
+//! ([`after`]): `PR_SET_NO_NEW_PRIVS`, the parent-death signal, and in the main thread
+//! `PR_SET_DUMPABLE` (changing the effective uid made the process non-dumpable, or
+//! `fs.suid_dumpable`) and `PR_SET_CHILD_SUBREAPER`. The restorer stays attached
+//! throughout, so the process remains under its control until it is detached.
 //!
-//! Known gaps: the securebits (`PR_SET_SECUREBITS`, `keep_caps` among them) are not
-//! saved; the credentials of the main thread are given to every thread.
+//! Known gap: with an image that did not read the securebits (`--no-inject`, or an older
+//! writer), keep-caps is cleared and the rest left as the restorer's.
 
 use pipecr_image::proto;
 
@@ -120,15 +126,29 @@ pub(super) fn check(pid: i32, saved: Option<&proto::Creds>) -> Result<()> {
     Ok(())
 }
 
+/// Checks, before anything is created, that the restorer can give a thread of `pid` the
+/// saved `securebits` (any but none needs `CAP_SETPCAP`).
+pub(super) fn check_securebits(pid: i32, tid: i32, securebits: u32) -> Result<()> {
+    let me = own()?;
+    if securebits != 0 && !has(me.cap_effective, CAP_SETPCAP) {
+        return Err(ProcessRestoreError::Credentials {
+            pid,
+            what: format!("securebits {securebits:#x} of thread {tid}: needs CAP_SETPCAP"),
+            me: format!("capabilities {:#x}", me.cap_effective),
+        });
+    }
+    Ok(())
+}
+
 /// Gives the thread `inj` drives (of process `pid`, injecting through the trampoline
-/// page at `tramp`) the saved credentials `c` (see the module documentation); `main`:
-/// it is the main thread, which also sets the process's dumpable flag.
+/// page at `tramp`) the saved credentials `c` and, when the dump read them, its
+/// `securebits` (see the module documentation).
 pub(super) fn restore(
     inj: &mut Injector,
     pid: i32,
     tramp: u64,
     c: &proto::Creds,
-    main: bool,
+    securebits: Option<u32>,
 ) -> Result<()> {
     let me = own()?;
     let at = tramp + SCRATCH_AT;
@@ -153,8 +173,29 @@ pub(super) fn restore(
     }
     calls::setresuid(inj, c.ruid, c.euid, c.suid).map_err(fail("setresuid"))?;
     fs_id(inj, pid, calls::setfsuid, c.fsuid, "setfsuid")?;
-    if uid_changes {
-        calls::prctl_set_keepcaps(inj, false).map_err(fail("prctl(PR_SET_KEEPCAPS)"))?;
+    // The restorer's permitted set (kept across the uid change) effective again, for
+    // what still needs CAP_SETPCAP; the saved inheritable set, which ambient needs.
+    let working = CapSets {
+        effective: me.cap_permitted,
+        permitted: me.cap_permitted,
+        inheritable: c.cap_inheritable,
+    };
+    calls::capset(inj, at, &working).map_err(fail("capset"))?;
+    calls::prctl_cap_ambient_clear_all(inj).map_err(fail("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"))?;
+    for cap in (0..64).filter(|&b| has(c.cap_ambient, b)) {
+        calls::prctl_cap_ambient_raise(inj, cap).map_err(fail("prctl(PR_CAP_AMBIENT_RAISE)"))?;
+    }
+    match securebits {
+        Some(bits) => {
+            let now = calls::prctl_get_securebits(inj).map_err(fail("prctl(PR_GET_SECUREBITS)"))?;
+            if now != bits {
+                calls::prctl_set_securebits(inj, bits).map_err(fail("prctl(PR_SET_SECUREBITS)"))?;
+            }
+        }
+        None if uid_changes => {
+            calls::prctl_set_keepcaps(inj, false).map_err(fail("prctl(PR_SET_KEEPCAPS)"))?;
+        }
+        None => {}
     }
     let caps = CapSets {
         effective: c.cap_effective,
@@ -162,12 +203,65 @@ pub(super) fn restore(
         inheritable: c.cap_inheritable,
     };
     calls::capset(inj, at, &caps).map_err(fail("capset"))?;
-    calls::prctl_cap_ambient_clear_all(inj).map_err(fail("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"))?;
-    for cap in (0..64).filter(|&b| has(c.cap_ambient, b)) {
-        calls::prctl_cap_ambient_raise(inj, cap).map_err(fail("prctl(PR_CAP_AMBIENT_RAISE)"))?;
+    Ok(())
+}
+
+/// What comes after the credentials in the thread `inj` drives, since a change of
+/// effective or filesystem ids resets it: its no_new_privs bit and parent-death signal
+/// (`thread`); in the main thread (`process` given) the dumpable flag (the exact one when
+/// the dump read it, else `creds.not_dumpable`) and the child-subreaper bit.
+pub(super) fn after(
+    inj: &mut Injector,
+    pid: i32,
+    thread: &proto::Thread,
+    process: Option<&proto::Core>,
+) -> Result<()> {
+    let fail = |op: &'static str| {
+        move |e: crate::inject::InjectError| ProcessRestoreError::Os {
+            pid,
+            op,
+            source: std::io::Error::other(e),
+        }
+    };
+    if thread.no_new_privs {
+        calls::prctl_set_no_new_privs(inj).map_err(fail("prctl(PR_SET_NO_NEW_PRIVS)"))?;
     }
-    if main {
-        calls::prctl_set_dumpable(inj, !c.not_dumpable).map_err(fail("prctl(PR_SET_DUMPABLE)"))?;
+    if let Some(p) = &thread.prctl
+        && p.pdeathsig != 0
+    {
+        calls::prctl_set_pdeathsig(inj, p.pdeathsig).map_err(fail("prctl(PR_SET_PDEATHSIG)"))?;
+    }
+    let Some(core) = process else { return Ok(()) };
+    match (&core.prctl, &core.creds) {
+        (Some(p), _) if p.dumpable == 2 => {
+            // SUID_DUMP_ROOT: only the kernel sets it (fs.suid_dumpable, when the ids
+            // changed); prctl cannot.
+            let now = calls::prctl_get_dumpable(inj).map_err(fail("prctl(PR_GET_DUMPABLE)"))?;
+            if now != 2 {
+                return Err(ProcessRestoreError::Unsupported {
+                    pid,
+                    what: format!(
+                        "dumpable 2 (SUID_DUMP_ROOT), which prctl cannot set (it came back {now}: \
+                         fs.suid_dumpable differs here)"
+                    ),
+                });
+            }
+        }
+        (Some(p), _) => {
+            calls::prctl_set_dumpable(inj, p.dumpable != 0)
+                .map_err(fail("prctl(PR_SET_DUMPABLE)"))?;
+        }
+        (None, Some(c)) => {
+            calls::prctl_set_dumpable(inj, !c.not_dumpable)
+                .map_err(fail("prctl(PR_SET_DUMPABLE)"))?;
+        }
+        (None, None) => {}
+    }
+    if let Some(p) = &core.prctl
+        && p.child_subreaper
+    {
+        calls::prctl_set_child_subreaper(inj, true)
+            .map_err(fail("prctl(PR_SET_CHILD_SUBREAPER)"))?;
     }
     Ok(())
 }

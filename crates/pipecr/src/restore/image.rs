@@ -22,9 +22,12 @@
 //! timers with their IDs and arms them ([`super::timers`]); sets the
 //! alternate signal stack; takes its POSIX record locks ([`super::locks`]); loads,
 //! through the same trampoline, each process that shares this address space (`CLONE_VM`,
-//! seized before anything was unmapped: what is its own, [`load_sharer`]); last, sets
-//! the credentials ([`super::creds`]); unmaps the
-//! trampoline from inside its own `munmap` (the syscall-exit stop comes first); then sets
+//! seized before anything was unmapped: what is its own, [`load_sharer`]); sets the
+//! thread's name and timer slack, then the credentials ([`super::creds`]) and what a
+//! change of ids resets (no_new_privs, parent-death signal, dumpable, child subreaper);
+//! the seccomp filters of every thread ([`super::procstate`]: nothing else must need a
+//! syscall they might deny); unmaps the trampoline from inside its own `munmap` (the
+//! syscall-exit stop comes first), then sets a strict seccomp mode; then sets
 //! the saved registers, XSAVE area and blocked mask, and leaves the process in a
 //! ptrace-stop, ready to be detached.
 
@@ -105,6 +108,8 @@ pub(super) fn load_image(
             what: format!("personality {:#x}: {e}", saved.core.personality),
         }
     })?;
+    // The transparent-huge-page setting, before any area is mapped (faults follow it).
+    super::procstate::thp(&mut inj, &saved.core)?;
     // From here on, PTRACE_O_EXITKILL kills it if the restorer dies; the death signal
     // set while it was being made (see `spawn_tree_stopped`) would outlive the restore
     // and kill the program when its parent exits. The program's own is not saved.
@@ -199,6 +204,8 @@ pub(super) fn load_image(
     // mask is set at the end: they are delivered after detach, to the saved handlers.
     sys_ptrace::set_sigmask(t, SigMask(!0)).map_err(os(pid, "PTRACE_SETSIGMASK"))?;
     restore_signals(&mut inj, pid, tramp, &saved.core)?;
+    // The restore's own SIGCONT left a continue report for each live child's parent.
+    super::procstate::child_reports(&mut inj, saved, tree)?;
     // The other threads, created with every signal blocked (the mask just set).
     super::threads::create(&mut inj, saved, tramp)?;
     // POSIX timers once the threads exist (one may be aimed at a thread), still with
@@ -210,11 +217,23 @@ pub(super) fn load_image(
     for sharer in sharers {
         load_sharer(sharer, tramp)?;
     }
-    // Last: the credentials (creating the threads above needed the restorer's).
-    if let Some(creds) = &saved.core.creds {
-        super::creds::restore(&mut inj, pid, tramp, creds, true)?;
+    // The main thread's name is the process's, set when it was created.
+    super::procstate::thread_attrs(&mut inj, tramp, thread, &saved.process.comm)?;
+    // Then the credentials (creating the threads above needed the restorer's), and
+    // what a change of ids resets.
+    let creds = thread.creds.as_ref().or(saved.core.creds.as_ref());
+    if let Some(creds) = creds {
+        let securebits = thread.prctl.as_ref().map(|p| p.securebits);
+        super::creds::restore(&mut inj, pid, tramp, creds, securebits)?;
+    }
+    super::creds::after(&mut inj, pid, thread, Some(&saved.core))?;
+    // Seccomp filters last: from here on only the two munmaps below run in it.
+    let scratch = super::procstate::seccomp(&mut inj, saved, tramp)?;
+    if let Some((at, len)) = scratch {
+        inj.remote_munmap(at, len)?;
     }
     inj.unmap_trampoline(tramp)?;
+    super::procstate::strict_last(&mut inj, thread)?;
     // Signals that arrived meanwhile (the SIGCONT we sent, say) are dropped: they were
     // meant for the process that no longer exists.
     let _ = inj.release();
@@ -275,8 +294,14 @@ fn load_sharer(saved: &SavedProcess, tramp: u64) -> Result<()> {
     super::threads::create(&mut inj, saved, tramp)?;
     super::timers::restore(&mut inj, pid, &saved.core)?;
     restore_altstack(&mut inj, pid, tramp, thread)?;
-    if let Some(creds) = &saved.core.creds {
-        super::creds::restore(&mut inj, pid, tramp, creds, true)?;
+    super::procstate::thread_attrs(&mut inj, tramp, thread, &saved.process.comm)?;
+    if let Some(creds) = thread.creds.as_ref().or(saved.core.creds.as_ref()) {
+        let securebits = thread.prctl.as_ref().map(|p| p.securebits);
+        super::creds::restore(&mut inj, pid, tramp, creds, securebits)?;
+    }
+    super::creds::after(&mut inj, pid, thread, Some(&saved.core))?;
+    if let Some((at, len)) = super::procstate::seccomp(&mut inj, saved, tramp)? {
+        inj.remote_munmap(at, len)?;
     }
     let _ = inj.release();
     super::regs::set_final(pid, pid, thread)

@@ -27,6 +27,7 @@ pub mod options;
 pub mod pidns;
 mod preflight;
 pub mod process;
+mod procstate;
 mod regs;
 mod saved;
 mod signals;

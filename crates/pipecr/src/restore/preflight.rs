@@ -36,6 +36,7 @@ pub fn check_supported(saved: &SavedProcess, sid: i32, pgid: i32) -> Result<()> 
     check_threads(saved)?;
     super::timers::check(saved)?;
     super::creds::check(pid, saved.core.creds.as_ref())?;
+    super::procstate::check(saved)?;
     check_xstate(saved, crate::sys::cpu::xcr0())?;
     if saved.core.root != "/" {
         return unsupported(format!(

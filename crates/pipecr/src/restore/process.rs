@@ -58,7 +58,10 @@
 //! stack of its own while its parent waits for it to stop,
 //! [`crate::sys::clone3::clone3_vm_with_tid`], and is loaded with the first process of
 //! that address space). Not refused: an exit signal other than
-//! `SIGCHLD` becomes `SIGCHLD`. A dump saves signal handlers by default; only one asked
+//! `SIGCHLD` becomes `SIGCHLD`; a pdeathsig fires when the restored parent's main
+//! thread exits (the saved process may have been created by another of its threads); a
+//! process restored stopped may find a `SIGCHLD` its parent had already taken queued to
+//! that parent again. A dump saves signal handlers by default; only one asked
 //! not to inject (`--no-inject`, `handlers_read` false) leaves them out, and its
 //! processes come back with default dispositions, no interval timer, no alternate signal
 //! stack and no `clear_child_tid`, as that dump chose (the CLI says so in one line). A

@@ -45,6 +45,7 @@ use super::saved::{SavedProcess, main_thread};
 use super::trampoline::{CLONE_ARGS_AT, SCRATCH_AT, SET_TID_AT};
 use crate::inject::kstruct::CloneArgs;
 use crate::inject::{Injector, calls};
+use crate::sys::ptrace::{self as sys_ptrace, Resume, ThreadWait};
 
 /// The flags of a thread `clone3`, as glibc's `pthread_create` uses them (minus the TLS,
 /// tid and futex bits: registers are set afterwards).
@@ -77,7 +78,7 @@ pub(super) fn create(inj: &mut Injector, saved: &SavedProcess, tramp: u64) -> Re
     .map_err(errno(pid, "PTRACE_SETOPTIONS PTRACE_O_TRACECLONE"))?;
     for thread in others {
         let tid = clone_thread(inj, pid, tramp, thread.tid)?;
-        set_up(pid, tid, tramp, thread, saved.core.creds.as_ref())?;
+        set_up(pid, tid, tramp, thread, saved)?;
     }
     ptrace::setoptions(main, ptrace::Options::PTRACE_O_EXITKILL)
         .map_err(errno(pid, "PTRACE_SETOPTIONS"))?;
@@ -106,6 +107,12 @@ pub(super) fn release_tree(tree: &[SavedProcess]) -> Result<()> {
                 .map_err(errno(t.tid, "PTRACE_SETOPTIONS"))?;
         }
     }
+    // A process saved in a group stop is stopped again while every thread is still held.
+    for saved in tree.iter().filter(|s| s.core.stop_signal != 0) {
+        super::procstate::stop(saved)?;
+    }
+    // Their parents had collected the news of some of those stops already.
+    super::procstate::collect_stop_reports(tree)?;
     for saved in tree.iter().rev() {
         detach(saved)?;
     }
@@ -119,7 +126,12 @@ fn detach(saved: &SavedProcess) -> Result<()> {
     let (main, others): (Vec<&proto::Thread>, Vec<&proto::Thread>) =
         saved.core.threads.iter().partition(|t| t.tid == pid);
     for t in others.into_iter().chain(main) {
-        release(pid, t)?;
+        if saved.core.stop_signal != 0 {
+            // In its group stop (super::procstate::stop): detached, it stays there.
+            ptrace::detach(NixPid::from_raw(t.tid), None).map_err(errno(t.tid, "PTRACE_DETACH"))?;
+        } else {
+            release(pid, t)?;
+        }
     }
     Ok(())
 }
@@ -132,33 +144,40 @@ fn detach(saved: &SavedProcess) -> Result<()> {
 /// must take before that (one restored as pending) is handed back on detach.
 fn release(pid: i32, t: &proto::Thread) -> Result<()> {
     let tid = NixPid::from_raw(t.tid);
-    let mut signal = None;
+    let os = |op: &'static str| {
+        let tid = t.tid;
+        move |source: std::io::Error| ProcessRestoreError::Os {
+            pid: tid,
+            op,
+            source,
+        }
+    };
+    let mut signal = 0;
     if super::regs::in_restarted_syscall(pid, t)? {
         ptrace::setoptions(tid, ptrace::Options::PTRACE_O_TRACESYSGOOD)
             .map_err(errno(t.tid, "PTRACE_SETOPTIONS"))?;
-        ptrace::syscall(tid, None).map_err(errno(t.tid, "PTRACE_SYSCALL"))?;
+        sys_ptrace::resume(tid, Resume::Syscall, 0).map_err(os("PTRACE_SYSCALL"))?;
         loop {
-            match waitpid(tid, Some(WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::PtraceSyscall(_)) => break,
-                Ok(WaitStatus::Stopped(_, sig)) => {
-                    signal = Some(sig);
+            // Any signal number: a real-time one (a POSIX timer's) may come first.
+            match sys_ptrace::wait_thread(tid).map_err(os("waitpid"))? {
+                ThreadWait::Signal(s) if s == libc::SIGTRAP | 0x80 => break,
+                ThreadWait::Signal(s) => {
+                    signal = s;
                     break;
                 }
-                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                ThreadWait::Gone => {
                     return Err(ProcessRestoreError::Child {
                         pid,
                         message: format!("thread {} died as it was released", t.tid),
                     });
                 }
-                Err(Errno::EINTR) => continue,
-                Ok(_) => {
-                    ptrace::syscall(tid, None).map_err(errno(t.tid, "PTRACE_SYSCALL"))?;
+                ThreadWait::Event => {
+                    sys_ptrace::resume(tid, Resume::Syscall, 0).map_err(os("PTRACE_SYSCALL"))?;
                 }
-                Err(e) => return Err(errno(t.tid, "waitpid")(e)),
             }
         }
     }
-    ptrace::detach(tid, signal).map_err(errno(t.tid, "PTRACE_DETACH"))
+    sys_ptrace::resume(tid, Resume::Detach, signal).map_err(os("PTRACE_DETACH"))
 }
 
 /// The injected `clone3` creating thread `tid`; waits for its first stop.
@@ -205,7 +224,7 @@ fn set_up(
     tid: i32,
     tramp: u64,
     thread: &proto::Thread,
-    creds: Option<&proto::Creds>,
+    saved: &SavedProcess,
 ) -> Result<()> {
     let mut inj = Injector::new(pid, tid)?;
     inj.set_syscall_address(tramp)?;
@@ -233,10 +252,16 @@ fn set_up(
         )?;
     }
     super::signals::restore_altstack(&mut inj, pid, tramp, thread)?;
-    // Credentials are per thread: each gets the process's, last.
-    if let Some(creds) = creds {
-        super::creds::restore(&mut inj, pid, tramp, creds, false)?;
+    // It was created with the main thread's name (the process's).
+    super::procstate::thread_attrs(&mut inj, tramp, thread, &saved.process.comm)?;
+    // Credentials are per thread: each gets its own (the process's unless saved apart),
+    // then what a change of ids resets. Its seccomp filters come once every thread is
+    // made (super::procstate::seccomp).
+    if let Some(creds) = thread.creds.as_ref().or(saved.core.creds.as_ref()) {
+        let securebits = thread.prctl.as_ref().map(|p| p.securebits);
+        super::creds::restore(&mut inj, pid, tramp, creds, securebits)?;
     }
+    super::creds::after(&mut inj, pid, thread, None)?;
     // Anything that arrived meanwhile was meant for nobody restored.
     let _ = inj.release();
     super::regs::set_final(pid, tid, thread)

@@ -386,6 +386,113 @@ pub fn siginfo_bytes(info: &libc::siginfo_t) -> [u8; std::mem::size_of::<libc::s
     unsafe { std::mem::transmute_copy(info) }
 }
 
+/// How [`resume`] lets a stopped thread go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// `PTRACE_CONT`.
+    Cont,
+    /// `PTRACE_SYSCALL`.
+    Syscall,
+    /// `PTRACE_DETACH`.
+    Detach,
+}
+
+/// `ptrace(PTRACE_CONT | PTRACE_SYSCALL | PTRACE_DETACH, tid, 0, sig)`—Lets a stopped
+/// thread go, delivering signal `sig` (0: none) when the stop was a signal-delivery-stop.
+/// Any signal number, real-time ones included (which `nix`'s `Signal` cannot name).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/ptrace.2.html)
+#[doc(alias = "PTRACE_CONT")]
+#[doc(alias = "PTRACE_DETACH")]
+pub fn resume(tid: Pid, how: Resume, sig: i32) -> io::Result<()> {
+    let request = match how {
+        Resume::Cont => libc::PTRACE_CONT,
+        Resume::Syscall => libc::PTRACE_SYSCALL,
+        Resume::Detach => libc::PTRACE_DETACH,
+    };
+    // SAFETY: these requests take the signal number as `data` and dereference no memory.
+    check(unsafe {
+        libc::ptrace(
+            request,
+            tid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as libc::c_long,
+        )
+    })?;
+    Ok(())
+}
+
+/// `PTRACE_SECCOMP_GET_FILTER` from `<linux/ptrace.h>`.
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+/// `PTRACE_SECCOMP_GET_METADATA` from `<linux/ptrace.h>`.
+const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+/// `BPF_MAXINSNS`: the longest classic BPF program the kernel accepts.
+const BPF_MAXINSNS: usize = 4096;
+/// Size of one `struct sock_filter`.
+pub const SOCK_FILTER_SIZE: usize = 8;
+
+/// `ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, buf)`—Reads the classic BPF program of
+/// the thread's seccomp filter `index` (0: the first installed, as `get_nth_filter` in
+/// kernel/seccomp.c counts; ptrace(2) says the most recent), as raw
+/// `struct sock_filter` bytes. `ENOENT` past the oldest filter; needs `CAP_SYS_ADMIN`
+/// and a caller not itself under seccomp.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/ptrace.2.html)
+#[doc(alias = "PTRACE_SECCOMP_GET_FILTER")]
+pub fn seccomp_filter(tid: Pid, index: u64) -> io::Result<Vec<u8>> {
+    // SAFETY: a NULL buffer makes the kernel only return the instruction count.
+    let count = check(unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER,
+            tid.as_raw(),
+            index,
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    })? as usize;
+    if count > BPF_MAXINSNS {
+        return Err(io::Error::from(io::ErrorKind::InvalidData));
+    }
+    let mut buf = vec![0u8; count * SOCK_FILTER_SIZE];
+    // SAFETY: `buf` is writable for `count` sock_filter structs, which is what the filter
+    // holds (filters never change once installed).
+    let got = check(unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER,
+            tid.as_raw(),
+            index,
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    })? as usize;
+    if got != count {
+        return Err(io::Error::from(io::ErrorKind::InvalidData));
+    }
+    Ok(buf)
+}
+
+/// `ptrace(PTRACE_SECCOMP_GET_METADATA, tid, sizeof, &meta)`—The flags the kernel kept of
+/// the thread's seccomp filter `index` (`SECCOMP_FILTER_FLAG_LOG`).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/ptrace.2.html)
+#[doc(alias = "PTRACE_SECCOMP_GET_METADATA")]
+pub fn seccomp_filter_flags(tid: Pid, index: u64) -> io::Result<u64> {
+    // struct seccomp_metadata { __u64 filter_off; __u64 flags; }
+    let mut meta: [u64; 2] = [index, 0];
+    // SAFETY: `meta` is a readable and writable seccomp_metadata (16 bytes), whose size
+    // is passed as `addr`; the kernel reads filter_off and writes flags.
+    check(unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_METADATA,
+            tid.as_raw(),
+            std::mem::size_of_val(&meta),
+            meta.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    })?;
+    Ok(meta[1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
