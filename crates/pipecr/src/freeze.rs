@@ -313,9 +313,31 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
     if is_ancestor_or_self(root, me)? {
         return Err(FreezeError::ContainsSelf { root, me });
     }
-    // Who traces whom, read before anything is stopped: a scan of every process costs
-    // milliseconds on a busy machine, which the tree should not spend stopped.
-    let traced_now = traced_processes(me);
+    // Who traces whom: a scan of every process of the machine, which costs milliseconds
+    // on a busy one. It runs on another thread while this one freezes the tree (ptrace
+    // requests must come from the thread that seized), so the dump does not wait for it.
+    // The tree's own threads become traced by us meanwhile, which the scan leaves out.
+    let (traced_now, tree) = std::thread::scope(|scope| {
+        let scan = scope.spawn(|| traced_processes(me));
+        let tree = freeze_tree(root, me);
+        (scan.join(), tree)
+    });
+    let tree = tree?;
+    // The scan only reads /proc and does not panic; if it somehow did, refuse rather
+    // than skip the check.
+    let traced_now = traced_now.map_err(|_| {
+        FreezeError::Proc(ProcError::Parse {
+            path: "/proc/*/status".into(),
+            what: "a TracerPid: scan that ended",
+        })
+    })?;
+    refuse_tracing_outside(&tree, &traced_now)?;
+    Ok(tree)
+}
+
+/// Seizes and stops every thread of the tree under `root` (the work of [`freeze`] but
+/// the check of tracers outside the tree).
+fn freeze_tree(root: i32, me: i32) -> Result<FrozenTree, FreezeError> {
     let mut tree = FrozenTree {
         root,
         processes: Vec::new(),
@@ -353,7 +375,6 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
         children.sort_unstable();
         queue.extend(children.into_iter().rev());
     }
-    refuse_tracing_outside(&tree, &traced_now)?;
     Ok(tree)
 }
 
