@@ -298,6 +298,37 @@ impl Drop for FrozenTree {
 /// while others run, a tree that contains the caller. A zombie child of a process of the
 /// tree is recorded ([`FrozenTree::zombies`]), not seized.
 pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
+    let (tree, scan) = freeze_with_tracer_scan(root)?;
+    scan.check(&tree)?;
+    Ok(tree)
+}
+
+/// A scan of every process's `TracerPid:` running on its own thread (it only reads
+/// `/proc`), started by [`freeze_with_tracer_scan`]: a few milliseconds on a busy
+/// machine, which a dump spends beside its own work instead of before it.
+#[derive(Debug)]
+pub struct TracerScan(std::thread::JoinHandle<Vec<(i32, i32)>>);
+
+impl TracerScan {
+    /// Waits for the scan and refuses `tree` when one of its processes traces a process
+    /// outside it (a tracee inside the tree was refused when it was seized).
+    pub fn check(self, tree: &FrozenTree) -> Result<(), FreezeError> {
+        // The scan only reads /proc and does not panic; if it somehow did, refuse rather
+        // than skip the check.
+        let traced = self.0.join().map_err(|_| {
+            FreezeError::Proc(ProcError::Parse {
+                path: "/proc/*/status".into(),
+                what: "a TracerPid: scan that ended",
+            })
+        })?;
+        refuse_tracing_outside(tree, &traced)
+    }
+}
+
+/// [`freeze`], with the check of processes the tree traces outside itself left to the
+/// caller: the scan it needs runs on another thread ([`TracerScan`]), for the caller to
+/// [`check`](TracerScan::check) before it commits to anything.
+pub fn freeze_with_tracer_scan(root: i32) -> Result<(FrozenTree, TracerScan), FreezeError> {
     tracing::debug!(root, "freezing the tree");
     let me = std::process::id() as i32;
     let stat = proc::stat(root).map_err(|e| match e {
@@ -313,26 +344,12 @@ pub fn freeze(root: i32) -> Result<FrozenTree, FreezeError> {
     if is_ancestor_or_self(root, me)? {
         return Err(FreezeError::ContainsSelf { root, me });
     }
-    // Who traces whom: a scan of every process of the machine, which costs milliseconds
-    // on a busy one. It runs on another thread while this one freezes the tree (ptrace
-    // requests must come from the thread that seized), so the dump does not wait for it.
-    // The tree's own threads become traced by us meanwhile, which the scan leaves out.
-    let (traced_now, tree) = std::thread::scope(|scope| {
-        let scan = scope.spawn(|| traced_processes(me));
-        let tree = freeze_tree(root, me);
-        (scan.join(), tree)
-    });
-    let tree = tree?;
-    // The scan only reads /proc and does not panic; if it somehow did, refuse rather
-    // than skip the check.
-    let traced_now = traced_now.map_err(|_| {
-        FreezeError::Proc(ProcError::Parse {
-            path: "/proc/*/status".into(),
-            what: "a TracerPid: scan that ended",
-        })
-    })?;
-    refuse_tracing_outside(&tree, &traced_now)?;
-    Ok(tree)
+    // Who traces whom: a scan of every process of the machine. ptrace requests stay on
+    // this thread (the one that seizes); the tree's own threads become traced by us
+    // meanwhile, which the scan leaves out.
+    let scan = TracerScan(std::thread::spawn(move || traced_processes(me)));
+    let tree = freeze_tree(root, me)?;
+    Ok((tree, scan))
 }
 
 /// Seizes and stops every thread of the tree under `root` (the work of [`freeze`] but

@@ -261,7 +261,7 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
         MemDumper::new()
     };
     let freezing = Instant::now();
-    let tree = freeze::freeze(root)?;
+    let (tree, tracer_scan) = freeze::freeze_with_tracer_scan(root)?;
     let frozen_at = Instant::now();
     let mut stats = DumpStats::default();
     stats.stage("freeze", frozen_at - freezing);
@@ -277,6 +277,8 @@ pub fn dump_tree(root: i32, dir: &Path, options: &DumpOptions) -> Result<DumpSta
     // Dropped before `tree` on every error path: what kinds changed in the live tree is
     // undone before it resumes.
     let (memory, holds, ipc) = save_tree(&tree, &mut writer, options, mem, snapshots, &mut stats)?;
+    // The machine's tracers were scanned while the tree was saved.
+    tracer_scan.check(&tree)?;
     let committing;
     if options.leave_running {
         holds.release(files::DumpEnd::RunsOn);
