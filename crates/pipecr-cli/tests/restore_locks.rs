@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::{last_line, step};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -18,18 +19,6 @@ use std::process::{Command, Stdio};
 use common::KillOnDrop;
 use pipecr_image::Image;
 use pipecr_image::proto::{self, FileLockKind};
-
-fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
-    ctl.write_all(&[cmd]).unwrap();
-    let mut b = [0u8; 1];
-    ack.read_exact(&mut b)
-        .expect("the program acknowledges the step");
-}
-
-fn last_line(out: &Path) -> String {
-    let text = std::fs::read_to_string(out).unwrap();
-    text.lines().last().unwrap_or("").to_owned()
-}
 
 /// Whether `/proc/locks` shows `pid` blocked waiting for a POSIX lock.
 fn blocked(pid: i32) -> bool {

@@ -9,25 +9,12 @@
 
 mod common;
 
-use std::fs::File;
+use common::{last_line, step};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use common::KillOnDrop;
 use pipecr_image::{Image, proto};
-
-fn last_line(out: &Path) -> String {
-    let text = std::fs::read_to_string(out).unwrap();
-    text.lines().last().unwrap_or("").to_owned()
-}
-
-fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
-    ctl.write_all(&[cmd]).unwrap();
-    let mut b = [0u8; 1];
-    ack.read_exact(&mut b)
-        .expect("the program acknowledges the step");
-}
 
 #[test]
 fn namespace_files_come_back_naming_the_same_namespaces() {

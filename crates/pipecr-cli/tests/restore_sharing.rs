@@ -10,19 +10,12 @@
 
 mod common;
 
-use std::fs::File;
+use common::step;
 use std::io::{Read, Write};
 use std::path::Path;
 
 use common::KillOnDrop;
 use pipecr_image::{Image, proto};
-
-fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
-    ctl.write_all(&[cmd]).unwrap();
-    let mut b = [0u8; 1];
-    ack.read_exact(&mut b)
-        .expect("the program acknowledges the step");
-}
 
 fn lines(out: &Path) -> Vec<String> {
     std::fs::read_to_string(out)

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::{last_line, step};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -14,18 +15,6 @@ use std::process::{Command, Stdio};
 
 use common::{KillOnDrop, PIPECR};
 use pipecr_image::{Image, proto};
-
-fn last_line(out: &Path) -> String {
-    let text = std::fs::read_to_string(out).unwrap();
-    text.lines().last().unwrap_or("").to_owned()
-}
-
-fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
-    ctl.write_all(&[cmd]).unwrap();
-    let mut b = [0u8; 1];
-    ack.read_exact(&mut b)
-        .expect("the program acknowledges the step");
-}
 
 #[test]
 fn stopped_children_come_back_stopped_with_their_reports() {

@@ -13,26 +13,15 @@
 
 mod common;
 
+use common::{last_line, step};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
 use common::{KillOnDrop, PIPECR};
 use pipecr_image::Image;
 use pipecr_image::proto::{self, ipc_object};
-
-fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
-    ctl.write_all(&[cmd]).unwrap();
-    let mut b = [0u8; 1];
-    ack.read_exact(&mut b)
-        .expect("the program acknowledges the step");
-}
-
-fn last_line(out: &Path) -> String {
-    let text = std::fs::read_to_string(out).unwrap();
-    text.lines().last().unwrap_or("").to_owned()
-}
 
 /// Whether `/proc/sysvipc/NAME` lists an object with id `id` (the second column).
 fn listed(name: &str, id: i32) -> bool {

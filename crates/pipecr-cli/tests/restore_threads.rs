@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::fs::File;
+use common::step;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
@@ -21,13 +21,6 @@ use std::time::{Duration, Instant};
 use common::{KillOnDrop, PIPECR};
 
 /// One step: a command byte, then wait for the ack.
-fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
-    ctl.write_all(&[cmd]).unwrap();
-    let mut b = [0u8; 1];
-    ack.read_exact(&mut b)
-        .expect("the program acknowledges the step");
-}
-
 /// The last report line: (tids, counters, errors).
 fn last_report(out: &Path) -> (Vec<i32>, Vec<u64>, u32) {
     let text = std::fs::read_to_string(out).unwrap();

@@ -15,25 +15,12 @@
 
 mod common;
 
-use std::fs::File;
+use common::{last_line, step};
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::Command;
 
 use common::{KillOnDrop, PIPECR};
 use pipecr_image::{Image, proto};
-
-fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
-    ctl.write_all(&[cmd]).unwrap();
-    let mut b = [0u8; 1];
-    ack.read_exact(&mut b)
-        .expect("the program acknowledges the step");
-}
-
-fn last_line(out: &Path) -> String {
-    let text = std::fs::read_to_string(out).unwrap();
-    text.lines().last().unwrap_or("").to_owned()
-}
 
 #[test]
 fn posix_timers_come_back_with_their_ids_settings_and_targets() {

@@ -550,3 +550,19 @@ pub fn kill_with(pid: i32, sig: i32) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
         .unwrap_or_else(|e| panic!("kill {pid} {signal}: {e}"));
 }
+
+/// Sends command byte `cmd` to a program driven through FIFOs ([`start_driven`]) and
+/// waits for its one-byte acknowledgement.
+pub fn step(ctl: &mut File, ack: &mut File, cmd: u8) {
+    ctl.write_all(&[cmd]).unwrap();
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b)
+        .expect("the program acknowledges the step");
+}
+
+/// The last line a program driven through FIFOs wrote to its output file `out` (empty
+/// when none).
+pub fn last_line(out: &Path) -> String {
+    let text = std::fs::read_to_string(out).unwrap();
+    text.lines().last().unwrap_or("").to_owned()
+}
