@@ -6,6 +6,8 @@
 //!   under a `Lock` (POSIX semaphores: `/dev/shm/sem.*` mapped and unlinked; the values
 //!   in the multiprocessing heap, a `/dev/shm` file mapped and unlinked), a
 //!   `shared_memory.SharedMemory` (a `/dev/shm` file mapped shared by every worker);
+//! - a `multiprocessing.Manager` (its server process holds a dict, a list and a queue,
+//!   reached over unix sockets) with a worker updating them;
 //! - `sqlite3` in WAL mode, a writer and a reader process (the `-shm` index mapped
 //!   shared by both).
 //!
@@ -203,6 +205,33 @@ fn python_multiprocessing_finishes_after_a_restore() {
     let ticks: Vec<String> = (1..=rounds)
         .map(|r| format!("tick {r} {}", r * 100))
         .collect();
+    assert_eq!(lines[..rounds], ticks[..], "{lines:#?}");
+    assert_eq!(lines[rounds..], ["done ok"], "{lines:#?}");
+}
+
+#[test]
+fn python_multiprocessing_manager_finishes_after_a_restore() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rounds = 40;
+    let lines = dump_mid_work(
+        dir.path(),
+        include_str!("scripts/mp_manager.py"),
+        &[&rounds.to_string()],
+        |l| l == "tick 5",
+        |image| {
+            let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
+            let sockets = files
+                .iter()
+                .filter(|f| matches!(f.kind, Some(proto::open_file::Kind::UnixSocket(_))))
+                .count();
+            assert!(sockets >= 2, "the manager's connections: {files:#?}");
+        },
+    );
+    // One stream: every round once, in order, then the program's own verdict.
+    let ticks: Vec<String> = (1..=rounds).map(|r| format!("tick {r}")).collect();
     assert_eq!(lines[..rounds], ticks[..], "{lines:#?}");
     assert_eq!(lines[rounds..], ["done ok"], "{lines:#?}");
 }
