@@ -165,12 +165,35 @@ pub fn in_vfork_wait(pid: i32, tid: i32) -> Result<bool, ProcError> {
         Err(ProcError::NoSuchProcess { .. }) => return Ok(false),
         Err(e) => return Err(e),
     };
-    Ok(parse_vfork_syscall(&text))
+    if !parse_vfork_syscall(&text) {
+        return Ok(false);
+    }
+    // clone3 keeps its flags in memory (`struct clone_args`, flags first): a clone3 in
+    // `D` may be any thread or process creation caught in an uninterruptible moment
+    // (pthread_create uses clone3 too). Read them; if they cannot be read, assume it
+    // waits for a vfork child, as the caller must not hang on one.
+    let mut fields = text.split_whitespace();
+    if fields.next().and_then(|nr| nr.parse::<i64>().ok()) == Some(libc::SYS_clone3) {
+        let args = fields
+            .next()
+            .and_then(|a| a.strip_prefix("0x"))
+            .and_then(|a| u64::from_str_radix(a, 16).ok());
+        if let Some(args) = args {
+            let mut flags = [0u8; 8];
+            if crate::sys::mem::RemoteMem::of_thread(pid, tid)
+                .read(args, &mut flags)
+                .is_ok()
+            {
+                return Ok(u64::from_ne_bytes(flags) & libc::CLONE_VFORK as u64 != 0);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Whether a `/proc/PID/task/TID/syscall` line names a syscall that waits for a vfork
 /// child: `vfork`, `clone` with `CLONE_VFORK` in its flags (first argument), or `clone3`
-/// (its flags are in memory; a `clone3` that blocks is one that waits so).
+/// (its flags are in memory: [`in_vfork_wait`] reads them).
 pub fn parse_vfork_syscall(text: &str) -> bool {
     let mut fields = text.split_whitespace();
     let flags = |f: Option<&str>| {
