@@ -114,3 +114,71 @@ fn zombies_come_back_with_their_pids_and_wait_statuses() {
     ctl.write_all(b"q").unwrap();
     common::finish_restore(restore, 0);
 }
+
+/// A real shell (issue 12 §4): `bash` starts a background pipeline `seq 3 | tr 1-9 a-i`
+/// and execs `sleep`, which never waits: both stages exit and stay unreaped, zombies of
+/// `sleep`. Dumped in that state and restored, `sleep` has the same two zombie children
+/// again, with their PIDs and exit status 0, and the pipeline's output is untouched.
+#[test]
+fn a_shell_pipeline_whose_stages_exited_unreaped_comes_back_so() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    common::set_subreaper();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!(
+            "seq 3 | tr 1-9 a-i > {} & exec sleep 1000",
+            out.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut prog = common::only_stdio(&mut cmd).spawn().unwrap();
+    let pid = prog.id() as i32;
+    let guard = KillOnDrop(vec![pid]);
+    common::wait_until("bash to become sleep with two exited stages", || {
+        common::comm(pid).as_deref() == Some("sleep")
+            && common::children(pid).len() == 2
+            && common::children(pid)
+                .iter()
+                .all(|&c| common::state(c) == Some('Z'))
+    });
+    let stages = common::children(pid);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\nb\nc\n");
+
+    let img = dir.path().join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    std::mem::forget(guard);
+    common::reap(&stages);
+    for &p in std::iter::once(&pid).chain(&stages) {
+        common::wait_until("every pid of the tree to be gone", || {
+            common::state(p).is_none()
+        });
+    }
+    let image = Image::open(&img).unwrap();
+    let tree: Vec<proto::Process> = image.read_records(pipecr_image::TREE).unwrap();
+    let mut saved: Vec<(i32, i32)> = tree[0]
+        .zombies
+        .iter()
+        .map(|z| (z.pid, z.exit_status))
+        .collect();
+    saved.sort_unstable();
+    let mut want: Vec<(i32, i32)> = stages.iter().map(|&s| (s, 0)).collect();
+    want.sort_unstable();
+    assert_eq!(saved, want);
+
+    let _guard = KillOnDrop(vec![pid]);
+    let restore = common::restore(&img, pid);
+    assert_eq!(common::comm(pid).as_deref(), Some("sleep"));
+    for &s in &stages {
+        assert_eq!(common::state(s), Some('Z'), "stage {s} after the restore");
+        assert_eq!(common::ppid(s), Some(pid));
+    }
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\nb\nc\n");
+    common::kill(pid);
+    common::finish_restore(restore, 128 + libc::SIGKILL);
+}
