@@ -71,6 +71,23 @@ pub fn from_saved(addr: Option<&proto::InetAddress>) -> Result<Option<SocketAddr
     }
 }
 
+/// Whether `fd` (pipecr's copy of an open file whose link is `link`) is an IPv4 or IPv6
+/// socket of type `kind` speaking `protocol` (`IPPROTO_TCP`, `IPPROTO_UDP`; a socket
+/// created with protocol 0 reports none): what the TCP and UDP kinds claim.
+pub fn is_inet_socket(
+    link: &str,
+    fd: BorrowedFd<'_>,
+    kind: rustix::net::SocketType,
+    protocol: libc::c_int,
+) -> bool {
+    link.starts_with("socket:[")
+        && sockopt::socket_domain(fd)
+            .is_ok_and(|d| d == AddressFamily::INET || d == AddressFamily::INET6)
+        && sockopt::socket_type(fd).is_ok_and(|t| t == kind)
+        && sockopt::socket_protocol(fd)
+            .is_ok_and(|p| p.is_none_or(|p| p.as_raw().get() == protocol as u32))
+}
+
 /// The socket's own address, `None` when it has no port yet (never bound).
 pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
     let addr = rustix::net::getsockname(fd)?;

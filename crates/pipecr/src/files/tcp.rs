@@ -380,13 +380,12 @@ impl FileKind for TcpSocketKind {
     }
 
     fn claims(&self, file: &LiveFile) -> bool {
-        let fd = file.file.as_fd();
-        file.link.starts_with("socket:[")
-            && sockopt::socket_domain(fd)
-                .is_ok_and(|d| d == AddressFamily::INET || d == AddressFamily::INET6)
-            && sockopt::socket_type(fd).is_ok_and(|t| t == SocketType::STREAM)
-            && sockopt::socket_protocol(fd)
-                .is_ok_and(|p| p.is_none_or(|p| p.as_raw().get() == libc::IPPROTO_TCP as u32))
+        inet::is_inet_socket(
+            &file.link,
+            file.file.as_fd(),
+            SocketType::STREAM,
+            libc::IPPROTO_TCP,
+        )
     }
 
     fn dump(&self, file: &LiveFile, sink: &mut DumpSink<'_>) -> Result<open_file::Kind, FileError> {
