@@ -115,9 +115,10 @@ fn zombies_come_back_with_their_pids_and_wait_statuses() {
     common::finish_restore(restore, 0);
 }
 
-/// A real shell (issue 12 §4): `bash` starts a background pipeline `seq 3 | tr 1-9 a-i`
-/// and execs `sleep`, which never waits: both stages exit and stay unreaped, zombies of
-/// `sleep`. Dumped in that state and restored, `sleep` has the same two zombie children
+/// A real shell (issue 12 §4): `bash` starts a background pipeline `cat FIFO | tr 1-9
+/// a-i` and execs `sleep`, which never waits. Once it is `sleep`, the test writes `123`
+/// into the FIFO (so no stage can end before the exec, when bash would still reap it):
+/// both stages exit and stay unreaped, zombies of `sleep`. Dumped in that state and restored, `sleep` has the same two zombie children
 /// again, with their PIDs and exit status 0, and the pipeline's output is untouched.
 #[test]
 fn a_shell_pipeline_whose_stages_exited_unreaped_comes_back_so() {
@@ -126,11 +127,14 @@ fn a_shell_pipeline_whose_stages_exited_unreaped_comes_back_so() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
+    let go = dir.path().join("go");
+    common::mkfifo(&go);
     common::set_subreaper();
     let mut cmd = Command::new("bash");
     cmd.arg("-c")
         .arg(format!(
-            "seq 3 | tr 1-9 a-i > {} & exec sleep 1000",
+            "cat {} | tr 1-9 a-i > {} & exec sleep 1000",
+            go.display(),
             out.display()
         ))
         .stdin(std::process::Stdio::null())
@@ -139,15 +143,18 @@ fn a_shell_pipeline_whose_stages_exited_unreaped_comes_back_so() {
     let mut prog = common::only_stdio(&mut cmd).spawn().unwrap();
     let pid = prog.id() as i32;
     let guard = KillOnDrop(vec![pid]);
-    common::wait_until("bash to become sleep with two exited stages", || {
+    common::wait_until("bash to become sleep", || {
         common::comm(pid).as_deref() == Some("sleep")
-            && common::children(pid).len() == 2
+    });
+    std::fs::write(&go, b"123\n").unwrap();
+    common::wait_until("both stages to exit", || {
+        common::children(pid).len() == 2
             && common::children(pid)
                 .iter()
                 .all(|&c| common::state(c) == Some('Z'))
     });
     let stages = common::children(pid);
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\nb\nc\n");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "abc\n");
 
     let img = dir.path().join("img");
     common::dump(pid, &img, &[]);
@@ -178,7 +185,7 @@ fn a_shell_pipeline_whose_stages_exited_unreaped_comes_back_so() {
         assert_eq!(common::state(s), Some('Z'), "stage {s} after the restore");
         assert_eq!(common::ppid(s), Some(pid));
     }
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\nb\nc\n");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "abc\n");
     common::kill(pid);
     common::finish_restore(restore, 128 + libc::SIGKILL);
 }
