@@ -1,6 +1,6 @@
 //! pidfds and `O_PATH` descriptors through dump and restore (tests/progs/pidfds.c). The
 //! program holds pidfds of a live child (blocking and `PIDFD_NONBLOCK`), of itself and of
-//! its own main thread (`PIDFD_THREAD`), of a zombie child, of a child that exited 9 and
+//! its own main thread and of its worker thread (`PIDFD_THREAD`), of a zombie child, of a child that exited 9 and
 //! was reaped and of one killed by SIGTERM and reaped; and `O_PATH` descriptors of a file,
 //! of a directory, of a symbolic link itself (`O_NOFOLLOW`) and of a link removed after it
 //! was opened, and of a directory removed after it was opened. After the restore the program checks, from inside: the same flags, each
@@ -48,15 +48,15 @@ fn pidfds_and_o_path_descriptors_come_back_naming_the_same_things() {
         .split(' ')
         .map(|p| p.parse().unwrap())
         .collect();
-    let (kid, zombie) = (kids[0], kids[1]);
+    let (kid, zombie, worker) = (kids[0], kids[1], kids[2]);
     assert!(!root.join("gone").exists());
 
     let img = root.join("img");
     common::dump(pid, &img, &[]);
     prog.wait().unwrap();
     std::mem::forget(guard);
-    common::reap(&kids);
-    for &p in [pid, kid, zombie].iter() {
+    common::reap(&kids[..2]);
+    for &p in [pid, kid, zombie, worker].iter() {
         common::wait_until("every pid of the tree to be gone", || {
             common::state(p).is_none()
         });
@@ -65,22 +65,25 @@ fn pidfds_and_o_path_descriptors_come_back_naming_the_same_things() {
     // The image: every pidfd with what it names.
     let image = Image::open(&img).unwrap();
     let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
-    let mut pidfds: Vec<(i32, bool, i32)> = files
+    let mut pidfds: Vec<(i32, bool, i32, i32)> = files
         .iter()
         .filter_map(|f| match &f.kind {
-            Some(proto::open_file::Kind::Pidfd(p)) => Some((p.pid, p.thread, p.exit_status)),
+            Some(proto::open_file::Kind::Pidfd(p)) => {
+                Some((p.pid, p.thread, p.exit_status, p.thread_of))
+            }
             _ => None,
         })
         .collect();
     pidfds.sort();
     let mut want = vec![
-        (0, false, 9 << 8),
-        (0, false, libc::SIGTERM),
-        (kid, false, 0),
-        (kid, false, 0),
-        (pid, false, 0),
-        (pid, true, 0),
-        (zombie, false, 0),
+        (0, false, 9 << 8, 0),
+        (0, false, libc::SIGTERM, 0),
+        (kid, false, 0, 0),
+        (kid, false, 0, 0),
+        (pid, false, 0, 0),
+        (pid, true, 0, 0),
+        (worker, true, 0, pid),
+        (zombie, false, 0, 0),
     ];
     want.sort();
     assert_eq!(pidfds, want);
@@ -109,6 +112,7 @@ fn pidfds_and_o_path_descriptors_come_back_naming_the_same_things() {
     for want in [
         format!("pidfd of process {kid}"),
         format!("pidfd of thread {pid}"),
+        format!("pidfd of thread {worker} of process {pid}"),
         "pidfd of a reaped process, exit status 0x900".to_owned(),
         format!("symbolic link {root_s}/gone -> nowhere (removed)"),
         format!("directory {root_s}/sub (removed)"),
