@@ -108,6 +108,24 @@ impl FileKind for PidfdKind {
                 }))
             }
             Some(TreeTask::Thread { of }) if of == file.pid => {
+                // The same open file held by another process (inherited by a child)
+                // could not be opened there: the thread's process opens it.
+                let holders = sink.descriptors_of_inode(file.stat.st_ino);
+                let id = holders
+                    .iter()
+                    .find(|d| d.pid == file.pid && d.fd == file.fd)
+                    .map(|d| d.file_id);
+                if let Some(other) = holders
+                    .iter()
+                    .find(|d| Some(d.file_id) == id && d.pid != file.pid)
+                {
+                    return Err(refuse(format!(
+                        "pidfd of thread {pid} of process {of}, also held by process {} as \
+                         fd {} (a restore opens a thread's pidfd in the thread's own process \
+                         only)",
+                        other.pid, other.fd
+                    )));
+                }
                 Ok(open_file::Kind::Pidfd(proto::Pidfd {
                     pid,
                     thread,
@@ -170,6 +188,34 @@ impl FileKind for PidfdKind {
             };
             if let Some(reason) = bad {
                 return Err(FileError::Invalid { id: *id, reason });
+            }
+        }
+        // A thread's pidfd is opened by the thread's process: no other may hold it.
+        if pidfds.iter().any(|(_, p)| p.thread_of != 0) {
+            let tables: Vec<proto::FdTable> = ctx.image.read_records(pipecr_image::FDS)?;
+            for (id, p) in pidfds.iter().filter(|(_, p)| p.thread_of != 0) {
+                let own = tree
+                    .iter()
+                    .find(|q| q.pid == p.thread_of)
+                    .map(|q| q.fd_table);
+                let other = tables
+                    .iter()
+                    .filter(|t| Some(t.id) != own)
+                    .find(|t| t.descriptors.iter().any(|d| d.file_id == *id));
+                if let Some(t) = other {
+                    let holder = tree
+                        .iter()
+                        .find(|q| q.fd_table == t.id)
+                        .map_or(0, |q| q.pid);
+                    return Err(FileError::Invalid {
+                        id: *id,
+                        reason: format!(
+                            "pidfd of thread {} of process {} is also held by process {holder}: \
+                             a restore opens a thread's pidfd in the thread's own process only",
+                            p.pid, p.thread_of
+                        ),
+                    });
+                }
             }
         }
         Ok(())
