@@ -1032,18 +1032,168 @@ fn assert_unsupported_in(pid: i32, fd: i32, kind: &str) {
     );
 }
 
+/// A new userfaultfd (a kind pipecr still refuses: its registered ranges and pending
+/// faults cannot be read back).
+fn userfaultfd() -> OwnedFd {
+    // SAFETY: userfaultfd takes one integer and touches no memory.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+    assert!(fd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
+    // SAFETY: userfaultfd succeeded: `fd` is a new descriptor nothing else owns.
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }
+}
+
 #[test]
-fn fanotify_is_not_supported_and_named() {
+fn userfaultfd_is_not_supported_and_named() {
+    let uffd = userfaultfd();
+    assert_unsupported(uffd.as_fd(), "userfaultfd");
+}
+
+/// A fanotify group made with `flags` and `event_flags` (needs CAP_SYS_ADMIN).
+fn fanotify(flags: u32, event_flags: u32) -> OwnedFd {
     // SAFETY: fanotify_init takes two integers and touches no memory.
-    let fd = unsafe { libc::fanotify_init(libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC, 0) };
+    let fd = unsafe { libc::fanotify_init(flags, event_flags) };
     assert!(
         fd >= 0,
         "fanotify_init: {}",
         std::io::Error::last_os_error()
     );
     // SAFETY: fanotify_init succeeded: `fd` is a new descriptor nothing else owns.
-    let fanotify = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    assert_unsupported(fanotify.as_fd(), "fanotify instance");
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+}
+
+/// `fanotify_mark(group, flags, mask, AT_FDCWD, path)`.
+fn fanotify_mark(group: BorrowedFd<'_>, flags: u32, mask: u64, path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let r =
+        unsafe { libc::fanotify_mark(group.as_raw_fd(), flags, mask, libc::AT_FDCWD, c.as_ptr()) };
+    assert_eq!(r, 0, "fanotify_mark: {}", std::io::Error::last_os_error());
+}
+
+/// The `fanotify` lines of a descriptor's fdinfo, each with the inode/mount numbers
+/// and file handle left out (they name the same objects in another way after restore),
+/// sorted.
+fn fanotify_lines(fd: BorrowedFd<'_>) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("fanotify"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|f| {
+                    !["ino:", "mnt_id:", "fhandle-", "f_handle:"]
+                        .iter()
+                        .any(|p| f.starts_with(p))
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn fanotify_group_comes_back_with_its_flags_and_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = file_with(dir.path(), "watched", b"x");
+    let group = fanotify(
+        libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK | libc::FAN_UNLIMITED_QUEUE,
+        (libc::O_RDONLY | libc::O_LARGEFILE) as u32,
+    );
+    fanotify_mark(
+        group.as_fd(),
+        libc::FAN_MARK_ADD,
+        libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE,
+        &file,
+    );
+    fanotify_mark(
+        group.as_fd(),
+        libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORED_MASK | libc::FAN_MARK_IGNORED_SURV_MODIFY,
+        libc::FAN_CLOSE_NOWRITE,
+        &file,
+    );
+    fanotify_mark(
+        group.as_fd(),
+        libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT,
+        libc::FAN_CLOSE_WRITE | libc::FAN_ONDIR,
+        Path::new("/proc"),
+    );
+    fanotify_mark(
+        group.as_fd(),
+        libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+        libc::FAN_MODIFY,
+        Path::new("/proc"),
+    );
+    let before = fanotify_lines(group.as_fd());
+    assert_eq!(before.len(), 4, "{before:?}");
+
+    let (saved, restored) = roundtrip(group.as_fd());
+    let Some(open_file::Kind::Fanotify(f)) = &saved.kind else {
+        panic!("not saved as fanotify: {saved:?}");
+    };
+    assert_eq!(f.marks.len(), 3, "{f:?}");
+    // Same flags, event flags, masks, ignore masks and mark flags, as fdinfo shows them.
+    assert_eq!(fanotify_lines(restored.as_fd()), before);
+    assert_eq!(flags(restored.as_fd()) & OFlags::NONBLOCK, OFlags::NONBLOCK);
+
+    // The restored inode mark reports a write to the file, with a descriptor of it
+    // (other events, of the /proc marks, may come too).
+    std::fs::write(&file, b"more").unwrap();
+    let found = fanotify_events(restored.as_fd())
+        .into_iter()
+        .filter(|(mask, _)| mask & libc::FAN_MODIFY != 0)
+        .filter_map(|(_, fd)| fd)
+        .any(|fd| link(fd.as_fd()) == file.to_str().unwrap());
+    assert!(found, "no FAN_MODIFY event for {}", file.display());
+}
+
+/// The events queued in a fanotify group (non-blocking), as (mask, descriptor).
+fn fanotify_events(group: BorrowedFd<'_>) -> Vec<(u64, Option<OwnedFd>)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match rustix::io::read(group, &mut buf) {
+            Ok(n) => n,
+            Err(Errno::AGAIN) => return out,
+            Err(e) => panic!("read fanotify: {e}"),
+        };
+        let mut at = 0;
+        while at + 24 <= n {
+            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+            let mask = u64::from_ne_bytes(buf[at + 8..at + 16].try_into().unwrap());
+            let fd = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().unwrap());
+            // SAFETY: each event carries a new descriptor (or -1) that the reader owns.
+            let fd =
+                (fd >= 0).then(|| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            out.push((mask, fd));
+            at += len.max(24);
+        }
+    }
+}
+
+#[test]
+fn fanotify_group_with_unread_events_is_refused_with_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = file_with(dir.path(), "watched", b"x");
+    let group = fanotify(
+        libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK,
+        libc::O_RDONLY as u32,
+    );
+    fanotify_mark(group.as_fd(), libc::FAN_MARK_ADD, libc::FAN_MODIFY, &file);
+    std::fs::write(&file, b"y").unwrap();
+    let queued = rustix::io::ioctl_fionread(&group).unwrap();
+    assert!(queued >= 24, "{queued}");
+    assert_unsupported_in(
+        me(),
+        group.as_raw_fd(),
+        &format!(
+            "fanotify group holding {queued} bytes of unread events (pipecr cannot read \
+             them without consuming them, nor queue them again)"
+        ),
+    );
+    // The refusal read nothing.
+    assert_eq!(rustix::io::ioctl_fionread(&group).unwrap(), queued);
 }
 
 /// An inotify instance watching a new directory for `IN_CREATE`, with one event queued:
@@ -1136,7 +1286,7 @@ fn inotify_with_unread_events_is_saved_without_them_when_asked() {
 }
 
 #[test]
-fn fanotify_and_io_uring_of_another_process_are_not_supported_and_named() {
+fn userfaultfd_and_io_uring_of_another_process_are_not_supported_and_named() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let exe = common::build_c("odd-kinds", include_str!("c/odd_kinds.c"), &[]);
@@ -1154,10 +1304,10 @@ fn fanotify_and_io_uring_of_another_process_are_not_supported_and_named() {
         .split_whitespace()
         .map(|n| n.parse().unwrap())
         .collect();
-    let [fanotify, ring] = fds[..] else {
+    let [uffd, ring] = fds[..] else {
         panic!("odd-kinds printed {line:?}");
     };
-    assert_unsupported_in(pid, fanotify, "fanotify instance");
+    assert_unsupported_in(pid, uffd, "userfaultfd");
     if ring < 0 {
         eprintln!("io_uring part skipped: io_uring_setup is refused on this kernel");
     } else {
