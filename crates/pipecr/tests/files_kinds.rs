@@ -1608,3 +1608,197 @@ fn fifo_write_end_whose_reader_was_closed_gets_epipe() {
         libc::O_WRONLY as u32
     );
 }
+
+// ---- netlink sockets ----
+
+/// `SOL_NETLINK` and the options a generic netlink socket test sets.
+const SOL_NETLINK: i32 = 270;
+const NETLINK_OPTIONS: [i32; 6] = [3, 4, 5, 10, 11, 12];
+/// `NETLINK_ADD_MEMBERSHIP`, `NETLINK_LIST_MEMBERSHIPS`.
+const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+const NETLINK_LIST_MEMBERSHIPS: i32 = 9;
+/// The nlctrl family's "notify" multicast group: the first group generic netlink gives
+/// out (`GENL_ID_CTRL`).
+const NLCTRL_NOTIFY: u32 = 16;
+
+fn nl_get(fd: BorrowedFd<'_>, opt: i32) -> i32 {
+    pipecr::sys::inet::get_int(fd, SOL_NETLINK, opt).unwrap()
+}
+
+/// The words of `NETLINK_LIST_MEMBERSHIPS`, trailing zeros dropped.
+fn memberships(fd: BorrowedFd<'_>) -> Vec<u32> {
+    let mut buf = [0u8; 32];
+    let n =
+        pipecr::sys::inet::get_bytes(fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, &mut buf).unwrap();
+    let mut words: Vec<u32> = buf[..n]
+        .chunks_exact(4)
+        .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+        .collect();
+    while words.last() == Some(&0) {
+        words.pop();
+    }
+    words
+}
+
+/// A generic netlink socket in nlctrl's "notify" group with every option on.
+fn generic_netlink() -> OwnedFd {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(rustix::net::netlink::GENERIC),
+    )
+    .unwrap();
+    pipecr::sys::inet::set_int(
+        sock.as_fd(),
+        SOL_NETLINK,
+        NETLINK_ADD_MEMBERSHIP,
+        NLCTRL_NOTIFY as i32,
+    )
+    .unwrap();
+    for opt in NETLINK_OPTIONS {
+        pipecr::sys::inet::set_int(sock.as_fd(), SOL_NETLINK, opt, 1).unwrap();
+    }
+    sock
+}
+
+#[test]
+fn generic_netlink_socket_keeps_its_options_and_groups_by_name() {
+    let sock = generic_netlink();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dump(dir.path(), sock.as_fd(), DumpOptions::default()).unwrap();
+    drop(sock);
+    let mut saved = saved(&image);
+    let Some(open_file::Kind::NetlinkSocket(s)) = &mut saved.kind else {
+        panic!("not saved as a netlink socket: {saved:?}");
+    };
+    assert_eq!(s.protocol, 16);
+    assert_eq!(s.groups, vec![1 << (NLCTRL_NOTIFY - 1)]);
+    assert_eq!(
+        s.genl_groups,
+        vec![proto::GenlGroup {
+            id: NLCTRL_NOTIFY,
+            family: "nlctrl".into(),
+            name: "notify".into(),
+        }]
+    );
+    assert_eq!(
+        s.options,
+        NETLINK_OPTIONS.iter().map(|o| 1 << o).sum::<u32>()
+    );
+    let restored = restore(&image).unwrap();
+    assert_eq!(
+        memberships(restored.as_fd()),
+        vec![1 << (NLCTRL_NOTIFY - 1)]
+    );
+    for opt in NETLINK_OPTIONS {
+        assert_eq!(nl_get(restored.as_fd(), opt), 1, "option {opt}");
+    }
+    drop(restored);
+
+    // Saved on a boot where the group had number 31: restored, it joins the group of
+    // that name, whatever its number here.
+    s.groups = vec![1 << 30];
+    s.genl_groups[0].id = 31;
+    let moved = dir.path().join("moved");
+    let mut writer = ImageWriter::create(&moved, ImageMeta::default()).unwrap();
+    writer
+        .write_records(pipecr_image::FILES, std::slice::from_ref(&saved))
+        .unwrap();
+    writer.commit().unwrap();
+    let restored = restore(&moved).unwrap();
+    assert_eq!(
+        memberships(restored.as_fd()),
+        vec![1 << (NLCTRL_NOTIFY - 1)]
+    );
+
+    // A family that is not registered here is named.
+    let Some(open_file::Kind::NetlinkSocket(s)) = &mut saved.kind else {
+        unreachable!()
+    };
+    s.genl_groups[0].family = "no-such-family".into();
+    let gone = dir.path().join("gone");
+    let mut writer = ImageWriter::create(&gone, ImageMeta::default()).unwrap();
+    writer
+        .write_records(pipecr_image::FILES, std::slice::from_ref(&saved))
+        .unwrap();
+    writer.commit().unwrap();
+    let err = restore(&gone).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "open file {ID} (generic netlink socket in group notify of family \
+             no-such-family): find the group (CTRL_CMD_GETFAMILY) failed"
+        )
+    );
+}
+
+#[test]
+fn netlink_socket_with_queued_messages_is_refused_or_saved_without_them() {
+    use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(rustix::net::netlink::GENERIC),
+    )
+    .unwrap();
+    // CTRL_CMD_GETFAMILY for "nlctrl", its answer left unread.
+    let mut req = Vec::new();
+    let attr_name = b"nlctrl\0";
+    let attr_len = 4 + attr_name.len();
+    let len = 16 + 4 + ((attr_len + 3) & !3);
+    req.extend_from_slice(&(len as u32).to_ne_bytes());
+    req.extend_from_slice(&0x10u16.to_ne_bytes()); // GENL_ID_CTRL
+    req.extend_from_slice(&1u16.to_ne_bytes()); // NLM_F_REQUEST
+    req.extend_from_slice(&[0u8; 8]);
+    req.extend_from_slice(&[3, 1, 0, 0]); // CTRL_CMD_GETFAMILY, version 1
+    req.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    req.extend_from_slice(&2u16.to_ne_bytes()); // CTRL_ATTR_FAMILY_NAME
+    req.extend_from_slice(attr_name);
+    req.resize(len, 0);
+    rustix::net::sendto(
+        &sock,
+        &req,
+        SendFlags::empty(),
+        &rustix::net::netlink::SocketAddrNetlink::new(0, 0),
+    )
+    .unwrap();
+    let fd = sock.as_raw_fd();
+    let dir = tempfile::tempdir().unwrap();
+    let err = dump(dir.path(), sock.as_fd(), DumpOptions::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "pid {} fd {fd}: generic netlink socket with messages waiting to be read (the \
+             first is ",
+            me()
+        )) && message.contains("bytes of receive buffer in use): pipecr cannot save them"),
+        "{message}"
+    );
+    let options = DumpOptions {
+        drop_netlink_messages: true,
+        ..DumpOptions::default()
+    };
+    let (image, dropped) = dump_dropping(dir.path(), me(), fd, options).unwrap();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert!(
+        dropped[0]
+            .what
+            .starts_with("queued messages of a generic netlink socket ("),
+        "{dropped:?}"
+    );
+    // The live socket still has the answer; the restored one (after the live one is
+    // closed: it takes its port id) has nothing.
+    let mut buf = [0u8; 4096];
+    let n = rustix::io::read(&sock, &mut buf).unwrap();
+    assert!(n > 20, "{n}");
+    assert_eq!(u16::from_ne_bytes([buf[4], buf[5]]), 0x10);
+    drop(sock);
+    let restored = restore(&image).unwrap();
+    assert_eq!(
+        rustix::net::recv(&restored, &mut buf, rustix::net::RecvFlags::DONTWAIT).map(|r| r.0),
+        Err(Errno::AGAIN)
+    );
+}
