@@ -9,6 +9,8 @@
 //! - Sockets holding kernel state a new socket would not have are refused, naming why: a
 //!   connector socket in the proc-events group, a netfilter socket bound to an
 //!   nfnetlink_queue queue or owning an nf_tables table. The tree runs on.
+//! - An audit socket comes back and asks the kernel again; the audit daemon's own socket
+//!   is refused.
 //! - A socket with an unread answer is refused, naming the bytes; with
 //!   `--drop-netlink-messages` it is saved without it, and the live one keeps it.
 
@@ -288,6 +290,76 @@ sys.exit(0 if struct.unpack_from('=H', s.recv(65536), 4)[0] == 16 else 7)",
         "{stdout}"
     );
     // The live socket still has its answer: the program reads it and exits 0.
+    let mut ctl = common::open_ctl(&root.join("ctl"));
+    ctl.write_all(b"x").unwrap();
+    let status = common::wait_child(&mut prog, "the holder to finish");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn an_audit_socket_comes_back_and_asks_the_kernel_again() {
+    if !common::capable() {
+        return;
+    }
+    private_netns();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // After restore: the same port id, and AUDIT_GET is answered (audit_status).
+    let mut prog = start_holder(
+        root,
+        "s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 9); s.bind((0, 0))
+port = s.getsockname()[0]",
+        "assert s.getsockname()[0] == port, (s.getsockname(), port)
+s.send(nlmsg(1000, 1, b''))
+r = s.recv(65536)
+sys.exit(0 if struct.unpack_from('=H', r, 4)[0] == 1000 and len(r) >= 32 else 7)",
+    );
+    let pid = prog.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    let img = root.join("img");
+    let (ok, _, err) = dump(pid, &img, &[]);
+    assert!(ok, "{err}");
+    common::wait_child(&mut prog, "the dumped program to be gone");
+    let restore = common::restore(&img, pid);
+    let mut ctl = common::open_ctl(&root.join("ctl"));
+    ctl.write_all(b"x").unwrap();
+    common::finish_restore(restore, 0);
+}
+
+#[test]
+fn the_audit_daemons_socket_is_refused() {
+    if !common::capable() {
+        return;
+    }
+    private_netns();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // AUDIT_SET (mask AUDIT_STATUS_PID) with the program's own PID: it is the audit
+    // daemon until it unregisters (pid 0) after the command.
+    let status = |pid: &str| format!("struct.pack('=11I', 4, 0, 0, {pid}, 0, 0, 0, 0, 0, 0, 0)");
+    let mut prog = start_holder(
+        root,
+        &format!(
+            "import os
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 9); s.bind((0, 0))
+s.send(nlmsg(1001, 1 | 4, {}))
+acked(s)",
+            status("os.getpid()")
+        ),
+        &format!("s.send(nlmsg(1001, 1, {}))", status("0")),
+    );
+    let pid = prog.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    let (ok, _, err) = dump(pid, &root.join("img"), &[]);
+    assert!(!ok, "the dump succeeded");
+    assert!(
+        err.contains(&format!(
+            "pid {pid} fd 3: audit netlink socket of a tree holding the audit daemon (pid \
+             {pid} registered its socket with AUDIT_SET; a new socket would not be \
+             registered) is not supported"
+        )),
+        "{err}"
+    );
     let mut ctl = common::open_ctl(&root.join("ctl"));
     ctl.write_all(b"x").unwrap();
     let status = common::wait_child(&mut prog, "the holder to finish");

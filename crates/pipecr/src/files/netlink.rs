@@ -7,13 +7,15 @@
 //! Which protocols: those whose sockets hold nothing in the kernel beyond what is
 //! saved, so that a new socket with the same port id, groups and options means the same:
 //! route, usersock, sock_diag, xfrm, selinux, fib_lookup, uevent, crypto, and generic
-//! netlink; connector sockets unless they joined the process-events group
+//! netlink; audit sockets unless the audit daemon the kernel knows (`AUDIT_GET`) is a
+//! process of the tree (it registered its socket with `AUDIT_SET`, and a new socket would
+//! not be registered); connector sockets unless they joined the process-events group
 //! (`CN_IDX_PROC`: the proc connector keeps a per-socket listen state and event filter
 //! that cannot be read back); netfilter sockets unless an nfnetlink_queue or
 //! nfnetlink_log instance is bound to their port id (`/proc/net/netfilter/*`) or an
 //! nf_tables table is owned by it (`NFTA_TABLE_OWNER`): those go away with the socket.
-//! Other protocols (audit, whose daemon registration names the socket; iscsi, rdma,
-//! scsitransport, smc, ...) are refused, naming the protocol.
+//! Other protocols (iscsi, rdma, scsitransport, smc, ...) are refused, naming the
+//! protocol.
 //!
 //! Generic netlink multicast groups are numbered when their family registers (at boot or
 //! module load): the dump asks `CTRL_CMD_GETFAMILY` which family and group each number
@@ -53,6 +55,7 @@ use crate::sys::inet as raw;
 /// Netlink sockets of the protocols the module doc lists.
 pub struct NetlinkSocketKind;
 
+const NETLINK_AUDIT: u32 = 9;
 const NETLINK_CONNECTOR: u32 = 11;
 const NETLINK_NETFILTER: u32 = 12;
 const NETLINK_GENERIC: u32 = 16;
@@ -85,10 +88,7 @@ fn protocol(p: u32) -> (&'static str, Result<(), &'static str>) {
         15 => ("uevent", Ok(())),
         16 => ("generic", Ok(())),
         21 => ("crypto", Ok(())),
-        9 => refused(
-            "audit",
-            "the kernel may name this socket as the audit daemon's (AUDIT_SET), which a new socket would not be",
-        ),
+        9 => ("audit", Ok(())),
         8 => refused("iscsi", "iSCSI transports keep sessions by socket"),
         18 => refused("scsitransport", "SCSI transports keep state by socket"),
         20 => refused("rdma", "RDMA port mapper registrations are kept by socket"),
@@ -326,6 +326,24 @@ fn genl_group_id(family: &str, name: &str) -> io::Result<Option<u32>> {
         .map(|(id, _)| id))
 }
 
+/// The PID of the audit daemon the kernel sends the audit log to (`AUDIT_GET`:
+/// `audit_status.pid`), 0 when none is registered.
+fn audit_daemon() -> io::Result<i32> {
+    const AUDIT_GET: u16 = 1000;
+    let mut request = vec![0u8; 16];
+    request[..4].copy_from_slice(&16u32.to_ne_bytes());
+    request[4..6].copy_from_slice(&AUDIT_GET.to_ne_bytes());
+    request[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    let answer = exchange(NETLINK_AUDIT, None, &request)?;
+    // struct audit_status: mask, enabled, failure, pid, ...
+    answer
+        .iter()
+        .find(|(ty, _)| *ty == AUDIT_GET)
+        .and_then(|(_, p)| p.get(12..16))
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no audit_status in the answer"))
+}
+
 /// Why a netfilter socket with port id `port`, held by `pid`, holds kernel state a new
 /// socket would not: an nfnetlink_queue or nfnetlink_log instance bound to it, or an
 /// nf_tables table it owns; `None` when it holds none.
@@ -459,6 +477,24 @@ impl FileKind for NetlinkSocketKind {
                 return Err(unsupported(format!(
                     "netfilter netlink socket whose {why} (it goes away with the socket)"
                 )));
+            }
+        }
+        if number == NETLINK_AUDIT {
+            match audit_daemon() {
+                Ok(daemon) if daemon == file.pid || sink.task(daemon).is_some() => {
+                    return Err(unsupported(format!(
+                        "audit netlink socket of a tree holding the audit daemon (pid \
+                         {daemon} registered its socket with AUDIT_SET; a new socket would \
+                         not be registered)"
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(unsupported(format!(
+                        "audit netlink socket (pipecr cannot tell whether it is the audit \
+                         daemon's: AUDIT_GET failed: {e})"
+                    )));
+                }
             }
         }
         let genl_groups = if number == NETLINK_GENERIC && !numbers.is_empty() {
