@@ -97,6 +97,35 @@ fn protocol(p: u32) -> (&'static str, Result<(), &'static str>) {
     }
 }
 
+/// Capabilities, by number.
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_BROADCAST: u32 = 11;
+
+/// Protocols whose multicast groups a process without `CAP_NET_ADMIN` may join
+/// (`NL_CFG_F_NONROOT_RECV`): route, usersock, selinux, audit, netfilter, uevent, generic
+/// (some generic and netfilter groups ask for more, which only creating tells).
+const NONROOT_RECV: &[u32] = &[0, 2, 7, 9, 12, 15, 16];
+
+/// What restoring `s` needs beyond opening a socket, given the buffer sizes a new socket
+/// gets (`net.core.rmem_default`, `wmem_default`): (capability, why), for a check made
+/// before anything is created.
+fn capabilities_needed(s: &proto::NetlinkSocket, defaults: (u32, u32)) -> Vec<(u32, &'static str)> {
+    let mut needs = Vec::new();
+    if (s.rcvbuf != 0 && s.rcvbuf != defaults.0) || (s.sndbuf != 0 && s.sndbuf != defaults.1) {
+        needs.push((
+            CAP_NET_ADMIN,
+            "its buffer sizes (SO_RCVBUFFORCE, SO_SNDBUFFORCE)",
+        ));
+    }
+    if s.groups.iter().any(|w| *w != 0) && !NONROOT_RECV.contains(&s.protocol) {
+        needs.push((CAP_NET_ADMIN, "its multicast groups"));
+    }
+    if s.options & (1 << 8) != 0 {
+        needs.push((CAP_NET_BROADCAST, "NETLINK_LISTEN_ALL_NSID"));
+    }
+    needs
+}
+
 /// The words of `NETLINK_LIST_MEMBERSHIPS` as group numbers.
 fn group_numbers(words: &[u32]) -> Vec<u32> {
     let mut out = Vec::new();
@@ -570,6 +599,45 @@ impl FileKind for NetlinkSocketKind {
         matches!(kind, open_file::Kind::NetlinkSocket(_))
     }
 
+    fn prepare(&self, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
+        let sysctl = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let defaults = (sysctl("rmem_default"), sysctl("wmem_default"));
+        for file in ctx.open_files()? {
+            let Some(open_file::Kind::NetlinkSocket(s)) = &file.kind else {
+                continue;
+            };
+            let missing = capabilities_needed(s, defaults)
+                .into_iter()
+                .find(|(cap, _)| !crate::proc::has_effective_cap(*cap));
+            if let Some((cap, why)) = missing {
+                let name = if cap == CAP_NET_ADMIN {
+                    "CAP_NET_ADMIN"
+                } else {
+                    "CAP_NET_BROADCAST"
+                };
+                return Err(FileError::Restore {
+                    id: file.id,
+                    what: format!("{} netlink socket", protocol(s.protocol).0),
+                    op: if cap == CAP_NET_ADMIN {
+                        "restore (needs CAP_NET_ADMIN, which this restore lacks)"
+                    } else {
+                        "restore (needs CAP_NET_BROADCAST, which this restore lacks)"
+                    },
+                    source: io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("{why} need {name}"),
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn restore(
         &self,
         file: &proto::OpenFile,
@@ -691,6 +759,41 @@ impl FileKind for NetlinkSocketKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_are_asked_for_what_needs_them() {
+        let defaults = (212_992, 212_992);
+        let socket = |protocol, groups: Vec<u32>, options, rcvbuf| proto::NetlinkSocket {
+            protocol,
+            groups,
+            options,
+            rcvbuf,
+            sndbuf: 212_992,
+            ..Default::default()
+        };
+        // A route socket in groups, with default buffers: nothing more.
+        assert_eq!(
+            capabilities_needed(&socket(0, vec![0x11], 0, 212_992), defaults),
+            vec![]
+        );
+        // A connector socket in a group, a bigger buffer, NETLINK_LISTEN_ALL_NSID.
+        assert_eq!(
+            capabilities_needed(&socket(11, vec![0, 1], 1 << 8, 1 << 20), defaults),
+            vec![
+                (
+                    CAP_NET_ADMIN,
+                    "its buffer sizes (SO_RCVBUFFORCE, SO_SNDBUFFORCE)"
+                ),
+                (CAP_NET_ADMIN, "its multicast groups"),
+                (CAP_NET_BROADCAST, "NETLINK_LISTEN_ALL_NSID"),
+            ]
+        );
+        // No group at all (the words are zero).
+        assert_eq!(
+            capabilities_needed(&socket(6, vec![0], 0, 0), defaults),
+            vec![]
+        );
+    }
 
     #[test]
     fn sockaddr_nl_round_trip() {
