@@ -25,6 +25,11 @@
 //! same port id, and a family that keys its state by port id finds it again, but state
 //! tied to the closed socket is gone.
 //!
+//! A restore lacking a capability a socket needs (`CAP_NET_ADMIN` for forced buffer
+//! sizes and the groups of protocols that do not let everyone join,
+//! `CAP_NET_BROADCAST` for `NETLINK_LISTEN_ALL_NSID`) refuses in [`FileKind::prepare`],
+//! before anything is created.
+//!
 //! Messages queued and not read: the kernel's answers and notifications. Peeking sees
 //! only the first (netlink has no `SO_PEEK_OFF`), reading consumes them, and a message
 //! written back by pipecr would come from pipecr's port, not the kernel's (0), which
