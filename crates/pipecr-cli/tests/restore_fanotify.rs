@@ -144,8 +144,15 @@ fn fanotify_group_comes_back_with_its_marks_and_reports_events() {
     let err = String::from_utf8_lossy(&no_admin.stderr);
     // Exit code 6: this machine (here, this restorer) lacks a privilege.
     assert_eq!(no_admin.status.code(), Some(6), "{err}");
+    // Refused by pipecr itself before it made any process (a new process that failed to
+    // set up would be named: "pid N: the new process failed to set up: ...").
     assert!(
-        err.contains("fanotify group") && err.contains("needs CAP_SYS_ADMIN"),
+        err.contains(&format!(
+            "restore of pid {pid} failed; nothing was left running: open file "
+        )) && err.contains(
+            " (fanotify group): fanotify_init (needs CAP_SYS_ADMIN, which this restore lacks) \
+             failed"
+        ),
         "{err}"
     );
     assert!(
