@@ -110,6 +110,22 @@ fn leases_and_io_signals_come_back_and_signal_the_same_processes() {
         ]
     );
 
+    // `show` lists them with the locks.
+    let shown = std::process::Command::new(common::PIPECR)
+        .arg("show")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}");
+    for want in ["read lease", "write lease"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("  file ") && l.ends_with(want)),
+            "{want:?} in:\n{text}"
+        );
+    }
+
     let _guard = KillOnDrop(vec![pid, kid]);
     let restore = common::restore(&img, pid);
     // The leases are held again: a conflicting open fails (and starts a break) until

@@ -7,7 +7,8 @@
    - fd 11: DIR/null, a node made with mknod of /dev/null's device (1:3), mode 0640,
      opened read-write;
    - fd 12: DIR/zero, a node of /dev/zero's device (1:5), mode 0604, opened read-only;
-   - fd 13: DIR/fifo, a FIFO of mode 0620 opened read-write, holding "fifo bytes".
+   - fd 13: DIR/fifo, a FIFO of mode 0620 opened read-write, holding "fifo bytes";
+   - fd 14: a memfd, 1 GiB long, with data only in the page at 256 MiB.
    Prints "ready" and acks.
 
    'v': checks each from inside: the sparse file's size, its data and holes as SEEK_DATA
@@ -22,6 +23,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -123,6 +125,18 @@ static void verify(void) {
     if ((fcntl(11, F_GETFL) & O_ACCMODE) != O_RDWR || (fcntl(12, F_GETFL) & O_ACCMODE) != O_RDONLY)
         fail("access modes %#x %#x", fcntl(11, F_GETFL), fcntl(12, F_GETFL));
 
+    /* The memfd: as sparse as the file. */
+    fstat(14, &st);
+    if (st.st_size != GIB)
+        fail("memfd: size %ld", (long)st.st_size);
+    off_t d = lseek(14, 0, SEEK_DATA), h = lseek(14, d, SEEK_HOLE);
+    if (d != GIB / 4 || h != GIB / 4 + PAGE || lseek(14, h, SEEK_DATA) != -1)
+        fail("memfd: data at %ld..%ld, want only the page at %ld", (long)d, (long)h, GIB / 4);
+    char expect[PAGE];
+    pattern(expect, GIB / 4);
+    if (pread(14, buf, PAGE, GIB / 4) != PAGE || memcmp(buf, expect, PAGE))
+        fail("memfd: its page differs");
+
     /* The FIFO. */
     fstat(13, &st);
     if (!S_ISFIFO(st.st_mode) || (st.st_mode & 07777) != 0620 || st.st_nlink != 0)
@@ -176,6 +190,14 @@ int main(int argc, char **argv) {
     if (write(13, "fifo bytes", 10) != 10)
         die("write fifo");
     unlink(path);
+
+    at_fd(memfd_create("sparse", 0), 14, "memfd_create");
+    if (ftruncate(14, GIB))
+        die("ftruncate memfd");
+    char page[PAGE];
+    pattern(page, GIB / 4);
+    if (pwrite(14, page, PAGE, GIB / 4) != PAGE)
+        die("pwrite memfd");
     printf("ready\n");
     fflush(stdout);
 

@@ -257,6 +257,11 @@ pub fn describe_lock(lock: &proto::FileLock) -> String {
     }
 }
 
+/// How a lease is named in messages: `read lease`, `write lease`.
+pub fn describe_lease(lease: &proto::FileLease) -> String {
+    format!("{} lease", if lease.write { "write" } else { "read" })
+}
+
 /// Who holds a lock that conflicts with `lock` on the file of `fd`, from `/proc/locks`:
 /// the pids of the other holders of any lock on the same file, for the message.
 pub fn holders(fd: BorrowedFd<'_>) -> String {

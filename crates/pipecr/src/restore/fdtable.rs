@@ -29,6 +29,13 @@
 //! created in each process that holds it: so far only a process's own `/proc/PID/...`
 //! files ([`crate::files::procfs`], at [`Stage::AfterProcess`]) are, and processes that
 //! shared one get one each.
+//!
+//! I/O signals (`O_ASYNC`, owner, signal) are set on the open files of step 2 after the
+//! kinds completed them, so that bytes put back into a queue then (a unix socket's) signal
+//! no one. A lease is taken when its open file is created and again through each
+//! descriptor installed for it ([`files::locks::renew_lease`]): the kernel names that
+//! descriptor in the break's `si_fd` and makes the caller the file's owner, so the saved
+//! owner is set back after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
