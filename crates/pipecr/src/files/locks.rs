@@ -367,4 +367,53 @@ mod tests {
         assert!(LockLine::parse("1: -> POSIX  ADVISORY  WRITE 5 08:01:5678 0 EOF").is_none());
         assert!(LockLine::parse("garbage").is_none());
     }
+
+    fn info_with(lock: &str) -> FdInfo {
+        FdInfo {
+            pos: 0,
+            flags: 0,
+            cloexec: false,
+            mnt_id: 0,
+            ino: None,
+            extra: vec![("lock".to_owned(), lock.to_owned())],
+        }
+    }
+
+    #[test]
+    fn leases() {
+        let active = info_with("1: LEASE  ACTIVE    READ  4242 fd:00:9 0 EOF");
+        assert_eq!(
+            open_file_lease(&active, 1, 7, 10).unwrap(),
+            Some(proto::FileLease { write: false })
+        );
+        // Not a lock of the open file's own list: flock and OFD locks leave it alone.
+        assert_eq!(open_file_locks(&active, 7, 10).unwrap(), vec![]);
+        let write = info_with("1: LEASE  ACTIVE    WRITE 4242 fd:00:9 0 EOF");
+        assert_eq!(
+            open_file_lease(&write, 1, 7, 10).unwrap(),
+            Some(proto::FileLease { write: true })
+        );
+        let breaking = info_with("1: LEASE  BREAKING  UNLCK 4242 fd:00:9 0 EOF");
+        let err = open_file_lease(&breaking, 1, 7, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("pid 7 fd 10: a file with a lease being broken"),
+            "{err}"
+        );
+        let err = open_file_lease(&active, 0, 7, 10).unwrap_err().to_string();
+        assert!(err.contains("lease whose name was removed"), "{err}");
+        let deleg = info_with("1: DELEG  ACTIVE    READ  4242 fd:00:9 0 EOF");
+        assert!(open_file_locks(&deleg, 7, 10).is_err());
+        assert_eq!(
+            open_file_lease(
+                &info_with("1: FLOCK  ADVISORY  WRITE 77 fd:00:9 0 EOF"),
+                1,
+                7,
+                10
+            )
+            .unwrap(),
+            None
+        );
+    }
 }

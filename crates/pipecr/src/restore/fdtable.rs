@@ -672,7 +672,12 @@ impl Deferred<'_> {
             let Some(file) = ctx.opened(d.file_id) else {
                 continue;
             };
-            install_one(d, file, None)?;
+            let leased = self
+                .files
+                .get(&d.file_id)
+                .copied()
+                .filter(|f| f.lease.is_some());
+            install_one(d, file, leased)?;
             installed.insert(d.fd, d.file_id);
         }
         Ok(())
