@@ -200,8 +200,7 @@ fn a_thread_pidfd_held_by_another_process_is_refused_and_the_tree_runs_on() {
     // A worker thread blocked reading stdin (a pipe from the test); its pidfd at fd 5 in
     // the process and in a child forked after it was opened, blocked reading stdin too.
     // Each ends on one byte.
-    let script = format!(
-        "import os, threading\n\
+    let script = "import os, threading\n\
          r, w = os.pipe()\n\
          def work():\n    os.write(w, str(threading.get_native_id()).encode())\n    os.read(0, 1)\n\
          t = threading.Thread(target=work)\nt.start()\n\
@@ -211,10 +210,9 @@ fn a_thread_pidfd_held_by_another_process_is_refused_and_the_tree_runs_on() {
          kid = os.fork()\n\
          if kid == 0:\n    os.read(0, 1)\n    os._exit(0)\n\
          print('ready', tid, kid, flush=True)\n\
-         t.join()\nos.waitpid(kid, 0)\nprint('resumed', flush=True)"
-    );
+         t.join()\nos.waitpid(kid, 0)\nprint('resumed', flush=True)";
     let mut cmd = Command::new("python3");
-    cmd.args(["-c", &script])
+    cmd.args(["-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
