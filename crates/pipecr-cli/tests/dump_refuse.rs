@@ -670,8 +670,9 @@ fn an_unlinked_file_one_byte_above_the_limit_needs_max_inline_file() {
         root,
         &[],
         &format!(
-            "{}pid {child} fd 10 ({} (deleted)): {} bytes is more than the {LIMIT}-byte \
-             limit for file contents kept in the image",
+            "{}pid {child} fd 10 ({} (deleted)): {} bytes of data is more than the \
+             {LIMIT}-byte limit for file contents kept in the image (holes are not counted; \
+             --max-inline-file)",
             failed(root),
             path.display(),
             LIMIT + 1
@@ -684,8 +685,9 @@ fn an_unlinked_file_one_byte_above_the_limit_needs_max_inline_file() {
         root,
         &["--max-inline-file", "1048576"],
         &format!(
-            "{}pid {child} fd 10 ({} (deleted)): {} bytes is more than the {LIMIT}-byte \
-             limit for file contents kept in the image",
+            "{}pid {child} fd 10 ({} (deleted)): {} bytes of data is more than the \
+             {LIMIT}-byte limit for file contents kept in the image (holes are not counted; \
+             --max-inline-file)",
             failed(root),
             path.display(),
             LIMIT + 1

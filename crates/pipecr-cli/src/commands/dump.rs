@@ -32,7 +32,8 @@ pub struct Args {
     /// Resume the tree after the dump instead of killing it.
     #[arg(long)]
     leave_running: bool,
-    /// Largest unlinked file or memfd whose contents are copied into the image.
+    /// Most bytes of data of an unlinked file or memfd copied into the image (holes are
+    /// neither counted nor stored, so a sparse file of any size fits when its data does).
     #[arg(long, value_name = "BYTES", default_value_t = DumpOptions::default().max_inline_file)]
     max_inline_file: u64,
     /// Accepted for compatibility: signal handlers and the rest are saved by default.

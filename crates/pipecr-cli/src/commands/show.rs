@@ -233,7 +233,11 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
             );
         }
     }
-    let locked: Vec<_> = shown.files.iter().filter(|f| !f.locks.is_empty()).collect();
+    let locked: Vec<_> = shown
+        .files
+        .iter()
+        .filter(|f| !f.locks.is_empty() || f.lease.is_some())
+        .collect();
     if !locked.is_empty() {
         println!();
         println!("file locks held by open files");
@@ -242,6 +246,7 @@ fn print_human(image: &Image, shown: &Shown) -> anyhow::Result<()> {
                 .locks
                 .iter()
                 .map(pipecr::files::locks::describe_lock)
+                .chain(f.lease.as_ref().map(pipecr::files::locks::describe_lease))
                 .collect();
             println!("  file {}: {}", f.id, locks.join(", "));
         }

@@ -10,6 +10,12 @@
 //! master side of a pseudo-terminal is not claimed: opening `/dev/ptmx` again would make a
 //! new, unrelated terminal. Any other character device is left unclaimed, so the dump stops
 //! naming it.
+//!
+//! A device node removed after it was opened (a `mknod`'d copy of `/dev/null`, a node of a
+//! terminal) is saved with its device number and mode; restore makes a node of the same
+//! type, device number and mode under a temporary name in its old directory (`mknod`,
+//! which needs `CAP_MKNOD`), opens it and removes it again, so the open file is of a
+//! removed node of the same device, as it was.
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -71,8 +77,12 @@ impl FileKind for CharDeviceKind {
         file: &LiveFile,
         _sink: &mut DumpSink<'_>,
     ) -> Result<open_file::Kind, FileError> {
-        if file.stat.st_nlink == 0 || !file.link.starts_with('/') {
-            let path = file.link.strip_suffix(DELETED).unwrap_or(&file.link);
+        let unlinked = file.stat.st_nlink == 0;
+        let path = match file.link.strip_suffix(DELETED) {
+            Some(path) if unlinked => path,
+            _ => &file.link,
+        };
+        if !path.starts_with('/') {
             return Err(FileError::Unsupported {
                 pid: file.pid,
                 fd: file.fd,
@@ -84,10 +94,12 @@ impl FileKind for CharDeviceKind {
             rustix::fs::minor(file.stat.st_rdev),
         );
         Ok(open_file::Kind::CharDevice(proto::CharDevice {
-            path: file.link.clone(),
+            path: path.to_owned(),
             major,
             minor,
             terminal: !is_stateless_mem(major, minor),
+            unlinked,
+            mode: file.stat.st_mode,
         }))
     }
 
@@ -116,7 +128,11 @@ impl FileKind for CharDeviceKind {
         // business, not a side effect of reopening a descriptor. O_NONBLOCK: a serial line
         // without carrier must not hang the open; the saved flag is set afterwards.
         let flags = open_flags(file.flags) | OFlags::NOCTTY | OFlags::NONBLOCK;
-        let fd = rustix::fs::open(&dev.path, flags, Mode::empty()).map_err(|e| fail("open", e))?;
+        let fd = if dev.unlinked {
+            recreate_removed(file.id, dev, flags)?
+        } else {
+            rustix::fs::open(&dev.path, flags, Mode::empty()).map_err(|e| fail("open", e))?
+        };
         let stat = rustix::fs::fstat(&fd).map_err(|e| fail("fstat", e))?;
         let (major, minor) = (
             rustix::fs::major(stat.st_rdev),
@@ -164,10 +180,52 @@ impl FileKind for CharDeviceKind {
         let text = match &file.kind {
             Some(open_file::Kind::CharDevice(x)) => {
                 let tty = if x.terminal { "terminal " } else { "" };
-                format!("{tty}{} ({}:{})", x.path, x.major, x.minor)
+                let gone = if x.unlinked {
+                    format!(" (removed, mode {:o})", x.mode & 0o7777)
+                } else {
+                    String::new()
+                };
+                format!("{tty}{} ({}:{}){gone}", x.path, x.major, x.minor)
             }
             _ => "not a character device".into(),
         };
         Description { text, pipe: None }
     }
+}
+
+/// Makes a node of the saved device `dev` (its type, device number and permission bits)
+/// under a temporary name in its old directory, opens it with `flags` and removes it.
+fn recreate_removed(id: u64, dev: &proto::CharDevice, flags: OFlags) -> Result<OwnedFd, FileError> {
+    let fail = |op, e: rustix::io::Errno| FileError::Restore {
+        id,
+        what: format!("{}{DELETED}", dev.path),
+        op,
+        source: e.into(),
+    };
+    let dir = std::path::Path::new(&dev.path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("/tmp"));
+    let temp = dir.join(format!(".pipecr-dev-{}-{id}", std::process::id()));
+    let mode = if dev.mode == 0 {
+        0o600
+    } else {
+        dev.mode & 0o7777
+    };
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &temp,
+        FileType::CharacterDevice,
+        Mode::from_raw_mode(mode),
+        rustix::fs::makedev(dev.major, dev.minor),
+    )
+    .map_err(|e| fail("mknod", e))?;
+    // The umask may have taken bits away: the saved mode, exactly.
+    let opened = rustix::fs::chmod(&temp, Mode::from_raw_mode(mode))
+        .map_err(|e| fail("chmod", e))
+        .and_then(|()| rustix::fs::open(&temp, flags, Mode::empty()).map_err(|e| fail("open", e)));
+    let removed = rustix::fs::unlink(&temp).map_err(|e| fail("unlink", e));
+    let fd = opened?;
+    removed?;
+    Ok(fd)
 }

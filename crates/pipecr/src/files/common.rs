@@ -226,6 +226,55 @@ pub fn restore_owner_and_signal(
     }
 }
 
+/// How many bytes of data the file of `reader` (an open file of pipecr's own, whose
+/// position may move) holds: the sum of its data extents (`SEEK_DATA`/`SEEK_HOLE`), so
+/// holes count nothing. A file system that cannot tell holes reports one extent, the
+/// whole size.
+pub fn data_bytes(reader: BorrowedFd<'_>, size: u64) -> io::Result<u64> {
+    let mut total = 0;
+    let mut off = 0;
+    while off < size {
+        let data = match rustix::fs::seek(reader, SeekFrom::Data(off)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let hole = rustix::fs::seek(reader, SeekFrom::Hole(data))
+            .unwrap_or(size)
+            .min(size);
+        total += hole.saturating_sub(data);
+        off = hole.max(data + 1);
+    }
+    Ok(total)
+}
+
+/// Checks that the unlinked file or memfd `file` (read through `reader`, a new open file
+/// of pipecr's own) holds at most `limit` bytes of data, holes not counted.
+pub fn check_data_limit(
+    file: &LiveFile,
+    reader: BorrowedFd<'_>,
+    limit: u64,
+) -> Result<(), FileError> {
+    let size = file.stat.st_size as u64;
+    let data = data_bytes(reader, size).map_err(|source| FileError::Dump {
+        pid: file.pid,
+        fd: file.fd,
+        what: file.link.clone(),
+        op: "lseek(SEEK_DATA)",
+        source,
+    })?;
+    if data > limit {
+        return Err(FileError::TooLarge {
+            pid: file.pid,
+            fd: file.fd,
+            what: file.link.clone(),
+            size: data,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Reads the whole content of a file we hold, from offset 0, refusing more than `limit`
 /// bytes; for unlinked files and memfds, whose bytes live only in the kernel.
 pub fn read_contents(file: &LiveFile, size: u64, limit: u64) -> Result<Vec<u8>, FileError> {

@@ -191,9 +191,14 @@ fn open_anchor(id: u64, fifo: &proto::Fifo) -> Result<OwnedFd, FileError> {
             0,
         )
         .map_err(|e| fail("mkfifo", e.into()))?;
-        let opened = rustix::fs::open(&temp, flags, Mode::empty());
+        // The restorer's umask took bits away: the saved mode, exactly.
+        let opened = rustix::fs::chmod(&temp, Mode::from_raw_mode(mode))
+            .map_err(|e| fail("chmod", e.into()))
+            .and_then(|()| {
+                rustix::fs::open(&temp, flags, Mode::empty()).map_err(|e| fail("open", e.into()))
+            });
         let _ = std::fs::remove_file(&temp);
-        opened.map_err(|e| fail("open", e.into()))?
+        opened?
     } else {
         rustix::fs::open(&fifo.path, flags, Mode::empty()).map_err(|e| fail("open", e.into()))?
     };

@@ -109,8 +109,10 @@ impl LiveFile {
 /// Limits and choices for a dump.
 #[derive(Debug, Clone)]
 pub struct DumpOptions {
-    /// Largest unlinked regular file (or memfd) whose contents are copied into the image;
-    /// a larger one stops the dump.
+    /// Most bytes of data (holes not counted: found with `SEEK_DATA`/`SEEK_HOLE`) of an
+    /// unlinked regular file (or memfd) whose contents are copied into the image, holes
+    /// left out; one holding more stops the dump. A sparse file of any size fits when its
+    /// data does.
     pub max_inline_file: u64,
     /// Read signal handlers and interval timers by injecting syscalls into each process
     /// (and each thread's `clear_child_tid`, into each thread).
@@ -877,9 +879,9 @@ pub enum FileError {
         #[source]
         source: io::Error,
     },
-    /// A file is too large to be copied into the image.
+    /// A file holds more data than may be copied into the image.
     #[error(
-        "pid {pid} fd {fd} ({what}): {size} bytes is more than the {limit}-byte limit for file contents kept in the image"
+        "pid {pid} fd {fd} ({what}): {size} bytes of data is more than the {limit}-byte limit for file contents kept in the image (holes are not counted; --max-inline-file)"
     )]
     TooLarge {
         /// The process.
@@ -888,7 +890,8 @@ pub enum FileError {
         fd: RawFd,
         /// What the file is.
         what: String,
-        /// Its size.
+        /// Its bytes of data (holes not counted), or its size where holes are not
+        /// told apart.
         size: u64,
         /// The limit ([`DumpOptions::max_inline_file`]).
         limit: u64,

@@ -12,8 +12,18 @@
 //!
 //! fdinfo lists only the locks held through that open file (and, for POSIX locks, by
 //! that table), never the waits blocked on a lock: a process blocked in `F_SETLKW` or
-//! `flock` was in a syscall and retries it when restored. Leases and delegations are
-//! refused.
+//! `flock` was in a syscall and retries it when restored.
+//! - Leases (`F_SETLEASE`) belong to the open file too: saved in its `OpenFile.lease`
+//!   ([`open_file_lease`]), taken again right after the open file is created
+//!   ([`take_lease`]) and once more through each descriptor installed for it
+//!   ([`renew_lease`]): the kernel sends a lease break to the file's owner
+//!   (`F_SETOWN`, which taking a lease sets to the caller, so the saved owner is set again
+//!   after it) with the descriptor it was taken through as `si_fd`. A lease being broken
+//!   (a process waits to open the file) is refused: the break would have to be started
+//!   again from outside the tree. A lease on a file whose name was removed (or a memfd)
+//!   is refused too: its contents are read through a new open of it, which breaks a write
+//!   lease, and the restorer keeps the new file open for writing until the tree runs,
+//!   which no lease tolerates. Delegations (NFS servers) are refused.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
@@ -27,6 +37,8 @@ use crate::proc::FdInfo;
 pub struct LockLine {
     /// `FLOCK`, `POSIX`, `OFDLCK`, `LEASE`, `DELEG`, ...
     pub class: String,
+    /// `ADVISORY`, `MANDATORY`; for a lease `ACTIVE`, `BREAKING` or `BREAKER`.
+    pub mode: String,
     /// `WRITE` rather than `READ`.
     pub write: bool,
     /// The holder's pid (-1 for OFD locks).
@@ -55,7 +67,7 @@ impl LockLine {
         if class.is_empty() {
             class = cols.next()?;
         }
-        let _mode = cols.next()?;
+        let mode = cols.next()?;
         let access = cols.next()?;
         let pid: i32 = cols.next()?.parse().ok()?;
         let mut id = cols.next()?.split(':');
@@ -69,6 +81,7 @@ impl LockLine {
         };
         Some(LockLine {
             class: class.to_owned(),
+            mode: mode.to_owned(),
             write: access == "WRITE",
             pid,
             dev: (major, minor),
@@ -104,7 +117,7 @@ fn lines(info: &FdInfo) -> impl Iterator<Item = LockLine> + '_ {
 }
 
 /// The flock and OFD locks the open file of descriptor `fd` of `pid` (described by
-/// `info`) holds; an error for a lease or delegation.
+/// `info`) holds (its lease is [`open_file_lease`]'s); an error for a delegation.
 pub fn open_file_locks(
     info: &FdInfo,
     pid: i32,
@@ -115,7 +128,7 @@ pub fn open_file_locks(
         let kind = match l.class.as_str() {
             "FLOCK" => FileLockKind::Flock,
             "OFDLCK" => FileLockKind::Ofd,
-            "POSIX" => continue,
+            "POSIX" | "LEASE" => continue,
             other => {
                 return Err(FileError::Unsupported {
                     pid,
@@ -127,6 +140,77 @@ pub fn open_file_locks(
         out.push(l.to_proto(kind, 0));
     }
     Ok(out)
+}
+
+/// The lease the open file of descriptor `fd` of `pid` (described by `info`, with
+/// `nlink` links to its file) holds, if any; an error, naming it, for a lease being
+/// broken or one on a file with no name left (see the module documentation).
+pub fn open_file_lease(
+    info: &FdInfo,
+    nlink: u64,
+    pid: i32,
+    fd: RawFd,
+) -> Result<Option<proto::FileLease>, FileError> {
+    let Some(l) = lines(info).find(|l| l.class == "LEASE") else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| FileError::Unsupported {
+        pid,
+        fd,
+        kind: format!("a file with a {why}"),
+    };
+    if l.mode != "ACTIVE" {
+        return Err(refuse(
+            "lease being broken (a process waits to open the file; dump again once the lease is released)",
+        ));
+    }
+    if nlink == 0 {
+        return Err(refuse(
+            "lease whose name was removed (or a memfd with a lease)",
+        ));
+    }
+    Ok(Some(proto::FileLease { write: l.write }))
+}
+
+/// `F_RDLCK` or `F_WRLCK` for a saved lease.
+fn lease_type(lease: &proto::FileLease) -> i32 {
+    i32::from(if lease.write {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    } as libc::c_short)
+}
+
+/// Takes again, on `fd` (the open file `file` just created), the lease it held; the
+/// kernel's refusal (someone has the file open in a way the lease does not allow) names
+/// the lease.
+pub fn take_lease(file: &proto::OpenFile, fd: BorrowedFd<'_>) -> Result<(), FileError> {
+    let Some(lease) = &file.lease else {
+        return Ok(());
+    };
+    crate::sys::owner::set_file_lease(fd, lease_type(lease)).map_err(|source| FileError::Restore {
+        id: file.id,
+        what: format!(
+            "its {} lease (held by {})",
+            if lease.write { "write" } else { "read" },
+            holders(fd)
+        ),
+        op: "fcntl(F_SETLEASE)",
+        source,
+    })
+}
+
+/// Takes the lease of `file` again through `fd`, a descriptor just installed for it, so
+/// that a break names that descriptor (`si_fd`) and goes to the calling process; then
+/// gives the file its saved owner back, which taking a lease replaced. Returns false when
+/// that owner does not exist yet (see
+/// [`restore_owner_and_signal`](super::common::restore_owner_and_signal)).
+pub fn renew_lease(file: &proto::OpenFile, fd: BorrowedFd<'_>) -> Result<bool, FileError> {
+    if file.lease.is_none() {
+        return Ok(true);
+    }
+    take_lease(file, fd)?;
+    super::common::restore_owner_and_signal(fd, file)
 }
 
 /// The POSIX record locks shown on descriptor `fd` (described by `info`), each with the
@@ -171,6 +255,11 @@ pub fn describe_lock(lock: &proto::FileLock) -> String {
             lock.start + lock.len
         ),
     }
+}
+
+/// How a lease is named in messages: `read lease`, `write lease`.
+pub fn describe_lease(lease: &proto::FileLease) -> String {
+    format!("{} lease", if lease.write { "write" } else { "read" })
 }
 
 /// Who holds a lock that conflicts with `lock` on the file of `fd`, from `/proc/locks`:
@@ -277,5 +366,54 @@ mod tests {
         assert_eq!(l.dev, (0xfd, 0));
         assert!(LockLine::parse("1: -> POSIX  ADVISORY  WRITE 5 08:01:5678 0 EOF").is_none());
         assert!(LockLine::parse("garbage").is_none());
+    }
+
+    fn info_with(lock: &str) -> FdInfo {
+        FdInfo {
+            pos: 0,
+            flags: 0,
+            cloexec: false,
+            mnt_id: 0,
+            ino: None,
+            extra: vec![("lock".to_owned(), lock.to_owned())],
+        }
+    }
+
+    #[test]
+    fn leases() {
+        let active = info_with("1: LEASE  ACTIVE    READ  4242 fd:00:9 0 EOF");
+        assert_eq!(
+            open_file_lease(&active, 1, 7, 10).unwrap(),
+            Some(proto::FileLease { write: false })
+        );
+        // Not a lock of the open file's own list: flock and OFD locks leave it alone.
+        assert_eq!(open_file_locks(&active, 7, 10).unwrap(), vec![]);
+        let write = info_with("1: LEASE  ACTIVE    WRITE 4242 fd:00:9 0 EOF");
+        assert_eq!(
+            open_file_lease(&write, 1, 7, 10).unwrap(),
+            Some(proto::FileLease { write: true })
+        );
+        let breaking = info_with("1: LEASE  BREAKING  UNLCK 4242 fd:00:9 0 EOF");
+        let err = open_file_lease(&breaking, 1, 7, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("pid 7 fd 10: a file with a lease being broken"),
+            "{err}"
+        );
+        let err = open_file_lease(&active, 0, 7, 10).unwrap_err().to_string();
+        assert!(err.contains("lease whose name was removed"), "{err}");
+        let deleg = info_with("1: DELEG  ACTIVE    READ  4242 fd:00:9 0 EOF");
+        assert!(open_file_locks(&deleg, 7, 10).is_err());
+        assert_eq!(
+            open_file_lease(
+                &info_with("1: FLOCK  ADVISORY  WRITE 77 fd:00:9 0 EOF"),
+                1,
+                7,
+                10
+            )
+            .unwrap(),
+            None
+        );
     }
 }

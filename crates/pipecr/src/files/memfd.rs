@@ -1,6 +1,7 @@
 //! memfds (`memfd_create(2)`): anonymous memory files, whose bytes exist nowhere but in
-//! the kernel, so they always travel in the image (`files-data.img`), up to
-//! [`DumpOptions::max_inline_file`](super::kind::DumpOptions::max_inline_file).
+//! the kernel, so they always travel in the image, up to
+//! [`DumpOptions::max_inline_file`](super::kind::DumpOptions::max_inline_file) bytes of
+//! data (holes, found with `SEEK_DATA`/`SEEK_HOLE`, are neither counted nor stored).
 //!
 //! A memfd is a regular file on the kernel's internal tmpfs, shown in `/proc/PID/fd` as
 //! `/memfd:NAME (deleted)`; this kind must be asked before the regular-file kind, which
@@ -24,7 +25,7 @@ use pipecr_image::proto::{self, MemObjectKind, open_file};
 use rustix::fs::{FileType, MemfdFlags, OFlags, SealFlags};
 
 use super::common::{
-    DELETED, MEMFD_PREFIX as PREFIX, looks_like_memfd, open_flags, read_contents,
+    DELETED, MEMFD_PREFIX as PREFIX, check_data_limit, looks_like_memfd, open_flags, read_contents,
     set_position_and_flags,
 };
 use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
@@ -63,18 +64,8 @@ impl FileKind for MemfdKind {
             source: e.into(),
         })?;
         let size = file.stat.st_size as u64;
-        // Within the limit for contents kept in the image, whichever way they are kept.
-        if size > sink.options.max_inline_file {
-            return Err(FileError::TooLarge {
-                pid: file.pid,
-                fd: file.fd,
-                what: file.link.clone(),
-                size,
-                limit: sink.options.max_inline_file,
-            });
-        }
         // Its bytes are a memory object, saved once with the mappings of the same memfd
-        // (sparse, page by page), when the dump saves objects.
+        // (sparse: its data extents, page by page), when the dump saves objects.
         let reader = crate::sys::fd::reopen(file.file.as_fd(), OFlags::RDONLY).map_err(|e| {
             FileError::Dump {
                 pid: file.pid,
@@ -84,6 +75,8 @@ impl FileKind for MemfdKind {
                 source: e,
             }
         })?;
+        // Within the limit for data kept in the image, holes not counted.
+        check_data_limit(file, reader.as_fd(), sink.options.max_inline_file)?;
         let name = file.link.strip_suffix(DELETED).unwrap_or(&file.link);
         let object_id = sink
             .save_object(file.pid, &reader.into(), MemObjectKind::Memfd, name)?

@@ -127,6 +127,10 @@ pub fn dump_file(
     let kind =
         kind_of(file).inspect_err(|e| tracing::debug!(pid = file.pid, fd = file.fd, "{e}"))?;
     tracing::debug!(pid = file.pid, fd = file.fd, kind = kind.name(), id, link = %file.link, "saving open file");
+    // Locks and lease first: a refused one stops the dump before the kind reads anything
+    // (reading an unlinked file's bytes opens it again, which breaks a write lease).
+    let held = locks::open_file_locks(&file.info, file.pid, file.fd)?;
+    let lease = locks::open_file_lease(&file.info, file.stat.st_nlink, file.pid, file.fd)?;
     let kind = kind.dump(file, sink).inspect_err(|e| {
         tracing::debug!(
             pid = file.pid,
@@ -140,10 +144,11 @@ pub fn dump_file(
         id,
         flags: file.info.flags,
         pos: file.info.pos,
-        locks: locks::open_file_locks(&file.info, file.pid, file.fd)?,
+        locks: held,
         kind: Some(kind),
         owner,
         signal,
+        lease,
     })
 }
 
@@ -209,7 +214,7 @@ pub fn before_release(saved: &Saved<'_>) -> Result<(), FileError> {
 }
 
 /// Opens a saved open file again in the calling process with `kind`, then takes again
-/// the locks it held itself (flock, OFD: [`locks`]).
+/// the locks and the lease it held itself (flock, OFD, `F_SETLEASE`: [`locks`]).
 pub fn restore_with(
     kind: &dyn FileKind,
     file: &proto::OpenFile,
@@ -217,6 +222,7 @@ pub fn restore_with(
 ) -> Result<OwnedFd, FileError> {
     let fd = kind.restore(file, ctx)?;
     locks::take_open_file_locks(file, fd.as_fd())?;
+    locks::take_lease(file, fd.as_fd())?;
     Ok(fd)
 }
 

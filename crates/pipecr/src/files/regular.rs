@@ -15,7 +15,10 @@
 //! (`mem-objects.img`, saved once with any mapping of the same file; restore opens the
 //! object it created, found by the file's device and inode, so that the descriptor and
 //! the mappings are one file), or in `files-data.img` when the dump saves no objects, up to
-//! [`DumpOptions::max_inline_file`](super::kind::DumpOptions::max_inline_file). Restore creates
+//! [`DumpOptions::max_inline_file`](super::kind::DumpOptions::max_inline_file) bytes of
+//! data. The object is sparse: only the data extents (`SEEK_DATA`/`SEEK_HOLE`) are read
+//! and stored, so a 1 GiB file with a few pages written costs those pages, and the limit
+//! counts data, not holes. Restore creates
 //! an anonymous file (`O_TMPFILE`) in the old directory, or in `/tmp` if that is not
 //! possible, fills it, and opens it again through `/proc/self/fd` with the saved flags.
 
@@ -27,8 +30,8 @@ use pipecr_image::proto::{self, MemObjectKind, open_file};
 use rustix::fs::{FileType, Mode, OFlags};
 
 use super::common::{
-    DELETED, check_identity, identity, looks_like_memfd, open_flags, read_contents,
-    set_position_and_flags,
+    DELETED, check_data_limit, check_identity, identity, looks_like_memfd, open_flags,
+    read_contents, set_position_and_flags,
 };
 use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
 
@@ -81,18 +84,6 @@ impl FileKind for RegularKind {
         }
         let contents = if unlinked {
             let size = file.stat.st_size as u64;
-            // Within the limit for contents kept in the image, whichever way they are
-            // kept: as the memory object a mapping of the file may share (saved once,
-            // found again at restore by the file's identity), or inline.
-            if size > sink.options.max_inline_file {
-                return Err(FileError::TooLarge {
-                    pid: file.pid,
-                    fd: file.fd,
-                    what: file.link.clone(),
-                    size,
-                    limit: sink.options.max_inline_file,
-                });
-            }
             let reader =
                 crate::sys::fd::reopen(file.file.as_fd(), OFlags::RDONLY).map_err(|e| {
                     FileError::Dump {
@@ -103,6 +94,11 @@ impl FileKind for RegularKind {
                         source: e,
                     }
                 })?;
+            // Within the limit for data kept in the image (holes cost nothing: the memory
+            // object a mapping of the file may share stores its data extents only, and
+            // restore recreates the size with its holes). Inline contents, without
+            // objects, are dense: read_contents holds them to the limit by size.
+            check_data_limit(file, reader.as_fd(), sink.options.max_inline_file)?;
             match sink.save_object(file.pid, &reader.into(), MemObjectKind::DeletedFile, path)? {
                 Some(_) => None,
                 None => {

@@ -29,6 +29,13 @@
 //! created in each process that holds it: so far only a process's own `/proc/PID/...`
 //! files ([`crate::files::procfs`], at [`Stage::AfterProcess`]) are, and processes that
 //! shared one get one each.
+//!
+//! I/O signals (`O_ASYNC`, owner, signal) are set on the open files of step 2 after the
+//! kinds completed them, so that bytes put back into a queue then (a unix socket's) signal
+//! no one. A lease is taken when its open file is created and again through each
+//! descriptor installed for it ([`files::locks::renew_lease`]): the kernel names that
+//! descriptor in the break's `si_fd` and makes the caller the file's owner, so the saved
+//! owner is set back after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
@@ -151,6 +158,9 @@ pub struct ParkedFiles {
     /// Open files whose I/O signal owner did not exist yet when they were created (a
     /// process of the tree made later): set by [`LateFiles::install`].
     owners_due: BTreeMap<u64, proto::OpenFile>,
+    /// Open files that hold a lease, taken again through each descriptor installed for
+    /// them ([`files::locks::renew_lease`]).
+    leased: BTreeMap<u64, proto::OpenFile>,
 }
 
 impl std::fmt::Debug for ParkedFiles {
@@ -346,9 +356,6 @@ fn create_in(
             )
         })?;
         let parked = park(opened.as_fd(), at)?;
-        if !files::common::restore_owner_and_signal(parked.as_fd(), file)? {
-            owners_due.insert(file.id, file.clone());
-        }
         ctx.add_opened(file.id, parked);
         now.push((file, kind));
     }
@@ -363,9 +370,25 @@ fn create_in(
             lent.push(id);
         }
     }
-    for (file, kind) in now {
+    for (file, kind) in &now {
         kind.complete(file, &mut ctx)?;
     }
+    // I/O signals (O_ASYNC, its owner and signal) last, once every queue is filled
+    // (a unix socket's bytes are sent in `complete`): data put back is not news, and
+    // must not signal anyone.
+    for (file, _) in &now {
+        let Some(fd) = ctx.opened(file.id) else {
+            continue;
+        };
+        if !files::common::restore_owner_and_signal(fd, file)? {
+            owners_due.insert(file.id, (*file).clone());
+        }
+    }
+    let leased: BTreeMap<u64, proto::OpenFile> = now
+        .iter()
+        .filter(|(f, _)| f.lease.is_some())
+        .map(|(f, _)| (f.id, (*f).clone()))
+        .collect();
     let mut created = ctx.take_opened();
     for id in lent {
         created.remove(&id);
@@ -380,6 +403,7 @@ fn create_in(
         slots,
         top,
         owners_due,
+        leased,
     })
 }
 
@@ -445,7 +469,10 @@ pub fn install(table: &proto::FdTable, parked: &ParkedFiles) -> Result<Rebuilt, 
                     d.fd, d.file_id
                 ))
             })?;
-        install_one(d, file.as_fd())?;
+        // A lease is taken again through each descriptor of the open file created here
+        // (not one given for an external end, which is the caller's).
+        let leased = parked.leased.get(&d.file_id).filter(|_| slot.is_none());
+        install_one(d, file.as_fd(), leased)?;
         installed.insert(d.fd, d.file_id);
     }
     let due: BTreeMap<u64, &proto::OpenFile> = parked
@@ -645,15 +672,25 @@ impl Deferred<'_> {
             let Some(file) = ctx.opened(d.file_id) else {
                 continue;
             };
-            install_one(d, file)?;
+            let leased = self
+                .files
+                .get(&d.file_id)
+                .copied()
+                .filter(|f| f.lease.is_some());
+            install_one(d, file, leased)?;
             installed.insert(d.fd, d.file_id);
         }
         Ok(())
     }
 }
 
-/// Installs a copy of `file` at `d`'s number with `d`'s close-on-exec bit.
-fn install_one(d: &proto::Descriptor, file: BorrowedFd<'_>) -> Result<(), RebuildError> {
+/// Installs a copy of `file` at `d`'s number with `d`'s close-on-exec bit; with
+/// `leased`, the record of the open file, its lease is taken again through that number.
+fn install_one(
+    d: &proto::Descriptor,
+    file: BorrowedFd<'_>,
+    leased: Option<&proto::OpenFile>,
+) -> Result<(), RebuildError> {
     let install = |op, source| RebuildError::Install {
         fd: d.fd,
         op,
@@ -670,6 +707,12 @@ fn install_one(d: &proto::Descriptor, file: BorrowedFd<'_>) -> Result<(), Rebuil
         rustix::fs::fcntl_setfl(&installed, flags - rustix::fs::OFlags::ASYNC)
             .and_then(|()| rustix::fs::fcntl_setfl(&installed, flags))
             .map_err(|e| install("fcntl(F_SETFL, O_ASYNC)", e.into()))?;
+    }
+    // So does a lease (the `si_fd` of its break), and taking it makes the caller the
+    // file's owner: the saved owner is set again after it (or, when that owner does not
+    // exist yet, once every process does: it is among the owners due then).
+    if let Some(file) = leased {
+        files::locks::renew_lease(file, installed.as_fd())?;
     }
     // The number now belongs to the table being rebuilt, not to this function.
     let _ = installed.into_raw_fd();

@@ -89,3 +89,34 @@ pub fn set_file_signal(fd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `fcntl(fd, F_GETLEASE)`—The lease the open file of `fd` holds: `F_RDLCK`, `F_WRLCK`,
+/// or `F_UNLCK` for none (while a lease is being broken, the type it is broken to).
+///
+/// # References
+///  - [fcntl(2)](https://man7.org/linux/man-pages/man2/fcntl.2.html)
+#[doc(alias = "F_GETLEASE")]
+pub fn file_lease(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: F_GETLEASE takes no argument and touches no memory of ours.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETLEASE) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret)
+}
+
+/// `fcntl(fd, F_SETLEASE, lease)`—Takes (or changes, or with `F_UNLCK` drops) a lease on
+/// the open file of `fd`. The kernel then makes the calling process the owner of the
+/// file's signals (`F_SETOWN`) and sends lease breaks with `fd` as their `si_fd`.
+///
+/// # References
+///  - [fcntl(2)](https://man7.org/linux/man-pages/man2/fcntl.2.html)
+#[doc(alias = "F_SETLEASE")]
+pub fn set_file_lease(fd: BorrowedFd<'_>, lease: i32) -> io::Result<()> {
+    // SAFETY: F_SETLEASE takes an integer and touches no memory of ours.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, lease) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -102,6 +102,8 @@ impl FileKind for UnixSocketKind {
             ctx.state::<PendingPeers>().load(&files);
         }
         let fd = ctx.state::<PendingPeers>().take(file.id, sock)?;
+        // O_ASYNC is set by the orchestration once the queues are filled
+        // (`common::restore_owner_and_signal`): the bytes put back signal no one.
         let flags = rustix::fs::OFlags::from_bits_retain(file.flags)
             & (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::ASYNC);
         rustix::fs::fcntl_setfl(&fd, flags).map_err(|e| FileError::Restore {
