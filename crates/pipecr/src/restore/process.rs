@@ -230,6 +230,9 @@ pub fn restore_tree_timed(
         pid: 0,
         what: "tree.img holds no process".to_owned(),
     })?;
+    // What each kind of open file needs of the restorer (capabilities, interfaces),
+    // checked before anything is created.
+    crate::files::preflight(image)?;
     let mut inherited = super::external::resolve(image, options)?;
     // The memory objects, once each, before any process: held here until the tree is
     // released, handed to the root (which opens descriptors of memfds and deleted files
