@@ -10,7 +10,8 @@
 //! - A restore without CAP_NET_RAW (under `setpriv --bounding-set -net_raw`) is refused
 //!   before anything is created, naming the capability; a restore with it then works.
 //! - A packet socket with a ring, or with packets waiting, is refused at dump, naming
-//!   the process and descriptor, and the tree runs on.
+//!   the process and descriptor (the area, for a ring whose descriptor was closed), and
+//!   the tree runs on.
 
 mod common;
 
@@ -212,6 +213,20 @@ import select
 select.select([s], [], [])",
             "packet socket with packets waiting to be read (protocol 0x88b7",
         ),
+        // The ring mapped (mmap from libc: Python's mmap keeps a descriptor of its own),
+        // then its descriptor closed: only the mapping holds the socket.
+        (
+            "import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.setsockopt(263, 5, struct.pack('IIII', 4096, 4, 2048, 8))
+assert libc.mmap(None, 16384, 3, 1, s.fileno(), 0) not in (None, ctypes.c_void_p(-1).value)
+s.close()
+s = open('/dev/null')",
+            "a memory-mapped socket (a packet socket with a mapped ring",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -249,7 +264,10 @@ select.select([s], [], [])",
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{expr}: the dump was refused");
         assert!(
-            err.contains(&format!("pid {pid} fd 3: {words}")) && err.contains("not supported"),
+            err.contains(&format!("pid {pid}"))
+                && err.contains(words)
+                && (n == 2 || err.contains(&format!("pid {pid} fd 3: {words}")))
+                && err.contains("not supported"),
             "{expr}: {err}"
         );
         // The tree runs on: it reads its command and exits cleanly.
