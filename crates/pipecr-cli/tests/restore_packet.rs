@@ -9,6 +9,9 @@
 //!   them from inside and receives frames and echo requests sent after the restore.
 //! - A restore without CAP_NET_RAW (under `setpriv --bounding-set -net_raw`) is refused
 //!   before anything is created, naming the capability; a restore with it then works.
+//! - A packet socket bound to a veth interface comes back bound to the interface of
+//!   that name, under its new index; without one, the restore is refused before
+//!   anything is created.
 //! - A packet socket with a ring, or with packets waiting, is refused at dump, naming
 //!   the process and descriptor (the area, for a ring whose descriptor was closed), and
 //!   the tree runs on.
@@ -276,4 +279,112 @@ s = open('/dev/null')",
         let status = common::wait_child(&mut prog, "the program to finish");
         assert!(status.success(), "{expr}: {status:?}");
     }
+}
+
+/// Adds the veth pair pcr0-pcr1 (both up) to the test's network namespace; returns
+/// pcr0's index.
+fn add_veth() -> u32 {
+    for args in [
+        &[
+            "link", "add", "pcr0", "type", "veth", "peer", "name", "pcr1",
+        ][..],
+        &["link", "set", "pcr0", "up"],
+        &["link", "set", "pcr1", "up"],
+    ] {
+        let st = Command::new("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    }
+    // A socket of the test thread's network namespace asks for the index.
+    let probe = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )
+    .unwrap();
+    rustix::net::netdevice::name_to_index(&probe, "pcr0").expect("pcr0's index")
+}
+
+/// Sets up `exec(argv[2])`, writes "ready" into the FIFO argv[1], waits for a byte on
+/// the FIFO argv[3], then runs `exec(argv[4])` (its checks: an exception exits 1).
+const CHECKED_PY: &str = r#"
+import socket, struct, sys
+exec(sys.argv[2])
+with open(sys.argv[1], "w") as f:
+    f.write("ready\n")
+with open(sys.argv[3], "rb") as ctl:
+    ctl.read(1)
+exec(sys.argv[4])
+"#;
+
+#[test]
+fn the_interface_is_found_again_by_name_or_the_restore_refused() {
+    if !common::capable() {
+        return;
+    }
+    private_netns();
+    let first = add_veth();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ready = root.join("ready");
+    let ctl_path = root.join("ctl");
+    common::mkfifo(&ready);
+    common::mkfifo(&ctl_path);
+    let setup = "s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x88b8))
+s.bind(('pcr0', 0x88b8))
+s.setsockopt(263, 1, struct.pack('iHH8s', socket.if_nametoindex('pcr0'), 1, 0, b''))";
+    // After restore: still bound to pcr0 (whatever its index now), and a frame sent into
+    // pcr1 arrives through pcr0.
+    let check = "assert s.getsockname()[0] == 'pcr0', s.getsockname()
+t = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+t.sendto(b'\\xff' * 6 + bytes(6) + b'\\x88\\xb8' + b'through-pcr0', ('pcr1', 0))
+s.settimeout(10)
+data = s.recv(100)
+assert data == b'through-pcr0', data";
+    let mut cmd = Command::new(python());
+    cmd.arg("-c")
+        .arg(CHECKED_PY)
+        .arg(&ready)
+        .arg(setup)
+        .arg(&ctl_path)
+        .arg(check)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut prog = common::only_stdio(&mut cmd).spawn().unwrap();
+    let pid = prog.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    let mut line = String::new();
+    BufReader::new(File::open(&ready).unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    wait_gone(&[pid]);
+
+    // The interface is gone: refused before anything is created.
+    let st = Command::new("ip")
+        .args(["link", "del", "pcr0"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = common::restore_command(&img).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the restore was refused");
+    assert!(
+        err.contains("packet socket (datagram, protocol 0x88b8) on pcr0")
+            && err.contains("no interface named \"pcr0\" in this network namespace"),
+        "{err}"
+    );
+    assert!(common::state(pid).is_none(), "pid {pid} exists");
+
+    // Back under another index: the socket is bound to it by name.
+    let second = add_veth();
+    assert_ne!(first, second);
+    let restore = common::restore(&img, pid);
+    let mut ctl = common::open_ctl(&ctl_path);
+    ctl.write_all(b"x").unwrap();
+    common::finish_restore(restore, 0);
 }
