@@ -5,7 +5,7 @@
 //! - tests/progs/packets.c holds packet sockets bound to lo (one with options and
 //!   promiscuous/all-multicast memberships, one in a fanout group with a locked BPF
 //!   filter, one never bound), raw ICMP (bound and connected, ICMP filter), raw UDP
-//!   (IP_HDRINCL), raw ICMPv6 (ICMP6 filter) and ping sockets; after restore it checks
+//!   (IP_HDRINCL), raw ICMPv6 (bound, ICMP6 filter) and ping sockets (IPv4 and IPv6); after restore it checks
 //!   them from inside and receives frames and echo requests sent after the restore.
 //! - A restore without CAP_NET_RAW (under `setpriv --bounding-set -net_raw`) is refused
 //!   before anything is created, naming the capability; a restore with it then works.
@@ -109,8 +109,9 @@ fn packet_raw_and_ping_sockets_come_back_and_receive_on_loopback() {
         "packet socket (raw, protocol 0x0000) on every interface",
         "raw IP socket of protocol 1 on 127.0.0.1 connected to 127.0.0.1, ICMP filter",
         "raw IP socket of protocol 17 on -",
-        "raw IPv6 socket of protocol 58 on -, ICMP filter",
+        "raw IPv6 socket of protocol 58 on ::1, ICMP filter",
         "ping socket on 127.0.0.1:777",
+        "pingv6 socket on [::1]:778",
     ] {
         assert!(show.contains(words), "{words:?} in:\n{show}");
     }

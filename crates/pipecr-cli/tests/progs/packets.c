@@ -14,15 +14,17 @@
  *   - r: AF_INET SOCK_RAW IPPROTO_ICMP bound to and connected to 127.0.0.1, IP_TTL 33,
  *     ICMP_FILTER passing only echo requests;
  *   - h: AF_INET SOCK_RAW IPPROTO_UDP with IP_HDRINCL;
- *   - r6: AF_INET6 SOCK_RAW IPPROTO_ICMPV6, ICMP6_FILTER passing only echo requests;
- *   - p: a ping socket (SOCK_DGRAM IPPROTO_ICMP) bound to 127.0.0.1 with identifier 777.
+ *   - r6: AF_INET6 SOCK_RAW IPPROTO_ICMPV6 bound to ::1, ICMP6_FILTER passing only echo
+ *     requests;
+ *   - p: a ping socket (SOCK_DGRAM IPPROTO_ICMP) bound to 127.0.0.1 with identifier 777,
+ *     p6 one of IPPROTO_ICMPV6 bound to ::1 with identifier 778.
  * Then it drops CAP_NET_RAW (bounding, effective, permitted), as tcpdump gives up its
  * privileges once its sockets exist: its sockets work on without it.
  * Per byte read from CTL:
  *   'v'  check everything from inside: protocols, interfaces (getsockname), options
  *        (getsockopt), the fanout group and filter; then frames sent on lo now reach a
  *        and b (b's filter drops a short one), an echo request sent through r (connected)
- *        comes back to r, a ping through p is answered; a new packet socket is refused
+ *        comes back to r, pings through p and p6 are answered (r6 sees p6's request); a new packet socket is refused
  *        (CAP_NET_RAW is still gone); writes "ok" or what differs;
  *   'q'  exit 0.
  * Each command is followed by one ack byte. Errors exit with a status above 1.
@@ -316,6 +318,42 @@ static void check_ping(int p)
     }
 }
 
+static void check_ping6(int p6, int r6)
+{
+    struct sockaddr_in6 sa;
+    socklen_t l = sizeof sa;
+    if (getsockname(r6, (void *)&sa, &l) != 0)
+        die("getsockname(r6)");
+    if (!IN6_IS_ADDR_LOOPBACK(&sa.sin6_addr))
+        fail("r6: not bound to ::1");
+    l = sizeof sa;
+    if (getsockname(p6, (void *)&sa, &l) != 0)
+        die("getsockname(p6)");
+    if (ntohs(sa.sin6_port) != 778 || !IN6_IS_ADDR_LOOPBACK(&sa.sin6_addr))
+        fail("p6: bound to id %d", ntohs(sa.sin6_port));
+    unsigned char pkt[32] = {ICMP6_ECHO_REQUEST, 0};
+    memcpy(pkt + 8, "pong-six", 8);
+    struct sockaddr_in6 to = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    if (sendto(p6, pkt, 16, 0, (void *)&to, sizeof to) != 16)
+        fail("p6: sendto: %s", strerror(errno));
+    unsigned char buf[128];
+    if (!readable(p6))
+        fail("p6: no reply");
+    else {
+        ssize_t n = recv(p6, buf, sizeof buf, 0);
+        if (n != 16 || buf[0] != ICMP6_ECHO_REPLY || memcmp(buf + 8, "pong-six", 8) != 0)
+            fail("p6: reply of %zd bytes, type %d", n, buf[0]);
+    }
+    /* r6 passes echo requests only: p6's, not the reply. */
+    if (!readable(r6))
+        fail("r6: no echo request");
+    else {
+        ssize_t n = recv(r6, buf, sizeof buf, 0);
+        if (n != 16 || buf[0] != ICMP6_ECHO_REQUEST || memcmp(buf + 8, "pong-six", 8) != 0)
+            fail("r6: %zd bytes, type %d", n, buf[0]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4)
@@ -384,6 +422,9 @@ int main(int argc, char **argv)
     ICMP6_FILTER_SETPASS(ICMP6_ECHO_REQUEST, &f6);
     if (setsockopt(r6, IPPROTO_ICMPV6, ICMP6_FILTER, &f6, sizeof f6) != 0)
         die("ICMP6_FILTER");
+    struct sockaddr_in6 loop6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    if (bind(r6, (void *)&loop6, sizeof loop6) != 0)
+        die("bind(r6)");
 
     int p = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
     if (p < 0)
@@ -392,6 +433,13 @@ int main(int argc, char **argv)
     pa.sin_port = htons(777);
     if (bind(p, (void *)&pa, sizeof pa) != 0)
         die("bind(ping)");
+    int p6 = socket(AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6);
+    if (p6 < 0)
+        die("socket(ping6)");
+    struct sockaddr_in6 pa6 = loop6;
+    pa6.sin6_port = htons(778);
+    if (bind(p6, (void *)&pa6, sizeof pa6) != 0)
+        die("bind(ping6)");
 
     drop_net_raw();
     char one = '.';
@@ -406,6 +454,7 @@ int main(int argc, char **argv)
             check_packet(a, b, c);
             check_raw(r, h, r6);
             check_ping(p);
+            check_ping6(p6, r6);
             if (!bad)
                 fprintf(out, "ok\n");
             fflush(out);
