@@ -297,6 +297,10 @@ fn file(e: &FileError) -> Diagnosis {
                 .kind(what.as_str())
         }
         FileError::Restore { what, source, .. } => match source.kind() {
+            // A network interface a packet socket was bound to.
+            _ if source.raw_os_error() == Some(libc::ENODEV) => {
+                Diagnosis::new(ErrorClass::Conflict, "missing_interface")
+            }
             io::ErrorKind::NotFound => Diagnosis::new(ErrorClass::Conflict, "missing_file"),
             _ => os("file_restore_failed", source),
         }
@@ -437,6 +441,7 @@ fn restore(e: &ProcessRestoreError) -> Diagnosis {
     match e {
         ProcessRestoreError::Image(e) => image(e),
         ProcessRestoreError::External(e) => external(e),
+        ProcessRestoreError::OpenFile(e) => file(e),
         ProcessRestoreError::Invalid { pid, .. } => {
             Diagnosis::new(ErrorClass::DamagedImage, "invalid_record").pid(*pid)
         }

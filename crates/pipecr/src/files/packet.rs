@@ -266,26 +266,33 @@ impl FileKind for PacketSocketKind {
             let Some(open_file::Kind::PacketSocket(s)) = &file.kind else {
                 continue;
             };
-            let refuse = |op: &'static str, why: String| FileError::Restore {
+            let fail = |op: &'static str, source: io::Error| FileError::Restore {
                 id: file.id,
                 what: describe_socket(s),
                 op,
-                source: io::Error::other(why),
+                source,
+            };
+            // The reason in words, the error the kernel would give as the source.
+            let refuse = |op: &'static str, errno: i32, why: String| FileError::Restore {
+                id: file.id,
+                what: format!("{}: {why}; nothing was created", describe_socket(s)),
+                op,
+                source: io::Error::from_raw_os_error(errno),
             };
             let mut wanted = vec![("CAP_NET_RAW", CapabilitySet::NET_RAW)];
             let opts = s.options.unwrap_or_default();
             if sockopts::needs_net_admin(&opts)
-                .map_err(|e| refuse("read net.core", e.to_string()))?
+                .map_err(|e| fail("read net.core.rmem_default", e))?
             {
                 wanted.push(("CAP_NET_ADMIN", CapabilitySet::NET_ADMIN));
             }
-            let missing = sockopts::missing_capabilities(&wanted)
-                .map_err(|e| refuse("capget", e.to_string()))?;
+            let missing = sockopts::missing_capabilities(&wanted).map_err(|e| fail("capget", e))?;
             if !missing.is_empty() {
                 return Err(refuse(
                     "socket(AF_PACKET)",
+                    libc::EPERM,
                     format!(
-                        "a packet socket needs {}, which the restorer lacks; nothing was created",
+                        "a packet socket needs {}, which the restorer lacks",
                         missing.join(" and ")
                     ),
                 ));
@@ -297,10 +304,8 @@ impl FileKind for PacketSocketKind {
                 if let Err(e) = ifindex_here(name) {
                     return Err(refuse(
                         "find the interface",
-                        format!(
-                            "no interface named {name:?} in this network namespace ({e}); \
-                             nothing was created"
-                        ),
+                        e.raw_os_error().unwrap_or(libc::ENODEV),
+                        format!("no interface named {name:?} in this network namespace"),
                     ));
                 }
             }

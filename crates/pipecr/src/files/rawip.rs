@@ -227,11 +227,18 @@ impl FileKind for RawIpSocketKind {
             let Some(open_file::Kind::RawIpSocket(s)) = &file.kind else {
                 continue;
             };
-            let refuse = |op: &'static str, why: String| FileError::Restore {
+            let fail = |op: &'static str, source: io::Error| FileError::Restore {
                 id: file.id,
                 what: describe_socket(s),
                 op,
-                source: io::Error::other(why),
+                source,
+            };
+            // The reason in words, the error the kernel would give as the source.
+            let refuse = |op: &'static str, errno: i32, why: String| FileError::Restore {
+                id: file.id,
+                what: format!("{}: {why}; nothing was created", describe_socket(s)),
+                op,
+                source: io::Error::from_raw_os_error(errno),
             };
             let mut wanted = Vec::new();
             if s.r#type == SocketType::RAW.as_raw() {
@@ -245,17 +252,17 @@ impl FileKind for RawIpSocketKind {
                 ..Default::default()
             };
             if sockopts::needs_net_admin(&opts)
-                .map_err(|e| refuse("read net.core", e.to_string()))?
+                .map_err(|e| fail("read net.core.rmem_default", e))?
             {
                 wanted.push(("CAP_NET_ADMIN", CapabilitySet::NET_ADMIN));
             }
-            let missing = sockopts::missing_capabilities(&wanted)
-                .map_err(|e| refuse("capget", e.to_string()))?;
+            let missing = sockopts::missing_capabilities(&wanted).map_err(|e| fail("capget", e))?;
             if !missing.is_empty() {
                 return Err(refuse(
                     "socket(SOCK_RAW)",
+                    libc::EPERM,
                     format!(
-                        "a raw IP socket needs {}, which the restorer lacks; nothing was created",
+                        "a raw IP socket needs {}, which the restorer lacks",
                         missing.join(" and ")
                     ),
                 ));
