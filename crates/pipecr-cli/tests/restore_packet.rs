@@ -12,9 +12,9 @@
 //! - A packet socket bound to a veth interface comes back bound to the interface of
 //!   that name, under its new index; without one, the restore is refused before
 //!   anything is created.
-//! - A packet socket with a ring, or with packets waiting, is refused at dump, naming
-//!   the process and descriptor (the area, for a ring whose descriptor was closed), and
-//!   the tree runs on.
+//! - A packet socket with a ring, with packets waiting, or of the obsolete type
+//!   SOCK_PACKET is refused at dump, naming the process and descriptor (the area, for a
+//!   ring whose descriptor was closed), and the tree runs on.
 
 mod common;
 
@@ -197,7 +197,7 @@ fn python() -> String {
 }
 
 #[test]
-fn rings_and_queued_packets_are_refused_naming_them() {
+fn rings_queued_packets_and_sock_packet_are_refused_naming_them() {
     if !common::capable() {
         return;
     }
@@ -231,6 +231,10 @@ assert libc.mmap(None, 16384, 3, 1, s.fileno(), 0) not in (None, ctypes.c_void_p
 s.close()
 s = open('/dev/null')",
             "a memory-mapped socket (a packet socket with a mapped ring",
+        ),
+        (
+            "s = socket.socket(socket.AF_PACKET, 10, socket.htons(3))",
+            "packet socket of type 10 (SOCK_PACKET, obsolete",
         ),
     ]
     .into_iter()

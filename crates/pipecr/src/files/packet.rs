@@ -153,6 +153,12 @@ impl FileKind for PacketSocketKind {
         let ty = sockopt::socket_type(fd)
             .map_err(|e| fail("SO_TYPE", e.into()))?
             .as_raw();
+        if ty != SocketType::RAW.as_raw() && ty != SocketType::DGRAM.as_raw() {
+            return Err(unsupported(format!(
+                "packet socket of type {ty} (SOCK_PACKET, obsolete: only SOCK_RAW and \
+                 SOCK_DGRAM packet sockets are saved)"
+            )));
+        }
         let (protocol, ifindex) =
             parse_ll(&raw::raw_name(fd, false).map_err(|e| fail("getsockname", e))?);
         let diag = pk::packet_diag(file.stat.st_ino)
@@ -247,6 +253,8 @@ impl FileKind for PacketSocketKind {
             qdisc_bypass: flag(pk::PACKET_QDISC_BYPASS, "PACKET_QDISC_BYPASS")?,
             ignore_outgoing: flag(pk::PACKET_IGNORE_OUTGOING, "PACKET_IGNORE_OUTGOING")?,
             tx_has_off: flag(pk::PACKET_TX_HAS_OFF, "PACKET_TX_HAS_OFF")?,
+            // Older kernels know no such option: 0.
+            vnet_hdr_sz: int(fd, pk::PACKET_VNET_HDR_SZ).map_or(0, |v| v as u32),
             fanout,
             memberships,
             options: Some(sockopts::read_options(fd).map_err(|e| fail("getsockopt", e))?),
@@ -389,6 +397,10 @@ impl FileKind for PacketSocketKind {
             if on {
                 set(name, 1, op)?;
             }
+        }
+        // With vnet_hdr the kernel starts at the plain header's 10 bytes.
+        if s.vnet_hdr && s.vnet_hdr_sz != 0 && s.vnet_hdr_sz != 10 {
+            set(pk::PACKET_VNET_HDR_SZ, s.vnet_hdr_sz, "PACKET_VNET_HDR_SZ")?;
         }
         if let Some(o) = &s.options {
             sockopts::apply_options(fd, o).map_err(|(op, e)| fail(op, e))?;
