@@ -290,7 +290,7 @@ impl FileKind for PacketSocketKind {
             let mut wanted = vec![("CAP_NET_RAW", CapabilitySet::NET_RAW)];
             let opts = s.options.unwrap_or_default();
             if sockopts::needs_net_admin(&opts)
-                .map_err(|e| fail("read net.core.rmem_default", e))?
+                .map_err(|e| fail("socket (default buffer sizes)", e))?
             {
                 wanted.push(("CAP_NET_ADMIN", CapabilitySet::NET_ADMIN));
             }

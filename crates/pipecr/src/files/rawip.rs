@@ -252,7 +252,7 @@ impl FileKind for RawIpSocketKind {
                 ..Default::default()
             };
             if sockopts::needs_net_admin(&opts)
-                .map_err(|e| fail("read net.core.rmem_default", e))?
+                .map_err(|e| fail("socket (default buffer sizes)", e))?
             {
                 wanted.push(("CAP_NET_ADMIN", CapabilitySet::NET_ADMIN));
             }

@@ -32,15 +32,19 @@ pub fn read_options(fd: BorrowedFd<'_>) -> io::Result<proto::SocketOptions> {
 }
 
 /// The buffer sizes a new socket gets (`net.core.rmem_default`, `wmem_default`, as
-/// getsockopt reports them): a saved size that differs is set again.
+/// getsockopt reports them), read from a new UDP socket (which keeps them, and needs no
+/// privilege): a saved size that differs is set again.
 pub fn default_buffers() -> io::Result<(u32, u32)> {
-    let read = |name: &str| -> io::Result<u32> {
-        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))?
-            .trim()
-            .parse()
-            .map_err(|_| io::Error::other(format!("/proc/sys/net/core/{name}: not a number")))
-    };
-    Ok((read("rmem_default")?, read("wmem_default")?))
+    let probe = rustix::net::socket_with(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok((
+        sockopt::socket_recv_buffer_size(&probe)? as u32,
+        sockopt::socket_send_buffer_size(&probe)? as u32,
+    ))
 }
 
 /// Whether setting `o` again needs `CAP_NET_ADMIN`: buffer sizes other than a new
