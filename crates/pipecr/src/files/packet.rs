@@ -16,9 +16,11 @@
 //! - a fanout group whose mode runs a BPF program (`PACKET_FANOUT_CBPF`, `_EBPF`), and
 //!   an eBPF socket filter: neither can be read back.
 //!
-//! **Restore** creates the socket with protocol 0 (it receives nothing yet), sets its
-//! options and filter, binds it to its protocol and interface (so it never sees packets
-//! of another interface), then joins its fanout group and adds its memberships. The
+//! **Restore** creates the socket with protocol 0 (it receives nothing yet) under a
+//! filter that drops everything, sets its options, binds it to its protocol and
+//! interface, joins its fanout group and adds its memberships, and only then, emptied,
+//! gets its own filter (or none): it never holds a packet of another interface or more
+//! than its share of its fanout group. The
 //! preflight ([`FileKind::prepare`]) refuses, before anything is created, a restorer
 //! without `CAP_NET_RAW` (and `CAP_NET_ADMIN` when buffer sizes or a mark must be
 //! forced) and an interface name missing from the network namespace.
@@ -362,6 +364,8 @@ impl FileKind for PacketSocketKind {
         )
         .map_err(|e| fail("socket(AF_PACKET)", e.into()))?;
         let fd = sock.as_fd();
+        // Nothing may be queued before the socket is as it was.
+        sockopts::hold_packets(fd).map_err(|(op, e)| fail(op, e))?;
         let set = |name: i32, value: u32, op: &'static str| {
             raw::set_int(fd, pk::SOL_PACKET, name, value as i32).map_err(|e| fail(op, e))
         };
@@ -405,9 +409,6 @@ impl FileKind for PacketSocketKind {
         if let Some(o) = &s.options {
             sockopts::apply_options(fd, o).map_err(|(op, e)| fail(op, e))?;
         }
-        if let Some(f) = &s.filter {
-            sockopts::apply_filter(fd, f).map_err(|(op, e)| fail(op, e))?;
-        }
         let ifindex = index_of(&s.ifname)?;
         if protocol != 0 || ifindex != 0 {
             raw::raw_bind_or_connect(fd, &sockaddr_ll(protocol, ifindex), false)
@@ -429,6 +430,7 @@ impl FileKind for PacketSocketKind {
                     .map_err(|e| fail("PACKET_ADD_MEMBERSHIP", e))?;
             }
         }
+        sockopts::release_packets(fd, s.filter.as_ref()).map_err(|(op, e)| fail(op, e))?;
         let flags = rustix::fs::OFlags::from_bits_retain(file.flags) & rustix::fs::OFlags::NONBLOCK;
         rustix::fs::fcntl_setfl(&sock, flags).map_err(|e| fail("fcntl(F_SETFL)", e.into()))?;
         Ok(sock)

@@ -29,7 +29,6 @@ use super::inet::{self, AF_INET, AF_INET6};
 use super::kind::{Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved};
 use super::sockopts;
 use crate::sys::inet as raw;
-use crate::sys::packet as pk;
 
 /// Raw IP and ping sockets.
 pub struct RawIpSocketKind;
@@ -39,8 +38,6 @@ const SOL_RAW: i32 = 255;
 const ICMP_FILTER: i32 = 1;
 const ICMP6_FILTER: i32 = 1;
 const IPV6_CHECKSUM: i32 = 7;
-/// `SO_DETACH_FILTER`.
-const SO_DETACH_FILTER: i32 = 27;
 /// `TCP_ESTABLISHED`: the state of a connected raw socket in /proc/net/raw.
 const ESTABLISHED: u8 = 1;
 
@@ -330,11 +327,8 @@ impl FileKind for RawIpSocketKind {
         let sock = rustix::net::socket_with(af, ty, SocketFlags::CLOEXEC, protocol)
             .map_err(|e| fail("socket", e.into()))?;
         let fd = sock.as_fd();
-        // Nothing may be queued before the socket is as it was: drop every packet until
-        // its own filter goes on, and what came before this filter did.
-        pk::attach_filter(fd, &[(0x06, 0, 0, 0)]).map_err(|e| fail("SO_ATTACH_FILTER", e))?;
-        let mut scratch = vec![0u8; 65536];
-        while rustix::net::recv(fd, &mut scratch[..], RecvFlags::DONTWAIT).is_ok() {}
+        // Nothing may be queued before the socket is as it was.
+        sockopts::hold_packets(fd).map_err(|(op, e)| fail(op, e))?;
         let defaults = (
             sockopt::socket_recv_buffer_size(fd).map_err(|e| fail("SO_RCVBUF", e.into()))?,
             sockopt::socket_send_buffer_size(fd).map_err(|e| fail("SO_SNDBUF", e.into()))?,
@@ -370,11 +364,7 @@ impl FileKind for RawIpSocketKind {
         if let Some(p) = peer {
             rustix::net::connect(fd, &p).map_err(|e| fail("connect", e.into()))?;
         }
-        match &s.filter {
-            Some(f) => sockopts::apply_filter(fd, f).map_err(|(op, e)| fail(op, e))?,
-            None => raw::set_int(fd, libc::SOL_SOCKET, SO_DETACH_FILTER, 0)
-                .map_err(|e| fail("SO_DETACH_FILTER", e))?,
-        }
+        sockopts::release_packets(fd, s.filter.as_ref()).map_err(|(op, e)| fail(op, e))?;
         let flags = rustix::fs::OFlags::from_bits_retain(file.flags) & rustix::fs::OFlags::NONBLOCK;
         rustix::fs::fcntl_setfl(&sock, flags).map_err(|e| fail("fcntl(F_SETFL)", e.into()))?;
         Ok(sock)

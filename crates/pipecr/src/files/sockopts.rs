@@ -1,7 +1,8 @@
 //! What the packet and raw IP socket kinds share ([`super::packet`], [`super::rawip`]):
 //! not a kind itself. The options at the `SOL_SOCKET` level of a socket that has no
 //! options message of its own ([`proto::SocketOptions`]), the classic BPF filter a
-//! socket may carry ([`proto::SocketFilter`]), and whether the restorer holds the
+//! socket may carry ([`proto::SocketFilter`]), keeping a socket empty while it is being
+//! set up ([`hold_packets`], [`release_packets`]), and whether the restorer holds the
 //! capabilities such sockets need.
 
 use std::io;
@@ -164,4 +165,31 @@ pub fn missing_capabilities(
         .filter(|(_, set)| !caps.effective.contains(*set))
         .map(|(name, _)| *name)
         .collect())
+}
+
+/// `SO_DETACH_FILTER`.
+const SO_DETACH_FILTER: i32 = 27;
+
+/// Attaches a filter that drops every packet: a raw or packet socket being set up takes
+/// no packet it would not have taken once set up (all of them for a raw socket of its
+/// protocol, those of every interface before it is bound, more than its share before it
+/// joins a fanout group). [`release_packets`] ends it.
+pub fn hold_packets(fd: BorrowedFd<'_>) -> Result<(), (&'static str, io::Error)> {
+    // BPF_RET | BPF_K, 0: keep no byte of any packet.
+    pk::attach_filter(fd, &[(0x06, 0, 0, 0)]).map_err(|e| ("SO_ATTACH_FILTER (drop all)", e))
+}
+
+/// Empties the socket of what came before [`hold_packets`] took effect, then puts its
+/// saved filter in place (or none): from here on it takes packets as it did.
+pub fn release_packets(
+    fd: BorrowedFd<'_>,
+    filter: Option<&proto::SocketFilter>,
+) -> Result<(), (&'static str, io::Error)> {
+    let mut scratch = vec![0u8; 65536];
+    while rustix::net::recv(fd, &mut scratch[..], rustix::net::RecvFlags::DONTWAIT).is_ok() {}
+    match filter {
+        Some(f) => apply_filter(fd, f),
+        None => raw::set_int(fd, libc::SOL_SOCKET, SO_DETACH_FILTER, 0)
+            .map_err(|e| ("SO_DETACH_FILTER", e)),
+    }
 }
