@@ -174,6 +174,12 @@ impl FileKind for PacketSocketKind {
                     ),
                 )
             })?;
+        // The kernel marks a socket whose interface was removed with index -1.
+        if ifindex as i32 == -1 {
+            return Err(unsupported(format!(
+                "packet socket (protocol {protocol:#06x}) bound to an interface that was removed"
+            )));
+        }
         let words = |r: &pk::PacketRing| format!("{} blocks of {} bytes", r.block_nr, r.block_size);
         if let Some(ring) = diag.rx_ring.as_ref().or(diag.tx_ring.as_ref()) {
             return Err(unsupported(format!(
