@@ -12,8 +12,8 @@
 //! - A packet socket bound to a veth interface comes back bound to the interface of
 //!   that name, under its new index; without one, the restore is refused before
 //!   anything is created.
-//! - A packet socket with a ring, with packets waiting, or of the obsolete type
-//!   SOCK_PACKET is refused at dump, naming the process and descriptor (the area, for a
+//! - A packet socket with a ring, with packets waiting, of the obsolete type
+//!   SOCK_PACKET, or bound to an interface since removed is refused at dump, naming the process and descriptor (the area, for a
 //!   ring whose descriptor was closed), and the tree runs on.
 
 mod common;
@@ -202,6 +202,7 @@ fn rings_queued_packets_and_sock_packet_are_refused_naming_them() {
         return;
     }
     private_netns();
+    add_veth();
     for (n, (expr, words)) in [
         (
             "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
@@ -235,6 +236,13 @@ s = open('/dev/null')",
         (
             "s = socket.socket(socket.AF_PACKET, 10, socket.htons(3))",
             "packet socket of type 10 (SOCK_PACKET, obsolete",
+        ),
+        (
+            "import subprocess
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind(('pcr0', 3))
+subprocess.run(['ip', 'link', 'del', 'pcr0'], check=True)",
+            "packet socket (protocol 0x0003) bound to an interface that was removed",
         ),
     ]
     .into_iter()
