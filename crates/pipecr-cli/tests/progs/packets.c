@@ -12,11 +12,13 @@
  *     10 bytes, locked (SO_LOCK_FILTER); O_NONBLOCK;
  *   - c: AF_PACKET SOCK_RAW with protocol 0, never bound (receives nothing);
  *   - r: AF_INET SOCK_RAW IPPROTO_ICMP bound to and connected to 127.0.0.1, IP_TTL 33,
- *     ICMP_FILTER passing only echo requests;
+ *     ICMP_FILTER passing only echo requests, IP_RECVTTL, SO_TIMESTAMPNS, no
+ *     IP_MULTICAST_LOOP;
  *   - h: AF_INET SOCK_RAW IPPROTO_UDP with IP_HDRINCL;
  *   - r6: AF_INET6 SOCK_RAW IPPROTO_ICMPV6 bound to ::1, ICMP6_FILTER passing only echo
- *     requests;
- *   - p: a ping socket (SOCK_DGRAM IPPROTO_ICMP) bound to 127.0.0.1 with identifier 777,
+ *     requests, IPV6_RECVPKTINFO;
+ *   - p: a ping socket (SOCK_DGRAM IPPROTO_ICMP) bound to 127.0.0.1 with identifier 777
+ *     and IP_RECVERR,
  *     p6 one of IPPROTO_ICMPV6 bound to ::1 with identifier 778.
  * Then it drops CAP_NET_RAW (bounding, effective, permitted), as tcpdump gives up its
  * privileges once its sockets exist: its sockets work on without it.
@@ -258,6 +260,9 @@ static void check_raw(int r, int h, int r6)
         fail("r: bound to %s", inet_ntoa(sa.sin_addr));
     expect_int("r SO_PROTOCOL", r, SOL_SOCKET, SO_PROTOCOL, IPPROTO_ICMP);
     expect_int("r IP_TTL", r, IPPROTO_IP, IP_TTL, 33);
+    expect_int("r IP_RECVTTL", r, IPPROTO_IP, IP_RECVTTL, 1);
+    expect_int("r SO_TIMESTAMPNS", r, SOL_SOCKET, SO_TIMESTAMPNS, 1);
+    expect_int("r IP_MULTICAST_LOOP", r, IPPROTO_IP, IP_MULTICAST_LOOP, 0);
     uint32_t filt = 0;
     l = sizeof filt;
     if (getsockopt(r, SOL_RAW, ICMP_FILTER, &filt, &l) != 0 || filt != ~(1u << ICMP_ECHO))
@@ -303,6 +308,7 @@ static void check_ping(int p)
         die("getsockname(p)");
     if (ntohs(sa.sin_port) != 777 || sa.sin_addr.s_addr != htonl(INADDR_LOOPBACK))
         fail("p: bound to %s id %d", inet_ntoa(sa.sin_addr), ntohs(sa.sin_port));
+    expect_int("p IP_RECVERR", p, IPPROTO_IP, IP_RECVERR, 1);
     unsigned char pkt[32] = {ICMP_ECHO, 0};
     memcpy(pkt + 8, "pong-me", 7);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -326,6 +332,7 @@ static void check_ping6(int p6, int r6)
         die("getsockname(r6)");
     if (!IN6_IS_ADDR_LOOPBACK(&sa.sin6_addr))
         fail("r6: not bound to ::1");
+    expect_int("r6 IPV6_RECVPKTINFO", r6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
     l = sizeof sa;
     if (getsockname(p6, (void *)&sa, &l) != 0)
         die("getsockname(p6)");
@@ -408,6 +415,9 @@ int main(int argc, char **argv)
     uint32_t filt = ~(1u << ICMP_ECHO);
     if (setsockopt(r, SOL_RAW, ICMP_FILTER, &filt, sizeof filt) != 0)
         die("ICMP_FILTER");
+    set_int(r, IPPROTO_IP, IP_RECVTTL, 1);
+    set_int(r, SOL_SOCKET, SO_TIMESTAMPNS, 1);
+    set_int(r, IPPROTO_IP, IP_MULTICAST_LOOP, 0);
 
     int h = socket(AF_INET, SOCK_RAW, IPPROTO_UDP);
     if (h < 0)
@@ -425,6 +435,7 @@ int main(int argc, char **argv)
     struct sockaddr_in6 loop6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
     if (bind(r6, (void *)&loop6, sizeof loop6) != 0)
         die("bind(r6)");
+    set_int(r6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
 
     int p = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
     if (p < 0)
@@ -433,6 +444,7 @@ int main(int argc, char **argv)
     pa.sin_port = htons(777);
     if (bind(p, (void *)&pa, sizeof pa) != 0)
         die("bind(ping)");
+    set_int(p, IPPROTO_IP, IP_RECVERR, 1);
     int p6 = socket(AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6);
     if (p6 < 0)
         die("socket(ping6)");

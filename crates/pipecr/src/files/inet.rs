@@ -141,6 +141,80 @@ pub fn read_options(fd: BorrowedFd<'_>, family: u32, tcp: bool) -> io::Result<pr
     Ok(o)
 }
 
+/// The integer options of [`proto::InetOptions::int_options`], by level: `SOL_SOCKET`,
+/// then the IP level of the socket's family (IPv4, IPv6).
+const INT_OPTIONS_SOCKET: [i32; 5] = [
+    libc::SO_TIMESTAMP,
+    libc::SO_TIMESTAMPNS,
+    libc::SO_RXQ_OVFL,
+    libc::SO_DONTROUTE,
+    libc::SO_SELECT_ERR_QUEUE,
+];
+/// See [`INT_OPTIONS_SOCKET`].
+const INT_OPTIONS_IPV4: [i32; 10] = [
+    libc::IP_PKTINFO,
+    libc::IP_RECVTTL,
+    libc::IP_RECVTOS,
+    libc::IP_RECVERR,
+    libc::IP_RECVOPTS,
+    libc::IP_RETOPTS,
+    libc::IP_RECVORIGDSTADDR,
+    libc::IP_MULTICAST_TTL,
+    libc::IP_MULTICAST_LOOP,
+    libc::IP_MTU_DISCOVER,
+];
+/// See [`INT_OPTIONS_SOCKET`].
+const INT_OPTIONS_IPV6: [i32; 8] = [
+    libc::IPV6_RECVPKTINFO,
+    libc::IPV6_RECVHOPLIMIT,
+    libc::IPV6_RECVTCLASS,
+    libc::IPV6_RECVERR,
+    libc::IPV6_MULTICAST_HOPS,
+    libc::IPV6_MULTICAST_LOOP,
+    libc::IPV6_MTU_DISCOVER,
+    libc::IPV6_RECVORIGDSTADDR,
+];
+
+/// Reads the options of [`proto::InetOptions::int_options`] (those the kernel answers).
+fn read_int_options(fd: BorrowedFd<'_>, v6: bool) -> Vec<proto::IntOption> {
+    let (ip_level, ip_names): (i32, &[i32]) = if v6 {
+        (libc::IPPROTO_IPV6, &INT_OPTIONS_IPV6)
+    } else {
+        (libc::IPPROTO_IP, &INT_OPTIONS_IPV4)
+    };
+    INT_OPTIONS_SOCKET
+        .iter()
+        .map(|&n| (libc::SOL_SOCKET, n))
+        .chain(ip_names.iter().map(|&n| (ip_level, n)))
+        .filter_map(|(level, name)| {
+            let value = raw::get_int(fd, level, name).ok()?;
+            Some(proto::IntOption { level, name, value })
+        })
+        .collect()
+}
+
+/// Sets each of `options` whose value differs from what `fd` has now.
+fn apply_int_options(
+    fd: BorrowedFd<'_>,
+    options: &[proto::IntOption],
+) -> Result<(), (&'static str, io::Error)> {
+    for o in options {
+        let now = raw::get_int(fd, o.level, o.name).ok();
+        if now != Some(o.value) {
+            raw::set_int(fd, o.level, o.name, o.value).map_err(|e| {
+                (
+                    "setsockopt (an integer option of InetOptions.int_options)",
+                    io::Error::new(
+                        e.kind(),
+                        format!("level {} option {} = {}: {e}", o.level, o.name, o.value),
+                    ),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads the options of [`proto::InetOptions`] at the socket and IP levels (none of the
 /// TCP or UDP ones): what every inet socket has, a raw one too.
 pub fn read_ip_options(fd: BorrowedFd<'_>, family: u32) -> io::Result<proto::InetOptions> {
@@ -188,6 +262,10 @@ pub fn read_ip_options(fd: BorrowedFd<'_>, family: u32) -> io::Result<proto::Ine
         o.tos = raw::get_int(fd, libc::IPPROTO_IP, libc::IP_TOS)?;
         o.ttl = raw::get_int(fd, libc::IPPROTO_IP, libc::IP_TTL)?;
         o.freebind = bool_opt(fd, libc::IPPROTO_IP, libc::IP_FREEBIND)?;
+    }
+    // Not for TCP: the kernel refuses several of them on stream sockets (multicast).
+    if sockopt::socket_type(fd)? != SocketType::STREAM {
+        o.int_options = read_int_options(fd, v6);
     }
     Ok(o)
 }
@@ -328,7 +406,7 @@ pub fn apply_ip_options(
             raw::set_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1).map_err(r("IP_FREEBIND"))?;
         }
     }
-    Ok(())
+    apply_int_options(fd, &o.int_options)
 }
 
 /// The TCP-level part of [`apply_options`] (also what a restored connection sets once
