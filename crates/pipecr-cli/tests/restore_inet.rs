@@ -14,9 +14,9 @@
 //! - `python3 -m http.server` (HTTP/1.1, keep-alive) answers the next request on the
 //!   same connection after restore.
 //! - Half-closed connections (CLOSE_WAIT and FIN_WAIT2 ends) come back in their states.
-//! - A connection in SYN_SENT is refused, naming it, and the tree runs on; generic
-//!   netlink sockets and a reset TCP socket are refused too (packet and raw IP sockets:
-//!   tests/restore_packet.rs).
+//! - A connection in SYN_SENT is refused, naming it, and the tree runs on;
+//!   proc-connector netlink sockets and a reset TCP socket are refused too (packet and
+//!   raw IP sockets: tests/restore_packet.rs).
 //! - A restore that fails leaves no socket behind, and a second restore takes the
 //!   connection over.
 
@@ -495,8 +495,8 @@ fn generic_netlink_and_ended_tcp_sockets_are_refused_naming_them() {
     private_netns();
     for (n, (expr, words)) in [
         (
-            "s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)",
-            "netlink socket of protocol 16 (generic",
+            "s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 11); s.bind((0, 1))",
+            "connector netlink socket in the process-events group",
         ),
         // A connection reset by its peer: CLOSE, with ECONNRESET pending.
         (

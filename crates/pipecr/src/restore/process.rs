@@ -243,8 +243,10 @@ pub fn restore_tree_timed(
         pid: 0,
         what: "tree.img holds no process".to_owned(),
     })?;
-    // What each kind of open file needs of the restorer (capabilities, interfaces),
-    // checked before anything is created.
+    // Each kind checks its records, and what it needs of the restorer to create them
+    // (capabilities: CAP_NET_RAW for packet and raw sockets, CAP_SYS_ADMIN for a
+    // fanotify group; network interfaces), before anything is created; the root asks
+    // again as it creates the open files.
     crate::files::preflight(image)?;
     let mut inherited = super::external::resolve(image, options)?;
     // The memory objects, once each, before any process: held here until the tree is
