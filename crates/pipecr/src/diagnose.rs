@@ -441,7 +441,6 @@ fn restore(e: &ProcessRestoreError) -> Diagnosis {
     match e {
         ProcessRestoreError::Image(e) => image(e),
         ProcessRestoreError::External(e) => external(e),
-        ProcessRestoreError::OpenFile(e) => file(e),
         ProcessRestoreError::Invalid { pid, .. } => {
             Diagnosis::new(ErrorClass::DamagedImage, "invalid_record").pid(*pid)
         }
