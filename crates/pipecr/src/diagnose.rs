@@ -297,6 +297,10 @@ fn file(e: &FileError) -> Diagnosis {
                 .kind(what.as_str())
         }
         FileError::Restore { what, source, .. } => match source.kind() {
+            // A network interface a packet socket was bound to.
+            _ if source.raw_os_error() == Some(libc::ENODEV) => {
+                Diagnosis::new(ErrorClass::Conflict, "missing_interface")
+            }
             io::ErrorKind::NotFound => Diagnosis::new(ErrorClass::Conflict, "missing_file"),
             _ => os("file_restore_failed", source),
         }

@@ -1,5 +1,5 @@
-//! What the inet socket kinds (TCP in [`super::tcp`], UDP in [`super::udp`]) share: not
-//! a kind itself. Addresses to and from their saved form, the socket options saved and
+//! What the inet socket kinds (TCP in [`super::tcp`], UDP in [`super::udp`], raw IP in
+//! [`super::rawip`]) share: not a kind itself. Addresses to and from their saved form, the socket options saved and
 //! set again ([`proto::InetOptions`]), and the `inet_diag` dump of a netlink
 //! `SOCK_DIAG` socket (through `netlink-packet-sock-diag`) that finds a socket's
 //! backlog and the connections waiting in it.
@@ -123,6 +123,101 @@ fn micros(d: Option<Duration>) -> u64 {
 /// Reads the options of [`proto::InetOptions`] that apply to a socket of `family`
 /// (`tcp`: the TCP-level ones too, otherwise the UDP-level ones).
 pub fn read_options(fd: BorrowedFd<'_>, family: u32, tcp: bool) -> io::Result<proto::InetOptions> {
+    let mut o = read_ip_options(fd, family)?;
+    if tcp {
+        o.nodelay = sockopt::tcp_nodelay(fd)?;
+        o.cork = sockopt::tcp_cork(fd)?;
+        o.keepidle = sockopt::tcp_keepidle(fd)?.as_secs() as i32;
+        o.keepintvl = sockopt::tcp_keepintvl(fd)?.as_secs() as i32;
+        o.keepcnt = sockopt::tcp_keepcnt(fd)? as i32;
+        o.user_timeout = sockopt::tcp_user_timeout(fd)?;
+        o.quickack = sockopt::tcp_quickack(fd)?;
+        o.notsent_lowat = raw::get_int(fd, libc::IPPROTO_TCP, raw::TCP_NOTSENT_LOWAT)? as u32;
+        o.defer_accept = raw::get_int(fd, libc::IPPROTO_TCP, raw::TCP_DEFER_ACCEPT)?;
+        o.congestion = sockopt::tcp_congestion(fd)?;
+    } else {
+        o.udp_segment = raw::get_int(fd, raw::SOL_UDP, raw::UDP_SEGMENT)?;
+    }
+    Ok(o)
+}
+
+/// The integer options of [`proto::InetOptions::int_options`], by level: `SOL_SOCKET`,
+/// then the IP level of the socket's family (IPv4, IPv6).
+const INT_OPTIONS_SOCKET: [i32; 5] = [
+    libc::SO_TIMESTAMP,
+    libc::SO_TIMESTAMPNS,
+    libc::SO_RXQ_OVFL,
+    libc::SO_DONTROUTE,
+    libc::SO_SELECT_ERR_QUEUE,
+];
+/// See [`INT_OPTIONS_SOCKET`].
+const INT_OPTIONS_IPV4: [i32; 10] = [
+    libc::IP_PKTINFO,
+    libc::IP_RECVTTL,
+    libc::IP_RECVTOS,
+    libc::IP_RECVERR,
+    libc::IP_RECVOPTS,
+    libc::IP_RETOPTS,
+    libc::IP_RECVORIGDSTADDR,
+    libc::IP_MULTICAST_TTL,
+    libc::IP_MULTICAST_LOOP,
+    libc::IP_MTU_DISCOVER,
+];
+/// See [`INT_OPTIONS_SOCKET`].
+const INT_OPTIONS_IPV6: [i32; 8] = [
+    libc::IPV6_RECVPKTINFO,
+    libc::IPV6_RECVHOPLIMIT,
+    libc::IPV6_RECVTCLASS,
+    libc::IPV6_RECVERR,
+    libc::IPV6_MULTICAST_HOPS,
+    libc::IPV6_MULTICAST_LOOP,
+    libc::IPV6_MTU_DISCOVER,
+    libc::IPV6_RECVORIGDSTADDR,
+];
+
+/// Reads the options of [`proto::InetOptions::int_options`] (those the kernel answers).
+fn read_int_options(fd: BorrowedFd<'_>, v6: bool) -> Vec<proto::IntOption> {
+    let (ip_level, ip_names): (i32, &[i32]) = if v6 {
+        (libc::IPPROTO_IPV6, &INT_OPTIONS_IPV6)
+    } else {
+        (libc::IPPROTO_IP, &INT_OPTIONS_IPV4)
+    };
+    INT_OPTIONS_SOCKET
+        .iter()
+        .map(|&n| (libc::SOL_SOCKET, n))
+        .chain(ip_names.iter().map(|&n| (ip_level, n)))
+        .filter_map(|(level, name)| {
+            let value = raw::get_int(fd, level, name).ok()?;
+            Some(proto::IntOption { level, name, value })
+        })
+        .collect()
+}
+
+/// Sets each of `options` whose value differs from what `fd` has now.
+fn apply_int_options(
+    fd: BorrowedFd<'_>,
+    options: &[proto::IntOption],
+) -> Result<(), (&'static str, io::Error)> {
+    for o in options {
+        let now = raw::get_int(fd, o.level, o.name).ok();
+        if now != Some(o.value) {
+            raw::set_int(fd, o.level, o.name, o.value).map_err(|e| {
+                (
+                    "setsockopt (an integer option of InetOptions.int_options)",
+                    io::Error::new(
+                        e.kind(),
+                        format!("level {} option {} = {}: {e}", o.level, o.name, o.value),
+                    ),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the options of [`proto::InetOptions`] at the socket and IP levels (none of the
+/// TCP or UDP ones): what every inet socket has, a raw one too.
+pub fn read_ip_options(fd: BorrowedFd<'_>, family: u32) -> io::Result<proto::InetOptions> {
     let v6 = family == AF_INET6;
     let mut o = proto::InetOptions {
         reuseaddr: sockopt::socket_reuseaddr(fd)?,
@@ -142,7 +237,11 @@ pub fn read_options(fd: BorrowedFd<'_>, family: u32, tcp: bool) -> io::Result<pr
             fd,
             rustix::net::sockopt::Timeout::Send,
         )?),
-        peek_off: raw::get_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?,
+        // Raw sockets have no peek offset (EOPNOTSUPP): off.
+        peek_off: match raw::get_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => -1,
+            other => other?,
+        },
         ..Default::default()
     };
     if let Some(l) = sockopt::socket_linger(fd)? {
@@ -164,19 +263,9 @@ pub fn read_options(fd: BorrowedFd<'_>, family: u32, tcp: bool) -> io::Result<pr
         o.ttl = raw::get_int(fd, libc::IPPROTO_IP, libc::IP_TTL)?;
         o.freebind = bool_opt(fd, libc::IPPROTO_IP, libc::IP_FREEBIND)?;
     }
-    if tcp {
-        o.nodelay = sockopt::tcp_nodelay(fd)?;
-        o.cork = sockopt::tcp_cork(fd)?;
-        o.keepidle = sockopt::tcp_keepidle(fd)?.as_secs() as i32;
-        o.keepintvl = sockopt::tcp_keepintvl(fd)?.as_secs() as i32;
-        o.keepcnt = sockopt::tcp_keepcnt(fd)? as i32;
-        o.user_timeout = sockopt::tcp_user_timeout(fd)?;
-        o.quickack = sockopt::tcp_quickack(fd)?;
-        o.notsent_lowat = raw::get_int(fd, libc::IPPROTO_TCP, raw::TCP_NOTSENT_LOWAT)? as u32;
-        o.defer_accept = raw::get_int(fd, libc::IPPROTO_TCP, raw::TCP_DEFER_ACCEPT)?;
-        o.congestion = sockopt::tcp_congestion(fd)?;
-    } else {
-        o.udp_segment = raw::get_int(fd, raw::SOL_UDP, raw::UDP_SEGMENT)?;
+    // Not for TCP: the kernel refuses several of them on stream sockets (multicast).
+    if sockopt::socket_type(fd)? != SocketType::STREAM {
+        o.int_options = read_int_options(fd, v6);
     }
     Ok(o)
 }
@@ -212,6 +301,27 @@ pub fn apply_options(
     tcp: bool,
     bound: bool,
 ) -> Result<(), (&'static str, io::Error)> {
+    let defaults = default_buffers(family, tcp).map_err(|e| ("socket", e))?;
+    apply_ip_options(fd, o, family, defaults, bound)?;
+    if tcp {
+        apply_tcp_options(fd, o)?;
+    } else if o.udp_segment != 0 {
+        raw::set_int(fd, raw::SOL_UDP, raw::UDP_SEGMENT, o.udp_segment)
+            .map_err(|e| ("UDP_SEGMENT", e))?;
+    }
+    Ok(())
+}
+
+/// The socket- and IP-level part of [`apply_options`] (what [`read_ip_options`] reads),
+/// for a socket whose new buffers sizes are `defaults` (receive, send): a saved size
+/// that differs is set again.
+pub fn apply_ip_options(
+    fd: BorrowedFd<'_>,
+    o: &proto::InetOptions,
+    family: u32,
+    defaults: (usize, usize),
+    bound: bool,
+) -> Result<(), (&'static str, io::Error)> {
     let v6 = family == AF_INET6;
     let e = |what: &'static str| move |err: rustix::io::Errno| (what, io::Error::from(err));
     let r = |what: &'static str| move |err: io::Error| (what, err);
@@ -224,7 +334,7 @@ pub fn apply_options(
     if o.keepalive {
         sockopt::set_socket_keepalive(fd, true).map_err(e("SO_KEEPALIVE"))?;
     }
-    let (rcv, snd) = default_buffers(family, tcp).map_err(r("socket"))?;
+    let (rcv, snd) = defaults;
     if o.rcvbuf as usize != rcv && o.rcvbuf > 0 {
         sockopt::set_socket_recv_buffer_size_force(fd, o.rcvbuf as usize / 2)
             .map_err(e("SO_RCVBUFFORCE"))?;
@@ -296,13 +406,7 @@ pub fn apply_options(
             raw::set_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1).map_err(r("IP_FREEBIND"))?;
         }
     }
-    if tcp {
-        apply_tcp_options(fd, o)?;
-    } else if o.udp_segment != 0 {
-        raw::set_int(fd, raw::SOL_UDP, raw::UDP_SEGMENT, o.udp_segment)
-            .map_err(r("UDP_SEGMENT"))?;
-    }
-    Ok(())
+    apply_int_options(fd, &o.int_options)
 }
 
 /// The TCP-level part of [`apply_options`] (also what a restored connection sets once

@@ -769,7 +769,9 @@ pub trait FileKind: Sync {
 
     /// Called once before any open file is restored, to read and check what the kind
     /// shares across open files (a bad record then stops the restore before anything
-    /// is created).
+    /// is created). Also called by [`super::preflight`] in the restoring process before
+    /// any process exists, with a context of its own: what the restorer lacks (a
+    /// capability, a network interface) is refused there.
     fn prepare(&self, ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
         let _ = ctx;
         Ok(())

@@ -33,11 +33,14 @@ pub mod locks;
 pub mod memfd;
 pub mod namespace;
 pub mod netlink;
+pub mod packet;
 pub mod pidfd;
 pub mod pipe;
 pub mod procfs;
+pub mod rawip;
 pub mod regular;
 pub mod signalfd;
+pub mod sockopts;
 pub mod symlink;
 pub mod tcp;
 pub mod timerfd;
@@ -74,6 +77,8 @@ pub static KINDS: &[&dyn FileKind] = &[
     &tcp::TcpSocketKind,
     &udp::UdpSocketKind,
     &netlink::NetlinkSocketKind,
+    &packet::PacketSocketKind,
+    &rawip::RawIpSocketKind,
     &pidfd::PidfdKind,
     &symlink::SymlinkKind,
 ];
@@ -176,6 +181,14 @@ pub fn prepare_restore(ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
         kind.prepare(ctx)?;
     }
     Ok(())
+}
+
+/// Lets every kind check its records in the restoring process itself, before any
+/// process or open file is created (see [`FileKind::prepare`]): what the restorer lacks
+/// (a capability, an interface) stops the restore there. The processes that create the
+/// open files run the same checks again.
+pub fn preflight(image: &pipecr_image::Image) -> Result<(), FileError> {
+    prepare_restore(&mut RestoreCtx::new(image)?)
 }
 
 /// When a saved open file can be created (see [`FileKind::stage`]).

@@ -1,5 +1,7 @@
-//! Areas pipecr refuses to save: I/O and PFN mappings (`VM_IO`, `VM_PFNMAP`) and hugetlb
-//! mappings. Their dump is a [`MemError::Unsupported`] naming the area; nothing of them
+//! Areas pipecr refuses to save: I/O and PFN mappings (`VM_IO`, `VM_PFNMAP`), hugetlb
+//! mappings and mappings of a socket (maps: `socket:[N]`: a packet socket's ring, whose
+//! kernel-side position cannot be read; the descriptor may have been closed since, so the
+//! packet socket kind never sees it). Their dump is a [`MemError::Unsupported`] naming the area; nothing of them
 //! is ever restored. Kernel special areas and named shared anonymous memory are left to
 //! their own kinds, whatever their flags.
 
@@ -9,7 +11,7 @@ use super::area::{AreaKind, Classified, is_named_shmem, unsupported};
 use super::maps::MapEntry;
 use super::types::MemError;
 
-/// Areas with `io`, `pf` or `ht` among their VmFlags.
+/// Areas with `io`, `pf` or `ht` among their VmFlags, and mapped sockets.
 #[derive(Debug)]
 pub struct RefusedArea;
 
@@ -21,11 +23,18 @@ impl AreaKind for RefusedArea {
     fn claims(&self, e: &MapEntry) -> bool {
         e.special().is_none()
             && !is_named_shmem(e)
-            && (e.has_vm_flag("io") || e.has_vm_flag("pf") || e.has_vm_flag("ht"))
+            && (e.has_vm_flag("io") || e.has_vm_flag("pf") || e.has_vm_flag("ht") || is_socket(e))
     }
 
     fn classify(&self, pid: i32, e: &MapEntry) -> Result<Classified, MemError> {
-        Err(if e.has_vm_flag("io") || e.has_vm_flag("pf") {
+        Err(if is_socket(e) {
+            unsupported(
+                pid,
+                e,
+                "a memory-mapped socket (a packet socket with a mapped ring, PACKET_RX_RING \
+                 or PACKET_TX_RING)",
+            )
+        } else if e.has_vm_flag("io") || e.has_vm_flag("pf") {
             unsupported(pid, e, "an I/O or PFN mapping (VM_IO/VM_PFNMAP)")
         } else {
             unsupported(pid, e, "a hugetlb mapping")
@@ -40,4 +49,9 @@ impl AreaKind for RefusedArea {
     fn restores(&self, _vma: &proto::Vma) -> bool {
         false
     }
+}
+
+/// A mapping of a socket (`socket:[N]`: sockfs names every socket so).
+fn is_socket(e: &MapEntry) -> bool {
+    e.path.starts_with("socket:[") && e.path.ends_with(']')
 }

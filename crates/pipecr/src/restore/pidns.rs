@@ -130,6 +130,9 @@ pub fn restore_tree_in_new_pidns(
     if threads != 1 {
         return Err(PidNsError::MultiThreadedCaller { threads });
     }
+    // What the open files need of the restorer (capabilities, interfaces), checked
+    // before the namespace exists (the init checks again, as any restore does).
+    crate::files::preflight(image).map_err(|e| PidNsError::Restore { message: chain(&e) })?;
     let (report_r, report_w) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| PidNsError::Os {
             op: "pipe2",

@@ -243,10 +243,11 @@ pub fn restore_tree_timed(
         pid: 0,
         what: "tree.img holds no process".to_owned(),
     })?;
-    // Each kind checks its records (and what it needs to create them: a fanotify group
-    // needs CAP_SYS_ADMIN) before anything is created; the root asks again as it
-    // creates the open files.
-    crate::files::prepare_restore(&mut crate::files::RestoreCtx::new(image)?)?;
+    // Each kind checks its records, and what it needs of the restorer to create them
+    // (capabilities: CAP_NET_RAW for packet and raw sockets, CAP_SYS_ADMIN for a
+    // fanotify group; network interfaces), before anything is created; the root asks
+    // again as it creates the open files.
+    crate::files::preflight(image)?;
     let mut inherited = super::external::resolve(image, options)?;
     // The memory objects, once each, before any process: held here until the tree is
     // released, handed to the root (which opens descriptors of memfds and deleted files

@@ -19,6 +19,7 @@ pub mod mem;
 pub mod names;
 pub mod ns;
 pub mod owner;
+pub mod packet;
 pub mod pidfd;
 pub mod pipe;
 pub mod ptrace;
