@@ -166,3 +166,100 @@ fn a_dump_that_leaves_the_tree_running_or_fails_loses_no_byte_of_the_pair() {
         common::wait_child(&mut prog, "the program to exit");
     }
 }
+
+/// Reads one line from the ready FIFO `f`, with a deadline.
+fn ready_line(f: &mut std::fs::File) -> String {
+    let mut line = Vec::new();
+    loop {
+        assert!(
+            common::readable_within(f, common::DEADLINE),
+            "no ready line; got {:?}",
+            String::from_utf8_lossy(&line)
+        );
+        let mut b = [0u8; 1];
+        f.read_exact(&mut b).unwrap();
+        if b[0] == b'\n' {
+            return String::from_utf8(line).unwrap();
+        }
+        line.push(b[0]);
+    }
+}
+
+#[test]
+fn script_running_a_shell_counter_goes_on_after_a_restore_with_no_line_lost_or_repeated() {
+    if !common::capable() || !common::have("script") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (tick_path, ready_path) = (root.join("tick"), root.join("ready"));
+    common::mkfifo(&tick_path);
+    common::mkfifo(&ready_path);
+    let mut tick = common::open_ctl(&tick_path);
+    let mut ready = common::open_ctl(&ready_path);
+    let typescript = root.join("typescript");
+    // The counter prints each line to its terminal (script's pty), then says so on the
+    // ready FIFO; one line per tick, until "q".
+    let counter = format!(
+        "i=0; while read x < {tick} && [ \"$x\" != q ]; do i=$((i+1)); echo line $i; echo $i > {ready}; done",
+        tick = tick_path.display(),
+        ready = ready_path.display()
+    );
+    common::set_subreaper();
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-f", "-c"])
+        .arg(format!("sh -c '{counter}'"))
+        .arg(&typescript)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut script = common::only_stdio(&mut cmd).spawn().unwrap();
+    let pid = script.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    let send =
+        |tick: &mut std::fs::File, s: &str| std::io::Write::write_all(tick, s.as_bytes()).unwrap();
+    for i in 1..=3 {
+        send(&mut tick, "\n");
+        assert_eq!(ready_line(&mut ready), i.to_string());
+    }
+    // Mid-work: line 3 is printed (in the typescript, or still queued in the pty).
+    let tree = common::descendants(pid);
+    assert!(tree.len() >= 2, "script and its shell: {tree:?}");
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    script.wait().unwrap();
+    common::reap(&tree);
+    for &p in &tree {
+        common::wait_until("every pid of the tree to be gone", || {
+            common::state(p).is_none()
+        });
+    }
+    let image = Image::open(&img).unwrap();
+    let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| matches!(&f.kind, Some(proto::open_file::Kind::Pty(p)) if p.master)),
+        "script's pty is saved as a pair"
+    );
+
+    let _guard = KillOnDrop(tree.clone());
+    let restore = common::restore(&img, pid);
+    for i in 4..=6 {
+        send(&mut tick, "\n");
+        assert_eq!(ready_line(&mut ready), i.to_string());
+    }
+    send(&mut tick, "q\n");
+    common::finish_restore(restore, 0);
+    let text = std::fs::read_to_string(&typescript).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| l.starts_with("line "))
+        .collect();
+    assert_eq!(
+        lines,
+        ["line 1", "line 2", "line 3", "line 4", "line 5", "line 6"],
+        "the typescript: {text:?}"
+    );
+}
