@@ -86,11 +86,12 @@ fn a_pty_pair_and_its_session_come_back_with_their_queued_bytes_and_settings() {
     assert_eq!((termios.ispeed, termios.ospeed), (12345, 12345));
     assert_eq!(termios.cc[libc::VERASE], 8);
     // G's slave and its /dev/tty, both of this pair.
-    let slaves: Vec<(bool, u64)> = ends
+    let mut slaves: Vec<(bool, u64)> = ends
         .iter()
         .filter(|e| !e.master)
         .map(|e| (e.via_dev_tty, e.master_id))
         .collect();
+    slaves.sort();
     assert_eq!(
         slaves,
         [(false, master.master_id), (true, master.master_id)]
@@ -262,4 +263,159 @@ fn script_running_a_shell_counter_goes_on_after_a_restore_with_no_line_lost_or_r
         ["line 1", "line 2", "line 3", "line 4", "line 5", "line 6"],
         "the typescript: {text:?}"
     );
+}
+
+/// A devpts instance of our own, mounted at a directory of the test's (`newinstance`),
+/// unmounted (lazily) when dropped.
+struct Devpts(std::path::PathBuf);
+
+impl Devpts {
+    fn mount(at: &std::path::Path) -> Devpts {
+        std::fs::create_dir(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "mount a new devpts instance at {}",
+            at.display()
+        );
+        Devpts(at.to_owned())
+    }
+
+    fn detach(&self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Devpts {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Starts ptypair.c with its master opened at `ptmx`.
+fn start_at(
+    root: &std::path::Path,
+    ptmx: &std::path::Path,
+) -> (std::process::Child, std::fs::File, std::fs::File, [i32; 2]) {
+    let exe = common::build("ptypair", root).expect("cc builds tests/progs/ptypair.c");
+    for fifo in ["ctl", "ack"] {
+        common::mkfifo(&root.join(fifo));
+    }
+    let ctl = common::open_ctl(&root.join("ctl"));
+    let prog = Command::new(&exe)
+        .args([root.join("out"), root.join("ctl"), root.join("ack")])
+        .arg(ptmx)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(vec![prog.id() as i32]);
+    let mut ack = std::fs::File::open(root.join("ack")).unwrap();
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b).expect("the program set up its pair");
+    std::mem::forget(guard);
+    let line = last_line(&root.join("out"));
+    let pids: Vec<i32> = line
+        .strip_prefix("pids ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    (prog, ctl, ack, [pids[0], pids[1]])
+}
+
+#[test]
+fn a_pair_of_another_devpts_instance_comes_back_in_it_or_is_refused_once_unreachable() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    common::set_subreaper();
+    let pts = Devpts::mount(&root.join("pts"));
+    let ptmx = pts.0.join("ptmx");
+    let (mut prog, mut ctl, mut ack, [c, g]) = start_at(root, &ptmx);
+    let pid = prog.id() as i32;
+    let guard = KillOnDrop(vec![pid, c, g]);
+    let img = root.join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    std::mem::forget(guard);
+    common::reap(&[c, g]);
+    for p in [pid, c, g] {
+        common::wait_until("every pid of the tree to be gone", || {
+            common::state(p).is_none()
+        });
+    }
+    let image = Image::open(&img).unwrap();
+    let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
+    let master = files
+        .iter()
+        .find_map(|f| match &f.kind {
+            Some(proto::open_file::Kind::Pty(p)) if p.master => Some(p.path.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(master, ptmx.display().to_string());
+
+    let _guard = KillOnDrop(vec![pid, c, g]);
+    let restore = common::restore(&img, pid);
+    // G's slave is in our instance again.
+    let links: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{g}/fd"))
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        links.iter().any(|l| l.starts_with(&pts.0) && l != &ptmx),
+        "{links:?}"
+    );
+    step(&mut ctl, &mut ack, b'v');
+    assert_eq!(
+        last_line(&root.join("out")),
+        "ok",
+        "the restored program's own check"
+    );
+    std::io::Write::write_all(&mut ctl, b"q").unwrap();
+    common::finish_restore(restore, 0);
+
+    // Once the instance is detached, nothing could open a pair in it again: refused,
+    // and the tree runs on with every byte.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let pts = Devpts::mount(&root.join("pts"));
+    let (mut prog, mut ctl, mut ack, [c, g]) = start_at(root, &pts.0.join("ptmx"));
+    let pid = prog.id() as i32;
+    let _guard = KillOnDrop(vec![pid, c, g]);
+    pts.detach();
+    let img = root.join("img");
+    let out = Command::new(PIPECR)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&img)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !img.exists(), "{err}");
+    assert!(
+        err.contains(&format!("pid {pid} fd 6: pseudo-terminal master"))
+            && err.contains("devpts instance"),
+        "{err}"
+    );
+    step(&mut ctl, &mut ack, b'v');
+    assert_eq!(
+        last_line(&root.join("out")),
+        "ok",
+        "the tree's own check after the refusal"
+    );
+    std::io::Write::write_all(&mut ctl, b"q").unwrap();
+    common::wait_child(&mut prog, "the program to exit");
 }

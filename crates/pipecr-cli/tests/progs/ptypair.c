@@ -13,8 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <asm/termbits.h>
-/* argv: OUT CTL ACK. A pseudo-terminal pair across a session, self-checking.
-     P (this process) holds the master M: canonical mode with echo, VERASE changed to
+/* argv: OUT CTL ACK [PTMX]. A pseudo-terminal pair across a session, self-checking.
+     P (this process) holds the master M (opened at PTMX, /dev/ptmx by default; the
+       slave is opened from it with TIOCGPTPEER): canonical mode with echo, VERASE changed to
        ^H, a custom speed of 12345 baud (BOTHER), window 33x101 (7x9 pixels), packet
        mode on, and the slave locked once C and G opened it.
      C, P's child: setsid, opens the slave with O_NOCTTY and makes it its controlling
@@ -179,15 +180,14 @@ static int check(int cmd, int res) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) return 2;
+    if (argc != 4 && argc != 5) return 2;
+    const char *ptmx = argc == 5 ? argv[4] : "/dev/ptmx";
     out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int ctl = open(argv[2], O_RDONLY | O_CLOEXEC);
     int ack = open(argv[3], O_WRONLY | O_CLOEXEC);
     if (out < 0 || ctl < 0 || ack < 0) return 2;
-    m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0) return 2;
-    char spath[64];
-    if (ptsname_r(m, spath, sizeof spath) != 0) return 2;
+    m = open(ptmx, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0 || unlockpt(m) != 0) return 2;
     struct termios2 t;
     if (ioctl(m, TCGETS2, &t) != 0) return 2;
     t.c_cc[VERASE] = 8;
@@ -204,11 +204,11 @@ int main(int argc, char **argv) {
     c = fork();
     if (c < 0) return 2;
     if (c == 0) {
+        int s = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
         close(ctl); close(ack); close(out); close(m);
         close(cmd[1]); close(res[0]); close(ready[0]); close(hold[1]);
-        if (setsid() < 0) _exit(2);
-        int s = open(spath, O_RDWR | O_NOCTTY | O_CLOEXEC);
-        if (s < 0 || ioctl(s, TIOCSCTTY, 0) != 0) _exit(2);
+        if (s < 0 || setsid() < 0) _exit(2);
+        if (ioctl(s, TIOCSCTTY, 0) != 0) _exit(2);
         pid_t gg = fork();
         if (gg < 0) _exit(2);
         if (gg == 0) {

@@ -222,7 +222,6 @@ fn termios_to_proto(t: &libc::termios2) -> proto::Termios {
 }
 
 fn termios_from_proto(p: &proto::Termios) -> Option<libc::termios2> {
-    // SAFETY-free: termios2 is plain data; start from the zero value and fill it.
     let mut t = zero_termios();
     t.c_iflag = p.iflag;
     t.c_oflag = p.oflag;
@@ -284,16 +283,14 @@ fn quiet(saved: &libc::termios2, data: &[u8]) -> Option<libc::termios2> {
 
 /// Reads everything `fd` has to read now (`fd` must not block: `O_NONBLOCK`, or a slave
 /// with `VMIN` = `VTIME` = 0). The end is EAGAIN, a read of 0, or EIO (a master whose
-/// slave is closed); returns the bytes and whether it ended with EIO.
-fn drain(fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool)> {
+/// slave is closed).
+fn drain(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         match rustix::io::read(fd, &mut buf) {
-            Ok(0) => return Ok((out, false)),
+            Ok(0) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::IO) => return Ok(out),
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(rustix::io::Errno::AGAIN) => return Ok((out, false)),
-            Err(rustix::io::Errno::IO) => return Ok((out, true)),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -403,7 +400,7 @@ fn read_queues(
         .map_err(|e| format!("TCSETS2: {e}"))
         .and_then(|()| drain(slave).map_err(|e| format!("reading the slave's input: {e}")));
     let input = match read {
-        Ok((input, _)) => input,
+        Ok(input) => input,
         Err(e) => {
             // Nothing read: the settings go back, the output too.
             let _ = refill(master, slave, &termios, &[], &output);
@@ -507,16 +504,13 @@ impl PtyKind {
         let drained = drain(m);
         let _ = rustix::fs::fcntl_setfl(m, flags);
         let result = (|| -> Result<Read, FileError> {
-            let (output, slave_closed) = drained.map_err(|e| fail("read", e))?;
+            let output = drained.map_err(|e| fail("read", e))?;
             // 2. The slave's input, through a slave of the tree, or one opened from the
             //    master when the tree holds none and the slave was closed (opening and
             //    closing it again leaves that state as it was).
             let slave = match tree_slave {
                 Some(s) => Ok(s),
-                None => {
-                    let _ = slave_closed;
-                    peer(m, locked).map_err(|e| fail("TIOCGPTPEER", e))
-                }
+                None => peer(m, locked).map_err(|e| fail("TIOCGPTPEER", e)),
             };
             let slave = match slave {
                 Ok(s) => s,
@@ -652,10 +646,10 @@ struct Pair {
     slave: OwnedFd,
 }
 
-fn master_record<'a>(
-    files: &'a [proto::OpenFile],
+fn master_record(
+    files: &[proto::OpenFile],
     id: u64,
-) -> Option<(&'a proto::OpenFile, &'a proto::PtyEnd, &'a proto::PtyState)> {
+) -> Option<(&proto::OpenFile, &proto::PtyEnd, &proto::PtyState)> {
     let f = files.iter().find(|f| f.id == id)?;
     match &f.kind {
         Some(open_file::Kind::Pty(p)) if p.master => Some((f, p, p.state.as_ref()?)),
@@ -893,5 +887,76 @@ impl FileKind for PtyKind {
             _ => "not a pseudo-terminal end".into(),
         };
         Description { text, pipe: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_through_the_image() {
+        let mut t = zero_termios();
+        t.c_iflag = 0o2400;
+        t.c_oflag = 0o5;
+        t.c_cflag = 0o10277;
+        t.c_lflag = 0o105073;
+        t.c_line = 3;
+        t.c_cc[libc::VERASE] = 8;
+        t.c_ispeed = 12345;
+        t.c_ospeed = 54321;
+        let back = termios_from_proto(&termios_to_proto(&t)).unwrap();
+        assert_eq!(termios_to_proto(&back), termios_to_proto(&t));
+        let mut short = termios_to_proto(&t);
+        short.cc.pop();
+        assert!(
+            termios_from_proto(&short).is_none(),
+            "c_cc of the wrong size"
+        );
+        short = termios_to_proto(&t);
+        short.line = 256;
+        assert!(
+            termios_from_proto(&short).is_none(),
+            "a line discipline above 255"
+        );
+    }
+
+    #[test]
+    fn quiet_settings_keep_lines_and_move_special_characters_out_of_the_data() {
+        let mut t = zero_termios();
+        t.c_lflag = libc::ICANON | libc::ECHO | libc::ISIG | libc::IEXTEN;
+        t.c_iflag = libc::ICRNL | libc::IXON;
+        t.c_oflag = libc::OPOST | libc::ONLCR;
+        t.c_cc[libc::VINTR] = 3;
+        t.c_cc[libc::VERASE] = 0x7f;
+        let data = b"\x01\x02\x03abc\n";
+        let q = quiet(&t, data).unwrap();
+        assert_eq!(
+            q.c_lflag,
+            libc::ICANON,
+            "canonical stays, echo and signals go"
+        );
+        assert_eq!(
+            q.c_iflag,
+            libc::IXON,
+            "no translation; flow control untouched"
+        );
+        assert_eq!(q.c_oflag & libc::OPOST, 0);
+        let spare = q.c_cc[libc::VINTR];
+        assert!(!data.contains(&spare) && spare != 0, "{spare}");
+        assert!(SPECIAL.iter().all(|&i| q.c_cc[i] == spare));
+        let every: Vec<u8> = (0..=255).collect();
+        assert!(quiet(&t, &every).is_none());
+    }
+
+    #[test]
+    fn slave_devices_are_numbered_as_proc_stat_shows_them() {
+        assert_eq!(slave_device(0), rustix::fs::makedev(136, 0));
+        assert_eq!(slave_device(3), 136 << 8 | 3);
+        // The kernel's new_encode_dev: minor bits above 8 go above the major.
+        assert_eq!(
+            slave_device(300),
+            (136 << 8) | (300 & 0xff) | ((300 & !0xff) << 12)
+        );
     }
 }
