@@ -22,8 +22,8 @@
 //!    set on the open file for the moment and packet mode off (a status byte pending in
 //!    packet mode refuses the dump: it cannot be put back).
 //! 2. The slave's input (what the master wrote): read from a slave open file of the
-//!    tree with `ICANON` off and `VMIN` = `VTIME` = 0, which makes a canonical partial
-//!    line readable too.
+//!    tree with `ICANON` off, the quiet settings of 3. and `VMIN` = `VTIME` = 0, which
+//!    makes a canonical partial line readable too.
 //! 3. Both are put back through the other end under "quiet" settings: the saved ones
 //!    with echo, signals, extended processing, input translation and output processing
 //!    off, and every special character moved to a byte the data does not hold, so the
@@ -32,11 +32,13 @@
 //!    the receiving end makes the kernel process them at once. Then the saved settings
 //!    and packet mode come back. A restore fills a new pair the same way.
 //!
-//! What is not exact (docs/IMAGE-FORMAT.md, "Pseudo-terminals"): an end-of-file
+//! What is not exact (docs/IMAGE-FORMAT.md §5.4.2): an end-of-file
 //! character (`VEOF`) queued in canonical mode comes back as a line end only while
 //! `VEOL` or `VEOL2` is 0 (their default); a pending `VLNEXT` escape, the echo column and
 //! output stopped with `VSTOP` are not saved; a `/dev/tty` descriptor comes back as an
-//! open of the slave itself (same terminal, `fstat` shows the slave's device).
+//! open of the slave itself (same terminal, `fstat` shows the slave's device); bytes
+//! beyond what a line discipline holds (4 KiB), not yet passed through it, come back
+//! without the echo and translation they would still have had.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -392,7 +394,9 @@ fn read_queues(
 ) -> Result<Read, String> {
     let exclusive =
         sys::get_int(slave, sys::TIOCGEXCL).map_err(|e| format!("TIOCGEXCL: {e}"))? != 0;
-    let mut raw = termios;
+    // Quiet too: bytes the line discipline had no room for yet pass through it as they
+    // are read, and must not be echoed or raise signals.
+    let mut raw = quiet(&termios, &[]).unwrap_or(termios);
     raw.c_lflag &= !libc::ICANON;
     raw.c_cc[libc::VMIN] = 0;
     raw.c_cc[libc::VTIME] = 0;
