@@ -419,3 +419,61 @@ fn a_pair_of_another_devpts_instance_comes_back_in_it_or_is_refused_once_unreach
     std::io::Write::write_all(&mut ctl, b"q").unwrap();
     common::wait_child(&mut prog, "the program to exit");
 }
+
+#[test]
+fn a_master_whose_slave_was_never_opened_in_the_tree_is_refused_and_the_tree_runs_on() {
+    if !common::capable() || !common::have("python3") {
+        return;
+    }
+    // The master alone; its slave never opened, so reading its queue would need a slave
+    // opened (and closed) by the dump, which would leave the master hung up.
+    let prog = "import os, sys\n\
+        m = os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)\n\
+        print('ready', m, flush=True)\n\
+        sys.stdin.readline()\n\
+        try:\n    os.read(m, 10); print('data')\n\
+        except BlockingIOError:\n    print('still waiting for a slave')\n\
+        except OSError as e:\n    print('errno', e.errno)\n";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", prog])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = common::only_stdio(&mut cmd).spawn().unwrap();
+    let pid = child.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let fd: i32 = line
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let dumped = Command::new(PIPECR)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&img)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&dumped.stderr);
+    assert!(!dumped.status.success() && !img.exists(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "pid {pid} fd {fd}: pseudo-terminal master /dev/ptmx"
+        )) && err.contains("no slave in the tree"),
+        "{err}"
+    );
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "still waiting for a slave",
+        "the master as it was"
+    );
+    common::wait_child(&mut child, "python3 to exit");
+}

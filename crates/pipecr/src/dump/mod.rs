@@ -692,8 +692,8 @@ fn save_processes(
 /// Records each process's controlling terminal when it is one the image recreates (a
 /// pseudo-terminal pair of the tree, [`files::terminal_file`]), and its session leader's
 /// foreground process group. Refused when a restore could not give it back: a member
-/// whose session leader is not in the tree, or whose terminal is not its leader's, or a
-/// foreground group with no process in the tree.
+/// whose session leader is not in the tree, or whose terminal is not its leader's (none
+/// included), or a foreground group with no process in the tree.
 fn controlling_terminals(
     records: &mut [proto::Process],
     open_files: &[proto::OpenFile],
@@ -719,6 +719,20 @@ fn controlling_terminals(
         .collect();
     for r in records.iter_mut() {
         if r.ctty_file_id == 0 {
+            // A member that left the terminal its session leader has (TIOCNOTTY) would
+            // inherit it again from its restored parent.
+            if let Some(&of_leader) = leaders.get(&r.sid)
+                && of_leader != 0
+                && r.sid != r.pid
+            {
+                return Err(DumpError::Terminal {
+                    pid: r.pid,
+                    what: format!(
+                        "none, while its session leader {} has a pseudo-terminal of the tree (open file {of_leader})",
+                        r.sid
+                    ),
+                });
+            }
             continue;
         }
         match leaders.get(&r.sid) {
