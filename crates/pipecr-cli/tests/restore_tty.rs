@@ -4,7 +4,8 @@
 //! both ways at the dump: a canonical line and a partial one for the slave, output and
 //! echo for the master.
 //!
-//! - A dump and restore: the image holds one pair with its state; after the restore the
+//! - A dump and restore: the image holds the pair with its state (and a second one in
+//!   raw mode, both ends in the root, whose queued bytes come back byte for byte); after the restore the
 //!   program checks from inside the bytes each side reads (the partial line stays partial
 //!   and goes on), the settings (canonical, echo, `VERASE`, a 12345-baud `BOTHER` speed),
 //!   window size, packet mode, lock, exclusive mode, `tcgetpgrp`, `getsid`, `/dev/tty`,
@@ -72,8 +73,14 @@ fn a_pty_pair_and_its_session_come_back_with_their_queued_bytes_and_settings() {
         })
         .collect();
     let masters: Vec<&&proto::PtyEnd> = ends.iter().filter(|e| e.master).collect();
-    assert_eq!(masters.len(), 1, "one pair: {ends:?}");
-    let master = masters[0];
+    assert_eq!(masters.len(), 2, "two pairs: {ends:?}");
+    let (master, raw) = match masters[0].state.as_ref().unwrap().packet {
+        true => (masters[0], masters[1]),
+        false => (masters[1], masters[0]),
+    };
+    let raw_state = raw.state.as_ref().unwrap();
+    assert_eq!(raw_state.input, b"\x03\r\x7fraw");
+    assert_eq!(raw_state.output, b"\x03x\n");
     let state = master.state.as_ref().unwrap();
     assert_eq!(state.input, b"line1\npart");
     assert_eq!(state.output, b"out1\r\nline1\r\npart");
@@ -88,7 +95,7 @@ fn a_pty_pair_and_its_session_come_back_with_their_queued_bytes_and_settings() {
     // G's slave and its /dev/tty, both of this pair.
     let mut slaves: Vec<(bool, u64)> = ends
         .iter()
-        .filter(|e| !e.master)
+        .filter(|e| !e.master && e.master_id == master.master_id)
         .map(|e| (e.via_dev_tty, e.master_id))
         .collect();
     slaves.sort();

@@ -22,6 +22,9 @@
        terminal (TIOCSCTTY); it is the session leader and only waits.
      G, C's child: its own process group, made the terminal's foreground group; holds
        the slave S (exclusive mode on) and /dev/tty T.
+     R, a second pair P holds both ends of (master rm, slave rs), in raw mode (no
+       ICANON, ECHO, ISIG, ICRNL nor OPOST; VMIN 1): "\003\r\177raw" queued for rs, and
+       "\003x\n" for rm, kept as they are.
    Queued at the dump: G wrote "out1\n" to S (M reads "out1\r\n"), then P wrote
    "line1\npart" to M (echoed: M reads "line1\r\npart"; S has one line and a partial one).
    Prints "pids C G" to OUT and acks. Per byte read from CTL:
@@ -32,7 +35,7 @@
      'f' G opens a fanotify instance at fd 100 (which a dump refuses), acks.
      'q' kills C and G and exits 0. */
 
-static int out, m;
+static int out, m, rm, rs;
 static pid_t c, g;
 static char bad[1024];
 #define FAIL(...) do { snprintf(bad, sizeof bad, __VA_ARGS__); return -1; } while (0)
@@ -167,6 +170,17 @@ static int check(int cmd, int res) {
     if (strcmp(line, "ok") != 0) FAIL("%s", line);
     if (read_master(buf, sizeof buf - 1) < 0) return -1;
     if (strcmp(buf, "tty2\r\ntty\r\nback\r\nial\r\n") != 0) FAIL("then the master read '%s'", buf);
+    /* The raw pair, byte for byte. */
+    if (ioctl(rm, TCGETS2, &t) != 0) FAIL("TCGETS2 raw");
+    if (t.c_lflag & (ICANON | ECHO | ISIG) || t.c_iflag & ICRNL || t.c_oflag & OPOST || t.c_cc[VMIN] != 1)
+        FAIL("raw termios lflag %o iflag %o oflag %o", t.c_lflag, t.c_iflag, t.c_oflag);
+    char raw[64];
+    struct pollfd rp = {rs, POLLIN, 0};
+    ssize_t k = poll(&rp, 1, 0) == 1 ? read(rs, raw, sizeof raw) : -1;
+    if (k != 6 || memcmp(raw, "\003\r\177raw", 6) != 0) FAIL("raw slave read %zd bytes", k);
+    rp.fd = rm;
+    k = poll(&rp, 1, 0) == 1 ? read(rm, raw, sizeof raw) : -1;
+    if (k != 3 || memcmp(raw, "\003x\n", 3) != 0) FAIL("raw master read %zd bytes", k);
     /* The session: C leads it with the slave as controlling terminal, G in front. */
     unsigned idx, tty_nr;
     int tpgid;
@@ -199,13 +213,25 @@ int main(int argc, char **argv) {
     if (ioctl(m, TIOCSWINSZ, &ws) != 0) return 2;
     int on = 1;
     if (ioctl(m, TIOCPKT, &on) != 0) return 2;
+    rm = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (rm < 0 || unlockpt(rm) != 0) return 2;
+    rs = ioctl(rm, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    struct termios2 r;
+    if (rs < 0 || ioctl(rm, TCGETS2, &r) != 0) return 2;
+    r.c_lflag &= ~(ICANON | ECHO | ISIG | IEXTEN);
+    r.c_iflag &= ~(ICRNL | IXON);
+    r.c_oflag &= ~OPOST;
+    r.c_cc[VMIN] = 1;
+    r.c_cc[VTIME] = 0;
+    if (ioctl(rm, TCSETS2, &r) != 0) return 2;
+    if (write(rm, "\003\r\177raw", 6) != 6 || write(rs, "\003x\n", 3) != 3) return 2;
     int cmd[2], res[2], ready[2], hold[2];
     if (pipe2(cmd, O_CLOEXEC) || pipe2(res, O_CLOEXEC) || pipe2(ready, O_CLOEXEC) || pipe2(hold, O_CLOEXEC)) return 2;
     c = fork();
     if (c < 0) return 2;
     if (c == 0) {
         int s = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
-        close(ctl); close(ack); close(out); close(m);
+        close(ctl); close(ack); close(out); close(m); close(rm); close(rs);
         close(cmd[1]); close(res[0]); close(ready[0]); close(hold[1]);
         if (s < 0 || setsid() < 0) _exit(2);
         if (ioctl(s, TIOCSCTTY, 0) != 0) _exit(2);
