@@ -130,7 +130,8 @@ fn a_pty_pair_and_its_session_come_back_with_their_queued_bytes_and_settings() {
     assert_eq!(
         last_line(&root.join("out")),
         "ok",
-        "the restored program's own check"
+        "the restored program's own check: {}",
+        std::fs::read_to_string(root.join("out")).unwrap()
     );
     std::io::Write::write_all(&mut ctl, b"q").unwrap();
     common::finish_restore(restore, 0);
@@ -168,7 +169,8 @@ fn a_dump_that_leaves_the_tree_running_or_fails_loses_no_byte_of_the_pair() {
         assert_eq!(
             last_line(&root.join("out")),
             "ok",
-            "the tree's own check after the dump (failing: {failing})"
+            "the tree's own check after the dump (failing: {failing}): {}",
+            std::fs::read_to_string(root.join("out")).unwrap()
         );
         std::io::Write::write_all(&mut ctl, b"q").unwrap();
         common::wait_child(&mut prog, "the program to exit");
@@ -389,7 +391,8 @@ fn a_pair_of_another_devpts_instance_comes_back_in_it_or_is_refused_once_unreach
     assert_eq!(
         last_line(&root.join("out")),
         "ok",
-        "the restored program's own check"
+        "the restored program's own check: {}",
+        std::fs::read_to_string(root.join("out")).unwrap()
     );
     std::io::Write::write_all(&mut ctl, b"q").unwrap();
     common::finish_restore(restore, 0);
@@ -421,7 +424,8 @@ fn a_pair_of_another_devpts_instance_comes_back_in_it_or_is_refused_once_unreach
     assert_eq!(
         last_line(&root.join("out")),
         "ok",
-        "the tree's own check after the refusal"
+        "the tree's own check after the refusal: {}",
+        std::fs::read_to_string(root.join("out")).unwrap()
     );
     std::io::Write::write_all(&mut ctl, b"q").unwrap();
     common::wait_child(&mut prog, "the program to exit");

@@ -133,7 +133,8 @@ fn devpts_of_master(pid: i32, link: &str, st_dev: u64, path_fs: i64) -> io::Resu
 #[derive(Default)]
 struct TreePtys {
     scanned: bool,
-    masters: BTreeMap<(u64, u32), u64>,
+    /// Open-file id, and a descriptor holding it, of each master.
+    masters: BTreeMap<(u64, u32), (u64, i32, RawFd)>,
     slaves: BTreeMap<(u64, u32), (i32, RawFd)>,
 }
 
@@ -174,7 +175,9 @@ fn scan(sink: &mut DumpSink<'_>) -> Result<(), FileError> {
                     fs.f_type as i64,
                 )
                 .map_err(|e| fail("stat the devpts beside ptmx", e))?;
-                found.masters.insert((devpts, index), d.file_id);
+                found
+                    .masters
+                    .insert((devpts, index), (d.file_id, d.pid, d.fd));
             }
             Some(End::Slave { index }) => {
                 found
@@ -562,31 +565,43 @@ impl PtyKind {
             return by_path(file);
         };
         let master_id = match end {
-            End::Slave { index } => ptys.masters.get(&(file.stat.st_dev, index)).copied(),
+            End::Slave { index } => ptys.masters.get(&(file.stat.st_dev, index)).map(|m| m.0),
             End::DevTty => {
                 // The terminal behind /dev/tty (the holder's controlling terminal when it
-                // was opened), matched by index; among several devpts instances, the one
-                // of the holder's /dev/pts.
+                // was opened): among the tree's masters of its number, the one whose
+                // settings it sees change (another devpts instance may have a terminal of
+                // the same number, in the tree or not).
                 let dev = sys::get_int(file.file.as_fd(), sys::TIOCGDEV).unwrap_or(0);
                 let (major, minor) = ((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00));
-                if PTS_MAJORS.contains(&major) {
+                let candidates: Vec<(u64, i32, RawFd)> = if PTS_MAJORS.contains(&major) {
                     let index = ((major - PTS_MAJOR) << 20) | minor;
-                    let all: Vec<u64> = ptys
-                        .masters
+                    ptys.masters
                         .iter()
                         .filter(|((_, i), _)| *i == index)
-                        .map(|(_, &id)| id)
-                        .collect();
-                    if all.len() == 1 {
-                        all.first().copied()
-                    } else {
-                        std::fs::metadata(format!("/proc/{}/root/dev/pts", file.pid))
-                            .ok()
-                            .and_then(|m| ptys.masters.get(&(m.dev(), index)).copied())
-                    }
+                        .map(|(_, &m)| m)
+                        .collect()
                 } else {
-                    None
+                    Vec::new()
+                };
+                let mut found = None;
+                for (id, pid, fd) in candidates {
+                    let master = LiveFile::fetch(pid, fd)?;
+                    let same =
+                        same_terminal(file.file.as_fd(), master.file.as_fd()).map_err(|e| {
+                            FileError::Dump {
+                                pid: file.pid,
+                                fd: file.fd,
+                                what: file.link.clone(),
+                                op: "compare with a pseudo-terminal master of the tree",
+                                source: e,
+                            }
+                        })?;
+                    if same {
+                        found = Some(id);
+                        break;
+                    }
                 }
+                found
             }
             End::Master => None,
         };
@@ -601,6 +616,29 @@ impl PtyKind {
             state: None,
         }))
     }
+}
+
+/// Whether `dev_tty` (an open of `/dev/tty`) is the slave of `master`: a change of the
+/// `VDISCARD` character made through the master (a character Linux's line discipline
+/// does not act on, so the change has no effect) shows through it. The settings are put
+/// back at once. A pair in packet mode with `EXTPROC` would report the change to its
+/// reader: not probed (false).
+fn same_terminal(dev_tty: BorrowedFd<'_>, master: BorrowedFd<'_>) -> io::Result<bool> {
+    let saved = sys::get_termios2(master)?;
+    let packet = sys::get_int(master, sys::TIOCGPKT)? != 0;
+    if packet && saved.c_lflag & libc::EXTPROC != 0 {
+        return Ok(false);
+    }
+    let before = sys::get_termios2(dev_tty)?;
+    if before.c_cc != saved.c_cc || before.c_lflag != saved.c_lflag {
+        return Ok(false);
+    }
+    let mut probe = saved;
+    probe.c_cc[libc::VDISCARD] = saved.c_cc[libc::VDISCARD] ^ 0x55;
+    sys::set_termios2(master, &probe)?;
+    let seen = sys::get_termios2(dev_tty);
+    sys::set_termios2(master, &saved)?;
+    Ok(seen?.c_cc[libc::VDISCARD] == probe.c_cc[libc::VDISCARD])
 }
 
 /// Opens a slave of the pair of `master` (unlocking it for the moment when `locked`).
