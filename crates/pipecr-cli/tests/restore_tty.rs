@@ -89,6 +89,11 @@ fn a_pty_pair_and_its_session_come_back_with_their_queued_bytes_and_settings() {
         (33, 101, 7, 9)
     );
     assert!(state.packet && state.locked && state.exclusive, "{state:?}");
+    assert_eq!(
+        (state.session, raw_state.session),
+        (c, 0),
+        "whose controlling terminal"
+    );
     let termios = state.termios.as_ref().unwrap();
     assert_eq!((termios.ispeed, termios.ospeed), (12345, 12345));
     assert_eq!(termios.cc[libc::VERASE], 8);

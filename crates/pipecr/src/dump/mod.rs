@@ -704,7 +704,7 @@ fn controlling_terminals(
         if stat.tty_nr == 0 {
             continue;
         }
-        if let Some(id) = files::terminal_file(open_files, stat.tty_nr) {
+        if let Some(id) = files::terminal_file(open_files, stat.tty_nr, stat.sid) {
             r.ctty_file_id = id;
             if r.sid == r.pid && stat.tpgid > 0 {
                 foreground.insert(r.pid, stat.tpgid);

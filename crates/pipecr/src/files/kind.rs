@@ -802,10 +802,11 @@ pub trait FileKind: Sync {
     }
 
     /// The terminal device (`st_rdev`, as `/proc/PID/stat`'s `tty_nr` gives it) that the
-    /// saved `file` stands for, when the restore recreates that terminal from the image:
-    /// what a process whose controlling terminal it is gets it back through (one open
-    /// file per terminal answers: a pseudo-terminal pair's master). `None` by default.
-    fn terminal(&self, file: &proto::OpenFile) -> Option<u64> {
+    /// saved `file` stands for, with the session whose controlling terminal it was (0:
+    /// none), when the restore recreates that terminal from the image: what a process
+    /// whose controlling terminal it is gets it back through (one open file per terminal
+    /// answers: a pseudo-terminal pair's master). `None` by default.
+    fn terminal(&self, file: &proto::OpenFile) -> Option<(u64, i32)> {
         let _ = file;
         None
     }

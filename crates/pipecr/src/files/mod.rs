@@ -160,13 +160,14 @@ pub fn finish_dump(
     Ok(())
 }
 
-/// The saved open file that stands for terminal device `tty_nr` (a process's controlling
-/// terminal, from `/proc/PID/stat`), when the image recreates that terminal: the first
-/// of `files` whose kind answers [`FileKind::terminal`] with it.
-pub fn terminal_file(files: &[proto::OpenFile], tty_nr: u64) -> Option<u64> {
+/// The saved open file that stands for terminal device `tty_nr`, the controlling
+/// terminal of session `sid` (from `/proc/PID/stat`), when the image recreates that
+/// terminal: the one of `files` whose kind answers [`FileKind::terminal`] with both (the
+/// number alone may be another devpts instance's terminal).
+pub fn terminal_file(files: &[proto::OpenFile], tty_nr: u64, sid: i32) -> Option<u64> {
     files.iter().find_map(|f| {
         let kind = restorer_of(f).ok()?;
-        (kind.terminal(f) == Some(tty_nr)).then_some(f.id)
+        (kind.terminal(f) == Some((tty_nr, sid))).then_some(f.id)
     })
 }
 

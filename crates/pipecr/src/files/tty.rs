@@ -475,6 +475,8 @@ impl PtyKind {
         let ws = rustix::termios::tcgetwinsize(m).map_err(|e| fail("TIOCGWINSZ", e.into()))?;
         let packet = sys::get_int(m, sys::TIOCGPKT).map_err(|e| fail("TIOCGPKT", e))? != 0;
         let locked = sys::get_int(m, sys::TIOCGPTLCK).map_err(|e| fail("TIOCGPTLCK", e))? != 0;
+        // ENOTTY: the slave is no session's controlling terminal.
+        let session = rustix::termios::tcgetsid(m).map_or(0, |p| p.as_raw_nonzero().get());
         if packet && status_pending(m).map_err(|e| fail("poll", e))? {
             return Err(refuse(format!(
                 "(pts {index}) has a packet-mode status byte its reader has not read, which cannot be put back"
@@ -550,6 +552,7 @@ impl PtyKind {
                 exclusive: read.exclusive,
                 input: read.input,
                 output: read.output,
+                session,
             }),
         }))
     }
@@ -890,10 +893,11 @@ impl FileKind for PtyKind {
         Ok(())
     }
 
-    fn terminal(&self, file: &proto::OpenFile) -> Option<u64> {
+    fn terminal(&self, file: &proto::OpenFile) -> Option<(u64, i32)> {
         match &file.kind {
             Some(open_file::Kind::Pty(p)) if p.master => {
-                Some(slave_device(p.state.as_ref()?.index))
+                let state = p.state.as_ref()?;
+                Some((slave_device(state.index), state.session))
             }
             _ => None,
         }
