@@ -493,3 +493,61 @@ fn a_master_whose_slave_was_never_opened_in_the_tree_is_refused_and_the_tree_run
     );
     common::wait_child(&mut child, "python3 to exit");
 }
+
+#[test]
+fn a_packet_mode_status_byte_not_yet_read_is_refused_and_left_for_its_reader() {
+    if !common::capable() || !common::have("python3") {
+        return;
+    }
+    // Packet mode on, then the slave's input flushed: the master has a status byte
+    // (TIOCPKT_FLUSHREAD) waiting, which no call could put back.
+    let prog = "import os, sys, fcntl, termios\n\
+        m, s = os.openpty()\n\
+        fcntl.ioctl(m, termios.TIOCPKT, b'\\x01\\x00\\x00\\x00')\n\
+        termios.tcflush(s, termios.TCIFLUSH)\n\
+        print('ready', m, flush=True)\n\
+        sys.stdin.readline()\n\
+        print('status', os.read(m, 10)[0])\n";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", prog])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = common::only_stdio(&mut cmd).spawn().unwrap();
+    let pid = child.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let fd: i32 = line
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let dumped = Command::new(PIPECR)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&img)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&dumped.stderr);
+    assert!(!dumped.status.success() && !img.exists(), "{err}");
+    assert!(
+        err.contains(&format!("pid {pid} fd {fd}: pseudo-terminal master"))
+            && err.contains("packet-mode status byte"),
+        "{err}"
+    );
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        // TIOCPKT_FLUSHREAD (include/uapi/asm-generic/ioctls.h).
+        "status 1",
+        "the status byte is still there"
+    );
+    common::wait_child(&mut child, "python3 to exit");
+}

@@ -477,11 +477,6 @@ impl PtyKind {
         let locked = sys::get_int(m, sys::TIOCGPTLCK).map_err(|e| fail("TIOCGPTLCK", e))? != 0;
         // ENOTTY: the slave is no session's controlling terminal.
         let session = rustix::termios::tcgetsid(m).map_or(0, |p| p.as_raw_nonzero().get());
-        if packet && status_pending(m).map_err(|e| fail("poll", e))? {
-            return Err(refuse(format!(
-                "(pts {index}) has a packet-mode status byte its reader has not read, which cannot be put back"
-            )));
-        }
 
         // A slave of the tree, if there is one; bytes either end wrote and the other's
         // line discipline has not taken yet are processed first, so that the queues
@@ -500,6 +495,13 @@ impl PtyKind {
             // read.
             return Err(refuse(format!(
                 "(pts {index}) has no slave in the tree and is not hung up: the slave is open outside the tree, or was never opened"
+            )));
+        }
+
+        // After the flush: processing pending bytes may itself raise a status.
+        if packet && status_pending(m).map_err(|e| fail("poll", e))? {
+            return Err(refuse(format!(
+                "(pts {index}) has a packet-mode status byte its reader has not read, which cannot be put back"
             )));
         }
 
