@@ -429,11 +429,6 @@ impl PtyKind {
         file: &LiveFile,
         sink: &mut DumpSink<'_>,
     ) -> Result<open_file::Kind, FileError> {
-        let refuse = |why: String| FileError::Unsupported {
-            pid: file.pid,
-            fd: file.fd,
-            kind: format!("pseudo-terminal master {}: {why}", file.link),
-        };
         let fail = |op, source: io::Error| FileError::Dump {
             pid: file.pid,
             fd: file.fd,
@@ -443,9 +438,14 @@ impl PtyKind {
         };
         let m = file.file.as_fd();
         let index = sys::get_int(m, sys::TIOCGPTN).map_err(|e| fail("TIOCGPTN", e))?;
+        let refuse = |why: String| FileError::Unsupported {
+            pid: file.pid,
+            fd: file.fd,
+            kind: format!("pseudo-terminal master {} (pts {index}): {why}", file.link),
+        };
         if file.link.ends_with(DELETED) || !file.link.starts_with('/') {
             return Err(refuse(format!(
-                "devpts instance of pts {index} has no ptmx left to open a new pair in"
+                "its devpts instance has no ptmx left to open a new pair in"
             )));
         }
         let fs = rustix::fs::fstatfs(m).map_err(|e| fail("fstatfs", e.into()))?;
@@ -461,7 +461,7 @@ impl PtyKind {
         });
         if reachable != Some(true) {
             return Err(refuse(format!(
-                "devpts instance {}:{} (pts {index}) is not reachable through {} any more",
+                "its devpts instance {}:{} is not reachable through {} any more",
                 rustix::fs::major(devpts),
                 rustix::fs::minor(devpts),
                 file.link
@@ -494,14 +494,14 @@ impl PtyKind {
             // whose close would leave the master hung up: refused before anything is
             // read.
             return Err(refuse(format!(
-                "(pts {index}) has no slave in the tree and is not hung up: the slave is open outside the tree, or was never opened"
+                "no slave in the tree and not hung up: the slave is open outside the tree, or was never opened"
             )));
         }
 
         // After the flush: processing pending bytes may itself raise a status.
         if packet && status_pending(m).map_err(|e| fail("poll", e))? {
             return Err(refuse(format!(
-                "(pts {index}) has a packet-mode status byte its reader has not read, which cannot be put back"
+                "a packet-mode status byte its reader has not read, which cannot be put back"
             )));
         }
 
