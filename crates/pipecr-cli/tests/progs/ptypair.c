@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/fanotify.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -32,7 +32,7 @@
          M reads; G: the lines S reads, exclusive mode, tcgetpgrp, getsid, /dev/tty, its
          ctty in /proc/self/stat; P: C's and G's tty_nr and tpgid) and goes on with more
          bytes both ways; prints "ok" or what differs, acks.
-     'f' G opens a fanotify instance at fd 100 (which a dump refuses), acks.
+     'f' G opens a userfaultfd at fd 100 (which a dump refuses), acks.
      'q' kills C and G and exits 0. */
 
 static int out, m, rm, rs;
@@ -116,8 +116,8 @@ static void g_main(int s, int t, int cmd, int res) {
             if (n == 8 && memcmp(buf, "partial\n", 8) == 0) snprintf(line, sizeof line, "ok");
             else snprintf(line, sizeof line, "G: second read %zd '%.*s'", n, (int)(n > 0 ? n : 0), buf);
         } else if (c1 == 'f') {
-            int fa = fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
-            if (fa < 0 || dup2(fa, 100) != 100) snprintf(line, sizeof line, "G: fanotify: %s", strerror(errno));
+            int fa = syscall(SYS_userfaultfd, O_CLOEXEC);
+            if (fa < 0 || dup2(fa, 100) != 100) snprintf(line, sizeof line, "G: userfaultfd: %s", strerror(errno));
             else close(fa), snprintf(line, sizeof line, "ok");
         } else {
             continue;

@@ -22,6 +22,7 @@ mod error;
 pub mod external;
 pub mod fdtable;
 mod image;
+mod inprocess;
 mod locks;
 mod mm;
 mod objects;
