@@ -444,9 +444,9 @@ impl PtyKind {
             kind: format!("pseudo-terminal master {} (pts {index}): {why}", file.link),
         };
         if file.link.ends_with(DELETED) || !file.link.starts_with('/') {
-            return Err(refuse(format!(
-                "its devpts instance has no ptmx left to open a new pair in"
-            )));
+            return Err(refuse(
+                "its devpts instance has no ptmx left to open a new pair in".to_owned(),
+            ));
         }
         let fs = rustix::fs::fstatfs(m).map_err(|e| fail("fstatfs", e.into()))?;
         let devpts = devpts_of_master(file.pid, &file.link, file.stat.st_dev, fs.f_type as i64)
@@ -493,16 +493,15 @@ impl PtyKind {
             // Its input could only be read through a slave opened for the purpose,
             // whose close would leave the master hung up: refused before anything is
             // read.
-            return Err(refuse(format!(
-                "no slave in the tree and not hung up: the slave is open outside the tree, or was never opened"
-            )));
+            return Err(refuse("no slave in the tree and not hung up: the slave is open outside the tree, or was never opened".to_owned()));
         }
 
         // After the flush: processing pending bytes may itself raise a status.
         if packet && status_pending(m).map_err(|e| fail("poll", e))? {
-            return Err(refuse(format!(
+            return Err(refuse(
                 "a packet-mode status byte its reader has not read, which cannot be put back"
-            )));
+                    .to_owned(),
+            ));
         }
 
         // 1. The master's input, with O_NONBLOCK on the open file for the moment.
