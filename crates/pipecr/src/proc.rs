@@ -50,6 +50,12 @@ pub struct Stat {
     pub pgid: i32,
     /// Session id.
     pub sid: i32,
+    /// The controlling terminal's device number (`tty_nr`, as `st_rdev` encodes it); 0
+    /// when there is none.
+    pub tty_nr: u64,
+    /// The foreground process group of the controlling terminal (`tpgid`); -1 or 0 when
+    /// there is none.
+    pub tpgid: i32,
     /// The kernel's per-task flags (`PF_*`).
     pub flags: u64,
 }
@@ -96,8 +102,9 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     let ppid = rest.next()?.parse().ok()?;
     let pgid = rest.next()?.parse().ok()?;
     let sid = rest.next()?.parse().ok()?;
-    // tty_nr, tpgid, then flags.
-    let flags = rest.nth(2)?.parse().ok()?;
+    let tty_nr = rest.next()?.parse::<i64>().ok()? as u32 as u64;
+    let tpgid = rest.next()?.parse().ok()?;
+    let flags = rest.next()?.parse().ok()?;
     Some(Stat {
         pid,
         comm,
@@ -105,6 +112,8 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         ppid,
         pgid,
         sid,
+        tty_nr,
+        tpgid,
         flags,
     })
 }

@@ -16,7 +16,11 @@
 //! back onto its `syscall` instruction (`rip -= 2`, `rax = orig_rax`), so it enters the
 //! call again; `-ERESTART_RESTARTBLOCK` becomes `restart_syscall`, whose saved state
 //! (the restart block) lives in the kernel and does not come back: in a new process it
-//! returns `EINTR` (a `nanosleep` sees an interruption).
+//! returns `EINTR` (a `nanosleep` sees an interruption). `poll` is the exception: its
+//! arguments are still in the registers, so it is entered again with them, as a
+//! `ppoll` or `select` would be restarted: its timeout starts over (a program waits up
+//! to one timeout longer) instead of failing with `EINTR`, which some programs treat as
+//! fatal (`script` ends its session on it).
 
 use std::io;
 
@@ -237,6 +241,10 @@ pub fn rearm_syscall(regs: &mut libc::user_regs_struct) {
             regs.rax = regs.orig_rax;
             regs.rip -= 2;
         }
+        ERESTART_RESTARTBLOCK if regs.orig_rax == libc::SYS_poll as u64 => {
+            regs.rax = regs.orig_rax;
+            regs.rip -= 2;
+        }
         ERESTART_RESTARTBLOCK => {
             regs.rax = libc::SYS_restart_syscall as u64;
             regs.rip -= 2;
@@ -362,6 +370,12 @@ mod tests {
         rearm_syscall(&mut r);
         assert_eq!(r.rax, libc::SYS_restart_syscall as u64);
         assert_eq!(r.rip, 0x1000);
+        // poll with a timeout: entered again with its own arguments.
+        r.orig_rax = libc::SYS_poll as u64;
+        r.rax = (-ERESTART_RESTARTBLOCK) as u64;
+        r.rip = 0x1002;
+        rearm_syscall(&mut r);
+        assert_eq!((r.rax, r.rip), (libc::SYS_poll as u64, 0x1000));
         // Not in a syscall: untouched.
         r.rax = 5;
         r.rip = 0x1002;

@@ -86,6 +86,15 @@ pub enum DumpError {
         /// What they share.
         what: &'static str,
     },
+    /// A process's controlling terminal is a pseudo-terminal of the tree that a restore
+    /// could not give it back.
+    #[error("pid {pid}: controlling terminal: {what}")]
+    Terminal {
+        /// The process.
+        pid: i32,
+        /// Why, in words.
+        what: String,
+    },
     /// A system call on a process failed.
     #[error("pid {pid}: {op} failed")]
     Sys {
@@ -533,6 +542,9 @@ fn save_tree(
             shares_fs_with: shared_with(&fs, p.pid),
             shares_vm_with: shared_with(&vm, p.pid),
             shares_sighand_with: shared_with(&sighand, p.pid),
+            // Set by `controlling_terminals` once every record exists.
+            ctty_file_id: 0,
+            foreground_pgrp: 0,
             // Its children that exited and are not reaped: only their wait status is left.
             zombies: tree
                 .zombies()
@@ -547,6 +559,7 @@ fn save_tree(
                 .collect(),
         });
     }
+    controlling_terminals(&mut records, &open_files)?;
     let mut fd_tables: Vec<proto::FdTable> = fd_tables.into_values().collect();
     fd_tables.sort_by_key(|t| t.id);
     for t in &mut fd_tables {
@@ -674,6 +687,86 @@ fn save_processes(
         mms,
         snapshots: taken,
     })
+}
+
+/// Records each process's controlling terminal when it is one the image recreates (a
+/// pseudo-terminal pair of the tree, [`files::terminal_file`]), and its session leader's
+/// foreground process group. Refused when a restore could not give it back: a member
+/// whose session leader is not in the tree, or whose terminal is not its leader's (none
+/// included), or a foreground group with no process in the tree.
+fn controlling_terminals(
+    records: &mut [proto::Process],
+    open_files: &[proto::OpenFile],
+) -> Result<(), DumpError> {
+    let mut foreground = BTreeMap::new();
+    for r in records.iter_mut() {
+        let stat = proc::stat(r.pid)?;
+        if stat.tty_nr == 0 {
+            continue;
+        }
+        if let Some(id) = files::terminal_file(open_files, stat.tty_nr, stat.sid) {
+            r.ctty_file_id = id;
+            if r.sid == r.pid && stat.tpgid > 0 {
+                foreground.insert(r.pid, stat.tpgid);
+            }
+        }
+    }
+    let groups: std::collections::BTreeSet<i32> = records.iter().map(|r| r.pgid).collect();
+    let leaders: BTreeMap<i32, u64> = records
+        .iter()
+        .filter(|r| r.sid == r.pid)
+        .map(|r| (r.pid, r.ctty_file_id))
+        .collect();
+    for r in records.iter_mut() {
+        if r.ctty_file_id == 0 {
+            // A member that left the terminal its session leader has (TIOCNOTTY) would
+            // inherit it again from its restored parent.
+            if let Some(&of_leader) = leaders.get(&r.sid)
+                && of_leader != 0
+                && r.sid != r.pid
+            {
+                return Err(DumpError::Terminal {
+                    pid: r.pid,
+                    what: format!(
+                        "none, while its session leader {} has a pseudo-terminal of the tree (open file {of_leader})",
+                        r.sid
+                    ),
+                });
+            }
+            continue;
+        }
+        match leaders.get(&r.sid) {
+            None => {
+                return Err(DumpError::Terminal {
+                    pid: r.pid,
+                    what: format!(
+                        "a pseudo-terminal of the tree (open file {}), of session {} whose leader is not in the tree",
+                        r.ctty_file_id, r.sid
+                    ),
+                });
+            }
+            Some(&of_leader) if of_leader != r.ctty_file_id => {
+                return Err(DumpError::Terminal {
+                    pid: r.pid,
+                    what: format!(
+                        "open file {}, not its session leader {}'s (a member that changed terminal)",
+                        r.ctty_file_id, r.sid
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+        if let Some(&fg) = foreground.get(&r.pid) {
+            if !groups.contains(&fg) {
+                return Err(DumpError::Terminal {
+                    pid: r.pid,
+                    what: format!("its foreground process group {fg} has no process in the tree"),
+                });
+            }
+            r.foreground_pgrp = fg;
+        }
+    }
+    Ok(())
 }
 
 /// The POSIX record locks the tree holds, by holder (see [`files::locks`]): each lock

@@ -5,11 +5,11 @@
 //!
 //! A terminal is saved by path only: restore opens the same device again, which is right
 //! when the restored tree runs on the terminal it was dumped from (the user's shell) and
-//! fails, naming the path, when that terminal is gone. Terminal settings, the controlling
-//! terminal and foreground process group belong to the session, not to this module. The
-//! master side of a pseudo-terminal is not claimed: opening `/dev/ptmx` again would make a
-//! new, unrelated terminal. Any other character device is left unclaimed, so the dump stops
-//! naming it.
+//! fails, naming the path, when that terminal is gone. Pseudo-terminal pairs whose master
+//! the tree holds are the `tty` kind's (asked first); it also writes this kind's record
+//! for a slave whose master is outside the tree, restored here. The master of a legacy
+//! BSD pseudo-terminal is not claimed: opening it again would make a new, unrelated
+//! terminal. Any other character device is left unclaimed, so the dump stops naming it.
 //!
 //! A device node removed after it was opened (a `mknod`'d copy of `/dev/null`, a node of a
 //! terminal) is saved with its device number and mode; restore makes a node of the same

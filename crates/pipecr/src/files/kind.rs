@@ -490,6 +490,13 @@ impl<'w> DumpSink<'w> {
         self.descriptors.get(&ino).map_or(&[], Vec::as_slice)
     }
 
+    /// Every descriptor of the tree (see [`DumpSink::set_descriptors`]), by inode: what
+    /// a kind whose open files pair up across the tree looks through (a pseudo-terminal
+    /// slave for its master).
+    pub fn descriptors(&self) -> impl Iterator<Item = &TreeDescriptor> {
+        self.descriptors.values().flatten()
+    }
+
     /// The per-kind state of type `T` (created empty on first use).
     pub fn state<T: Any + Default>(&mut self) -> &mut T {
         self.state.get()
@@ -836,6 +843,16 @@ pub trait FileKind: Sync {
     /// needs; `None` when the image can recreate it alone.
     fn external(&self, file: &proto::OpenFile, saved: &Saved<'_>) -> Option<External> {
         let _ = (file, saved);
+        None
+    }
+
+    /// The terminal device (`st_rdev`, as `/proc/PID/stat`'s `tty_nr` gives it) that the
+    /// saved `file` stands for, with the session whose controlling terminal it was (0:
+    /// none), when the restore recreates that terminal from the image: what a process
+    /// whose controlling terminal it is gets it back through (one open file per terminal
+    /// answers: a pseudo-terminal pair's master). `None` by default.
+    fn terminal(&self, file: &proto::OpenFile) -> Option<(u64, i32)> {
+        let _ = file;
         None
     }
 

@@ -44,6 +44,7 @@ pub mod sockopts;
 pub mod symlink;
 pub mod tcp;
 pub mod timerfd;
+pub mod tty;
 pub mod udp;
 pub mod unix;
 
@@ -66,6 +67,9 @@ pub static KINDS: &[&dyn FileKind] = &[
     &procfs::PseudoFileKind,
     &regular::RegularKind,
     &directory::DirectoryKind,
+    // Before chardev: pseudo-terminal ends whose master the tree holds are pairs; the
+    // others stay terminals reopened by path.
+    &tty::PtyKind,
     &chardev::CharDeviceKind,
     &eventfd::EventFdKind,
     &timerfd::TimerFdKind,
@@ -166,6 +170,17 @@ pub fn finish_dump(
         kind.finish(files, sink)?;
     }
     Ok(())
+}
+
+/// The saved open file that stands for terminal device `tty_nr`, the controlling
+/// terminal of session `sid` (from `/proc/PID/stat`), when the image recreates that
+/// terminal: the one of `files` whose kind answers [`FileKind::terminal`] with both (the
+/// number alone may be another devpts instance's terminal).
+pub fn terminal_file(files: &[proto::OpenFile], tty_nr: u64, sid: i32) -> Option<u64> {
+    files.iter().find_map(|f| {
+        let kind = restorer_of(f).ok()?;
+        (kind.terminal(f) == Some((tty_nr, sid))).then_some(f.id)
+    })
 }
 
 /// The records of `pipes.img` for the pipe objects a dump met so far (each marked with

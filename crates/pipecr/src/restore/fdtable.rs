@@ -215,6 +215,11 @@ impl ParkedFiles {
         self.top
     }
 
+    /// The open file `id`, when the set created it.
+    pub fn file(&self, id: u64) -> Option<BorrowedFd<'_>> {
+        self.files.get(&id).map(|f| f.as_fd())
+    }
+
     /// The parked descriptor numbers, sorted.
     pub fn parked_fds(&self) -> Vec<RawFd> {
         let mut fds: Vec<RawFd> = self

@@ -8,7 +8,8 @@
 // - the checks run before anything is made: `preflight`;
 // - one process's image replaced: `image`, over its steps `threads`, `signals`,
 //   `timers`, `creds`, `regs`, `mm` and `cow`; the descriptor tables: `fdtable`; the
-//   memory objects both of those open, created once before the tree: `objects`;
+//   memory objects both of those open, created once before the tree: `objects`; the
+//   session's controlling terminal, from the descriptor tables' open files: `ctty`;
 // - the external ends (`external`, over `options`) and `error` (over `external`);
 // - at the bottom: `options` (the caller's choices: `RestoreOptions`, `Inherit`,
 //   `Source`), `saved`, `trampoline`.
@@ -16,6 +17,7 @@
 // `pipecr::restore::RestoreOptions`; no module below imports it back.
 mod cow;
 mod creds;
+mod ctty;
 mod error;
 pub mod external;
 pub mod fdtable;

@@ -788,12 +788,16 @@ fn child_setup_inner(
     let Some(parked) = inherited.or(owned.as_ref()) else {
         return Err("no open files to install".to_owned());
     };
+    // A session leader's controlling terminal, before its children (they inherit it).
+    super::ctty::take(saved, parked)?;
     // Children after our session and group (they inherit them), before our descriptors
     // (they install their own from the parked set).
     // The areas our children share pages in with us, filled with ours before they are
     // created, so that they inherit them copy-on-write.
     super::cow::prefill(image, tree, idx, report)?;
     let children = spawn_children(image, tree, idx, err_w, report, parked)?;
+    // The terminal's foreground group, which may be a child's.
+    super::ctty::foreground(saved, parked)?;
     // A table shared with the parent is the parent's to install, once we have stopped.
     let own_table = !matches!(files, OpenFiles::Shared(_));
     // The open files that wait for every table of the tree; none (and no waiting) unless

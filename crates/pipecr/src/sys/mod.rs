@@ -31,3 +31,4 @@ pub mod socket;
 pub mod sockopt;
 pub mod timer;
 pub mod timerfd;
+pub mod tty;
