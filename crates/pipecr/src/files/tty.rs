@@ -210,6 +210,8 @@ fn by_path(file: &LiveFile) -> Result<open_file::Kind, FileError> {
         major: rustix::fs::major(file.stat.st_rdev),
         minor: rustix::fs::minor(file.stat.st_rdev),
         terminal: true,
+        unlinked: false,
+        mode: file.stat.st_mode,
     }))
 }
 
