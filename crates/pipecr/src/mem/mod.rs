@@ -262,12 +262,14 @@ impl MemDumper {
             match save {
                 Save::Nothing => flags |= VmaFlag::NotSaved as u32,
                 Save::Private => {
-                    self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?
+                    vma.guard_regions =
+                        self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?
                 }
                 Save::Object(k) => vma.object_id = self.dump_object(pid, source, e, k, raw)?,
                 Save::PrivateAndObject(k) => {
                     vma.object_id = self.dump_object(pid, source, e, k, raw)?;
-                    self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?;
+                    vma.guard_regions =
+                        self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?;
                 }
             }
             vma.flags = flags;
@@ -302,7 +304,8 @@ impl MemDumper {
         (self.objects, stats, HeldPages(self.store))
     }
 
-    /// Saves the pages of a private area worth saving (see the module documentation).
+    /// Saves the pages of a private area worth saving (see the module documentation);
+    /// returns the guard regions (`MADV_GUARD_INSTALL`) found in it.
     fn dump_private(
         &mut self,
         pid: i32,
@@ -311,7 +314,8 @@ impl MemDumper {
         reader: &mut MemReader,
         raw: &mut RawWriter,
         mm: &mut proto::Mm,
-    ) -> Result<(), MemError> {
+    ) -> Result<Vec<proto::GuardRegion>, MemError> {
+        let mut guards = Vec::new();
         let anonymous = e.inode == 0;
         let page = PAGE_SIZE as usize;
         let mut entries: Vec<PagemapEntry> = Vec::with_capacity(CHUNK_PAGES);
@@ -333,6 +337,12 @@ impl MemDumper {
             ranges.clear();
             for (i, pm) in entries.iter().enumerate() {
                 let addr = chunk + i as u64 * PAGE_SIZE;
+                // A guard page holds nothing and cannot be read: it is recorded, to be
+                // installed again.
+                if pm.guard() {
+                    push_guard(&mut guards, addr);
+                    continue;
+                }
                 // Present with the file bit: the file's own page, or the zero page.
                 if !(pm.swapped() || pm.present() && !pm.file_or_shared()) {
                     continue;
@@ -396,7 +406,7 @@ impl MemDumper {
             }
             chunk += n as u64 * PAGE_SIZE;
         }
-        Ok(())
+        Ok(guards)
     }
 
     /// Saves the object an area maps, the first time it is met; returns its id.
@@ -630,6 +640,21 @@ impl Drop for Timed<'_> {
     fn drop(&mut self) {
         *self.0 += self.1.elapsed();
     }
+}
+
+/// Appends the guard page at `addr` to `guards`, extending the last run when it ends
+/// there.
+fn push_guard(guards: &mut Vec<proto::GuardRegion>, addr: u64) {
+    if let Some(last) = guards.last_mut()
+        && last.start + last.nr_pages * PAGE_SIZE == addr
+    {
+        last.nr_pages += 1;
+        return;
+    }
+    guards.push(proto::GuardRegion {
+        start: addr,
+        nr_pages: 1,
+    });
 }
 
 /// Appends one page to a list of runs, extending the last run when both its address and
