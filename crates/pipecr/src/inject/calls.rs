@@ -151,6 +151,31 @@ pub fn madvise(inj: &mut Injector, addr: u64, len: u64, advice: MmapAdvise) -> R
         .map(drop)
 }
 
+// ---- asynchronous I/O ----
+
+/// `io_setup(nr_events, ctx)` in the tracee—Creates an AIO context able to hold
+/// `nr_events` requests; the kernel writes its id (the address of its ring) at `at`,
+/// which is read back and returned.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/io_setup.2.html)
+pub fn io_setup(inj: &mut Injector, nr_events: u32, at: u64) -> Result<u64> {
+    inj.write_memory(at, &0u64.to_ne_bytes())?;
+    inj.syscall_checked(libc::SYS_io_setup, [u64::from(nr_events), at, 0, 0, 0, 0])?;
+    let mut ctx = [0u8; 8];
+    inj.read_memory(at, &mut ctx)?;
+    Ok(u64::from_ne_bytes(ctx))
+}
+
+/// `io_submit(ctx, nr, iocbpp)` in the tracee—Submits the `nr` requests whose `struct
+/// iocb` pointers the caller wrote at `iocbpp`; returns how many were taken.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/io_submit.2.html)
+pub fn io_submit(inj: &mut Injector, ctx: u64, nr: u64, iocbpp: u64) -> Result<u64> {
+    inj.syscall_checked(libc::SYS_io_submit, [ctx, nr, iocbpp, 0, 0, 0])
+}
+
 // ---- files ----
 
 /// `openat(AT_FDCWD, path, flags, 0)` in the tracee—Opens the NUL-terminated path the

@@ -28,7 +28,7 @@
 //! [`MemError::Unsupported`].
 //!
 //! What an area is and how it is saved is for the kinds of memory area to say: one
-//! module each ([`anon`], [`file_private`], [`file_shared`], [`memobj`], [`special`],
+//! module each ([`aio`], [`anon`], [`file_private`], [`file_shared`], [`memobj`], [`special`],
 //! [`sysvshm`], [`refused`]) implementing [`area::AreaKind`], all listed in [`AREA_KINDS`], which the
 //! dump here, the restore (`crate::restore`) and `pipecr show` go through
 //! ([`saved_kind`]). This module reads what the kinds ask for (pages, objects) and knows
@@ -37,6 +37,7 @@
 //! Every function expects the process to be stopped (see [`crate::freeze`]); none of
 //! them uses ptrace, so any thread may call them.
 
+pub mod aio;
 pub mod anon;
 pub mod area;
 pub mod file_private;
@@ -82,6 +83,8 @@ pub static AREA_KINDS: &[&dyn AreaKind] = &[
     // Before memobj: `/SYSVKEY (deleted)` is an attachment of a System V segment, saved
     // with the segment in ipc.img.
     &sysvshm::SysvShmArea,
+    // Before memobj: `/[aio] (deleted)` is the ring of an AIO context, not a file.
+    &aio::AioRingArea,
     // Before memobj and special: `[heap]`, `[stack]`, `[anon:NAME]` and areas without a
     // path are anonymous memory.
     &anon::AnonArea,
@@ -275,6 +278,7 @@ impl MemDumper {
             vma.flags = flags;
             if let Some(kind) = AREA_KINDS.iter().find(|k| k.claims(e)) {
                 kind.record(e, &mut vma);
+                kind.read_state(pid, source, e, &mut vma)?;
             }
             mm.vmas.push(vma);
         }
@@ -542,6 +546,15 @@ fn relink(pid: i32, source: i32, entries: &mut [MapEntry]) -> Result<(), MemErro
             continue;
         }
         let dir = std::path::Path::new(&e.path).parent();
+        // A directory of another file system cannot hold a link to it: the file lives
+        // on a pseudo file system (the `/[aio]` ring of an AIO context, say), where
+        // its name never was a path.
+        if dir
+            .and_then(|d| std::fs::metadata(d).ok())
+            .is_none_or(|d| d.dev() != meta.dev())
+        {
+            continue;
+        }
         let other = dir
             .and_then(|d| std::fs::read_dir(d).ok())
             .into_iter()
@@ -773,7 +786,7 @@ mod tests {
         let kinds: Vec<proto::VmaKind> = (1..64)
             .filter_map(|k| proto::VmaKind::try_from(k).ok())
             .collect();
-        assert_eq!(kinds.len(), 12);
+        assert_eq!(kinds.len(), 13);
         let mut names = Vec::new();
         for k in kinds {
             let owners = AREA_KINDS
@@ -785,7 +798,7 @@ mod tests {
         }
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 12, "distinct names");
+        assert_eq!(names.len(), 13, "distinct names");
         assert!(saved_kind(proto::VmaKind::Unspecified as i32).is_none());
         assert!(saved_kind(999).is_none());
 
