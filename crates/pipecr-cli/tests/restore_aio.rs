@@ -75,3 +75,73 @@ fn aio_contexts_come_back_at_their_ids_with_their_unread_events() {
     ctl.write_all(b"q").unwrap();
     common::finish_restore(restore, 0);
 }
+
+/// io_uring cannot be saved from user space: a dump refuses it, naming the process and
+/// the descriptor, the ring still mapped after the descriptor was closed, or the kernel
+/// poller thread, and saying why; the program runs on untouched (tests/progs/uring.c).
+#[test]
+fn io_uring_is_refused_clearly_and_the_program_runs_on() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = common::build("uring", dir.path()) else {
+        return;
+    };
+    for mode in ["fd", "mapped", "sqpoll"] {
+        let root = dir.path().join(mode);
+        std::fs::create_dir(&root).unwrap();
+        for fifo in ["ctl", "ack"] {
+            common::mkfifo(&root.join(fifo));
+        }
+        let mut ctl = common::open_ctl(&root.join("ctl"));
+        let mut prog = common::only_stdio(&mut std::process::Command::new(&exe))
+            .arg(root.join("out"))
+            .arg(root.join("ctl"))
+            .arg(root.join("ack"))
+            .arg(mode)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = prog.id() as i32;
+        let _guard = KillOnDrop(vec![pid]);
+        let mut ack = std::fs::File::open(root.join("ack")).unwrap();
+        let mut b = [0u8; 1];
+        ack.read_exact(&mut b).expect("the program set up its ring");
+        let line = last_line(&root.join("out"));
+        let words: Vec<&str> = line.split(' ').collect();
+        let (fd, ring) = (words[1], words[3]);
+
+        let out = std::process::Command::new(common::PIPECR)
+            .args(["dump", "-t", &pid.to_string(), "-D"])
+            .arg(root.join("img"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{mode}: {err}");
+        assert!(!root.join("img").exists(), "{mode}: no image");
+        let expect = match mode {
+            "fd" => format!("pid {pid} fd {fd}: an io_uring instance ("),
+            "mapped" => format!("pid {pid}: cannot save the area 0x{ring}-"),
+            _ => format!("of pid {pid} is an io_uring worker"),
+        };
+        assert!(err.contains(&expect), "{mode}: {err}");
+        assert!(
+            err.contains("no way to read them out or rebuild them"),
+            "{mode}: says why: {err}"
+        );
+        if mode == "mapped" {
+            assert!(
+                err.contains("(anon_inode:[io_uring]): an io_uring ring"),
+                "{err}"
+            );
+        }
+        // The program runs on: it answers.
+        step(&mut ctl, &mut ack, b'p');
+        ctl.write_all(b"q").unwrap();
+        assert!(prog.wait().unwrap().success(), "{mode}");
+    }
+}

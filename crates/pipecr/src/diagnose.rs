@@ -245,6 +245,11 @@ fn freeze(e: &FreezeError) -> Diagnosis {
         FreezeError::ZombieLeader { pid, .. } => {
             Diagnosis::new(ErrorClass::Unsupported, "zombie_leader").pid(*pid)
         }
+        FreezeError::IoUringWorker { pid, tid, .. } => {
+            Diagnosis::new(ErrorClass::Unsupported, "io_uring")
+                .pid(*pid)
+                .tid(*tid)
+        }
         FreezeError::Ptrace {
             pid, tid, source, ..
         } => os("ptrace_failed", source).pid(*pid).tid(*tid),

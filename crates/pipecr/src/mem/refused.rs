@@ -1,11 +1,16 @@
-//! Areas pipecr refuses to save: I/O and PFN mappings (`VM_IO`, `VM_PFNMAP`) and hugetlb
-//! mappings. Their dump is a [`MemError::Unsupported`] naming the area; nothing of them
-//! is ever restored. Kernel special areas and named shared anonymous memory are left to
+//! Areas pipecr refuses to save: I/O and PFN mappings (`VM_IO`, `VM_PFNMAP`), hugetlb
+//! mappings, and mappings of an anonymous inode (maps: `anon_inode:[NAME]`), which no
+//! path opens again: the rings of an io_uring instance (still mapped after its
+//! descriptor was closed), a perf event's buffer, ... Their dump is a
+//! [`MemError::Unsupported`] naming the area; nothing of them is ever restored. Kernel special areas and named shared anonymous memory are left to
 //! their own kinds, whatever their flags.
 
 use pipecr_image::proto::{self, VmaKind};
 
 use super::area::{AreaKind, Classified, is_named_shmem, unsupported};
+
+/// How maps names the file of a mapping of an anonymous inode.
+const ANON_INODE: &str = "anon_inode:";
 use super::maps::MapEntry;
 use super::types::MemError;
 
@@ -21,11 +26,28 @@ impl AreaKind for RefusedArea {
     fn claims(&self, e: &MapEntry) -> bool {
         e.special().is_none()
             && !is_named_shmem(e)
-            && (e.has_vm_flag("io") || e.has_vm_flag("pf") || e.has_vm_flag("ht"))
+            && (e.has_vm_flag("io")
+                || e.has_vm_flag("pf")
+                || e.has_vm_flag("ht")
+                || e.inode != 0 && e.path.starts_with(ANON_INODE))
     }
 
     fn classify(&self, pid: i32, e: &MapEntry) -> Result<Classified, MemError> {
-        Err(if e.has_vm_flag("io") || e.has_vm_flag("pf") {
+        Err(if e.path == "anon_inode:[io_uring]" {
+            unsupported(
+                pid,
+                e,
+                "an io_uring ring (its instance's queues and requests in flight live in the \
+                 kernel, which gives user space no way to read them out or rebuild them; \
+                 CRIU cannot either)",
+            )
+        } else if e.inode != 0 && e.path.starts_with(ANON_INODE) {
+            unsupported(
+                pid,
+                e,
+                "a mapping of an anonymous inode (an object of the kernel no path opens again)",
+            )
+        } else if e.has_vm_flag("io") || e.has_vm_flag("pf") {
             unsupported(pid, e, "an I/O or PFN mapping (VM_IO/VM_PFNMAP)")
         } else {
             unsupported(pid, e, "a hugetlb mapping")
