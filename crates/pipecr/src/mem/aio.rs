@@ -135,6 +135,12 @@ impl AreaKind for AioRingArea {
         Ok(())
     }
 
+    fn read_while_stopped(&self) -> bool {
+        // The ring is shared with the kernel: a fork's view of it moves on with the
+        // process.
+        true
+    }
+
     fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)] {
         &[(VmaKind::AioRing, "aio-ring")]
     }

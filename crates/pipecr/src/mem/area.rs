@@ -148,6 +148,14 @@ pub trait AreaKind: Sync {
         Ok(())
     }
 
+    /// Whether what [`read_state`](Self::read_state) saves of an area must be read while
+    /// the process is stopped: kernel state it changes as it runs (an AIO ring's head,
+    /// tail and events), which a copy-on-write snapshot does not freeze
+    /// ([`super::only_private`]). No by default.
+    fn read_while_stopped(&self) -> bool {
+        false
+    }
+
     /// The saved kinds ([`VmaKind`]) this kind records areas as, each with the short
     /// name `pipecr show` lists such areas under ([`super::saved_kind`]).
     fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)];

@@ -585,7 +585,8 @@ fn relink(pid: i32, source: i32, entries: &mut [MapEntry]) -> Result<(), MemErro
 }
 
 /// Whether everything a dump saves of `pid`'s memory is private to it (pages of private
-/// areas; no memory object, which others could change) and a fork copies every area as
+/// areas; no memory object, which others could change, nor kernel state read from an
+/// area, which moves on with the process) and a fork copies every area as
 /// it is and quietly (none marked `MADV_DONTFORK` or `MADV_WIPEONFORK`, none registered
 /// with userfaultfd, whose monitor may be told of forks): then a fork of it is an exact
 /// copy of what the dump reads (see [`crate::snapshot`]).
@@ -594,6 +595,13 @@ pub fn only_private(pid: i32) -> Result<bool, MemError> {
         if ["dc", "wf", "um", "uw", "ui"]
             .iter()
             .any(|flag| e.has_vm_flag(flag))
+        {
+            return Ok(false);
+        }
+        if AREA_KINDS
+            .iter()
+            .find(|k| k.claims(&e))
+            .is_some_and(|k| k.read_while_stopped())
         {
             return Ok(false);
         }
