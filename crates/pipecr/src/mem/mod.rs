@@ -24,8 +24,10 @@
 //! deleted files) is
 //! read through `/proc/PID/map_files` once per object (dev, inode), skipping holes with
 //! `SEEK_DATA`. `[vvar]`, `[vvar_vclock]`, `[vsyscall]` and `[vdso]` are recorded, never
-//! read. I/O and PFN mappings and hugetlb areas are refused with
-//! [`MemError::Unsupported`].
+//! read. Guard pages (`MADV_GUARD_INSTALL`, pagemap bit 58) are recorded in their area's
+//! guard regions, never read. An AIO ring's kind reads the ring's header and unread
+//! events itself ([`area::AreaKind::read_state`]). I/O and PFN mappings, hugetlb areas
+//! and mappings of anonymous inodes are refused with [`MemError::Unsupported`].
 //!
 //! What an area is and how it is saved is for the kinds of memory area to say: one
 //! module each ([`aio`], [`anon`], [`file_private`], [`file_shared`], [`memobj`], [`special`],
