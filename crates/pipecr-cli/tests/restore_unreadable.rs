@@ -1,7 +1,8 @@
 //! Memory that cannot be read as it stands, through dump and restore
 //! (tests/progs/unreadable.c): pages written then made `PROT_NONE`, write-only pages,
 //! a guard region installed with `MADV_GUARD_INSTALL` between pages that hold bytes, and
-//! a classic `PROT_NONE` guard page. The image records the guard region (and stores no
+//! a classic `PROT_NONE` guard page, and guard regions in shared anonymous memory and in
+//! a file mapped shared. The image records the guard regions (and stores no
 //! page for it); after the restore the program finds, from inside, the same
 //! `/proc/self/maps` lines, every written page's bytes (read after giving the area
 //! `PROT_READ`), and both guards faulting on a touch (`SIGSEGV`, caught).
@@ -41,7 +42,26 @@ fn unreadable_memory_comes_back_with_its_bytes_protections_and_guards() {
         .split(' ')
         .map(|a| u64::from_str_radix(a, 16).unwrap())
         .collect();
-    let (a, bb, c, d) = (areas[0], areas[1], areas[2], areas[3]);
+    let (a, bb, c, d, e, f) = (areas[0], areas[1], areas[2], areas[3], areas[4], areas[5]);
+
+    // The maps lines the program compares after the restore are real ones.
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    for (i, (start, perms, path)) in [
+        (a, "---p", ""),
+        (bb, "-w-p", ""),
+        (c, "rw-p", ""),
+        (d, "---p", ""),
+        (e, "rw-s", "/dev/zero (deleted)"),
+        (f, "rw-s", "out.map"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let line = lines[i];
+        assert!(line.starts_with(&format!("{start:x}-")), "{line}");
+        assert!(line.contains(&format!(" {perms} ")), "{line}");
+        assert!(line.ends_with(path), "{line}");
+    }
 
     let img = root.join("img");
     common::dump(pid, &img, &[]);
@@ -66,6 +86,15 @@ fn unreadable_memory_comes_back_with_its_bytes_protections_and_guards() {
         .collect();
     assert_eq!(guards, [(c + 2 * 4096, 1)], "C's guard region");
     assert!(vma(d).guard_regions.is_empty() && vma(d).prot == 0);
+    for (start, kind) in [(e, proto::VmaKind::Object), (f, proto::VmaKind::FileShared)] {
+        let g: Vec<(u64, u64)> = vma(start)
+            .guard_regions
+            .iter()
+            .map(|g| (g.start, g.nr_pages))
+            .collect();
+        assert_eq!(g, [(start + 4096, 1)], "{kind:?}'s guard region");
+        assert_eq!(vma(start).kind, kind as i32);
+    }
     // Every written page is stored, the guard page not.
     let stored = |start: u64, end: u64| -> u64 {
         mms[0]

@@ -265,12 +265,21 @@ impl MemDumper {
                 );
             }
             match save {
-                Save::Nothing => flags |= VmaFlag::NotSaved as u32,
+                Save::Nothing => {
+                    flags |= VmaFlag::NotSaved as u32;
+                    // A shared mapping of a file may hold guard pages too.
+                    if e.inode != 0 {
+                        vma.guard_regions = scan_guards(pid, e, &mut pagemap)?;
+                    }
+                }
                 Save::Private => {
                     vma.guard_regions =
                         self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?
                 }
-                Save::Object(k) => vma.object_id = self.dump_object(pid, source, e, k, raw)?,
+                Save::Object(k) => {
+                    vma.object_id = self.dump_object(pid, source, e, k, raw)?;
+                    vma.guard_regions = scan_guards(pid, e, &mut pagemap)?;
+                }
                 Save::PrivateAndObject(k) => {
                     vma.object_id = self.dump_object(pid, source, e, k, raw)?;
                     vma.guard_regions =
@@ -663,6 +672,35 @@ impl Drop for Timed<'_> {
     fn drop(&mut self) {
         *self.0 += self.1.elapsed();
     }
+}
+
+/// The guard regions (`MADV_GUARD_INSTALL`) of an area whose pages are not read from
+/// pagemap (a shared mapping): its pagemap walked for them alone.
+fn scan_guards(
+    pid: i32,
+    e: &MapEntry,
+    pagemap: &mut Pagemap,
+) -> Result<Vec<proto::GuardRegion>, MemError> {
+    let mut guards = Vec::new();
+    let mut entries: Vec<PagemapEntry> = Vec::with_capacity(CHUNK_PAGES);
+    let mut chunk = e.start;
+    while chunk < e.end {
+        let n = CHUNK_PAGES.min(((e.end - chunk) / PAGE_SIZE) as usize);
+        pagemap
+            .read(chunk, &mut entries, n)
+            .map_err(|source| MemError::Read {
+                pid,
+                what: format!("/proc/PID/pagemap at {chunk:#x}"),
+                source,
+            })?;
+        for (i, pm) in entries.iter().enumerate() {
+            if pm.guard() {
+                push_guard(&mut guards, chunk + i as u64 * PAGE_SIZE);
+            }
+        }
+        chunk += n as u64 * PAGE_SIZE;
+    }
+    Ok(guards)
 }
 
 /// Appends the guard page at `addr` to `guards`, extending the last run when it ends
