@@ -135,3 +135,64 @@ fn restored_threads_keep_tids_counters_tls_and_rseq() {
         String::from_utf8_lossy(&done.stderr)
     );
 }
+
+/// A thread's ID taken by another process refuses the restore before anything is
+/// created, naming the ID; once it is free the same image restores.
+#[test]
+fn a_thread_id_in_use_refuses_the_restore_before_anything_exists() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Some(exe) = common::build("threads", root) else {
+        return;
+    };
+    let (mut prog, mut ctl, mut ack) = common::start_driven(&exe, root);
+    let out = root.join("out");
+    let pid = prog.id() as i32;
+    let guard = KillOnDrop(vec![pid]);
+    let mut b = [0u8; 1];
+    ack.read_exact(&mut b).unwrap();
+    step(&mut ctl, &mut ack, b'n');
+    let (tids, _, _) = last_report(&out);
+    let img = root.join("img");
+    common::dump(pid, &img, &["--leave-running"]);
+    prog.kill().unwrap();
+    prog.wait().unwrap();
+    std::mem::forget(guard);
+
+    // A process of ours takes the last worker's TID.
+    let taken = *tids.last().unwrap();
+    let holder = match pipecr::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[taken]) {
+        Ok(None) => {
+            // A copy of one thread of a multi-threaded test: raw system calls only.
+            let _ = pipecr::sys::fd::close_all_except(&[]);
+            loop {
+                rustix::event::pause();
+            }
+        }
+        Ok(Some(p)) => p,
+        Err(e) => panic!("cannot take tid {taken}: {e}"),
+    };
+    let refused = common::restore_command(&img).output().unwrap();
+    assert_eq!(refused.status.code(), Some(5), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains(&format!("pid {taken} is in use")), "{err}");
+    assert!(err.contains("nothing was restored"), "{err}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the refused restore created pid {pid}"
+    );
+    common::kill(taken);
+    let _ = rustix::process::waitpid(Some(holder), rustix::process::WaitOptions::empty());
+
+    let _guard = KillOnDrop(vec![pid]);
+    let restore = common::restore(&img, pid);
+    let mut all = tids.clone();
+    all.push(pid);
+    all.sort_unstable();
+    assert_eq!(tasks(pid as u32), all, "the same TIDs after restore");
+    ctl.write_all(b"q").unwrap();
+    common::finish_restore(restore, 0);
+}

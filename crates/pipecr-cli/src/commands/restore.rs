@@ -124,7 +124,7 @@ pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot restore pid {pid}; nothing was restored"))?;
     // In a new PID namespace, the saved PIDs are free.
     if !args.pidns
-        && let Some(p) = restore_process::tree_pids(&tree)
+        && let Some(p) = restore_process::tree_ids(&tree)
             .into_iter()
             .find(|&p| restore_process::pid_in_use(p))
     {

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,15 +17,18 @@
      kp   pidfd of a live child K (blocked reading a pipe), kpn the same with
           PIDFD_NONBLOCK;
      sp   pidfd of itself, tp of its own main thread (PIDFD_THREAD);
+     wp   pidfd of its worker thread W (PIDFD_THREAD | PIDFD_NONBLOCK), blocked reading a
+          pipe;
      zp   pidfd of a zombie child Z (exited 5, not reaped);
      rp   pidfd of a child R that exited 9 and was reaped; rs of one killed by SIGTERM
           and reaped;
      fa   O_PATH of DIR/file, fd O_PATH of DIR, fl O_PATH|O_NOFOLLOW of the link DIR/link
           (-> "file"), fg the same of DIR/gone (-> "nowhere"), removed after opening; fr
           O_PATH|O_DIRECTORY of the directory DIR/sub, removed after opening.
-   Prints "pids K Z" to OUT and acks. Per byte read from CTL: 'q' exits 0; 'v' checks
+   Prints "pids K Z W" to OUT and acks. Per byte read from CTL: 'q' exits 0; 'v' checks
    everything from inside (flags, fdinfo, poll, PIDFD_GET_INFO, waitid through the
-   pidfds, fstat and readlinkat of the O_PATH ones), prints "ok" or what differs, acks. */
+   pidfds, fstat and readlinkat of the O_PATH ones; then lets W end and waits for wp to
+   poll readable), prints "ok" or what differs, acks. */
 struct pidfd_info {
     uint64_t mask, cgroupid;
     uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
@@ -45,11 +49,24 @@ static void say(const char *line) {
 }
 static int pidfd_open(pid_t pid, unsigned flags) { return syscall(SYS_pidfd_open, pid, flags); }
 
-enum { KP, KPN, SP, TP, ZP, RP, RS, FA, FD, FL, FG, FR, N };
-static const char *names[N] = {"kp", "kpn", "sp", "tp", "zp", "rp", "rs", "fa", "fd", "fl", "fg", "fr"};
+enum { KP, KPN, SP, TP, WP, ZP, RP, RS, FA, FD, FL, FG, FR, N };
+static const char *names[N] = {"kp", "kpn", "sp", "tp", "wp", "zp", "rp", "rs", "fa", "fd", "fl", "fg", "fr"};
 static int fds[N], flags[N];
 static ino_t ino_file, ino_dir;
 static pid_t kid, zombie;
+static volatile pid_t worker_tid;
+static pthread_t worker;
+static int wpipe[2], wready[2];
+
+/* W: says its TID, then waits for a byte (or the end) of wpipe. */
+static void *work(void *arg) {
+    (void)arg;
+    worker_tid = (pid_t)syscall(SYS_gettid);
+    if (write(wready[1], "w", 1) != 1) _exit(2);
+    char c;
+    while (read(wpipe[0], &c, 1) < 0 && errno == EINTR) {}
+    return NULL;
+}
 
 static char bad[512];
 #define FAIL(...) do { snprintf(bad, sizeof bad, __VA_ARGS__); return -1; } while (0)
@@ -87,6 +104,9 @@ static int check(void) {
     if (fdinfo_pid(fds[KP]) != kid) FAIL("kp names %d, not %d", fdinfo_pid(fds[KP]), kid);
     if (fdinfo_pid(fds[SP]) != getpid()) FAIL("sp names %d", fdinfo_pid(fds[SP]));
     if (fdinfo_pid(fds[TP]) != getpid()) FAIL("tp names %d", fdinfo_pid(fds[TP]));
+    if (fdinfo_pid(fds[WP]) != worker_tid)
+        FAIL("wp names %d, not %d", fdinfo_pid(fds[WP]), worker_tid);
+    if (readable(fds[WP])) FAIL("the live thread's pidfd is readable");
     if (fdinfo_pid(fds[ZP]) != zombie) FAIL("zp names %d, not %d", fdinfo_pid(fds[ZP]), zombie);
     if (fdinfo_pid(fds[RP]) != -1 || fdinfo_pid(fds[RS]) != -1) FAIL("rp/rs name a live pid");
     if (readable(fds[KP]) || readable(fds[SP])) FAIL("a live process's pidfd is readable");
@@ -129,6 +149,12 @@ static int check(void) {
         (st.st_mode & 07777) != 0750)
         FAIL("fr is not a removed directory (mode %o nlink %lu)", st.st_mode,
              (unsigned long)st.st_nlink);
+    /* W ends: its pidfd turns readable (waited for, not polled at once: the thread's
+       exit is reported after pthread_join may return). */
+    if (write(wpipe[1], "x", 1) != 1) FAIL("write wpipe: %s", strerror(errno));
+    if (pthread_join(worker, NULL) != 0) FAIL("pthread_join");
+    struct pollfd p = {fds[WP], POLLIN, 0};
+    if (poll(&p, 1, -1) != 1 || !(p.revents & POLLIN)) FAIL("wp not readable after W ended");
     return 0;
 }
 
@@ -155,6 +181,11 @@ int main(int argc, char **argv) {
     fds[KPN] = pidfd_open(kid, PIDFD_NONBLOCK);
     fds[SP] = pidfd_open(getpid(), 0);
     fds[TP] = pidfd_open(getpid(), PIDFD_THREAD);
+    if (pipe2(wpipe, O_CLOEXEC) != 0 || pipe2(wready, O_CLOEXEC) != 0) return 2;
+    if (pthread_create(&worker, NULL, work, NULL) != 0) return 2;
+    char w;
+    while (read(wready[0], &w, 1) < 0 && errno == EINTR) {}
+    fds[WP] = pidfd_open(worker_tid, PIDFD_THREAD | PIDFD_NONBLOCK);
     zombie = fork();
     if (zombie == 0) _exit(5);
     fds[ZP] = pidfd_open(zombie, 0);
@@ -199,7 +230,7 @@ int main(int argc, char **argv) {
     if (fstat(fds[FD], &st) != 0) return 2;
     ino_dir = st.st_ino;
     char line[128];
-    snprintf(line, sizeof line, "pids %d %d\n", kid, zombie);
+    snprintf(line, sizeof line, "pids %d %d %d\n", kid, zombie, worker_tid);
     say(line);
     int ctl = open(argv[2], O_RDONLY | O_CLOEXEC);
     int ack = open(argv[3], O_WRONLY | O_CLOEXEC);

@@ -599,6 +599,21 @@ pub enum Stage {
     /// After every process's descriptors exist: a unix socket carrying `SCM_RIGHTS`, say,
     /// which needs the files it queues.
     AfterTree,
+    /// After the process's threads exist, by the restored process itself, through the
+    /// call [`FileKind::in_process_open`] names: a pidfd of one of its threads, which
+    /// exists only once the threads are created, after every descriptor.
+    AfterThreads,
+}
+
+/// A system call that opens a saved open file again when made by the process that
+/// holds it ([`Stage::AfterThreads`]): its number and arguments. It returns the new
+/// descriptor, which the restore moves to the saved number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InProcessOpen {
+    /// The system call's number (`libc::SYS_*`).
+    pub nr: i64,
+    /// Its six arguments.
+    pub args: [u64; 6],
 }
 
 /// The records of an image (or of a dump in progress) that questions about one saved
@@ -755,6 +770,25 @@ pub trait FileKind: Sync {
     fn stage(&self, file: &proto::OpenFile) -> Stage {
         let _ = file;
         Stage::Open
+    }
+
+    /// For a `file` of [`Stage::AfterThreads`]: the call that opens it again when made
+    /// by process `pid` (which holds it), whose threads are `threads` (its main one
+    /// included). An error when that process cannot open it.
+    fn in_process_open(
+        &self,
+        file: &proto::OpenFile,
+        pid: i32,
+        threads: &[i32],
+    ) -> Result<InProcessOpen, FileError> {
+        let _ = (pid, threads);
+        Err(FileError::Invalid {
+            id: file.id,
+            reason: format!(
+                "a {} is not opened by the restored process itself",
+                self.name()
+            ),
+        })
     }
 
     /// Opens `file` again in the calling process with its saved status flags and

@@ -46,8 +46,8 @@ pub mod unix;
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
 pub use kind::{
     Description, Dropped, DumpEnd, DumpHold, DumpOptions, DumpSink, External, ExternalEnd,
-    FileError, FileKind, Holds, KindState, LiveFile, PipeUse, Reconnect, RestoreCtx, Saved, Stage,
-    TreeDescriptor, TreeTask,
+    FileError, FileKind, Holds, InProcessOpen, KindState, LiveFile, PipeUse, Reconnect, RestoreCtx,
+    Saved, Stage, TreeDescriptor, TreeTask,
 };
 
 /// Every kind of open file pipecr can save, in the order they are asked to claim a file.
@@ -174,6 +174,16 @@ pub fn prepare_restore(ctx: &mut RestoreCtx<'_>) -> Result<(), FileError> {
 /// When a saved open file can be created (see [`FileKind::stage`]).
 pub fn stage_of(file: &proto::OpenFile) -> Result<Stage, FileError> {
     Ok(restorer_of(file)?.stage(file))
+}
+
+/// The call by which process `pid` (with threads `threads`) opens a saved open file of
+/// [`Stage::AfterThreads`] itself (see [`FileKind::in_process_open`]).
+pub fn in_process_open(
+    file: &proto::OpenFile,
+    pid: i32,
+    threads: &[i32],
+) -> Result<InProcessOpen, FileError> {
+    restorer_of(file)?.in_process_open(file, pid, threads)
 }
 
 /// Opens a saved open file again in the calling process.

@@ -9,9 +9,14 @@
 //! restore makes a child of its own that ends the same way, opens the pidfd on it and
 //! reaps it, so the pidfd polls readable and `PIDFD_GET_INFO` reports the same status.
 //!
+//! A pidfd of a thread other than a main one can only be opened once that thread
+//! exists, which at restore is after every descriptor: the process that holds it opens
+//! it again itself, through an injected `pidfd_open` ([`Stage::AfterThreads`]). So it
+//! is saved when the thread is one of the holder's own.
+//!
 //! Refused at dump, naming the pidfd: a process outside the tree (a restore could not
-//! give it back), a thread other than a process's main one (threads are created after
-//! the open files at restore), and a reaped process whose status the kernel did not keep.
+//! give it back), a thread of another process than the holder's, and a reaped process
+//! whose status the kernel did not keep.
 //! A pidfd that several processes share is opened again by each of them: the restored
 //! ones name the same process with the same flags, but are separate open files (an
 //! `F_SETFL` by one is not seen by the others).
@@ -25,7 +30,8 @@ use rustix::process::Pid;
 
 use super::common::set_position_and_flags;
 use super::kind::{
-    Description, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved, Stage, TreeTask,
+    Description, DumpSink, FileError, FileKind, InProcessOpen, LiveFile, RestoreCtx, Saved, Stage,
+    TreeTask,
 };
 use crate::sys::pidfd::PIDFD_THREAD;
 use crate::wait_status::{self, Ending};
@@ -80,6 +86,7 @@ impl FileKind for PidfdKind {
                         pid: 0,
                         thread,
                         exit_status: status,
+                        thread_of: 0,
                     }))
                 }
                 Some(status) => Err(refuse(format!(
@@ -97,11 +104,39 @@ impl FileKind for PidfdKind {
                     pid,
                     thread,
                     exit_status: 0,
+                    thread_of: 0,
+                }))
+            }
+            Some(TreeTask::Thread { of }) if of == file.pid => {
+                // The same open file held by another process (inherited by a child)
+                // could not be opened there: the thread's process opens it.
+                let holders = sink.descriptors_of_inode(file.stat.st_ino);
+                let id = holders
+                    .iter()
+                    .find(|d| d.pid == file.pid && d.fd == file.fd)
+                    .map(|d| d.file_id);
+                if let Some(other) = holders
+                    .iter()
+                    .find(|d| Some(d.file_id) == id && d.pid != file.pid)
+                {
+                    return Err(refuse(format!(
+                        "pidfd of thread {pid} of process {of}, also held by process {} as \
+                         fd {} (a restore opens a thread's pidfd in the thread's own process \
+                         only)",
+                        other.pid, other.fd
+                    )));
+                }
+                Ok(open_file::Kind::Pidfd(proto::Pidfd {
+                    pid,
+                    thread,
+                    exit_status: 0,
+                    thread_of: of,
                 }))
             }
             Some(TreeTask::Thread { of }) => Err(refuse(format!(
-                "pidfd of thread {pid} of process {of} (a restore creates threads after \
-                 the open files, so it cannot open one on them)"
+                "pidfd of thread {pid} of process {of}, another process than its holder's \
+                 (a restore creates threads after every descriptor, and opens a thread's \
+                 pidfd in the thread's own process)"
             ))),
             None => Err(refuse(format!(
                 "pidfd of {which} {pid}, which is outside the tree (a restore could not give it back)"
@@ -137,6 +172,15 @@ impl FileKind for PidfdKind {
                     p.exit_status
                 )),
                 0 => None,
+                tid if p.thread_of != 0 => (!tree
+                    .iter()
+                    .any(|q| q.pid == p.thread_of && q.threads.contains(&tid)))
+                .then(|| {
+                    format!(
+                        "pidfd of thread {tid} of process {}, which is not a thread of the image",
+                        p.thread_of
+                    )
+                }),
                 pid if !in_tree(pid) => Some(format!(
                     "pidfd of pid {pid}, which is not a process of the image"
                 )),
@@ -146,12 +190,72 @@ impl FileKind for PidfdKind {
                 return Err(FileError::Invalid { id: *id, reason });
             }
         }
+        // A thread's pidfd is opened by the thread's process: no other may hold it.
+        if pidfds.iter().any(|(_, p)| p.thread_of != 0) {
+            let tables: Vec<proto::FdTable> = ctx.image.read_records(pipecr_image::FDS)?;
+            for (id, p) in pidfds.iter().filter(|(_, p)| p.thread_of != 0) {
+                let own = tree
+                    .iter()
+                    .find(|q| q.pid == p.thread_of)
+                    .map(|q| q.fd_table);
+                let other = tables
+                    .iter()
+                    .filter(|t| Some(t.id) != own)
+                    .find(|t| t.descriptors.iter().any(|d| d.file_id == *id));
+                if let Some(t) = other {
+                    let holder = tree
+                        .iter()
+                        .find(|q| q.fd_table == t.id)
+                        .map_or(0, |q| q.pid);
+                    return Err(FileError::Invalid {
+                        id: *id,
+                        reason: format!(
+                            "pidfd of thread {} of process {} is also held by process {holder}: \
+                             a restore opens a thread's pidfd in the thread's own process only",
+                            p.pid, p.thread_of
+                        ),
+                    });
+                }
+            }
+        }
         Ok(())
     }
 
-    fn stage(&self, _file: &proto::OpenFile) -> Stage {
-        // The process it names must exist: every process of the tree does by then.
-        Stage::AfterTree
+    fn stage(&self, file: &proto::OpenFile) -> Stage {
+        match &file.kind {
+            // A thread exists only once its process has been loaded.
+            Some(open_file::Kind::Pidfd(p)) if p.thread_of != 0 => Stage::AfterThreads,
+            // The process it names must exist: every process of the tree does by then.
+            _ => Stage::AfterTree,
+        }
+    }
+
+    fn in_process_open(
+        &self,
+        file: &proto::OpenFile,
+        pid: i32,
+        threads: &[i32],
+    ) -> Result<InProcessOpen, FileError> {
+        let invalid = |reason: String| FileError::Invalid {
+            id: file.id,
+            reason,
+        };
+        let Some(open_file::Kind::Pidfd(p)) = &file.kind else {
+            return Err(invalid("not a pidfd".into()));
+        };
+        if p.thread_of != pid || !threads.contains(&p.pid) {
+            return Err(invalid(format!(
+                "pidfd of thread {} of process {}, held by process {pid}: a restore opens a \
+                 thread's pidfd in the thread's own process only",
+                p.pid, p.thread_of
+            )));
+        }
+        let nonblock = OFlags::from_bits_retain(file.flags).contains(OFlags::NONBLOCK);
+        let flags = PIDFD_THREAD | if nonblock { OFlags::NONBLOCK.bits() } else { 0 };
+        Ok(InProcessOpen {
+            nr: libc::SYS_pidfd_open,
+            args: [p.pid as u64, u64::from(flags), 0, 0, 0, 0],
+        })
     }
 
     fn restore(
@@ -201,7 +305,9 @@ impl FileKind for PidfdKind {
         let text = match &file.kind {
             Some(open_file::Kind::Pidfd(p)) => {
                 let which = if p.thread { "thread" } else { "process" };
-                if p.pid > 0 {
+                if p.thread_of != 0 {
+                    format!("pidfd of thread {} of process {}", p.pid, p.thread_of)
+                } else if p.pid > 0 {
                     format!("pidfd of {which} {}", p.pid)
                 } else {
                     format!(

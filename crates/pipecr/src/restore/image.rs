@@ -208,6 +208,8 @@ pub(super) fn load_image(
     super::procstate::child_reports(&mut inj, saved, tree)?;
     // The other threads, created with every signal blocked (the mask just set).
     super::threads::create(&mut inj, saved, tramp)?;
+    // What it opens itself once its threads exist (a pidfd of one of them).
+    super::inprocess::open(&mut inj, image, tree, saved)?;
     // POSIX timers once the threads exist (one may be aimed at a thread), still with
     // every signal blocked: an expiry now is delivered after release.
     super::timers::restore(&mut inj, pid, &saved.core)?;
@@ -215,7 +217,7 @@ pub(super) fn load_image(
     // Its POSIX record locks, once no descriptor of it will be closed any more.
     super::locks::restore(&mut inj, pid, tramp, &saved.core)?;
     for sharer in sharers {
-        load_sharer(sharer, tramp)?;
+        load_sharer(image, tree, sharer, tramp)?;
     }
     // The main thread's name is the process's, set when it was created.
     super::procstate::thread_attrs(&mut inj, tramp, thread, &saved.process.comm)?;
@@ -270,7 +272,12 @@ fn seize(pid: i32) -> Result<()> {
 /// credentials, registers), as for the first process of the address space. Its memory
 /// is that process's: its own image holds none. It was created with `CLONE_VM`, which
 /// gives no rseq area to unregister. Leaves it in a ptrace-stop, ready to be detached.
-fn load_sharer(saved: &SavedProcess, tramp: u64) -> Result<()> {
+fn load_sharer(
+    image: &Image,
+    tree: &[SavedProcess],
+    saved: &SavedProcess,
+    tramp: u64,
+) -> Result<()> {
     let pid = saved.pid();
     let t = NixPid::from_raw(pid);
     let thread = main_thread(pid, &saved.core).ok_or_else(|| ProcessRestoreError::Invalid {
@@ -292,6 +299,7 @@ fn load_sharer(saved: &SavedProcess, tramp: u64) -> Result<()> {
     // table's.
     restore_signals(&mut inj, pid, tramp, &saved.core)?;
     super::threads::create(&mut inj, saved, tramp)?;
+    super::inprocess::open(&mut inj, image, tree, saved)?;
     super::timers::restore(&mut inj, pid, &saved.core)?;
     restore_altstack(&mut inj, pid, tramp, thread)?;
     super::procstate::thread_attrs(&mut inj, tramp, thread, &saved.process.comm)?;

@@ -20,6 +20,7 @@ mod error;
 pub mod external;
 pub mod fdtable;
 mod image;
+mod inprocess;
 mod locks;
 mod mm;
 mod objects;

@@ -105,7 +105,20 @@ pub fn tree_pids(tree: &[SavedProcess]) -> Vec<i32> {
         .collect()
 }
 
-/// Whether a process with this PID exists now.
+/// Every ID the restore of `tree` takes: [`tree_pids`], then the IDs of the threads
+/// other than main ones. A thread ID taken by another process would make the restore
+/// fail half-way (its `clone3` with `set_tid` refused), so the checks look at these.
+pub fn tree_ids(tree: &[SavedProcess]) -> Vec<i32> {
+    let mut ids = tree_pids(tree);
+    for p in tree {
+        let pid = p.pid();
+        ids.extend(p.core.threads.iter().map(|t| t.tid).filter(|&t| t != pid));
+    }
+    ids
+}
+
+/// Whether a process or thread with this ID exists now (`/proc/ID` answers for a
+/// thread's ID too, though `/proc` does not list it).
 pub fn pid_in_use(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -412,7 +425,7 @@ fn spawn_tree(
     if threads != 1 {
         return Err(ProcessRestoreError::MultiThreadedCaller { threads });
     }
-    if let Some(p) = tree_pids(tree).into_iter().find(|&p| pid_in_use(p)) {
+    if let Some(p) = tree_ids(tree).into_iter().find(|&p| pid_in_use(p)) {
         return Err(ProcessRestoreError::PidInUse { pid: p });
     }
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
