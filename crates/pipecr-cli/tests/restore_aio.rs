@@ -77,8 +77,9 @@ fn aio_contexts_come_back_at_their_ids_with_their_unread_events() {
 }
 
 /// io_uring cannot be saved from user space: a dump refuses it, naming the process and
-/// the descriptor, the ring still mapped after the descriptor was closed, or the kernel
-/// poller thread, and saying why; the program runs on untouched (tests/progs/uring.c).
+/// the descriptor, the ring still mapped after the descriptor was closed, the kernel
+/// poller thread, or the thread's registered ring (descriptor closed, ring unmapped), and
+/// saying why; the program runs on untouched (tests/progs/uring.c).
 #[test]
 fn io_uring_is_refused_clearly_and_the_program_runs_on() {
     if !common::capable() {
@@ -88,7 +89,7 @@ fn io_uring_is_refused_clearly_and_the_program_runs_on() {
     let Some(exe) = common::build("uring", dir.path()) else {
         return;
     };
-    for mode in ["fd", "mapped", "sqpoll"] {
+    for mode in ["fd", "mapped", "sqpoll", "registered"] {
         let root = dir.path().join(mode);
         std::fs::create_dir(&root).unwrap();
         for fifo in ["ctl", "ack"] {
@@ -110,7 +111,8 @@ fn io_uring_is_refused_clearly_and_the_program_runs_on() {
         let mut ack = std::fs::File::open(root.join("ack")).unwrap();
         let mut b = [0u8; 1];
         ack.read_exact(&mut b).expect("the program set up its ring");
-        let line = last_line(&root.join("out"));
+        let text = std::fs::read_to_string(root.join("out")).unwrap();
+        let line = text.lines().next().unwrap_or_default();
         let words: Vec<&str> = line.split(' ').collect();
         let (fd, ring) = (words[1], words[3]);
 
@@ -126,7 +128,11 @@ fn io_uring_is_refused_clearly_and_the_program_runs_on() {
         let expect = match mode {
             "fd" => format!("pid {pid} fd {fd}: an io_uring instance ("),
             "mapped" => format!("pid {pid}: cannot save the area 0x{ring}-"),
-            _ => format!("of pid {pid} is an io_uring worker"),
+            "sqpoll" => format!("of pid {pid} is an io_uring worker"),
+            _ => {
+                assert_eq!(last_line(&root.join("out")), "registered 0");
+                format!("thread {pid} of pid {pid} holds an io_uring instance as registered ring 0")
+            }
         };
         assert!(err.contains(&expect), "{mode}: {err}");
         assert!(

@@ -375,6 +375,11 @@ fn task(e: &TaskError) -> Diagnosis {
                 .pid(*pid)
                 .tid(*tid)
         }
+        TaskError::IoUringRegistered { pid, tid, .. } => {
+            Diagnosis::new(ErrorClass::Unsupported, "io_uring")
+                .pid(*pid)
+                .tid(*tid)
+        }
         TaskError::Inject(e) => inject(e),
         TaskError::Proc(e) => proc(e),
         #[allow(unreachable_patterns)]

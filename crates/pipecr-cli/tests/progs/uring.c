@@ -10,7 +10,10 @@
    and maps its submission ring, then:
      MODE "fd": keeps the instance's descriptor;
      MODE "mapped": closes the descriptor (the ring stays mapped, the instance alive);
-     MODE "sqpoll": with IORING_SETUP_SQPOLL (a kernel poller thread in the process).
+     MODE "sqpoll": with IORING_SETUP_SQPOLL (a kernel poller thread in the process);
+     MODE "registered": registers the descriptor (IORING_REGISTER_RING_FDS), closes it
+        and unmaps the ring: the thread reaches the instance through its registered
+        ring alone (checked: io_uring_enter through it works).
    Prints "fd N ring ADDR" (hex) and writes an ack byte to ACK. Per byte read from CTL:
    'p' answers 'p' (it still runs); 'q' exits 0. */
 int main(int argc, char **argv) {
@@ -35,6 +38,16 @@ int main(int argc, char **argv) {
     printf("fd %d ring %lx\n", fd, (unsigned long)ring);
     fflush(stdout);
     if (strcmp(argv[4], "mapped") == 0) close(fd);
+    if (strcmp(argv[4], "registered") == 0) {
+        struct io_uring_rsrc_update up = {.offset = -1U, .data = fd};
+        if (syscall(SYS_io_uring_register, fd, IORING_REGISTER_RING_FDS, &up, 1) != 1) return 3;
+        munmap(ring, p.sq_off.array + p.sq_entries * 4);
+        close(fd);
+        if (syscall(SYS_io_uring_enter, up.offset, 0, 0, IORING_ENTER_REGISTERED_RING, 0, 0))
+            return 3;
+        printf("registered %u\n", up.offset);
+        fflush(stdout);
+    }
     if (write(ack, "r", 1) != 1) return 4;
     for (;;) {
         char c;
