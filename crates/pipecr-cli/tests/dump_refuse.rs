@@ -487,8 +487,8 @@ fn unsupported(kind: &str, words: &str) {
 }
 
 #[test]
-fn a_fanotify_instance_in_a_child() {
-    unsupported("fanotify", "fanotify instance");
+fn a_userfaultfd_in_a_child() {
+    unsupported("userfaultfd", "userfaultfd");
 }
 
 #[test]

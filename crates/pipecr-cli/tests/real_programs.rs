@@ -10,7 +10,9 @@
 //! - a `bash` script with `trap` handlers, which gets SIGUSR1 after the restore;
 //! - a C program with four threads, each ticking on its own timer (tests/progs/tickers.c);
 //! - `python3` waiting on a child through a pidfd (`select`, then `waitid(P_PIDFD)`),
-//!   which sees the child exit after the restore (issue 15 §5).
+//!   which sees the child exit after the restore (issue 15 §5);
+//! - `dbus-daemon` with `dbus-monitor` on its bus: after the restore the bus has the same
+//!   id and the monitor, still connected, prints a signal sent then.
 //!
 //! The programs tick on their own timers (that is the point); the test never sleeps: it
 //! reads their output lines from a pipe (or a FIFO, for make's compiler wrapper), each
@@ -894,4 +896,113 @@ fn python_waiting_on_a_child_through_a_pidfd_sees_it_exit_after_restore() {
     );
     common::finish_restore(restore, 0);
     assert_eq!(out.line(), None, "nothing after its last line");
+}
+
+/// A session bus and a client on it: `dbus-daemon` (unix listening socket, its audit
+/// netlink socket, epoll) and `dbus-monitor` watching one interface, started by a shell
+/// that waits for both. Prints `addr ADDRESS`, then the monitor's own output.
+const DBUS_SH: &str = r#"
+coproc BUS { exec dbus-daemon --session --nofork --print-address --address="unix:path=$PWD/bus"; }
+read -r addr <&"${BUS[0]}"
+echo "addr $addr"
+DBUS_SESSION_BUS_ADDRESS=$addr dbus-monitor "type='signal',interface='org.pipecr.Test'" &
+wait
+"#;
+
+/// Sends signal `Tick(text)` of interface `org.pipecr.Test` on the bus at `addr`.
+fn dbus_tick(addr: &str, text: &str) {
+    let out = Command::new("dbus-send")
+        .env("DBUS_SESSION_BUS_ADDRESS", addr)
+        .args([
+            "--session",
+            "--type=signal",
+            "/org/pipecr/Test",
+            "org.pipecr.Test.Tick",
+            &format!("string:{text}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dbus-send: {out:?}");
+}
+
+/// The bus's id (`org.freedesktop.DBus.GetId`): the daemon's own, made when it started.
+fn dbus_id(addr: &str) -> String {
+    let out = Command::new("dbus-send")
+        .env("DBUS_SESSION_BUS_ADDRESS", addr)
+        .args([
+            "--session",
+            "--print-reply",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.GetId",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dbus-send GetId: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("string \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no id in {text}"))
+        .to_owned()
+}
+
+/// Reads the monitor's output until the argument line of a `Tick` signal, returned.
+fn dbus_next_tick(out: &mut Lines) -> String {
+    loop {
+        let line = out.expect_line();
+        if line.contains("interface=org.pipecr.Test; member=Tick") {
+            return out.expect_line().trim().to_owned();
+        }
+    }
+}
+
+#[test]
+fn dbus_daemon_and_a_monitor_go_on_with_the_same_bus() {
+    if !capable() {
+        return;
+    }
+    for prog in ["bash", "dbus-daemon", "dbus-monitor", "dbus-send"] {
+        require(prog);
+    }
+    let (dir, err) = workdir();
+    let (mut out, write) = stdout_pipe(&dir.path().join("stderr"));
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", DBUS_SH])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(write.try_clone().unwrap())
+        .stderr(err);
+    let mut prog = spawn(cmd);
+    let pid = prog.id() as i32;
+    let mut guard = KillOnDrop(vec![pid]);
+    let line = out.expect_line();
+    let addr = line
+        .strip_prefix("addr ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    // The monitor is on the bus once it reports losing its own name (it becomes a
+    // monitor); then it sees our signals.
+    while !out.expect_line().contains("member=NameLost") {}
+    let id = dbus_id(&addr);
+    dbus_tick(&addr, "before");
+    assert_eq!(dbus_next_tick(&mut out), "string \"before\"");
+
+    let img = dir.path().join("img");
+    guard.0 = dump_kill(&mut prog, &img);
+    assert_eq!(
+        guard.0.len(),
+        3,
+        "bash, dbus-daemon, dbus-monitor: {:?}",
+        guard.0
+    );
+    out.drain();
+    let restore = restore(&img, pid, &inherit_stdout(&write));
+    drop(write);
+    // The same bus (its id), and the monitor still connected, seeing new signals.
+    assert_eq!(dbus_id(&addr), id);
+    dbus_tick(&addr, "after");
+    assert_eq!(dbus_next_tick(&mut out), "string \"after\"");
+    common::kill_tree(&guard.0);
+    common::finish_restore(restore, 128 + 9);
 }

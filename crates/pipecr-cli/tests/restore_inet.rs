@@ -15,7 +15,7 @@
 //!   same connection after restore.
 //! - Half-closed connections (CLOSE_WAIT and FIN_WAIT2 ends) come back in their states.
 //! - A connection in SYN_SENT is refused, naming it, and the tree runs on; raw, packet,
-//!   generic netlink sockets and a reset TCP socket are refused too.
+//!   proc-connector netlink sockets and a reset TCP socket are refused too.
 //! - A restore that fails leaves no socket behind, and a second restore takes the
 //!   connection over.
 
@@ -502,8 +502,8 @@ fn raw_packet_netlink_and_ended_tcp_sockets_are_refused_naming_them() {
             "packet socket",
         ),
         (
-            "s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)",
-            "netlink socket of protocol 16 (generic",
+            "s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 11); s.bind((0, 1))",
+            "connector netlink socket in the process-events group",
         ),
         // A connection reset by its peer: CLOSE, with ECONNRESET pending.
         (

@@ -162,18 +162,26 @@ fn a_thread_id_in_use_refuses_the_restore_before_anything_exists() {
     prog.wait().unwrap();
     std::mem::forget(guard);
 
-    // A process of ours takes the last worker's TID.
+    // A process of ours takes the last worker's TID. The kernel frees a killed
+    // thread's ID a moment after its process can be reaped: until then the ID is
+    // neither usable (EEXIST) nor visible in /proc, so the take is tried again.
     let taken = *tids.last().unwrap();
-    let holder = match pipecr::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[taken]) {
-        Ok(None) => {
-            // A copy of one thread of a multi-threaded test: raw system calls only.
-            let _ = pipecr::sys::fd::close_all_except(&[]);
-            loop {
-                rustix::event::pause();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let holder = loop {
+        match pipecr::sys::clone3::clone3_with_tid(0, libc::SIGCHLD, &[taken]) {
+            Ok(None) => {
+                // A copy of one thread of a multi-threaded test: raw system calls only.
+                let _ = pipecr::sys::fd::close_all_except(&[]);
+                loop {
+                    rustix::event::pause();
+                }
             }
+            Ok(Some(p)) => break p,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && Instant::now() < deadline => {
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("cannot take tid {taken}: {e}"),
         }
-        Ok(Some(p)) => p,
-        Err(e) => panic!("cannot take tid {taken}: {e}"),
     };
     let refused = common::restore_command(&img).output().unwrap();
     assert_eq!(refused.status.code(), Some(5), "{refused:?}");

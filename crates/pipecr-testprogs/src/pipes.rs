@@ -1,6 +1,6 @@
 //! Pipe scenarios: ends opened again through `/proc`, 1 MiB pipes, 64 pipes spread over
 //! nine processes, packet mode, pipes whose other end is the harness, and a tree with a
-//! fanotify instance (which pipecr cannot save: the dump must fail and leave it untouched).
+//! userfaultfd (which pipecr cannot save: the dump must fail and leave it untouched).
 
 use std::os::fd::RawFd;
 
@@ -325,20 +325,21 @@ impl Scenario for External {
     }
 }
 
-/// A tree pipecr cannot save: a fanotify instance at fd 10, next to the read end (11) of
+/// A tree pipecr cannot save: a userfaultfd at fd 10, next to the read end (11) of
 /// a pipe holding 1000 bytes (write end 12). The dump must fail naming pid, fd and kind;
 /// the setup then checks that nothing changed.
-pub struct Fanotify;
+pub struct Userfaultfd;
 
-impl Scenario for Fanotify {
+impl Scenario for Userfaultfd {
     fn prepare(&self, _env: &Env) -> anyhow::Result<()> {
-        // SAFETY: fanotify_init takes two integers and touches no memory.
-        let fd = unsafe { libc::fanotify_init(libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC, 0) };
+        // SAFETY: userfaultfd takes one integer and touches no memory.
+        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
         if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("fanotify_init");
+            return Err(std::io::Error::last_os_error()).context("userfaultfd");
         }
-        // SAFETY: fanotify_init succeeded: `fd` is a new descriptor nothing else owns.
-        let fan = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: userfaultfd succeeded: `fd` is a new descriptor nothing else owns.
+        let fan =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
         let (r, w) = rustix::pipe::pipe()?;
         write_all(&w, &pattern(8, 1000))?;
         place(fan, 10, false)?;
@@ -357,7 +358,7 @@ impl Scenario for Fanotify {
         c.flags(11, OFlags::RDONLY);
         c.flags(12, OFlags::WRONLY);
         if let Some(link) = c.link(10) {
-            c.eq("fd 10: link", link.as_str(), "anon_inode:[fanotify]");
+            c.eq("fd 10: link", link.as_str(), "anon_inode:[userfaultfd]");
         }
         c.pipe_bytes(11, &pattern(8, 1000));
     }

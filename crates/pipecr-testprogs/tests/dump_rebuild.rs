@@ -670,19 +670,19 @@ fn clone_files_table_is_saved_once() {
 }
 
 #[test]
-fn unsupported_fanotify_stops_the_dump_and_leaves_the_tree_untouched() {
-    if !privileged("fanotify") {
+fn unsupported_userfaultfd_stops_the_dump_and_leaves_the_tree_untouched() {
+    if !privileged("userfaultfd") {
         return;
     }
-    let setup = Setup::start("fanotify", &[]);
+    let setup = Setup::start("userfaultfd", &[]);
     let (parent, dir) = image_dir();
     let err = dump_tree(setup.root(), &dir, &DumpOptions::default())
-        .expect_err("a fanotify instance cannot be saved");
+        .expect_err("a userfaultfd cannot be saved");
     let msg = err.to_string();
     for part in [
         format!("pid {}", setup.root()),
         "fd 10".into(),
-        "fanotify instance".into(),
+        "userfaultfd".into(),
     ] {
         assert!(msg.contains(&part), "{msg:?} does not name {part:?}");
     }

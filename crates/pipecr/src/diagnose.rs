@@ -492,6 +492,9 @@ fn restore(e: &ProcessRestoreError) -> Diagnosis {
             Diagnosis::new(ErrorClass::Internal, "timer_failed").pid(*pid)
         }
         ProcessRestoreError::Inject(e) => inject(e),
+        // A kind's check of its records before anything is created (a fanotify group
+        // without CAP_SYS_ADMIN), or its step just before the release.
+        ProcessRestoreError::OpenFile(e) => file(e),
         _ => Diagnosis::new(ErrorClass::Internal, "restore_failed"),
     }
 }

@@ -431,6 +431,181 @@ fn parse_inotify_watch(rest: &str) -> Option<InotifyWatchInfo> {
     })
 }
 
+/// Whether capability `bit` (`CAP_SYS_ADMIN` = 21, ...) is in the calling process's
+/// effective set (`CapEff:` of `/proc/self/status`); false when that cannot be read.
+pub fn has_effective_cap(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_owned();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| bit < 64 && caps & (1 << bit) != 0)
+}
+
+/// The `fanotify flags:%x event-flags:%x` line of a fanotify group's fdinfo
+/// (`fanotify_show_fdinfo` in `fs/notify/fdinfo.c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanotifyGroupInfo {
+    /// The `fanotify_init` flags the group was made with (`FAN_CLASS_*`, `FAN_REPORT_*`,
+    /// `FAN_UNLIMITED_*`, `FAN_CLOEXEC`, `FAN_NONBLOCK`, ...).
+    pub flags: u32,
+    /// Its `event_f_flags`: the status flags of the descriptors events carry.
+    pub event_flags: u32,
+}
+
+/// What a fanotify mark is on, as its fdinfo line names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FanotifyObject {
+    /// `fanotify ino:%lx sdev:%x ...`: an inode, with its file handle when the kernel
+    /// printed one.
+    Inode {
+        /// Inode number.
+        ino: u64,
+        /// Device of its filesystem, as the kernel encodes it (`MAJOR << 20 | MINOR`).
+        sdev: u32,
+        /// Its file handle as (type, bytes).
+        handle: Option<(i32, Vec<u8>)>,
+    },
+    /// `fanotify mnt_id:%x ...`: a mount, by its id (as in `/proc/PID/mountinfo`).
+    Mount {
+        /// The mount id.
+        mnt_id: u64,
+    },
+    /// `fanotify sdev:%x ...`: a whole filesystem (`FAN_MARK_FILESYSTEM`).
+    Filesystem {
+        /// Its device, as the kernel encodes it.
+        sdev: u32,
+    },
+    /// A kind of mark this version does not know (`fanotify mnt_ns:`, ...): the key.
+    Other(String),
+}
+
+/// One mark line of a fanotify group's fdinfo (`fanotify_fdinfo` in
+/// `fs/notify/fdinfo.c`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanotifyMarkInfo {
+    /// What the mark is on.
+    pub object: FanotifyObject,
+    /// `mflags:`: `FAN_MARK_IGNORED_SURV_MODIFY`, `FAN_MARK_EVICTABLE`, `FAN_MARK_IGNORE`.
+    pub mflags: u32,
+    /// `mask:`: the events, with `FAN_ONDIR` and `FAN_EVENT_ON_CHILD`.
+    pub mask: u32,
+    /// `ignored_mask:`.
+    pub ignored_mask: u32,
+}
+
+/// `sdev` as the kernel encodes it (`MAJOR << 20 | MINOR`) turned into `st_dev`.
+pub fn kernel_dev(sdev: u32) -> u64 {
+    let (major, minor) = (u64::from(sdev >> 20), u64::from(sdev & 0xf_ffff));
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+impl FdInfo {
+    /// The `fanotify flags:` line of a fanotify group, or `None`.
+    pub fn fanotify_group(&self) -> Option<FanotifyGroupInfo> {
+        let rest = self.get("fanotify flags")?;
+        let (flags, event) = rest.split_once(' ')?;
+        let event = event.trim().strip_prefix("event-flags:")?;
+        Some(FanotifyGroupInfo {
+            flags: u32::from_str_radix(flags.trim(), 16).ok()?,
+            event_flags: u32::from_str_radix(event, 16).ok()?,
+        })
+    }
+
+    /// Every mark line of a fanotify group, in the kernel's order, or the first
+    /// malformed one.
+    pub fn fanotify_marks(&self) -> Result<Vec<FanotifyMarkInfo>, String> {
+        self.extra
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("fanotify ")?, v)))
+            .filter(|(k, _)| *k != "flags")
+            .map(|(k, v)| parse_fanotify_mark(k, v).ok_or_else(|| format!("fanotify {k}:{v}")))
+            .collect()
+    }
+}
+
+/// Parses one fanotify mark line: `KEY` is what came before the first colon (`ino`,
+/// `mnt_id`, `sdev`, ...), `rest` the rest: `%x [sdev:%x] mflags:%x mask:%x
+/// ignored_mask:%x [fhandle-bytes:%x fhandle-type:%x f_handle:%02x...]`.
+fn parse_fanotify_mark(key: &str, rest: &str) -> Option<FanotifyMarkInfo> {
+    let mut fields = rest.split_ascii_whitespace();
+    let first = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let (mut sdev, mut mflags, mut mask, mut ignored) = (None, None, None, None);
+    let (mut bytes, mut kind, mut handle) = (None, None, None);
+    for field in fields {
+        let (k, value) = field.split_once(':')?;
+        match k {
+            "sdev" => sdev = Some(u32::from_str_radix(value, 16).ok()?),
+            "mflags" => mflags = Some(u32::from_str_radix(value, 16).ok()?),
+            "mask" => mask = Some(u32::from_str_radix(value, 16).ok()?),
+            "ignored_mask" => ignored = Some(u32::from_str_radix(value, 16).ok()?),
+            "fhandle-bytes" => bytes = Some(usize::from_str_radix(value, 16).ok()?),
+            "fhandle-type" => kind = Some(i32::from_str_radix(value, 16).ok()?),
+            "f_handle" => handle = Some(hex_bytes(value)?),
+            _ => {}
+        }
+    }
+    let handle = match (bytes, kind, handle) {
+        (Some(n), Some(t), Some(h)) if h.len() == n => Some((t, h)),
+        (None, None, None) => None,
+        _ => return None,
+    };
+    let object = match key {
+        "ino" => FanotifyObject::Inode {
+            ino: first,
+            sdev: sdev?,
+            handle,
+        },
+        "mnt_id" => FanotifyObject::Mount { mnt_id: first },
+        "sdev" => FanotifyObject::Filesystem {
+            sdev: u32::try_from(first).ok()?,
+        },
+        other => FanotifyObject::Other(other.to_owned()),
+    };
+    Some(FanotifyMarkInfo {
+        object,
+        mflags: mflags?,
+        mask: mask?,
+        ignored_mask: ignored?,
+    })
+}
+
+/// Decodes `%02x...` hex bytes.
+fn hex_bytes(value: &str) -> Option<Vec<u8>> {
+    if value.len() % 2 != 0 || !value.is_ascii() {
+        return None;
+    }
+    (0..value.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&value[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// The mount point of mount `mnt_id` in the mount namespace of process `pid` (from
+/// `/proc/PID/mountinfo`), `None` when it has no such mount.
+pub fn mount_point_by_id(pid: i32, mnt_id: u64) -> Result<Option<PathBuf>, ProcError> {
+    let path = format!("/proc/{pid}/mountinfo");
+    let text = read(pid, path.clone())?;
+    for line in text.lines() {
+        let mut f = line.split(' ');
+        let (Some(id), Some(point)) = (f.next(), f.nth(3)) else {
+            return Err(ProcError::Parse {
+                path: path.into(),
+                what: "ID PARENT MAJOR:MINOR ROOT MOUNT-POINT ...",
+            });
+        };
+        if id.parse::<u64>().ok() == Some(mnt_id) {
+            return Ok(Some(PathBuf::from(unescape_octal(point))));
+        }
+    }
+    Ok(None)
+}
+
 /// The mount points, in the mount namespace of process `pid`, of the filesystem on
 /// device `dev` (`st_dev` encoding), from `/proc/PID/mountinfo`: those that mount the
 /// filesystem's root first.
@@ -733,6 +908,43 @@ mod tests {
     fn signalfd_mask_line() {
         let info = parse_fdinfo("pos:\t0\nflags:\t02\nsigmask:\t0000000000000a00\n").unwrap();
         assert_eq!(info.signalfd_mask(), Some(0xa00));
+    }
+
+    #[test]
+    fn fanotify_lines() {
+        let text = "pos:\t0\nflags:\t04002\nmnt_id:\t17\nino:\t1038\n\
+            fanotify flags:6 event-flags:88002\n\
+            fanotify sdev:15 mflags:0 mask:8 ignored_mask:0\n\
+            fanotify mnt_id:1b mflags:0 mask:40000020 ignored_mask:0\n\
+            fanotify ino:98c2b1 sdev:fe00000 mflags:40 mask:a ignored_mask:20 fhandle-bytes:8 fhandle-type:1 f_handle:b1c298005663d793\n\
+            fanotify mnt_ns:effffff9 mflags:0 mask:1000000 ignored_mask:0\n";
+        let info = parse_fdinfo(text).unwrap();
+        assert_eq!(
+            info.fanotify_group(),
+            Some(FanotifyGroupInfo {
+                flags: 6,
+                event_flags: 0x88002
+            })
+        );
+        let marks = info.fanotify_marks().unwrap();
+        assert_eq!(marks.len(), 4);
+        assert_eq!(marks[0].object, FanotifyObject::Filesystem { sdev: 0x15 });
+        assert_eq!(marks[1].object, FanotifyObject::Mount { mnt_id: 27 });
+        assert_eq!((marks[1].mask, marks[1].ignored_mask), (0x4000_0020, 0));
+        assert_eq!(
+            marks[2].object,
+            FanotifyObject::Inode {
+                ino: 0x98c2b1,
+                sdev: 0xfe0_0000,
+                handle: Some((1, vec![0xb1, 0xc2, 0x98, 0, 0x56, 0x63, 0xd7, 0x93]))
+            }
+        );
+        assert_eq!((marks[2].mflags, marks[2].ignored_mask), (0x40, 0x20));
+        assert_eq!(marks[3].object, FanotifyObject::Other("mnt_ns".into()));
+        assert_eq!(kernel_dev(0xfe0_0000), 0xfe00);
+        let bad =
+            parse_fdinfo("pos: 0\nflags: 0\nfanotify ino:zz sdev:0 mflags:0 mask:2\n").unwrap();
+        assert!(bad.fanotify_marks().is_err());
     }
 
     #[test]

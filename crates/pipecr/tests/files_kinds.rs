@@ -1032,18 +1032,200 @@ fn assert_unsupported_in(pid: i32, fd: i32, kind: &str) {
     );
 }
 
+/// A new userfaultfd (a kind pipecr still refuses: its registered ranges and pending
+/// faults cannot be read back).
+fn userfaultfd() -> OwnedFd {
+    // SAFETY: userfaultfd takes one integer and touches no memory.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+    assert!(fd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
+    // SAFETY: userfaultfd succeeded: `fd` is a new descriptor nothing else owns.
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }
+}
+
 #[test]
-fn fanotify_is_not_supported_and_named() {
+fn userfaultfd_is_not_supported_and_named() {
+    let uffd = userfaultfd();
+    assert_unsupported(uffd.as_fd(), "userfaultfd");
+}
+
+/// A fanotify group made with `flags` and `event_flags` (needs CAP_SYS_ADMIN).
+fn fanotify(flags: u32, event_flags: u32) -> OwnedFd {
     // SAFETY: fanotify_init takes two integers and touches no memory.
-    let fd = unsafe { libc::fanotify_init(libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC, 0) };
+    let fd = unsafe { libc::fanotify_init(flags, event_flags) };
     assert!(
         fd >= 0,
         "fanotify_init: {}",
         std::io::Error::last_os_error()
     );
     // SAFETY: fanotify_init succeeded: `fd` is a new descriptor nothing else owns.
-    let fanotify = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    assert_unsupported(fanotify.as_fd(), "fanotify instance");
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+}
+
+/// `fanotify_mark(group, flags, mask, AT_FDCWD, path)`.
+fn fanotify_mark(group: BorrowedFd<'_>, flags: u32, mask: u64, path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let r =
+        unsafe { libc::fanotify_mark(group.as_raw_fd(), flags, mask, libc::AT_FDCWD, c.as_ptr()) };
+    assert_eq!(r, 0, "fanotify_mark: {}", std::io::Error::last_os_error());
+}
+
+/// The `fanotify` lines of a descriptor's fdinfo, each with the inode/mount numbers
+/// and file handle left out (they name the same objects in another way after restore),
+/// sorted.
+fn fanotify_lines(fd: BorrowedFd<'_>) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("fanotify"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|f| {
+                    !["ino:", "mnt_id:", "fhandle-", "f_handle:"]
+                        .iter()
+                        .any(|p| f.starts_with(p))
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A tmpfs mounted on a new directory, unmounted (lazily) when dropped: a filesystem
+/// and a mount no one else makes events on.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn new() -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        rustix::mount::mount(
+            "pipecr-test",
+            dir.path(),
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .expect("mount tmpfs");
+        Tmpfs(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(self.0.path(), rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn fanotify_group_comes_back_with_its_flags_and_marks() {
+    let dir = Tmpfs::new();
+    let file = file_with(dir.path(), "watched", b"x");
+    let group = fanotify(
+        libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK | libc::FAN_UNLIMITED_QUEUE,
+        (libc::O_RDONLY | libc::O_LARGEFILE) as u32,
+    );
+    fanotify_mark(
+        group.as_fd(),
+        libc::FAN_MARK_ADD,
+        libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE,
+        &file,
+    );
+    fanotify_mark(
+        group.as_fd(),
+        libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORED_MASK | libc::FAN_MARK_IGNORED_SURV_MODIFY,
+        libc::FAN_CLOSE_NOWRITE,
+        &file,
+    );
+    fanotify_mark(
+        group.as_fd(),
+        libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT,
+        libc::FAN_CLOSE_WRITE | libc::FAN_ONDIR,
+        dir.path(),
+    );
+    fanotify_mark(
+        group.as_fd(),
+        libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+        libc::FAN_MODIFY,
+        dir.path(),
+    );
+    let before = fanotify_lines(group.as_fd());
+    assert_eq!(before.len(), 4, "{before:?}");
+
+    let (saved, restored) = roundtrip(group.as_fd());
+    let Some(open_file::Kind::Fanotify(f)) = &saved.kind else {
+        panic!("not saved as fanotify: {saved:?}");
+    };
+    assert_eq!(f.marks.len(), 3, "{f:?}");
+    // Same flags, event flags, masks, ignore masks and mark flags, as fdinfo shows them.
+    assert_eq!(fanotify_lines(restored.as_fd()), before);
+    assert_eq!(flags(restored.as_fd()) & OFlags::NONBLOCK, OFlags::NONBLOCK);
+
+    // The restored marks report a write to the file, with a descriptor of it: the
+    // inode mark (FAN_MODIFY | FAN_CLOSE_WRITE), the filesystem mark (FAN_MODIFY), the
+    // mount mark (FAN_CLOSE_WRITE), merged into one event.
+    std::fs::write(&file, b"more").unwrap();
+    let events = fanotify_events(restored.as_fd());
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (mask, fd) = &events[0];
+    assert_eq!(*mask, libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE);
+    assert_eq!(
+        link(fd.as_ref().expect("a descriptor").as_fd()),
+        file.to_str().unwrap()
+    );
+}
+
+/// The events queued in a fanotify group (non-blocking), as (mask, descriptor).
+fn fanotify_events(group: BorrowedFd<'_>) -> Vec<(u64, Option<OwnedFd>)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match rustix::io::read(group, &mut buf) {
+            Ok(n) => n,
+            Err(Errno::AGAIN) => return out,
+            Err(e) => panic!("read fanotify: {e}"),
+        };
+        let mut at = 0;
+        while at + 24 <= n {
+            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+            let mask = u64::from_ne_bytes(buf[at + 8..at + 16].try_into().unwrap());
+            let fd = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().unwrap());
+            // SAFETY: each event carries a new descriptor (or -1) that the reader owns.
+            let fd =
+                (fd >= 0).then(|| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            out.push((mask, fd));
+            at += len.max(24);
+        }
+    }
+}
+
+#[test]
+fn fanotify_group_with_unread_events_is_refused_with_the_bytes() {
+    let dir = Tmpfs::new();
+    let file = file_with(dir.path(), "watched", b"x");
+    let group = fanotify(
+        libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK,
+        libc::O_RDONLY as u32,
+    );
+    fanotify_mark(group.as_fd(), libc::FAN_MARK_ADD, libc::FAN_MODIFY, &file);
+    std::fs::write(&file, b"y").unwrap();
+    let queued = rustix::io::ioctl_fionread(&group).unwrap();
+    assert!(queued >= 24, "{queued}");
+    assert_unsupported_in(
+        me(),
+        group.as_raw_fd(),
+        &format!(
+            "fanotify group holding {queued} bytes of unread events (pipecr cannot read \
+             them without consuming them, nor queue them again)"
+        ),
+    );
+    // The refusal read nothing.
+    assert_eq!(rustix::io::ioctl_fionread(&group).unwrap(), queued);
 }
 
 /// An inotify instance watching a new directory for `IN_CREATE`, with one event queued:
@@ -1136,7 +1318,7 @@ fn inotify_with_unread_events_is_saved_without_them_when_asked() {
 }
 
 #[test]
-fn fanotify_and_io_uring_of_another_process_are_not_supported_and_named() {
+fn userfaultfd_and_io_uring_of_another_process_are_not_supported_and_named() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let exe = common::build_c("odd-kinds", include_str!("c/odd_kinds.c"), &[]);
@@ -1154,10 +1336,10 @@ fn fanotify_and_io_uring_of_another_process_are_not_supported_and_named() {
         .split_whitespace()
         .map(|n| n.parse().unwrap())
         .collect();
-    let [fanotify, ring] = fds[..] else {
+    let [uffd, ring] = fds[..] else {
         panic!("odd-kinds printed {line:?}");
     };
-    assert_unsupported_in(pid, fanotify, "fanotify instance");
+    assert_unsupported_in(pid, uffd, "userfaultfd");
     if ring < 0 {
         eprintln!("io_uring part skipped: io_uring_setup is refused on this kernel");
     } else {
@@ -1462,5 +1644,199 @@ fn fifo_write_end_whose_reader_was_closed_gets_epipe() {
     assert_eq!(
         fdinfo_flags(restored[0].as_fd()) & libc::O_ACCMODE as u32,
         libc::O_WRONLY as u32
+    );
+}
+
+// ---- netlink sockets ----
+
+/// `SOL_NETLINK` and the options a generic netlink socket test sets.
+const SOL_NETLINK: i32 = 270;
+const NETLINK_OPTIONS: [i32; 6] = [3, 4, 5, 10, 11, 12];
+/// `NETLINK_ADD_MEMBERSHIP`, `NETLINK_LIST_MEMBERSHIPS`.
+const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+const NETLINK_LIST_MEMBERSHIPS: i32 = 9;
+/// The nlctrl family's "notify" multicast group: the first group generic netlink gives
+/// out (`GENL_ID_CTRL`).
+const NLCTRL_NOTIFY: u32 = 16;
+
+fn nl_get(fd: BorrowedFd<'_>, opt: i32) -> i32 {
+    pipecr::sys::inet::get_int(fd, SOL_NETLINK, opt).unwrap()
+}
+
+/// The words of `NETLINK_LIST_MEMBERSHIPS`, trailing zeros dropped.
+fn memberships(fd: BorrowedFd<'_>) -> Vec<u32> {
+    let mut buf = [0u8; 32];
+    let n =
+        pipecr::sys::inet::get_bytes(fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, &mut buf).unwrap();
+    let mut words: Vec<u32> = buf[..n]
+        .chunks_exact(4)
+        .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+        .collect();
+    while words.last() == Some(&0) {
+        words.pop();
+    }
+    words
+}
+
+/// A generic netlink socket in nlctrl's "notify" group with every option on.
+fn generic_netlink() -> OwnedFd {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(rustix::net::netlink::GENERIC),
+    )
+    .unwrap();
+    pipecr::sys::inet::set_int(
+        sock.as_fd(),
+        SOL_NETLINK,
+        NETLINK_ADD_MEMBERSHIP,
+        NLCTRL_NOTIFY as i32,
+    )
+    .unwrap();
+    for opt in NETLINK_OPTIONS {
+        pipecr::sys::inet::set_int(sock.as_fd(), SOL_NETLINK, opt, 1).unwrap();
+    }
+    sock
+}
+
+#[test]
+fn generic_netlink_socket_keeps_its_options_and_groups_by_name() {
+    let sock = generic_netlink();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dump(dir.path(), sock.as_fd(), DumpOptions::default()).unwrap();
+    drop(sock);
+    let mut saved = saved(&image);
+    let Some(open_file::Kind::NetlinkSocket(s)) = &mut saved.kind else {
+        panic!("not saved as a netlink socket: {saved:?}");
+    };
+    assert_eq!(s.protocol, 16);
+    assert_eq!(s.groups, vec![1 << (NLCTRL_NOTIFY - 1)]);
+    assert_eq!(
+        s.genl_groups,
+        vec![proto::GenlGroup {
+            id: NLCTRL_NOTIFY,
+            family: "nlctrl".into(),
+            name: "notify".into(),
+        }]
+    );
+    assert_eq!(
+        s.options,
+        NETLINK_OPTIONS.iter().map(|o| 1 << o).sum::<u32>()
+    );
+    let restored = restore(&image).unwrap();
+    assert_eq!(
+        memberships(restored.as_fd()),
+        vec![1 << (NLCTRL_NOTIFY - 1)]
+    );
+    for opt in NETLINK_OPTIONS {
+        assert_eq!(nl_get(restored.as_fd(), opt), 1, "option {opt}");
+    }
+    drop(restored);
+
+    // Saved on a boot where the group had number 31: restored, it joins the group of
+    // that name, whatever its number here.
+    s.groups = vec![1 << 30];
+    s.genl_groups[0].id = 31;
+    let moved = dir.path().join("moved");
+    let mut writer = ImageWriter::create(&moved, ImageMeta::default()).unwrap();
+    writer
+        .write_records(pipecr_image::FILES, std::slice::from_ref(&saved))
+        .unwrap();
+    writer.commit().unwrap();
+    let restored = restore(&moved).unwrap();
+    assert_eq!(
+        memberships(restored.as_fd()),
+        vec![1 << (NLCTRL_NOTIFY - 1)]
+    );
+
+    // A family that is not registered here is named.
+    let Some(open_file::Kind::NetlinkSocket(s)) = &mut saved.kind else {
+        unreachable!()
+    };
+    s.genl_groups[0].family = "no-such-family".into();
+    let gone = dir.path().join("gone");
+    let mut writer = ImageWriter::create(&gone, ImageMeta::default()).unwrap();
+    writer
+        .write_records(pipecr_image::FILES, std::slice::from_ref(&saved))
+        .unwrap();
+    writer.commit().unwrap();
+    let err = restore(&gone).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "open file {ID} (generic netlink socket in group notify of family \
+             no-such-family): find the group (CTRL_CMD_GETFAMILY) failed"
+        )
+    );
+}
+
+#[test]
+fn netlink_socket_with_queued_messages_is_refused_or_saved_without_them() {
+    use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(rustix::net::netlink::GENERIC),
+    )
+    .unwrap();
+    // CTRL_CMD_GETFAMILY for "nlctrl", its answer left unread.
+    let mut req = Vec::new();
+    let attr_name = b"nlctrl\0";
+    let attr_len = 4 + attr_name.len();
+    let len = 16 + 4 + ((attr_len + 3) & !3);
+    req.extend_from_slice(&(len as u32).to_ne_bytes());
+    req.extend_from_slice(&0x10u16.to_ne_bytes()); // GENL_ID_CTRL
+    req.extend_from_slice(&1u16.to_ne_bytes()); // NLM_F_REQUEST
+    req.extend_from_slice(&[0u8; 8]);
+    req.extend_from_slice(&[3, 1, 0, 0]); // CTRL_CMD_GETFAMILY, version 1
+    req.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    req.extend_from_slice(&2u16.to_ne_bytes()); // CTRL_ATTR_FAMILY_NAME
+    req.extend_from_slice(attr_name);
+    req.resize(len, 0);
+    rustix::net::sendto(
+        &sock,
+        &req,
+        SendFlags::empty(),
+        &rustix::net::netlink::SocketAddrNetlink::new(0, 0),
+    )
+    .unwrap();
+    let fd = sock.as_raw_fd();
+    let dir = tempfile::tempdir().unwrap();
+    let err = dump(dir.path(), sock.as_fd(), DumpOptions::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "pid {} fd {fd}: generic netlink socket with messages waiting to be read (the \
+             first is ",
+            me()
+        )) && message.contains("bytes of receive buffer in use): pipecr cannot save them"),
+        "{message}"
+    );
+    let options = DumpOptions {
+        drop_netlink_messages: true,
+        ..DumpOptions::default()
+    };
+    let (image, dropped) = dump_dropping(dir.path(), me(), fd, options).unwrap();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert!(
+        dropped[0]
+            .what
+            .starts_with("queued messages of a generic netlink socket ("),
+        "{dropped:?}"
+    );
+    // The live socket still has the answer; the restored one (after the live one is
+    // closed: it takes its port id) has nothing.
+    let mut buf = [0u8; 4096];
+    let n = rustix::io::read(&sock, &mut buf).unwrap();
+    assert!(n > 20, "{n}");
+    assert_eq!(u16::from_ne_bytes([buf[4], buf[5]]), 0x10);
+    drop(sock);
+    let restored = restore(&image).unwrap();
+    assert_eq!(
+        rustix::net::recv(&restored, &mut buf, rustix::net::RecvFlags::DONTWAIT).map(|r| r.0),
+        Err(Errno::AGAIN)
     );
 }

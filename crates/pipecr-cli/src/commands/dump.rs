@@ -62,6 +62,15 @@ pub struct Args {
     /// events".
     #[arg(long)]
     drop_inotify_events: bool,
+    /// Dump a netlink socket that holds queued, unread messages without them (without
+    /// this flag such a dump is refused: they cannot be read without consuming them, nor
+    /// queued again as coming from the kernel). The socket, its port id, groups and
+    /// options are saved; the restored process never reads those answers or
+    /// notifications. The live tree keeps them. Each socket is named once on stdout:
+    /// "pid P fd F: dropped queued messages of a ... netlink socket (N bytes of receive
+    /// buffer)".
+    #[arg(long)]
+    drop_netlink_messages: bool,
     /// Print one JSON object on stdout instead of the lines for people: the outcome, the
     /// PIDs saved, the stats and, on failure, the error's class, code and the PID/fd/kind
     /// concerned (docs/CLI-JSON.md).
@@ -84,6 +93,7 @@ pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
         // What cannot be forked is read while stopped: into memory, to be written later.
         write_behind: args.snapshot,
         drop_inotify_events: args.drop_inotify_events,
+        drop_netlink_messages: args.drop_netlink_messages,
     };
     let stats = pipecr::dump::dump_tree(args.pid, &args.dir, &options).with_context(|| {
         format!(

@@ -8,7 +8,7 @@
  *
  * Before it says ready (one 'R' on fd 1), the child puts at fd 10:
  *   none                   nothing
- *   fanotify               a fanotify instance (needs CAP_SYS_ADMIN)
+ *   userfaultfd            a userfaultfd (a kind pipecr refuses)
  *   unlinked PATH SIZE     PATH opened read-write, SIZE bytes written, PATH unlinked
  *   inotify DIR            an inotify instance watching DIR for IN_CREATE, holding one
  *                          unread event (32 bytes: DIR/x was created); at end-of-file the
@@ -26,7 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/fanotify.h>
+#include <sys/syscall.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
@@ -59,8 +59,8 @@ static void build(int argc, char **argv)
     const char *kind = argv[1];
     if (strcmp(kind, "none") == 0)
         return;
-    if (strcmp(kind, "fanotify") == 0) {
-        put_at_10(fanotify_init(FAN_CLASS_NOTIF, O_RDONLY), "fanotify_init");
+    if (strcmp(kind, "userfaultfd") == 0) {
+        put_at_10((int)syscall(__NR_userfaultfd, 0), "userfaultfd");
     } else if (strcmp(kind, "unlinked") == 0 && argc == 4) {
         long size = atol(argv[3]);
         int fd = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -95,7 +95,7 @@ static void build(int argc, char **argv)
         inotify_mode = 1;
     } else {
         errno = EINVAL;
-        die("usage: refusee none|fanotify|unlinked PATH SIZE|inotify DIR");
+        die("usage: refusee none|userfaultfd|unlinked PATH SIZE|inotify DIR");
     }
 }
 

@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use pipecr_image::proto;
-use rustix::fs::{FileType, OFlags, SeekFrom};
+use rustix::fs::{FileType, Mode, OFlags, SeekFrom};
 
 use super::kind::{DumpSink, FileError, LiveFile, PipeUse, RestoreCtx, Saved};
 use crate::pipe::{self, PIPE_BUF, PipeImage, SETTABLE_FLAGS};
@@ -263,6 +263,56 @@ pub fn read_contents(file: &LiveFile, size: u64, limit: u64) -> Result<Vec<u8>, 
     Ok(data)
 }
 
+/// `(st_dev, st_ino)` of an open file.
+pub fn stat_identity(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    rustix::fs::fstat(fd).ok().map(|s| (s.st_dev, s.st_ino))
+}
+
+/// Opens (`O_PATH`) the file that `handle` names on the filesystem of device `dev`,
+/// through each of its mounts in turn, and returns it with its path when it is the file
+/// `(dev, ino)`, reachable by that path: how a file that fdinfo names only by inode and
+/// handle (an inotify watch, a fanotify mark) is found again. Needs
+/// `CAP_DAC_READ_SEARCH`.
+pub fn open_handle(
+    dev: u64,
+    ino: u64,
+    handle_type: i32,
+    handle: &[u8],
+) -> Option<(OwnedFd, String)> {
+    let me = std::process::id() as i32;
+    let mounts = crate::proc::mount_points_of(me, dev).ok()?;
+    for mount in mounts {
+        // Not O_PATH: open_by_handle_at refuses an O_PATH descriptor for the mount.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(mount) = rustix::fs::open(&mount, flags, Mode::empty()) else {
+            continue;
+        };
+        let Ok(file) = crate::sys::fhandle::open_by_handle(
+            mount.as_fd(),
+            handle_type,
+            handle,
+            OFlags::PATH | OFlags::NOFOLLOW,
+        ) else {
+            continue;
+        };
+        if stat_identity(file.as_fd()) != Some((dev, ino)) {
+            continue;
+        }
+        let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) else {
+            continue;
+        };
+        let path = path.to_string_lossy().into_owned();
+        // The path must lead back to the same file: not "... (deleted)", not a path
+        // relative to a bind mount of a subdirectory.
+        let same =
+            rustix::fs::lstat(path.as_str()).is_ok_and(|s| (s.st_dev, s.st_ino) == (dev, ino));
+        if same {
+            return Some((file, path));
+        }
+    }
+    None
+}
+
 /// Words for a file no kind claims, for the error that stops the dump.
 pub fn describe(link: &str, stat: &rustix::fs::Stat) -> String {
     if let Some(anon) = link.strip_prefix("anon_inode:") {
@@ -275,6 +325,7 @@ pub fn describe(link: &str, stat: &rustix::fs::Stat) -> String {
                 .into(),
             "[fanotify]" | "fanotify" => "fanotify instance".into(),
             "pidfd" | "[pidfd]" => "pidfd".into(),
+            "userfaultfd" => "userfaultfd".into(),
             other => format!("anonymous inode {other}"),
         };
     }

@@ -30,6 +30,7 @@ use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
+use super::common::{open_handle, stat_identity as identity};
 use super::kind::{
     Description, Dropped, DumpSink, FileError, FileKind, LiveFile, RestoreCtx, Saved,
 };
@@ -103,49 +104,6 @@ fn text(k: &proto::Inotify) -> String {
         .map(|w| format!("wd {} {} for {}", w.wd, w.path, mask_text(w.mask)))
         .collect();
     format!("inotify, watches: {}", watches.join("; "))
-}
-
-/// `(st_dev, st_ino)` of an open file.
-fn identity(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
-    rustix::fs::fstat(fd).ok().map(|s| (s.st_dev, s.st_ino))
-}
-
-/// Opens the file that `handle` names on the filesystem of device `dev`, through each
-/// of its mounts in turn, and returns it with its path when it is the file
-/// `(dev, ino)`, reachable by that path.
-fn open_handle(dev: u64, ino: u64, handle_type: i32, handle: &[u8]) -> Option<(OwnedFd, String)> {
-    let me = std::process::id() as i32;
-    let mounts = crate::proc::mount_points_of(me, dev).ok()?;
-    for mount in mounts {
-        // Not O_PATH: open_by_handle_at refuses an O_PATH descriptor for the mount.
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let Ok(mount) = rustix::fs::open(&mount, flags, Mode::empty()) else {
-            continue;
-        };
-        let Ok(file) = crate::sys::fhandle::open_by_handle(
-            mount.as_fd(),
-            handle_type,
-            handle,
-            OFlags::PATH | OFlags::NOFOLLOW,
-        ) else {
-            continue;
-        };
-        if identity(file.as_fd()) != Some((dev, ino)) {
-            continue;
-        }
-        let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) else {
-            continue;
-        };
-        let path = path.to_string_lossy().into_owned();
-        // The path must lead back to the same file: not "... (deleted)", not a path
-        // relative to a bind mount of a subdirectory.
-        let same =
-            rustix::fs::lstat(path.as_str()).is_ok_and(|s| (s.st_dev, s.st_ino) == (dev, ino));
-        if same {
-            return Some((file, path));
-        }
-    }
-    None
 }
 
 impl InotifyKind {

@@ -150,6 +150,12 @@ pub struct DumpOptions {
     /// them), the restored instance starts with none, and each instance is reported once
     /// in [`DumpSink::dropped`] with the bytes lost.
     pub drop_inotify_events: bool,
+    /// Save a netlink socket that holds queued, unread messages without them
+    /// (`--drop-netlink-messages`). Off by default, and such a dump is refused: the
+    /// messages cannot be read without consuming them, nor queued again as the kernel's.
+    /// When on, the live socket keeps them, the restored one starts with none, and each
+    /// socket is reported once in [`DumpSink::dropped`].
+    pub drop_netlink_messages: bool,
 }
 
 impl Default for DumpOptions {
@@ -161,6 +167,7 @@ impl Default for DumpOptions {
             write_behind: false,
             snapshots: false,
             drop_inotify_events: false,
+            drop_netlink_messages: false,
         }
     }
 }

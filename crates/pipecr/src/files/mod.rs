@@ -24,6 +24,7 @@ pub mod common;
 pub mod directory;
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod fifo;
 pub mod inet;
 pub mod inotify;
@@ -67,6 +68,7 @@ pub static KINDS: &[&dyn FileKind] = &[
     &timerfd::TimerFdKind,
     &signalfd::SignalFdKind,
     &inotify::InotifyKind,
+    &fanotify::FanotifyKind,
     &epoll::EpollKind,
     &unix::UnixSocketKind,
     &tcp::TcpSocketKind,

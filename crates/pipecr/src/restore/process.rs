@@ -243,6 +243,10 @@ pub fn restore_tree_timed(
         pid: 0,
         what: "tree.img holds no process".to_owned(),
     })?;
+    // Each kind checks its records (and what it needs to create them: a fanotify group
+    // needs CAP_SYS_ADMIN) before anything is created; the root asks again as it
+    // creates the open files.
+    crate::files::prepare_restore(&mut crate::files::RestoreCtx::new(image)?)?;
     let mut inherited = super::external::resolve(image, options)?;
     // The memory objects, once each, before any process: held here until the tree is
     // released, handed to the root (which opens descriptors of memfds and deleted files
