@@ -245,6 +245,11 @@ fn freeze(e: &FreezeError) -> Diagnosis {
         FreezeError::ZombieLeader { pid, .. } => {
             Diagnosis::new(ErrorClass::Unsupported, "zombie_leader").pid(*pid)
         }
+        FreezeError::IoUringWorker { pid, tid, .. } => {
+            Diagnosis::new(ErrorClass::Unsupported, "io_uring")
+                .pid(*pid)
+                .tid(*tid)
+        }
         FreezeError::Ptrace {
             pid, tid, source, ..
         } => os("ptrace_failed", source).pid(*pid).tid(*tid),
@@ -371,6 +376,11 @@ fn task(e: &TaskError) -> Diagnosis {
         }
         TaskError::SeccompDenies { pid, tid, .. } => {
             Diagnosis::new(ErrorClass::Unsupported, "seccomp_denies_injection")
+                .pid(*pid)
+                .tid(*tid)
+        }
+        TaskError::IoUringRegistered { pid, tid, .. } => {
+            Diagnosis::new(ErrorClass::Unsupported, "io_uring")
                 .pid(*pid)
                 .tid(*tid)
         }

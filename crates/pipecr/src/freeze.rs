@@ -117,6 +117,21 @@ pub enum FreezeError {
         /// The thread blocked in vfork.
         tid: i32,
     },
+    /// A thread is an io_uring worker (`iou-sqp-PID`, `iou-wrk-PID`): it never stops
+    /// under ptrace, and the io_uring instance it serves cannot be saved.
+    #[error(
+        "thread {tid} ({comm}) of pid {pid} is an io_uring worker: the process uses io_uring, \
+         whose queues and requests in flight live in the kernel, which gives user space no way \
+         to read them out or rebuild them; pipecr (like CRIU) cannot save it"
+    )]
+    IoUringWorker {
+        /// The process.
+        pid: i32,
+        /// The worker thread.
+        tid: i32,
+        /// Its name.
+        comm: String,
+    },
     /// A ptrace request failed.
     #[error("thread {tid} of pid {pid}: {op} failed")]
     Ptrace {
@@ -618,6 +633,17 @@ fn seize_thread(pid: i32, tid: i32) -> Result<Option<Seized>, SeizeError> {
             source: std::io::Error::from_raw_os_error(e as i32),
         }
     };
+    // An io_uring worker would never stop: refused before it is seized.
+    if let Ok(stat) = proc::stat(tid)
+        && stat.is_io_worker()
+    {
+        return Err(FreezeError::IoUringWorker {
+            pid,
+            tid,
+            comm: stat.comm,
+        }
+        .into());
+    }
     // A vfork parent would never stop: refused before it is seized.
     if proc::in_vfork_wait(pid, tid).map_err(FreezeError::from)? {
         return Err(FreezeError::InVfork { pid, tid }.into());

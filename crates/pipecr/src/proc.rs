@@ -35,6 +35,11 @@ pub enum ProcError {
 /// Process flag of a kernel thread (`PF_KTHREAD` in `include/linux/sched.h`).
 const PF_KTHREAD: u64 = 0x0020_0000;
 
+/// Task flag of an io_uring worker (`PF_IO_WORKER`): the thread an io_uring instance
+/// runs in the process's thread group (`iou-sqp-PID` for a submission-queue poller,
+/// `iou-wrk-PID` for async work).
+const PF_IO_WORKER: u64 = 0x0000_0010;
+
 /// The fields of `/proc/PID/stat` that pipecr uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
@@ -64,6 +69,12 @@ impl Stat {
     /// True for a kernel thread, which has no user space to checkpoint.
     pub fn is_kernel_thread(&self) -> bool {
         self.flags & PF_KTHREAD != 0
+    }
+
+    /// True for an io_uring worker thread: it runs kernel code only and never enters a
+    /// ptrace-stop, though it may be seized.
+    pub fn is_io_worker(&self) -> bool {
+        self.flags & PF_IO_WORKER != 0
     }
 }
 

@@ -114,6 +114,22 @@ pub enum TaskError {
         /// What the filters answer.
         action: String,
     },
+    /// A thread holds an io_uring instance through its table of registered rings
+    /// (`IORING_REGISTER_RING_FDS`), which no descriptor or mapping shows.
+    #[error(
+        "thread {tid} of pid {pid} holds an io_uring instance as registered ring {index} \
+         (IORING_REGISTER_RING_FDS): io_uring's queues and requests in flight live in the \
+         kernel, which gives user space no way to read them out or rebuild them; pipecr \
+         (like CRIU) cannot save it"
+    )]
+    IoUringRegistered {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+        /// The index in its table of registered rings.
+        index: u32,
+    },
     /// A syscall injected to read signal handlers or interval timers failed.
     #[error(transparent)]
     Inject(#[from] InjectError),
@@ -246,6 +262,37 @@ pub fn dump_core_in_tree(
         child_reports,
         // Filled by the dump from the descriptors (POSIX locks).
         ..Default::default()
+    })
+}
+
+/// Whether the thread's seccomp filters let the probe of its registered io_uring rings
+/// run ([`calls::read_registered_rings`]): a filter that refuses `io_uring_enter` (as
+/// container runtimes' do) also keeps the thread from using such a ring, and the probe
+/// is left out rather than the thread refused.
+fn may_probe_rings(thread: &proto::Thread) -> bool {
+    let Some(sc) = thread.seccomp.as_ref().filter(|s| !s.filters.is_empty()) else {
+        return true;
+    };
+    let ip = match &thread.regs {
+        Some(proto::thread::Regs::X8664(r)) => r.rip,
+        None => 0,
+    };
+    (0..calls::IO_RINGFD_REG_MAX).all(|i| {
+        let data = crate::seccomp::SeccompData {
+            nr: libc::SYS_io_uring_enter as i32,
+            arch: crate::seccomp::AUDIT_ARCH_X86_64,
+            instruction_pointer: ip,
+            args: [
+                u64::from(i),
+                0,
+                0,
+                calls::IORING_ENTER_REGISTERED_RING,
+                0,
+                0,
+            ],
+        };
+        let programs = sc.filters.iter().map(|f| f.program.as_slice());
+        matches!(crate::seccomp::allows(programs, &data), Ok(Ok(_)))
     })
 }
 
@@ -502,6 +549,8 @@ fn read_injected(
                 let mut reads = ReadBatch::new();
                 let links = thread_links(&mut reads);
                 let prctls = calls::read_thread_prctls(&mut reads);
+                let rings =
+                    may_probe_rings(thread).then(|| calls::read_registered_rings(&mut reads));
                 let process = (i == 0).then(|| {
                     let handlers = handlers_and_timers(&mut reads, caught, ignored, timers);
                     let prctls = calls::read_process_prctls(&mut reads);
@@ -514,6 +563,10 @@ fn read_injected(
                 let done = inj.run_reads(&reads, &mut code, i + 1 == count)?;
                 let links = links.get(&done)?;
                 let prctls = prctls.get(&done)?;
+                let rings = match rings {
+                    Some(rings) => rings.get(&done)?,
+                    None => Vec::new(),
+                };
                 let process = match process {
                     Some((handlers, prctls, reports)) => {
                         let mut saved = Vec::new();
@@ -526,11 +579,18 @@ fn read_injected(
                     }
                     None => None,
                 };
-                Ok::<_, InjectError>((links, prctls, process))
+                Ok::<_, InjectError>((links, prctls, process, rings))
             })();
             let finished = inj.finish();
-            let ((clear_child_tid, altstack), prctls, process) = read?;
+            let ((clear_child_tid, altstack), prctls, process, rings) = read?;
             finished?;
+            if let Some(&index) = rings.first() {
+                return Err(TaskError::IoUringRegistered {
+                    pid,
+                    tid: thread.tid,
+                    index,
+                });
+            }
             thread.clear_child_tid = clear_child_tid;
             thread.altstack = Some(altstack);
             per_thread.push(prctls);

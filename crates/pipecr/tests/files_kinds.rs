@@ -1343,7 +1343,13 @@ fn userfaultfd_and_io_uring_of_another_process_are_not_supported_and_named() {
     if ring < 0 {
         eprintln!("io_uring part skipped: io_uring_setup is refused on this kernel");
     } else {
-        assert_unsupported_in(pid, ring, "io_uring instance");
+        assert_unsupported_in(
+            pid,
+            ring,
+            "an io_uring instance (its queues, registered files and buffers and requests in \
+             flight live in the kernel, which gives user space no way to read them out or \
+             rebuild them; CRIU cannot either)",
+        );
     }
     // Fetching its descriptors left the program alone: it still reads its stdin and exits 0.
     drop(child.stdin.take());

@@ -368,7 +368,10 @@ pub fn describe(link: &str, stat: &rustix::fs::Stat) -> String {
         let name = anon.trim_matches(|c| c == '[' || c == ']');
         return match name {
             "eventpoll" => "epoll instance".into(),
-            "io_uring" => "io_uring instance".into(),
+            "io_uring" => "an io_uring instance (its queues, registered files and buffers and \
+                 requests in flight live in the kernel, which gives user space no way to read \
+                 them out or rebuild them; CRIU cannot either)"
+                .into(),
             "[fanotify]" | "fanotify" => "fanotify instance".into(),
             "pidfd" | "[pidfd]" => "pidfd".into(),
             "userfaultfd" => "userfaultfd".into(),

@@ -151,6 +151,76 @@ pub fn madvise(inj: &mut Injector, addr: u64, len: u64, advice: MmapAdvise) -> R
         .map(drop)
 }
 
+// ---- asynchronous I/O ----
+
+/// `io_setup(nr_events, ctx)` in the tracee—Creates an AIO context able to hold
+/// `nr_events` requests; the kernel writes its id (the address of its ring) at `at`,
+/// which is read back and returned.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/io_setup.2.html)
+pub fn io_setup(inj: &mut Injector, nr_events: u32, at: u64) -> Result<u64> {
+    inj.write_memory(at, &0u64.to_ne_bytes())?;
+    inj.syscall_checked(libc::SYS_io_setup, [u64::from(nr_events), at, 0, 0, 0, 0])?;
+    let mut ctx = [0u8; 8];
+    inj.read_memory(at, &mut ctx)?;
+    Ok(u64::from_ne_bytes(ctx))
+}
+
+/// `io_submit(ctx, nr, iocbpp)` in the tracee—Submits the `nr` requests whose `struct
+/// iocb` pointers the caller wrote at `iocbpp`; returns how many were taken.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/io_submit.2.html)
+pub fn io_submit(inj: &mut Injector, ctx: u64, nr: u64, iocbpp: u64) -> Result<u64> {
+    inj.syscall_checked(libc::SYS_io_submit, [ctx, nr, iocbpp, 0, 0, 0])
+}
+
+/// `IORING_ENTER_REGISTERED_RING` (`<linux/io_uring.h>`): the descriptor passed to
+/// `io_uring_enter` is an index into the thread's table of registered rings.
+pub const IORING_ENTER_REGISTERED_RING: u64 = 1 << 4;
+
+/// `IO_RINGFD_REG_MAX`: the size of a thread's table of registered rings.
+pub const IO_RINGFD_REG_MAX: u32 = 16;
+
+/// `io_uring_enter(i, 0, 0, IORING_ENTER_REGISTERED_RING, NULL, 0)` for every index `i`
+/// of the thread's table of registered rings (`IORING_REGISTER_RING_FDS`), added to a
+/// batch—Which indices hold an io_uring instance: the only trace of one whose descriptor
+/// was closed and whose rings were unmapped. Nothing is submitted nor waited for;
+/// `EINVAL` (the thread never used io_uring, or no io_uring here: `ENOSYS`) and `EBADF`
+/// (an empty slot) mean none.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/io_uring_enter.2.html)
+#[doc(alias = "io_uring_enter")]
+pub fn read_registered_rings(reads: &mut ReadBatch) -> Pending<Vec<u32>> {
+    let v = Arg::Value;
+    let probes: Vec<usize> = (0..IO_RINGFD_REG_MAX)
+        .map(|i| {
+            reads.push(
+                libc::SYS_io_uring_enter,
+                [
+                    v(u64::from(i)),
+                    v(0),
+                    v(0),
+                    v(IORING_ENTER_REGISTERED_RING),
+                    v(0),
+                    v(0),
+                ],
+                0,
+            )
+        })
+        .collect();
+    Pending::new(move |r| {
+        let none = [libc::EINVAL, libc::EBADF, libc::ENOSYS].map(|e| -i64::from(e));
+        Ok((0..IO_RINGFD_REG_MAX)
+            .zip(&probes)
+            .filter(|&(_, &p)| !none.contains(&r.raw(p)))
+            .map(|(i, _)| i)
+            .collect())
+    })
+}
+
 // ---- files ----
 
 /// `openat(AT_FDCWD, path, flags, 0)` in the tracee—Opens the NUL-terminated path the

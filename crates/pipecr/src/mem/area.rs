@@ -134,6 +134,28 @@ pub trait AreaKind: Sync {
     /// by default.
     fn record(&self, _e: &MapEntry, _vma: &mut proto::Vma) {}
 
+    /// Adds to the saved area `vma` what this kind reads of `e` in the live process
+    /// (kernel state user space sees only in the area's memory: an AIO ring's header
+    /// and unread events), read from the stopped process `source` (`pid` itself, or a
+    /// snapshot of it); an error names `pid`. Nothing by default.
+    fn read_state(
+        &self,
+        _pid: i32,
+        _source: i32,
+        _e: &MapEntry,
+        _vma: &mut proto::Vma,
+    ) -> Result<(), MemError> {
+        Ok(())
+    }
+
+    /// Whether what [`read_state`](Self::read_state) saves of an area must be read while
+    /// the process is stopped: kernel state it changes as it runs (an AIO ring's head,
+    /// tail and events), which a copy-on-write snapshot does not freeze
+    /// ([`super::only_private`]). No by default.
+    fn read_while_stopped(&self) -> bool {
+        false
+    }
+
     /// The saved kinds ([`VmaKind`]) this kind records areas as, each with the short
     /// name `pipecr show` lists such areas under ([`super::saved_kind`]).
     fn saved_kinds(&self) -> &'static [(VmaKind, &'static str)];

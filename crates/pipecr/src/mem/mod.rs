@@ -24,11 +24,13 @@
 //! deleted files) is
 //! read through `/proc/PID/map_files` once per object (dev, inode), skipping holes with
 //! `SEEK_DATA`. `[vvar]`, `[vvar_vclock]`, `[vsyscall]` and `[vdso]` are recorded, never
-//! read. I/O and PFN mappings and hugetlb areas are refused with
-//! [`MemError::Unsupported`].
+//! read. Guard pages (`MADV_GUARD_INSTALL`, pagemap bit 58) are recorded in their area's
+//! guard regions, never read. An AIO ring's kind reads the ring's header and unread
+//! events itself ([`area::AreaKind::read_state`]). I/O and PFN mappings, hugetlb areas
+//! and mappings of anonymous inodes are refused with [`MemError::Unsupported`].
 //!
 //! What an area is and how it is saved is for the kinds of memory area to say: one
-//! module each ([`anon`], [`file_private`], [`file_shared`], [`memobj`], [`special`],
+//! module each ([`aio`], [`anon`], [`file_private`], [`file_shared`], [`memobj`], [`special`],
 //! [`sysvshm`], [`refused`]) implementing [`area::AreaKind`], all listed in [`AREA_KINDS`], which the
 //! dump here, the restore (`crate::restore`) and `pipecr show` go through
 //! ([`saved_kind`]). This module reads what the kinds ask for (pages, objects) and knows
@@ -37,6 +39,7 @@
 //! Every function expects the process to be stopped (see [`crate::freeze`]); none of
 //! them uses ptrace, so any thread may call them.
 
+pub mod aio;
 pub mod anon;
 pub mod area;
 pub mod file_private;
@@ -82,6 +85,8 @@ pub static AREA_KINDS: &[&dyn AreaKind] = &[
     // Before memobj: `/SYSVKEY (deleted)` is an attachment of a System V segment, saved
     // with the segment in ipc.img.
     &sysvshm::SysvShmArea,
+    // Before memobj: `/[aio] (deleted)` is the ring of an AIO context, not a file.
+    &aio::AioRingArea,
     // Before memobj and special: `[heap]`, `[stack]`, `[anon:NAME]` and areas without a
     // path are anonymous memory.
     &anon::AnonArea,
@@ -260,19 +265,31 @@ impl MemDumper {
                 );
             }
             match save {
-                Save::Nothing => flags |= VmaFlag::NotSaved as u32,
-                Save::Private => {
-                    self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?
+                Save::Nothing => {
+                    flags |= VmaFlag::NotSaved as u32;
+                    // A shared mapping of a file may hold guard pages too.
+                    if e.inode != 0 {
+                        vma.guard_regions = scan_guards(pid, e, &mut pagemap)?;
+                    }
                 }
-                Save::Object(k) => vma.object_id = self.dump_object(pid, source, e, k, raw)?,
+                Save::Private => {
+                    vma.guard_regions =
+                        self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?
+                }
+                Save::Object(k) => {
+                    vma.object_id = self.dump_object(pid, source, e, k, raw)?;
+                    vma.guard_regions = scan_guards(pid, e, &mut pagemap)?;
+                }
                 Save::PrivateAndObject(k) => {
                     vma.object_id = self.dump_object(pid, source, e, k, raw)?;
-                    self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?;
+                    vma.guard_regions =
+                        self.dump_private(pid, e, &mut pagemap, &mut reader, raw, &mut mm)?;
                 }
             }
             vma.flags = flags;
             if let Some(kind) = AREA_KINDS.iter().find(|k| k.claims(e)) {
                 kind.record(e, &mut vma);
+                kind.read_state(pid, source, e, &mut vma)?;
             }
             mm.vmas.push(vma);
         }
@@ -302,7 +319,8 @@ impl MemDumper {
         (self.objects, stats, HeldPages(self.store))
     }
 
-    /// Saves the pages of a private area worth saving (see the module documentation).
+    /// Saves the pages of a private area worth saving (see the module documentation);
+    /// returns the guard regions (`MADV_GUARD_INSTALL`) found in it.
     fn dump_private(
         &mut self,
         pid: i32,
@@ -311,7 +329,8 @@ impl MemDumper {
         reader: &mut MemReader,
         raw: &mut RawWriter,
         mm: &mut proto::Mm,
-    ) -> Result<(), MemError> {
+    ) -> Result<Vec<proto::GuardRegion>, MemError> {
+        let mut guards = Vec::new();
         let anonymous = e.inode == 0;
         let page = PAGE_SIZE as usize;
         let mut entries: Vec<PagemapEntry> = Vec::with_capacity(CHUNK_PAGES);
@@ -333,6 +352,12 @@ impl MemDumper {
             ranges.clear();
             for (i, pm) in entries.iter().enumerate() {
                 let addr = chunk + i as u64 * PAGE_SIZE;
+                // A guard page holds nothing and cannot be read: it is recorded, to be
+                // installed again.
+                if pm.guard() {
+                    push_guard(&mut guards, addr);
+                    continue;
+                }
                 // Present with the file bit: the file's own page, or the zero page.
                 if !(pm.swapped() || pm.present() && !pm.file_or_shared()) {
                     continue;
@@ -396,7 +421,7 @@ impl MemDumper {
             }
             chunk += n as u64 * PAGE_SIZE;
         }
-        Ok(())
+        Ok(guards)
     }
 
     /// Saves the object an area maps, the first time it is met; returns its id.
@@ -532,6 +557,15 @@ fn relink(pid: i32, source: i32, entries: &mut [MapEntry]) -> Result<(), MemErro
             continue;
         }
         let dir = std::path::Path::new(&e.path).parent();
+        // A directory of another file system cannot hold a link to it: the file lives
+        // on a pseudo file system (the `/[aio]` ring of an AIO context, say), where
+        // its name never was a path.
+        if dir
+            .and_then(|d| std::fs::metadata(d).ok())
+            .is_none_or(|d| d.dev() != meta.dev())
+        {
+            continue;
+        }
         let other = dir
             .and_then(|d| std::fs::read_dir(d).ok())
             .into_iter()
@@ -562,7 +596,8 @@ fn relink(pid: i32, source: i32, entries: &mut [MapEntry]) -> Result<(), MemErro
 }
 
 /// Whether everything a dump saves of `pid`'s memory is private to it (pages of private
-/// areas; no memory object, which others could change) and a fork copies every area as
+/// areas; no memory object, which others could change, nor kernel state read from an
+/// area, which moves on with the process) and a fork copies every area as
 /// it is and quietly (none marked `MADV_DONTFORK` or `MADV_WIPEONFORK`, none registered
 /// with userfaultfd, whose monitor may be told of forks): then a fork of it is an exact
 /// copy of what the dump reads (see [`crate::snapshot`]).
@@ -571,6 +606,13 @@ pub fn only_private(pid: i32) -> Result<bool, MemError> {
         if ["dc", "wf", "um", "uw", "ui"]
             .iter()
             .any(|flag| e.has_vm_flag(flag))
+        {
+            return Ok(false);
+        }
+        if AREA_KINDS
+            .iter()
+            .find(|k| k.claims(&e))
+            .is_some_and(|k| k.read_while_stopped())
         {
             return Ok(false);
         }
@@ -630,6 +672,50 @@ impl Drop for Timed<'_> {
     fn drop(&mut self) {
         *self.0 += self.1.elapsed();
     }
+}
+
+/// The guard regions (`MADV_GUARD_INSTALL`) of an area whose pages are not read from
+/// pagemap (a shared mapping): its pagemap walked for them alone.
+fn scan_guards(
+    pid: i32,
+    e: &MapEntry,
+    pagemap: &mut Pagemap,
+) -> Result<Vec<proto::GuardRegion>, MemError> {
+    let mut guards = Vec::new();
+    let mut entries: Vec<PagemapEntry> = Vec::with_capacity(CHUNK_PAGES);
+    let mut chunk = e.start;
+    while chunk < e.end {
+        let n = CHUNK_PAGES.min(((e.end - chunk) / PAGE_SIZE) as usize);
+        pagemap
+            .read(chunk, &mut entries, n)
+            .map_err(|source| MemError::Read {
+                pid,
+                what: format!("/proc/PID/pagemap at {chunk:#x}"),
+                source,
+            })?;
+        for (i, pm) in entries.iter().enumerate() {
+            if pm.guard() {
+                push_guard(&mut guards, chunk + i as u64 * PAGE_SIZE);
+            }
+        }
+        chunk += n as u64 * PAGE_SIZE;
+    }
+    Ok(guards)
+}
+
+/// Appends the guard page at `addr` to `guards`, extending the last run when it ends
+/// there.
+fn push_guard(guards: &mut Vec<proto::GuardRegion>, addr: u64) {
+    if let Some(last) = guards.last_mut()
+        && last.start + last.nr_pages * PAGE_SIZE == addr
+    {
+        last.nr_pages += 1;
+        return;
+    }
+    guards.push(proto::GuardRegion {
+        start: addr,
+        nr_pages: 1,
+    });
 }
 
 /// Appends one page to a list of runs, extending the last run when both its address and
@@ -748,7 +834,7 @@ mod tests {
         let kinds: Vec<proto::VmaKind> = (1..64)
             .filter_map(|k| proto::VmaKind::try_from(k).ok())
             .collect();
-        assert_eq!(kinds.len(), 12);
+        assert_eq!(kinds.len(), 13);
         let mut names = Vec::new();
         for k in kinds {
             let owners = AREA_KINDS
@@ -760,7 +846,7 @@ mod tests {
         }
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 12, "distinct names");
+        assert_eq!(names.len(), 13, "distinct names");
         assert!(saved_kind(proto::VmaKind::Unspecified as i32).is_none());
         assert!(saved_kind(999).is_none());
 

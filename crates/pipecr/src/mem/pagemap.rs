@@ -18,6 +18,9 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 /// Bit 61: the page is a file page or shared anonymous (not a private anonymous page).
 const PM_FILE: u64 = 1 << 61;
+/// Bit 58: a guard region marker (`MADV_GUARD_INSTALL`, Linux 6.13+; shown since 6.14).
+/// The kernel reports it as a swap entry too (bit 62): it is a PTE marker, no page.
+const PM_GUARD_REGION: u64 = 1 << 58;
 /// Bit 56: the page is mapped exclusively by this process.
 const PM_EXCLUSIVE: u64 = 1 << 56;
 /// Bit 55: the pte is soft-dirty.
@@ -43,6 +46,11 @@ impl PagemapEntry {
     /// (never written since it was mapped). The shared zero page also carries it.
     pub fn file_or_shared(self) -> bool {
         self.0 & PM_FILE != 0
+    }
+    /// Bit 58: a guard page (`MADV_GUARD_INSTALL`): no page behind it, a touch faults.
+    /// It also reads as swapped (bit 62); nothing of it can be read.
+    pub fn guard(self) -> bool {
+        self.0 & PM_GUARD_REGION != 0
     }
     /// Bit 56: only this process maps the page (its map count is 1). A page a parent and
     /// its forked child share copy-on-write reads shared in both (checked on Linux 6.18

@@ -51,6 +51,8 @@ pub(super) struct Kept {
 pub(super) fn prefillable(vma: &proto::Vma) -> bool {
     crate::mem::saved_kind(vma.kind).is_some_and(|(kind, _)| kind.inherited_copy_on_write(vma))
         && vma.flags & (VmaFlag::Growsdown as u32 | VmaFlag::Shared as u32) == 0
+        // Guard pages are installed per process, on an area it maps itself.
+        && vma.guard_regions.is_empty()
         && vma.start < vma.end
         && vma.start % PAGE_SIZE == 0
         && vma.end % PAGE_SIZE == 0

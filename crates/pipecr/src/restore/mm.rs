@@ -237,7 +237,44 @@ pub(super) fn map_area(
         Some(kind) => kind.map(vma, written, &mut target),
         None => Err(not_restorable(vma)),
     }
-    .map_err(|e| restore_error(pid, e))
+    .map_err(|e| restore_error(pid, e))?;
+    install_guards(inj, pid, vma)
+}
+
+/// `madvise(MADV_GUARD_INSTALL)`, Linux 6.13+ (`<linux/mman.h>`; not in libc yet).
+const MADV_GUARD_INSTALL: u64 = 102;
+
+/// Installs the guard regions of the saved area `vma` again (`MADV_GUARD_INSTALL`), so
+/// that a touch there faults as it did. Its pages hold nothing: none were saved.
+fn install_guards(inj: &mut Injector, pid: i32, vma: &proto::Vma) -> Result<()> {
+    for g in &vma.guard_regions {
+        let len = g.nr_pages.checked_mul(PAGE);
+        let inside = len
+            .and_then(|len| g.start.checked_add(len))
+            .is_some_and(|end| g.start >= vma.start && end <= vma.end);
+        let (Some(len), true) = (len, inside && g.start % PAGE == 0) else {
+            return Err(ProcessRestoreError::Invalid {
+                pid,
+                what: format!(
+                    "guard region at {:#x} ({} pages) outside its area {:#x}-{:#x}",
+                    g.start, g.nr_pages, vma.start, vma.end
+                ),
+            });
+        };
+        inj.syscall_checked(
+            libc::SYS_madvise,
+            [g.start, len, MADV_GUARD_INSTALL, 0, 0, 0],
+        )
+        .map_err(|e| ProcessRestoreError::Unsupported {
+            pid,
+            what: format!(
+                "guard pages at {:#x}-{:#x} (madvise(MADV_GUARD_INSTALL) needs Linux 6.13+): {e}",
+                g.start,
+                g.start + len
+            ),
+        })?;
+    }
+    Ok(())
 }
 
 /// What a kind of memory area is lent to map an area of the process being restored:
