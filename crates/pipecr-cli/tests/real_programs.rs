@@ -12,7 +12,9 @@
 //! - `python3` waiting on a child through a pidfd (`select`, then `waitid(P_PIDFD)`),
 //!   which sees the child exit after the restore (issue 15 §5);
 //! - `dbus-daemon` with `dbus-monitor` on its bus: after the restore the bus has the same
-//!   id and the monitor, still connected, prints a signal sent then.
+//!   id and the monitor, still connected, prints a signal sent then;
+//! - `nginx` (a master, two workers) with a request half sent on an accepted connection
+//!   at the dump: the same connection gets its answer after the restore.
 //!
 //! The programs tick on their own timers (that is the point); the test never sleeps: it
 //! reads their output lines from a pipe (or a FIFO, for make's compiler wrapper), each
