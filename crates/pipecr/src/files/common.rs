@@ -374,7 +374,6 @@ pub fn describe(link: &str, stat: &rustix::fs::Stat) -> String {
                 .into(),
             "[fanotify]" | "fanotify" => "fanotify instance".into(),
             "pidfd" | "[pidfd]" => "pidfd".into(),
-            "userfaultfd" => "userfaultfd".into(),
             other => format!("anonymous inode {other}"),
         };
     }

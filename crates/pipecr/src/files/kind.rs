@@ -809,6 +809,21 @@ pub trait FileKind: Sync {
         })
     }
 
+    /// For a `file` of [`Stage::AfterThreads`], once the call of
+    /// [`FileKind::in_process_open`] opened it in the restored process (whose memory and
+    /// threads are in place, and which runs nothing of its own yet): completes it from
+    /// the restoring process, through `fd`, a copy of the new descriptor
+    /// (`pidfd_getfd`). For state the opening call alone does not give back (the ranges
+    /// registered on a userfaultfd). Nothing to do by default.
+    fn complete_in_process(
+        &self,
+        file: &proto::OpenFile,
+        fd: BorrowedFd<'_>,
+    ) -> Result<(), FileError> {
+        let _ = (file, fd);
+        Ok(())
+    }
+
     /// Opens `file` again in the calling process with its saved status flags and
     /// position. The descriptor returned is close-on-exec; the caller installs it.
     fn restore(

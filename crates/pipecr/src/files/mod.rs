@@ -47,6 +47,7 @@ pub mod timerfd;
 pub mod tty;
 pub mod udp;
 pub mod unix;
+pub mod userfaultfd;
 
 pub use common::{DumpedPipe, PipeObjects, describe, read_contents};
 pub use kind::{
@@ -84,6 +85,7 @@ pub static KINDS: &[&dyn FileKind] = &[
     &packet::PacketSocketKind,
     &rawip::RawIpSocketKind,
     &pidfd::PidfdKind,
+    &userfaultfd::UserfaultfdKind,
     &symlink::SymlinkKind,
 ];
 
@@ -219,6 +221,15 @@ pub fn in_process_open(
     threads: &[i32],
 ) -> Result<InProcessOpen, FileError> {
     restorer_of(file)?.in_process_open(file, pid, threads)
+}
+
+/// Completes, through `fd` (the restoring process's copy), a saved open file that its
+/// process opened itself (see [`FileKind::complete_in_process`]).
+pub fn complete_in_process(
+    file: &proto::OpenFile,
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> Result<(), FileError> {
+    restorer_of(file)?.complete_in_process(file, fd)
 }
 
 /// Opens a saved open file again in the calling process.

@@ -23,6 +23,8 @@ const PM_FILE: u64 = 1 << 61;
 const PM_GUARD_REGION: u64 = 1 << 58;
 /// Bit 56: the page is mapped exclusively by this process.
 const PM_EXCLUSIVE: u64 = 1 << 56;
+/// The page is write-protected through a userfaultfd (`PM_UFFD_WP`).
+const PM_UFFD_WP: u64 = 1 << 57;
 /// Bit 55: the pte is soft-dirty.
 const PM_SOFT_DIRTY: u64 = 1 << 55;
 /// Bits 0-54: the page frame number (present pages).
@@ -58,6 +60,11 @@ impl PagemapEntry {
     /// it (`process_vm_readv`), the kernel un-shares it and both copies read exclusive.
     pub fn exclusive(self) -> bool {
         self.0 & PM_EXCLUSIVE != 0
+    }
+    /// Bit 57: write-protected through a userfaultfd (`UFFDIO_WRITEPROTECT`), also
+    /// for a page not present (a marker the kernel keeps in its place).
+    pub fn uffd_wp(self) -> bool {
+        self.0 & PM_UFFD_WP != 0
     }
     /// Bit 55: soft-dirty.
     pub fn soft_dirty(self) -> bool {

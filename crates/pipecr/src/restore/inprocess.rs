@@ -3,7 +3,10 @@
 //! cannot be opened before the thread is created, and threads are created after every
 //! descriptor. Each is opened by the call its kind names, then moved to its saved number
 //! with its close-on-exec bit (`dup3`), while the process is still held by the restorer
-//! and runs nothing of its own.
+//! and runs nothing of its own; then its kind completes it through the restorer's own
+//! copy of the descriptor ([`files::complete_in_process`]).
+
+use std::os::fd::{AsFd, OwnedFd};
 
 use pipecr_image::{Image, proto};
 
@@ -69,6 +72,26 @@ pub(super) fn open(
             // kinds open close-on-exec).
             inj.syscall_checked(libc::SYS_fcntl, [opened, libc::F_SETFD as u64, 0, 0, 0, 0])?;
         }
+        let copy = fetch(pid, d.fd).map_err(|e| ProcessRestoreError::Child {
+            pid,
+            message: format!(
+                "cannot fetch open file {} at fd {} opened again: {e}",
+                file.id, d.fd
+            ),
+        })?;
+        files::complete_in_process(file, copy.as_fd())?;
     }
     Ok(())
+}
+
+/// The restoring process's own copy of descriptor `fd` of process `pid` (`pidfd_getfd`).
+fn fetch(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
+    let target = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    let pidfd = rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty())?;
+    Ok(rustix::process::pidfd_getfd(
+        &pidfd,
+        fd,
+        rustix::process::PidfdGetfdFlags::empty(),
+    )?)
 }

@@ -32,3 +32,4 @@ pub mod sockopt;
 pub mod timer;
 pub mod timerfd;
 pub mod tty;
+pub mod uffd;
