@@ -5,7 +5,7 @@
 //! that `show` prints, completions that parse, the man page, `--version`.
 //!
 //! Trees: `sleep` with stdio on /dev/null (nothing leads outside it), and
-//! `progs/refusee.c userfaultfd` (a child holding a userfaultfd at fd 10, which pipecr
+//! `progs/refusee.c perf_event` (a child holding a perf_event fd at fd 10, which pipecr
 //! cannot save). Nothing sleeps: the refusee says ready with a byte, dumped processes
 //! are reaped before a restore.
 
@@ -138,10 +138,10 @@ fn a_bad_command_line_exits_2() {
     assert_eq!(v["error"]["pid"], 2000000000);
 }
 
-/// `refusee userfaultfd` started, its child ready: (root, child pid, its stdin).
-fn userfaultfd_tree(exe: &Path) -> (Child, i32, std::process::ChildStdin, KillOnDrop) {
+/// `refusee perf_event` started, its child ready: (root, child pid, its stdin).
+fn perf_event_tree(exe: &Path) -> (Child, i32, std::process::ChildStdin, KillOnDrop) {
     let mut root = only_stdio(&mut Command::new(exe))
-        .arg("userfaultfd")
+        .arg("perf_event")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -167,7 +167,7 @@ fn an_unsupported_fd_is_named_in_the_log_and_the_json_and_exits_3() {
     let Some(exe) = build("refusee", dir.path()) else {
         return;
     };
-    let (mut root, child, stdin, mut kill) = userfaultfd_tree(&exe);
+    let (mut root, child, stdin, mut kill) = perf_event_tree(&exe);
     kill.0.push(child);
     let pid = root.id() as i32;
     let img = dir.path().join("img");
@@ -189,7 +189,7 @@ fn an_unsupported_fd_is_named_in_the_log_and_the_json_and_exits_3() {
     assert_eq!(v["error"]["pid"], child);
     assert_eq!(v["error"]["fd"], 10);
     assert!(
-        v["error"]["kind"].as_str().unwrap().contains("userfaultfd"),
+        v["error"]["kind"].as_str().unwrap().contains("perf_event"),
         "{v}"
     );
     assert_eq!(v["log_file"], log.display().to_string());
@@ -212,7 +212,7 @@ fn an_unsupported_fd_is_named_in_the_log_and_the_json_and_exits_3() {
         text.lines().any(|l| l.contains("DEBUG")
             && l.contains(&format!("pid={child}"))
             && l.contains("fd=10")
-            && l.contains("userfaultfd")),
+            && l.contains("perf_event")),
         "{text}"
     );
     let last = text.lines().last().unwrap();

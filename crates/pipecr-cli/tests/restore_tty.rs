@@ -10,7 +10,7 @@
 //!   and goes on), the settings (canonical, echo, `VERASE`, a 12345-baud `BOTHER` speed),
 //!   window size, packet mode, lock, exclusive mode, `tcgetpgrp`, `getsid`, `/dev/tty`,
 //!   and each process's `tty_nr` and `tpgid` in `/proc`, all on the new slave number.
-//! - `--leave-running`, and a dump that fails after the pair was read (a userfaultfd
+//! - `--leave-running`, and a dump that fails after the pair was read (a perf_event fd
 //!   later in the tree): the tree goes on and finds every byte where it was.
 //! - A real program: `script` running `sh` with a counter printing to the terminal.
 //!
@@ -164,8 +164,11 @@ fn a_dump_that_leaves_the_tree_running_or_fails_loses_no_byte_of_the_pair() {
                 .output()
                 .unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "the dump refuses a userfaultfd");
-            assert!(err.contains(&format!("pid {g} fd 100")), "{err}");
+            assert!(!out.status.success(), "the dump refuses a perf_event fd");
+            assert!(
+                err.contains(&format!("pid {g} fd 100: anonymous inode perf_event")),
+                "{err}"
+            );
             assert!(!img.exists());
         } else {
             common::dump(pid, &img, &["--leave-running"]);

@@ -66,7 +66,7 @@ static SCENARIOS: &[(&str, &dyn Scenario)] = &[
     ("packets", &pipes::Packets),
     ("external", &pipes::External),
     ("clone-files", &descriptors::CloneFiles),
-    ("userfaultfd", &pipes::Userfaultfd),
+    ("perf-event", &pipes::PerfEvent),
     ("epolls", &epolls::Epolls),
     ("terminal", &terminals::Terminal),
     ("event-fds", &events::EventFds),

@@ -1,6 +1,6 @@
 //! Pipe scenarios: ends opened again through `/proc`, 1 MiB pipes, 64 pipes spread over
 //! nine processes, packet mode, pipes whose other end is the harness, and a tree with a
-//! userfaultfd (which pipecr cannot save: the dump must fail and leave it untouched).
+//! perf_event fd (which pipecr cannot save: the dump must fail and leave it untouched).
 
 use std::os::fd::RawFd;
 
@@ -325,19 +325,58 @@ impl Scenario for External {
     }
 }
 
-/// A tree pipecr cannot save: a userfaultfd at fd 10, next to the read end (11) of
-/// a pipe holding 1000 bytes (write end 12). The dump must fail naming pid, fd and kind;
-/// the setup then checks that nothing changed.
-pub struct Userfaultfd;
+/// A tree pipecr cannot save: a perf_event fd (a disabled software dummy event of the
+/// process itself) at fd 10, next to the read end (11) of a pipe holding 1000 bytes
+/// (write end 12). The dump must fail naming pid, fd and kind; the setup then checks that
+/// nothing changed.
+pub struct PerfEvent;
 
-impl Scenario for Userfaultfd {
+/// The first 64 bytes of `struct perf_event_attr` (`PERF_ATTR_SIZE_VER0`).
+#[repr(C)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    /// The bit fields: disabled (bit 0), exclude_kernel (5), exclude_hv (6), ...
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+}
+
+impl Scenario for PerfEvent {
     fn prepare(&self, _env: &Env) -> anyhow::Result<()> {
-        // SAFETY: userfaultfd takes one integer and touches no memory.
-        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+        let attr = PerfEventAttr {
+            kind: 1,   // PERF_TYPE_SOFTWARE
+            size: 64,  // PERF_ATTR_SIZE_VER0
+            config: 9, // PERF_COUNT_SW_DUMMY
+            sample_period: 0,
+            sample_type: 0,
+            read_format: 0,
+            flags: 1 | (1 << 5) | (1 << 6),
+            wakeup_events: 0,
+            bp_type: 0,
+            config1: 0,
+        };
+        // SAFETY: perf_event_open reads `attr.size` bytes of `attr`, which lives across
+        // the call, and touches no other memory.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                &raw const attr,
+                0,
+                -1,
+                -1,
+                libc::c_ulong::from(8u8), // PERF_FLAG_FD_CLOEXEC
+            )
+        };
         if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("userfaultfd");
+            return Err(std::io::Error::last_os_error()).context("perf_event_open");
         }
-        // SAFETY: userfaultfd succeeded: `fd` is a new descriptor nothing else owns.
+        // SAFETY: perf_event_open succeeded: `fd` is a new descriptor nothing else owns.
         let fan =
             unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
         let (r, w) = rustix::pipe::pipe()?;
@@ -358,7 +397,7 @@ impl Scenario for Userfaultfd {
         c.flags(11, OFlags::RDONLY);
         c.flags(12, OFlags::WRONLY);
         if let Some(link) = c.link(10) {
-            c.eq("fd 10: link", link.as_str(), "anon_inode:[userfaultfd]");
+            c.eq("fd 10: link", link.as_str(), "anon_inode:[perf_event]");
         }
         c.pipe_bytes(11, &pattern(8, 1000));
     }

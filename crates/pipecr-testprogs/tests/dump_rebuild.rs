@@ -670,19 +670,19 @@ fn clone_files_table_is_saved_once() {
 }
 
 #[test]
-fn unsupported_userfaultfd_stops_the_dump_and_leaves_the_tree_untouched() {
-    if !privileged("userfaultfd") {
+fn unsupported_perf_event_stops_the_dump_and_leaves_the_tree_untouched() {
+    if !privileged("perf_event") {
         return;
     }
-    let setup = Setup::start("userfaultfd", &[]);
+    let setup = Setup::start("perf-event", &[]);
     let (parent, dir) = image_dir();
     let err = dump_tree(setup.root(), &dir, &DumpOptions::default())
-        .expect_err("a userfaultfd cannot be saved");
+        .expect_err("a perf_event fd cannot be saved");
     let msg = err.to_string();
     for part in [
         format!("pid {}", setup.root()),
         "fd 10".into(),
-        "userfaultfd".into(),
+        "anonymous inode perf_event".into(),
     ] {
         assert!(msg.contains(&part), "{msg:?} does not name {part:?}");
     }

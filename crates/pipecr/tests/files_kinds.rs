@@ -1032,20 +1032,77 @@ fn assert_unsupported_in(pid: i32, fd: i32, kind: &str) {
     );
 }
 
-/// A new userfaultfd (a kind pipecr still refuses: its registered ranges and pending
-/// faults cannot be read back).
-fn userfaultfd() -> OwnedFd {
-    // SAFETY: userfaultfd takes one integer and touches no memory.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
-    assert!(fd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
-    // SAFETY: userfaultfd succeeded: `fd` is a new descriptor nothing else owns.
+/// The first 64 bytes of `struct perf_event_attr` (`PERF_ATTR_SIZE_VER0`).
+#[repr(C)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    /// The bit fields: disabled (bit 0), exclude_kernel (5), exclude_hv (6), ...
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+}
+
+/// A new perf_event fd (a kind pipecr still refuses): a disabled software dummy event
+/// of this process.
+fn perf_event() -> OwnedFd {
+    let attr = PerfEventAttr {
+        kind: 1,   // PERF_TYPE_SOFTWARE
+        size: 64,  // PERF_ATTR_SIZE_VER0
+        config: 9, // PERF_COUNT_SW_DUMMY
+        sample_period: 0,
+        sample_type: 0,
+        read_format: 0,
+        flags: 1 | (1 << 5) | (1 << 6),
+        wakeup_events: 0,
+        bp_type: 0,
+        config1: 0,
+    };
+    // SAFETY: perf_event_open reads `attr.size` bytes of `attr`, which lives across the
+    // call, and touches no other memory.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &raw const attr,
+            0,
+            -1,
+            -1,
+            libc::c_ulong::from(8u8), // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    assert!(
+        fd >= 0,
+        "perf_event_open: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: perf_event_open succeeded: `fd` is a new descriptor nothing else owns.
     unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }
 }
 
 #[test]
-fn userfaultfd_is_not_supported_and_named() {
-    let uffd = userfaultfd();
-    assert_unsupported(uffd.as_fd(), "userfaultfd");
+fn perf_event_is_not_supported_and_named() {
+    let event = perf_event();
+    assert_unsupported(event.as_fd(), "anonymous inode perf_event");
+}
+
+/// A userfaultfd of this process with no range registered: refused, since a dump
+/// cannot tell it from another process's (one passed over a socket, say).
+#[test]
+fn a_userfaultfd_with_no_registered_range_is_refused_and_named() {
+    // SAFETY: userfaultfd takes one integer and touches no memory.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+    assert!(fd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
+    // SAFETY: userfaultfd succeeded: `fd` is a new descriptor nothing else owns.
+    let uffd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    assert_unsupported(
+        uffd.as_fd(),
+        "userfaultfd with no range of its process registered: it may be another process's",
+    );
 }
 
 /// A fanotify group made with `flags` and `event_flags` (needs CAP_SYS_ADMIN).
@@ -1318,7 +1375,7 @@ fn inotify_with_unread_events_is_saved_without_them_when_asked() {
 }
 
 #[test]
-fn userfaultfd_and_io_uring_of_another_process_are_not_supported_and_named() {
+fn perf_event_and_io_uring_of_another_process_are_not_supported_and_named() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let exe = common::build_c("odd-kinds", include_str!("c/odd_kinds.c"), &[]);
@@ -1336,10 +1393,10 @@ fn userfaultfd_and_io_uring_of_another_process_are_not_supported_and_named() {
         .split_whitespace()
         .map(|n| n.parse().unwrap())
         .collect();
-    let [uffd, ring] = fds[..] else {
+    let [event, ring] = fds[..] else {
         panic!("odd-kinds printed {line:?}");
     };
-    assert_unsupported_in(pid, uffd, "userfaultfd");
+    assert_unsupported_in(pid, event, "anonymous inode perf_event");
     if ring < 0 {
         eprintln!("io_uring part skipped: io_uring_setup is refused on this kernel");
     } else {

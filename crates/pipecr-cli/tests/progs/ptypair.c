@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/perf_event.h>
 #include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -32,7 +33,7 @@
          M reads; G: the lines S reads, exclusive mode, tcgetpgrp, getsid, /dev/tty, its
          ctty in /proc/self/stat; P: C's and G's tty_nr and tpgid) and goes on with more
          bytes both ways; prints "ok" or what differs, acks.
-     'f' G opens a userfaultfd at fd 100 (which a dump refuses), acks.
+     'f' G opens a perf_event fd at fd 100 (which a dump refuses), acks.
      'q' kills C and G and exits 0. */
 
 static int out, m, rm, rs;
@@ -116,8 +117,16 @@ static void g_main(int s, int t, int cmd, int res) {
             if (n == 8 && memcmp(buf, "partial\n", 8) == 0) snprintf(line, sizeof line, "ok");
             else snprintf(line, sizeof line, "G: second read %zd '%.*s'", n, (int)(n > 0 ? n : 0), buf);
         } else if (c1 == 'f') {
-            int fa = syscall(SYS_userfaultfd, O_CLOEXEC);
-            if (fa < 0 || dup2(fa, 100) != 100) snprintf(line, sizeof line, "G: userfaultfd: %s", strerror(errno));
+            struct perf_event_attr pa;
+            memset(&pa, 0, sizeof pa);
+            pa.type = PERF_TYPE_SOFTWARE;
+            pa.size = sizeof pa;
+            pa.config = PERF_COUNT_SW_DUMMY;
+            pa.disabled = 1;
+            pa.exclude_kernel = 1;
+            pa.exclude_hv = 1;
+            int fa = syscall(SYS_perf_event_open, &pa, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+            if (fa < 0 || dup2(fa, 100) != 100) snprintf(line, sizeof line, "G: perf_event_open: %s", strerror(errno));
             else close(fa), snprintf(line, sizeof line, "ok");
         } else {
             continue;

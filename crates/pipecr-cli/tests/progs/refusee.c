@@ -8,7 +8,8 @@
  *
  * Before it says ready (one 'R' on fd 1), the child puts at fd 10:
  *   none                   nothing
- *   userfaultfd            a userfaultfd (a kind pipecr refuses)
+ *   perf_event             a perf_event fd (a kind pipecr refuses): a disabled software
+ *                          dummy event of the child itself
  *   unlinked PATH SIZE     PATH opened read-write, SIZE bytes written, PATH unlinked
  *   inotify DIR            an inotify instance watching DIR for IN_CREATE, holding one
  *                          unread event (32 bytes: DIR/x was created); at end-of-file the
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/perf_event.h>
 #include <sys/syscall.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
@@ -59,8 +61,16 @@ static void build(int argc, char **argv)
     const char *kind = argv[1];
     if (strcmp(kind, "none") == 0)
         return;
-    if (strcmp(kind, "userfaultfd") == 0) {
-        put_at_10((int)syscall(__NR_userfaultfd, 0), "userfaultfd");
+    if (strcmp(kind, "perf_event") == 0) {
+        struct perf_event_attr attr;
+        memset(&attr, 0, sizeof attr);
+        attr.type = PERF_TYPE_SOFTWARE;
+        attr.size = sizeof attr;
+        attr.config = PERF_COUNT_SW_DUMMY;
+        attr.disabled = 1;
+        attr.exclude_kernel = 1;
+        attr.exclude_hv = 1;
+        put_at_10((int)syscall(__NR_perf_event_open, &attr, 0, -1, -1, 0), "perf_event_open");
     } else if (strcmp(kind, "unlinked") == 0 && argc == 4) {
         long size = atol(argv[3]);
         int fd = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -95,7 +105,7 @@ static void build(int argc, char **argv)
         inotify_mode = 1;
     } else {
         errno = EINVAL;
-        die("usage: refusee none|userfaultfd|unlinked PATH SIZE|inotify DIR");
+        die("usage: refusee none|perf_event|unlinked PATH SIZE|inotify DIR");
     }
 }
 
