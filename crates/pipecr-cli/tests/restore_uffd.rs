@@ -8,8 +8,9 @@
 //! A fault waiting for an answer at the dump (a second thread touching a page of an
 //! `O_NONBLOCK` userfaultfd nobody serves yet) is not lost: stopping the thread takes it
 //! out of the wait, the dump saves it at the faulting instruction, and after the restore
-//! the fault comes again and the program serves it. Write-protected pages are refused
-//! at dump, naming the process, the descriptor and why, and the program runs on.
+//! the fault comes again and the program serves it. Write-protected pages, and a second
+//! userfaultfd in a process with registered ranges, are refused at dump, naming the
+//! process, the descriptor and why, and the program runs on.
 //!
 //! The program is driven by ready bytes on FIFOs only; the restore runs in the `pipecr`
 //! binary.
@@ -92,6 +93,14 @@ fn a_userfaultfd_comes_back_registered_and_its_handler_serves_a_new_fault() {
         .expect("an area at the range's start");
     assert_eq!(vma.end, u.ranges[0].end);
     assert!(vma.vm_flags.iter().any(|f| f == "um"), "{:?}", vma.vm_flags);
+    // `show` says what it is.
+    let shown = Command::new(PIPECR).arg("show").arg(&img).output().unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let want = format!(
+        "userfaultfd, features 0x100, registered {:#x}-{:#x} (missing)",
+        u.ranges[0].start, u.ranges[0].end
+    );
+    assert!(text.contains(&want), "{text}");
 
     let _guard = KillOnDrop(vec![pid]);
     let restore = common::restore(&img, pid);
@@ -101,6 +110,20 @@ fn a_userfaultfd_comes_back_registered_and_its_handler_serves_a_new_fault() {
     assert_eq!(link.to_str(), Some("anon_inode:[userfaultfd]"));
     ctl.write_all(b"q").unwrap();
     common::finish_restore(restore, 0);
+}
+
+/// Dumps the tree of `pid` and returns the error it printed (the dump must fail and leave
+/// no image).
+fn refused(pid: i32, img: &std::path::Path) -> String {
+    let out = Command::new(PIPECR)
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!img.exists());
+    stderr
 }
 
 /// Starts tests/progs/uffd.c in `mode` (`pending`, `wp`) driven through FIFOs in `root`
@@ -182,22 +205,41 @@ fn write_protected_pages_are_refused_and_the_program_runs_on() {
     let pid = prog.id() as i32;
     let _guard = KillOnDrop(vec![pid]);
 
-    let img = root.join("img");
-    let out = Command::new(PIPECR)
-        .args(["dump", "-t", &pid.to_string(), "-D"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = refused(pid, &root.join("img"));
     assert!(
         stderr.contains(&format!(
             "pid {pid} fd 10: userfaultfd with write-protected pages (the first at 0x"
         )) && stderr.contains("registering again protects none"),
         "{stderr}"
     );
-    assert!(!img.exists());
     // Resumed untouched: page 0 is still protected, and its bytes are there.
+    step(&mut ctl, &mut ack, b'v');
+    assert_eq!(last_line(&root.join("out")), "ok");
+    ctl.write_all(b"q").unwrap();
+    assert!(prog.wait().unwrap().success());
+}
+
+#[test]
+fn two_userfaultfds_in_a_process_with_registered_ranges_are_refused_and_it_runs_on() {
+    if !common::capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let exe = common::build("uffd", root).expect("cc builds tests/progs/uffd.c");
+    let (mut prog, mut ctl, mut ack) = start(&exe, root, "two");
+    let pid = prog.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+
+    let stderr = refused(pid, &root.join("img"));
+    assert!(
+        stderr.contains(&format!(
+            "pid {pid} fd 10: userfaultfd (one of 2 in a process with registered ranges: \
+             smaps does not say which ranges are whose) is not supported"
+        )),
+        "{stderr}"
+    );
+    // Resumed untouched: the handler still serves a new fault.
     step(&mut ctl, &mut ack, b'v');
     assert_eq!(last_line(&root.join("out")), "ok");
     ctl.write_all(b"q").unwrap();

@@ -12,7 +12,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-/* argv: OUT CTL ACK [pending|wp]. A userfaultfd at fd 10 (UFFD_FEATURE_THREAD_ID) with a
+/* argv: OUT CTL ACK [pending|wp|two]. A userfaultfd at fd 10 (UFFD_FEATURE_THREAD_ID) with a
    16-page anonymous area registered for missing faults, served with UFFDIO_COPY: each
    page filled reads "page N served for TID at ADDR" (N the page's index, TID the faulting
    thread, ADDR the fault address from the message: the page's, as the kernel rounds it),
@@ -31,6 +31,8 @@
      write-protected (UFFDIO_WRITEPROTECT) before the ready ack.
      'v' checks page 0's bytes, lifts the protection and writes into page 0; prints "ok"
          or what differs.
+   two: as the default, with a second userfaultfd at fd 11 (handshake made, nothing
+     registered on it).
    'q' exits 0. Every command is acknowledged with one byte on ACK. */
 #define PAGES 16
 static long page;
@@ -105,6 +107,7 @@ int main(int argc, char **argv) {
     if (argc < 4) return 2;
     int pending = argc > 4 && strcmp(argv[4], "pending") == 0;
     int wp = argc > 4 && strcmp(argv[4], "wp") == 0;
+    int two = argc > 4 && strcmp(argv[4], "two") == 0;
     out = fopen(argv[1], "w");
     int ctl = open(argv[2], O_RDONLY);
     int ack = open(argv[3], O_WRONLY);
@@ -116,6 +119,12 @@ int main(int argc, char **argv) {
     close(fd);
     struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_THREAD_ID};
     if (ioctl(uffd, UFFDIO_API, &api)) die("UFFDIO_API");
+    if (two) {
+        int f2 = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+        struct uffdio_api api2 = {.api = UFFD_API, .features = 0};
+        if (f2 < 0 || dup3(f2, 11, O_CLOEXEC) != 11 || ioctl(11, UFFDIO_API, &api2)) die("second userfaultfd");
+        close(f2);
+    }
     area = mmap(0, PAGES * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (area == MAP_FAILED) die("mmap");
     struct uffdio_register r = {

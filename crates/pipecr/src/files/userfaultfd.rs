@@ -85,20 +85,40 @@ fn registered_ranges(pid: i32) -> Result<Vec<proto::UserfaultfdRange>, String> {
     Ok(out)
 }
 
-/// The number of distinct userfaultfds (by inode) among `pid`'s descriptors.
+/// The number of distinct userfaultfds among `pid`'s descriptors (several descriptors
+/// of one open file told apart with `kcmp`).
 fn userfaultfds_of(pid: i32) -> io::Result<usize> {
-    let mut inodes = std::collections::BTreeSet::new();
+    use crate::sys::kcmp::{TargetFd, kcmp_files};
+    let mut fds: Vec<i32> = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
         let entry = entry?;
         let Ok(link) = std::fs::read_link(entry.path()) else {
             continue;
         };
-        if link.as_os_str() == LINK {
-            let stat = std::fs::metadata(entry.path())?;
-            inodes.insert(std::os::unix::fs::MetadataExt::ino(&stat));
+        if link.as_os_str() == LINK
+            && let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok())
+        {
+            fds.push(fd);
         }
     }
-    Ok(inodes.len())
+    let target = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    let mut distinct: Vec<i32> = Vec::new();
+    for fd in fds {
+        let mut known = false;
+        for &seen in &distinct {
+            if kcmp_files(target, TargetFd(fd), target, TargetFd(seen))?
+                == std::cmp::Ordering::Equal
+            {
+                known = true;
+                break;
+            }
+        }
+        if !known {
+            distinct.push(fd);
+        }
+    }
+    Ok(distinct.len())
 }
 
 /// The first write-protected page of the write-protect ranges of `ranges`, if any.
@@ -242,8 +262,8 @@ impl FileKind for UserfaultfdKind {
         let count = userfaultfds_of(pid).map_err(|e| fail("read /proc/PID/fd", e))?;
         if count > 1 {
             return Err(refuse(format!(
-                "one of {count} userfaultfds of a process with registered ranges: smaps does \
-                 not say which ranges are whose"
+                "(one of {count} in a process with registered ranges: smaps does not say \
+                 which ranges are whose)"
             )));
         }
         if let Some(page) = protected_page(pid, &ranges).map_err(|e| fail("read pagemap", e))? {
