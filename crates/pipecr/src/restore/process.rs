@@ -63,7 +63,9 @@
 //! `SIGCHLD` becomes `SIGCHLD`; a pdeathsig fires when the restored parent's main
 //! thread exits (the saved process may have been created by another of its threads); a
 //! process restored stopped may find a `SIGCHLD` its parent had already taken queued to
-//! that parent again. A dump saves signal handlers by default; only one asked
+//! that parent again (its stop is made again while the parent is held; pending, that
+//! standard signal absorbs the parent's next `SIGCHLD`, so a parent that reads only
+//! exits, like util-linux `script`, can miss one). A dump saves signal handlers by default; only one asked
 //! not to inject (`--no-inject`, `handlers_read` false) leaves them out, and its
 //! processes come back with default dispositions, no interval timer, no alternate signal
 //! stack and no `clear_child_tid`, as that dump chose (the CLI says so in one line). A
