@@ -151,7 +151,7 @@ pub fn restore(image: &Image, saved: &SavedProcess) -> Result<NixPid> {
 ///    the `SIGCHLD` each continue sends to a parent (sent when the child next runs,
 ///    which its seizing waits for) is then discarded (default disposition, not blocked,
 ///    not traced) rather than queued to a process being restored, where it would stand
-///    in for the next `SIGCHLD` the program waits for ([`super::image::hold`]).
+///    in for the next `SIGCHLD` the program waits for (`restore::image::hold`).
 /// 3. Each image is replaced, parents first, and left in a ptrace-stop; only when all are
 ///    ready are they detached, so no restored process runs while another is half done
 ///    (a child that exits at once has its parent's handlers to signal).
