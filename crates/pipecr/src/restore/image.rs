@@ -4,7 +4,9 @@
 //! is the order of the steps inside one process, [`super::mm`], [`super::signals`],
 //! [`super::threads`], [`super::creds`] and [`super::regs`] the steps themselves.
 //!
-//! [`load_image`] seizes and interrupts the process, and through an [`Injector`]: maps a
+//! [`hold`] seizes and interrupts every process of the tree, children first (so that
+//! the news of the restore's own `SIGCONT` reaches no restored parent), then
+//! [`load_image`], through an [`Injector`] in the held process: maps a
 //! trampoline page at an address free in both layouts; sets the saved personality
 //! (`personality(2)`, before any mapping); unregisters the inherited rseq
 //! area (before its memory goes); unmaps every other area but
@@ -52,8 +54,8 @@ use crate::inject::{Injector, calls};
 use crate::objects::ObjectFds;
 use crate::sys::ptrace::{self as sys_ptrace, SigMask};
 
-/// Seizes `saved.pid()` (continued from its self-stop, waiting in `pause()`), replaces
-/// its address space, handlers, pending signals, registers and mask with the saved ones,
+/// Takes `saved.pid()` (seized by [`hold`], with the processes sharing its address
+/// space), replaces its address space, handlers, pending signals, registers and mask with the saved ones,
 /// and leaves it in a ptrace-stop of the calling thread, ready to be detached.
 ///
 /// Areas filled ahead (`prefilled`, see [`super::cow`]) that it inherited or filled are
@@ -72,18 +74,12 @@ pub(super) fn load_image(
         pid,
         what: "no thread in core.img".to_owned(),
     })?;
-    // EXITKILL: if the restorer dies while it holds the process half-made, the kernel
-    // kills it rather than letting it run.
-    seize(pid)?;
     // The processes sharing its address space (`CLONE_VM`, created so by their parents):
-    // held before the memory they run in goes, and loaded below, with it.
+    // held (by [`hold`]) before the memory they run in goes, and loaded below, with it.
     let sharers: Vec<&SavedProcess> = tree
         .iter()
         .filter(|p| p.process.shares_vm_with == pid)
         .collect();
-    for sharer in &sharers {
-        seize(sharer.pid())?;
-    }
     let mut inj = Injector::new(pid, pid)?;
     let current = current_maps(pid)?;
     let kept = match tree.iter().position(|p| p.pid() == pid) {
@@ -241,6 +237,28 @@ pub(super) fn load_image(
     let _ = inj.release();
 
     super::regs::set_final(pid, pid, thread)
+}
+
+/// Seizes every process of `tree` (each continued from its self-stop, parents listed
+/// before their children), children first, and interrupts it: on return each is in a
+/// ptrace-stop of the calling thread, ready for [`load_image`], and dies if the
+/// restorer dies (`PTRACE_O_EXITKILL`: the kernel kills a process held half-made rather
+/// than letting it run).
+///
+/// Why children first: a process continued from a stop tells its parent so
+/// (`SIGCHLD`, `CLD_CONTINUED`) only when it next runs, in the kernel's signal code,
+/// before any ptrace trap; its interrupt stop therefore proves the report was sent.
+/// Sent while the parent is still the restorer's (`SIGCHLD` at its default and not
+/// blocked, not traced), the report is discarded by the kernel. Sent once the parent is
+/// seized, it would be queued to the parent, after the parent's saved pending signals:
+/// the restored program would read a continue it never caused, and, since a standard
+/// signal already pending absorbs the next one, lose the `SIGCHLD` of its child's exit
+/// if that came before it read the first (util-linux `script` then never ends).
+pub(super) fn hold(tree: &[SavedProcess]) -> Result<()> {
+    for saved in tree.iter().rev() {
+        seize(saved.pid())?;
+    }
+    Ok(())
 }
 
 /// Seizes our child `pid` (running, or blocked in `pause()`) and interrupts it: on

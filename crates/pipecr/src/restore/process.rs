@@ -40,7 +40,9 @@
 //!    replaced nor released; a failed restore reaps them with the rest ([`tree_pids`]).
 //!    Only a single-threaded caller may do this: the children
 //!    allocate (see [`crate::sys::clone3::clone3_with_tid`]).
-//! 2. [`restore_tree`] continues them all, then replaces each one's address space,
+//! 2. [`restore_tree`] continues them all and seizes them, children first (the news of
+//!    each continue reaches its parent before the parent is restored, and is discarded
+//!    there), then replaces each one's address space,
 //!    signal state, threads and registers, parents first (`restore::image`, with
 //!    `restore::mm`, `restore::signals` and `restore::threads`), leaving each in a
 //!    ptrace-stop. Once every process is ready, all are detached, children first; the
@@ -61,7 +63,9 @@
 //! `SIGCHLD` becomes `SIGCHLD`; a pdeathsig fires when the restored parent's main
 //! thread exits (the saved process may have been created by another of its threads); a
 //! process restored stopped may find a `SIGCHLD` its parent had already taken queued to
-//! that parent again. A dump saves signal handlers by default; only one asked
+//! that parent again (its stop is made again while the parent is held; pending, that
+//! standard signal absorbs the parent's next `SIGCHLD`, so a parent that reads only
+//! exits, like util-linux `script`, can miss one). A dump saves signal handlers by default; only one asked
 //! not to inject (`--no-inject`, `handlers_read` false) leaves them out, and its
 //! processes come back with default dispositions, no interval timer, no alternate signal
 //! stack and no `clear_child_tid`, as that dump chose (the CLI says so in one line). A
@@ -85,7 +89,7 @@ use pipecr_image::proto;
 
 use super::error::{Result, errno, os};
 use super::external::Inherited;
-use super::image::load_image;
+use super::image::{hold, load_image};
 use super::options::RestoreOptions;
 // What callers of the orchestrator name through it: the error, the saved process and
 // the checks live below it, in modules it uses.
@@ -143,9 +147,11 @@ pub fn restore(image: &Image, saved: &SavedProcess) -> Result<NixPid> {
 /// 1. The root is created ([`spawn_tree_stopped`]); every process creates its own
 ///    children before it sets up its descriptors, waits until each has stopped itself,
 ///    then stops itself: once the root has stopped, all have.
-/// 2. All are continued (into `pause()`) before any is seized: the `SIGCHLD` each
-///    continue sends to a parent is then discarded (default disposition, not traced)
-///    rather than queued to a process being restored.
+/// 2. All are continued (into `pause()`), then seized, children before their parents:
+///    the `SIGCHLD` each continue sends to a parent (sent when the child next runs,
+///    which its seizing waits for) is then discarded (default disposition, not blocked,
+///    not traced) rather than queued to a process being restored, where it would stand
+///    in for the next `SIGCHLD` the program waits for (`restore::image::hold`).
 /// 3. Each image is replaced, parents first, and left in a ptrace-stop; only when all are
 ///    ready are they detached, so no restored process runs while another is half done
 ///    (a child that exits at once has its parent's handlers to signal).
@@ -287,6 +293,9 @@ fn restore_tree_inner(
         for &pid in pids {
             kill(NixPid::from_raw(pid), Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
         }
+        // Each under ptrace, children first: the news of each continue reaches its
+        // parent while the parent is still ours, and is discarded there.
+        hold(tree)?;
         let started = Instant::now();
         // A process sharing an earlier one's address space is loaded with it.
         for saved in tree.iter().filter(|p| p.process.shares_vm_with == 0) {
@@ -840,6 +849,14 @@ fn child_setup_inner(
     // What the restorer set up for itself (Rust ignores SIGPIPE and catches SIGSEGV) is
     // not the restored program's: its own handlers are installed later, on defaults.
     crate::sys::signal::reset_all_dispositions().map_err(|e| format!("sigaction(SIG_DFL): {e}"))?;
+    // And SIGCHLD unblocked (the caller may block it; the program's own mask comes back
+    // with its registers): the news of the stops and continues the restore makes its
+    // children go through is discarded by the kernel, at its default action, instead of
+    // waiting in the queue for the restored program (see `restore::image::hold`).
+    let mut chld = nix::sys::signal::SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK, Some(&chld), None)
+        .map_err(|e| format!("sigprocmask(SIG_UNBLOCK, SIGCHLD): {e}"))?;
     Ok(())
 }
 
@@ -864,6 +881,7 @@ pub fn replace_image(image: &Image, saved: &SavedProcess) -> Result<()> {
     // Let it run on from its self-stop (into pause()), then take it under ptrace.
     kill(t, Signal::SIGCONT).map_err(errno(pid, "kill SIGCONT"))?;
     let objects = super::objects::create(image)?;
+    hold(std::slice::from_ref(saved))?;
     load_image(image, std::slice::from_ref(saved), saved, &[], &objects)?;
     super::threads::release_tree(std::slice::from_ref(saved))
 }
