@@ -1,0 +1,254 @@
+//! A real program no one here wrote (issue 15 §5): a `tmux` server on a private socket,
+//! running a shell that prints a counter to its pane, dumped (the dump kills it) and
+//! restored.
+//!
+//! The server daemonizes: it is a session leader (reparented to the test, a child
+//! subreaper) holding the pseudo-terminal master, the libevent signal pipe and the unix
+//! socket it listens on; its child, the shell, leads a session of its own on the slave
+//! (its controlling terminal, with echo turned off by `stty -echo`). The shell reads a
+//! line from its terminal, prints `line N LINE`, then writes N to a ready FIFO: the test
+//! types each line with `tmux send-keys` and waits for the ready line, never sleeping.
+//!
+//! After the restore, through tmux's own client: `display` names the same server pid,
+//! `list-panes` the same shell pid, `capture-pane` shows the screen as it was (three
+//! lines, no echo), `send-keys` reaches the shell (lines 4 and 5 follow on the screen),
+//! and the server ends cleanly — by `kill-server`, or on its own when the shell exits
+//! (its SIGCHLD reaches the restored event loop) — with `pipecr restore` exiting 0.
+//!
+//! A client attached from outside the tree (`tmux attach` under `script`) is not
+//! restored here: its connection and terminal lead outside the tree, and the dump's kill
+//! of the server ends that client, so no restore can connect the server to it again (the
+//! dump reports both as external; see `a_client_attached_from_outside_the_tree_is_reported_external`).
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::KillOnDrop;
+use pipecr_image::{Image, proto};
+
+/// `common::capable`, but in CI (which runs as root) a missing capability fails the test
+/// instead of skipping it.
+fn capable() -> bool {
+    let ok = common::capable();
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "CI must run these tests with CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE"
+    );
+    ok
+}
+
+/// Fails (never skips) when `prog` is not installed.
+fn require(prog: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{prog} is not installed: this test needs it (.ci/run installs it on a fresh machine)"
+    );
+}
+
+/// Runs `tmux -S SOCK ARGS...` (a client of the server on `sock`) and returns its stdout;
+/// panics with its stderr if it fails.
+fn tmux(sock: &Path, args: &[&str]) -> String {
+    let out = common::only_stdio(
+        Command::new("tmux")
+            .arg("-S")
+            .arg(sock)
+            .args(args)
+            .env_remove("TMUX")
+            .env("SHELL", "/bin/sh")
+            .stdin(Stdio::null()),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "tmux {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The pane's screen, its trailing empty lines dropped.
+fn screen(sock: &Path) -> Vec<String> {
+    let text = tmux(sock, &["capture-pane", "-p"]);
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+}
+
+/// The screen after `n` lines were typed: `line I kI` each.
+fn lines(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("line {i} k{i}")).collect()
+}
+
+/// Reads one line from the ready FIFO `f`, with a deadline.
+fn ready_line(f: &mut std::fs::File) -> String {
+    let mut line = Vec::new();
+    loop {
+        assert!(
+            common::readable_within(f, common::DEADLINE),
+            "no ready line; got {:?}",
+            String::from_utf8_lossy(&line)
+        );
+        let mut b = [0u8; 1];
+        f.read_exact(&mut b).unwrap();
+        if b[0] == b'\n' {
+            return String::from_utf8(line).unwrap();
+        }
+        line.push(b[0]);
+    }
+}
+
+/// Types line `kI` into the pane and waits until the shell printed it.
+fn type_line(sock: &Path, ready: &mut std::fs::File, i: usize) {
+    tmux(sock, &["send-keys", &format!("k{i}"), "Enter"]);
+    assert_eq!(ready_line(ready), i.to_string(), "the shell's line {i}");
+}
+
+/// Starts a tmux server on `ROOT/sock` with one detached 80x24 session whose pane runs
+/// the counting shell. Returns the socket path, the ready FIFO and the server's pid.
+fn start_server(root: &Path) -> (std::path::PathBuf, std::fs::File, i32) {
+    let sock = root.join("sock");
+    let ready_path = root.join("ready");
+    common::mkfifo(&ready_path);
+    let ready = common::open_ctl(&ready_path);
+    let shell = format!(
+        "stty -echo; i=0; while read x && [ \"$x\" != q ]; do i=$((i+1)); \
+         echo line $i $x; echo $i > {ready}; done",
+        ready = ready_path.display()
+    );
+    // The pane runs `$SHELL -c SHELL` (SHELL=/bin/sh: see `tmux`), one process.
+    // -f /dev/null: no user or system configuration. The client forks the server and
+    // exits once the session exists; the server, daemonized, comes to us (subreaper).
+    tmux(
+        &sock,
+        &[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            &shell,
+        ],
+    );
+    let server: i32 = tmux(&sock, &["display", "-p", "#{pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    (sock, ready, server)
+}
+
+/// How the restored server is ended.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// `tmux kill-server`.
+    KillServer,
+    /// The shell reads `q` and exits; the server, left without a pane, exits by itself.
+    ShellExits,
+}
+
+#[test]
+fn a_tmux_server_and_its_shell_go_on_after_a_restore_with_the_same_screen() {
+    if !capable() {
+        return;
+    }
+    require("tmux");
+    common::set_subreaper();
+    for end in [End::KillServer, End::ShellExits] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (sock, mut ready, server) = start_server(root);
+        let _guard = KillOnDrop(vec![server]);
+        for i in 1..=3 {
+            type_line(&sock, &mut ready, i);
+        }
+        let shell: i32 = tmux(&sock, &["list-panes", "-F", "#{pane_pid}"])
+            .trim()
+            .parse()
+            .unwrap();
+        let tree = common::descendants(server);
+        assert_eq!(tree, [server, shell], "the server and its shell");
+        let _guard = KillOnDrop(tree.clone());
+        let before = screen(&sock);
+        assert_eq!(before, lines(3), "the screen before the dump");
+
+        let img = root.join("img");
+        common::dump(server, &img, &[]);
+        common::wait_until("every pid of the tree to be gone", || {
+            common::reap_exited(&tree);
+            tree.iter().all(|&p| common::state(p).is_none())
+        });
+        let image = Image::open(&img).unwrap();
+        let files: Vec<proto::OpenFile> = image.read_records(pipecr_image::FILES).unwrap();
+        assert!(
+            files
+                .iter()
+                .any(|f| matches!(&f.kind, Some(proto::open_file::Kind::Pty(p)) if p.master)),
+            "the pane's pty is saved as a pair: {files:?}"
+        );
+        let listening = files.iter().find_map(|f| match &f.kind {
+            Some(proto::open_file::Kind::UnixSocket(u))
+                if u.state == proto::UnixSocketState::Listening as i32 =>
+            {
+                Some(u.name.clone())
+            }
+            _ => None,
+        });
+        assert_eq!(
+            listening.as_deref(),
+            Some(sock.as_os_str().as_encoded_bytes()),
+            "the server's listening socket"
+        );
+        let tree_records: Vec<proto::Process> = image.read_records(pipecr_image::TREE).unwrap();
+        let sessions: Vec<(i32, i32, bool)> = tree_records
+            .iter()
+            .map(|p| (p.pid, p.sid, p.ctty_file_id != 0))
+            .collect();
+        assert_eq!(
+            sessions,
+            [(server, server, false), (shell, shell, true)],
+            "two session leaders, the shell's on its pane"
+        );
+        let restore = common::restore(&img, server);
+        // The same server and shell, the same screen: no line lost or echoed again.
+        assert_eq!(
+            tmux(&sock, &["display", "-p", "#{pid}"]).trim(),
+            server.to_string()
+        );
+        assert_eq!(
+            tmux(&sock, &["list-panes", "-F", "#{pane_pid}"]).trim(),
+            shell.to_string()
+        );
+        assert_eq!(screen(&sock), before, "the screen after the restore");
+        // send-keys reaches the shell, which goes on counting on the same screen.
+        for i in 4..=5 {
+            type_line(&sock, &mut ready, i);
+        }
+        assert_eq!(screen(&sock), lines(5), "the screen after two more lines");
+        match end {
+            End::KillServer => {
+                tmux(&sock, &["kill-server"]);
+            }
+            End::ShellExits => {
+                tmux(&sock, &["send-keys", "q", "Enter"]);
+            }
+        }
+        common::finish_restore(restore, 0);
+        common::wait_until("the shell to be gone", || {
+            common::reap_exited(&[shell]);
+            common::state(shell).is_none()
+        });
+    }
+}
