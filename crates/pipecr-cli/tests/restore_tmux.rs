@@ -53,9 +53,9 @@ fn require(prog: &str) {
     );
 }
 
-/// Runs `tmux -S SOCK ARGS...` (a client of the server on `sock`) and returns its stdout;
-/// panics with its stderr if it fails.
-fn tmux(sock: &Path, args: &[&str]) -> String {
+/// Runs `tmux -S SOCK ARGS...` (a client of the server on `sock`): its stdout, or its
+/// stderr when it fails.
+fn try_tmux(sock: &Path, args: &[&str]) -> Result<String, String> {
     let out = common::only_stdio(
         Command::new("tmux")
             .arg("-S")
@@ -67,12 +67,26 @@ fn tmux(sock: &Path, args: &[&str]) -> String {
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "tmux {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    match out.status.success() {
+        true => Ok(String::from_utf8(out.stdout).unwrap()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// [`try_tmux`], panicking when it fails.
+fn tmux(sock: &Path, args: &[&str]) -> String {
+    try_tmux(sock, args).unwrap_or_else(|e| panic!("tmux {args:?}: {e}"))
+}
+
+/// Waits until one client is attached to the server on `sock` (which may not be up yet)
+/// and returns its pid.
+fn attached_client(sock: &Path) -> i32 {
+    let mut clients = String::new();
+    common::wait_until("a tmux client to attach", || {
+        clients = try_tmux(sock, &["list-clients", "-F", "#{client_pid}"]).unwrap_or_default();
+        !clients.trim().is_empty()
+    });
+    clients.trim().parse().unwrap()
 }
 
 /// The pane's screen, its trailing empty lines dropped.
@@ -114,6 +128,16 @@ fn type_line(sock: &Path, ready: &mut std::fs::File, i: usize) {
     assert_eq!(ready_line(ready), i.to_string(), "the shell's line {i}");
 }
 
+/// The pane's shell command: echo off, then for each line X read from the terminal until
+/// "q", `line N X` on the screen and N on the FIFO `ready`.
+fn counter(ready: &Path) -> String {
+    format!(
+        "stty -echo; i=0; while read x && [ \"$x\" != q ]; do i=$((i+1)); \
+         echo line $i $x; echo $i > {ready}; done",
+        ready = ready.display()
+    )
+}
+
 /// Starts a tmux server on `ROOT/sock` with one detached 80x24 session whose pane runs
 /// the counting shell. Returns the socket path, the ready FIFO and the server's pid.
 fn start_server(root: &Path) -> (std::path::PathBuf, std::fs::File, i32) {
@@ -121,11 +145,7 @@ fn start_server(root: &Path) -> (std::path::PathBuf, std::fs::File, i32) {
     let ready_path = root.join("ready");
     common::mkfifo(&ready_path);
     let ready = common::open_ctl(&ready_path);
-    let shell = format!(
-        "stty -echo; i=0; while read x && [ \"$x\" != q ]; do i=$((i+1)); \
-         echo line $i $x; echo $i > {ready}; done",
-        ready = ready_path.display()
-    );
+    let shell = counter(&ready_path);
     // The pane runs `$SHELL -c SHELL` (SHELL=/bin/sh: see `tmux`), one process.
     // -f /dev/null: no user or system configuration. The client forks the server and
     // exits once the session exists; the server, daemonized, comes to us (subreaper).
@@ -251,4 +271,118 @@ fn a_tmux_server_and_its_shell_go_on_after_a_restore_with_the_same_screen() {
             common::state(shell).is_none()
         });
     }
+}
+
+#[test]
+fn a_tmux_client_attached_under_script_in_the_tree_stays_attached_after_a_restore() {
+    if !capable() {
+        return;
+    }
+    require("tmux");
+    require("script");
+    require("python3");
+    common::set_subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (sock, ready_path, cin_path) = (root.join("sock"), root.join("ready"), root.join("cin"));
+    common::mkfifo(&ready_path);
+    common::mkfifo(&cin_path);
+    let mut ready = common::open_ctl(&ready_path);
+    // script's input: a FIFO the test holds open, so that it never reads an end of file
+    // (which it would pass on to the client as ^D).
+    let _cin = common::open_ctl(&cin_path);
+    let typescript = root.join("typescript");
+    // The root: `script` made a child subreaper (by python3, which then runs it), so
+    // that the server tmux daemonizes comes to it and the whole of tmux is one tree:
+    // script on the pty master, its `sh -c` and `tmux new-session` (the client) on the
+    // slave, the server with the client's connection and terminal and the pane's pty.
+    let attach = format!(
+        "tmux -S {sock} -f /dev/null new-session -x 80 -y 24 \"{counter}\"",
+        sock = sock.display(),
+        counter = counter(&ready_path)
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('$', "\\$")
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-c",
+        "import ctypes, os, sys\n\
+         ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER\n\
+         os.execvp('script', sys.argv[1:])",
+        "script",
+        "-q",
+        "-f",
+        "-c",
+        &attach,
+    ])
+    .arg(&typescript)
+    .env_remove("TMUX")
+    .env("SHELL", "/bin/sh")
+    .env("TERM", "xterm")
+    .stdin(std::fs::File::open(&cin_path).unwrap())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut script = common::only_stdio(&mut cmd).spawn().unwrap();
+    let pid = script.id() as i32;
+    let _guard = KillOnDrop(vec![pid]);
+    let client = attached_client(&sock);
+    let server: i32 = tmux(&sock, &["display", "-p", "#{pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(vec![pid, server]);
+    for i in 1..=3 {
+        type_line(&sock, &mut ready, i);
+    }
+    let shell: i32 = tmux(&sock, &["list-panes", "-F", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let tree = common::descendants(pid);
+    assert!(
+        tree.contains(&client) && tree.contains(&server) && tree.contains(&shell),
+        "script {pid}, the client {client}, the server {server} and its shell {shell} in one tree: {tree:?}"
+    );
+    let before = screen(&sock);
+    assert_eq!(before, lines(3), "the screen before the dump");
+    common::wait_until("the client to draw line 3 on script's terminal", || {
+        std::fs::read_to_string(&typescript).is_ok_and(|t| t.contains("line 3 k3"))
+    });
+
+    let img = root.join("img");
+    let out = common::dump(pid, &img, &[]);
+    assert!(
+        !out.contains("external"),
+        "nothing leads outside the tree: {out}"
+    );
+    script.wait().unwrap();
+    common::wait_until("every pid of the tree to be gone", || {
+        common::reap_exited(&tree);
+        tree.iter().all(|&p| common::state(p).is_none())
+    });
+
+    let _guard = KillOnDrop(tree.clone());
+    let restore = common::restore(&img, pid);
+    assert_eq!(
+        tmux(&sock, &["list-clients", "-F", "#{client_pid}"]).trim(),
+        client.to_string(),
+        "the same client, still attached"
+    );
+    assert_eq!(screen(&sock), before, "the screen after the restore");
+    for i in 4..=5 {
+        type_line(&sock, &mut ready, i);
+    }
+    assert_eq!(screen(&sock), lines(5), "the screen after two more lines");
+    // The client draws the new lines on its terminal, script's pty: script logs them.
+    common::wait_until("the client to draw line 5 on script's terminal", || {
+        std::fs::read_to_string(&typescript).is_ok_and(|t| t.contains("line 5 k5"))
+    });
+    // The shell exits: the server, then the client, then script's shell and script.
+    tmux(&sock, &["send-keys", "q", "Enter"]);
+    common::finish_restore(restore, 0);
+    common::wait_until("the rest of the tree to be gone", || {
+        common::reap_exited(&tree);
+        tree.iter().all(|&p| common::state(p).is_none())
+    });
 }
