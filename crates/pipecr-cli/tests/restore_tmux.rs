@@ -15,10 +15,17 @@
 //! and the server ends cleanly — by `kill-server`, or on its own when the shell exits
 //! (its SIGCHLD reaches the restored event loop) — with `pipecr restore` exiting 0.
 //!
-//! A client attached from outside the tree (`tmux attach` under `script`) is not
-//! restored here: its connection and terminal lead outside the tree, and the dump's kill
-//! of the server ends that client, so no restore can connect the server to it again (the
-//! dump reports both as external; see `a_client_attached_from_outside_the_tree_is_reported_external`).
+//! With a client attached (`tmux attach` under `script`):
+//!
+//! - all in one tree (script made a child subreaper, so the daemonized server stays below
+//!   it): the same client is still attached after the restore and draws the new lines on
+//!   script's terminal; the whole tree ends with the shell;
+//! - the client outside the tree: the dump reports the client's connection and terminal
+//!   as external, and its kill of the server ends that client, so nothing can connect the
+//!   server to it again. The restore refuses (exit 5, naming the descriptor) unless given
+//!   a stand-in; with `--inherit-fd N=null` for both, the server finds the client gone, as
+//!   when a client dies, and goes on. (An accepted socket whose client was outside the
+//!   tree used to be created anyway with its listener, and failed the restore.)
 
 mod common;
 
@@ -384,5 +391,114 @@ fn a_tmux_client_attached_under_script_in_the_tree_stays_attached_after_a_restor
     common::wait_until("the rest of the tree to be gone", || {
         common::reap_exited(&tree);
         tree.iter().all(|&p| common::state(p).is_none())
+    });
+}
+
+/// The descriptor number of the `external: pid PID fd N: WHAT...` line of a dump's
+/// output whose WHAT starts with `what`.
+fn external_fd(dumped: &str, pid: i32, what: &str) -> i32 {
+    let prefix = format!("external: pid {pid} fd ");
+    dumped
+        .lines()
+        .find_map(|l| {
+            let (fd, rest) = l.strip_prefix(&prefix)?.split_once(": ")?;
+            rest.starts_with(what).then(|| fd.parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no external {what} of pid {pid}: {dumped}"))
+}
+
+#[test]
+fn a_client_attached_from_outside_the_tree_is_external_and_can_be_let_go_at_restore() {
+    if !capable() {
+        return;
+    }
+    require("tmux");
+    require("script");
+    common::set_subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (sock, mut ready, server) = start_server(root);
+    let _guard = KillOnDrop(vec![server]);
+    let cin_path = root.join("cin");
+    common::mkfifo(&cin_path);
+    let _cin = common::open_ctl(&cin_path);
+    // `tmux attach` under script, outside the server's tree: the server holds the
+    // client's connection and its terminal (script's pty slave).
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-f", "-c"])
+        .arg(format!("tmux -S {} attach", sock.display()))
+        .arg(root.join("typescript"))
+        .env_remove("TMUX")
+        .env("TERM", "xterm")
+        .stdin(std::fs::File::open(&cin_path).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut script = common::only_stdio(&mut cmd).spawn().unwrap();
+    let _guard = KillOnDrop(vec![server, script.id() as i32]);
+    let client = attached_client(&sock);
+    for i in 1..=3 {
+        type_line(&sock, &mut ready, i);
+    }
+    let shell: i32 = tmux(&sock, &["list-panes", "-F", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let tree = common::descendants(server);
+    assert_eq!(
+        tree,
+        [server, shell],
+        "the client {client} is not in the tree"
+    );
+    let _guard = KillOnDrop(vec![server, shell, script.id() as i32]);
+
+    let img = root.join("img");
+    let dumped = common::dump(server, &img, &[]);
+    let conn = external_fd(&dumped, server, "unix stream socket");
+    let tty = external_fd(&dumped, server, "terminal /dev/pts/");
+    // The server's end of the connection is gone with it: the client exits, and script.
+    common::wait_child(&mut script, "script to exit with its client");
+    common::wait_until("every pid of the tree to be gone", || {
+        common::reap_exited(&tree);
+        tree.iter().all(|&p| common::state(p).is_none())
+    });
+
+    // Nothing can connect the server to that client again: the restore asks for a
+    // descriptor, and creates nothing.
+    let out = common::restore_command(&img).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains(&format!("pid {server} fd {conn}: unix stream socket"))
+            && err.contains("--inherit-fd"),
+        "{err}"
+    );
+    assert!(
+        tree.iter().all(|&p| common::state(p).is_none()),
+        "nothing left running"
+    );
+
+    // Given nothing (null) for the connection and the terminal, the server finds its
+    // client gone (as when a client dies) and goes on with the same screen and shell.
+    let restore = common::restore_started(
+        common::restore_command(&img)
+            .arg("--inherit-fd")
+            .arg(format!("{conn}=null"))
+            .arg("--inherit-fd")
+            .arg(format!("{tty}=null")),
+        server,
+    );
+    common::wait_until("the server to let its lost client go", || {
+        tmux(&sock, &["list-clients"]).trim().is_empty()
+    });
+    assert_eq!(screen(&sock), lines(3), "the screen after the restore");
+    for i in 4..=5 {
+        type_line(&sock, &mut ready, i);
+    }
+    assert_eq!(screen(&sock), lines(5), "the screen after two more lines");
+    tmux(&sock, &["kill-server"]);
+    common::finish_restore(restore, 0);
+    common::wait_until("the shell to be gone", || {
+        common::reap_exited(&[shell]);
+        common::state(shell).is_none()
     });
 }
