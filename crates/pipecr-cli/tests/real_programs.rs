@@ -12,7 +12,9 @@
 //! - `python3` waiting on a child through a pidfd (`select`, then `waitid(P_PIDFD)`),
 //!   which sees the child exit after the restore (issue 15 §5);
 //! - `dbus-daemon` with `dbus-monitor` on its bus: after the restore the bus has the same
-//!   id and the monitor, still connected, prints a signal sent then.
+//!   id and the monitor, still connected, prints a signal sent then;
+//! - `nginx` (a master, two workers) with a request half sent on an accepted connection
+//!   at the dump: the same connection gets its answer after the restore.
 //!
 //! The programs tick on their own timers (that is the point); the test never sleeps: it
 //! reads their output lines from a pipe (or a FIFO, for make's compiler wrapper), each
@@ -1005,4 +1007,133 @@ fn dbus_daemon_and_a_monitor_go_on_with_the_same_bus() {
     assert_eq!(dbus_next_tick(&mut out), "string \"after\"");
     common::kill_tree(&guard.0);
     common::finish_restore(restore, 128 + 9);
+}
+
+/// nginx's configuration for [`nginx_answers_a_request_begun_before_the_dump`]: a master
+/// and two workers in the foreground, everything under `dir`, one server on `port`.
+fn nginx_conf(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log {d}/access.log;\n  server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n"
+    )
+}
+
+/// Whether a process of `pids` holds the server end of the TCP connection whose client
+/// end is `client` (`ss -tnp`: the connection's line names the processes holding it).
+fn accepted_by(pids: &[i32], client: std::net::SocketAddr) -> bool {
+    let out = Command::new("ss")
+        .args(["-tnpH", "state", "established", "dst", &client.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    pids.iter().any(|p| text.contains(&format!("pid={p},")))
+}
+
+/// Reads an HTTP/1.1 response whose body is `Content-Length` bytes long.
+fn http_response(conn: &mut std::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no Content-Length in {text:?}"));
+            if got.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = conn.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the connection ended after {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// nginx (a master and two workers, epoll, a listening socket, shared memory between
+/// them) with a request half sent on an accepted connection at the dump: after the
+/// restore the same connection gets its answer once the request ends, new connections
+/// are served, and a graceful quit (SIGQUIT) ends it with status 0.
+#[test]
+fn nginx_answers_a_request_begun_before_the_dump() {
+    if !capable() {
+        return;
+    }
+    require("nginx");
+    require("ss");
+    let (dir, err) = workdir();
+    let root = dir.path();
+    std::fs::create_dir(root.join("www")).unwrap();
+    std::fs::write(root.join("www/index.html"), "hello from nginx\n").unwrap();
+    // A free port: the kernel picks one for a socket bound and closed at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(root.join("nginx.conf"), nginx_conf(root, port)).unwrap();
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-c")
+        .arg(root.join("nginx.conf"))
+        .arg("-p")
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err);
+    let mut prog = spawn(cmd);
+    let pid = prog.id() as i32;
+    let mut guard = KillOnDrop(vec![pid]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    common::wait_until("nginx to listen", || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    common::wait_until("both workers", || common::children(pid).len() == 2);
+    let get = b"GET /index.html HTTP/1.1\r\nHost: test\r\n";
+    let mut first = std::net::TcpStream::connect(addr).unwrap();
+    first.write_all(get).unwrap();
+    first.write_all(b"\r\n").unwrap();
+    let answer = http_response(&mut first);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.ends_with("hello from nginx\n"), "{answer}");
+
+    // Half a request on a connection a worker has accepted.
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    conn.write_all(get).unwrap();
+    let workers = common::children(pid);
+    let client = conn.local_addr().unwrap();
+    common::wait_until("a worker to accept the connection", || {
+        accepted_by(&workers, client)
+    });
+    let img = root.join("img");
+    guard.0 = dump_kill(&mut prog, &img);
+    assert_eq!(guard.0.len(), 3, "a master and two workers: {:?}", guard.0);
+    let restore = restore(&img, pid, &[]);
+    conn.write_all(b"\r\n").unwrap();
+    let answer = http_response(&mut conn);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.ends_with("hello from nginx\n"), "{answer}");
+    let mut again = std::net::TcpStream::connect(addr).unwrap();
+    again.set_read_timeout(Some(DEADLINE)).unwrap();
+    again.write_all(get).unwrap();
+    again.write_all(b"\r\n").unwrap();
+    assert!(http_response(&mut again).ends_with("hello from nginx\n"));
+    drop((first, conn, again));
+    signal(pid, rustix::process::Signal::QUIT);
+    common::finish_restore(restore, 0);
+    let log = std::fs::read_to_string(root.join("access.log")).unwrap();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("\"GET /index.html HTTP/1.1\" 200"))
+            .count(),
+        3,
+        "{log}"
+    );
 }
