@@ -6,12 +6,14 @@
 //! subreaper) holding the pseudo-terminal master, the libevent signal pipe and the unix
 //! socket it listens on; its child, the shell, leads a session of its own on the slave
 //! (its controlling terminal, with echo turned off by `stty -echo`). The shell reads a
-//! line from its terminal, prints `line N LINE`, then writes N to a ready FIFO: the test
-//! types each line with `tmux send-keys` and waits for the ready line, never sleeping.
+//! line from its terminal, prints `line N LINE ROWS COLS` (its terminal's window size, by
+//! `stty size`), then writes N to a ready FIFO: the test types each line with `tmux
+//! send-keys` and waits for the ready line, never sleeping.
 //!
 //! After the restore, through tmux's own client: `display` names the same server pid,
 //! `list-panes` the same shell pid, `capture-pane` shows the screen as it was (three
-//! lines, no echo), `send-keys` reaches the shell (lines 4 and 5 follow on the screen),
+//! lines, no echo), `send-keys` reaches the shell (lines 4 and 5 follow on the screen,
+//! with the window size tmux gave the pane),
 //! and the server ends cleanly — by `kill-server`, or on its own when the shell exits
 //! (its SIGCHLD reaches the restored event loop) — with `pipecr restore` exiting 0.
 //!
@@ -106,9 +108,17 @@ fn screen(sock: &Path) -> Vec<String> {
     lines
 }
 
-/// The screen after `n` lines were typed: `line I kI` each.
-fn lines(n: usize) -> Vec<String> {
-    (1..=n).map(|i| format!("line {i} k{i}")).collect()
+/// The screen after `n` lines were typed: `line I kI ROWS COLS` each, with the window
+/// size the shell's terminal has (`stty size`).
+fn lines(n: usize, size: &str) -> Vec<String> {
+    (1..=n).map(|i| format!("line {i} k{i} {size}")).collect()
+}
+
+/// The pane's size as tmux knows it, `ROWS COLS` (as `stty size` prints it).
+fn pane_size(sock: &Path) -> String {
+    tmux(sock, &["display", "-p", "#{pane_height} #{pane_width}"])
+        .trim()
+        .to_owned()
 }
 
 /// Reads one line from the ready FIFO `f`, with a deadline.
@@ -136,11 +146,12 @@ fn type_line(sock: &Path, ready: &mut std::fs::File, i: usize) {
 }
 
 /// The pane's shell command: echo off, then for each line X read from the terminal until
-/// "q", `line N X` on the screen and N on the FIFO `ready`.
+/// "q", `line N X ROWS COLS` on the screen (the terminal's window size) and N on the FIFO
+/// `ready`.
 fn counter(ready: &Path) -> String {
     format!(
         "stty -echo; i=0; while read x && [ \"$x\" != q ]; do i=$((i+1)); \
-         echo line $i $x; echo $i > {ready}; done",
+         echo line $i $x $(stty size); echo $i > {ready}; done",
         ready = ready.display()
     )
 }
@@ -208,8 +219,9 @@ fn a_tmux_server_and_its_shell_go_on_after_a_restore_with_the_same_screen() {
         let tree = common::descendants(server);
         assert_eq!(tree, [server, shell], "the server and its shell");
         let _guard = KillOnDrop(tree.clone());
+        let size = pane_size(&sock);
         let before = screen(&sock);
-        assert_eq!(before, lines(3), "the screen before the dump");
+        assert_eq!(before, lines(3, &size), "the screen before the dump");
 
         let img = root.join("img");
         common::dump(server, &img, &[]);
@@ -259,11 +271,17 @@ fn a_tmux_server_and_its_shell_go_on_after_a_restore_with_the_same_screen() {
             shell.to_string()
         );
         assert_eq!(screen(&sock), before, "the screen after the restore");
+        assert_eq!(pane_size(&sock), size);
+        assert_eq!(pane_size(&sock), size);
         // send-keys reaches the shell, which goes on counting on the same screen.
         for i in 4..=5 {
             type_line(&sock, &mut ready, i);
         }
-        assert_eq!(screen(&sock), lines(5), "the screen after two more lines");
+        assert_eq!(
+            screen(&sock),
+            lines(5, &size),
+            "the screen after two more lines"
+        );
         match end {
             End::KillServer => {
                 tmux(&sock, &["kill-server"]);
@@ -351,8 +369,9 @@ fn a_tmux_client_attached_under_script_in_the_tree_stays_attached_after_a_restor
         tree.contains(&client) && tree.contains(&server) && tree.contains(&shell),
         "script {pid}, the client {client}, the server {server} and its shell {shell} in one tree: {tree:?}"
     );
+    let size = pane_size(&sock);
     let before = screen(&sock);
-    assert_eq!(before, lines(3), "the screen before the dump");
+    assert_eq!(before, lines(3, &size), "the screen before the dump");
     common::wait_until("the client to draw line 3 on script's terminal", || {
         std::fs::read_to_string(&typescript).is_ok_and(|t| t.contains("line 3 k3"))
     });
@@ -377,10 +396,15 @@ fn a_tmux_client_attached_under_script_in_the_tree_stays_attached_after_a_restor
         "the same client, still attached"
     );
     assert_eq!(screen(&sock), before, "the screen after the restore");
+    assert_eq!(pane_size(&sock), size);
     for i in 4..=5 {
         type_line(&sock, &mut ready, i);
     }
-    assert_eq!(screen(&sock), lines(5), "the screen after two more lines");
+    assert_eq!(
+        screen(&sock),
+        lines(5, &size),
+        "the screen after two more lines"
+    );
     // The client draws the new lines on its terminal, script's pty: script logs them.
     common::wait_until("the client to draw line 5 on script's terminal", || {
         std::fs::read_to_string(&typescript).is_ok_and(|t| t.contains("line 5 k5"))
@@ -443,6 +467,8 @@ fn a_client_attached_from_outside_the_tree_is_external_and_can_be_let_go_at_rest
         .trim()
         .parse()
         .unwrap();
+    let size = pane_size(&sock);
+    assert_eq!(screen(&sock), lines(3, &size), "the screen before the dump");
     let tree = common::descendants(server);
     assert_eq!(
         tree,
@@ -490,11 +516,19 @@ fn a_client_attached_from_outside_the_tree_is_external_and_can_be_let_go_at_rest
     common::wait_until("the server to let its lost client go", || {
         tmux(&sock, &["list-clients"]).trim().is_empty()
     });
-    assert_eq!(screen(&sock), lines(3), "the screen after the restore");
+    assert_eq!(
+        screen(&sock),
+        lines(3, &size),
+        "the screen after the restore"
+    );
     for i in 4..=5 {
         type_line(&sock, &mut ready, i);
     }
-    assert_eq!(screen(&sock), lines(5), "the screen after two more lines");
+    assert_eq!(
+        screen(&sock),
+        lines(5, &size),
+        "the screen after two more lines"
+    );
     tmux(&sock, &["kill-server"]);
     common::finish_restore(restore, 0);
     common::wait_until("the shell to be gone", || {
