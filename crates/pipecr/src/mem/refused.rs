@@ -11,11 +11,11 @@
 use pipecr_image::proto::{self, VmaKind};
 
 use super::area::{AreaKind, Classified, is_named_shmem, unsupported};
+use super::maps::MapEntry;
+use super::types::MemError;
 
 /// How maps names the file of a mapping of an anonymous inode.
 const ANON_INODE: &str = "anon_inode:";
-use super::maps::MapEntry;
-use super::types::MemError;
 
 /// Areas with `io`, `pf` or `ht` among their VmFlags, mapped sockets and mapped
 /// anonymous inodes.
