@@ -10,7 +10,8 @@
 //!
 //! A socket connected to a listener outside the tree is refused at restore unless
 //! `--external-unix` names its peer's address; then it connects again and the
-//! conversation goes on.
+//! conversation goes on. A socket whose peer is outside the tree (connected by it, or
+//! accepted by a listener of the tree) takes a descriptor given with `--inherit-fd`.
 
 mod common;
 
@@ -499,5 +500,96 @@ fn a_peer_outside_the_tree_takes_an_inherited_descriptor() {
     let _ = ack.read_exact(&mut [0u8; 1]);
     let out = std::fs::read_to_string(root.join("out")).unwrap();
     assert!(out.ends_with("done ok\n"), "{out}");
+    common::finish_restore(restore, 0);
+}
+
+/// A listener of the tree whose accepted connection's client is outside it (python3, a
+/// line server; the test is the client): the accepted socket takes a descriptor given at
+/// restore (`--inherit-fd FD=fd:0`) and the listener is restored around it, accepting a
+/// new client at its path. (The listener used to create every accepted socket bearing
+/// its name, the external one too, which failed the restore.)
+#[test]
+fn an_accepted_connection_whose_client_is_outside_the_tree_takes_an_inherited_descriptor() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    const SERVER: &str = r#"
+import socket, sys
+l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+l.bind(sys.argv[1])
+l.listen(4)
+c, _ = l.accept()
+def line(s):
+    b = b''
+    while not b.endswith(b'\n'):
+        d = s.recv(1)
+        if not d:
+            return b''
+        b += d
+    return b
+while True:
+    b = line(c)
+    if not b:
+        sys.exit(0)
+    c.sendall(b.upper())
+    if b == b'accept\n':
+        n, _ = l.accept()
+        n.sendall(line(n).upper())
+        n.close()
+"#;
+    if !common::capable() {
+        return_skip();
+    }
+    assert!(common::have("python3"), ".ci/run installs python3");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.sock");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", SERVER])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut prog = common::only_stdio(&mut cmd).spawn().unwrap();
+    let pid = prog.id() as i32;
+    let guard = KillOnDrop(vec![pid]);
+    let mut first = None;
+    common::wait_until("the server to listen", || {
+        first = UnixStream::connect(&path).ok();
+        first.is_some()
+    });
+    let mut first = first.unwrap();
+    let ask = |s: &mut UnixStream, what: &str| {
+        s.write_all(what.as_bytes()).unwrap();
+        let mut b = vec![0u8; what.len()];
+        s.read_exact(&mut b).unwrap();
+        String::from_utf8(b).unwrap()
+    };
+    assert_eq!(ask(&mut first, "before\n"), "BEFORE\n");
+    let img = dir.path().join("img");
+    common::dump(pid, &img, &[]);
+    prog.wait().unwrap();
+    std::mem::forget(guard);
+    let mut rest = Vec::new();
+    first.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.is_empty(),
+        "the old connection ends with the dumped tree"
+    );
+    let ends = pipecr::restore::external::external_ends(&pipecr_image::Image::open(&img).unwrap())
+        .unwrap();
+    assert_eq!(ends.len(), 1, "the accepted connection: {ends:?}");
+    let fd = ends[0].holders[0].1;
+
+    let (mut mine, theirs) = UnixStream::pair().unwrap();
+    let mut cmd = common::restore_command(&img);
+    cmd.arg("--inherit-fd")
+        .arg(format!("{fd}=fd:0"))
+        .stdin(Stdio::from(OwnedFd::from(theirs)));
+    let restore = common::restore_started(&mut cmd, pid);
+    let _guard = KillOnDrop(vec![pid]);
+    assert_eq!(ask(&mut mine, "after\n"), "AFTER\n");
+    assert_eq!(ask(&mut mine, "accept\n"), "ACCEPT\n");
+    let mut second = UnixStream::connect(&path).unwrap();
+    assert_eq!(ask(&mut second, "new\n"), "NEW\n");
+    drop(mine);
     common::finish_restore(restore, 0);
 }

@@ -297,11 +297,17 @@ impl MemDumper {
             self.pfns_visible = pagemap.shows_pfns();
         }
         // /proc has no field for the current break; the kernel keeps [heap] ending at
-        // PAGE_ALIGN(brk).
+        // PAGE_ALIGN(brk). The heap may be several areas, all shown as [heap]: after a
+        // fork the break grows into a new area that does not merge with the old one (a
+        // tmux server's, say). The break is the end of the last; the end of the first
+        // would give a break below memory malloc already uses, and its next sbrk would
+        // corrupt the heap.
         mm.brk = entries
             .iter()
-            .find(|e| e.path == "[heap]" && e.inode == 0)
-            .map_or(mm.start_brk, |e| e.end);
+            .filter(|e| e.path == "[heap]" && e.inode == 0)
+            .map(|e| e.end)
+            .max()
+            .unwrap_or(mm.start_brk);
         mm.set_brk_source(proto::BrkSource::HeapEnd);
         Ok(mm)
     }

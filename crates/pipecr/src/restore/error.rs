@@ -176,3 +176,15 @@ pub(super) fn errno(pid: i32, op: &'static str) -> impl Fn(Errno) -> ProcessRest
         source: io::Error::from_raw_os_error(e as i32),
     }
 }
+
+/// An error and its causes, on one line.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -132,7 +132,9 @@ pub fn restore_tree_in_new_pidns(
     }
     // What the open files need of the restorer (capabilities, interfaces), checked
     // before the namespace exists (the init checks again, as any restore does).
-    crate::files::preflight(image).map_err(|e| PidNsError::Restore { message: chain(&e) })?;
+    crate::files::preflight(image).map_err(|e| PidNsError::Restore {
+        message: super::error::chain(&e),
+    })?;
     let (report_r, report_w) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| PidNsError::Os {
             op: "pipe2",
@@ -243,7 +245,7 @@ fn init_restore(
         .map_err(|e| format!("new pid namespace: make mounts private: {e}"))?;
     crate::sys::ns::mount_proc(Path::new("/proc"))
         .map_err(|e| format!("new pid namespace: mount proc on /proc: {e}"))?;
-    super::process::restore_tree(image, tree, options).map_err(|e| chain(&e))
+    super::process::restore_tree(image, tree, options).map_err(|e| super::error::chain(&e))
 }
 
 /// Reaps every process that ends in the namespace until `root` does; returns its status
@@ -271,16 +273,4 @@ fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> rustix::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// An error and its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -711,12 +711,14 @@ fn become_zombie(zombie: &proto::Zombie) -> ! {
 const CONFLICT: &str = "[conflict] ";
 
 /// What a new process reports when it could not create or install its open files: the
-/// error, marked when it is a file missing or changed on this machine.
+/// error with its causes (the OS error: the parent gets only this text), marked when it
+/// is a file missing or changed on this machine.
 fn child_error(e: super::fdtable::RebuildError) -> String {
+    let text = super::error::chain(&e);
     if e.is_conflict() {
-        format!("{CONFLICT}{e}")
+        format!("{CONFLICT}{text}")
     } else {
-        e.to_string()
+        text
     }
 }
 

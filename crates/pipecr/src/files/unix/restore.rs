@@ -570,7 +570,10 @@ impl PendingPeers {
             .iter()
             .flat_map(|i| i.sockets.values())
             .filter(|(_, s)| {
+                // An external one (its client outside the tree) is never created: the
+                // descriptor supplied for it stands in (crate::restore::external).
                 s.name == sock.name
+                    && !s.external
                     && matches!(
                         state_of(s),
                         UnixSocketState::Connected | UnixSocketState::Unspecified
