@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 /* argv: OUT CTL ACK. The main thread and a second thread each install their own
    alternate signal stack (sigaltstack); SIGUSR1 has an SA_ONSTACK handler that records
@@ -20,6 +21,7 @@ static char main_alt[ALT_SIZE], other_alt[ALT_SIZE];
 static volatile int on_alt[2], ran[2];
 static pthread_t other;
 static volatile int other_ready;
+static volatile pid_t other_tid;
 static __thread int slot; /* 0 main, 1 other */
 static __thread char *alt_base;
 
@@ -45,10 +47,28 @@ static const char *check(char *base) {
 
 static const char *other_check = "unknown";
 
+/* Whether the other thread sleeps in pause() (its /proc syscall line starts with the
+   number of pause): a signal sent before it gets there would be handled and leave it
+   asleep in pause() with nothing to report. */
+static int other_in_pause(void) {
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)other_tid);
+    int f = open(path, O_RDONLY);
+    if (f < 0) return 0;
+    ssize_t n = read(f, buf, sizeof buf - 1);
+    close(f);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    char want[16];
+    snprintf(want, sizeof want, "%d ", SYS_pause);
+    return strncmp(buf, want, strlen(want)) == 0;
+}
+
 static void *run_other(void *arg) {
     (void)arg;
     slot = 1;
     if (install(other_alt)) return 0;
+    other_tid = (pid_t)syscall(SYS_gettid);
     __atomic_store_n(&other_ready, 1, __ATOMIC_SEQ_CST);
     for (;;) {
         pause();
@@ -79,6 +99,7 @@ int main(int argc, char **argv) {
         if (n != 1) return 3;
         if (c == 'q') return 0;
         ran[0] = ran[1] = on_alt[0] = on_alt[1] = 0;
+        while (!other_in_pause()) sched_yield();
         if (pthread_kill(other, SIGUSR1) || raise(SIGUSR1)) return 4;
         while (!__atomic_load_n(&ran[1], __ATOMIC_SEQ_CST)) sched_yield();
         /* The other thread checks its stack once its pause() returns. */
