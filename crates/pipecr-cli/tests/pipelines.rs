@@ -165,8 +165,12 @@ fn stderr_of(dir: &Path) -> String {
 // the freeze on a loaded machine) never reach its end: a pipeline that finishes, or whose
 // seq has exited unreaped, before a dump is not what the tests check.
 const GZIP_PIPELINE: &str = "seq 1 20000000 | gzip -1 | sha256sum > out";
+/// The same, three times longer (~540 MB), for snapshot dumps: the tree runs on while
+/// the image is written, and must not have finished (writing `out`, which the restore
+/// then rightly finds changed) before the test kills it, even on a loaded machine.
+const GZIP_PIPELINE_LONG: &str = "seq 1 60000000 | gzip -1 | sha256sum > out";
 
-/// Dumps `cycles` times, each once gzip has read `step` more bytes (168.9 MB in all);
+/// Dumps `cycles` times, each once gzip has read `step` more bytes (168.9 MB in all, 3 times that for snapshots);
 /// with `snapshots`, as [`SNAPSHOT`] dumps.
 fn gzip_pipeline(cycles: usize, step: u64, snapshots: bool) {
     if !capable() || !have("gzip") || !have("sha256sum") {
@@ -178,12 +182,17 @@ fn gzip_pipeline(cycles: usize, step: u64, snapshots: bool) {
     std::fs::create_dir_all(&plain).unwrap();
     std::fs::create_dir_all(&dumped).unwrap();
 
-    let status = sh(&plain, GZIP_PIPELINE).status().unwrap();
+    let pipeline = if snapshots {
+        GZIP_PIPELINE_LONG
+    } else {
+        GZIP_PIPELINE
+    };
+    let status = sh(&plain, pipeline).status().unwrap();
     assert!(status.success(), "{status}: {}", stderr_of(&plain));
     let expected = std::fs::read(plain.join("out")).unwrap();
     assert_eq!(expected.len(), 68, "{}", String::from_utf8_lossy(&expected));
 
-    let child = sh(&dumped, GZIP_PIPELINE).spawn().unwrap();
+    let child = sh(&dumped, pipeline).spawn().unwrap();
     let mut tree = Tree::new(child, &dumped);
     tree.snapshots = snapshots;
     for cycle in 0..cycles {
