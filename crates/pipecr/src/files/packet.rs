@@ -109,17 +109,6 @@ fn ifname(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<String> {
     Ok(rustix::net::netdevice::index_to_name(fd, ifindex)?)
 }
 
-/// The index of the interface called `name` in the caller's network namespace.
-fn ifindex_here(name: &str) -> io::Result<u32> {
-    let probe = rustix::net::socket_with(
-        AddressFamily::INET,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
-    Ok(rustix::net::netdevice::name_to_index(&probe, name)?)
-}
-
 fn int(fd: BorrowedFd<'_>, name: i32) -> io::Result<i32> {
     raw::get_int(fd, pk::SOL_PACKET, name)
 }
@@ -317,7 +306,7 @@ impl FileKind for PacketSocketKind {
                 .chain(s.memberships.iter().map(|m| m.ifname.as_str()))
                 .filter(|n| !n.is_empty());
             for name in names {
-                if let Err(e) = ifindex_here(name) {
+                if let Err(e) = sockopts::interface_index(name) {
                     return Err(refuse(
                         "find the interface",
                         e.raw_os_error().unwrap_or(libc::ENODEV),
@@ -359,7 +348,7 @@ impl FileKind for PacketSocketKind {
             if name.is_empty() {
                 return Ok(0);
             }
-            ifindex_here(name).map_err(|e| fail("find the interface by name", e))
+            sockopts::interface_index(name).map_err(|e| fail("find the interface by name", e))
         };
         // Protocol 0: the socket receives nothing until it is bound below.
         let sock = rustix::net::socket_with(

@@ -254,17 +254,10 @@ impl FileKind for RawIpSocketKind {
                 wanted.push(("CAP_NET_ADMIN", CapabilitySet::NET_ADMIN));
             }
             if !o.bound_device.is_empty() {
-                let probe = rustix::net::socket_with(
-                    AddressFamily::INET,
-                    SocketType::DGRAM,
-                    SocketFlags::CLOEXEC,
-                    None,
-                )
-                .map_err(|e| fail("socket", e.into()))?;
-                if let Err(e) = rustix::net::netdevice::name_to_index(&probe, &o.bound_device) {
+                if let Err(e) = sockopts::interface_index(&o.bound_device) {
                     return Err(refuse(
                         "SO_BINDTODEVICE",
-                        e.raw_os_error(),
+                        e.raw_os_error().unwrap_or(libc::ENODEV),
                         format!(
                             "no interface named {:?} in this network namespace",
                             o.bound_device

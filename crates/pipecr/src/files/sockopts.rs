@@ -154,6 +154,17 @@ pub fn apply_filter(
     Ok(())
 }
 
+/// The index of the interface called `name` in the caller's network namespace.
+pub fn interface_index(name: &str) -> io::Result<u32> {
+    let probe = rustix::net::socket_with(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok(rustix::net::netdevice::name_to_index(&probe, name)?)
+}
+
 /// The capabilities among `wanted` (names and sets) the calling thread does not have
 /// in its effective set, by name.
 pub fn missing_capabilities(
